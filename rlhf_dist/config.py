@@ -1,0 +1,526 @@
+"""One typed config for every job: YAML merged with ``key.sub=value`` overrides.
+
+Each section is a dataclass that validates itself in ``__post_init__``; cross-section rules
+and derived sizes live in ``Config.__post_init__`` / ``Config.resolve``.  Parsing, type
+coercion and unknown-key detection come from OmegaConf structured configs; every failure is
+re-raised as :class:`ConfigError` naming the field, the bad value and (for unknown keys) the
+closest valid key.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the field (``section.key``) and the value."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _choice(key: str, value: Any, options: Sequence[Any]) -> None:
+    _require(value in options, key, f"got {value!r}, expected one of {list(options)}")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    _require(ok, key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture of a randomly initialised model built when no path is given (tests, demo)."""
+
+    arch: str = "llama"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 256
+
+    def check(self, prefix: str) -> None:
+        _choice(f"{prefix}.arch", self.arch, ["llama", "gpt2", "qwen2"])
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings"):
+            _positive(f"{prefix}.{name}", getattr(self, name))
+        _require(self.hidden_size % self.num_heads == 0, f"{prefix}.hidden_size",
+                 f"{self.hidden_size} is not divisible by {prefix}.num_heads={self.num_heads}")
+
+
+@dataclass
+class ModelConfig:
+    """A model to load (local path or hub name) or, with ``name_or_path: null``, a tiny one."""
+
+    name_or_path: Optional[str] = None
+    tokenizer_path: Optional[str] = None  # defaults to name_or_path; null + tiny → toy tokenizer
+    trust_remote_code: bool = False
+    dtype: str = "float32"
+    attn_implementation: str = "eager"
+    gradient_checkpointing: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+    def check(self, prefix: str) -> None:
+        """Validated by the parent, since four sections (model, ref_model, …) share this type."""
+        _choice(f"{prefix}.dtype", self.dtype, ["float32", "bfloat16", "float16"])
+        _choice(f"{prefix}.attn_implementation", self.attn_implementation,
+                ["eager", "sdpa", "flash_attention_2"])
+        self.tiny.check(f"{prefix}.tiny")
+
+
+@dataclass
+class ToyDataConfig:
+    """The built-in harmful-vs-benign alignment task, generated deterministically."""
+
+    seed: int = 0
+    num_prompts: int = 256
+    eval_ratio: float = 0.125
+
+
+@dataclass
+class DataConfig:
+    """Where rows come from and how they become tokens.
+
+    ``path`` is ``toy`` (built-in task), a local jsonl/json/parquet/csv file or directory, or a
+    hub dataset name.  Keys name the columns; ``on_bad_row`` is ``error`` or ``skip`` (counted).
+    """
+
+    path: str = "toy"
+    split: str = "train"
+    eval_path: Optional[str] = None
+    eval_split: Optional[str] = None
+    eval_ratio: float = 0.0
+    max_samples: Optional[int] = None
+    prompt_key: str = "prompt"
+    response_key: str = "response"
+    chosen_key: str = "chosen"
+    rejected_key: str = "rejected"
+    messages_key: str = "messages"
+    ranking_key: str = "responses"
+    apply_chat_template: bool = False
+    max_length: int = 256
+    max_prompt_length: int = 128
+    on_bad_row: str = "error"
+    num_workers: int = 0
+    toy: ToyDataConfig = field(default_factory=ToyDataConfig)
+
+    def __post_init__(self):
+        _choice("data.on_bad_row", self.on_bad_row, ["error", "skip"])
+        _positive("data.max_length", self.max_length)
+        _positive("data.max_prompt_length", self.max_prompt_length)
+        _require(self.max_prompt_length < self.max_length, "data.max_prompt_length",
+                 f"{self.max_prompt_length} must be smaller than data.max_length="
+                 f"{self.max_length}, or no response token fits")
+        _require(0.0 <= self.eval_ratio < 1.0, "data.eval_ratio",
+                 f"must be in [0, 1), got {self.eval_ratio}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation shared by every trainer.  Batch sizes are in sequences (pairs for RM/DPO).
+
+    ``train_batch_size`` is global per optimiser step; it must equal
+    ``micro_batch_size × gradient_accumulation_steps × data-parallel ranks``.
+    ``gradient_accumulation_steps`` is derived when left at null.
+    """
+
+    epochs: int = 1
+    max_steps: int = -1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.1
+    train_batch_size: int = 8
+    micro_batch_size: int = 2
+    gradient_accumulation_steps: Optional[int] = None
+    eval_batch_size: int = 8
+    max_grad_norm: float = 1.0
+    eval_every: int = 0
+    log_every: int = 1
+
+    def __post_init__(self):
+        _choice("train.lr_scheduler", self.lr_scheduler, ["cosine", "linear", "constant"])
+        _positive("train.epochs", self.epochs)
+        _positive("train.lr", self.lr)
+        _positive("train.train_batch_size", self.train_batch_size)
+        _positive("train.micro_batch_size", self.micro_batch_size)
+        _positive("train.eval_batch_size", self.eval_batch_size)
+        _positive("train.max_grad_norm", self.max_grad_norm, allow_zero=True)
+        _positive("train.eval_every", self.eval_every, allow_zero=True)
+        _positive("train.log_every", self.log_every)
+        _require(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio",
+                 f"must be in [0, 1), got {self.warmup_ratio}")
+        _require(len(self.adam_betas) == 2, "train.adam_betas",
+                 f"needs two numbers, got {list(self.adam_betas)}")
+
+    def resolve_accumulation(self, dp_size: int) -> int:
+        """Check ``train = micro × accum × dp`` and return the accumulation steps."""
+        per_step = self.micro_batch_size * dp_size
+        _require(self.train_batch_size % per_step == 0, "train.train_batch_size",
+                 f"{self.train_batch_size} is not divisible by train.micro_batch_size="
+                 f"{self.micro_batch_size} × data-parallel ranks={dp_size} (= {per_step})")
+        accum = self.train_batch_size // per_step
+        if self.gradient_accumulation_steps is not None:
+            _require(self.gradient_accumulation_steps == accum,
+                     "train.gradient_accumulation_steps",
+                     f"{self.gradient_accumulation_steps} conflicts with train.train_batch_size="
+                     f"{self.train_batch_size} / (train.micro_batch_size={self.micro_batch_size}"
+                     f" × ranks={dp_size}) = {accum}")
+        self.gradient_accumulation_steps = accum
+        return accum
+
+
+@dataclass
+class DeepSpeedSection:
+    """What we let users choose of DeepSpeed; ``extra`` is merged last into the built dict."""
+
+    zero_stage: int = 0
+    bf16: bool = False
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    gather_16bit_weights_on_save: bool = True
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _choice("deepspeed.zero_stage", self.zero_stage, [0, 1, 2, 3])
+        _require(not self.offload_param or self.zero_stage == 3, "deepspeed.offload_param",
+                 f"needs deepspeed.zero_stage=3, got zero_stage={self.zero_stage}")
+        _require(not self.offload_optimizer or self.zero_stage >= 1,
+                 "deepspeed.offload_optimizer",
+                 f"needs deepspeed.zero_stage>=1, got zero_stage={self.zero_stage}")
+
+
+@dataclass
+class RoleResources:
+    """Devices of one Ray role: ``num_nodes × devices_per_node`` ranks (CPU processes on CPU)."""
+
+    num_nodes: int = 1
+    devices_per_node: int = 1
+    cpus_per_worker: float = 1.0
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * self.devices_per_node
+
+
+@dataclass
+class ResourcesConfig:
+    """Ray placement per role.  ``ray_address: null`` starts a local Ray and stops it after."""
+
+    ray_address: Optional[str] = None
+    placement_strategy: str = "PACK"
+    colocate_actor_ref: bool = False
+    colocate_critic_reward: bool = False
+    timeout_s: float = 600.0
+    actor: RoleResources = field(default_factory=RoleResources)
+    critic: RoleResources = field(default_factory=RoleResources)
+    reward: RoleResources = field(default_factory=RoleResources)
+    reference: RoleResources = field(default_factory=RoleResources)
+
+    def __post_init__(self):
+        _choice("resources.placement_strategy", self.placement_strategy,
+                ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+        _positive("resources.timeout_s", self.timeout_s)
+        for role in ("actor", "critic", "reward", "reference"):
+            res = getattr(self, role)
+            for name in ("num_nodes", "devices_per_node", "cpus_per_worker"):
+                _positive(f"resources.{role}.{name}", getattr(res, name))
+
+
+@dataclass
+class RolloutConfig:
+    """Generation for PPO (and RLAIF sampling)."""
+
+    backend: str = "hf"
+    rollout_batch_size: int = 8
+    n_samples_per_prompt: int = 1
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    do_sample: bool = True
+
+    def __post_init__(self):
+        _choice("rollout.backend", self.backend, ["hf"])
+        _positive("rollout.rollout_batch_size", self.rollout_batch_size)
+        _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
+        _positive("rollout.max_new_tokens", self.max_new_tokens)
+        _positive("rollout.temperature", self.temperature)
+        _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
+        _positive("rollout.top_k", self.top_k, allow_zero=True)
+
+
+@dataclass
+class PPOConfig:
+    """PPO / critic-free policy optimisation (the learner and the scorer)."""
+
+    iterations: int = 10
+    ppo_epochs: int = 1
+    mini_batch_size: int = 8
+    clip_eps: float = 0.2
+    dual_clip: Optional[float] = None
+    value_clip: Optional[float] = 0.2
+    loss_agg: str = "token_mean"
+    critic_lr: float = 1e-4
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"
+    kl_controller: str = "fixed"
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    gamma: float = 1.0
+    lam: float = 0.95
+    advantage_estimator: str = "gae"
+    whiten_advantages: bool = True
+    reward_clip: Optional[float] = None
+    normalize_reward: bool = False
+    reward_fn: Optional[str] = None
+    reward_fn_weight: float = 1.0
+    use_reward_model: bool = True
+
+    def __post_init__(self):
+        _positive("ppo.iterations", self.iterations)
+        _positive("ppo.ppo_epochs", self.ppo_epochs)
+        _positive("ppo.mini_batch_size", self.mini_batch_size)
+        _positive("ppo.clip_eps", self.clip_eps)
+        _require(self.dual_clip is None or self.dual_clip > 1.0, "ppo.dual_clip",
+                 f"must be > 1 (or null), got {self.dual_clip}")
+        _choice("ppo.loss_agg", self.loss_agg, ["token_mean", "seq_mean_token_mean"])
+        _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
+        _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
+        _choice("ppo.advantage_estimator", self.advantage_estimator,
+                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm"])
+        _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
+        _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
+        _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
+        _require(self.use_reward_model or self.reward_fn is not None, "ppo.use_reward_model",
+                 "is false and ppo.reward_fn is null: nothing would score the responses")
+
+    @property
+    def needs_critic(self) -> bool:
+        return self.advantage_estimator == "gae"
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation against a frozen reference."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    nll_coef: float = 0.0
+    ref_offload: bool = False
+    mode: str = "launcher"
+
+    def __post_init__(self):
+        _positive("dpo.beta", self.beta)
+        _choice("dpo.loss_type", self.loss_type, ["sigmoid", "ipo", "hinge"])
+        _require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
+                 f"must be in [0, 0.5), got {self.label_smoothing}")
+        _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
+        _choice("dpo.mode", self.mode, ["launcher", "ray"])
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: loss on response tokens unless ``train_on_prompt``."""
+
+    train_on_prompt: bool = False
+
+
+@dataclass
+class RMConfig:
+    """Reward model: Bradley-Terry with an optional fixed margin; score statistics saved."""
+
+    margin: Optional[float] = None
+    save_score_stats: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    """Console + ``metrics.jsonl`` always; W&B when ``backend: wandb``.
+
+    ``mode: auto`` is online when a W&B key is configured, offline otherwise.
+    """
+
+    backend: str = "wandb"
+    mode: str = "auto"
+    project: str = "rlhf_dist"
+    name: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        _choice("logging.backend", self.backend, ["wandb", "none"])
+        _choice("logging.mode", self.mode, ["auto", "online", "offline"])
+
+
+@dataclass
+class CheckpointConfig:
+    """``save_every`` steps (0: only at the end), keep the last ``keep_last``."""
+
+    save_every: int = 0
+    keep_last: int = 2
+    resume: str = "none"
+    export_hf: bool = True
+
+    def __post_init__(self):
+        _positive("checkpoint.save_every", self.save_every, allow_zero=True)
+        _positive("checkpoint.keep_last", self.keep_last)
+
+
+# --------------------------------------------------------------------------- the whole
+
+
+@dataclass
+class Config:
+    """Every section of a job.  Unused sections keep their defaults."""
+
+    output_dir: str = "outputs/run"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ref_model: ModelConfig = field(default_factory=ModelConfig)
+    reward_model: ModelConfig = field(default_factory=ModelConfig)
+    critic_model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self):
+        for role in ("model", "ref_model", "reward_model", "critic_model"):
+            getattr(self, role).check(role)
+        _require(bool(self.output_dir), "output_dir", "must not be empty")
+        resume = self.checkpoint.resume
+        _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
+                 "must be none, auto or a checkpoint directory")
+
+    def resolve(self, dp_size: int) -> "Config":
+        """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""
+        _positive("data-parallel ranks", dp_size)
+        self.train.resolve_accumulation(dp_size)
+        return self
+
+
+def resolve_ppo_sizes(cfg: Config) -> None:
+    """PPO sizes: an iteration's experience splits into whole minibatches over the actor ranks."""
+    n_experience = cfg.rollout.rollout_batch_size * cfg.rollout.n_samples_per_prompt
+    mb, dp = cfg.ppo.mini_batch_size, cfg.resources.actor.world_size
+    _require(n_experience % mb == 0, "ppo.mini_batch_size",
+             f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
+             f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
+             f" = {n_experience}")
+    _require(mb % dp == 0, "ppo.mini_batch_size",
+             f"{mb} is not divisible by the actor's data-parallel ranks"
+             f" resources.actor = {cfg.resources.actor.num_nodes} × "
+             f"{cfg.resources.actor.devices_per_node} = {dp}")
+    if cfg.ppo.advantage_estimator in ("rloo", "mean_baseline", "group_norm"):
+        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
+                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
+                 f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= 2")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _field_names(section: Any) -> List[str]:
+    return [f.name for f in fields(section)] if is_dataclass(section) else []
+
+
+def _section_at(path: Sequence[str]) -> Any:
+    node: Any = Config
+    for part in path:
+        match = [f for f in fields(node) if f.name == part] if is_dataclass(node) else []
+        if not match:
+            return None
+        node = match[0].default_factory() if callable(match[0].default_factory) else None
+        node = type(node) if node is not None else None
+    return node
+
+
+def _unknown_key_error(full_key: str) -> ConfigError:
+    *parent, leaf = full_key.split(".")
+    section = _section_at(parent)
+    valid = _field_names(section) if section is not None else _field_names(Config)
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    where = ".".join(parent) or "the top level"
+    hint = f"; did you mean '{'.'.join(parent + [close[0]])}'?" if close else ""
+    return ConfigError(f"{full_key}: unknown key in {where}{hint} (valid: {', '.join(valid)})")
+
+
+def _translate(err: OmegaConfBaseException) -> ConfigError:
+    key = str(getattr(err, "full_key", "") or "?")
+    if isinstance(err, ConfigKeyError) or "not in" in str(err):
+        return _unknown_key_error(key)
+    if isinstance(err, ValidationError):
+        first_line = str(err).splitlines()[0]
+        return ConfigError(f"{key}: wrong type: {first_line}")
+    return ConfigError(f"{key}: {str(err).splitlines()[0]}")
+
+
+def _override_list(overrides: Sequence[str]) -> List[str]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. train.lr=1e-5)")
+    return list(overrides)
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`."""
+    schema = OmegaConf.structured(Config)
+    layers = [schema]
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path!r} does not exist")
+        layers.append(OmegaConf.load(path))
+    layers.append(OmegaConf.from_dotlist(_override_list(overrides)))
+    try:
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
+        raise (cause or _translate(err)) from None
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what ``--print-config`` prints and each run saves)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, output_dir: Optional[str] = None) -> Path:
+    """Write ``config.yaml`` into the run directory and return its path."""
+    out = Path(output_dir or cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "config.yaml"
+    target.write_text(to_yaml(cfg))
+    return target
+
+
+def launcher_world_size() -> int:
+    """Data-parallel ranks of a launcher (deepspeed / torchrun) job; 1 without a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
