@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rlhf_dist",
+    version="0.1.0",
+    description="Distributed RLHF (SFT, reward model, PPO, DPO) that runs on a laptop CPU "
+                "or a GPU cluster with the same code",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["rlhf_dist", "rlhf_dist.*"]),
+    include_package_data=True,
+    package_data={"rlhf_dist": ["configs/**/*.yaml"]},
+    python_requires=">=3.9",
+    # torch is deliberately loose: cluster users bring their own CUDA build.
+    install_requires=[
+        "torch>=2.1",
+        "deepspeed>=0.14",
+        "transformers>=4.45",
+        "accelerate>=0.30",
+        "datasets>=2.19",
+        "tokenizers>=0.19",
+        "ray[default]>=2.9",
+        "wandb>=0.17",
+        "omegaconf>=2.3",
+        "pyyaml",
+        "numpy",
+        "safetensors",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "bench": ["trl>=0.12"],
+    },
+    entry_points={"console_scripts": ["rlhf-dist=rlhf_dist.cli:main"]},
+)

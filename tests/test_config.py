@@ -1,0 +1,111 @@
+"""Config: YAML + overrides, typed values, and errors that name the culprit."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rlhf_dist.config import ConfigError, load_config, resolve_ppo_sizes, save_config, to_yaml
+
+
+def _error(overrides, path=None):
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.5\n  epochs: 3\ndeepspeed:\n  zero_stage: 2\n")
+    cfg = load_config(str(path), ["train.lr=2e-5", "model.tiny.num_layers=3"])
+    assert cfg.train.lr == pytest.approx(2e-5)
+    assert cfg.train.epochs == 3
+    assert cfg.deepspeed.zero_stage == 2
+    assert cfg.model.tiny.num_layers == 3
+    assert cfg.data.path == "toy"  # untouched default
+
+
+def test_unknown_key_names_key_and_closest_valid_one():
+    msg = _error(["train.lrr=1"])
+    assert "train.lrr" in msg and "did you mean 'train.lr'" in msg
+    msg = _error(["trian.lr=1"])
+    assert "trian" in msg and "did you mean 'train'" in msg
+    msg = _error(["model.tiny.hidden_sise=8"])
+    assert "did you mean 'model.tiny.hidden_size'" in msg
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("deepspeed:\n  zero_stge: 2\n")
+    msg = _error([], str(path))
+    assert "deepspeed.zero_stge" in msg and "deepspeed.zero_stage" in msg
+
+
+def test_wrong_type_names_field_and_value():
+    msg = _error(["train.lr=abc"])
+    assert msg.startswith("train.lr:") and "'abc'" in msg
+    msg = _error(["deepspeed.bf16=maybe"])
+    assert "deepspeed.bf16" in msg and "maybe" in msg
+
+
+def test_bad_values_name_the_field():
+    assert _error(["deepspeed.zero_stage=5"]).startswith("deepspeed.zero_stage: got 5")
+    assert "dpo.loss_type" in _error(["dpo.loss_type=kto"])
+    assert "ppo.dual_clip" in _error(["ppo.dual_clip=0.5"])
+    assert "reward_model.tiny.hidden_size" in _error(["reward_model.tiny.hidden_size=65"])
+    assert "deepspeed.offload_param" in _error(["deepspeed.offload_param=true"])
+    assert "data.max_prompt_length" in _error(["data.max_prompt_length=999"])
+    assert "override 'train.lr'" in _error(["train.lr"])
+
+
+def test_missing_config_file():
+    assert "does-not-exist.yaml" in _error([], "does-not-exist.yaml")
+
+
+def test_batch_divisibility_names_the_numbers():
+    cfg = load_config(None, ["train.train_batch_size=6", "train.micro_batch_size=2"])
+    with pytest.raises(ConfigError) as info:
+        cfg.resolve(dp_size=2)
+    msg = str(info.value)
+    assert "train.train_batch_size" in msg and "6" in msg and "ranks=2" in msg
+
+
+def test_derived_accumulation_computed_once_and_checked():
+    cfg = load_config(None, ["train.train_batch_size=16", "train.micro_batch_size=2"])
+    cfg.resolve(dp_size=2)
+    assert cfg.train.gradient_accumulation_steps == 4
+    bad = load_config(None, ["train.train_batch_size=16", "train.gradient_accumulation_steps=3"])
+    with pytest.raises(ConfigError, match="train.gradient_accumulation_steps: 3 conflicts"):
+        bad.resolve(dp_size=2)
+
+
+def test_ppo_sizes():
+    cfg = load_config(None, ["rollout.rollout_batch_size=6", "ppo.mini_batch_size=4"])
+    with pytest.raises(ConfigError, match="ppo.mini_batch_size: 4 does not divide"):
+        resolve_ppo_sizes(cfg)
+    cfg = load_config(None, ["ppo.advantage_estimator=rloo"])
+    with pytest.raises(ConfigError, match="rollout.n_samples_per_prompt"):
+        resolve_ppo_sizes(cfg)
+
+
+def test_unknown_estimator_is_rejected():
+    assert "ppo.advantage_estimator" in _error(["ppo.advantage_estimator=grpo"])
+
+
+def test_print_and_save_round_trip(tmp_path):
+    cfg = load_config(None, ["train.lr=3e-4", f"output_dir={tmp_path}", "logging.tags=[a,b]"])
+    path = save_config(cfg)
+    assert path == tmp_path / "config.yaml"
+    again = load_config(str(path))
+    assert again == cfg
+    assert yaml.safe_load(to_yaml(cfg))["logging"]["tags"] == ["a", "b"]
+
+
+def test_cli_print_config_and_errors():
+    out = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "sft", "--print-config",
+                          "train.lr=0.25"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["train"]["lr"] == 0.25
+    bad = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "sft", "trian.lr=1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "did you mean 'train'" in bad.stderr
