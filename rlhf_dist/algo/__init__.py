@@ -1,0 +1,64 @@
+"""Pure-torch RLHF maths: no ray, deepspeed, torch.distributed or config imports.
+
+Shapes: B batch rows, T tokens, V vocabulary, P prompts x K samples.  Dtype policy: maths in
+float32 for bf16/fp16 inputs (float64 stays float64), results returned in that dtype.
+Metrics dicts hold python floats.
+"""
+
+from .advantages import (
+    ADVANTAGE_ESTIMATORS,
+    compute_critic_free_advantages,
+    expand_to_tokens,
+    get_advantage_estimator,
+    group_norm,
+    mean_baseline,
+    reinforce,
+    rloo,
+)
+from .dpo import DPO_LOSSES, dpo_loss
+from .gae import discounted_returns, gae
+from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, shape_rewards
+from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
+from .logprobs import entropy_from_logits, logprobs_from_logits, sequence_logps, shifted_token_logps
+from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, value_loss
+from .masked import masked_mean, masked_sum, masked_var, masked_whiten
+from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AdaptiveKLController",
+    "DPO_LOSSES",
+    "FixedKLController",
+    "KL_CONTROLLERS",
+    "KL_ESTIMATORS",
+    "LOSS_AGGREGATORS",
+    "aggregate_loss",
+    "bradley_terry_loss",
+    "bradley_terry_metrics",
+    "compute_critic_free_advantages",
+    "discounted_returns",
+    "dpo_loss",
+    "entropy_from_logits",
+    "expand_to_tokens",
+    "explained_variance",
+    "gae",
+    "get_advantage_estimator",
+    "group_norm",
+    "kl_estimate",
+    "last_token_index",
+    "logprobs_from_logits",
+    "make_kl_controller",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "mean_baseline",
+    "ppo_policy_loss",
+    "reinforce",
+    "rloo",
+    "sequence_logps",
+    "sft_loss",
+    "shape_rewards",
+    "shifted_token_logps",
+    "value_loss",
+]

@@ -1,0 +1,89 @@
+"""Per-token KL estimators and KL-shaped token rewards.
+
+Estimators of KL(pi || ref) from samples of pi (J. Schulman, "Approximating KL divergence",
+2020), with logr = ref_logprobs - logprobs:
+  k1 = -logr                    (unbiased, high variance, can be negative)
+  k2 = 0.5 * logr**2            (biased, low variance, >= 0)
+  k3 = exp(logr) - logr - 1     (unbiased, low variance, >= 0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._common import as_bool_mask, check_same_shape, lookup, to_compute
+
+
+def _k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    return logprobs - ref_logprobs
+
+
+def _k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (logprobs - ref_logprobs) ** 2
+
+
+def _k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    logr = ref_logprobs - logprobs
+    return torch.exp(logr) - logr - 1
+
+
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "k1": _k1,
+    "k2": _k2,
+    "k3": _k3,
+}
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token KL estimate of the policy from the reference: (B, T), (B, T) -> (B, T).
+
+    ``kind`` is a key of :data:`KL_ESTIMATORS` ("k1", "k2", "k3"); unknown -> ValueError.
+    Computed in float32 for bf16/fp16 inputs.  No masking: apply your mask to the result.
+    """
+    estimator = lookup(KL_ESTIMATORS, kind, "KL estimator")
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    logprobs, ref_logprobs = to_compute(logprobs, ref_logprobs)
+    return estimator(logprobs, ref_logprobs)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last nonzero of each row of a (B, T) mask -> (B,) int64.
+
+    Works with left padding, right padding and gaps.  A row with no nonzero raises
+    ValueError naming the row(s).
+    """
+    m = as_bool_mask(mask)
+    empty = (~m.any(dim=-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"mask rows {empty} have no unmasked token")
+    positions = torch.arange(1, m.shape[-1] + 1, device=m.device)
+    return (positions * m).argmax(dim=-1)
+
+
+def shape_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    kind: str = "k1",
+) -> torch.Tensor:
+    """Token rewards r_t = -kl_coef * KL_t on the mask, plus the sequence score on the last
+    unmasked token of each row (Ziegler et al. 2019; Ouyang et al. 2022, eq. 2).
+
+    scores: (B,) sequence rewards; logprobs, ref_logprobs, mask: (B, T) over response
+    tokens (the mask is the action mask; it may have left padding or gaps).
+    Returns (B, T), zero outside the mask, float32 for bf16/fp16 inputs.  Not detached:
+    call under ``torch.no_grad()``.  A row with an all-zero mask raises ValueError.
+    """
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    if scores.shape != logprobs.shape[:1]:
+        raise ValueError(f"scores must be (B,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}")
+    m = as_bool_mask(mask)
+    last = last_token_index(m)
+    kl = kl_estimate(logprobs, ref_logprobs, kind)
+    rewards = torch.where(m, -kl_coef * kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    return rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)

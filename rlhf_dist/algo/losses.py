@@ -1,0 +1,153 @@
+"""PPO policy and value losses, loss aggregation over tokens, explained variance.
+
+Losses are 0-dim float32 tensors (float64 for float64 inputs) that carry gradients;
+metrics are dicts of python floats (``.item()``, one device sync each).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._common import as_bool_mask, check_same_shape, lookup, to_compute
+from .masked import masked_mean, masked_sum, masked_var
+
+
+def _token_mean(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return masked_mean(loss_tok, mask)
+
+
+def _seq_mean_token_mean(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    per_seq = masked_mean(loss_tok, mask, dim=-1)
+    nonempty = as_bool_mask(mask).any(dim=-1)
+    return masked_mean(per_seq, nonempty)
+
+
+def _seq_mean_token_sum(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    per_seq = masked_sum(loss_tok, mask, dim=-1)
+    nonempty = as_bool_mask(mask).any(dim=-1)
+    return masked_mean(per_seq, nonempty)
+
+
+LOSS_AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "token_mean": _token_mean,
+    "seq_mean_token_mean": _seq_mean_token_mean,
+    "seq_mean_token_sum": _seq_mean_token_sum,
+}
+
+
+def aggregate_loss(loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean") -> torch.Tensor:
+    """Reduce a (B, T) per-token loss to a scalar.
+
+    "token_mean": mean over all unmasked tokens of the batch (long responses weigh more).
+    "seq_mean_token_mean": mean over each sequence's unmasked tokens, then over sequences.
+    "seq_mean_token_sum": sum over each sequence's unmasked tokens, then mean over sequences.
+    Sequences with an empty mask are left out of the mean over sequences; an all-empty batch
+    gives 0.  Unknown ``agg`` -> ValueError.
+    """
+    aggregator = lookup(LOSS_AGGREGATORS, agg, "loss aggregation")
+    check_same_shape(loss_tok=loss_tok, mask=mask)
+    return aggregator(loss_tok, mask)
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    dual_clip: float | None = None,
+    agg: str = "token_mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
+
+    logprobs (with grad), old_logprobs, advantages, mask: (B, T).
+    ratio = exp(logprobs - old_logprobs); loss_t = max(-A ratio, -A clip(ratio, 1-eps, 1+eps)).
+    ``dual_clip=c`` (c > 1; Ye et al. 2020): for A < 0 the loss is also capped at -c A.
+    Returns ``(loss, metrics)`` with metrics (python floats, masked means):
+      clipfrac      -- fraction of tokens where the clipped term is taken (strictly larger);
+      approx_kl     -- k3 estimate of KL(old || new): mean of (ratio - 1) - logratio;
+      ratio_mean    -- mean ratio;
+      dual_clipfrac -- only with dual_clip: fraction of tokens capped at -c A.
+    """
+    if clip_eps <= 0:
+        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    if dual_clip is not None and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
+    logprobs, old_logprobs, advantages = to_compute(logprobs, old_logprobs, advantages)
+    old_logprobs, advantages = old_logprobs.detach(), advantages.detach()
+
+    logratio = logprobs - old_logprobs
+    ratio = torch.exp(logratio)
+    surr1 = -advantages * ratio
+    surr2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss_tok = torch.maximum(surr1, surr2)
+
+    metrics = {}
+    if dual_clip is not None:
+        cap = -dual_clip * advantages
+        capped = (advantages < 0) & (loss_tok > cap)
+        loss_tok = torch.where(capped, cap, loss_tok)
+        metrics["dual_clipfrac"] = masked_mean(capped.float(), mask).item()
+
+    loss = aggregate_loss(loss_tok, mask, agg)
+    with torch.no_grad():
+        metrics["clipfrac"] = masked_mean((surr2 > surr1).float(), mask).item()
+        metrics["approx_kl"] = masked_mean((ratio - 1) - logratio, mask).item()
+        metrics["ratio_mean"] = masked_mean(ratio, mask).item()
+    return loss, metrics
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float | None = None,
+    agg: str = "token_mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Critic regression loss, optionally clipped around the old values.
+
+    values (with grad), old_values, returns, mask: (B, T).
+    clip_eps=None: loss = 0.5 * agg((V - R)^2).
+    clip_eps=e:    loss = 0.5 * agg(max((V - R)^2, (V_old + clip(V - V_old, -e, e) - R)^2)).
+    Returns ``(loss, metrics)``: vf_clipfrac (fraction where the clipped term is strictly
+    larger; 0.0 without clipping) and values_mean, as python floats.
+    """
+    if clip_eps is not None and clip_eps <= 0:
+        raise ValueError(f"clip_eps must be > 0 or None, got {clip_eps}")
+    check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
+    values, old_values, returns = to_compute(values, old_values, returns)
+    old_values, returns = old_values.detach(), returns.detach()
+
+    loss_unclipped = (values - returns) ** 2
+    if clip_eps is None:
+        loss_tok = loss_unclipped
+        clipfrac = 0.0
+    else:
+        values_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+        loss_clipped = (values_clipped - returns) ** 2
+        loss_tok = torch.maximum(loss_unclipped, loss_clipped)
+        clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask).item()
+
+    loss = 0.5 * aggregate_loss(loss_tok, mask, agg)
+    metrics = {"vf_clipfrac": clipfrac, "values_mean": masked_mean(values.detach(), mask).item()}
+    return loss, metrics
+
+
+@torch.no_grad()
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over unmasked positions, as a python float.
+
+    values, returns, mask: (B, T).  1 = perfect critic, 0 = no better than a constant, < 0
+    worse.  Population variances (the n vs n-1 choice cancels).  NaN if Var(R) == 0.
+    """
+    check_same_shape(values=values, returns=returns, mask=mask)
+    values, returns = to_compute(values, returns)
+    var_returns = masked_var(returns, mask, unbiased=False).item()
+    if var_returns == 0:
+        return float("nan")
+    var_residual = masked_var(returns - values, mask, unbiased=False).item()
+    return 1.0 - var_residual / var_returns
