@@ -412,6 +412,9 @@ class Config:
         for role in ("model", "ref_model", "reward_model", "critic_model"):
             getattr(self, role).check(role)
         _require(bool(self.output_dir), "output_dir", "must not be empty")
+        _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
+                 f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
+                 f"{self.deepspeed.zero_stage}")
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
@@ -524,3 +527,8 @@ def save_config(cfg: Config, output_dir: Optional[str] = None) -> Path:
 def launcher_world_size() -> int:
     """Data-parallel ranks of a launcher (deepspeed / torchrun) job; 1 without a launcher."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """Plain nested dict of the resolved config (uploaded to W&B, stored in checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))

@@ -1,0 +1,98 @@
+"""torch.distributed set-up: gloo on CPU, NCCL on GPU, and a lone process as rank 0 of 1."""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Dict
+
+import torch
+import torch.distributed as tdist
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_single_process_env() -> None:
+    """Without a launcher DeepSpeed would look for MPI: declare ourselves rank 0 of 1."""
+    if "RANK" in os.environ:
+        return
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1"})
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def backend_for_device() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def local_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def init_distributed(timeout_s: float = 1800.0) -> None:
+    """Initialise the default process group once (idempotent)."""
+    _default_single_process_env()
+    if tdist.is_available() and tdist.is_initialized():
+        return
+    import deepspeed
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_device())
+    deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
+                               timeout=timedelta(seconds=timeout_s), verbose=False)
+
+
+def rank() -> int:
+    return tdist.get_rank() if tdist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if tdist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if tdist.is_initialized():
+        tdist.barrier()
+
+
+def all_reduce_mean(metrics: Dict[str, float]) -> Dict[str, float]:
+    """Average a dict of floats over ranks (same keys on every rank)."""
+    n = world_size()
+    return {key: value / n for key, value in all_reduce_sum(metrics).items()}
+
+
+def broadcast_object(obj):
+    """Rank 0's python object on every rank."""
+    if not tdist.is_initialized() or world_size() == 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shutdown() -> None:
+    """Tear the group down at the end of a job (a live group aborts the process on exit)."""
+    if tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
+def all_reduce_sum(metrics: Dict[str, float]) -> Dict[str, float]:
+    """Sum a dict of floats over ranks (same keys on every rank)."""
+    if not tdist.is_initialized() or world_size() == 1 or not metrics:
+        return dict(metrics)
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                          device=local_device())
+    tdist.all_reduce(values)
+    return dict(zip(keys, values.tolist()))

@@ -1,0 +1,145 @@
+"""The one DeepSpeed engine wrapper every trainer and Ray worker uses."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from rlhf_dist.config import DeepSpeedSection, TrainConfig
+from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
+from rlhf_dist.engine.schedule import lr_multiplier
+
+ENGINE_TAG = "engine"
+
+
+def _build_under_zero3(build_model: Callable[[], nn.Module], ds_config: Dict[str, Any]):
+    """ZeRO-3 models are built inside ``HfDeepSpeedConfig`` so transformers partitions the
+    weights as they are created (``zero.Init``) and loads checkpoints into the shards."""
+    if ds_config["zero_optimization"]["stage"] != 3:
+        return build_model(), None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    keep_alive = HfDeepSpeedConfig(ds_config)  # weakly referenced by transformers
+    return build_model(), keep_alive
+
+
+def _optimizer(params, ds: DeepSpeedSection, train: TrainConfig) -> torch.optim.Optimizer:
+    kwargs = dict(lr=train.lr, betas=tuple(train.adam_betas), weight_decay=train.weight_decay)
+    if ds.offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # compiled on first use, then cached
+
+        return DeepSpeedCPUAdam(params, adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+class ModelEngine:
+    """A model held by DeepSpeed: trained (optimizer + scheduler) or frozen (``optimizer``
+    absent).  Methods mirror what trainers need; the DeepSpeed engine is ``self.ds``."""
+
+    def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None):
+        self.ds = ds_engine
+        self.ds_config = ds_config
+        self._hf_keep_alive = hf_keep_alive
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def trained(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
+                train: TrainConfig, dp_size: int, total_steps: int) -> "ModelEngine":
+        import deepspeed
+
+        config = build_ds_config(ds, train, dp_size)
+        model, keep = _build_under_zero3(build_model, config)
+        optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], ds, train)
+        warmup = int(train.warmup_ratio * total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_multiplier(train.lr_scheduler, total_steps, warmup, train.min_lr_ratio))
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                          lr_scheduler=scheduler, config=config)
+        return cls(engine, config, keep)
+
+    @classmethod
+    def frozen(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
+               micro_batch_size: int, dp_size: int) -> "ModelEngine":
+        import deepspeed
+
+        config = build_frozen_ds_config(ds, micro_batch_size, dp_size)
+        model, keep = _build_under_zero3(build_model, config)
+        model.requires_grad_(False)
+        engine, *_ = deepspeed.initialize(model=model, config=config)
+        engine.eval()
+        return cls(engine, config, keep)
+
+    # ------------------------------------------------------------------ training
+    @property
+    def module(self) -> nn.Module:
+        return self.ds.module
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.ds_config["zero_optimization"]["stage"])
+
+    def __call__(self, *args, **kwargs):
+        return self.ds(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> None:
+        """Call after every micro-batch; DeepSpeed steps the optimizer on accumulation
+        boundaries only (and scales gradients by 1/accumulation in ``backward``)."""
+        self.ds.step()
+
+    @property
+    def global_steps(self) -> int:
+        return int(self.ds.global_steps)
+
+    @property
+    def lr(self) -> float:
+        return float(self.ds.get_lr()[0])
+
+    def train(self) -> None:
+        self.ds.train()
+
+    def eval(self) -> None:
+        self.ds.eval()
+
+    # ------------------------------------------------------------------ state
+    def save(self, directory: Path) -> None:
+        """Collective: model, optimizer and scheduler state of every rank."""
+        self.ds.save_checkpoint(str(directory), tag=ENGINE_TAG)
+
+    def load(self, directory: Path) -> None:
+        """Collective: restore what :meth:`save` wrote."""
+        path, _ = self.ds.load_checkpoint(str(directory), tag=ENGINE_TAG,
+                                          load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed state under {directory}/{ENGINE_TAG}")
+
+    def gathered(self):
+        """Context with full parameters on every rank (ZeRO-3), e.g. for generation."""
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.module.parameters()))
+
+    def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Collective under ZeRO-3 (shards gathered); the whole state dict on rank 0."""
+        if self.zero_stage == 3:
+            return self.ds._zero3_consolidated_16bit_state_dict()
+        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+
+    def export_hf(self, out_dir: Path, tokenizer=None, is_main: bool = True) -> None:
+        """Collective: write a ``from_pretrained``-loadable copy (rank 0 writes)."""
+        state = self.full_state_dict()
+        if not is_main:
+            return
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.module.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(out_dir))
