@@ -1,0 +1,72 @@
+"""Shared pieces of the model loaders: the error type, local-path checks, HF keyword arguments.
+
+Nothing here imports torch or transformers at module level, so a bad path is reported before
+any heavy import or file read happens.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rlhf_dist.config import ModelConfig
+
+
+class ModelError(ValueError):
+    """A model / tokenizer that cannot be built; the message names the config field."""
+
+
+def looks_like_local_path(value: str) -> bool:
+    """True when ``value`` is meant as a filesystem path rather than a hub id.
+
+    Paths start with ``/``, ``.`` or ``~``, contain a platform separator other than ``/``, or
+    contain more than one ``/``.  A hub id (``org/name``) has at most one ``/``, so a single ``/``
+    alone does not make a path (on POSIX ``os.sep`` is ``/`` and would otherwise match every hub
+    id).  Anything that exists on disk is a local path too.
+    """
+    if value.startswith(("/", ".", "~")) or value.count("/") > 1:
+        return True
+    if os.sep != "/" and os.sep in value:
+        return True
+    return os.path.exists(value)
+
+
+def require_existing_path(value: Optional[str], field: str) -> None:
+    """Raise :class:`ModelError` naming ``field`` when ``value`` is a local path that is missing."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise ModelError(f"{field}: expected a local path or hub name, got {value!r}")
+    if looks_like_local_path(value) and not os.path.exists(os.path.expanduser(value)):
+        raise ModelError(f"{field}: {value!r} does not exist")
+
+
+def resolve_source(value: str) -> str:
+    """``~`` expanded for local paths; hub ids unchanged."""
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+# Config spelling -> torch dtype attribute name.  A registry, so adding "float8_…" is one line.
+DTYPES: Dict[str, str] = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def torch_dtype(name: str, field: str) -> Any:
+    """The ``torch.dtype`` of a config spelling; :class:`ModelError` naming ``field`` if unknown."""
+    if name not in DTYPES:
+        raise ModelError(f"{field}: got {name!r}, expected one of {list(DTYPES)}")
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
+def hf_load_kwargs(model_cfg: "ModelConfig", field_prefix: str = "model") -> Dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` / ``from_config`` taken from ``model_cfg``.
+
+    ``trust_remote_code`` is passed through as a strict bool (the config default is False), so
+    remote code never runs unless the user set it.
+    """
+    return {
+        "dtype": torch_dtype(model_cfg.dtype, f"{field_prefix}.dtype"),
+        "attn_implementation": model_cfg.attn_implementation,
+        "trust_remote_code": bool(model_cfg.trust_remote_code),
+    }
