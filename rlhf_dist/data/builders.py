@@ -1,0 +1,162 @@
+"""Tokenised, map-style datasets for each trainer, built eagerly from a ``DataConfig``.
+
+``build_sft_dataset`` / ``build_preference_dataset`` / ``build_prompt_dataset`` /
+``build_lm_dataset`` → :class:`TokenizedDataset` (or None for ``split="eval"`` when the config
+has no eval data; see :func:`~.sources.select_rows`).  Each row goes through
+:mod:`.convert` (texts) and :mod:`.tokenization` (ids); a bad row raises a
+:class:`~.errors.DataError` naming the source, the row index and the field, unless
+``data_cfg.on_bad_row == "skip"``: then it is left out, counted in ``num_skipped`` and
+reported with one ``logging.warning``.
+
+Example dicts hold python lists of ints (the collators make tensors):
+
+* sft / lm: ``input_ids``, ``labels``, ``prompt_len`` (0 for lm);
+* preference: ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
+  ``rejected_labels``, ``prompt_len`` — one example per pair (a ranking row gives C(K, 2));
+* prompt: ``input_ids`` (left-truncated prompt), ``prompt`` (its text) and ``kind`` when the
+  row has a string ``kind`` column (the toy task's ``harmful``/``benign``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
+
+from .convert import Renderer, RowKeys, check_string, preference_texts, prompt_text, sft_text
+from .errors import DataError, RowError
+from .sources import RowSet, select_rows
+from .tokenization import Encoder, Example
+
+logger = logging.getLogger(__name__)
+MAX_REASONS_LOGGED = 3
+TEXT_KEY = "text"
+
+
+class TokenizedDataset:
+    """A list of tokenised examples (``len``, indexing, iteration), usable by a torch
+    ``DataLoader``; ``num_skipped`` bad rows were left out, described in ``skipped``."""
+
+    def __init__(self, examples: List[Example], source: str = "", skipped: Optional[List[str]] = None):
+        self.examples, self.source, self.skipped = examples, source, list(skipped or [])
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+    def __iter__(self):
+        return iter(self.examples)
+
+    def __repr__(self) -> str:
+        return (f"TokenizedDataset({len(self)} examples from {self.source!r}, "
+                f"{self.num_skipped} skipped)")
+
+
+MakeExamples = Callable[[Mapping], List[Example]]
+
+
+def tokenize_rows(rows: RowSet, make: MakeExamples, on_bad_row: str = "error") -> TokenizedDataset:
+    """Apply ``make`` to every row; a :class:`RowError` becomes a :class:`DataError` or a skip."""
+    examples: List[Example] = []
+    skipped: List[str] = []
+    for row_id, row in zip(rows.row_ids, rows.rows):
+        try:
+            examples.extend(make(row))
+        except RowError as err:
+            bad = DataError.bad_row(rows.source, row_id, err.field, err.reason)
+            if on_bad_row != "skip":
+                raise bad from None
+            skipped.append(str(bad))
+    if skipped:
+        logger.warning("%s: skipped %d bad row(s) (data.on_bad_row=skip); first: %s",
+                       rows.source, len(skipped), "; ".join(skipped[:MAX_REASONS_LOGGED]))
+    return TokenizedDataset(examples, rows.source, skipped)
+
+
+# --------------------------------------------------------------------------- example makers
+
+
+class _Context(NamedTuple):
+    keys: RowKeys
+    renderer: Renderer
+    encoder: Encoder
+
+
+def _sft(ctx: _Context, row: Mapping) -> List[Example]:
+    prompt, response = sft_text(row, ctx.keys, ctx.renderer)
+    return [ctx.encoder.sft(prompt, response.text, response.field)]
+
+
+def _preference(ctx: _Context, row: Mapping) -> List[Example]:
+    return [ctx.encoder.preference(prompt, good.text, bad.text, (good.field, bad.field))
+            for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)]
+
+
+def _prompt(ctx: _Context, row: Mapping) -> List[Example]:
+    text = prompt_text(row, ctx.keys, ctx.renderer)
+    example: Example = {"input_ids": ctx.encoder.prompt(text), "prompt": text}
+    if isinstance(row.get("kind"), str):
+        example["kind"] = row["kind"]
+    return [example]
+
+
+def _lm(ctx: _Context, row: Mapping) -> List[Example]:
+    return [ctx.encoder.lm(check_string(row.get(TEXT_KEY), TEXT_KEY), TEXT_KEY)]
+
+
+class ExampleKind(NamedTuple):
+    toy_kind: str  # which toy rows feed it by default
+    make: Callable[[_Context, Mapping], List[Example]]
+
+
+EXAMPLE_KINDS: Dict[str, ExampleKind] = {
+    "sft": ExampleKind("sft", _sft),
+    "preference": ExampleKind("preference", _preference),
+    "prompt": ExampleKind("prompt", _prompt),
+    "lm": ExampleKind("pretrain", _lm),
+}
+
+
+def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
+                  toy_kind: Optional[str] = None) -> Optional[TokenizedDataset]:
+    """Tokenised examples of ``kind`` (a key of :data:`EXAMPLE_KINDS`) for ``split``.
+
+    ``toy_kind`` picks other toy rows for the same examples (e.g. ``ranking`` or ``hh`` for
+    preference); it is ignored for non-toy paths.
+    """
+    spec = EXAMPLE_KINDS[kind]
+    rows = select_rows(data_cfg, split, toy_kind or spec.toy_kind)
+    if rows is None:
+        return None
+    if data_cfg.apply_chat_template and not getattr(tokenizer, "chat_template", None):
+        raise DataError("data.apply_chat_template is true but the tokenizer has no chat_template")
+    ctx = _Context(RowKeys.from_config(data_cfg),
+                   Renderer(tokenizer, data_cfg.apply_chat_template),
+                   Encoder(tokenizer, data_cfg.max_length, data_cfg.max_prompt_length,
+                           add_bos=not data_cfg.apply_chat_template))
+    return tokenize_rows(rows, lambda row: spec.make(ctx, row), data_cfg.on_bad_row)
+
+
+def build_sft_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
+    """SFT examples (prompt masked in ``labels``)."""
+    return build_dataset("sft", data_cfg, tokenizer, split)
+
+
+def build_preference_dataset(data_cfg, tokenizer, split: str = "train",
+                             toy_kind: str = "preference") -> Optional[TokenizedDataset]:
+    """Preference pairs for the reward model and DPO (ranking rows expand to pairs)."""
+    return build_dataset("preference", data_cfg, tokenizer, split, toy_kind)
+
+
+def build_prompt_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
+    """Prompts for PPO rollouts / evaluation (``input_ids`` + ``prompt`` text)."""
+    return build_dataset("prompt", data_cfg, tokenizer, split)
+
+
+def build_lm_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
+    """Plain language-modelling texts (``text`` column; the toy task's pretraining corpus)."""
+    return build_dataset("lm", data_cfg, tokenizer, split)
