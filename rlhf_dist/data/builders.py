@@ -84,11 +84,12 @@ class _Context(NamedTuple):
     keys: RowKeys
     renderer: Renderer
     encoder: Encoder
+    train_on_prompt: bool = False
 
 
 def _sft(ctx: _Context, row: Mapping) -> List[Example]:
     prompt, response = sft_text(row, ctx.keys, ctx.renderer)
-    return [ctx.encoder.sft(prompt, response.text, response.field)]
+    return [ctx.encoder.sft(prompt, response.text, response.field, ctx.train_on_prompt)]
 
 
 def _preference(ctx: _Context, row: Mapping) -> List[Example]:
@@ -122,11 +123,13 @@ EXAMPLE_KINDS: Dict[str, ExampleKind] = {
 
 
 def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
-                  toy_kind: Optional[str] = None) -> Optional[TokenizedDataset]:
+                  toy_kind: Optional[str] = None,
+                  train_on_prompt: bool = False) -> Optional[TokenizedDataset]:
     """Tokenised examples of ``kind`` (a key of :data:`EXAMPLE_KINDS`) for ``split``.
 
     ``toy_kind`` picks other toy rows for the same examples (e.g. ``ranking`` or ``hh`` for
-    preference); it is ignored for non-toy paths.
+    preference); it is ignored for non-toy paths.  ``train_on_prompt`` (sft only) leaves the
+    prompt positions of ``labels`` unmasked.
     """
     spec = EXAMPLE_KINDS[kind]
     rows = select_rows(data_cfg, split, toy_kind or spec.toy_kind)
@@ -137,13 +140,15 @@ def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
     ctx = _Context(RowKeys.from_config(data_cfg),
                    Renderer(tokenizer, data_cfg.apply_chat_template),
                    Encoder(tokenizer, data_cfg.max_length, data_cfg.max_prompt_length,
-                           add_bos=not data_cfg.apply_chat_template))
+                           add_bos=not data_cfg.apply_chat_template),
+                   train_on_prompt)
     return tokenize_rows(rows, lambda row: spec.make(ctx, row), data_cfg.on_bad_row)
 
 
-def build_sft_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
-    """SFT examples (prompt masked in ``labels``)."""
-    return build_dataset("sft", data_cfg, tokenizer, split)
+def build_sft_dataset(data_cfg, tokenizer, split: str = "train",
+                      train_on_prompt: bool = False) -> Optional[TokenizedDataset]:
+    """SFT examples (prompt masked in ``labels`` unless ``train_on_prompt``)."""
+    return build_dataset("sft", data_cfg, tokenizer, split, train_on_prompt=train_on_prompt)
 
 
 def build_preference_dataset(data_cfg, tokenizer, split: str = "train",

@@ -71,9 +71,11 @@ def join_response(prompt: Sequence[int], response: Sequence[int], eos_id: int, m
 
 
 def sft_example(prompt: Sequence[int], response: Sequence[int], eos_id: int, max_length: int,
-                field: str = "response") -> Example:
-    """``{input_ids, labels, prompt_len}``."""
+                field: str = "response", train_on_prompt: bool = False) -> Example:
+    """``{input_ids, labels, prompt_len}``; with ``train_on_prompt`` no label is masked."""
     input_ids, labels = join_response(prompt, response, eos_id, max_length, field)
+    if train_on_prompt:
+        labels = list(input_ids)
     return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt)}
 
 
@@ -111,9 +113,10 @@ class Encoder:
     def response(self, text: str) -> List[int]:
         return encode(self.tokenizer, text)
 
-    def sft(self, prompt: str, response: str, field: str = "response") -> Example:
+    def sft(self, prompt: str, response: str, field: str = "response",
+            train_on_prompt: bool = False) -> Example:
         return sft_example(self.prompt(prompt), self.response(response), self.eos_id,
-                           self.max_length, field)
+                           self.max_length, field, train_on_prompt)
 
     def preference(self, prompt: str, chosen: str, rejected: str,
                    fields: Tuple[str, str] = ("chosen", "rejected")) -> Example:

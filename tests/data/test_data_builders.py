@@ -34,6 +34,14 @@ def test_toy_sft_examples_mask_exactly_the_prompt(toy_tok):
         assert prompt.startswith("Human: ") and prompt.endswith("\nAssistant:")
 
 
+def test_train_on_prompt_unmasks_the_prompt(toy_tok):
+    masked = build_sft_dataset(cfg(max_samples=4), toy_tok)
+    unmasked = build_sft_dataset(cfg(max_samples=4), toy_tok, train_on_prompt=True)
+    for a, b in zip(masked, unmasked):
+        assert b["input_ids"] == a["input_ids"] and b["labels"] == b["input_ids"]
+        assert b["prompt_len"] == a["prompt_len"] and a["labels"][0] == X
+
+
 def test_toy_prompt_examples_carry_text_and_kind(toy_tok):
     data = build_prompt_dataset(cfg(), toy_tok, "eval")
     assert {e["kind"] for e in data} == {"harmful", "benign"}
