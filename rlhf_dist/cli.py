@@ -37,9 +37,6 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and exit")
-    # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                        help=argparse.SUPPRESS)
     return parser
 
 
@@ -66,8 +63,22 @@ def _usage() -> str:
     return f"usage: rlhf-dist COMMAND [-c CONFIG] [key=value ...]\ncommands: {names}"
 
 
+def _drop_local_rank(argv: List[str]) -> List[str]:
+    """The deepspeed launcher inserts ``--local_rank=N`` before the command; LOCAL_RANK in the
+    environment says the same, so the flag is dropped wherever it stands."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--local_rank", "--local-rank"):
+            skip = True
+        elif not arg.startswith(("--local_rank=", "--local-rank=")):
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _drop_local_rank(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

@@ -1,0 +1,51 @@
+"""SFT: causal-LM cross-entropy on response tokens only (prompt labels are -100)."""
+from __future__ import annotations
+
+import math
+
+from rlhf_dist.algo import sft_loss
+from rlhf_dist.config import Config
+from rlhf_dist.trainers.base import LauncherTrainer
+
+
+class SFTTrainer(LauncherTrainer):
+    job = "sft"
+
+    def build_datasets(self, tokenizer):
+        from rlhf_dist.data import SFTCollator, build_sft_dataset
+
+        data = self.cfg.data
+        train = build_sft_dataset(data, tokenizer, split="train",
+                                  train_on_prompt=self.cfg.sft.train_on_prompt)
+        evals = build_sft_dataset(data, tokenizer, split="eval",
+                                  train_on_prompt=self.cfg.sft.train_on_prompt)
+        return train, evals, SFTCollator(tokenizer.pad_token_id)
+
+    def build_model(self, tokenizer):
+        from rlhf_dist.models import load_causal_lm
+
+        return load_causal_lm(self.cfg.model, tokenizer, field_prefix="model")
+
+    def _loss(self, batch):
+        from rlhf_dist.models import causal_lm_logits
+
+        logits = causal_lm_logits(self.engine, batch["input_ids"], batch["attention_mask"])
+        return sft_loss(logits, batch["labels"])
+
+    def micro_batch_loss(self, batch):
+        loss = self._loss(batch)
+        value = float(loss.detach())
+        return loss, {"loss": value, "ppl": math.exp(min(value, 50.0))}
+
+    def eval_sums(self, batch):
+        tokens = float((batch["labels"][:, 1:] != -100).sum())  # the tokens sft_loss averages
+        return {"loss": float(self._loss(batch)) * tokens, "count": tokens}
+
+    def evaluate(self):
+        metrics = super().evaluate()
+        metrics["eval/ppl"] = math.exp(min(metrics["eval/loss"], 50.0))
+        return metrics
+
+
+def run(cfg: Config):
+    return SFTTrainer(cfg).fit()
