@@ -1,0 +1,203 @@
+"""Experiment tracking: ``metrics.jsonl`` + console always, W&B when configured; progress bars.
+
+Only the main rank logs; on other ranks :class:`Tracker` is a no-op.  ``wandb`` is imported
+lazily (it is slow to import) and only when ``logging.backend == "wandb"``.
+
+W&B mode: ``WANDB_MODE`` in the environment wins; otherwise ``logging.mode``, where ``auto``
+means online only when a key is configured (``WANDB_API_KEY`` or a netrc entry for the W&B
+host), offline otherwise.  Nothing here waits on the network: offline mode touches none, and a
+failing online ``wandb.init`` (no key, no route, timeout) falls back to offline with a warning.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
+
+from rlhf_dist.config import LoggingConfig
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+# --------------------------------------------------------------------------- W&B mode
+
+
+# wandb's default server, and the W&B API host it forwards to; wandb accepts a netrc entry
+# for either (wandb.sdk.lib.wbauth.wbnetrc).
+_DEFAULT_WANDB_HOSTS = ("api.forge.coreweave.com", "api.wandb.ai")
+
+
+def _wandb_hosts() -> Sequence[str]:
+    """netrc ``machine`` names that hold a key for the server W&B will talk to."""
+    base_url = os.environ.get("WANDB_BASE_URL")
+    return (urlsplit(base_url).netloc,) if base_url else _DEFAULT_WANDB_HOSTS
+
+
+def _netrc_has_key(hosts: Sequence[str]) -> bool:
+    """True when the netrc file (``$NETRC`` or ``~/.netrc``) has a password for one of hosts."""
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
+    if not path.is_file():
+        return False
+    try:
+        parsed = netrc.netrc(str(path))
+    except (netrc.NetrcParseError, OSError) as err:
+        logger.warning("cannot read %s (%s); treating W&B as not logged in", path, err)
+        return False
+    entries = [parsed.authenticators(host) for host in hosts]
+    return any(entry and entry[2] for entry in entries)
+
+
+def wandb_key_configured() -> bool:
+    """A W&B API key is available without asking anyone: env var or netrc entry."""
+    return bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_key(_wandb_hosts())
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """The mode passed to ``wandb.init``: env ``WANDB_MODE`` > ``mode`` (auto → key check)."""
+    env_mode = os.environ.get("WANDB_MODE")
+    if env_mode:
+        return _MODE_ALIASES.get(env_mode, env_mode)
+    if mode == "auto":
+        return "online" if wandb_key_configured() else "offline"
+    return mode
+
+
+# --------------------------------------------------------------------------- tracker
+
+
+def _as_floats(metrics: Mapping[str, Any]) -> Dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if key == "step":
+            raise ValueError("metric name 'step' is reserved; pass the step as Tracker.log(step=)")
+        try:
+            out[key] = float(value)  # python/numpy numbers and 0-d tensors
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {key!r}: expected a number, got {value!r}") from None
+    return out
+
+
+def _console_line(metrics: Mapping[str, float], step: int) -> str:
+    parts = [f"{key} {value:.4g}" for key, value in metrics.items()]
+    return " | ".join([f"step {step}"] + parts)
+
+
+class Tracker:
+    """One tracking run per job.  ``log`` writes ``<output_dir>/metrics.jsonl`` (one JSON object
+    per call: ``step`` plus the metric names as given), a console line, and the W&B run.
+
+    ``run_dir`` is the W&B run directory (``<output_dir>/wandb/offline-run-*`` offline), or None
+    when W&B is not used or disabled; ``mode`` is the mode the W&B run really uses
+    ("online"/"offline"/"disabled"; None with ``backend: none`` or on non-main ranks).
+    """
+
+    def __init__(self, logging_cfg: LoggingConfig, output_dir: str | os.PathLike,
+                 run_config: Dict[str, Any], is_main: bool, job_type: str,
+                 init_timeout: float = 60.0):
+        self.is_main = is_main
+        self.output_dir = Path(output_dir)
+        self.metrics_path = self.output_dir / METRICS_FILE
+        self.mode: Optional[str] = None
+        self.run_dir: Optional[Path] = None
+        self._run = None
+        self._finished = False
+        if not is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if logging_cfg.backend == "wandb":
+            self._start_wandb(logging_cfg, run_config, job_type, init_timeout)
+
+    def _start_wandb(self, cfg: LoggingConfig, run_config: Dict[str, Any], job_type: str,
+                     init_timeout: float) -> None:
+        import wandb  # lazy: slow import
+
+        mode = resolve_wandb_mode(cfg.mode)
+        kwargs = dict(project=cfg.project, name=cfg.name, group=cfg.group,
+                      tags=list(cfg.tags) or None, config=run_config,
+                      dir=str(self.output_dir), job_type=job_type)
+        settings = wandb.Settings(init_timeout=init_timeout, reinit="create_new")
+        if os.environ.get("WANDB_BASE_URL"):  # read now: wandb caches env at its first init
+            settings.base_url = os.environ["WANDB_BASE_URL"]
+        try:
+            run = wandb.init(mode=mode, settings=settings, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any init failure must not stop training
+            if mode != "online":
+                raise
+            logger.warning("wandb.init online failed (%s); logging offline instead",
+                           str(err).splitlines()[0] if str(err) else type(err).__name__)
+            mode = "offline"
+            run = wandb.init(mode=mode, settings=settings, **kwargs)
+        run.define_metric("step")
+        run.define_metric("*", step_metric="step")
+        self._run, self.mode = run, mode
+        sync_dir = getattr(run.settings, "sync_dir", None)
+        self.run_dir = Path(sync_dir) if sync_dir and mode != "disabled" else None
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Record ``metrics`` (names as given, e.g. ``train/loss``) at ``step``."""
+        if not self.is_main:
+            return
+        if self._finished:
+            raise RuntimeError("Tracker.log called after finish()")
+        values = _as_floats(metrics)
+        record = {"step": int(step), **values}
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        logger.info(_console_line(values, step))
+        if self._run is not None:
+            self._run.log(record)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the W&B run (flushes the offline run file).  Safe to call twice."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._run is not None:
+            self._run.finish(exit_code=exit_code)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)
+
+
+def read_metrics(path: str | os.PathLike) -> List[Dict[str, float]]:
+    """Rows of a ``metrics.jsonl`` (or of ``<path>/metrics.jsonl`` for a run directory).
+
+    A truncated last line (a crash mid-write) is skipped; a bad line elsewhere raises.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+    return rows
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def progress(iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "",
+             enabled: bool = True):
+    """A tqdm bar (``n/total``, rate, ETA) when ``enabled`` (pass ``is_main and
+    logging.progress_bar``); otherwise a disabled tqdm, i.e. a plain pass-through over
+    ``iterable`` that still accepts ``update``/``set_postfix``/``close``.
+    """
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
