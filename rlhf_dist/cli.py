@@ -18,6 +18,8 @@ TRAINERS: Dict[str, str] = {
     "sft": "rlhf_dist.trainers.sft:run",
     "rm": "rlhf_dist.trainers.rm:run",
     "dpo": "rlhf_dist.trainers.dpo:run",
+    "dpo-ray": "rlhf_dist.trainers.dpo_ray:run",
+    "ppo": "rlhf_dist.trainers.ppo:run",
 }
 
 # commands with their own argument parser: "module:main" taking argv.
@@ -50,6 +52,8 @@ def _run_trainer(command: str, argv: List[str]) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    if command == "dpo" and cfg.dpo.mode == "ray":  # `dpo dpo.mode=ray` is `dpo-ray`
+        command = "dpo-ray"
     try:
         _resolve(TRAINERS[command])(cfg)
     except ConfigError as err:  # sizes that need the world size are checked at start-up

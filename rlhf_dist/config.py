@@ -426,18 +426,40 @@ class Config:
         return self
 
 
+def ppo_roles(cfg: Config) -> List[str]:
+    """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
+    group when only a reward function scores."""
+    return ["actor", "reference"] + (["reward"] if cfg.ppo.use_reward_model else []) + \
+        (["critic"] if cfg.ppo.needs_critic else [])
+
+
 def resolve_ppo_sizes(cfg: Config) -> None:
-    """PPO sizes: an iteration's experience splits into whole minibatches over the actor ranks."""
+    """PPO sizes: each group forwards its equal share of an iteration's experience in
+    micro-batches (ZeRO-3 forwards are collective, so every rank needs the same count), and
+    each minibatch is one optimiser step of the actor and the critic."""
     n_experience = cfg.rollout.rollout_batch_size * cfg.rollout.n_samples_per_prompt
-    mb, dp = cfg.ppo.mini_batch_size, cfg.resources.actor.world_size
+    mb, micro = cfg.ppo.mini_batch_size, cfg.train.micro_batch_size
     _require(n_experience % mb == 0, "ppo.mini_batch_size",
              f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
              f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
              f" = {n_experience}")
-    _require(mb % dp == 0, "ppo.mini_batch_size",
-             f"{mb} is not divisible by the actor's data-parallel ranks"
-             f" resources.actor = {cfg.resources.actor.num_nodes} × "
-             f"{cfg.resources.actor.devices_per_node} = {dp}")
+    res = cfg.resources
+    for role in ppo_roles(cfg):
+        world = getattr(res, role).world_size
+        _require(n_experience % (world * micro) == 0, f"resources.{role}",
+                 f"{world} ranks × train.micro_batch_size={micro} do not divide the "
+                 f"{n_experience} sequences of an iteration (rollout.rollout_batch_size × "
+                 f"rollout.n_samples_per_prompt)")
+        if role in ("actor", "critic"):
+            _require(mb % (world * micro) == 0, "ppo.mini_batch_size",
+                     f"{mb} is not divisible by resources.{role} ranks={world} × "
+                     f"train.micro_batch_size={micro}")
+    for first, second, flag in (("actor", "reference", "colocate_actor_ref"),
+                                ("critic", "reward", "colocate_critic_reward")):
+        if getattr(res, flag):
+            _require(getattr(res, first) == getattr(res, second), f"resources.{flag}",
+                     f"colocated roles need the same resources: resources.{first}="
+                     f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}")
     if cfg.ppo.advantage_estimator in ("rloo", "mean_baseline", "group_norm"):
         _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
                  f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="

@@ -1,0 +1,114 @@
+"""DPO on Ray: the PPO actor group (same ZeRO-sharded policy code path) and the reference
+group, driven with the launcher DPO's data path and loss (``dpo_objective``) — so the same
+data, seed and config give the same losses in both modes."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+from rlhf_dist.config import Config, save_config, to_dict
+from rlhf_dist.protocol import Batch
+from rlhf_dist.trainers import batches as B
+from rlhf_dist.utils import CheckpointDir, Tracker, progress, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class RayDPOTrainer:
+    job = "dpo"
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.out = cfg, Path(cfg.output_dir)
+        self.world = cfg.resources.actor.world_size
+        cfg.resolve(self.world)
+        self.accum = cfg.train.gradient_accumulation_steps
+
+    def setup(self) -> None:
+        from rlhf_dist.data import PreferenceCollator, build_preference_dataset
+        from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.workers.cluster import create_roles, start_ray
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
+        self.train_set = build_preference_dataset(cfg.data, self.tokenizer, split="train")
+        self.collate = PreferenceCollator(self.tokenizer.pad_token_id)
+        self.steps_per_epoch = B.steps_per_epoch(len(self.train_set), self.world,
+                                                 cfg.train.micro_batch_size, self.accum)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps > 0:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.started_ray = start_ray(cfg.resources.ray_address,
+                                     2 * self.world * cfg.resources.actor.cpus_per_worker)
+        self.roles = create_roles(cfg, with_reward=False, with_critic=False)
+        self.roles.actor.build(cfg.train, self.total_steps)
+        self.roles.reference.build()
+        self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
+        self.step = 0
+        self.resume()
+        save_config(cfg)
+        self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), True, "dpo-ray")
+
+    def fit(self) -> Dict[str, float]:
+        self.setup()
+        bar = progress(total=self.total_steps, desc="dpo-ray",
+                       enabled=self.cfg.logging.progress_bar)
+        bar.update(self.step)
+        metrics: Dict[str, float] = {}
+        try:
+            while self.step < self.total_steps:
+                per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
+                metrics = {f"train/{k}": v for k, v in
+                           self.roles.actor.dpo_update(per_rank).items()}
+                self.step += 1
+                bar.update(1)
+                self.tracker.log(metrics, self.step)
+                if self.cfg.checkpoint.save_every and \
+                        self.step % self.cfg.checkpoint.save_every == 0:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+            if self.cfg.checkpoint.export_hf:
+                self.roles.actor.export_hf(str(self.out / "model"))
+            metrics["ref/checksum"] = self.roles.reference.state_fingerprint()
+        finally:
+            bar.close()
+            self.tracker.finish()
+            self.shutdown()
+        return metrics
+
+    def step_micro_batches(self) -> List[List[Batch]]:
+        """Rank r's micro-batches of this step, exactly as the launcher trainer's rank r."""
+        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+        order = B.epoch_order(len(self.train_set), self.cfg.seed, epoch)
+        start = in_epoch * self.accum
+        per_rank = []
+        for rank in range(self.world):
+            micro = B.rank_micro_batches(order, rank, self.world, self.cfg.train.micro_batch_size)
+            per_rank.append([Batch.from_dict(b) for b in
+                             B.iterate(self.train_set, micro[start:start + self.accum],
+                                       self.collate)])
+        return per_rank
+
+    def save_checkpoint(self) -> None:
+        staging = self.ckpt.staging(self.step)
+        self.roles.actor.save(str(staging / "actor"))
+        self.ckpt.commit(self.step, {"global_step": self.step, "config": to_dict(self.cfg)})
+
+    def resume(self) -> None:
+        self.ckpt.clean_staging()
+        path = self.ckpt.resolve(self.cfg.checkpoint.resume)
+        if path is None:
+            return
+        self.roles.actor.load(str(path / "actor"))
+        self.step = int(self.ckpt.load_state(path)["global_step"])
+        log.info("resumed Ray DPO from %s at step %d", path, self.step)
+
+    def shutdown(self) -> None:
+        from rlhf_dist.workers.cluster import stop
+
+        stop(getattr(self, "roles", None), getattr(self, "started_ray", False))
+
+
+def run(cfg: Config):
+    return RayDPOTrainer(cfg).fit()

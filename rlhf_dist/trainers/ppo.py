@@ -1,0 +1,232 @@
+"""PPO on Ray: a single-controller driver over the actor, reference, reward and critic groups.
+
+Per iteration: generate → score (reference, reward and critic forwards run concurrently) →
+advantages → learn (``ppo_epochs`` over shuffled minibatches) → metrics → checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from rlhf_dist.config import (Config, TrainConfig, ppo_roles, resolve_ppo_sizes, save_config,
+                              to_dict)
+from rlhf_dist.protocol import Batch
+from rlhf_dist.trainers import batches as B
+from rlhf_dist.utils import CheckpointDir, Timer, Tracker, progress, seed_everything
+
+log = logging.getLogger(__name__)
+Metrics = Dict[str, float]
+
+
+def load_reward_fn(path: str) -> Callable[[List[str], List[str]], List[float]]:
+    """``package.module:function`` taking (prompts, responses) and returning one float each."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"ppo.reward_fn: {path!r} is not of the form 'package.module:function'")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"ppo.reward_fn: cannot import {path!r}: {err}") from err
+
+
+def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfig:
+    """The optimiser section of a PPO learner: one optimiser step per PPO minibatch, split
+    over the group's ranks in micro-batches of ``train.micro_batch_size``."""
+    train = dataclasses.replace(cfg.train, lr=lr, train_batch_size=cfg.ppo.mini_batch_size,
+                                gradient_accumulation_steps=None, lr_scheduler="constant",
+                                warmup_ratio=0.0)
+    train.resolve_accumulation(world_size)
+    return train
+
+
+def mean_metrics(rows: List[Metrics]) -> Metrics:
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+class PPOTrainer:
+    job = "ppo"
+
+    def __init__(self, cfg: Config):
+        resolve_ppo_sizes(cfg)  # every size error before Ray starts
+        self.cfg, self.out = cfg, Path(cfg.output_dir)
+        self.n_samples = cfg.rollout.n_samples_per_prompt
+        self.reward_fn = load_reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from rlhf_dist.data import PromptCollator, build_prompt_dataset
+        from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.rollout import ReplayBuffer, Scorer
+        from rlhf_dist.workers.cluster import cpus_needed, create_roles, start_ray
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
+        self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
+        self.collate = PromptCollator(self.tokenizer.pad_token_id)
+        self.scorer, self.replay = Scorer(cfg.ppo), ReplayBuffer()
+        steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
+                                               // cfg.ppo.mini_batch_size)
+        self.started_ray = start_ray(cfg.resources.ray_address, cpus_needed(cfg, ppo_roles(cfg)))
+        self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
+                                  with_critic=cfg.ppo.needs_critic)
+        total = cfg.ppo.iterations * steps_per_iter
+        self.roles.actor.build(
+            learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
+        self.roles.reference.build()
+        if self.roles.reward:
+            self.roles.reward.build()
+        if self.roles.critic:
+            self.roles.critic.build(
+                learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
+                total)
+        self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
+        self.iteration = 0
+        self.resume()
+        save_config(cfg)
+        self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), True, self.job)
+        self.timer = Timer()
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Metrics:
+        self.setup()
+        bar = progress(total=self.cfg.ppo.iterations, desc="ppo",
+                       enabled=self.cfg.logging.progress_bar)
+        bar.update(self.iteration)
+        metrics: Metrics = {}
+        try:
+            while self.iteration < self.cfg.ppo.iterations:
+                metrics = self.iterate()
+                self.iteration += 1
+                bar.update(1)
+                self.tracker.log(metrics, self.iteration)
+                if self.cfg.checkpoint.save_every and \
+                        self.iteration % self.cfg.checkpoint.save_every == 0:
+                    self.save_checkpoint()
+            self.finish()
+        finally:
+            bar.close()
+            self.tracker.finish()
+            self.shutdown()
+        return metrics
+
+    def iterate(self) -> Metrics:
+        with self.timer("generate"):
+            experience = self.generate()
+        with self.timer("score"):
+            experience, score_metrics = self.score(experience)
+        with self.timer("learn"):
+            learn_metrics = self.learn(experience)
+        self.scorer.update_kl(score_metrics["kl/ref_kl"], len(experience))
+        tokens = float(experience["attention_mask"].sum())
+        timings = self.timer.pop()
+        elapsed = sum(timings.values())
+        return {**score_metrics, **learn_metrics, **timings,
+                "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
+
+    def prompt_batch(self) -> Batch:
+        """The iteration's prompts; order depends only on (seed, epoch) so resume is exact."""
+        size = self.cfg.rollout.rollout_batch_size
+        per_epoch = len(self.prompts) // size
+        epoch, index = divmod(self.iteration, per_epoch)
+        order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
+        rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
+        return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"]) \
+            .repeat_interleave(self.n_samples)
+
+    def generate(self) -> Batch:
+        seed = self.cfg.seed * 1_000_003 + self.iteration
+        return self.roles.actor.generate(self.prompt_batch(), seed, self.tokenizer.pad_token_id)
+
+    def score(self, experience: Batch):
+        """Reference log-probs, RM scores and values, computed concurrently on their groups."""
+        roles = self.roles
+        pending = {"ref_logprobs": roles.reference.logprobs(experience)}
+        if roles.reward:
+            pending["scores"] = roles.reward.score(experience)
+        if roles.critic:
+            pending["values"] = roles.critic.values(experience)
+        fields = {key: p.result() for key, p in pending.items()}
+        scores = fields.get("scores", torch.zeros(len(experience)))
+        fields["scores"] = scores + self.custom_rewards(experience)
+        experience = experience.with_(**fields)
+        from rlhf_dist.rollout import compute_advantages
+
+        experience, metrics = self.scorer(experience)
+        experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.n_samples)
+        return experience, {**metrics, **adv_metrics}
+
+    def custom_rewards(self, experience: Batch) -> torch.Tensor:
+        if self.reward_fn is None:
+            return torch.zeros(len(experience))
+        from rlhf_dist.rollout import decode_prompts, decode_responses
+
+        prompts = decode_prompts(experience, self.tokenizer)
+        responses = decode_responses(experience, self.tokenizer)
+        values = self.reward_fn(prompts, responses)
+        if len(values) != len(responses):
+            raise ValueError(f"ppo.reward_fn returned {len(values)} rewards for "
+                             f"{len(responses)} responses")
+        return self.cfg.ppo.reward_fn_weight * torch.tensor(values, dtype=torch.float32)
+
+    def learn(self, experience: Batch) -> Metrics:
+        from rlhf_dist.algo import explained_variance
+
+        ppo, rows = self.cfg.ppo, []
+        self.replay.clear()
+        self.replay.add(experience)
+        for minibatch in self.replay.minibatches(ppo.mini_batch_size, ppo.ppo_epochs,
+                                                 seed=self.cfg.seed + self.iteration):
+            metrics = self.roles.actor.ppo_update(minibatch)
+            if self.roles.critic:
+                metrics.update(self.roles.critic.value_update(minibatch))
+            rows.append(metrics)
+        metrics = mean_metrics(rows)
+        if "values" in experience:
+            metrics["critic/explained_var"] = explained_variance(
+                experience["values"], experience["returns"], experience["action_mask"])
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def save_checkpoint(self) -> None:
+        staging = self.ckpt.staging(self.iteration)
+        self.roles.actor.save(str(staging / "actor"))
+        if self.roles.critic:
+            self.roles.critic.save(str(staging / "critic"))
+        self.ckpt.commit(self.iteration, {"iteration": self.iteration,
+                                          "scorer": self.scorer.state_dict(),
+                                          "config": to_dict(self.cfg)})
+
+    def resume(self) -> None:
+        self.ckpt.clean_staging()
+        path: Optional[Path] = self.ckpt.resolve(self.cfg.checkpoint.resume)
+        if path is None:
+            return
+        state = self.ckpt.load_state(path)
+        self.roles.actor.load(str(path / "actor"))
+        if self.roles.critic:
+            self.roles.critic.load(str(path / "critic"))
+        self.scorer.load_state_dict(state["scorer"])
+        self.iteration = int(state["iteration"])
+        log.info("resumed PPO from %s at iteration %d", path, self.iteration)
+
+    def finish(self) -> None:
+        self.save_checkpoint()
+        if self.cfg.checkpoint.export_hf:
+            self.roles.actor.export_hf(str(self.out / "model"))
+            if self.roles.critic:
+                self.roles.critic.export_hf(str(self.out / "critic"))
+
+    def shutdown(self) -> None:
+        from rlhf_dist.workers.cluster import stop
+
+        stop(getattr(self, "roles", None), getattr(self, "started_ray", False))
+
+
+def run(cfg: Config):
+    return PPOTrainer(cfg).fit()

@@ -1,0 +1,97 @@
+"""Start (or join) Ray and lay out the role groups on placement groups."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import ray
+
+from rlhf_dist.config import Config, RoleResources
+from rlhf_dist.workers.group import make_placement
+from rlhf_dist.workers.groups import ActorGroup, CriticGroup, ReferenceGroup, RewardGroup
+from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
+
+log = logging.getLogger(__name__)
+
+# Environment the workers need to behave like the driver (offline W&B/HF, caches).
+FORWARDED_ENV_PREFIXES = ("WANDB_", "HF_", "TRANSFORMERS_", "TORCH_EXTENSIONS_DIR",
+                          "RLHF_DIST_", "TOKENIZERS_PARALLELISM", "NCCL_", "GLOO_")
+
+
+def _forwarded_env() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def start_ray(address: Optional[str], num_cpus: float) -> bool:
+    """Join ``address`` (or RAY_ADDRESS), else start a local Ray sized for the job.
+    Returns whether we started it (and so must stop it)."""
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": _forwarded_env()}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return False
+    ray.init(num_cpus=max(int(num_cpus + 0.999), os.cpu_count() or 1), include_dashboard=False,
+             runtime_env=runtime_env, log_to_driver=True)
+    return True
+
+
+@dataclass
+class Roles:
+    actor: ActorGroup
+    reference: Optional[ReferenceGroup] = None
+    reward: Optional[RewardGroup] = None
+    critic: Optional[CriticGroup] = None
+
+    def all(self):
+        return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
+
+    def kill(self) -> None:
+        for group in self.all():
+            group.kill()
+
+
+def cpus_needed(cfg: Config, roles) -> float:
+    res = cfg.resources
+    return sum(getattr(res, r).world_size * getattr(res, r).cpus_per_worker for r in roles)
+
+
+def create_roles(cfg: Config, with_reward: bool, with_critic: bool) -> Roles:
+    """Placement groups per role (shared by colocated pairs), then the groups, built."""
+    res, timeout = cfg.resources, cfg.resources.timeout_s
+
+    def placed(name: str, r: RoleResources):
+        return make_placement(r, res.placement_strategy, f"rlhf_dist-{name}", timeout)
+
+    actor_pg = placed("actor", res.actor)
+    share_ar = 0.5 if res.colocate_actor_ref else 1.0
+    actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout, share_ar)
+    ref_pg = actor_pg if res.colocate_actor_ref else placed("reference", res.reference)
+    reference = ReferenceGroup("reference", ReferenceWorker,
+                               res.actor if res.colocate_actor_ref else res.reference, ref_pg,
+                               (cfg,), timeout, share_ar)
+    roles = Roles(actor=actor, reference=reference)
+    colocate_cr = res.colocate_critic_reward and with_reward and with_critic
+    share_cr = 0.5 if colocate_cr else 1.0
+    critic_pg = None
+    if with_critic:
+        critic_pg = placed("critic", res.critic)
+        roles.critic = CriticGroup("critic", CriticWorker, res.critic, critic_pg, (cfg,),
+                                   timeout, share_cr)
+    if with_reward:
+        reward_pg = critic_pg if colocate_cr else placed("reward", res.reward)
+        roles.reward = RewardGroup("reward", RewardWorker,
+                                   res.critic if colocate_cr else res.reward, reward_pg, (cfg,),
+                                   timeout, share_cr)
+    return roles
+
+
+def stop(roles: Optional[Roles], started_ray: bool) -> None:
+    """Kill the groups, and Ray itself if this job started it."""
+    if roles is not None:
+        roles.kill()
+    if started_ray:
+        ray.shutdown()

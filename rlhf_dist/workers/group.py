@@ -1,0 +1,110 @@
+"""WorkerGroup: N Ray actors of one role, placed by a placement group, forming one
+torch.distributed group (and one DeepSpeed engine) among themselves.
+
+Group methods (in ``roles.py``) are explicit Python methods; this module gives them
+``_scatter`` (split a Batch by data-parallel rank, one call per rank, concatenate) and
+``_broadcast`` (same call on every rank), both waiting with a timeout and turning a dead or
+raising worker into an error that names the role and the rank.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, List, Optional, Sequence
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlhf_dist.config import RoleResources
+
+log = logging.getLogger(__name__)
+
+
+class WorkerError(RuntimeError):
+    """A worker raised or died; the message names the role and the rank."""
+
+
+def device_per_worker() -> str:
+    return "GPU" if ray.cluster_resources().get("GPU", 0) > 0 else "CPU"
+
+
+def make_placement(res: RoleResources, strategy: str, name: str,
+                   timeout_s: float) -> PlacementGroup:
+    """One bundle per rank: a device (GPU clusters) plus ``cpus_per_worker`` CPUs."""
+    use_gpu = device_per_worker() == "GPU"
+    bundle = {"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    pg = placement_group([dict(bundle) for _ in range(res.world_size)], strategy=strategy,
+                         name=name)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        raise WorkerError(
+            f"{name}: placement of {res.world_size} bundles {bundle} ({strategy}) not possible "
+            f"within {timeout_s:.0f}s; cluster has {ray.cluster_resources()}")
+    return pg
+
+
+class WorkerGroup:
+    """Ranks ``0..N-1`` of one role.  ``share`` is the fraction of each bundle this role takes
+    (1.0 alone, 0.5 when two roles are colocated on the same bundles)."""
+
+    def __init__(self, role: str, worker_cls, res: RoleResources, pg: PlacementGroup,
+                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0):
+        self.role, self.timeout_s, self.world_size = role, timeout_s, res.world_size
+        use_gpu = device_per_worker() == "GPU"
+        remote_cls = ray.remote(worker_cls)
+        self.workers = []
+        for rank in range(self.world_size):
+            options = dict(num_cpus=res.cpus_per_worker * share,
+                           num_gpus=share if use_gpu else 0,
+                           scheduling_strategy=PlacementGroupSchedulingStrategy(
+                               placement_group=pg, placement_group_bundle_index=rank))
+            self.workers.append(remote_cls.options(**options).remote(*worker_args))
+        master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
+        self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
+                   for rank, w in enumerate(self.workers)])
+        log.info("%s group: %d ranks, master %s:%s", role, self.world_size, master_addr,
+                 master_port)
+
+    # ------------------------------------------------------------------ waiting
+    def _get(self, refs: List[ray.ObjectRef], ranks: Optional[List[int]] = None) -> List[Any]:
+        """Results in rank order; the first failure raises naming role and rank; a call still
+        running after ``timeout_s`` raises naming the ranks that did not answer."""
+        ranks = list(range(len(refs))) if ranks is None else ranks
+        rank_of = {ref: rank for ref, rank in zip(refs, ranks)}
+        results, pending = {}, list(refs)
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1,
+                                      timeout=max(deadline - time.monotonic(), 0))
+            if not ready:
+                missing = sorted(rank_of[r] for r in pending)
+                raise WorkerError(f"{self.role} ranks {missing}: no answer within "
+                                  f"{self.timeout_s:.0f}s (resources.timeout_s)")
+            ref = ready[0]
+            try:
+                results[ref] = ray.get(ref)
+            except (RayTaskError, RayActorError, GetTimeoutError) as err:
+                raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
+                                  f"{type(err).__name__}: {err}") from err
+        return [results[ref] for ref in refs]
+
+    def _broadcast(self, call: Callable[[Any], ray.ObjectRef]) -> List[Any]:
+        """The same call on every rank (collectives inside stay in step)."""
+        return self._get([call(worker) for worker in self.workers])
+
+    def _scatter_refs(self, call: Callable[[Any, Any], ray.ObjectRef], batch) -> List:
+        chunks = batch.chunk(self.world_size)
+        return [call(worker, chunk) for worker, chunk in zip(self.workers, chunks)]
+
+    def _scatter(self, call: Callable[[Any, Any], ray.ObjectRef], batch):
+        """Split ``batch`` into one contiguous chunk per rank, call, concatenate in order."""
+        from rlhf_dist.protocol import Batch
+
+        return Batch.concat(self._get(self._scatter_refs(call, batch)))
+
+    def kill(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)

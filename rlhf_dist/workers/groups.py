@@ -1,0 +1,105 @@
+"""Role groups: the driver's view of each role, one explicit method per remote call."""
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+from rlhf_dist.config import TrainConfig
+from rlhf_dist.protocol import Batch
+from rlhf_dist.workers.group import WorkerGroup
+
+
+def mean_over_ranks(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+class Pending:
+    """A call in flight on a group; ``result()`` waits (with the group's timeout)."""
+
+    def __init__(self, group: WorkerGroup, refs: list, combine: Callable[[list], object]):
+        self.group, self.refs, self.combine = group, refs, combine
+
+    def result(self):
+        return self.combine(self.group._get(self.refs))
+
+
+class _ModelGroup(WorkerGroup):
+    def save(self, directory: str) -> None:
+        self._broadcast(lambda w: w.save.remote(directory))
+
+    def load(self, directory: str) -> None:
+        self._broadcast(lambda w: w.load.remote(directory))
+
+    def export_hf(self, directory: str) -> None:
+        self._broadcast(lambda w: w.export_hf.remote(directory))
+
+    def state_fingerprint(self) -> float:
+        return self._broadcast(lambda w: w.state_fingerprint.remote())[0]
+
+
+class ActorGroup(_ModelGroup):
+    def build(self, train: TrainConfig, total_steps: int) -> None:
+        self._broadcast(lambda w: w.build.remote(train, total_steps))
+
+    def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
+        """Each rank samples for its share of the prompts; responses of different lengths are
+        right-padded to the longest before concatenation."""
+        from rlhf_dist.rollout import concat_rollouts
+
+        parts = self._get(self._scatter_refs(lambda w, c: w.generate.remote(c, seed), prompts))
+        return concat_rollouts(parts, pad_token_id)
+
+    def logprobs(self, batch: Batch) -> Pending:
+        refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
+        return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
+
+    def ppo_update(self, minibatch: Batch) -> Dict[str, float]:
+        return mean_over_ranks(self._get(self._scatter_refs(
+            lambda w, c: w.ppo_update.remote(c), minibatch)))
+
+    def dpo_update(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
+        """``per_rank[r]`` holds rank r's micro-batches of one optimiser step."""
+        return mean_over_ranks(self._get([w.dpo_update.remote(micro)
+                                          for w, micro in zip(self.workers, per_rank)]))
+
+
+class ReferenceGroup(_ModelGroup):
+    def build(self) -> None:
+        self._broadcast(lambda w: w.build.remote())
+
+    def logprobs(self, batch: Batch) -> Pending:
+        refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
+        return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
+
+    def sequence_logps(self, per_rank: List[List[Batch]]) -> List[List[Batch]]:
+        """Reference log-probs for each rank's micro-batches, attached as ``ref_logps``.
+        Every rank gets the same number of calls (ZeRO-3 forwards are collective)."""
+        refs = [[w.sequence_logps.remote(m) for m in micro]
+                for w, micro in zip(self.workers, per_rank)]
+        flat = self._get([r for rank_refs in refs for r in rank_refs])
+        out, i = [], 0
+        for micro in per_rank:
+            out.append([m.with_(ref_logps=flat[i + j]["ref_logps"]) for j, m in enumerate(micro)])
+            i += len(micro)
+        return out
+
+
+class RewardGroup(_ModelGroup):
+    def build(self) -> None:
+        self._broadcast(lambda w: w.build.remote())
+
+    def score(self, batch: Batch) -> Pending:
+        refs = self._scatter_refs(lambda w, c: w.score.remote(c), batch)
+        return Pending(self, refs, lambda parts: Batch.concat(parts)["scores"])
+
+
+class CriticGroup(_ModelGroup):
+    def build(self, train: TrainConfig, total_steps: int) -> None:
+        self._broadcast(lambda w: w.build.remote(train, total_steps))
+
+    def values(self, batch: Batch) -> Pending:
+        refs = self._scatter_refs(lambda w, c: w.values.remote(c), batch)
+        return Pending(self, refs, lambda parts: Batch.concat(parts)["values"])
+
+    def value_update(self, minibatch: Batch) -> Dict[str, float]:
+        return mean_over_ranks(self._get(self._scatter_refs(
+            lambda w, c: w.value_update.remote(c), minibatch)))

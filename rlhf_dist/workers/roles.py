@@ -1,0 +1,247 @@
+"""The four role actors.  Thin: each holds one ModelEngine and calls rollout/ and algo/.
+
+Tensor alignment (B rows, T tokens): ``sequences``/``attention_mask`` are (B, T);
+log-probs, values, rewards, advantages and ``action_mask`` are (B, T−1), position t scoring
+token t+1 (the critic's value at t is the value of the state that emits token t+1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Tuple
+
+import torch
+
+from rlhf_dist import algo
+from rlhf_dist.config import Config, ModelConfig, TrainConfig
+from rlhf_dist.engine.engine import ModelEngine
+from rlhf_dist.protocol import Batch
+from rlhf_dist.workers.base import DistributedWorker
+
+Metrics = Dict[str, float]
+
+
+def update_minibatch(engine: ModelEngine, micro_batches: Iterable[Batch],
+                     loss_fn: Callable[[Batch], Tuple[torch.Tensor, Metrics]]) -> Metrics:
+    """One optimiser step over this rank's micro-batches (DeepSpeed accumulates and steps on
+    the boundary) — the one update helper of the actor, the critic and DPO on Ray.
+    Metrics are micro-batch means."""
+    engine.train()
+    rows: List[Metrics] = []
+    for micro in micro_batches:
+        loss, metrics = loss_fn(micro)
+        engine.backward(loss)
+        engine.step()
+        rows.append(metrics)
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+def in_micro_batches(batch: Batch, size: int,
+                     forward: Callable[[Batch], torch.Tensor]) -> torch.Tensor:
+    """Forward a rank's share in micro-batches of ``size`` rows and concatenate; sizes are
+    validated so every rank runs the same number of (collective, under ZeRO-3) forwards."""
+    return torch.cat([forward(micro) for micro in batch.split(size)])
+
+
+def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
+    def run():
+        torch.manual_seed(seed)  # tiny models: identical init on every rank and every role
+        return build()
+
+    return run
+
+
+class _ModelWorker(DistributedWorker):
+    """Shared by the roles: the engine, checkpointing, and export."""
+
+    engine: ModelEngine
+
+    def save(self, directory: str) -> None:
+        self.engine.save(Path(directory))
+
+    def load(self, directory: str) -> None:
+        self.engine.load(Path(directory))
+
+    def export_hf(self, directory: str) -> None:
+        self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0)
+
+    def state_fingerprint(self) -> float:
+        """Collective under ZeRO-3: float64 sum of squares of every parameter (frozen-model
+        sanity check: it must not move)."""
+        state = self.engine.full_state_dict()
+        if state is None:
+            return float("nan")
+        return float(sum(v.double().pow(2).sum() for v in state.values()))
+
+
+class ActorWorker(_ModelWorker):
+    """Policy: generation, log-probs, PPO update, DPO update."""
+
+    def build(self, train: TrainConfig, total_steps: int) -> None:
+        from rlhf_dist.models import load_causal_lm
+        from rlhf_dist.rollout import RolloutEngine
+
+        cfg = self.cfg
+        build = _seeded_build(cfg.seed, lambda: load_causal_lm(cfg.model, self.tokenizer(),
+                                                               field_prefix="model"))
+        self.engine = ModelEngine.trained(build, cfg.deepspeed, train, self.world_size,
+                                          total_steps)
+        self.rollout = RolloutEngine(self.engine.module, self.tokenizer(), cfg.rollout)
+
+    @torch.no_grad()
+    def generate(self, prompts: Batch, seed: int) -> Batch:
+        self.engine.eval()
+        with self.engine.gathered():
+            experience = self.rollout.generate(prompts["input_ids"], prompts["attention_mask"],
+                                               generator_seed=seed + self.rank)
+        return experience.with_(old_logprobs=self.logprobs(experience)["logprobs"])
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> Batch:
+        from rlhf_dist.rollout import action_logprobs
+
+        self.engine.eval()
+        return Batch({"logprobs": in_micro_batches(batch, self.cfg.train.micro_batch_size,
+                                                   lambda m: action_logprobs(self.engine, m))})
+
+    def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
+        from rlhf_dist.models import causal_lm_logits
+
+        ppo = self.cfg.ppo
+        logits = causal_lm_logits(self.engine, micro["sequences"], micro["attention_mask"])
+        logits = logits[:, :-1]
+        logprobs = algo.logprobs_from_logits(logits, micro["sequences"][:, 1:])
+        loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
+                                             micro["action_mask"], ppo.clip_eps,
+                                             dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
+        # Entropy is always logged; it carries gradient only when it is part of the loss.
+        entropy = algo.masked_mean(
+            algo.entropy_from_logits(logits if ppo.entropy_coef else logits.detach()),
+            micro["action_mask"])
+        loss = loss - ppo.entropy_coef * entropy
+        metrics = {f"actor/{k}": v for k, v in metrics.items()}
+        metrics.update({"actor/policy_loss": float(loss.detach()),
+                        "actor/entropy": float(entropy.detach())})
+        return loss, metrics
+
+    def ppo_update(self, minibatch: Batch) -> Metrics:
+        return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
+                                self._policy_loss)
+
+    def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
+        """One DPO optimiser step over this rank's micro-batches (reference log-probs
+        included as ``ref_logps``): the launcher trainer's loss, unchanged."""
+        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.trainers.dpo import dpo_objective
+
+        def loss_fn(micro: Batch):
+            logits = causal_lm_logits(self.engine, micro["input_ids"], micro["attention_mask"])
+            return dpo_objective(logits, micro["labels"], micro["ref_logps"], self.cfg.dpo)
+
+        return update_minibatch(self.engine, micro_batches, loss_fn)
+
+
+class ReferenceWorker(_ModelWorker):
+    """Frozen copy of the initial policy: log-probs only."""
+
+    def build(self) -> None:
+        from rlhf_dist.models import load_causal_lm
+
+        cfg = self.cfg
+        section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
+            else (cfg.model, "model")
+        build = _seeded_build(cfg.seed, lambda: load_causal_lm(section, self.tokenizer(),
+                                                               field_prefix=prefix))
+        self.engine = ModelEngine.frozen(build, cfg.deepspeed, cfg.train.micro_batch_size,
+                                         self.world_size)
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> Batch:
+        from rlhf_dist.rollout import action_logprobs
+
+        return Batch({"logprobs": in_micro_batches(batch, self.cfg.train.micro_batch_size,
+                                                   lambda m: action_logprobs(self.engine, m))})
+
+    @torch.no_grad()
+    def sequence_logps(self, batch: Batch) -> Batch:
+        """DPO: response log-probs per sequence of a preference batch (chosen rows first)."""
+        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.trainers.dpo import sequence_logps_for
+
+        logits = causal_lm_logits(self.engine, batch["input_ids"], batch["attention_mask"])
+        return Batch({"ref_logps": sequence_logps_for(logits, batch["labels"], self.cfg.dpo)})
+
+
+def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:
+    """The critic defaults to the reward model's weights (a common init), then the policy's."""
+    if role == "reward":
+        return cfg.reward_model, "reward_model"
+    if cfg.critic_model.name_or_path:
+        return cfg.critic_model, "critic_model"
+    if cfg.reward_model.name_or_path:
+        return cfg.reward_model, "reward_model"
+    return cfg.critic_model, "critic_model"
+
+
+class RewardWorker(_ModelWorker):
+    """Frozen reward model: one score per sequence, optionally normalised by its saved stats."""
+
+    def build(self) -> None:
+        from rlhf_dist.models import load_scalar_model
+
+        section, prefix = _scalar_section(self.cfg, "reward")
+        build = _seeded_build(self.cfg.seed + 1, lambda: load_scalar_model(
+            section, self.tokenizer(), role="reward", field_prefix=prefix))
+        self.engine = ModelEngine.frozen(build, self.cfg.deepspeed,
+                                         self.cfg.train.micro_batch_size, self.world_size)
+
+    @torch.no_grad()
+    def score(self, batch: Batch) -> Batch:
+        from rlhf_dist.models import last_token_index
+
+        def forward(micro: Batch) -> torch.Tensor:
+            values = self.engine(micro["sequences"], micro["attention_mask"])
+            return values.gather(-1, last_token_index(micro["attention_mask"])[:, None])[:, 0]
+
+        scores = in_micro_batches(batch, self.cfg.train.micro_batch_size, forward)
+        if self.cfg.ppo.normalize_reward:
+            mean, std = self.engine.module.score_stats
+            if mean is None:
+                raise ValueError("ppo.normalize_reward: the reward model has no saved score "
+                                 "statistics (train it with rm.save_score_stats=true)")
+            scores = (scores - mean) / std
+        return Batch({"scores": scores})
+
+
+class CriticWorker(_ModelWorker):
+    """Value network: per-token values and the clipped value-loss update."""
+
+    def build(self, train: TrainConfig, total_steps: int) -> None:
+        from rlhf_dist.models import load_scalar_model
+
+        cfg = self.cfg
+        section, prefix = _scalar_section(cfg, "critic")
+        build = _seeded_build(cfg.seed + 2, lambda: load_scalar_model(
+            section, self.tokenizer(), role="critic", field_prefix=prefix))
+        self.engine = ModelEngine.trained(build, cfg.deepspeed, train, self.world_size,
+                                          total_steps)
+
+    def _values(self, batch: Batch) -> torch.Tensor:
+        return self.engine(batch["sequences"], batch["attention_mask"])[:, :-1]
+
+    @torch.no_grad()
+    def values(self, batch: Batch) -> Batch:
+        self.engine.eval()
+        values = in_micro_batches(batch, self.cfg.train.micro_batch_size, self._values)
+        return Batch({"values": values * batch["action_mask"]})
+
+    def _value_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
+        loss, metrics = algo.value_loss(self._values(micro), micro["values"], micro["returns"],
+                                        micro["action_mask"], clip_eps=self.cfg.ppo.value_clip,
+                                        agg=self.cfg.ppo.loss_agg)
+        metrics = {f"critic/{k}": v for k, v in metrics.items()}
+        metrics["critic/value_loss"] = float(loss.detach())
+        return loss, metrics
+
+    def value_update(self, minibatch: Batch) -> Metrics:
+        return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
+                                self._value_loss)
