@@ -1,0 +1,55 @@
+"""Rollout side of PPO: generation, scoring, advantages and the replay buffer.
+
+* :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
+  :func:`action_logprobs` (actor, reference and learner log-probs), decoding helpers,
+  :func:`concat_rollouts` for per-rank results.
+* :class:`Scorer` -- scores − β·KL → ``token_rewards``; the KL controller.
+* :func:`compute_advantages` -- GAE or a critic-free estimator → ``advantages``, ``returns``.
+* :class:`ReplayBuffer` -- shuffled minibatches for ``ppo_epochs`` passes.
+
+Tensor alignment (T vs T−1) is documented in :mod:`rlhf_dist.rollout.generate`.
+Exports resolve lazily (PEP 562): ``import rlhf_dist.rollout`` imports neither torch nor
+transformers.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
+    from rlhf_dist.rollout.generate import (RolloutEngine, action_logprobs, concat_rollouts,
+                                            decode_prompts, decode_responses, response_mask,
+                                            response_token_ids)
+    from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
+    from rlhf_dist.rollout.scorer import Scorer, sequence_kl
+
+_EXPORTS: Dict[str, str] = {
+    "RolloutEngine": "generate",
+    "action_logprobs": "generate",
+    "concat_rollouts": "generate",
+    "decode_prompts": "generate",
+    "decode_responses": "generate",
+    "response_mask": "generate",
+    "response_token_ids": "generate",
+    "Scorer": "scorer",
+    "sequence_kl": "scorer",
+    "ADVANTAGE_FNS": "advantages",
+    "compute_advantages": "advantages",
+    "ReplayBuffer": "replay",
+    "epoch_permutation": "replay",
+}
+
+__all__: List[str] = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,258 @@
+"""Rollouts with Hugging Face ``generate`` and the log-probs of the generated tokens.
+
+Tensor alignment (the convention of every rollout / scoring / learning tensor):
+
+* ``sequences`` ``(N, T)``: columns ``[0, P)`` are the LEFT-padded prompt (``P`` =
+  ``meta["prompt_length"]``), columns ``[P, T)`` the RIGHT-padded response; ``N = B · n``
+  with the ``n`` samples of a prompt in consecutive rows.
+* ``attention_mask`` ``(N, T)``: 1 on real prompt tokens and on response tokens up to and
+  including the first EOS; 0 on padding and on anything after the first EOS.
+* ``action_mask`` ``(N, T−1)``: "action" column ``t`` is the token ``sequences[:, t+1]``,
+  predicted by the logits at position ``t``.  ``action_mask[:, t] = 1`` iff ``t+1`` is a
+  response token up to and including the first EOS (so ``action_mask[:, :P-1]`` is 0).
+* Every per-action tensor -- ``old_logprobs``, ``ref_logprobs``, ``values``,
+  ``token_rewards``, ``advantages``, ``returns`` -- is ``(N, T−1)`` on that same grid and 0
+  where ``action_mask`` is 0.  (A critic's value at column ``t`` is V(state = tokens ``≤ t``),
+  i.e. the value head read at position ``t``, the state in which action ``t`` is taken.)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from rlhf_dist.algo import entropy_from_logits, logprobs_from_logits
+from rlhf_dist.models.causal_lm import causal_lm_logits
+from rlhf_dist.protocol import Batch, BatchError, pad_and_concat, pad_tensor
+
+
+def _eos_list(eos: Union[int, Sequence[int], None]) -> List[int]:
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
+
+
+def response_mask(responses: torch.Tensor, eos_token_ids: Sequence[int]) -> torch.Tensor:
+    """``(N, R)`` long mask: 1 on response tokens up to and including the first EOS.
+
+    Position-based, so a sampled token that happens to equal the pad id is still an action.
+    """
+    is_eos = torch.isin(responses, torch.tensor(list(eos_token_ids), device=responses.device))
+    after_first_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    return (~after_first_eos).long()
+
+
+def _check_prompts(ids: torch.Tensor, mask: torch.Tensor) -> None:
+    if ids.dim() != 2 or ids.shape != mask.shape:
+        raise ValueError(f"prompt_input_ids {tuple(ids.shape)} and prompt_attention_mask "
+                         f"{tuple(mask.shape)} must both be (B, P)")
+    m = mask.long()
+    empty = (m.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"prompt rows {empty} have no real token")
+    not_left = (m[:, 1:] < m[:, :-1]).any(-1).nonzero().flatten().tolist()
+    if not_left:
+        raise ValueError(f"prompt rows {not_left} are not left-padded (generation continues "
+                         "from the last column, so padding must come first)")
+
+
+@contextmanager
+def _seeded(seed: Optional[int], device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNGs inside a forked RNG state (``generate`` takes no Generator)."""
+    if seed is None:
+        yield
+        return
+    devices = [] if device.type == "cpu" else [device.index or 0]
+    kwargs = {} if device.type == "cpu" else {"device_type": device.type}
+    with torch.random.fork_rng(devices=devices, **kwargs):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _generation_mode(model: Any) -> Iterator[None]:
+    """Eval mode, and the model's own ``generation_config`` hidden for the call.
+
+    The rollout config is the whole sampling distribution: a checkpoint's
+    ``generation_config.json`` (repetition penalty, min_p, suppressed tokens, …) must not
+    silently change the behaviour policy, so HF ``generate`` sees a blank default instead.
+    Both are restored afterwards.
+    """
+    from transformers import GenerationConfig
+
+    was_training = model.training
+    saved = getattr(model, "generation_config", None)
+    model.eval()
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+        model.train(was_training)
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+class RolloutEngine:
+    """Samples responses from a Hugging Face causal LM with the settings of ``RolloutConfig``.
+
+    ``model`` must hold full (gathered) parameters for the call: under ZeRO-3 the actor worker
+    wraps :meth:`generate` in ``engine.gathered()``.  ``eos_token_id`` / ``pad_token_id``
+    default to the tokenizer's (``eos_token_id`` may be a list of stop ids; pad falls back to
+    the first EOS).  The backend is HF generate with a KV cache; a vLLM backend would return
+    the same :class:`~rlhf_dist.protocol.Batch`.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, rollout: Any,
+                 eos_token_id: Union[int, Sequence[int], None] = None,
+                 pad_token_id: Optional[int] = None):
+        self.model, self.tokenizer, self.rollout = model, tokenizer, rollout
+        self.eos_token_ids = _eos_list(eos_token_id if eos_token_id is not None
+                                       else tokenizer.eos_token_id)
+        if not self.eos_token_ids:
+            raise ValueError("RolloutEngine: the tokenizer has no eos_token_id and none was given")
+        pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.eos_token_ids[0])
+
+    @property
+    def temperature(self) -> float:
+        """Temperature of the sampling distribution (1.0 when greedy): pass it to
+        :func:`action_logprobs` for the actor, the reference and the learner alike."""
+        return float(self.rollout.temperature) if self.rollout.do_sample else 1.0
+
+    def generation_config(self):
+        """The ``transformers.GenerationConfig`` used for every call."""
+        from transformers import GenerationConfig
+
+        r = self.rollout
+        sampling = (dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+                    if r.do_sample else {})  # top_k=0 disables HF's top-k (its default is 50)
+        eos = self.eos_token_ids
+        return GenerationConfig(
+            do_sample=r.do_sample, max_new_tokens=r.max_new_tokens, num_beams=1,
+            num_return_sequences=1, use_cache=True, pad_token_id=self.pad_token_id,
+            eos_token_id=eos[0] if len(eos) == 1 else eos,
+            bos_token_id=getattr(self.tokenizer, "bos_token_id", None), **sampling)
+
+    @torch.no_grad()
+    def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
+                 generator_seed: Optional[int] = None, synced_gpus: bool = False,
+                 with_logprobs: bool = False) -> Batch:
+        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt.
+
+        prompt_input_ids, prompt_attention_mask: ``(B, P)``, left-padded.  Returns a Batch
+        of ``N = B · n`` rows (samples of a prompt consecutive) with ``sequences``,
+        ``attention_mask`` ``(N, T)`` and ``action_mask`` ``(N, T−1)`` (see the module doc),
+        on the model's device, and meta ``prompt_length`` (= P), ``n_samples_per_prompt``.
+        ``generator_seed`` makes sampling reproducible without touching the global RNG state
+        (give each data-parallel rank its own seed).  ``synced_gpus`` is HF's flag for
+        generating with sharded (not gathered) ZeRO-3 parameters.  ``with_logprobs=True`` adds
+        ``old_logprobs`` ``(N, T−1)``: :func:`action_logprobs` of the same model at
+        :attr:`temperature` (one extra forward, in eval mode).
+        """
+        _check_prompts(prompt_input_ids, prompt_attention_mask)
+        n = self.rollout.n_samples_per_prompt
+        device = _model_device(self.model)
+        ids = prompt_input_ids.repeat_interleave(n, dim=0).to(device)
+        prompt_mask = prompt_attention_mask.repeat_interleave(n, dim=0).to(device).long()
+        extra = {"synced_gpus": True} if synced_gpus else {}
+        with _seeded(generator_seed, device), _generation_mode(self.model):
+            sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
+                                            generation_config=self.generation_config(), **extra)
+            batch = self._as_batch(sequences, prompt_mask)
+            if with_logprobs:
+                batch = batch.with_(old_logprobs=action_logprobs(self.model, batch,
+                                                                 self.temperature))
+        return batch
+
+    def _as_batch(self, sequences: torch.Tensor, prompt_mask: torch.Tensor) -> Batch:
+        P = prompt_mask.shape[1]
+        resp_mask = response_mask(sequences[:, P:], self.eos_token_ids)
+        # after the first EOS HF already pads; make it explicit for stop lists / custom models
+        sequences = sequences.clone()
+        sequences[:, P:] = sequences[:, P:].masked_fill(resp_mask == 0, self.pad_token_id)
+        before = torch.zeros(sequences.shape[0], P - 1, dtype=torch.long, device=sequences.device)
+        return Batch({"sequences": sequences,
+                      "attention_mask": torch.cat([prompt_mask, resp_mask], dim=1),
+                      "action_mask": torch.cat([before, resp_mask], dim=1)},
+                     meta={"prompt_length": P,
+                           "n_samples_per_prompt": self.rollout.n_samples_per_prompt})
+
+
+def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
+                    return_entropy: bool = False
+                    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Log-probs ``(N, T−1)`` of ``sequences[:, 1:]`` under ``model``, 0 off ``action_mask``.
+
+    One forward with position ids from ``attention_mask`` (:func:`causal_lm_logits`; ``model``
+    is an HF causal LM or anything called the same way, e.g. a DeepSpeed engine), logits
+    divided by ``temperature``.  The actor's behaviour log-probs, the reference's log-probs and
+    the learner's new log-probs all come from here.  Not wrapped in ``no_grad`` (the learner
+    needs gradients).  ``return_entropy=True`` also returns the per-action entropy
+    ``(N, T−1)`` (0 off the mask).  Float32 (float64 for a float64 model).
+    """
+    seq, mask = batch["sequences"], batch["action_mask"]
+    if mask.shape != (seq.shape[0], seq.shape[1] - 1):
+        raise BatchError(f"action_mask {tuple(mask.shape)} must be (N, T-1) for sequences "
+                         f"{tuple(seq.shape)}")
+    logits = causal_lm_logits(model, seq, batch["attention_mask"])[:, :-1]
+    if temperature != 1.0:
+        logits = logits / temperature
+    keep = mask.bool()
+    logps = logprobs_from_logits(logits, seq[:, 1:])
+    logps = torch.where(keep, logps, torch.zeros((), dtype=logps.dtype, device=logps.device))
+    if not return_entropy:
+        return logps
+    entropy = entropy_from_logits(logits)
+    return logps, torch.where(keep, entropy, torch.zeros_like(entropy))
+
+
+def response_token_ids(batch: Batch) -> List[List[int]]:
+    """Per row, the generated token ids under ``action_mask`` (first EOS included)."""
+    seq, mask = batch["sequences"][:, 1:].cpu(), batch["action_mask"].bool().cpu()
+    return [seq[i][mask[i]].tolist() for i in range(len(batch))]
+
+
+def decode_responses(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True
+                     ) -> List[str]:
+    """Response texts (EOS and other special tokens dropped unless asked)."""
+    return tokenizer.batch_decode(response_token_ids(batch),
+                                  skip_special_tokens=skip_special_tokens)
+
+
+def decode_prompts(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True) -> List[str]:
+    """Prompt texts: the real tokens of the first ``meta["prompt_length"]`` columns."""
+    P = batch.meta["prompt_length"]
+    seq, mask = batch["sequences"][:, :P].cpu(), batch["attention_mask"][:, :P].bool().cpu()
+    return tokenizer.batch_decode([seq[i][mask[i]].tolist() for i in range(len(batch))],
+                                  skip_special_tokens=skip_special_tokens)
+
+
+def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
+    """Join generation results of several ranks whose prompt width ``P`` and/or response
+    length differ: every sequence-aligned tensor (``dim >= 2``) is LEFT-padded so all prompt
+    parts end at the common ``P = max P_i``, then right-padded to the longest row.
+    ``sequences`` pads with ``pad_token_id``, everything else with 0.
+    """
+    batches = list(batches)
+    if not batches:
+        raise BatchError("concat_rollouts: got an empty list")
+    P = max(b.meta["prompt_length"] for b in batches)
+    aligned = []
+    for b in batches:
+        shift = P - b.meta["prompt_length"]
+        tensors = {k: pad_tensor(v, v.shape[1] + shift,
+                                 pad_token_id if k == "sequences" else 0, "left")
+                   if v.dim() >= 2 else v for k, v in b.tensors.items()}
+        aligned.append(Batch(tensors, {**b.meta, "prompt_length": P}, b.extras))
+    return pad_and_concat(aligned, pad_values={"sequences": pad_token_id})
+
+
+__all__ = ["RolloutEngine", "action_logprobs", "concat_rollouts", "decode_prompts",
+           "decode_responses", "response_mask", "response_token_ids"]

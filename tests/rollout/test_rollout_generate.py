@@ -1,0 +1,193 @@
+"""RolloutEngine on a tiny random llama: layout, masks, determinism, greedy == manual loop."""
+import pytest
+import torch
+
+from rlhf_dist.models import causal_lm_logits
+from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout import (RolloutEngine, action_logprobs, concat_rollouts,
+                               decode_responses, response_token_ids)
+
+
+def expected_response_mask(responses, eos_id):
+    """The mask by an explicit loop: 1 up to and including the first EOS."""
+    out = torch.zeros_like(responses)
+    for i, row in enumerate(responses.tolist()):
+        for j, token in enumerate(row):
+            out[i, j] = 1
+            if token == eos_id:
+                break
+    return out
+
+
+def manual_greedy(model, prompt, max_new_tokens, eos_id):
+    """Argmax loop over the unpadded prompt, full forward each step (no KV cache)."""
+    ids = torch.tensor([prompt])
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=ids, use_cache=False).logits[0, -1]
+            token = int(logits.argmax())
+            new.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            if token == eos_id:
+                break
+    return new
+
+
+def test_layout_prompts_preserved_and_samples_consecutive(make_lm, tok, rollout_cfg, prompts,
+                                                          left_pad):
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(make_lm(), tok, rollout_cfg(n_samples_per_prompt=3, max_new_tokens=5))
+    out = engine.generate(ids, mask, generator_seed=0)
+    N, T = out["sequences"].shape
+    P = ids.shape[1]
+    assert (N, len(out)) == (12, 12) and T == P + 5  # no EOS from a random model in 5 steps
+    assert out["attention_mask"].shape == (N, T) and out["action_mask"].shape == (N, T - 1)
+    assert out.meta == {"prompt_length": P, "n_samples_per_prompt": 3}
+    assert torch.equal(out["sequences"][:, :P], ids.repeat_interleave(3, dim=0))
+    assert torch.equal(out["attention_mask"][:, :P], mask.repeat_interleave(3, dim=0))
+    assert out["action_mask"][:, :P - 1].sum() == 0
+    assert out["action_mask"][:, P - 1:].sum() == N * 5
+
+
+def test_action_mask_covers_generated_tokens_up_to_first_eos(make_lm, tok, rollout_cfg, prompts,
+                                                             left_pad):
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(make_lm(eos_bias=5.0), tok,
+                           rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
+    out = engine.generate(ids, mask, generator_seed=3)
+    P = ids.shape[1]
+    responses = out["sequences"][:, P:]
+    expected = expected_response_mask(responses, eos)
+    lengths = expected.sum(-1).tolist()
+    # the case of interest happened: EOS mid-response in some rows, not everywhere at once
+    assert min(lengths) < responses.shape[1] and len(set(lengths)) > 2
+    assert torch.equal(out["attention_mask"][:, P:], expected)
+    assert torch.equal(out["action_mask"], torch.cat(
+        [torch.zeros(len(out), P - 1, dtype=torch.long), expected], dim=1))
+    for row, n in enumerate(lengths):
+        if n < responses.shape[1]:
+            assert responses[row, n - 1] == eos
+            assert (responses[row, n:] == pad).all()
+    # decoding uses exactly the masked tokens
+    ids_per_row = response_token_ids(out)
+    assert [len(r) for r in ids_per_row] == lengths
+    assert decode_responses(out, tok) == tok.batch_decode(ids_per_row, skip_special_tokens=True)
+
+
+def test_greedy_equals_manual_argmax_loop_despite_left_padding(make_lm, tok, rollout_cfg,
+                                                               prompts, left_pad):
+    model = make_lm(eos_bias=0.4)  # EOS becomes the argmax for some prompts, not for others
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8))
+    out = engine.generate(ids, mask)
+    again = engine.generate(ids, mask)
+    assert torch.equal(out["sequences"], again["sequences"])
+    got = response_token_ids(out)
+    want = [manual_greedy(model, p, 8, tok.eos_token_id) for p in prompts]
+    assert got == want
+    lengths = [len(w) for w in want]
+    assert min(lengths) < 8 and max(lengths) == 8
+
+
+def test_seed_reproducible_and_global_rng_untouched(make_lm, tok, rollout_cfg, prompts, left_pad):
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(make_lm(), tok, rollout_cfg(max_new_tokens=6, n_samples_per_prompt=2))
+    state = torch.get_rng_state()
+    a = engine.generate(ids, mask, generator_seed=11)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = engine.generate(ids, mask, generator_seed=11)
+    c = engine.generate(ids, mask, generator_seed=12)
+    assert torch.equal(a["sequences"], b["sequences"])
+    assert not torch.equal(a["sequences"], c["sequences"])
+    # two samples of one prompt differ (sampling, not copies)
+    assert not torch.equal(a["sequences"][0], a["sequences"][1])
+
+
+def test_generation_config_ignores_model_defaults(make_lm, tok, rollout_cfg, prompts, left_pad):
+    model = make_lm()
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=6))
+    plain = engine.generate(ids, mask)
+    model.generation_config.repetition_penalty = 50.0
+    model.generation_config.max_new_tokens = 2
+    assert torch.equal(engine.generate(ids, mask)["sequences"], plain["sequences"])
+    assert model.generation_config.repetition_penalty == 50.0  # restored
+    cfg = RolloutEngine(model, tok, rollout_cfg(top_k=0, top_p=0.9)).generation_config()
+    assert (cfg.top_k, cfg.top_p, cfg.do_sample) == (0, 0.9, True)
+
+
+def test_right_padded_prompts_rejected(make_lm, tok, rollout_cfg):
+    engine = RolloutEngine(make_lm(), tok, rollout_cfg())
+    ids = torch.tensor([[5, 6, 7], [8, 0, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match=r"prompt rows \[1\] are not left-padded"):
+        engine.generate(ids, mask)
+
+
+def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, prompts, left_pad):
+    model = make_lm()
+    ids, mask = left_pad(prompts)
+    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+        ids, mask, generator_seed=1)
+    seq, am = out["sequences"], out["action_mask"]
+    with torch.no_grad():
+        logps, entropy = action_logprobs(model, out, return_entropy=True)
+        hot = action_logprobs(model, out, temperature=2.0)
+        logits = causal_lm_logits(model, seq, out["attention_mask"])
+    engine = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4, temperature=2.0))
+    with_lp = engine.generate(ids, mask, generator_seed=1, with_logprobs=True)
+    with torch.no_grad():
+        assert torch.equal(with_lp["old_logprobs"], action_logprobs(model, with_lp, 2.0))
+    assert logps.shape == am.shape
+    assert (logps[am == 0] == 0).all() and (entropy[am == 0] == 0).all()
+    P = out.meta["prompt_length"]
+    for row, t in [(0, P - 1), (1, P), (3, P + 2)]:
+        log_p = torch.log_softmax(logits[row, t], dim=-1)
+        assert torch.allclose(logps[row, t], log_p[seq[row, t + 1]], atol=1e-6)
+        assert torch.allclose(entropy[row, t], -(log_p.exp() * log_p).sum(), atol=1e-5)
+        log_p2 = torch.log_softmax(logits[row, t] / 2.0, dim=-1)
+        assert torch.allclose(hot[row, t], log_p2[seq[row, t + 1]], atol=1e-6)
+    # the padded row 1 (prompt of 2 tokens, 3 pads) scores as its unpadded version
+    real = seq[1][out["attention_mask"][1].bool()]
+    with torch.no_grad():
+        alone = torch.log_softmax(model(input_ids=real[None]).logits[0, :-1], -1)
+    alone = alone.gather(-1, real[1:, None]).squeeze(-1)[-4:]
+    assert torch.allclose(logps[1, -4:], alone, atol=1e-5)
+
+
+def test_concat_rollouts_aligns_prompt_and_response_parts():
+    a = Batch({"sequences": torch.tensor([[9, 5, 6, 7]]),
+               "attention_mask": torch.tensor([[0, 1, 1, 1]]),
+               "action_mask": torch.tensor([[0, 1, 1]])}, meta={"prompt_length": 2})
+    b = Batch({"sequences": torch.tensor([[4, 4, 3, 8, 2]]),
+               "attention_mask": torch.tensor([[1, 1, 1, 1, 1]]),
+               "action_mask": torch.tensor([[0, 0, 1, 1]])}, meta={"prompt_length": 3})
+    out = concat_rollouts([a, b], pad_token_id=9)
+    assert out.meta["prompt_length"] == 3
+    assert torch.equal(out["sequences"], torch.tensor([[9, 9, 5, 6, 7], [4, 4, 3, 8, 2]]))
+    assert torch.equal(out["attention_mask"], torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
+    assert torch.equal(out["action_mask"], torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]]))
+
+
+def test_rank_split_generation_merges_back_to_one_shot_result(make_lm, tok, rollout_cfg, left_pad):
+    """The worker-group pattern: balanced_chunk the prompts, generate per rank (different
+    response lengths), concat_rollouts, restore_order == generating all at once."""
+    model = make_lm(eos_bias=0.4)
+    prompts = [[5, 17, 300, 42, 9], [77, 8], [100, 200, 300], [400, 401, 402, 403]]
+    ids, mask = left_pad(prompts)
+    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8,
+                                                   n_samples_per_prompt=2))
+    whole = engine.generate(ids, mask)
+    prompt_batch = Batch({"input_ids": ids, "attention_mask": mask})
+    chunks, perm = prompt_batch.balanced_chunk(2, weight_key=None)  # rows [0, 2] and [1, 3]
+    assert perm.tolist() == [0, 2, 1, 3]
+    per_rank = [engine.generate(c["input_ids"], c["attention_mask"]) for c in chunks]
+    assert len({r["sequences"].shape[1] for r in per_rank}) == 2  # ragged across ranks
+    merged = concat_rollouts(per_rank, pad_token_id=tok.pad_token_id)
+    # prompts were split, samples follow their prompt: expand the permutation to sample rows
+    sample_perm = (perm[:, None] * 2 + torch.arange(2)).flatten()
+    restored = Batch.restore_order(merged, sample_perm)
+    for key in ("sequences", "attention_mask", "action_mask"):
+        assert torch.equal(restored[key], whole[key]), key
