@@ -8,6 +8,7 @@ closest valid key.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -185,9 +186,11 @@ class TrainConfig:
 
 @dataclass
 class DeepSpeedSection:
-    """What we let users choose of DeepSpeed; ``extra`` is merged last into the built dict."""
+    """What we let users choose of DeepSpeed; ``extra`` is merged last into the built dict.
+    ``role_zero_stage`` overrides the stage per Ray role, e.g. ``{critic: 2}``."""
 
     zero_stage: int = 0
+    role_zero_stage: Dict[str, int] = field(default_factory=dict)
     bf16: bool = False
     offload_optimizer: bool = False
     offload_param: bool = False
@@ -196,11 +199,23 @@ class DeepSpeedSection:
 
     def __post_init__(self):
         _choice("deepspeed.zero_stage", self.zero_stage, [0, 1, 2, 3])
+        for role, stage in self.role_zero_stage.items():
+            _choice("deepspeed.role_zero_stage", role, ["actor", "critic", "reward", "reference"])
+            _choice(f"deepspeed.role_zero_stage.{role}", stage, [0, 1, 2, 3])
         _require(not self.offload_param or self.zero_stage == 3, "deepspeed.offload_param",
                  f"needs deepspeed.zero_stage=3, got zero_stage={self.zero_stage}")
         _require(not self.offload_optimizer or self.zero_stage >= 1,
                  "deepspeed.offload_optimizer",
                  f"needs deepspeed.zero_stage>=1, got zero_stage={self.zero_stage}")
+
+    def for_role(self, role: str) -> "DeepSpeedSection":
+        """This section with the role's own ZeRO stage (if overridden)."""
+        if role not in self.role_zero_stage:
+            return self
+        stage = self.role_zero_stage[role]
+        return dataclasses.replace(self, zero_stage=stage,
+                                   offload_param=self.offload_param and stage == 3,
+                                   offload_optimizer=self.offload_optimizer and stage >= 1)
 
 
 @dataclass

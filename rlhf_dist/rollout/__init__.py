@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _EXPORTS: Dict[str, str] = {
     "RolloutEngine": "generate",
     "action_logprobs": "generate",
+    "sampling_temperature": "generate",
     "concat_rollouts": "generate",
     "decode_prompts": "generate",
     "decode_responses": "generate",

@@ -99,6 +99,12 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def sampling_temperature(rollout: Any) -> float:
+    """Temperature of the sampling distribution (1.0 when greedy): pass it to
+    :func:`action_logprobs` for the actor, the reference and the learner alike."""
+    return float(rollout.temperature) if rollout.do_sample else 1.0
+
+
 class RolloutEngine:
     """Samples responses from a Hugging Face causal LM with the settings of ``RolloutConfig``.
 
@@ -122,9 +128,7 @@ class RolloutEngine:
 
     @property
     def temperature(self) -> float:
-        """Temperature of the sampling distribution (1.0 when greedy): pass it to
-        :func:`action_logprobs` for the actor, the reference and the learner alike."""
-        return float(self.rollout.temperature) if self.rollout.do_sample else 1.0
+        return sampling_temperature(self.rollout)
 
     def generation_config(self):
         """The ``transformers.GenerationConfig`` used for every call."""

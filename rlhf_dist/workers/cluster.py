@@ -34,7 +34,9 @@ def start_ray(address: Optional[str], num_cpus: float) -> bool:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return False
-    ray.init(num_cpus=max(int(num_cpus + 0.999), os.cpu_count() or 1), include_dashboard=False,
+    # address="local": always a private instance, never a cluster `ray start` left running.
+    ray.init(address="local", num_cpus=max(int(num_cpus + 0.999), os.cpu_count() or 1),
+             include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=True)
     return True
 

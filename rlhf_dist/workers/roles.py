@@ -83,8 +83,8 @@ class ActorWorker(_ModelWorker):
         cfg = self.cfg
         build = _seeded_build(cfg.seed, lambda: load_causal_lm(cfg.model, self.tokenizer(),
                                                                field_prefix="model"))
-        self.engine = ModelEngine.trained(build, cfg.deepspeed, train, self.world_size,
-                                          total_steps)
+        self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("actor"), train,
+                                          self.world_size, total_steps)
         self.rollout = RolloutEngine(self.engine.module, self.tokenizer(), cfg.rollout)
 
     @torch.no_grad()
@@ -100,23 +100,21 @@ class ActorWorker(_ModelWorker):
         from rlhf_dist.rollout import action_logprobs
 
         self.engine.eval()
-        return Batch({"logprobs": in_micro_batches(batch, self.cfg.train.micro_batch_size,
-                                                   lambda m: action_logprobs(self.engine, m))})
+        temperature = self.rollout.temperature
+        return Batch({"logprobs": in_micro_batches(
+            batch, self.cfg.train.micro_batch_size,
+            lambda m: action_logprobs(self.engine, m, temperature))})
 
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
-        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.rollout import action_logprobs
 
         ppo = self.cfg.ppo
-        logits = causal_lm_logits(self.engine, micro["sequences"], micro["attention_mask"])
-        logits = logits[:, :-1]
-        logprobs = algo.logprobs_from_logits(logits, micro["sequences"][:, 1:])
+        logprobs, entropy = action_logprobs(self.engine, micro, self.rollout.temperature,
+                                            return_entropy=True)
         loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
                                              micro["action_mask"], ppo.clip_eps,
                                              dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
-        # Entropy is always logged; it carries gradient only when it is part of the loss.
-        entropy = algo.masked_mean(
-            algo.entropy_from_logits(logits if ppo.entropy_coef else logits.detach()),
-            micro["action_mask"])
+        entropy = algo.masked_mean(entropy, micro["action_mask"])
         loss = loss - ppo.entropy_coef * entropy
         metrics = {f"actor/{k}": v for k, v in metrics.items()}
         metrics.update({"actor/policy_loss": float(loss.detach()),
@@ -151,15 +149,18 @@ class ReferenceWorker(_ModelWorker):
             else (cfg.model, "model")
         build = _seeded_build(cfg.seed, lambda: load_causal_lm(section, self.tokenizer(),
                                                                field_prefix=prefix))
-        self.engine = ModelEngine.frozen(build, cfg.deepspeed, cfg.train.micro_batch_size,
-                                         self.world_size)
+        self.engine = ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
+                                         cfg.train.micro_batch_size, self.world_size)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
-        from rlhf_dist.rollout import action_logprobs
+        from rlhf_dist.rollout import action_logprobs, sampling_temperature
 
-        return Batch({"logprobs": in_micro_batches(batch, self.cfg.train.micro_batch_size,
-                                                   lambda m: action_logprobs(self.engine, m))})
+        # The same temperature as the actor's behaviour log-probs, so KL compares like with like.
+        temperature = sampling_temperature(self.cfg.rollout)
+        return Batch({"logprobs": in_micro_batches(
+            batch, self.cfg.train.micro_batch_size,
+            lambda m: action_logprobs(self.engine, m, temperature))})
 
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Batch:
@@ -191,7 +192,7 @@ class RewardWorker(_ModelWorker):
         section, prefix = _scalar_section(self.cfg, "reward")
         build = _seeded_build(self.cfg.seed + 1, lambda: load_scalar_model(
             section, self.tokenizer(), role="reward", field_prefix=prefix))
-        self.engine = ModelEngine.frozen(build, self.cfg.deepspeed,
+        self.engine = ModelEngine.frozen(build, self.cfg.deepspeed.for_role("reward"),
                                          self.cfg.train.micro_batch_size, self.world_size)
 
     @torch.no_grad()
@@ -222,8 +223,8 @@ class CriticWorker(_ModelWorker):
         section, prefix = _scalar_section(cfg, "critic")
         build = _seeded_build(cfg.seed + 2, lambda: load_scalar_model(
             section, self.tokenizer(), role="critic", field_prefix=prefix))
-        self.engine = ModelEngine.trained(build, cfg.deepspeed, train, self.world_size,
-                                          total_steps)
+        self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("critic"), train,
+                                          self.world_size, total_steps)
 
     def _values(self, batch: Batch) -> torch.Tensor:
         return self.engine(batch["sequences"], batch["attention_mask"])[:, :-1]
