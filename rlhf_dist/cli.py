@@ -15,6 +15,7 @@ from rlhf_dist.config import ConfigError, load_config, to_yaml
 
 # command -> "module:function" taking a Config; imported only when the command runs.
 TRAINERS: Dict[str, str] = {
+    "pretrain": "rlhf_dist.trainers.pretrain:run",
     "sft": "rlhf_dist.trainers.sft:run",
     "rm": "rlhf_dist.trainers.rm:run",
     "dpo": "rlhf_dist.trainers.dpo:run",
@@ -25,6 +26,8 @@ TRAINERS: Dict[str, str] = {
 # commands with their own argument parser: "module:main" taking argv.
 TOOLS: Dict[str, str] = {
     "demo": "rlhf_dist.demo:main",
+    "eval": "rlhf_dist.eval.cli:main",
+    "label": "rlhf_dist.rlaif.cli:main",
 }
 
 

@@ -85,6 +85,7 @@ class PPOTrainer:
             self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total)
+        self.frozen_start = self.frozen_fingerprints()
         self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.iteration = 0
         self.resume()
@@ -215,7 +216,19 @@ class PPOTrainer:
         self.iteration = int(state["iteration"])
         log.info("resumed PPO from %s at iteration %d", path, self.iteration)
 
+    def frozen_fingerprints(self) -> Metrics:
+        """Sum of squares of the frozen models' parameters: must not move during training."""
+        groups = {"reference": self.roles.reference, "reward": self.roles.reward}
+        return {name: group.state_fingerprint() for name, group in groups.items() if group}
+
     def finish(self) -> None:
+        end = self.frozen_fingerprints()
+        self.tracker.log({**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
+                          **{f"frozen/{k}_checksum_end": v for k, v in end.items()}},
+                         self.iteration)
+        moved = [k for k in end if end[k] != self.frozen_start[k]]
+        if moved:
+            log.warning("frozen models changed during PPO: %s", moved)
         self.save_checkpoint()
         if self.cfg.checkpoint.export_hf:
             self.roles.actor.export_hf(str(self.out / "model"))
