@@ -1,0 +1,358 @@
+"""Model-level evaluation: generate answers, score them with a reward model, perplexity on a
+reference set, and the pure metrics of :mod:`rlhf_dist.eval.metrics` on top.
+
+Models are given as a local path / hub name (``str``), a :class:`~rlhf_dist.config.ModelConfig`
+(``name_or_path: null`` builds a tiny random one, for tests), or already loaded as
+:class:`~rlhf_dist.eval.loading.Policy` / :class:`~rlhf_dist.eval.loading.RewardModel`.
+Tokenisation follows the training data path (:class:`rlhf_dist.data.Encoder`): prompts
+left-truncated to ``max_prompt_length``, EOS appended to responses, sequences cut at
+``max_length``.
+
+* :func:`generate_responses` — batched, left-padded generation through
+  :class:`~rlhf_dist.rollout.RolloutEngine` (greedy or sampled, seeded per batch);
+* :func:`reward_scores` — the RM's scalar at the last (EOS) token of ``prompt + response +
+  EOS``, exactly how the RM scored preference pairs in training;
+* :func:`perplexity_on` — token-weighted perplexity of responses given prompts (SFT labels:
+  prompt masked, EOS scored), or of plain texts (every token scored);
+* :func:`evaluate_model` / :func:`evaluate_models` / :func:`compare` — the report.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+
+from rlhf_dist.config import DataConfig, RolloutConfig
+from rlhf_dist.eval import metrics as M
+from rlhf_dist.eval.loading import ModelSource, RewardSource, as_policy, as_reward_model
+
+logger = logging.getLogger(__name__)
+
+_DATA_DEFAULTS = DataConfig()
+MAX_LENGTH = _DATA_DEFAULTS.max_length  # 256, as the trainers
+MAX_PROMPT_LENGTH = _DATA_DEFAULTS.max_prompt_length  # 128
+
+ReferenceItem = Union[str, Tuple[str, str]]
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _encoder(tokenizer: Any, max_length: int, max_prompt_length: int):
+    from rlhf_dist.data import Encoder
+
+    return Encoder(tokenizer, max_length, max_prompt_length)
+
+
+def _chunks(n: int, size: int) -> List[slice]:
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {size}")
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate_responses(model: ModelSource, prompts: Sequence[str],
+                       rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
+                       batch_size: int = 16, max_prompt_length: int = MAX_PROMPT_LENGTH,
+                       device: Optional[str] = None) -> List[str]:
+    """Responses to ``prompts`` (texts, e.g. ``"Human: …\\nAssistant:"``) from a causal LM.
+
+    ``rollout`` (a :class:`RolloutConfig`, default: its defaults) sets greedy / sampling,
+    temperature, top-p / top-k, ``max_new_tokens`` and ``n_samples_per_prompt`` = n.  Returns
+    ``len(prompts) · n`` texts, the n samples of prompt i at ``[i·n, (i+1)·n)``, decoded without
+    special tokens (generation stops at the first EOS).  Batch ``b`` (of ``batch_size`` prompts)
+    is sampled with generator seed ``seed + b``: reproducible for a fixed batch size, and two
+    models evaluated with the same seed share their random numbers.
+    """
+    from rlhf_dist.data import PromptCollator
+    from rlhf_dist.rollout import RolloutEngine, decode_responses
+
+    policy = as_policy(model, device)
+    rollout = rollout or RolloutConfig()
+    encoder = _encoder(policy.tokenizer, max_prompt_length + 1, max_prompt_length)
+    engine = RolloutEngine(policy.model, policy.tokenizer, rollout)
+    collate = PromptCollator(engine.pad_token_id)
+    out: List[str] = []
+    for b, part in enumerate(_chunks(len(prompts), batch_size)):
+        batch = collate([{"input_ids": encoder.prompt(p)} for p in prompts[part]])
+        result = engine.generate(batch["input_ids"], batch["attention_mask"],
+                                 generator_seed=None if seed is None else seed + b)
+        out += decode_responses(result, policy.tokenizer)
+    return out
+
+
+# --------------------------------------------------------------------------- reward model
+
+
+def scoring_ids(encoder: Any, prompt: str, response: str) -> List[int]:
+    """Token ids the RM scores: ``prompt + response + EOS`` as in RM training
+    (:func:`rlhf_dist.data.join_response`); an empty response is ``prompt + EOS``."""
+    from rlhf_dist.data import join_response
+
+    prompt_ids = encoder.prompt(prompt)
+    response_ids = encoder.response(response)
+    if not response_ids or response_ids == [encoder.eos_id]:
+        return (prompt_ids + [encoder.eos_id])[:encoder.max_length]
+    return join_response(prompt_ids, response_ids, encoder.eos_id, encoder.max_length)[0]
+
+
+@torch.no_grad()
+def reward_scores(reward_model: RewardSource, prompts: Sequence[str], responses: Sequence[str],
+                  batch_size: int = 16, normalize: bool = False, max_length: int = MAX_LENGTH,
+                  max_prompt_length: int = MAX_PROMPT_LENGTH,
+                  device: Optional[str] = None) -> List[float]:
+    """RM score of each ``(prompts[i], responses[i])``: ``model.score`` (the scalar at the last
+    real token, the appended EOS) of :func:`scoring_ids`, right-padded batches.
+    ``normalize=True`` applies the RM's saved score statistics."""
+    from rlhf_dist.data import pad
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"reward_scores: {len(prompts)} prompts but {len(responses)} responses")
+    rm = as_reward_model(reward_model, device)
+    encoder = _encoder(rm.tokenizer, max_length, max_prompt_length)
+    pad_id = rm.tokenizer.pad_token_id
+    dev = _device_of(rm.model)
+    scores: List[float] = []
+    for part in _chunks(len(prompts), batch_size):
+        seqs = [scoring_ids(encoder, p, r) for p, r in zip(prompts[part], responses[part])]
+        ids = pad(seqs, pad_id, "right").to(dev)
+        mask = pad([[1] * len(s) for s in seqs], 0, "right").to(dev)
+        scores += rm.model.score(ids, mask, normalize=normalize).float().cpu().tolist()
+    return scores
+
+
+# --------------------------------------------------------------------------- perplexity
+
+
+def _lm_example(encoder: Any, item: ReferenceItem) -> Dict[str, Any]:
+    from rlhf_dist.data import RowError
+
+    try:
+        if isinstance(item, str):
+            return encoder.lm(item)
+        prompt, response = item
+        return encoder.sft(prompt, response)
+    except RowError as err:
+        raise ValueError(f"perplexity_on: reference item {item!r}: {err}") from None
+
+
+@torch.no_grad()
+def nll_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem], batch_size: int = 8,
+           max_length: int = MAX_LENGTH, max_prompt_length: int = MAX_PROMPT_LENGTH
+           ) -> Tuple[float, int]:
+    """``(total NLL in nats, scored tokens)`` of ``items`` under a causal LM (see
+    :func:`perplexity_on`)."""
+    from rlhf_dist.algo.logprobs import shifted_token_logps
+    from rlhf_dist.data import SFTCollator
+    from rlhf_dist.models import causal_lm_logits
+
+    encoder = _encoder(tokenizer, max_length, max_prompt_length)
+    collate = SFTCollator(tokenizer.pad_token_id)
+    dev = _device_of(model)
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for part in _chunks(len(items), batch_size):
+            batch = collate([_lm_example(encoder, item) for item in items[part]])
+            logits = causal_lm_logits(model, batch["input_ids"].to(dev),
+                                      batch["attention_mask"].to(dev))
+            logps, mask = shifted_token_logps(logits, batch["labels"].to(dev))
+            total_nll -= float(logps.double().sum())
+            total_tokens += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return total_nll, total_tokens
+
+
+def perplexity_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem],
+                  batch_size: int = 8, max_length: int = MAX_LENGTH,
+                  max_prompt_length: int = MAX_PROMPT_LENGTH) -> float:
+    """Perplexity of a causal LM on a reference set, token-weighted over the whole set:
+    ``exp(Σ NLL / Σ tokens)``.
+
+    A ``(prompt, response)`` item scores only the response tokens and the appended EOS, the
+    prompt masked (the SFT labels of :meth:`rlhf_dist.data.Encoder.sft`); a plain string scores
+    every token after the first (and EOS).  Positions come from the attention mask.
+    """
+    total_nll, total_tokens = nll_on(model, tokenizer, items, batch_size, max_length,
+                                     max_prompt_length)
+    return M.perplexity(total_nll, total_tokens)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def response_metrics(prompts: Sequence[str], responses: Sequence[str],
+                     kinds: Optional[Sequence[Optional[str]]] = None,
+                     scores: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    """The text metrics of one model's answers (one answer per entry, prompts repeated for
+    several samples): ``distinct_1``, ``distinct_2``, ``self_bleu``, ``response_length`` (mean
+    whitespace tokens); ``reward_mean`` / ``reward_std`` with ``scores``; ``harmlessness`` /
+    ``helpfulness`` when ``kinds`` has harmful / benign prompts (a metric with no prompt of
+    its kind is left out rather than reported as NaN)."""
+    out = {
+        "distinct_1": M.distinct_n(responses, 1),
+        "distinct_2": M.distinct_n(responses, 2),
+        "self_bleu": M.self_bleu(responses),
+        "response_length": M.mean_std([len(M.tokens_of(r)) for r in responses])[0]
+        if responses else 0.0,
+    }
+    if scores is not None:
+        out["reward_mean"], out["reward_std"] = M.mean_std(scores)
+    if kinds is not None:
+        if "harmful" in kinds:
+            out["harmlessness"] = M.harmlessness(kinds, responses)
+        if "benign" in kinds:
+            out["helpfulness"] = M.helpfulness(kinds, prompts, responses)
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelRun(NamedTuple):
+    """One model's answers: ``prompts`` / ``kinds`` repeated per sample, aligned with
+    ``responses``; ``perplexity`` on the reference set (None without one)."""
+
+    prompts: List[str]
+    kinds: Optional[List[Optional[str]]]
+    responses: List[str]
+    perplexity: Optional[float]
+
+
+def _repeat(values: Sequence, n: int) -> List:
+    return [v for v in values for _ in range(n)]
+
+
+def run_model(model: ModelSource, prompts: Sequence[str],
+              kinds: Optional[Sequence[Optional[str]]] = None,
+              reference: Optional[Sequence[ReferenceItem]] = None,
+              rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
+              batch_size: int = 16, max_length: int = MAX_LENGTH,
+              max_prompt_length: int = MAX_PROMPT_LENGTH,
+              device: Optional[str] = None) -> ModelRun:
+    """Load ``model`` once, answer ``prompts`` (:func:`generate_responses`) and measure
+    :func:`perplexity_on` ``reference`` (when given)."""
+    if kinds is not None and len(kinds) != len(prompts):
+        raise ValueError(f"{len(kinds)} kinds for {len(prompts)} prompts")
+    rollout = rollout or RolloutConfig()
+    policy = as_policy(model, device)
+    responses = generate_responses(policy, prompts, rollout, seed, batch_size,
+                                   max_prompt_length)
+    ppl = (perplexity_on(policy.model, policy.tokenizer, reference, batch_size, max_length,
+                         max_prompt_length) if reference else None)
+    n = rollout.n_samples_per_prompt
+    return ModelRun(_repeat(prompts, n), None if kinds is None else _repeat(kinds, n),
+                    responses, ppl)
+
+
+def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]]) -> Dict[str, float]:
+    out = response_metrics(run.prompts, run.responses, run.kinds, scores)
+    if run.perplexity is not None:
+        out["perplexity"] = run.perplexity
+    return out
+
+
+def evaluate_model(model: ModelSource, prompts: Sequence[str], *,
+                   kinds: Optional[Sequence[Optional[str]]] = None,
+                   reward_model: Optional[RewardSource] = None,
+                   reference: Optional[Sequence[ReferenceItem]] = None,
+                   rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
+                   batch_size: int = 16, max_length: int = MAX_LENGTH,
+                   max_prompt_length: int = MAX_PROMPT_LENGTH,
+                   device: Optional[str] = None) -> Dict[str, float]:
+    """Every metric of one model: :func:`response_metrics` of its answers to ``prompts``
+    (``reward_mean``/``reward_std`` with ``reward_model``; ``harmlessness``/``helpfulness``
+    with toy ``kinds``) plus ``perplexity`` on ``reference`` (when given)."""
+    run = run_model(model, prompts, kinds, reference, rollout, seed, batch_size, max_length,
+                    max_prompt_length, device)
+    scores = (reward_scores(reward_model, run.prompts, run.responses, batch_size,
+                            max_length=max_length, max_prompt_length=max_prompt_length,
+                            device=device) if reward_model is not None else None)
+    return _metrics_of(run, scores)
+
+
+def compare(model_a: ModelSource, model_b: ModelSource, reward_model: RewardSource,
+            prompts: Sequence[str], rollout: Optional[RolloutConfig] = None,
+            seed: Optional[int] = 0, tie_eps: float = 0.0, batch_size: int = 16,
+            max_length: int = MAX_LENGTH, max_prompt_length: int = MAX_PROMPT_LENGTH,
+            device: Optional[str] = None) -> Dict[str, float]:
+    """Win rate of A against B judged by ``reward_model``: both answer the same ``prompts``
+    with the same sampling seed, the RM scores each answer, :func:`~metrics.win_rate` of the
+    per-answer scores (``win``, ``tie``, ``loss``, ``win_rate`` = win + tie / 2)."""
+    rollout = rollout or RolloutConfig()
+    n = rollout.n_samples_per_prompt
+    answers = [generate_responses(m, prompts, rollout, seed, batch_size, max_prompt_length,
+                                  device) for m in (model_a, model_b)]
+    rm = as_reward_model(reward_model, device)
+    repeated = _repeat(prompts, n)
+    scores = [reward_scores(rm, repeated, a, batch_size, max_length=max_length,
+                            max_prompt_length=max_prompt_length) for a in answers]
+    return M.win_rate(scores[0], scores[1], tie_eps)
+
+
+class EvalReport(NamedTuple):
+    """Results of :func:`evaluate_models`: ``metrics[name][metric]``, each model's
+    :class:`ModelRun` and RM ``scores`` (per answer; empty without a reward model), and the
+    ``baseline`` the ``win_rate`` columns compare against."""
+
+    metrics: Dict[str, Dict[str, float]]
+    runs: Dict[str, ModelRun]
+    scores: Dict[str, List[float]]
+    baseline: Optional[str]
+
+
+def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *,
+                    kinds: Optional[Sequence[Optional[str]]] = None,
+                    reward_model: Optional[RewardSource] = None,
+                    reference: Optional[Sequence[ReferenceItem]] = None,
+                    baseline: Optional[str] = None, tie_eps: float = 0.0,
+                    rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
+                    batch_size: int = 16, max_length: int = MAX_LENGTH,
+                    max_prompt_length: int = MAX_PROMPT_LENGTH,
+                    device: Optional[str] = None) -> EvalReport:
+    """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
+    one model in memory at a time, the reward model loaded once), all answering the same
+    ``prompts`` with the same seed.  With ``baseline`` (a name in ``models``; needs
+    ``reward_model``) every model also gets ``win_rate``, ``win``, ``tie``, ``loss`` against
+    the baseline's answers to the same prompts (the baseline itself: all ties, 0.5 unless
+    sampling differs)."""
+    if not models:
+        raise ValueError("evaluate_models: no models")
+    if baseline is not None and baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not one of the models {list(models)}")
+    if baseline is not None and reward_model is None:
+        raise ValueError("a baseline win rate needs a reward model to judge the answers")
+    runs: Dict[str, ModelRun] = {}
+    for name, source in models.items():
+        logger.info("eval: %s: generating answers to %d prompts", name, len(prompts))
+        runs[name] = run_model(source, prompts, kinds, reference, rollout, seed, batch_size,
+                               max_length, max_prompt_length, device)
+        gc.collect()
+    scores: Dict[str, List[float]] = {}
+    if reward_model is not None:
+        rm = as_reward_model(reward_model, device)
+        for name, run in runs.items():
+            logger.info("eval: %s: reward model scoring %d answers", name, len(run.responses))
+            scores[name] = reward_scores(rm, run.prompts, run.responses, batch_size,
+                                         max_length=max_length,
+                                         max_prompt_length=max_prompt_length)
+        del rm
+        gc.collect()
+    metrics = {name: _metrics_of(run, scores.get(name)) for name, run in runs.items()}
+    if baseline is not None:
+        for name in runs:
+            metrics[name].update(M.win_rate(scores[name], scores[baseline], tie_eps))
+    return EvalReport(metrics, runs, scores, baseline)
+
+
+__all__ = ["EvalReport", "MAX_LENGTH", "MAX_PROMPT_LENGTH", "ModelRun", "ReferenceItem",
+           "compare", "evaluate_model", "evaluate_models", "generate_responses", "nll_on",
+           "perplexity_on", "response_metrics", "reward_scores", "run_model", "scoring_ids"]

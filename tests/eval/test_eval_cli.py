@@ -1,0 +1,99 @@
+"""``rlhf-dist eval`` end to end on tiny saved models, and its argument errors."""
+import json
+import math
+
+import pytest
+
+from rlhf_dist import cli as top_cli
+from rlhf_dist.eval.cli import UsageError, main, parse_models
+from rlhf_dist.eval.report import UNIT_INTERVAL
+
+EXPECTED = {"reward_mean", "reward_std", "win_rate", "win", "tie", "loss", "harmlessness",
+            "helpfulness", "perplexity", "distinct_1", "distinct_2", "self_bleu",
+            "response_length"}
+
+
+def test_eval_end_to_end_through_the_top_level_cli(saved_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = top_cli.main([
+        "eval", "--models", f"base={saved_models['base']},sft={saved_models['sft']}",
+        "--reward-model", saved_models["rm"], "--prompts", "toy", "--reference", "toy",
+        "--baseline", "base", "--max-prompts", "6", "--num-samples", "2",
+        "--max-new-tokens", "6", "--seed", "1", "--no-wandb", "--output-dir", str(out)])
+    assert rc == 0
+    data = json.loads((out / "eval.json").read_text())
+    assert set(data) == {"columns", "baseline", "models", "metrics", "settings", "descriptions"}
+    assert data["baseline"] == "base" and list(data["metrics"]) == ["base", "sft"]
+    assert data["settings"]["num_prompts"] == 6 and data["settings"]["num_samples"] == 2
+    for name, metrics in data["metrics"].items():
+        assert set(metrics) == EXPECTED, name
+        for key, value in metrics.items():
+            assert value is not None and math.isfinite(value), (name, key)
+            if key in UNIT_INTERVAL:
+                assert 0.0 <= value <= 1.0, (name, key, value)
+        assert metrics["win"] + metrics["tie"] + metrics["loss"] == pytest.approx(1.0)
+        assert metrics["perplexity"] >= 1.0 and metrics["reward_std"] >= 0.0
+    assert data["metrics"]["base"]["tie"] == 1.0  # the baseline against itself
+    table = (out / "eval.md").read_text()
+    assert table.splitlines()[0].startswith("| model | reward_mean | reward_std | win_rate |")
+    assert "| sft |" in table
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2 * 6 * 2
+    assert not (out / "wandb").exists()
+    assert "| base |" in capsys.readouterr().out  # the table is printed
+
+
+def test_eval_logs_to_wandb_offline(saved_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"q": "Human: how do I bake bread?\nAssistant:"}) + "\n")
+    rc = main(["--model", saved_models["sft"], "--prompts", str(prompts), "--prompt-key", "q",
+               "--max-new-tokens", "3", "--greedy", "--output-dir", str(out)])
+    assert rc == 0
+    data = json.loads((out / "eval.json").read_text())
+    # one named model, no reward model / reference / toy kinds: text metrics only
+    assert set(data["metrics"]["sft"]) == {"distinct_1", "distinct_2", "self_bleu",
+                                          "response_length"}
+    assert list((out / "wandb").glob("offline-run-*"))
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert logged["eval/sft/self_bleu"] == data["metrics"]["sft"]["self_bleu"]
+
+
+@pytest.mark.parametrize("flag", ["--model", "--models", "--reward-model", "--prompts",
+                                  "--reference"])
+def test_missing_path_names_the_flag_and_exits_2(flag, saved_models, tmp_path, capsys):
+    missing = str(tmp_path / "does_not_exist")
+    args = {"--model": ["--model", missing],
+            "--models": ["--models", f"x={missing}"]}.get(flag, ["--model", saved_models["sft"],
+                                                                flag, missing])
+    out = tmp_path / "out"
+    assert main(args + ["--no-wandb", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and missing in err and "does not exist" in err
+    assert not out.exists()  # failed before anything was loaded or written
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--baseline", "nope", "--reward-model", "RM"], "--baseline: 'nope' is not a model name"),
+    (["--baseline", "sft"], "--baseline needs --reward-model"),
+    (["--max-prompt-length", "300"], "--max-prompt-length (300) must be smaller"),
+    (["--model", "SFT"], "model name 'sft' is used twice"),
+])
+def test_bad_arguments_exit_2(extra, message, saved_models, tmp_path, capsys):
+    extra = [saved_models["rm"] if a == "RM" else saved_models["sft"] if a == "SFT" else a
+             for a in extra]
+    out = tmp_path / "out"
+    assert main(["--model", saved_models["sft"], *extra, "--output-dir", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_parse_models_names_and_order(tmp_path):
+    (tmp_path / "m").mkdir()
+    got = parse_models([str(tmp_path / "m"), "ppo=/x/ppo"], ["a=/x/a, b=/x/b"])
+    assert got == {"m": (str(tmp_path / "m"), "--model"), "ppo": ("/x/ppo", "--model"),
+                   "a": ("/x/a", "--models"), "b": ("/x/b", "--models")}
+    with pytest.raises(UsageError, match="expected NAME=PATH"):
+        parse_models([], ["/x/a"])
+    with pytest.raises(UsageError, match="no model"):
+        parse_models([], [])
