@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from datetime import timedelta
 from typing import Dict
 
@@ -80,10 +81,21 @@ def broadcast_object(obj):
     return box[0]
 
 
-def shutdown() -> None:
-    """Tear the group down at the end of a job (a live group aborts the process on exit)."""
-    if tdist.is_initialized():
+def shutdown(wait: bool = True) -> None:
+    """Tear the group down at the end of a job (a live group aborts the process on exit);
+    ``wait=False`` skips the barrier (a failing rank must not wait for ranks that wait for it).
+
+    Through ``deepspeed.comm`` when DeepSpeed is loaded: it also drops DeepSpeed's cached
+    sub-groups (its clone of the world group…), which would otherwise point at the destroyed
+    group and break the next job started in the same process (a demo running SFT then DPO)."""
+    if not tdist.is_initialized():
+        return
+    if wait:
         tdist.barrier()
+    ds_comm = sys.modules.get("deepspeed.comm")
+    if ds_comm is not None and ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    else:
         tdist.destroy_process_group()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
+from rlhf_dist.engine import dist
 from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
 from rlhf_dist.engine.schedule import lr_multiplier
 
@@ -118,6 +120,19 @@ class ModelEngine:
                                           load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed state under {directory}/{ENGINE_TAG}")
+
+    def param_checksum(self) -> float:
+        """Collective: CRC32 over the bytes of this rank's parameters (its ZeRO-3 shards, or
+        the whole parameters below stage 3), summed over ranks.  Cheap (no gather) and
+        sensitive to any changed bit, so equal values before and after a job show that a
+        frozen model stayed frozen.  Comparable only between calls of the same job layout."""
+        crc = 0
+        for _, param in self.module.named_parameters():
+            local = getattr(param, "ds_tensor", None)
+            local = param.data if local is None else local
+            raw = local.detach().contiguous().cpu().view(torch.uint8)
+            crc = zlib.crc32(raw.numpy(), crc)
+        return dist.all_reduce_sum({"crc32": float(crc)})["crc32"]
 
     def gathered(self):
         """Context with full parameters on every rank (ZeRO-3), e.g. for generation."""

@@ -85,10 +85,12 @@ class LauncherTrainer:
         self.engine = self.build_engines()
         self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.step = 0
-        self.resume()
+        resumed_from = self.resume()
         if self.is_main:
             save_config(cfg)
         self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), self.is_main, self.job)
+        if resumed_from is not None:  # last, so that nothing above draws from the restored RNGs
+            load_rng_state(resumed_from, self.rank)
 
     def build_engines(self) -> ModelEngine:
         cfg = self.cfg
@@ -101,23 +103,33 @@ class LauncherTrainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Metrics:
-        self.setup()
-        bar = progress(total=self.total_steps, desc=self.job,
-                       enabled=self.is_main and self.cfg.logging.progress_bar)
-        bar.update(self.step)
         last: Metrics = {}
+        bar = self.tracker = None
         try:
+            self.setup()
+            bar = progress(total=self.total_steps, desc=self.job,
+                           enabled=self.is_main and self.cfg.logging.progress_bar)
+            bar.update(self.step)
             while self.step < self.total_steps:
                 last = self.train_step(self.next_micro_batches())
                 self.step += 1
                 bar.update(1)
                 self.after_step(last)
             self.finish()
-        finally:
-            bar.close()
-            self.tracker.finish()
-            dist.shutdown()
+        except BaseException:
+            # No barrier on the way out: the other ranks may be stuck in a collective this
+            # rank will never join; the launcher sees the exit code and stops them.
+            self._close(bar, failed=True)
+            raise
+        self._close(bar, failed=False)
         return last
+
+    def _close(self, bar, failed: bool) -> None:
+        if bar is not None:
+            bar.close()
+        if self.tracker is not None:
+            self.tracker.finish(exit_code=int(failed))
+        dist.shutdown(wait=not failed)
 
     def next_micro_batches(self) -> Iterable[dict]:
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -129,6 +141,7 @@ class LauncherTrainer:
     def train_step(self, micro_batches: Iterable[dict]) -> Metrics:
         """One optimiser step = ``accum`` micro-batches (DeepSpeed steps on the boundary)."""
         self.engine.train()
+        lr = self.engine.lr  # the rate this step uses (the scheduler advances inside step())
         start, rows, tokens = time.perf_counter(), [], 0
         for batch in micro_batches:
             loss, metrics = self.micro_batch_loss(batch)
@@ -139,21 +152,22 @@ class LauncherTrainer:
         elapsed = time.perf_counter() - start
         metrics = dist.all_reduce_mean({f"train/{k}": v for k, v in _mean(rows).items()})
         total_tokens = dist.all_reduce_sum({"t": float(tokens)})["t"]
-        metrics.update({"train/lr": self.engine.lr,
+        metrics.update({"train/lr": lr,
                         "train/epoch": self.step / self.steps_per_epoch,
                         "perf/tokens_per_s": total_tokens / max(elapsed, 1e-9),
                         "perf/step_time_s": elapsed})
         return metrics
 
     def after_step(self, metrics: Metrics) -> None:
-        cfg = self.cfg
-        if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+        """Log, evaluate and save on schedule; the last step's eval and save are ``finish``'s."""
+        cfg, before_end = self.cfg, self.step < self.total_steps
+        if self.step % cfg.train.log_every == 0 or not before_end:
             self.tracker.log(metrics, self.step)
-        if self.eval_set is not None and cfg.train.eval_every and \
+        if self.eval_set is not None and cfg.train.eval_every and before_end and \
                 self.step % cfg.train.eval_every == 0:
             self.tracker.log(self.evaluate(), self.step)
-        if cfg.checkpoint.save_every and self.step % cfg.checkpoint.save_every == 0 \
-                and self.step < self.total_steps:
+        if cfg.checkpoint.save_every and before_end and \
+                self.step % cfg.checkpoint.save_every == 0:
             self.save_checkpoint()
 
     @torch.no_grad()
@@ -197,20 +211,23 @@ class LauncherTrainer:
             self.ckpt.commit(self.step, self.trainer_state())
         dist.barrier()
 
-    def resume(self) -> None:
+    def resume(self) -> Optional[Path]:
+        """Restore engine state and step from ``checkpoint.resume``; the checkpoint directory
+        (its RNG states are restored last, by ``setup``) or None."""
         path = None
         if self.is_main:
             self.ckpt.clean_staging()
             path = self.ckpt.resolve(self.cfg.checkpoint.resume)
         path = dist.broadcast_object(path)
         if path is None:
-            return
-        state = self.ckpt.load_state(Path(path))
+            return None
+        path = Path(path)
+        state = self.ckpt.load_state(path)
         if state["world_size"] != self.world:
             raise ValueError(f"checkpoint.resume: {path} was written by {state['world_size']} "
                              f"ranks, this job has {self.world}")
-        self.engine.load(Path(path))
-        load_rng_state(path, self.rank)
+        self.engine.load(path)
         self.step = int(state["global_step"])
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.step)
+        return path

@@ -78,7 +78,15 @@ class DPOTrainer(LauncherTrainer):
                                  cfg.deepspeed.offload_param)
         self.reference = ModelEngine.frozen(build_reference, ds, 2 * cfg.train.micro_batch_size,
                                             self.world)
+        self.ref_checksum_start = self.reference.param_checksum()
         return policy
+
+    def finish(self) -> None:
+        """Log the frozen reference's checksum at start and end (equal unless something wrote
+        into it), then the shared finish (eval, checkpoint, export)."""
+        self.tracker.log({"ref/checksum_start": self.ref_checksum_start,
+                          "ref/checksum_end": self.reference.param_checksum()}, self.step)
+        super().finish()
 
     def _logits(self, engine: ModelEngine, batch) -> torch.Tensor:
         from rlhf_dist.models import causal_lm_logits

@@ -1,0 +1,46 @@
+"""Bad input fails fast — before any DeepSpeed engine is built or a step is taken — with a
+message naming the culprit.  Each job is a real process (the CLI; the launcher for the batch
+size, whose divisibility depends on the number of ranks)."""
+from __future__ import annotations
+
+import pytest
+
+from trainer_helpers import cli, launch
+
+pytestmark = pytest.mark.slow
+
+# Generous for a loaded 2-core CI box; measured 2-4 s for the CLI, ~8 s through the launcher.
+FAST_S = 45
+
+
+def _assert_failed_early(run, *needles):
+    assert run.returncode != 0, run.log[-3000:]
+    for needle in needles:
+        assert needle in run.log, f"{needle!r} not in:\n{run.log[-3000:]}"
+    assert run.seconds < FAST_S, run.seconds
+    # nothing of a started job: config.yaml is written once the engines exist
+    assert not (run.out / "config.yaml").exists()
+    assert not (run.out / "checkpoints").exists()
+    assert not (run.out / "metrics.jsonl").exists()
+
+
+def test_missing_model_path(tmp_path):
+    run = cli("sft", tmp_path / "out", "model.name_or_path=/nonexistent/x")
+    _assert_failed_early(run, "model.name_or_path", "/nonexistent/x", "does not exist")
+
+
+def test_missing_dataset_file(tmp_path):
+    run = cli("sft", tmp_path / "out", "data.path=/nonexistent/d.jsonl")
+    _assert_failed_early(run, "/nonexistent/d.jsonl", "no such data file")
+
+
+def test_zero_stage_5(tmp_path):
+    run = cli("dpo", tmp_path / "out", "deepspeed.zero_stage=5")
+    assert run.returncode == 2
+    _assert_failed_early(run, "deepspeed.zero_stage: got 5, expected one of [0, 1, 2, 3]")
+
+
+def test_batch_size_that_does_not_divide_over_two_ranks(tmp_path):
+    run = launch("rm", tmp_path / "out", "train.train_batch_size=6", "train.micro_batch_size=2")
+    _assert_failed_early(run, "train.train_batch_size: 6 is not divisible by "
+                              "train.micro_batch_size=2 × data-parallel ranks=2 (= 4)")

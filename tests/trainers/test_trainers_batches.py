@@ -1,0 +1,62 @@
+"""The resumable data walk: exact index lists for 2 ranks, written out by hand."""
+import torch
+
+from rlhf_dist.trainers import batches as B
+
+
+def test_drop_last_gives_each_rank_its_slice_of_every_global_batch():
+    order = list(range(10))  # global batches of 2 ranks × 2 = 4: [0..3], [4..7]; 8, 9 dropped
+    assert B.rank_micro_batches(order, 0, 2, 2) == [[0, 1], [4, 5]]
+    assert B.rank_micro_batches(order, 1, 2, 2) == [[2, 3], [6, 7]]
+
+
+def test_drop_last_follows_the_given_order():
+    order = [9, 3, 7, 1, 0, 8, 2, 6, 5, 4]
+    assert B.rank_micro_batches(order, 0, 2, 1) == [[9], [7], [0], [2], [5]]
+    assert B.rank_micro_batches(order, 1, 2, 1) == [[3], [1], [8], [6], [4]]
+    assert B.rank_micro_batches(order, 1, 2, 3) == [[1, 0, 8]]  # 10 // 6 = 1 global batch
+
+
+def test_without_drop_last_every_example_is_seen_once_in_short_tail_batches():
+    order = list(range(10))
+    assert B.rank_micro_batches(order, 0, 2, 2, drop_last=False) == [[0, 2], [4, 6], [8]]
+    assert B.rank_micro_batches(order, 1, 2, 2, drop_last=False) == [[1, 3], [5, 7], [9]]
+
+
+def test_without_drop_last_ranks_get_equally_many_batches():
+    order = list(range(11))  # the odd one out (10) is cut: ZeRO-3 forwards are collective
+    rank0 = B.rank_micro_batches(order, 0, 2, 4, drop_last=False)
+    rank1 = B.rank_micro_batches(order, 1, 2, 4, drop_last=False)
+    assert rank0 == [[0, 2, 4, 6], [8]]
+    assert rank1 == [[1, 3, 5, 7], [9]]
+    assert B.rank_micro_batches(order, 0, 1, 4, drop_last=False) == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                                      [8, 9, 10]]
+
+
+def test_steps_per_epoch():
+    assert B.steps_per_epoch(224, 2, 8, 1) == 14   # the tiny configs: 224 pairs, batch 16
+    assert B.steps_per_epoch(56, 2, 8, 1) == 3     # 56 // 16
+    assert B.steps_per_epoch(10, 2, 2, 2) == 1     # 2 global micro-batches, 2 per step
+    assert B.steps_per_epoch(7, 2, 2, 2) == 0
+    assert B.steps_per_epoch(16, 1, 2, 4) == 2
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    first = B.epoch_order(50, seed=42, epoch=3)
+    torch.manual_seed(123)
+    torch.rand(7)  # the global generator's state does not matter
+    assert B.epoch_order(50, seed=42, epoch=3) == first
+    assert sorted(first) == list(range(50))
+    assert B.epoch_order(50, seed=42, epoch=4) != first
+    assert B.epoch_order(50, seed=43, epoch=3) != first
+    assert B.epoch_order(5, seed=1, epoch=0, shuffle=False) == [0, 1, 2, 3, 4]
+
+
+def test_epoch_order_matches_its_documented_generator():
+    expected = torch.randperm(20, generator=torch.Generator().manual_seed(7 * 100_003 + 2))
+    assert B.epoch_order(20, seed=7, epoch=2) == expected.tolist()
+
+
+def test_iterate_collates_the_selected_rows():
+    data = ["a", "b", "c", "d"]
+    assert list(B.iterate(data, [[3, 0], [2]], "".join)) == ["da", "c"]

@@ -1,0 +1,111 @@
+"""One-rank jobs run inside the test process through the trainer API, so the test can hold the
+trained objects: the DPO reference compared bit for bit with a fresh copy, and the HF export's
+logits compared with the live engine's.  Two jobs in one process also prove that a finished job
+leaves the process ready for the next (``dist.shutdown`` clears DeepSpeed's cached groups)."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+import torch
+
+from rlhf_dist.config import load_config
+from trainer_helpers import CONFIGS, free_port, read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def _fit_in_process(trainer_cls, job, out, *overrides):
+    """Fit a 1-rank job here; the process environment is restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    try:
+        cfg = load_config(str(CONFIGS / f"{job}.yaml"),
+                          [f"output_dir={out}", "logging.backend=none",
+                           "logging.progress_bar=false", *overrides])
+        trainer = trainer_cls(cfg)
+        trainer.fit()
+        return trainer
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def dpo_trainer(tmp_path_factory):
+    from rlhf_dist.trainers.dpo import DPOTrainer
+
+    return _fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo1"),
+                           "train.max_steps=6", "deepspeed.zero_stage=2")
+
+
+@pytest.fixture(scope="module")
+def sft_trainer(dpo_trainer, tmp_path_factory):  # after the DPO job, in the same process
+    from rlhf_dist.trainers.sft import SFTTrainer
+
+    return _fit_in_process(SFTTrainer, "sft", tmp_path_factory.mktemp("sft1"),
+                           "train.max_steps=6", "deepspeed.zero_stage=2")
+
+
+def _fresh(trainer, reference: bool = False):
+    torch.manual_seed(trainer.cfg.seed)
+    kwargs = {"reference": True} if reference else {}
+    return trainer.build_model(trainer.tokenizer, **kwargs)
+
+
+def test_dpo_reference_is_bit_identical_after_training(dpo_trainer):
+    fresh = dict(_fresh(dpo_trainer, reference=True).named_parameters())
+    reference = dict(dpo_trainer.reference.module.named_parameters())
+    assert reference.keys() == fresh.keys() and len(fresh) > 10
+    for name, param in reference.items():
+        assert torch.equal(param, fresh[name]), name
+        assert not param.requires_grad, name
+    # … while the policy, which started from the same weights, did move
+    policy = dict(dpo_trainer.engine.module.named_parameters())
+    moved = [n for n, p in policy.items() if not torch.equal(p.detach(), fresh[n])]
+    assert len(moved) == len(policy)
+
+
+def test_dpo_logged_reference_checksum_is_crc32_of_the_fresh_weights(dpo_trainer):
+    crc = 0
+    for param in _fresh(dpo_trainer, reference=True).parameters():
+        crc = zlib.crc32(param.detach().contiguous().view(torch.uint8).numpy(), crc)
+    rows = [r for r in read_metrics(dpo_trainer.out) if "ref/checksum_end" in r]
+    assert len(rows) == 1
+    assert rows[0]["ref/checksum_start"] == rows[0]["ref/checksum_end"] == crc
+
+
+def test_second_job_in_the_same_process_runs(sft_trainer):
+    rows = read_metrics(sft_trainer.out)
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert not torch.distributed.is_initialized()  # torn down again at the end
+
+
+def test_hf_export_gives_the_engine_logits(sft_trainer):
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_dist.models import causal_lm_logits
+
+    path, attn = sft_trainer.out / "model", sft_trainer.cfg.model.attn_implementation
+    engine_model = sft_trainer.engine.module.eval()
+    batch = sft_trainer.collate([sft_trainer.eval_set[i] for i in range(8)])
+
+    def logits(model):
+        with torch.no_grad():
+            return causal_lm_logits(model, batch["input_ids"], batch["attention_mask"])
+
+    want = logits(engine_model)
+    # the same attention kernel as the run ("eager"): bit-identical logits
+    got = logits(AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn).eval())
+    assert want.shape == got.shape and want.shape[0] == 8
+    assert torch.equal(got, want), (got - want).abs().max()
+    # transformers' default kernel (sdpa) differs only by float rounding (measured 3e-7)
+    default = logits(AutoModelForCausalLM.from_pretrained(path).eval())
+    assert (default - want).abs().max() < 1e-5
+    # and the export is the trained model, not the initial one
+    with torch.no_grad():
+        initial = causal_lm_logits(_fresh(sft_trainer).eval(), batch["input_ids"],
+                                   batch["attention_mask"])
+    assert (initial - want).abs().max() > 1e-2
