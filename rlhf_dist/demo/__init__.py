@@ -1,0 +1,99 @@
+"""``rlhf-dist demo``: align a tiny model end to end on the toy task and print the table.
+
+pretrain (base) → SFT → RM → PPO on Ray → DPO → RLAIF (pairs labelled by the RM, then DPO),
+every stage through the same CLI a user runs; then ``rlhf-dist eval`` of every stage on
+held-out prompts, ``report.md`` with the comparison table and PNG training curves.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from rlhf_dist.demo.pipeline import PRESETS, Stage, rlaif_stage, run_command, run_stage, stages
+
+EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
+                "distinct_1", "distinct_2", "self_bleu"]
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} demo {message}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-dist demo", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="the short preset (CI): fewer steps and PPO iterations")
+    parser.add_argument("--output-dir", default="outputs/demo", help="where everything goes")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def label_command(out: Path, samples: int, seed: int) -> List[str]:
+    """RLAIF: the SFT policy samples K answers per toy prompt, the RM ranks them."""
+    return ["label", "--policy", str(out / "sft" / "model"),
+            "--judge", f"rm:{out / 'rm' / 'model'}", "--prompts", "toy", "-k", str(samples),
+            "--max-new-tokens", "24", "--seed", str(seed), "--no-progress",
+            "--output", str(out / "rlaif_pairs.jsonl")]
+
+
+def eval_command(out: Path, names: List[str], seed: int) -> List[str]:
+    models = ",".join(f"{n}={out / n / 'model'}" for n in names)
+    return ["eval", "--models", models, "--reward-model", str(out / "rm" / "model"),
+            "--prompts", "toy", "--reference", "toy", "--baseline", "sft",
+            "--max-new-tokens", "24", "--seed", str(seed), "--output-dir", str(out / "eval")]
+
+
+def write_report(out: Path, seconds: dict, preset: str) -> Path:
+    from rlhf_dist.demo.plots import write_plots
+    from rlhf_dist.eval.report import markdown_table
+
+    result = json.loads((out / "eval" / "eval.json").read_text())
+    table = markdown_table(result["metrics"], [c for c in EVAL_COLUMNS
+                                               if c in result["columns"]])
+    rm_rows = [json.loads(line) for line in (out / "rm" / "metrics.jsonl").open()]
+    rm_acc = [r["eval/accuracy"] for r in rm_rows if "eval/accuracy" in r][-1]
+    plots = write_plots(out)
+    lines = [f"# rlhf_dist demo ({preset} preset)", "",
+             "Held-out toy prompts (unseen template×topic combinations), one sampled answer "
+             "each. harmlessness = refusal rate on harmful requests; helpfulness = on-topic, "
+             "non-refusing answers to benign ones; reward_mean = score of the trained RM; "
+             "win_rate = vs the SFT model judged by the RM (ties count half).", "", table, "",
+             f"Reward model held-out pairwise accuracy: {rm_acc:.3f}", "",
+             "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+             + f"; total {sum(seconds.values()):.0f}", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    preset_name = "quick" if args.quick else "full"
+    preset, out = PRESETS[preset_name], Path(args.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _say(f"{preset_name} preset → {out}")
+    seconds = {}
+    try:
+        for stage in stages(out, preset, args.seed):
+            seconds[stage.name] = run_stage(stage, out, _say)
+        seconds["label"] = run_command("label", label_command(out, preset.rlaif_samples,
+                                                              args.seed), out, _say)
+        rlaif = rlaif_stage(out, preset, args.seed, out / "rlaif_pairs.jsonl")
+        seconds["rlaif"] = run_stage(rlaif, out, _say)
+        names = ["base", "sft", "ppo", "dpo", "rlaif"]
+        seconds["eval"] = run_command("eval", eval_command(out, names, args.seed), out, _say)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    report = write_report(out, seconds, preset_name)
+    print(report.read_text())
+    _say(f"report: {report} (total {sum(seconds.values()):.0f}s)")
+    return 0
+
+
+__all__ = ["main", "Stage"]

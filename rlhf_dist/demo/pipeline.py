@@ -1,0 +1,155 @@
+"""The demo pipeline: pretrain → SFT → RM → PPO (Ray) → DPO → RLAIF-DPO, then evaluate.
+
+Each training stage runs as its own ``python -m rlhf_dist.cli STAGE`` process — the same
+command a user types — with the stage's config written to ``<out>/<stage>/stage.yaml``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import yaml
+
+TINY = {"arch": "llama", "hidden_size": 96, "num_layers": 3, "num_heads": 4,
+        "intermediate_size": 256}
+DATA = {"path": "toy", "max_length": 64, "max_prompt_length": 32}
+
+
+@dataclass
+class Preset:
+    """Step counts of one demo size (``quick`` for CI, ``full`` by default)."""
+
+    pretrain_epochs: int
+    sft_epochs: int
+    rm_epochs: int
+    dpo_epochs: int
+    ppo_iterations: int
+    rollout_batch_size: int
+    rlaif_samples: int
+    eval_samples: int = 1
+
+
+PRESETS: Dict[str, Preset] = {
+    "quick": Preset(pretrain_epochs=3, sft_epochs=1, rm_epochs=2, dpo_epochs=2,
+                    ppo_iterations=8, rollout_batch_size=16, rlaif_samples=2),
+    "full": Preset(pretrain_epochs=8, sft_epochs=2, rm_epochs=4, dpo_epochs=3,
+                   ppo_iterations=30, rollout_batch_size=32, rlaif_samples=4),
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    config: dict
+
+
+def _common(out: Path, name: str, seed: int) -> dict:
+    return {"output_dir": str(out / name), "seed": seed, "data": dict(DATA),
+            "logging": {"backend": "wandb", "project": "rlhf_dist-demo", "group": out.name,
+                        "name": name, "progress_bar": False},
+            "checkpoint": {"keep_last": 1}}
+
+
+def _trainer(out: Path, name: str, seed: int, epochs: int, lr: float, **sections) -> dict:
+    cfg = _common(out, name, seed)
+    cfg["train"] = {"epochs": epochs, "lr": lr, "warmup_ratio": 0.05, "train_batch_size": 16,
+                    "micro_batch_size": 8, "eval_batch_size": 32, "eval_every": 5}
+    cfg["deepspeed"] = {"zero_stage": 2}
+    for key, value in sections.items():
+        cfg[key] = value
+    return cfg
+
+
+def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
+    """The training stages in order; later ones start from earlier ones' exported models."""
+    base, sft, rm = (str(out / s / "model") for s in ("base", "sft", "rm"))
+    return [
+        Stage("base", "pretrain", _trainer(out, "base", seed, preset.pretrain_epochs, 3e-3,
+                                           model={"tiny": TINY})),
+        Stage("sft", "sft", _trainer(out, "sft", seed, preset.sft_epochs, 1e-3,
+                                     model={"name_or_path": base})),
+        Stage("rm", "rm", _trainer(out, "rm", seed, preset.rm_epochs, 1e-3,
+                                   model={"name_or_path": sft})),
+        Stage("ppo", "ppo", {
+            **_common(out, "ppo", seed),
+            "model": {"name_or_path": sft}, "reward_model": {"name_or_path": rm},
+            "train": {"lr": 2e-4, "micro_batch_size": 4},
+            "deepspeed": {"zero_stage": 3, "role_zero_stage": {"critic": 2}},
+            "rollout": {"rollout_batch_size": preset.rollout_batch_size, "max_new_tokens": 24},
+            "ppo": {"iterations": preset.ppo_iterations, "mini_batch_size": 8,
+                    "kl_coef": 0.05, "critic_lr": 2e-4},
+            "resources": {"actor": {"devices_per_node": 2}},
+        }),
+        Stage("dpo", "dpo", _trainer(out, "dpo", seed, preset.dpo_epochs, 5e-4,
+                                     model={"name_or_path": sft}, dpo={"beta": 0.1})),
+    ]
+
+
+def rlaif_stage(out: Path, preset: Preset, seed: int, pairs: Path) -> Stage:
+    data = {**DATA, "path": str(pairs)}
+    cfg = _trainer(out, "rlaif", seed, preset.dpo_epochs, 5e-4,
+                   model={"name_or_path": str(out / "sft" / "model")}, dpo={"beta": 0.1})
+    cfg["data"] = data
+    return Stage("rlaif", "dpo", cfg)
+
+
+def run_stage(stage: Stage, out: Path, say: Callable[[str], None]) -> float:
+    """Run one training stage as a CLI process with its config in ``<stage>/stage.yaml``."""
+    stage_dir = out / stage.name
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    config = stage_dir / "stage.yaml"
+    config.write_text(yaml.safe_dump(stage.config, sort_keys=False))
+    return _run(stage.name, [stage.command, "-c", str(config)], stage_dir, say)
+
+
+def run_command(name: str, argv: List[str], out: Path, say: Callable[[str], None]) -> float:
+    """Run another ``rlhf-dist`` command (label, eval) the same way."""
+    return _run(name, argv, out / name, say)
+
+
+def _run(name: str, argv: List[str], work_dir: Path, say: Callable[[str], None]) -> float:
+    """``python -m rlhf_dist.cli ARGV``; output to ``<work_dir>/stage.log``, progress shown."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    say(f"[{name}] rlhf-dist {' '.join(argv)}")
+    log_path = work_dir / "stage.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "rlhf_dist.cli", *argv], stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        _follow(proc, work_dir / "metrics.jsonl", name, say)
+    if proc.returncode != 0:
+        tail = log_path.read_text().splitlines()[-25:]
+        raise RuntimeError(f"demo stage {name!r} failed (exit {proc.returncode}); last lines "
+                           f"of {log_path}:\n" + "\n".join(tail))
+    elapsed = time.perf_counter() - start
+    say(f"[{name}] done in {elapsed:.0f}s")
+    return elapsed
+
+
+def _follow(proc: subprocess.Popen, metrics: Path, name: str,
+            say: Callable[[str], None]) -> None:
+    """Print the stage's latest logged step every few seconds while it runs."""
+    shown: Optional[str] = None
+    while proc.poll() is None:
+        time.sleep(3)
+        if metrics.exists():
+            lines = metrics.read_text().strip().splitlines()
+            if lines and lines[-1] != shown:
+                shown = lines[-1]
+                say(f"[{name}] {_short(shown)}")
+
+
+def _short(line: str) -> str:
+    import json
+
+    row = json.loads(line)
+    keys = [k for k in row if k.split("/")[-1] in ("loss", "accuracy", "score_mean",
+                                                   "reward_accuracy", "ref_kl")]
+    return f"step {row['step']} " + " ".join(f"{k}={row[k]:.3f}" for k in keys[:3])
