@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from rlhf_dist.demo.pipeline import PRESETS, Stage, rlaif_stage, run_command, run_stage, stages
+from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, rlaif_stage, run_command, run_stage,
+                                     stages)
 
 EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
                 "distinct_1", "distinct_2", "self_bleu"]
@@ -32,19 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def label_command(out: Path, samples: int, seed: int) -> List[str]:
+def label_command(out: Path, preset: Preset, seed: int) -> List[str]:
     """RLAIF: the SFT policy samples K answers per toy prompt, the RM ranks them."""
     return ["label", "--policy", str(out / "sft" / "model"),
-            "--judge", f"rm:{out / 'rm' / 'model'}", "--prompts", "toy", "-k", str(samples),
+            "--judge", f"rm:{out / 'rm' / 'model'}", "--prompts", "toy",
+            "--max-prompts", str(preset.rlaif_prompts), "-k", str(preset.rlaif_samples),
             "--max-new-tokens", "24", "--seed", str(seed), "--no-progress",
             "--output", str(out / "rlaif_pairs.jsonl")]
 
 
-def eval_command(out: Path, names: List[str], seed: int) -> List[str]:
+def eval_command(out: Path, names: List[str], preset: Preset, seed: int) -> List[str]:
     models = ",".join(f"{n}={out / n / 'model'}" for n in names)
     return ["eval", "--models", models, "--reward-model", str(out / "rm" / "model"),
             "--prompts", "toy", "--reference", "toy", "--baseline", "sft",
-            "--max-new-tokens", "24", "--seed", str(seed), "--output-dir", str(out / "eval")]
+            "--num-samples", str(preset.eval_samples), "--max-new-tokens", "24",
+            "--seed", str(seed), "--output-dir", str(out / "eval")]
 
 
 def write_report(out: Path, seconds: dict, preset: str) -> Path:
@@ -81,12 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for stage in stages(out, preset, args.seed):
             seconds[stage.name] = run_stage(stage, out, _say)
-        seconds["label"] = run_command("label", label_command(out, preset.rlaif_samples,
-                                                              args.seed), out, _say)
+        seconds["label"] = run_command("label", label_command(out, preset, args.seed), out,
+                                       _say)
         rlaif = rlaif_stage(out, preset, args.seed, out / "rlaif_pairs.jsonl")
         seconds["rlaif"] = run_stage(rlaif, out, _say)
         names = ["base", "sft", "ppo", "dpo", "rlaif"]
-        seconds["eval"] = run_command("eval", eval_command(out, names, args.seed), out, _say)
+        seconds["eval"] = run_command("eval", eval_command(out, names, preset, args.seed), out, _say)
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1

@@ -15,30 +15,37 @@ from typing import Callable, Dict, List, Optional
 
 import yaml
 
-TINY = {"arch": "llama", "hidden_size": 96, "num_layers": 3, "num_heads": 4,
-        "intermediate_size": 256}
+TINY = {"arch": "llama", "hidden_size": 128, "num_layers": 4, "num_heads": 4,
+        "intermediate_size": 384}
 DATA = {"path": "toy", "max_length": 64, "max_prompt_length": 32}
 
 
 @dataclass
 class Preset:
-    """Step counts of one demo size (``quick`` for CI, ``full`` by default)."""
+    """Step counts of one demo size (``quick`` for CI, ``full`` by default).
+
+    SFT is deliberately short (a few steps): it teaches the answer format and some refusals,
+    leaving the preference stages (PPO, DPO, RLAIF) something to improve.
+    """
 
     pretrain_epochs: int
-    sft_epochs: int
+    sft_steps: int
     rm_epochs: int
     dpo_epochs: int
     ppo_iterations: int
     rollout_batch_size: int
+    rlaif_prompts: int
     rlaif_samples: int
-    eval_samples: int = 1
+    eval_samples: int
 
 
 PRESETS: Dict[str, Preset] = {
-    "quick": Preset(pretrain_epochs=3, sft_epochs=1, rm_epochs=2, dpo_epochs=2,
-                    ppo_iterations=8, rollout_batch_size=16, rlaif_samples=2),
-    "full": Preset(pretrain_epochs=8, sft_epochs=2, rm_epochs=4, dpo_epochs=3,
-                   ppo_iterations=30, rollout_batch_size=32, rlaif_samples=4),
+    "quick": Preset(pretrain_epochs=6, sft_steps=6, rm_epochs=2, dpo_epochs=1,
+                    ppo_iterations=8, rollout_batch_size=16, rlaif_prompts=48, rlaif_samples=2,
+                    eval_samples=2),
+    "full": Preset(pretrain_epochs=12, sft_steps=6, rm_epochs=3, dpo_epochs=2,
+                   ppo_iterations=20, rollout_batch_size=32, rlaif_prompts=224,
+                   rlaif_samples=4, eval_samples=4),
 }
 
 
@@ -62,7 +69,7 @@ def _trainer(out: Path, name: str, seed: int, epochs: int, lr: float, **sections
                     "micro_batch_size": 8, "eval_batch_size": 32, "eval_every": 5}
     cfg["deepspeed"] = {"zero_stage": 2}
     for key, value in sections.items():
-        cfg[key] = value
+        cfg[key] = {**cfg.get(key, {}), **value}
     return cfg
 
 
@@ -72,8 +79,8 @@ def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
     return [
         Stage("base", "pretrain", _trainer(out, "base", seed, preset.pretrain_epochs, 3e-3,
                                            model={"tiny": TINY})),
-        Stage("sft", "sft", _trainer(out, "sft", seed, preset.sft_epochs, 1e-3,
-                                     model={"name_or_path": base})),
+        Stage("sft", "sft", _trainer(out, "sft", seed, 1, 5e-4, model={"name_or_path": base},
+                                     train={"max_steps": preset.sft_steps})),
         Stage("rm", "rm", _trainer(out, "rm", seed, preset.rm_epochs, 1e-3,
                                    model={"name_or_path": sft})),
         Stage("ppo", "ppo", {

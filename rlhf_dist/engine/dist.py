@@ -36,6 +36,15 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
+def share_cpu_threads() -> None:
+    """On CPU, split the cores among the ranks of this machine (torch would give every process
+    all of them, and oversubscribed ranks spin instead of computing).  OMP_NUM_THREADS wins."""
+    if torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
+        return
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_ranks, 1)))
+
+
 def init_distributed(timeout_s: float = 1800.0) -> None:
     """Initialise the default process group once (idempotent)."""
     _default_single_process_env()
@@ -45,6 +54,7 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
+    share_cpu_threads()
     deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
                                timeout=timedelta(seconds=timeout_s), verbose=False)
 
