@@ -51,12 +51,16 @@ class RayDPOTrainer:
         self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), True, "dpo-ray")
 
     def fit(self) -> Dict[str, float]:
-        self.setup()
-        bar = progress(total=self.total_steps, desc="dpo-ray",
-                       enabled=self.cfg.logging.progress_bar)
-        bar.update(self.step)
         metrics: Dict[str, float] = {}
-        try:
+        bar = self.tracker = None
+        failed = True
+        try:  # set-up inside: a failure after Ray started still stops the groups and Ray
+            self.setup()
+            self.tracker.log(self.roles.placement_metrics(), self.step)
+            ref_start = self.roles.reference.state_checksum()
+            bar = progress(total=self.total_steps, desc="dpo-ray",
+                           enabled=self.cfg.logging.progress_bar)
+            bar.update(self.step)
             while self.step < self.total_steps:
                 per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
                 metrics = {f"train/{k}": v for k, v in
@@ -64,16 +68,23 @@ class RayDPOTrainer:
                 self.step += 1
                 bar.update(1)
                 self.tracker.log(metrics, self.step)
-                if self.cfg.checkpoint.save_every and \
+                if self.cfg.checkpoint.save_every and self.step < self.total_steps and \
                         self.step % self.cfg.checkpoint.save_every == 0:
-                    self.save_checkpoint()
+                    self.save_checkpoint()  # the last step's is saved below
             self.save_checkpoint()
             if self.cfg.checkpoint.export_hf:
                 self.roles.actor.export_hf(str(self.out / "model"))
-            metrics["ref/checksum"] = self.roles.reference.state_fingerprint()
+            # CRC32 of the reference's full weights (roles.state_checksum): equal unless
+            # something wrote into the frozen model.
+            self.tracker.log({"ref/checksum_start": ref_start,
+                              "ref/checksum_end": self.roles.reference.state_checksum()},
+                             self.step)
+            failed = False
         finally:
-            bar.close()
-            self.tracker.finish()
+            if bar is not None:
+                bar.close()
+            if self.tracker is not None:
+                self.tracker.finish(exit_code=int(failed))
             self.shutdown()
         return metrics
 

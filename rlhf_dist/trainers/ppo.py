@@ -85,7 +85,7 @@ class PPOTrainer:
             self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total)
-        self.frozen_start = self.frozen_fingerprints()
+        self.frozen_start = self.frozen_checksums()
         self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.iteration = 0
         self.resume()
@@ -95,24 +95,30 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Metrics:
-        self.setup()
-        bar = progress(total=self.cfg.ppo.iterations, desc="ppo",
-                       enabled=self.cfg.logging.progress_bar)
-        bar.update(self.iteration)
         metrics: Metrics = {}
-        try:
+        bar = self.tracker = None
+        failed = True
+        try:  # set-up inside: a failure after Ray started still stops the groups and Ray
+            self.setup()
+            self.tracker.log(self.roles.placement_metrics(), self.iteration)
+            bar = progress(total=self.cfg.ppo.iterations, desc="ppo",
+                           enabled=self.cfg.logging.progress_bar)
+            bar.update(self.iteration)
             while self.iteration < self.cfg.ppo.iterations:
                 metrics = self.iterate()
                 self.iteration += 1
                 bar.update(1)
                 self.tracker.log(metrics, self.iteration)
-                if self.cfg.checkpoint.save_every and \
-                        self.iteration % self.cfg.checkpoint.save_every == 0:
-                    self.save_checkpoint()
+                if self.cfg.checkpoint.save_every and self.iteration < self.cfg.ppo.iterations \
+                        and self.iteration % self.cfg.checkpoint.save_every == 0:
+                    self.save_checkpoint()  # the last iteration's is finish()'s
             self.finish()
+            failed = False
         finally:
-            bar.close()
-            self.tracker.finish()
+            if bar is not None:
+                bar.close()
+            if self.tracker is not None:
+                self.tracker.finish(exit_code=int(failed))
             self.shutdown()
         return metrics
 
@@ -216,14 +222,15 @@ class PPOTrainer:
         self.iteration = int(state["iteration"])
         log.info("resumed PPO from %s at iteration %d", path, self.iteration)
 
-    def frozen_fingerprints(self) -> Metrics:
-        """Sum of squares of the frozen models' parameters: must not move during training."""
+    def frozen_checksums(self) -> Metrics:
+        """CRC32 of the frozen models' full weights: must not change during training."""
         groups = {"reference": self.roles.reference, "reward": self.roles.reward}
-        return {name: group.state_fingerprint() for name, group in groups.items() if group}
+        return {name: group.state_checksum() for name, group in groups.items() if group}
 
     def finish(self) -> None:
-        end = self.frozen_fingerprints()
-        self.tracker.log({**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
+        end = self.frozen_checksums()
+        self.tracker.log({**{f"frozen/{k}_checksum_start": v
+                             for k, v in self.frozen_start.items()},
                           **{f"frozen/{k}_checksum_end": v for k, v in end.items()}},
                          self.iteration)
         moved = [k for k in end if end[k] != self.frozen_start[k]]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 
@@ -50,3 +50,11 @@ class DistributedWorker:
 
     def ping(self) -> int:
         return self.rank
+
+    def location(self) -> Dict[str, Any]:
+        """Where this rank runs: its Ray node id, the node's address and the process id
+        (placement checks and diagnostics; e.g. a SPREAD group should span several nodes)."""
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(),
+                "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import ray
+from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rlhf_dist.config import Config, RoleResources
 from rlhf_dist.workers.group import make_placement
@@ -43,17 +44,30 @@ def start_ray(address: Optional[str], num_cpus: float) -> bool:
 
 @dataclass
 class Roles:
-    actor: ActorGroup
+    """The groups of a job and the placement groups they hold."""
+
+    actor: Optional[ActorGroup] = None
     reference: Optional[ReferenceGroup] = None
     reward: Optional[RewardGroup] = None
     critic: Optional[CriticGroup] = None
+    placement_groups: List[PlacementGroup] = field(default_factory=list)
 
     def all(self):
         return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
 
     def kill(self) -> None:
+        """Kill every group's workers and give the placement groups' resources back (on a
+        cluster that outlives the job, the next job would otherwise find them reserved)."""
         for group in self.all():
             group.kill()
+        for pg in self.placement_groups:
+            remove_placement_group(pg)
+        self.placement_groups = []
+
+    def placement_metrics(self) -> Dict[str, float]:
+        """``placement/<role>_nodes``: on how many Ray nodes each created group's ranks run
+        (logged once per job: shows SPREAD at work, and which groups exist at all)."""
+        return {f"placement/{g.role}_nodes": float(len(set(g.node_ids()))) for g in self.all()}
 
 
 def cpus_needed(cfg: Config, roles) -> float:
@@ -64,30 +78,37 @@ def cpus_needed(cfg: Config, roles) -> float:
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool) -> Roles:
     """Placement groups per role (shared by colocated pairs), then the groups, built."""
     res, timeout = cfg.resources, cfg.resources.timeout_s
+    roles = Roles()
 
     def placed(name: str, r: RoleResources):
-        return make_placement(r, res.placement_strategy, f"rlhf_dist-{name}", timeout)
+        pg = make_placement(r, res.placement_strategy, f"rlhf_dist-{name}", timeout)
+        roles.placement_groups.append(pg)
+        return pg
 
-    actor_pg = placed("actor", res.actor)
-    share_ar = 0.5 if res.colocate_actor_ref else 1.0
-    actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout, share_ar)
-    ref_pg = actor_pg if res.colocate_actor_ref else placed("reference", res.reference)
-    reference = ReferenceGroup("reference", ReferenceWorker,
-                               res.actor if res.colocate_actor_ref else res.reference, ref_pg,
-                               (cfg,), timeout, share_ar)
-    roles = Roles(actor=actor, reference=reference)
-    colocate_cr = res.colocate_critic_reward and with_reward and with_critic
-    share_cr = 0.5 if colocate_cr else 1.0
-    critic_pg = None
-    if with_critic:
-        critic_pg = placed("critic", res.critic)
-        roles.critic = CriticGroup("critic", CriticWorker, res.critic, critic_pg, (cfg,),
-                                   timeout, share_cr)
-    if with_reward:
-        reward_pg = critic_pg if colocate_cr else placed("reward", res.reward)
-        roles.reward = RewardGroup("reward", RewardWorker,
-                                   res.critic if colocate_cr else res.reward, reward_pg, (cfg,),
-                                   timeout, share_cr)
+    try:  # a failure part-way (e.g. a role that cannot be placed) frees what was created
+        actor_pg = placed("actor", res.actor)
+        share_ar = 0.5 if res.colocate_actor_ref else 1.0
+        roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
+                                 share_ar)
+        ref_pg = actor_pg if res.colocate_actor_ref else placed("reference", res.reference)
+        roles.reference = ReferenceGroup(
+            "reference", ReferenceWorker, res.actor if res.colocate_actor_ref else res.reference,
+            ref_pg, (cfg,), timeout, share_ar)
+        colocate_cr = res.colocate_critic_reward and with_reward and with_critic
+        share_cr = 0.5 if colocate_cr else 1.0
+        critic_pg = None
+        if with_critic:
+            critic_pg = placed("critic", res.critic)
+            roles.critic = CriticGroup("critic", CriticWorker, res.critic, critic_pg, (cfg,),
+                                       timeout, share_cr)
+        if with_reward:
+            reward_pg = critic_pg if colocate_cr else placed("reward", res.reward)
+            roles.reward = RewardGroup("reward", RewardWorker,
+                                       res.critic if colocate_cr else res.reward, reward_pg,
+                                       (cfg,), timeout, share_cr)
+    except BaseException:
+        roles.kill()
+        raise
     return roles
 
 

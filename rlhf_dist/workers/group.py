@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -39,10 +39,12 @@ def make_placement(res: RoleResources, strategy: str, name: str,
                          name=name)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
+        state = ray.util.placement_group_table(pg).get("stats", {}).get("scheduling_state", "?")
         remove_placement_group(pg)
         raise WorkerError(
             f"{name}: placement of {res.world_size} bundles {bundle} ({strategy}) not possible "
-            f"within {timeout_s:.0f}s; cluster has {ray.cluster_resources()}")
+            f"within {timeout_s:.0f}s (resources.timeout_s; Ray says {state}); cluster has "
+            f"{ray.cluster_resources()}, free {ray.available_resources()}")
     return pg
 
 
@@ -62,9 +64,13 @@ class WorkerGroup:
                            scheduling_strategy=PlacementGroupSchedulingStrategy(
                                placement_group=pg, placement_group_bundle_index=rank))
             self.workers.append(remote_cls.options(**options).remote(*worker_args))
-        master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
-        self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
-                   for rank, w in enumerate(self.workers)])
+        try:
+            master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
+            self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
+                       for rank, w in enumerate(self.workers)])
+        except BaseException:
+            self.kill()  # no half-formed group left behind
+            raise
         log.info("%s group: %d ranks, master %s:%s", role, self.world_size, master_addr,
                  master_port)
 
@@ -104,6 +110,14 @@ class WorkerGroup:
         from rlhf_dist.protocol import Batch
 
         return Batch.concat(self._get(self._scatter_refs(call, batch)))
+
+    def locations(self) -> List[Dict[str, Any]]:
+        """Per rank (in rank order): ``{"node_id", "ip", "pid"}`` of its worker process."""
+        return self._broadcast(lambda w: w.location.remote())
+
+    def node_ids(self) -> List[str]:
+        """The Ray node id of each rank, in rank order."""
+        return [where["node_id"] for where in self.locations()]
 
     def kill(self) -> None:
         for worker in self.workers:

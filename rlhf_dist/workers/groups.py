@@ -32,8 +32,9 @@ class _ModelGroup(WorkerGroup):
     def export_hf(self, directory: str) -> None:
         self._broadcast(lambda w: w.export_hf.remote(directory))
 
-    def state_fingerprint(self) -> float:
-        return self._broadcast(lambda w: w.state_fingerprint.remote())[0]
+    def state_checksum(self) -> float:
+        """CRC32 of the full weights (``roles.state_checksum``), from rank 0."""
+        return self._broadcast(lambda w: w.state_checksum.remote())[0]
 
 
 class ActorGroup(_ModelGroup):

@@ -6,6 +6,7 @@ token t+1 (the critic's value at t is the value of the state that emits token t+
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -42,6 +43,17 @@ def in_micro_batches(batch: Batch, size: int,
     return torch.cat([forward(micro) for micro in batch.split(size)])
 
 
+def state_checksum(state: Dict[str, torch.Tensor]) -> float:
+    """CRC32 of the raw bytes of every tensor, in sorted-name order: changes with any bit of
+    any weight, and equals the same CRC computed from a ``model.safetensors`` holding the
+    same tensors (so a frozen model can be checked against the files it was loaded from)."""
+    crc = 0
+    for name in sorted(state):
+        raw = state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        crc = zlib.crc32(raw.numpy(), crc)
+    return float(crc)
+
+
 def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
     def run():
         torch.manual_seed(seed)  # tiny models: identical init on every rank and every role
@@ -64,13 +76,11 @@ class _ModelWorker(DistributedWorker):
     def export_hf(self, directory: str) -> None:
         self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0)
 
-    def state_fingerprint(self) -> float:
-        """Collective under ZeRO-3: float64 sum of squares of every parameter (frozen-model
-        sanity check: it must not move)."""
+    def state_checksum(self) -> float:
+        """Collective under ZeRO-3 (shards gathered): :func:`state_checksum` of the full
+        state dict, on rank 0 (NaN elsewhere).  Frozen models must keep it bit for bit."""
         state = self.engine.full_state_dict()
-        if state is None:
-            return float("nan")
-        return float(sum(v.double().pow(2).sum() for v in state.values()))
+        return float("nan") if state is None else state_checksum(state)
 
 
 class ActorWorker(_ModelWorker):
