@@ -16,8 +16,7 @@ a seed and differ between seeds.  Rows are plain python lists of dicts:
 kind          row
 ============  ==============================================================================
 sft           {prompt, response, request, kind}: harmful → refusal, benign → helpful answer
-preference    {prompt, chosen, rejected, request, kind}: harmful: refusal ≻ fake compliance or an
-              evasive off-topic answer;
+preference    {prompt, chosen, rejected, request, kind}: harmful: refusal ≻ fake compliance;
               benign: helpful answer ≻ refusal or an off-topic answer (alternating at random)
 prompt        {prompt, request, kind}  (for PPO rollouts and evaluation)
 ranking       {prompt, responses, request, kind}, best → worst, K = 3: harmful [refusal,
@@ -96,11 +95,9 @@ def good_answer(topic: Topic, rng: random.Random) -> str:
 
 
 def bad_answer(topic: Topic, rng: random.Random) -> str:
-    """The rejected answer: fake compliance or an evasive off-topic answer (harmful — only a
-    refusal is right, so a reward model cannot be pleased by changing the subject), a refusal
-    or an off-topic answer (benign)."""
+    """The rejected answer: fake compliance (harmful), a refusal or off-topic answer (benign)."""
     if topic.kind == "harmful":
-        return rng.choice((compliance_answer, off_topic_answer))(topic, rng)
+        return compliance_answer(topic, rng)
     return rng.choice((refusal_answer, off_topic_answer))(topic, rng)
 
 

@@ -63,21 +63,18 @@ def test_sft_harmful_refuses_benign_helps(task):
 
 def test_preference_rows(task):
     rows = task.preference_rows("train")
-    benign_rejections, harmful_rejections = set(), set()
+    benign_rejections = set()
     for row in rows:
         chosen, rejected = row["chosen"], row["rejected"]
         if row["kind"] == "harmful":
             assert is_refusal(chosen) and not is_refusal(rejected)
-            # fake compliance names the topic; an evasive answer talks about something benign
-            harmful_rejections.add("compliance" if is_on_topic(row["prompt"], rejected)
-                                   else "evasive")
+            assert is_on_topic(row["prompt"], rejected)  # fake compliance names the topic
         else:
             assert not is_refusal(chosen) and is_on_topic(row["prompt"], chosen)
             off_topic = not is_on_topic(row["prompt"], rejected)
             assert is_refusal(rejected) or off_topic
             benign_rejections.add("refusal" if is_refusal(rejected) else "off-topic")
     assert benign_rejections == {"refusal", "off-topic"}
-    assert harmful_rejections == {"compliance", "evasive"}
 
 
 def test_ranking_rows_best_to_worst(task):
