@@ -32,7 +32,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],
-        "bench": ["trl>=0.12"],
+        "bench": ["trl>=1.16,<2"],
     },
     entry_points={"console_scripts": ["rlhf-dist=rlhf_dist.cli:main"]},
 )

@@ -5,6 +5,7 @@ command a user types — with the stage's config written to ``<out>/<stage>/stag
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,16 +74,31 @@ def _trainer(out: Path, name: str, seed: int, epochs: int, lr: float, **sections
     return cfg
 
 
+def write_ranking_data(out: Path, seed: int) -> Path:
+    """The toy task's ranked responses (harmful: refusal ≻ off-topic answer ≻ compliance;
+    benign: helpful ≻ off-topic ≻ refusal) as a jsonl file: the RM learns from all C(3,2)
+    pairs, so changing the subject does not please it on harmful requests."""
+    from rlhf_dist.data import ToyTask
+
+    path = out / "toy_ranking.jsonl"
+    rows = ToyTask(seed=seed).ranking_rows("train")
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "responses": r["responses"]})
+                            + "\n" for r in rows))
+    return path
+
+
 def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
     """The training stages in order; later ones start from earlier ones' exported models."""
     base, sft, rm = (str(out / s / "model") for s in ("base", "sft", "rm"))
+    ranking = write_ranking_data(out, seed)
     return [
         Stage("base", "pretrain", _trainer(out, "base", seed, preset.pretrain_epochs, 3e-3,
                                            model={"tiny": TINY})),
         Stage("sft", "sft", _trainer(out, "sft", seed, 1, 5e-4, model={"name_or_path": base},
                                      train={"max_steps": preset.sft_steps})),
         Stage("rm", "rm", _trainer(out, "rm", seed, preset.rm_epochs, 1e-3,
-                                   model={"name_or_path": sft})),
+                                   model={"name_or_path": sft},
+                                   data={"path": str(ranking), "eval_path": "toy"})),
         Stage("ppo", "ppo", {
             **_common(out, "ppo", seed),
             "model": {"name_or_path": sft}, "reward_model": {"name_or_path": rm},
