@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import socket
+from datetime import timedelta
 from typing import Any, Dict, Tuple
 
 import torch
@@ -11,34 +11,59 @@ from rlhf_dist.config import Config
 
 
 class DistributedWorker:
-    """Base of the role actors.  Rank 0 publishes its address and a free port; every rank then
-    calls :meth:`init_distributed` (gloo on CPU, NCCL on GPU) and builds its engine."""
+    """Base of the role actors.  Rank 0 opens the group's rendezvous store and publishes its
+    address; every rank then calls :meth:`init_distributed` (gloo on CPU, NCCL on GPU) and
+    builds its engine."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.rank, self.world_size = 0, 1
+        self._store = None
         if not torch.cuda.is_available():
             # Ranks of several roles share the cores of a CPU machine; one thread each avoids
             # oversubscription (torch's default is one thread per core per process).
             torch.set_num_threads(1)
 
+    @property
+    def _timeout(self) -> timedelta:
+        return timedelta(seconds=self.cfg.resources.timeout_s)
+
     def master_address(self) -> Tuple[str, int]:
+        """Rank 0: start the group's TCP store on a port the OS picks, and keep it listening.
+        (Probing a free port and letting torch bind it later left a window in which another
+        process could take it: EADDRINUSE when several groups or jobs start at once.)"""
         import ray
+        from torch.distributed import TCPStore
 
         # Ray reports the node's routable address (not loopback): ranks on other nodes use it.
         address = ray.util.get_node_ip_address()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((address, 0))
-            return address, sock.getsockname()[1]
+        self._store = TCPStore(address, 0, is_master=True, wait_for_workers=False,
+                               timeout=self._timeout)
+        return address, self._store.port
 
     def init_distributed(self, rank: int, world_size: int, master_addr: str,
                          master_port: int) -> None:
-        from rlhf_dist.engine.dist import init_distributed
+        import torch.distributed as tdist
+        from torch.distributed import TCPStore
+
+        from rlhf_dist.engine.dist import backend_for_device, local_device
 
         # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local device is 0.
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
                            "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
-        init_distributed(timeout_s=self.cfg.resources.timeout_s)
+        store = self._store if rank == 0 else TCPStore(master_addr, master_port, is_master=False,
+                                                       timeout=self._timeout)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_device())
+        tdist.init_process_group(backend_for_device(), store=store, rank=rank,
+                                 world_size=world_size, timeout=self._timeout)
+        # deepspeed.comm adopts the initialised default group (its "user initialised
+        # torch.distributed" path); it must exist before any engine is built (ZeRO-3 reads
+        # the world size at model construction).
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
+                                   timeout=self._timeout, verbose=False)
         self.rank, self.world_size = rank, world_size
 
     def tokenizer(self):
