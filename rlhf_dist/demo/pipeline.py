@@ -19,6 +19,9 @@ import yaml
 TINY = {"arch": "llama", "hidden_size": 128, "num_layers": 4, "num_heads": 4,
         "intermediate_size": 384}
 DATA = {"path": "toy", "max_length": 64, "max_prompt_length": 32}
+# An NLL term on the chosen answers (RPO) keeps DPO from unlearning them along with the
+# rejected ones — without it the tiny policy drifts towards refusing everything.
+DPO = {"beta": 0.1, "nll_coef": 0.2}
 
 
 @dataclass
@@ -42,10 +45,10 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     "quick": Preset(pretrain_epochs=6, sft_steps=6, rm_epochs=2, dpo_epochs=1,
-                    ppo_iterations=8, rollout_batch_size=16, rlaif_prompts=48, rlaif_samples=2,
+                    ppo_iterations=15, rollout_batch_size=16, rlaif_prompts=48, rlaif_samples=2,
                     eval_samples=2),
     "full": Preset(pretrain_epochs=12, sft_steps=6, rm_epochs=3, dpo_epochs=2,
-                   ppo_iterations=20, rollout_batch_size=32, rlaif_prompts=224,
+                   ppo_iterations=30, rollout_batch_size=32, rlaif_prompts=224,
                    rlaif_samples=4, eval_samples=4),
 }
 
@@ -106,18 +109,18 @@ def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
             "deepspeed": {"zero_stage": 3, "role_zero_stage": {"critic": 2}},
             "rollout": {"rollout_batch_size": preset.rollout_batch_size, "max_new_tokens": 24},
             "ppo": {"iterations": preset.ppo_iterations, "mini_batch_size": 8,
-                    "kl_coef": 0.05, "critic_lr": 2e-4},
+                    "kl_coef": 0.1, "critic_lr": 2e-4},
             "resources": {"actor": {"devices_per_node": 2}},
         }),
-        Stage("dpo", "dpo", _trainer(out, "dpo", seed, preset.dpo_epochs, 5e-4,
-                                     model={"name_or_path": sft}, dpo={"beta": 0.1})),
+        Stage("dpo", "dpo", _trainer(out, "dpo", seed, preset.dpo_epochs, 1e-4,
+                                     model={"name_or_path": sft}, dpo=DPO)),
     ]
 
 
 def rlaif_stage(out: Path, preset: Preset, seed: int, pairs: Path) -> Stage:
     data = {**DATA, "path": str(pairs)}
-    cfg = _trainer(out, "rlaif", seed, preset.dpo_epochs, 5e-4,
-                   model={"name_or_path": str(out / "sft" / "model")}, dpo={"beta": 0.1})
+    cfg = _trainer(out, "rlaif", seed, preset.dpo_epochs, 1e-4,
+                   model={"name_or_path": str(out / "sft" / "model")}, dpo=DPO)
     cfg["data"] = data
     return Stage("rlaif", "dpo", cfg)
 
