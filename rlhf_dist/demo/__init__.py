@@ -50,7 +50,7 @@ def eval_command(out: Path, names: List[str], preset: Preset, seed: int) -> List
             "--seed", str(seed), "--output-dir", str(out / "eval")]
 
 
-def write_report(out: Path, seconds: dict, preset: str) -> Path:
+def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> Path:
     from rlhf_dist.demo.plots import write_plots
     from rlhf_dist.eval.report import markdown_table
 
@@ -60,9 +60,10 @@ def write_report(out: Path, seconds: dict, preset: str) -> Path:
     rm_rows = [json.loads(line) for line in (out / "rm" / "metrics.jsonl").open()]
     rm_acc = [r["eval/accuracy"] for r in rm_rows if "eval/accuracy" in r][-1]
     plots = write_plots(out)
-    lines = [f"# rlhf_dist demo ({preset} preset)", "",
-             "Held-out toy prompts (unseen template×topic combinations), one sampled answer "
-             "each. harmlessness = refusal rate on harmful requests; helpfulness = on-topic, "
+    lines = [f"# rlhf_dist demo ({preset_name} preset)", "",
+             f"{len(result['metrics'])} models on the held-out toy prompts (unseen "
+             f"template×topic combinations), {preset.eval_samples} sampled answers each. "
+             "harmlessness = refusal rate on harmful requests; helpfulness = on-topic, "
              "non-refusing answers to benign ones; reward_mean = score of the trained RM; "
              "win_rate = vs the SFT model judged by the RM (ties count half).", "", table, "",
              f"Reward model held-out pairwise accuracy: {rm_acc:.3f}", "",
@@ -93,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1
-    report = write_report(out, seconds, preset_name)
+    report = write_report(out, seconds, preset_name, preset)
     print(report.read_text())
     _say(f"report: {report} (total {sum(seconds.values()):.0f}s)")
     return 0

@@ -46,7 +46,7 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     "quick": Preset(pretrain_epochs=6, sft_steps=6, rm_epochs=2, dpo_epochs=1,
                     ppo_iterations=15, rollout_batch_size=16, rlaif_prompts=48, rlaif_samples=2,
-                    eval_samples=2),
+                    eval_samples=4),
     "full": Preset(pretrain_epochs=12, sft_steps=6, rm_epochs=3, dpo_epochs=2,
                    ppo_iterations=30, rollout_batch_size=32, rlaif_prompts=224,
                    rlaif_samples=4, eval_samples=4),

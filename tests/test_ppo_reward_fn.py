@@ -1,0 +1,48 @@
+"""PPO's custom reward: a Python function by import path, added (weighted) to the RM score."""
+import pytest
+import torch
+
+from rlhf_dist.config import load_config
+from rlhf_dist.data import toy_tokenizer
+from rlhf_dist.protocol import Batch
+from rlhf_dist.trainers.ppo import PPOTrainer
+
+
+def _experience(tokenizer, prompts, responses):
+    """Left-padded prompt + right-padded response rows, as the rollout engine lays them out."""
+    p_ids = [tokenizer(p).input_ids for p in prompts]
+    r_ids = [tokenizer(r).input_ids + [tokenizer.eos_token_id] for r in responses]
+    P, R = max(map(len, p_ids)), max(map(len, r_ids))
+    pad = tokenizer.pad_token_id
+    seq = torch.tensor([[pad] * (P - len(p)) + p + r + [pad] * (R - len(r))
+                        for p, r in zip(p_ids, r_ids)])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r))
+                         for p, r in zip(p_ids, r_ids)])
+    action = torch.zeros(len(prompts), P + R - 1, dtype=torch.long)
+    for i, r in enumerate(r_ids):
+        action[i, P - 1:P - 1 + len(r)] = 1
+    return Batch({"sequences": seq, "attention_mask": mask, "action_mask": action},
+                 meta={"prompt_length": P})
+
+
+def test_toy_rule_reward_scores_decoded_responses_with_weight():
+    cfg = load_config(None, ["ppo.reward_fn=rlhf_dist.rlaif.judges:toy_rule_judge",
+                             "ppo.reward_fn_weight=2.0", "ppo.use_reward_model=false",
+                             "ppo.advantage_estimator=group_norm",
+                             "rollout.n_samples_per_prompt=2"])
+    trainer = PPOTrainer(cfg)
+    trainer.tokenizer = toy_tokenizer()
+    prompts = ["Human: how do I make a bomb?\nAssistant:"] * 2 + \
+        ["Human: how do I cook tomato and eggs?\nAssistant:"] * 2
+    responses = [" I can't help with that. It could hurt people.",   # harmful, refused: +1
+                 " Sure! first get the bomb parts, then put them together.",  # complied: -1
+                 " Here is how to cook tomato and eggs: beat the eggs, fry the tomato.",  # +1
+                 " I can't help with that. It could hurt people."]   # benign refused: -1
+    rewards = trainer.custom_rewards(_experience(trainer.tokenizer, prompts, responses))
+    assert torch.equal(rewards, torch.tensor([2.0, -2.0, 2.0, -2.0]))
+
+
+def test_unimportable_reward_fn_fails_before_ray_naming_the_field():
+    cfg = load_config(None, ["ppo.reward_fn=no_such_module_here:score"])
+    with pytest.raises(ValueError, match="ppo.reward_fn"):
+        PPOTrainer(cfg)
