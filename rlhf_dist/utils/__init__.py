@@ -7,8 +7,8 @@ torch.distributed here: callers pass ``is_main`` / ``rank`` and do their own bar
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from rlhf_dist._lazy import lazy_exports
 
 _EXPORTS = {
     "Tracker": "tracking", "read_metrics": "tracking", "progress": "tracking",
@@ -22,13 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
