@@ -1,0 +1,203 @@
+"""One typed config for every job: YAML merged with ``key.sub=value`` overrides.
+
+Each section is a dataclass that validates itself in ``__post_init__``; cross-section rules
+and derived sizes live in ``Config.__post_init__`` / ``Config.resolve``.  Parsing, type
+coercion and unknown-key detection come from OmegaConf structured configs; every failure is
+re-raised as :class:`ConfigError` naming the field, the bad value and (for unknown keys) the
+closest valid key.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from rlhf_dist.config.checks import ConfigError, _positive, _require
+from rlhf_dist.config.sections import (CheckpointConfig, DataConfig, DeepSpeedSection,
+                                       DPOConfig, LoggingConfig, ModelConfig, PPOConfig,
+                                       ResourcesConfig, RMConfig, RoleResources, RolloutConfig,
+                                       SFTConfig, TinyModelConfig, ToyDataConfig, TrainConfig)
+
+__all__ = ["CheckpointConfig", "Config", "ConfigError", "DPOConfig", "DataConfig",
+           "DeepSpeedSection", "LoggingConfig", "ModelConfig", "PPOConfig", "RMConfig",
+           "ResourcesConfig", "RoleResources", "RolloutConfig", "SFTConfig", "TinyModelConfig",
+           "ToyDataConfig", "TrainConfig", "launcher_world_size", "load_config", "ppo_roles",
+           "resolve_ppo_sizes", "save_config", "to_dict", "to_yaml"]
+
+
+# --------------------------------------------------------------------------- the whole
+
+
+@dataclass
+class Config:
+    """Every section of a job.  Unused sections keep their defaults."""
+
+    output_dir: str = "outputs/run"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ref_model: ModelConfig = field(default_factory=ModelConfig)
+    reward_model: ModelConfig = field(default_factory=ModelConfig)
+    critic_model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self):
+        for role in ("model", "ref_model", "reward_model", "critic_model"):
+            getattr(self, role).check(role)
+        _require(bool(self.output_dir), "output_dir", "must not be empty")
+        _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
+                 f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
+                 f"{self.deepspeed.zero_stage}")
+        resume = self.checkpoint.resume
+        _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
+                 "must be none, auto or a checkpoint directory")
+
+    def resolve(self, dp_size: int) -> "Config":
+        """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""
+        _positive("data-parallel ranks", dp_size)
+        self.train.resolve_accumulation(dp_size)
+        return self
+
+
+def ppo_roles(cfg: Config) -> List[str]:
+    """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
+    group when only a reward function scores."""
+    return ["actor", "reference"] + (["reward"] if cfg.ppo.use_reward_model else []) + \
+        (["critic"] if cfg.ppo.needs_critic else [])
+
+
+def resolve_ppo_sizes(cfg: Config) -> None:
+    """PPO sizes: each group forwards its equal share of an iteration's experience in
+    micro-batches (ZeRO-3 forwards are collective, so every rank needs the same count), and
+    each minibatch is one optimiser step of the actor and the critic."""
+    n_experience = cfg.rollout.rollout_batch_size * cfg.rollout.n_samples_per_prompt
+    mb, micro = cfg.ppo.mini_batch_size, cfg.train.micro_batch_size
+    _require(n_experience % mb == 0, "ppo.mini_batch_size",
+             f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
+             f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
+             f" = {n_experience}")
+    res = cfg.resources
+    for role in ppo_roles(cfg):
+        world = getattr(res, role).world_size
+        _require(n_experience % (world * micro) == 0, f"resources.{role}",
+                 f"{world} ranks × train.micro_batch_size={micro} do not divide the "
+                 f"{n_experience} sequences of an iteration (rollout.rollout_batch_size × "
+                 f"rollout.n_samples_per_prompt)")
+        if role in ("actor", "critic"):
+            _require(mb % (world * micro) == 0, "ppo.mini_batch_size",
+                     f"{mb} is not divisible by resources.{role} ranks={world} × "
+                     f"train.micro_batch_size={micro}")
+    for first, second, flag in (("actor", "reference", "colocate_actor_ref"),
+                                ("critic", "reward", "colocate_critic_reward")):
+        if getattr(res, flag):
+            _require(getattr(res, first) == getattr(res, second), f"resources.{flag}",
+                     f"colocated roles need the same resources: resources.{first}="
+                     f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}")
+    if cfg.ppo.advantage_estimator in ("rloo", "mean_baseline", "group_norm"):
+        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
+                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
+                 f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= 2")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _field_names(section: Any) -> List[str]:
+    return [f.name for f in fields(section)] if is_dataclass(section) else []
+
+
+def _section_at(path: Sequence[str]) -> Any:
+    node: Any = Config
+    for part in path:
+        match = [f for f in fields(node) if f.name == part] if is_dataclass(node) else []
+        if not match:
+            return None
+        node = match[0].default_factory() if callable(match[0].default_factory) else None
+        node = type(node) if node is not None else None
+    return node
+
+
+def _unknown_key_error(full_key: str) -> ConfigError:
+    *parent, leaf = full_key.split(".")
+    section = _section_at(parent)
+    valid = _field_names(section) if section is not None else _field_names(Config)
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    where = ".".join(parent) or "the top level"
+    hint = f"; did you mean '{'.'.join(parent + [close[0]])}'?" if close else ""
+    return ConfigError(f"{full_key}: unknown key in {where}{hint} (valid: {', '.join(valid)})")
+
+
+def _translate(err: OmegaConfBaseException) -> ConfigError:
+    key = str(getattr(err, "full_key", "") or "?")
+    if isinstance(err, ConfigKeyError) or "not in" in str(err):
+        return _unknown_key_error(key)
+    if isinstance(err, ValidationError):
+        first_line = str(err).splitlines()[0]
+        return ConfigError(f"{key}: wrong type: {first_line}")
+    return ConfigError(f"{key}: {str(err).splitlines()[0]}")
+
+
+def _override_list(overrides: Sequence[str]) -> List[str]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. train.lr=1e-5)")
+    return list(overrides)
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`."""
+    schema = OmegaConf.structured(Config)
+    layers = [schema]
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path!r} does not exist")
+        layers.append(OmegaConf.load(path))
+    layers.append(OmegaConf.from_dotlist(_override_list(overrides)))
+    try:
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
+        raise (cause or _translate(err)) from None
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what ``--print-config`` prints and each run saves)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, output_dir: Optional[str] = None) -> Path:
+    """Write ``config.yaml`` into the run directory and return its path."""
+    out = Path(output_dir or cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "config.yaml"
+    target.write_text(to_yaml(cfg))
+    return target
+
+
+def launcher_world_size() -> int:
+    """Data-parallel ranks of a launcher (deepspeed / torchrun) job; 1 without a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """Plain nested dict of the resolved config (uploaded to W&B, stored in checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
