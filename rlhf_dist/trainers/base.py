@@ -10,7 +10,7 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
@@ -18,19 +18,11 @@ from rlhf_dist.config import Config, launcher_world_size, save_config, to_dict
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.utils import (CheckpointDir, Tracker, load_rng_state, progress, save_rng_state,
-                             seed_everything)
+from rlhf_dist.utils import (CheckpointDir, Tracker, load_rng_state, mean_rows, progress,
+                             save_rng_state, seed_everything)
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
-
-
-def _mean(rows: List[Metrics]) -> Metrics:
-    sums: Dict[str, float] = defaultdict(float)
-    for row in rows:
-        for key, value in row.items():
-            sums[key] += value
-    return {key: value / len(rows) for key, value in sums.items()}
 
 
 class LauncherTrainer:
@@ -150,7 +142,7 @@ class LauncherTrainer:
             rows.append(metrics)
             tokens += int(batch["attention_mask"].sum())
         elapsed = time.perf_counter() - start
-        metrics = dist.all_reduce_mean({f"train/{k}": v for k, v in _mean(rows).items()})
+        metrics = dist.all_reduce_mean({f"train/{k}": v for k, v in mean_rows(rows).items()})
         total_tokens = dist.all_reduce_sum({"t": float(tokens)})["t"]
         metrics.update({"train/lr": lr,
                         "train/epoch": self.step / self.steps_per_epoch,

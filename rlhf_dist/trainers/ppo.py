@@ -17,7 +17,7 @@ from rlhf_dist.config import (Config, TrainConfig, ppo_roles, resolve_ppo_sizes,
                               to_dict)
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.utils import CheckpointDir, Timer, Tracker, progress, seed_everything
+from rlhf_dist.utils import CheckpointDir, Timer, Tracker, mean_rows, progress, seed_everything
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
@@ -42,10 +42,6 @@ def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfi
                                 warmup_ratio=0.0)
     train.resolve_accumulation(world_size)
     return train
-
-
-def mean_metrics(rows: List[Metrics]) -> Metrics:
-    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
 class PPOTrainer:
@@ -193,7 +189,7 @@ class PPOTrainer:
             if self.roles.critic:
                 metrics.update(self.roles.critic.value_update(minibatch))
             rows.append(metrics)
-        metrics = mean_metrics(rows)
+        metrics = mean_rows(rows)
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(
                 experience["values"], experience["returns"], experience["action_mask"])

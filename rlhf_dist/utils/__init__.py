@@ -16,7 +16,7 @@ _EXPORTS = {
     "CheckpointDir": "checkpoint", "is_complete": "checkpoint",
     "seed_everything": "seeding", "rng_state": "seeding", "set_rng_state": "seeding",
     "save_rng_state": "seeding", "load_rng_state": "seeding",
-    "Timer": "timing", "tokens_per_second": "timing",
+    "Timer": "timing", "tokens_per_second": "timing", "mean_rows": "averages",
 }
 
 __all__ = sorted(_EXPORTS)

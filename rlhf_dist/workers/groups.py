@@ -5,11 +5,8 @@ from typing import Callable, Dict, List
 
 from rlhf_dist.config import TrainConfig
 from rlhf_dist.protocol import Batch
+from rlhf_dist.utils import mean_rows
 from rlhf_dist.workers.group import WorkerGroup
-
-
-def mean_over_ranks(rows: List[Dict[str, float]]) -> Dict[str, float]:
-    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
 class Pending:
@@ -54,12 +51,12 @@ class ActorGroup(_ModelGroup):
         return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
 
     def ppo_update(self, minibatch: Batch) -> Dict[str, float]:
-        return mean_over_ranks(self._get(self._scatter_refs(
+        return mean_rows(self._get(self._scatter_refs(
             lambda w, c: w.ppo_update.remote(c), minibatch)))
 
     def dpo_update(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
         """``per_rank[r]`` holds rank r's micro-batches of one optimiser step."""
-        return mean_over_ranks(self._get([w.dpo_update.remote(micro)
+        return mean_rows(self._get([w.dpo_update.remote(micro)
                                           for w, micro in zip(self.workers, per_rank)]))
 
 
@@ -102,5 +99,5 @@ class CriticGroup(_ModelGroup):
         return Pending(self, refs, lambda parts: Batch.concat(parts)["values"])
 
     def value_update(self, minibatch: Batch) -> Dict[str, float]:
-        return mean_over_ranks(self._get(self._scatter_refs(
+        return mean_rows(self._get(self._scatter_refs(
             lambda w, c: w.value_update.remote(c), minibatch)))

@@ -16,6 +16,7 @@ from rlhf_dist import algo
 from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
+from rlhf_dist.utils import mean_rows
 from rlhf_dist.workers.base import DistributedWorker
 
 Metrics = Dict[str, float]
@@ -33,7 +34,7 @@ def update_minibatch(engine: ModelEngine, micro_batches: Iterable[Batch],
         engine.backward(loss)
         engine.step()
         rows.append(metrics)
-    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+    return mean_rows(rows)
 
 
 def in_micro_batches(batch: Batch, size: int,
