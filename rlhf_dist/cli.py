@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -84,8 +86,19 @@ def _drop_local_rank(argv: List[str]) -> List[str]:
     return out
 
 
+def _setup_logging() -> None:
+    """Console logging once per process: INFO on rank 0 (metrics lines, resume notices),
+    warnings only on the other ranks."""
+    if logging.getLogger().handlers:
+        return
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = _drop_local_rank(list(sys.argv[1:] if argv is None else argv))
+    _setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
