@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ class Stage:
 def _common(out: Path, name: str, seed: int) -> dict:
     return {"output_dir": str(out / name), "seed": seed, "data": dict(DATA),
             "logging": {"backend": "wandb", "project": "rlhf_dist-demo", "group": out.name,
-                        "name": name, "progress_bar": False},
+                        "name": name, "progress_bar": True},
             "checkpoint": {"keep_last": 1}}
 
 
@@ -149,7 +150,7 @@ def _run(name: str, argv: List[str], work_dir: Path, say: Callable[[str], None])
         proc = subprocess.Popen([sys.executable, "-m", "rlhf_dist.cli", *argv], stdout=log,
                                 stderr=subprocess.STDOUT,
                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        _follow(proc, work_dir / "metrics.jsonl", name, say)
+        _follow(proc, work_dir / "metrics.jsonl", log_path, name, say)
     if proc.returncode != 0:
         tail = log_path.read_text().splitlines()[-25:]
         raise RuntimeError(f"demo stage {name!r} failed (exit {proc.returncode}); last lines "
@@ -159,23 +160,35 @@ def _run(name: str, argv: List[str], work_dir: Path, say: Callable[[str], None])
     return elapsed
 
 
-def _follow(proc: subprocess.Popen, metrics: Path, name: str,
+def _follow(proc: subprocess.Popen, metrics: Path, log_path: Path, name: str,
             say: Callable[[str], None]) -> None:
-    """Print the stage's latest logged step every few seconds while it runs."""
+    """Every few seconds while the stage runs: its step, total and ETA (read from the
+    trainer's progress bar in the log) and its latest logged metrics."""
     shown: Optional[str] = None
     while proc.poll() is None:
         time.sleep(3)
-        if metrics.exists():
-            lines = metrics.read_text().strip().splitlines()
-            if lines and lines[-1] != shown:
-                shown = lines[-1]
-                say(f"[{name}] {_short(shown)}")
+        lines = metrics.read_text().strip().splitlines() if metrics.exists() else []
+        line = " ".join(filter(None, [_progress(log_path), _short(lines[-1]) if lines else ""]))
+        if line and line != shown:
+            shown = line
+            say(f"[{name}] {line}")
+
+
+# tqdm's status: "  14/28 [00:05<00:05, 2.71it/s]"
+_BAR = re.compile(r"(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+
+
+def _progress(log_path: Path) -> str:
+    """``step n/N, ETA mm:ss`` from the last progress-bar update in the stage's log."""
+    found = _BAR.findall(log_path.read_text(errors="ignore")[-4000:])
+    if not found:
+        return ""
+    done, total, _, eta = found[-1]
+    return f"{done}/{total} ETA {eta}"
 
 
 def _short(line: str) -> str:
-    import json
-
     row = json.loads(line)
     keys = [k for k in row if k.split("/")[-1] in ("loss", "accuracy", "score_mean",
                                                    "reward_accuracy", "ref_kl")]
-    return f"step {row['step']} " + " ".join(f"{k}={row[k]:.3f}" for k in keys[:3])
+    return " ".join(f"{k}={row[k]:.3f}" for k in keys[:3])

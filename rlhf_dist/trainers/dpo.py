@@ -11,7 +11,7 @@ from rlhf_dist.algo import dpo_loss, sequence_logps, sft_loss
 from rlhf_dist.config import Config, DPOConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.trainers.base import LauncherTrainer
-from rlhf_dist.trainers.rm import split_pairs
+from rlhf_dist.trainers.rm import preference_datasets, split_pairs
 
 
 def sequence_logps_for(logits: torch.Tensor, labels: torch.Tensor, dpo: DPOConfig) -> torch.Tensor:
@@ -47,11 +47,7 @@ class DPOTrainer(LauncherTrainer):
     job = "dpo"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import PreferenceCollator, build_preference_dataset
-
-        train = build_preference_dataset(self.cfg.data, tokenizer, split="train")
-        evals = build_preference_dataset(self.cfg.data, tokenizer, split="eval")
-        return train, evals, PreferenceCollator(tokenizer.pad_token_id)
+        return preference_datasets(self.cfg.data, tokenizer)
 
     def _model_section(self, reference: bool):
         ref = self.cfg.ref_model

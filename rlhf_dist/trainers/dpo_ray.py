@@ -25,15 +25,14 @@ class RayDPOTrainer:
         self.accum = cfg.train.gradient_accumulation_steps
 
     def setup(self) -> None:
-        from rlhf_dist.data import PreferenceCollator, build_preference_dataset
         from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.trainers.rm import preference_datasets
         from rlhf_dist.workers.cluster import create_roles, start_ray
 
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        self.train_set = build_preference_dataset(cfg.data, self.tokenizer, split="train")
-        self.collate = PreferenceCollator(self.tokenizer.pad_token_id)
+        self.train_set, _, self.collate = preference_datasets(cfg.data, self.tokenizer)
         self.steps_per_epoch = B.steps_per_epoch(len(self.train_set), self.world,
                                                  cfg.train.micro_batch_size, self.accum)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs

@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 
 from rlhf_dist.algo import bradley_terry_loss, bradley_terry_metrics
-from rlhf_dist.config import Config
+from rlhf_dist.config import Config, DataConfig
 from rlhf_dist.engine import dist
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.base import LauncherTrainer
@@ -19,15 +19,20 @@ def split_pairs(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return values[:half], values[half:]
 
 
+def preference_datasets(data_cfg: DataConfig, tokenizer):
+    """(train, eval or None, collator) of preference pairs — RM, DPO and DPO on Ray."""
+    from rlhf_dist.data import PreferenceCollator, build_preference_dataset
+
+    return (build_preference_dataset(data_cfg, tokenizer, split="train"),
+            build_preference_dataset(data_cfg, tokenizer, split="eval"),
+            PreferenceCollator(tokenizer.pad_token_id))
+
+
 class RMTrainer(LauncherTrainer):
     job = "rm"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import PreferenceCollator, build_preference_dataset
-
-        train = build_preference_dataset(self.cfg.data, tokenizer, split="train")
-        evals = build_preference_dataset(self.cfg.data, tokenizer, split="eval")
-        return train, evals, PreferenceCollator(tokenizer.pad_token_id)
+        return preference_datasets(self.cfg.data, tokenizer)
 
     def build_model(self, tokenizer):
         from rlhf_dist.models import load_scalar_model
