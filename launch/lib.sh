@@ -1,6 +1,6 @@
 # launch/lib.sh — helpers sourced by the scripts in launch/ (not meant to be run directly).
 #
-# Provides: RLHF_REPO (the repository root), die, need_tool, run (honours DRY_RUN=1: print the
+# Provides: RLHF_REPO (the repository root), die, usage, check_args, need_tool, run (honours DRY_RUN=1: print the
 # command instead of running it), read_hostfile (fills HOSTS/SLOTS from a DeepSpeed hostfile),
 # is_local_host, local_ip.
 
@@ -15,6 +15,21 @@ die() {
 # #SBATCH lines, up to the first line that is not a comment), without the leading "# ".
 usage() {
   awk 'NR == 1 { next } /^#SBATCH/ { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+
+# check_args MIN "$@": usage and exit 0 on -h/--help; usage on stderr and exit 2 with fewer than
+# MIN arguments.
+check_args() {
+  local min="$1"
+  shift
+  if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    usage
+    exit 0
+  fi
+  if (( $# < min )); then
+    usage >&2
+    exit 2
+  fi
 }
 
 # need_tool NAME: NAME on PATH, or in the repository's .venv/bin (then put first on PATH, so the

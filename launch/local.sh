@@ -23,14 +23,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
-  usage
-  exit 0
-fi
-if (( $# < 3 )); then
-  usage >&2
-  exit 2
-fi
+check_args 3 "$@"
 nproc="$1" stage="$2" config="$3"
 shift 3
 [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$nproc'"

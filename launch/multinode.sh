@@ -33,14 +33,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
-  usage
-  exit 0
-fi
-if (( $# < 3 )); then
-  usage >&2
-  exit 2
-fi
+check_args 3 "$@"
 hostfile="$1" stage="$2" config="$3"
 shift 3
 read_hostfile "$hostfile"
