@@ -19,7 +19,8 @@ from .dpo import DPO_LOSSES, dpo_loss
 from .gae import discounted_returns, gae
 from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, shape_rewards
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
-from .logprobs import entropy_from_logits, logprobs_from_logits, sequence_logps, shifted_token_logps
+from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
+                       sequence_logps, shifted_token_logps, token_logps)
 from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, value_loss
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
@@ -49,6 +50,7 @@ __all__ = [
     "logprobs_from_logits",
     "make_kl_controller",
     "masked_mean",
+    "masked_sequence_logps",
     "masked_sum",
     "masked_var",
     "masked_whiten",
@@ -60,5 +62,6 @@ __all__ = [
     "sft_loss",
     "shape_rewards",
     "shifted_token_logps",
+    "token_logps",
     "value_loss",
 ]

@@ -141,6 +141,25 @@ def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> 
     return _Entropy.apply(logits, rows)
 
 
+def token_logps(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aligned targets, *no shift*: logits[b, t] scores targets[b, t].
+
+    logits: (B, T, V); targets: (B, T) with ``ignore_index`` where nothing is scored.
+    Returns ``(logps, mask)``, each (B, T): token log-probs (0 at ignored positions) and the
+    bool mask of scored tokens.
+    """
+    _check_logits(logits)
+    mask = targets != ignore_index
+    safe = torch.where(mask, targets, torch.zeros_like(targets))
+    logps = logprobs_from_logits(logits, safe, chunk_size=chunk_size)
+    return torch.where(mask, logps, torch.zeros_like(logps)), mask
+
+
 def shifted_token_logps(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -154,11 +173,17 @@ def shifted_token_logps(
     (0 at ignored positions) and the bool mask of scored tokens.
     """
     _check_logits(logits)
-    targets = labels[:, 1:]
-    mask = targets != ignore_index
-    safe = torch.where(mask, targets, torch.zeros_like(targets))
-    logps = logprobs_from_logits(logits[:, :-1], safe, chunk_size=chunk_size)
-    return torch.where(mask, logps, torch.zeros_like(logps)), mask
+    return token_logps(logits[:, :-1], labels[:, 1:], ignore_index, chunk_size)
+
+
+def masked_sequence_logps(logps: torch.Tensor, mask: torch.Tensor,
+                          average: bool = False) -> torch.Tensor:
+    """(B, T) token log-probs (0 where unscored) and their mask -> (B,) per-row sums, or
+    means over the scored tokens with ``average`` (0 for a row with none)."""
+    total = logps.sum(-1)
+    if average:
+        total = total / as_bool_mask(mask).sum(-1).clamp(min=1).to(total.dtype)
+    return total
 
 
 def sequence_logps(
@@ -174,8 +199,5 @@ def sequence_logps(
     prompt and padding set to ``ignore_index``.  ``average=False`` sums the token log-probs;
     ``average=True`` divides by the number of scored tokens (0 for a row with none).
     """
-    logps, mask = shifted_token_logps(logits, labels, ignore_index, chunk_size)
-    total = logps.sum(-1)
-    if average:
-        total = total / as_bool_mask(mask).sum(-1).clamp(min=1).to(total.dtype)
-    return total
+    return masked_sequence_logps(*shifted_token_logps(logits, labels, ignore_index, chunk_size),
+                                 average=average)

@@ -62,6 +62,14 @@ class Config:
         _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
                  f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
                  f"{self.deepspeed.zero_stage}")
+        for role in ("model", "ref_model"):
+            _require(self.dpo.layout != "shared_prompt" or
+                     getattr(self, role).attn_implementation != "flash_attention_2",
+                     "dpo.layout", f"shared_prompt needs a 4D attention mask, which {role}."
+                     "attn_implementation=flash_attention_2 does not take: use sdpa or "
+                     "dpo.layout=padded")
+        _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
+                 "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")

@@ -120,6 +120,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 0
     log_every: int = 1
+    # shuffle, then sort windows of 50 global batches by length and shuffle their batches:
+    # less padding, order still fixed by (seed, epoch)
+    group_by_length: bool = False
 
     def __post_init__(self):
         _choice("train.lr_scheduler", self.lr_scheduler, ["cosine", "linear", "constant"])
@@ -308,6 +311,11 @@ class DPOConfig:
     nll_coef: float = 0.0
     ref_offload: bool = False
     mode: str = "launcher"
+    # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
+    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention)
+    layout: str = "shared_prompt"
+    # reference log-probs of the training pairs computed in one pass before training
+    precompute_ref: bool = False
 
     def __post_init__(self):
         _positive("dpo.beta", self.beta)
@@ -316,6 +324,7 @@ class DPOConfig:
                  f"must be in [0, 0.5), got {self.label_smoothing}")
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
         _choice("dpo.mode", self.mode, ["launcher", "ray"])
+        _choice("dpo.layout", self.layout, ["shared_prompt", "padded"])
 
 
 @dataclass

@@ -13,7 +13,8 @@ from .builders import (
     EXAMPLE_KINDS, TokenizedDataset, build_dataset, build_lm_dataset, build_preference_dataset,
     build_prompt_dataset, build_sft_dataset, tokenize_rows,
 )
-from .collate import PreferenceCollator, PromptCollator, SFTCollator, pad
+from .collate import (PreferenceCollator, PromptCollator, SFTCollator, SharedPromptCollator, pad,
+                      shared_prompt_attention_mask)
 from .convert import (
     Renderer, RowKeys, preference_texts, prompt_text, ranking_pair_order, sft_text,
     split_transcripts,
@@ -35,12 +36,13 @@ from .toy_bpe import (
 __all__ = [
     "ASSISTANT", "BOS", "CHAT_TEMPLATE", "DataError", "DataFileNotFoundError", "EOS",
     "EXAMPLE_KINDS", "Encoder", "HUMAN", "IGNORE_INDEX", "PAD", "PreferenceCollator",
-    "PromptCollator", "Renderer", "RowError", "RowKeys", "RowSet", "SFTCollator", "TOY_ROW_KINDS",
-    "TokenizedDataset", "ToyPrompt", "ToyTask", "UNK", "build_dataset", "classify_path", "build_lm_dataset",
+    "PromptCollator", "Renderer", "RowError", "RowKeys", "RowSet", "SFTCollator",
+    "SharedPromptCollator", "TOY_ROW_KINDS", "TokenizedDataset", "ToyPrompt", "ToyTask", "UNK", "build_dataset", "classify_path", "build_lm_dataset",
     "build_preference_dataset", "build_prompt_dataset", "build_sft_dataset", "default_cache_dir",
     "find_topic", "holdout_split", "is_on_topic", "is_refusal", "join_response", "load_rows",
     "pad", "preference_texts", "prompt_kind", "prompt_text", "ranking_pair_order",
-    "render_messages", "render_prompt", "render_response", "select_rows", "sft_text",
+    "render_messages", "render_prompt", "render_response", "select_rows",
+    "shared_prompt_attention_mask", "sft_text",
     "split_transcripts", "tokenize_rows", "toy_corpus", "toy_tokenizer", "toy_tokenizer_path",
     "train_toy_tokenizer", "truncate_left",
 ]

@@ -5,6 +5,8 @@
 * :class:`PreferenceCollator` — ONE right-padded batch of 2B rows, chosen first:
   rows ``[chosen_1 … chosen_B, rejected_1 … rejected_B]`` as ``input_ids``,
   ``attention_mask``, ``labels`` (B, T each doubled to 2B), so one forward scores both.
+* :class:`SharedPromptCollator` — B rows ``prompt + chosen + rejected``, one per pair, so
+  the prompt is computed once; :func:`shared_prompt_attention_mask` gives its 4D mask.
 * :class:`PromptCollator` — LEFT-padded ``input_ids`` and ``attention_mask`` (generation
   continues from the last column), plus ``prompts`` (list of str) and ``kinds`` when every
   example has a ``kind``.
@@ -75,6 +77,68 @@ class PreferenceCollator(_Collator):
         ids = [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples]
         labels = [e["chosen_labels"] for e in examples] + [e["rejected_labels"] for e in examples]
         return _lm_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of)
+
+
+# segment ids of a shared-prompt row
+PAD_SEGMENT, PROMPT_SEGMENT, CHOSEN_SEGMENT, REJECTED_SEGMENT = 0, 1, 2, 3
+
+
+def _shared_prompt_row(example: dict) -> Dict[str, List[int]]:
+    """One pair as one row.  Rejected positions restart at the prompt's end; the prompt's
+    last position predicts the first token of both responses."""
+    n, chosen, rejected = example["prompt_len"], example["chosen_input_ids"], \
+        example["rejected_input_ids"]
+    c, r = len(chosen) - n, len(rejected) - n
+    length = n + c + r
+    chosen_targets, rejected_targets = [IGNORE_INDEX] * length, [IGNORE_INDEX] * length
+    for t in range(max(n, 1), n + c):  # token t is predicted from position t - 1
+        chosen_targets[t - 1] = example["chosen_labels"][t]
+    for j in range(r):  # rejected token n + j sits at row position n + c + j
+        source = n - 1 if j == 0 else n + c + j - 1
+        if source >= 0:
+            rejected_targets[source] = example["rejected_labels"][n + j]
+    return {"input_ids": list(chosen) + list(rejected[n:]),
+            "position_ids": list(range(n + c)) + list(range(n, n + r)),
+            "segment_ids": [PROMPT_SEGMENT] * n + [CHOSEN_SEGMENT] * c + [REJECTED_SEGMENT] * r,
+            "chosen_targets": chosen_targets, "rejected_targets": rejected_targets}
+
+
+class SharedPromptCollator(_Collator):
+    """B right-padded rows ``prompt + chosen + rejected``: ``input_ids``, ``attention_mask``
+    (real tokens), ``position_ids``, ``segment_ids`` (0 pad, 1 prompt, 2 chosen, 3 rejected)
+    and ``chosen_targets`` / ``rejected_targets`` (the token each position predicts, −100
+    elsewhere: *aligned*, no shift).  Same log-probs as :class:`PreferenceCollator`'s rows
+    with the prompt's forward done once per pair instead of twice."""
+
+    def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
+        rows = [_shared_prompt_row(e) for e in examples]
+        m = self.pad_to_multiple_of
+
+        def column(key: str, value: int):
+            return pad([row[key] for row in rows], value, "right", m)
+
+        return {"input_ids": column("input_ids", self.pad_token_id),
+                "attention_mask": pad([[1] * len(row["input_ids"]) for row in rows], 0,
+                                      "right", m),
+                "position_ids": column("position_ids", 0),
+                "segment_ids": column("segment_ids", PAD_SEGMENT),
+                "chosen_targets": column("chosen_targets", IGNORE_INDEX),
+                "rejected_targets": column("rejected_targets", IGNORE_INDEX)}
+
+
+def shared_prompt_attention_mask(segment_ids, dtype):
+    """(B, L) segment ids -> (B, 1, L, L) additive mask: causal, padding hidden, rejected
+    tokens never see chosen ones; a padding position sees itself (no empty softmax row)."""
+    import torch
+
+    length = segment_ids.shape[1]
+    query, key = segment_ids.unsqueeze(2), segment_ids.unsqueeze(1)
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = causal & (key != PAD_SEGMENT) & ~((query == REJECTED_SEGMENT) &
+                                                 (key == CHOSEN_SEGMENT))
+    allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
 class PromptCollator(_Collator):

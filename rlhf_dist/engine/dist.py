@@ -118,3 +118,12 @@ def all_reduce_sum(metrics: Dict[str, float]) -> Dict[str, float]:
                           device=local_device())
     tdist.all_reduce(values)
     return dict(zip(keys, values.tolist()))
+
+
+def all_reduce_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks of a CPU tensor of the same shape on every rank."""
+    if not tdist.is_initialized() or world_size() == 1:
+        return tensor.clone()
+    summed = tensor.to(local_device(), copy=True)
+    tdist.all_reduce(summed)
+    return summed.to(tensor.device)

@@ -24,6 +24,11 @@ def position_ids_from_mask(attention_mask: "torch.Tensor") -> "torch.Tensor":
     return ((mask.cumsum(-1) - 1) * mask).clamp(min=0)
 
 
+def model_dtype(model) -> "torch.dtype":
+    """Parameter dtype of an HF model, or of the one a DeepSpeed / model engine wraps."""
+    return getattr(model, "module", model).dtype
+
+
 def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
                      attention_mask: "torch.Tensor",
                      position_ids: Optional["torch.Tensor"] = None) -> "torch.Tensor":

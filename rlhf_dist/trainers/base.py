@@ -46,6 +46,10 @@ class LauncherTrainer:
         divides after summing over ranks."""
         raise NotImplementedError
 
+    def count_tokens(self, batch: dict) -> int:
+        """Tokens of a micro-batch for ``perf/tokens_per_s``."""
+        return int(batch["attention_mask"].sum())
+
     def before_export(self) -> None:
         """Last chance to touch the trained model (e.g. RM score statistics)."""
 
@@ -65,8 +69,10 @@ class LauncherTrainer:
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, self.collate = self.build_datasets(self.tokenizer)
         self.accum = cfg.train.gradient_accumulation_steps
-        self.steps_per_epoch = B.steps_per_epoch(len(self.train_set), self.world,
-                                                 cfg.train.micro_batch_size, self.accum)
+        self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
+                                                 cfg.train.micro_batch_size, self.accum,
+                                                 cfg.train.group_by_length)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"data: {len(self.train_set)} training examples make no full step of "
@@ -124,11 +130,8 @@ class LauncherTrainer:
         dist.shutdown(wait=not failed)
 
     def next_micro_batches(self) -> Iterable[dict]:
-        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-        order = B.epoch_order(len(self.train_set), self.cfg.seed, epoch)
-        micro = B.rank_micro_batches(order, self.rank, self.world, self.cfg.train.micro_batch_size)
-        start = in_epoch * self.accum
-        return B.iterate(self.train_set, micro[start:start + self.accum], self.collate)
+        return B.iterate(self.train_set, self.sampler.micro_batches(self.step, self.rank),
+                         self.collate)
 
     def train_step(self, micro_batches: Iterable[dict]) -> Metrics:
         """One optimiser step = ``accum`` micro-batches (DeepSpeed steps on the boundary)."""
@@ -140,7 +143,7 @@ class LauncherTrainer:
             self.engine.backward(loss)
             self.engine.step()
             rows.append(metrics)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += self.count_tokens(batch)
         elapsed = time.perf_counter() - start
         metrics = dist.all_reduce_mean({f"train/{k}": v for k, v in mean_rows(rows).items()})
         total_tokens = dist.all_reduce_sum({"t": float(tokens)})["t"]

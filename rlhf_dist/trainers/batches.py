@@ -6,16 +6,47 @@ micro-batches (ZeRO-3 forwards are collective, so unequal counts would hang).
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
+LENGTH_WINDOW = 50  # batches sorted together by group_by_length
 
-def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool = True) -> List[int]:
+
+def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool = True,
+                lengths: Optional[Sequence[int]] = None, batch_size: int = 1) -> List[int]:
+    """A permutation of the examples, fixed by ``(seed, epoch)``; with ``lengths``, grouped
+    so each run of ``batch_size`` holds examples of similar length (:func:`group_by_length`)."""
     if not shuffle:
         return list(range(num_examples))
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(num_examples, generator=generator).tolist()
+    order = torch.randperm(num_examples, generator=generator).tolist()
+    if lengths is None:
+        return order
+    return group_by_length(order, lengths, batch_size, generator)
+
+
+def group_by_length(order: Sequence[int], lengths: Sequence[int], batch_size: int,
+                    generator: torch.Generator) -> List[int]:
+    """Sort each window of ``LENGTH_WINDOW`` batches of ``order`` by length (longest first),
+    cut it into batches and shuffle those; a short last batch stays last, so the batch
+    boundaries of the result are multiples of ``batch_size``."""
+    out: List[int] = []
+    span = LENGTH_WINDOW * batch_size
+    for start in range(0, len(order), span):
+        window = sorted(order[start:start + span], key=lambda i: -lengths[i])
+        cut = [window[k:k + batch_size] for k in range(0, len(window), batch_size)]
+        full = [b for b in cut if len(b) == batch_size]
+        for k in torch.randperm(len(full), generator=generator).tolist():
+            out.extend(full[k])
+        out.extend(i for b in cut if len(b) < batch_size for i in b)
+    return out
+
+
+def example_length(example: dict) -> int:
+    """Tokens of a tokenised example: all its ``*input_ids`` fields (both sides of a pair)."""
+    return sum(len(v) for k, v in example.items() if k.endswith("input_ids"))
 
 
 def rank_micro_batches(order: Sequence[int], rank: int, world_size: int,
@@ -38,6 +69,41 @@ def steps_per_epoch(num_examples: int, world_size: int, micro_batch_size: int,
                     accumulation: int) -> int:
     micro = num_examples // (world_size * micro_batch_size)
     return micro // accumulation
+
+
+@dataclass
+class StepSampler:
+    """Which examples rank r sees at optimiser step s of a run — a pure function of the
+    arguments, so a resumed run (and DPO on Ray, which collates for every rank) sees
+    exactly the micro-batches of an uninterrupted launcher run."""
+
+    num_examples: int
+    seed: int
+    world_size: int
+    micro_batch_size: int
+    accumulation: int
+    lengths: Optional[Sequence[int]] = None  # set: group_by_length
+
+    @classmethod
+    def for_dataset(cls, dataset, seed: int, world_size: int, micro_batch_size: int,
+                    accumulation: int, group_by_length: bool) -> "StepSampler":
+        lengths = [example_length(dataset[i]) for i in range(len(dataset))] \
+            if group_by_length else None
+        return cls(len(dataset), seed, world_size, micro_batch_size, accumulation, lengths)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.num_examples, self.world_size, self.micro_batch_size,
+                               self.accumulation)
+
+    def micro_batches(self, step: int, rank: int) -> List[List[int]]:
+        """Rank ``rank``'s ``accumulation`` micro-batches (example indices) of ``step``."""
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        order = epoch_order(self.num_examples, self.seed, epoch, lengths=self.lengths,
+                            batch_size=self.world_size * self.micro_batch_size)
+        micro = rank_micro_batches(order, rank, self.world_size, self.micro_batch_size)
+        start = in_epoch * self.accumulation
+        return micro[start:start + self.accumulation]
 
 
 def iterate(dataset, batches: Sequence[List[int]], collate) -> Iterator[dict]:

@@ -1,29 +1,39 @@
 """DPO against a frozen reference.  ``dpo_objective`` is the one DPO loss of the project:
-the launcher trainer here and the Ray actor both call it on the same collated batches."""
+the launcher trainer here and the Ray actor both call it (through ``dpo_batch_loss``) on
+batches of the layout ``dpo.layout`` names (``rlhf_dist.trainers.pairs``)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+import logging
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from rlhf_dist.algo import dpo_loss, sequence_logps, sft_loss
+from rlhf_dist.algo import dpo_loss
 from rlhf_dist.config import Config, DPOConfig
+from rlhf_dist.engine import dist
 from rlhf_dist.engine.engine import ModelEngine
+from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.base import LauncherTrainer
-from rlhf_dist.trainers.rm import preference_datasets, split_pairs
+from rlhf_dist.trainers.pairs import PAIR_LAYOUTS, PairLogps
+from rlhf_dist.trainers.rm import preference_datasets
+
+log = logging.getLogger(__name__)
 
 
-def sequence_logps_for(logits: torch.Tensor, labels: torch.Tensor, dpo: DPOConfig) -> torch.Tensor:
-    """Per-sequence response log-probs ``(2B,)``; IPO uses the length-averaged form."""
-    return sequence_logps(logits, labels, average=dpo.loss_type == "ipo")
+def reference_rows(model, batch, dpo: DPOConfig) -> torch.Tensor:
+    """A frozen model's per-response log-probs of ``batch`` as a per-row tensor of its
+    layout (IPO uses the length-averaged form)."""
+    layout = PAIR_LAYOUTS[dpo.layout]
+    return layout.rows(*layout.logps(model, batch).sequences(average=dpo.loss_type == "ipo"))
 
 
-def dpo_objective(logits: torch.Tensor, labels: torch.Tensor, ref_logps: torch.Tensor,
+def dpo_objective(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
                   dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """Loss of a preference batch of 2B rows (chosen first), given the reference's log-probs."""
-    policy_chosen, policy_rejected = split_pairs(sequence_logps_for(logits, labels, dpo))
-    ref_chosen, ref_rejected = split_pairs(ref_logps)
+    """Loss of B pairs, given the policy's token log-probs and the reference's per-response
+    log-probs."""
+    policy_chosen, policy_rejected = policy.sequences(average=dpo.loss_type == "ipo")
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy_chosen, policy_rejected, ref_chosen, ref_rejected, dpo.beta,
         loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing)
@@ -35,19 +45,25 @@ def dpo_objective(logits: torch.Tensor, labels: torch.Tensor, ref_logps: torch.T
                "rejected_reward": float(rejected_rewards.mean()),
                "chosen_logp": float(policy_chosen.detach().mean())}
     if dpo.nll_coef > 0:
-        half = logits.shape[0] // 2
-        nll = sft_loss(logits[:half], labels[:half])
+        nll = policy.chosen_nll()
         loss = loss + dpo.nll_coef * nll
         metrics["nll"] = float(nll.detach())
     metrics["loss"] = float(loss.detach())
     return loss, metrics
 
 
+def dpo_batch_loss(model, batch, ref_rows: torch.Tensor,
+                   dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """``dpo_objective`` of a collated batch, the reference's log-probs given as rows."""
+    layout = PAIR_LAYOUTS[dpo.layout]
+    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo)
+
+
 class DPOTrainer(LauncherTrainer):
     job = "dpo"
 
     def build_datasets(self, tokenizer):
-        return preference_datasets(self.cfg.data, tokenizer)
+        return preference_datasets(self.cfg.data, tokenizer, self.cfg.dpo.layout)
 
     def _model_section(self, reference: bool):
         ref = self.cfg.ref_model
@@ -75,34 +91,81 @@ class DPOTrainer(LauncherTrainer):
         self.reference = ModelEngine.frozen(build_reference, ds, 2 * cfg.train.micro_batch_size,
                                             self.world)
         self.ref_checksum_start = self.reference.param_checksum()
+        self.ref_table: Optional[torch.Tensor] = None
+        self.finish_metrics = {}
+        if cfg.dpo.precompute_ref:
+            start = time.perf_counter()
+            self.ref_table = self.precompute_reference()
+            self.finish_metrics["perf/ref_precompute_s"] = time.perf_counter() - start
+            if self.is_main:
+                log.info("reference log-probs of %d pairs precomputed in %.1f s",
+                         len(self.train_set), self.finish_metrics["perf/ref_precompute_s"])
         return policy
 
     def finish(self) -> None:
         """Log the frozen reference's checksum at start and end (equal unless something wrote
         into it), then the shared finish (eval, checkpoint, export)."""
         self.tracker.log({"ref/checksum_start": self.ref_checksum_start,
-                          "ref/checksum_end": self.reference.param_checksum()}, self.step)
+                          "ref/checksum_end": self.reference.param_checksum(),
+                          **self.finish_metrics}, self.step)
         super().finish()
 
-    def _logits(self, engine: ModelEngine, batch) -> torch.Tensor:
-        from rlhf_dist.models import causal_lm_logits
+    @property
+    def layout(self):
+        return PAIR_LAYOUTS[self.cfg.dpo.layout]
 
-        return causal_lm_logits(engine, batch["input_ids"], batch["attention_mask"])
+    def count_tokens(self, batch) -> int:
+        return self.layout.num_tokens(batch)
 
+    # ------------------------------------------------------------------ reference
     @torch.no_grad()
     def reference_logps(self, batch) -> torch.Tensor:
-        return sequence_logps_for(self._logits(self.reference, batch), batch["labels"],
-                                  self.cfg.dpo)
+        """Per-row reference log-probs: precomputed ones when the batch carries them."""
+        if "ref_rows" in batch:
+            return batch["ref_rows"]
+        return reference_rows(self.reference, batch, self.cfg.dpo)
 
+    @torch.no_grad()
+    def precompute_reference(self) -> torch.Tensor:
+        """(N, 2) reference log-probs (chosen, rejected) of every training pair, in one pass:
+        rank r scores every world-th pair of the length-sorted set (batches of
+        ``train.eval_batch_size``), then the ranks sum their tables.  The set is padded to a
+        multiple of the world size by repeating pairs, each scored twice and averaged."""
+        n, world = len(self.train_set), self.world
+        order = sorted(range(n), key=lambda i: B.example_length(self.train_set[i]))
+        order += order[:(-n) % world]
+        table, count = torch.zeros(n, 2, dtype=torch.float64), torch.zeros(n, 1,
+                                                                            dtype=torch.float64)
+        for indices in B.rank_micro_batches(order, self.rank, world,
+                                            self.cfg.train.eval_batch_size, drop_last=False):
+            batch = self.collate([self.train_set[i] for i in indices])
+            chosen, rejected = self.layout.split_rows(reference_rows(self.reference, batch,
+                                                                     self.cfg.dpo))
+            table.index_add_(0, torch.tensor(indices), torch.stack([chosen, rejected], 1).double())
+            count.index_add_(0, torch.tensor(indices), torch.ones(len(indices), 1,
+                                                                   dtype=torch.float64))
+        table = dist.all_reduce_sum_tensor(table) / dist.all_reduce_sum_tensor(count)
+        return table.float()
+
+    def next_micro_batches(self) -> Iterable[dict]:
+        if self.ref_table is None:
+            return super().next_micro_batches()
+        return (self._with_reference(indices)
+                for indices in self.sampler.micro_batches(self.step, self.rank))
+
+    def _with_reference(self, indices: List[int]) -> dict:
+        batch = self.collate([self.train_set[i] for i in indices])
+        rows = self.ref_table[torch.tensor(indices)]
+        batch["ref_rows"] = self.layout.rows(rows[:, 0], rows[:, 1])
+        return batch
+
+    # ------------------------------------------------------------------ losses
     def micro_batch_loss(self, batch):
-        ref_logps = self.reference_logps(batch)
-        return dpo_objective(self._logits(self.engine, batch), batch["labels"], ref_logps,
-                             self.cfg.dpo)
+        return dpo_batch_loss(self.engine, batch, self.reference_logps(batch), self.cfg.dpo)
 
     def eval_sums(self, batch):
-        _, metrics = dpo_objective(self._logits(self.engine, batch), batch["labels"],
-                                   self.reference_logps(batch), self.cfg.dpo)
-        n = float(batch["input_ids"].shape[0] // 2)
+        _, metrics = self.micro_batch_loss(batch)
+        n = float(self.layout.num_pairs(batch))
         return {**{k: v * n for k, v in metrics.items()}, "count": n}
 
 

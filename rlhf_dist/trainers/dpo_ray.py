@@ -32,9 +32,12 @@ class RayDPOTrainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        self.train_set, _, self.collate = preference_datasets(cfg.data, self.tokenizer)
-        self.steps_per_epoch = B.steps_per_epoch(len(self.train_set), self.world,
-                                                 cfg.train.micro_batch_size, self.accum)
+        self.train_set, _, self.collate = preference_datasets(cfg.data, self.tokenizer,
+                                                              cfg.dpo.layout)
+        self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
+                                                 cfg.train.micro_batch_size, self.accum,
+                                                 cfg.train.group_by_length)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
@@ -89,16 +92,10 @@ class RayDPOTrainer:
 
     def step_micro_batches(self) -> List[List[Batch]]:
         """Rank r's micro-batches of this step, exactly as the launcher trainer's rank r."""
-        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-        order = B.epoch_order(len(self.train_set), self.cfg.seed, epoch)
-        start = in_epoch * self.accum
-        per_rank = []
-        for rank in range(self.world):
-            micro = B.rank_micro_batches(order, rank, self.world, self.cfg.train.micro_batch_size)
-            per_rank.append([Batch.from_dict(b) for b in
-                             B.iterate(self.train_set, micro[start:start + self.accum],
-                                       self.collate)])
-        return per_rank
+        return [[Batch.from_dict(b) for b in
+                 B.iterate(self.train_set, self.sampler.micro_batches(self.step, rank),
+                           self.collate)]
+                for rank in range(self.world)]
 
     def save_checkpoint(self) -> None:
         staging = self.ckpt.staging(self.step)

@@ -19,13 +19,15 @@ def split_pairs(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return values[:half], values[half:]
 
 
-def preference_datasets(data_cfg: DataConfig, tokenizer):
-    """(train, eval or None, collator) of preference pairs — RM, DPO and DPO on Ray."""
-    from rlhf_dist.data import PreferenceCollator, build_preference_dataset
+def preference_datasets(data_cfg: DataConfig, tokenizer, layout: str = "padded"):
+    """(train, eval or None, collator) of preference pairs — RM, DPO and DPO on Ray; the
+    collator of ``layout`` (``rlhf_dist.trainers.pairs``; the RM scores padded rows)."""
+    from rlhf_dist.data import build_preference_dataset
+    from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
 
     return (build_preference_dataset(data_cfg, tokenizer, split="train"),
             build_preference_dataset(data_cfg, tokenizer, split="eval"),
-            PreferenceCollator(tokenizer.pad_token_id))
+            PAIR_LAYOUTS[layout].collator(tokenizer.pad_token_id))
 
 
 class RMTrainer(LauncherTrainer):

@@ -139,12 +139,10 @@ class ActorWorker(_ModelWorker):
     def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
         """One DPO optimiser step over this rank's micro-batches (reference log-probs
         included as ``ref_logps``): the launcher trainer's loss, unchanged."""
-        from rlhf_dist.models import causal_lm_logits
-        from rlhf_dist.trainers.dpo import dpo_objective
+        from rlhf_dist.trainers.dpo import dpo_batch_loss
 
         def loss_fn(micro: Batch):
-            logits = causal_lm_logits(self.engine, micro["input_ids"], micro["attention_mask"])
-            return dpo_objective(logits, micro["labels"], micro["ref_logps"], self.cfg.dpo)
+            return dpo_batch_loss(self.engine, micro, micro["ref_logps"], self.cfg.dpo)
 
         return update_minibatch(self.engine, micro_batches, loss_fn)
 
@@ -175,12 +173,10 @@ class ReferenceWorker(_ModelWorker):
 
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Batch:
-        """DPO: response log-probs per sequence of a preference batch (chosen rows first)."""
-        from rlhf_dist.models import causal_lm_logits
-        from rlhf_dist.trainers.dpo import sequence_logps_for
+        """DPO: per-response log-probs of a preference batch, rows of its layout."""
+        from rlhf_dist.trainers.dpo import reference_rows
 
-        logits = causal_lm_logits(self.engine, batch["input_ids"], batch["attention_mask"])
-        return Batch({"ref_logps": sequence_logps_for(logits, batch["labels"], self.cfg.dpo)})
+        return Batch({"ref_logps": reference_rows(self.engine, batch, self.cfg.dpo)})
 
 
 def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:

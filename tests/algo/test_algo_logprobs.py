@@ -144,3 +144,19 @@ def test_sequence_logps_shift_inside():
     assert logps[1, 0].item() == 0.0 and logps[1, 2].item() == 0.0
     empty = torch.full((1, 4), -100)
     assert sequence_logps(logits[:1], empty, average=True).item() == 0.0
+
+
+def test_token_logps_aligned_without_shift_and_sequence_means():
+    from rlhf_dist.algo import masked_sequence_logps, token_logps
+
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 0, 2] = math.log(5.0)  # p(2) = 5 / 8 at (0, 0); uniform elsewhere
+    targets = torch.tensor([[2, -100, 1], [-100, -100, -100]])
+    logps, mask = token_logps(logits, targets)
+    assert mask.tolist() == [[True, False, True], [False, False, False]]
+    expected = torch.tensor([[math.log(5 / 8), 0.0, math.log(1 / 4)], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(logps, expected)
+    torch.testing.assert_close(masked_sequence_logps(logps, mask),
+                               torch.tensor([math.log(5 / 8) + math.log(1 / 4), 0.0]))
+    torch.testing.assert_close(masked_sequence_logps(logps, mask, average=True),
+                               torch.tensor([(math.log(5 / 8) + math.log(1 / 4)) / 2, 0.0]))

@@ -1,0 +1,115 @@
+"""Preference-pair layouts: how a batch of pairs is collated, run through a causal LM and
+read back as the token log-probs of each chosen and rejected response.
+
+* ``padded`` — 2B rows, chosen first (:class:`~rlhf_dist.data.PreferenceCollator`): every
+  pair's prompt is computed twice; works with any attention implementation.
+* ``shared_prompt`` — B rows ``prompt + chosen + rejected`` with a 4D attention mask
+  (:class:`~rlhf_dist.data.SharedPromptCollator`): the prompt is computed once.  Needs an
+  attention that takes a 4D mask (eager, sdpa; not flash-attention-2).
+
+Both give the same log-probs up to float rounding.  ``rows``/``split_rows`` carry one value
+per response in a per-row tensor of the layout's batch (how the Ray reference group hands
+reference log-probs to the actor group).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+
+from rlhf_dist.algo import masked_mean, masked_sequence_logps, shifted_token_logps, token_logps
+
+Pair = Tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class PairLogps:
+    """Token log-probs ``(B, T)`` of the chosen and the rejected responses (0 where unscored)
+    with their masks."""
+
+    chosen: torch.Tensor
+    chosen_mask: torch.Tensor
+    rejected: torch.Tensor
+    rejected_mask: torch.Tensor
+
+    def sequences(self, average: bool = False) -> Pair:
+        """(chosen, rejected) per-response sums, or means over tokens with ``average``."""
+        return (masked_sequence_logps(self.chosen, self.chosen_mask, average),
+                masked_sequence_logps(self.rejected, self.rejected_mask, average))
+
+    def chosen_nll(self) -> torch.Tensor:
+        """Mean negative log-likelihood of the chosen responses' tokens."""
+        return -masked_mean(self.chosen, self.chosen_mask)
+
+
+class PaddedPairs:
+    """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
+
+    attention = None  # any implementation
+
+    def collator(self, pad_token_id: int):
+        from rlhf_dist.data import PreferenceCollator
+
+        return PreferenceCollator(pad_token_id)
+
+    def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
+        from rlhf_dist.models import causal_lm_logits
+
+        logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"])
+        logps, mask = shifted_token_logps(logits, batch["labels"])
+        half = logps.shape[0] // 2
+        return PairLogps(logps[:half], mask[:half], logps[half:], mask[half:])
+
+    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        return torch.cat([chosen, rejected])
+
+    def split_rows(self, values: torch.Tensor) -> Pair:
+        half = values.shape[0] // 2
+        return values[:half], values[half:]
+
+    def num_pairs(self, batch) -> int:
+        return int(batch["input_ids"].shape[0]) // 2
+
+    def num_tokens(self, batch) -> int:
+        return int(batch["attention_mask"].sum())
+
+
+class SharedPromptPairs:
+    """B rows ``prompt + chosen + rejected``; a 4D mask hides the chosen tokens from the
+    rejected ones."""
+
+    attention = ("eager", "sdpa")
+
+    def collator(self, pad_token_id: int):
+        from rlhf_dist.data import SharedPromptCollator
+
+        return SharedPromptCollator(pad_token_id)
+
+    def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
+        from rlhf_dist.data import shared_prompt_attention_mask
+        from rlhf_dist.models import causal_lm_logits, model_dtype
+
+        mask = shared_prompt_attention_mask(batch["segment_ids"], model_dtype(model))
+        logits = causal_lm_logits(model, batch["input_ids"], mask, batch["position_ids"])
+        return PairLogps(*token_logps(logits, batch["chosen_targets"]),
+                         *token_logps(logits, batch["rejected_targets"]))
+
+    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        return torch.stack([chosen, rejected], dim=1)
+
+    def split_rows(self, values: torch.Tensor) -> Pair:
+        return values[:, 0], values[:, 1]
+
+    def num_pairs(self, batch) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def num_tokens(self, batch) -> int:
+        """Tokens of the pairs as texts (the prompt counted twice), as the padded layout
+        and other trainers count them: throughput compares like with like."""
+        from rlhf_dist.data.collate import PROMPT_SEGMENT
+
+        return int(batch["attention_mask"].sum() + (batch["segment_ids"] == PROMPT_SEGMENT).sum())
+
+
+PAIR_LAYOUTS = {"padded": PaddedPairs(), "shared_prompt": SharedPromptPairs()}

@@ -1,0 +1,114 @@
+"""Preference-pair layouts: the shared-prompt row (prompt + chosen + rejected, 4D mask) gives
+the padded layout's log-probs, NLL and DPO loss; the collator's row and mask checked by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_dist.config import DPOConfig, ModelConfig, TinyModelConfig
+from rlhf_dist.data import SharedPromptCollator, shared_prompt_attention_mask
+from rlhf_dist.trainers.dpo import dpo_batch_loss, reference_rows
+from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
+
+X = -100
+
+
+def _pair(prompt, chosen, rejected):
+    n = len(prompt)
+    return {"chosen_input_ids": prompt + chosen, "chosen_labels": [X] * n + chosen,
+            "rejected_input_ids": prompt + rejected, "rejected_labels": [X] * n + rejected,
+            "prompt_len": n}
+
+
+def test_shared_prompt_row_by_hand():
+    batch = SharedPromptCollator(pad_token_id=0)([_pair([5, 6], [7, 8], [9]),
+                                                  _pair([4], [3], [2, 1])])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [4, 3, 2, 1, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    # rejected positions restart where the prompt ends
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 1, 2, 0]]
+    assert batch["segment_ids"].tolist() == [[1, 1, 2, 2, 3], [1, 2, 3, 3, 0]]
+    # position t holds the token it predicts; the prompt's last position predicts both firsts
+    assert batch["chosen_targets"].tolist() == [[X, 7, 8, X, X], [3, X, X, X, X]]
+    assert batch["rejected_targets"].tolist() == [[X, 9, X, X, X], [2, X, 1, X, X]]
+
+
+def test_shared_prompt_mask_by_hand():
+    segments = torch.tensor([[1, 1, 2, 2, 3, 0]])
+    allowed = shared_prompt_attention_mask(segments, torch.float32)[0, 0] == 0
+    assert allowed.int().tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1, 0],   # rejected: the prompt and itself, never the chosen tokens
+        [1, 1, 1, 1, 1, 1],   # padding sees itself (and is never scored)
+    ]
+    mask = shared_prompt_attention_mask(segments, torch.bfloat16)
+    assert mask.dtype == torch.bfloat16 and mask.shape == (1, 1, 6, 6)
+    assert mask[0, 0, 4, 2] == torch.finfo(torch.bfloat16).min
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rlhf_dist.data import toy_tokenizer
+
+    return toy_tokenizer()
+
+
+def _model(tokenizer, attn):
+    from rlhf_dist.models import load_causal_lm
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(attn_implementation=attn,
+                      tiny=TinyModelConfig(arch="llama", hidden_size=64, num_layers=2,
+                                           num_heads=4, intermediate_size=128))
+    return load_causal_lm(cfg, tokenizer)
+
+
+def _pairs(tokenizer, count=6):
+    from rlhf_dist.config import DataConfig
+    from rlhf_dist.data import build_preference_dataset
+
+    data = build_preference_dataset(DataConfig(max_length=64, max_prompt_length=32),
+                                    tokenizer, split="train")
+    return [data[i] for i in range(count)]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_shared_prompt_equals_padded(tokenizer, attn, loss_type):
+    model = _model(tokenizer, attn)
+    pairs = _pairs(tokenizer)
+    # different lengths inside the batch, so padding and masks matter
+    assert len({len(p["chosen_input_ids"]) + len(p["rejected_input_ids"]) for p in pairs}) > 1
+    results = {}
+    for name, layout in PAIR_LAYOUTS.items():
+        dpo = DPOConfig(loss_type=loss_type, nll_coef=0.5, layout=name)
+        batch = layout.collator(tokenizer.pad_token_id)(pairs)
+        logps = layout.logps(model, batch)
+        with torch.no_grad():
+            reference = reference_rows(model, batch, dpo)
+        ref = [r - 0.25 for r in layout.split_rows(reference)]  # a reference apart from the policy
+        model.zero_grad()
+        loss, metrics = dpo_batch_loss(model, batch, layout.rows(*ref), dpo)
+        loss.backward()
+        results[name] = (logps.sequences(), logps.chosen_nll(), metrics,
+                         model.model.embed_tokens.weight.grad.clone(), layout.num_tokens(batch))
+    padded, shared = results["padded"], results["shared_prompt"]
+    for a, b in zip(padded[0], shared[0]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(padded[1], shared[1], atol=1e-5, rtol=1e-5)
+    for key in ("loss", "dpo_loss", "nll", "reward_margin", "chosen_logp"):
+        assert padded[2][key] == pytest.approx(shared[2][key], abs=1e-4)
+    torch.testing.assert_close(padded[3], shared[3], atol=1e-5, rtol=1e-4)
+    assert padded[4] == shared[4]  # the same tokens counted for throughput
+
+
+def test_flash_attention_needs_the_padded_layout():
+    from rlhf_dist.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="dpo.layout"):
+        load_config(None, ["model.attn_implementation=flash_attention_2"])
+    cfg = load_config(None, ["model.attn_implementation=flash_attention_2", "dpo.layout=padded"])
+    assert cfg.dpo.layout == "padded"
