@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_train.py                    # SFT+DPO x ZeRO 0/2/3 x 1/2 ranks
     .venv/bin/python bench/bench_train.py --with-trl         # + TRL's DPOTrainer, same workload
     .venv/bin/python bench/bench_train.py --jobs dpo --zero 3 --ranks 2
+    .venv/bin/python bench/bench_train.py --jobs dpo --zero 0 --ranks 1 --with-trl \
+        --variants padded,default,grouped,grouped+precomputed --trl-precompute
 
 The workload is ``bench/train_config.yaml`` (tiny llama 4 x 256, 256 toy preference pairs, max
 length 128); the flags below override its sizes.  1 rank runs as a plain process, 2 ranks
@@ -20,7 +22,9 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
   far steadier than wall time when other jobs share the cores (wall time then counts the
   seconds a rank waited for a core; CPU time does not).
 
-``--repeats R`` runs the whole list R times (TRL after each pass), and the ratio lines use
+``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
+pair layout, the default shared-prompt layout, + ``train.group_by_length``, + precomputed
+reference log-probs); each record names its ``variant``.  ``--repeats R`` runs the whole list R times (TRL after each pass), and the ratio lines use
 medians over the repeats.
 
 Memory per rank: ``peak_rss_mb_per_rank`` (``ru_maxrss`` at the end of the run, imports
@@ -46,6 +50,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONFIG = HERE / "train_config.yaml"
 TRL_TARGET = 1.5
+# DPO variants: overrides on top of the workload (the default layout is shared_prompt)
+VARIANTS = {
+    "padded": ["dpo.layout=padded"],
+    "default": [],
+    "grouped": ["train.group_by_length=true"],
+    "grouped+precomputed": ["train.group_by_length=true", "dpo.precompute_ref=true"],
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "so that CPU time stays meaningful on a shared machine")
     p.add_argument("--repeats", type=int, default=1,
                    help="run every case (and TRL) this many times, interleaved")
+    p.add_argument("--variants", type=csv(str), default=["default"],
+                   help=f"comma list of DPO variants: {', '.join(VARIANTS)}")
     p.add_argument("--with-trl", action="store_true", help="also run TRL's DPOTrainer (1 rank)")
     p.add_argument("--trl-precompute", action="store_true",
                    help="with --with-trl: also run TRL with precompute_ref_log_probs=True "
@@ -87,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for job in args.jobs:
         if job not in ("sft", "dpo"):
             p.error(f"--jobs: unknown job {job!r} (sft, dpo)")
+    for variant in args.variants:
+        if variant not in VARIANTS:
+            p.error(f"--variants: unknown variant {variant!r} ({', '.join(VARIANTS)})")
     if not 0 <= args.warmup < args.steps:
         p.error(f"--warmup {args.warmup} must be in [0, --steps={args.steps})")
     return args
@@ -172,8 +188,9 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0) -> Optional[dict]:
-    name = f"{job}-zero{zero}-ranks{ranks}"
+def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
+             variant: str = "default") -> Optional[dict]:
+    name = f"{job}-zero{zero}-ranks{ranks}" + ("" if variant == "default" else f"-{variant}")
     out = Path(args.out_dir) / name
     stats_dir = out / "bench_stats"
     for stale in list(stats_dir.glob("rank*.json")) + [out / "metrics.jsonl"]:
@@ -182,8 +199,9 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0) -> Optional
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.setdefault("WANDB_MODE", "disabled")
     record = {"bench": "train", "impl": "rlhf_dist", "job": job, "zero": zero, "ranks": ranks,
-              "repeat": repeat}
-    cmd = command(args, job, ranks, stats_dir, overrides(args, job, zero, ranks, out))
+              "repeat": repeat, **({"variant": variant} if job == "dpo" else {})}
+    cmd = command(args, job, ranks, stats_dir,
+                  overrides(args, job, zero, ranks, out) + VARIANTS[variant])
     print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     start, load = time.perf_counter(), os.getloadavg()[0]
     code = run_logged(cmd, env, out / "bench.log", args.timeout)
@@ -208,6 +226,10 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0) -> Optional
         loadavg_1m_start=round(load, 2))
     if job == "dpo":
         record["ref_param_mb_per_rank"] = per_rank("ref_param_mb")
+        precompute = [r["perf/ref_precompute_s"] for r in read_jsonl(out / "metrics.jsonl")
+                      if "perf/ref_precompute_s" in r]
+        if precompute:
+            record["ref_precompute_s"] = precompute[0]
     emit(record)
     return record
 
@@ -286,15 +308,19 @@ def _median_of(records: List[dict], key: str) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-def ratio_lines(ours: List[dict], trls: List[dict]) -> None:
-    """rlhf_dist DPO (1 rank, each ZeRO stage) over TRL, per metric, medians over repeats."""
+def ratio_lines(ours: List[dict], trls: List[dict], trl_label: str = "") -> None:
+    """rlhf_dist DPO (1 rank, each ZeRO stage and variant) over TRL, per metric, medians over
+    repeats."""
     if not trls:
         return
-    for zero in sorted({r["zero"] for r in ours if r["job"] == "dpo" and r["ranks"] == 1}):
-        mine = [r for r in ours if r["job"] == "dpo" and r["ranks"] == 1 and r["zero"] == zero]
+    cases = sorted({(r["zero"], r["variant"]) for r in ours
+                    if r["job"] == "dpo" and r["ranks"] == 1})
+    for zero, variant in cases:
+        mine = [r for r in ours if r["job"] == "dpo" and r["ranks"] == 1 and r["zero"] == zero
+                and r["variant"] == variant]
         line = {"bench": "train_ratio", "job": "dpo", "ranks": 1, "zero": zero,
-                "vs": f"trl {trls[0].get('trl_version')}", "repeats": len(mine),
-                "target": TRL_TARGET}
+                "variant": variant, "vs": f"trl {trls[0].get('trl_version')}{trl_label}",
+                "repeats": len(mine), "target": TRL_TARGET}
         for key in RATIO_KEYS:
             a, b = _median_of(mine, key), _median_of(trls, key)
             if a is not None and b:
@@ -325,20 +351,25 @@ def _held(rec: dict, master: bool = True) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ours, trls = [], []
+    ours, trls, trls_precomputed = [], [], []
     for repeat in range(args.repeats):
         for job in args.jobs:
             for ranks in args.ranks:
                 for zero in args.zero:
-                    rec = run_case(args, job, zero, ranks, repeat)
-                    if rec is not None:
-                        ours.append(rec)
+                    for variant in (args.variants if job == "dpo" else ["default"]):
+                        rec = run_case(args, job, zero, ranks, repeat, variant)
+                        if rec is not None:
+                            ours.append(rec)
         trl = run_trl(args, repeat) if args.with_trl else None
         if trl is not None:
             trls.append(trl)
         if args.with_trl and args.trl_precompute:
-            run_trl(args, repeat, precompute=True)
+            trl = run_trl(args, repeat, precompute=True)
+            if trl is not None:
+                trls_precomputed.append(trl)
     ratio_lines(ours, trls)
+    ratio_lines([r for r in ours if "precomputed" in r.get("variant", "")], trls_precomputed,
+                " precompute_ref_log_probs")
     memory_ratio_lines(ours)
     return 0
 

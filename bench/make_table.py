@@ -48,12 +48,13 @@ def train_table(rows):
 
 
 def ratio_table(rows):
-    out = ["| rlhf_dist DPO, 1 rank, ZeRO | vs | repeats | tokens/s (step) | "
+    out = ["| rlhf_dist DPO, 1 rank, ZeRO | variant | vs | repeats | tokens/s (step) | "
            "tokens/s (median step) | tokens/s (wall) | tokens/CPU-s |",
-           "|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("bench") == "train_ratio":
-            out.append(f"| {r['zero']} | {r['vs']} | {r['repeats']} | "
+            out.append(f"| {r['zero']} | {r.get('variant', 'default')} | {r['vs']} | "
+                       f"{r['repeats']} | "
                        f"{fmt(r.get('ratio_tokens_per_s'), 2)} | "
                        f"{fmt(r.get('ratio_tokens_per_s_median'), 2)} | "
                        f"{fmt(r.get('ratio_tokens_per_s_wall'), 2)} | "

@@ -44,13 +44,14 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
            "--steps", "2", "--warmup", "1", "--batch", "2", "--pairs", "8",
            "--num-prompts", "16", "--hidden", "32", "--layers", "1", "--heads", "2",
            "--intermediate", "64", "--max-length", "64", "--max-prompt-length", "32",
-           "--out-dir", str(tmp_path)]
+           "--variants", "default,grouped+precomputed", "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout
-    (rec,) = lines
-    assert "error" not in rec, rec.get("log_tail")
+    assert [r.get("variant") for r in lines] == ["default", "grouped+precomputed"], done.stdout
+    rec, precomputed = lines
+    assert "error" not in rec and "error" not in precomputed, rec.get("log_tail")
+    assert "ref_precompute_s" not in rec and precomputed["ref_precompute_s"] > 0
     for key in ("bench", "impl", "job", "zero", "ranks", "steps", "tokens_per_s",
                 "tokens_per_s_median", "tokens_per_s_wall", "tokens_per_cpu_s",
                 "peak_rss_mb_per_rank", "param_mb_per_rank", "optim_mb_per_rank",

@@ -92,22 +92,26 @@ class DPOTrainer(LauncherTrainer):
                                             self.world)
         self.ref_checksum_start = self.reference.param_checksum()
         self.ref_table: Optional[torch.Tensor] = None
-        self.finish_metrics = {}
+        self.setup_metrics: Dict[str, float] = {}
         if cfg.dpo.precompute_ref:
             start = time.perf_counter()
             self.ref_table = self.precompute_reference()
-            self.finish_metrics["perf/ref_precompute_s"] = time.perf_counter() - start
+            self.setup_metrics["perf/ref_precompute_s"] = time.perf_counter() - start
             if self.is_main:
                 log.info("reference log-probs of %d pairs precomputed in %.1f s",
-                         len(self.train_set), self.finish_metrics["perf/ref_precompute_s"])
+                         len(self.train_set), self.setup_metrics["perf/ref_precompute_s"])
         return policy
+
+    def setup(self) -> None:
+        super().setup()
+        if self.setup_metrics:
+            self.tracker.log(self.setup_metrics, self.step)
 
     def finish(self) -> None:
         """Log the frozen reference's checksum at start and end (equal unless something wrote
         into it), then the shared finish (eval, checkpoint, export)."""
         self.tracker.log({"ref/checksum_start": self.ref_checksum_start,
-                          "ref/checksum_end": self.reference.param_checksum(),
-                          **self.finish_metrics}, self.step)
+                          "ref/checksum_end": self.reference.param_checksum()}, self.step)
         super().finish()
 
     @property
