@@ -34,7 +34,8 @@ def _optimizer(params, ds: DeepSpeedSection, train: TrainConfig) -> torch.optim.
         from deepspeed.ops.adam import DeepSpeedCPUAdam  # compiled on first use, then cached
 
         return DeepSpeedCPUAdam(params, adamw_mode=True, **kwargs)
-    return torch.optim.AdamW(params, **kwargs)
+    # fused: one kernel for all tensors (CPU and CUDA), as TRL/HF default to on GPU
+    return torch.optim.AdamW(params, fused=True, **kwargs)
 
 
 class ModelEngine:
@@ -60,6 +61,9 @@ class ModelEngine:
             optimizer, lr_multiplier(train.lr_scheduler, total_steps, warmup, train.min_lr_ratio))
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                           lr_scheduler=scheduler, config=config)
+        if dp_size == 1 and ds.zero_stage == 0:
+            # one rank: nothing to average, skip flattening and copying every gradient back
+            engine.enable_backward_allreduce = False
         return cls(engine, config, keep)
 
     @classmethod

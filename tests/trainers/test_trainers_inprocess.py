@@ -118,6 +118,27 @@ def test_precomputed_reference_equals_the_per_batch_reference(dpo_padded_precomp
     assert (table[:, 0] != table[:, 1]).all()
 
 
+def test_one_rank_zero0_skips_the_gradient_all_reduce_and_trains_the_same(tmp_path):
+    """One rank has nothing to average: the engine skips DeepSpeed's flatten / all-reduce /
+    copy-back of every gradient, and the losses stay bit-identical (with accumulation)."""
+    from rlhf_dist.trainers.dpo import DPOTrainer
+
+    class WithAllReduce(DPOTrainer):
+        def build_engines(self):
+            policy = super().build_engines()
+            policy.ds.enable_backward_allreduce = True
+            return policy
+
+    args = ("train.max_steps=4", "deepspeed.zero_stage=0", "train.train_batch_size=8",
+            "train.micro_batch_size=4")
+    skipped = _fit_in_process(DPOTrainer, "dpo", tmp_path / "skip", *args)
+    reduced = _fit_in_process(WithAllReduce, "dpo", tmp_path / "reduce", *args)
+    assert not skipped.engine.ds.enable_backward_allreduce
+    losses = [[r["train/loss"] for r in read_metrics(t.out) if "train/loss" in r]
+              for t in (skipped, reduced)]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
 def test_second_job_in_the_same_process_runs(sft_trainer):
     rows = read_metrics(sft_trainer.out)
     assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
