@@ -3,7 +3,9 @@
     .venv/bin/python bench/profile_dpo.py --threads 1              # sections + variants
     .venv/bin/python bench/profile_dpo.py --torch-profile          # + top torch ops
 
-A prototype for the speed proposals in bench/RESULTS.md; it changes nothing in the package.
+The prototype behind the DPO speed levers now in the package (``dpo.layout=shared_prompt``,
+``train.group_by_length``, ``dpo.precompute_ref``; see bench/RESULTS.md); it changes nothing in
+the package and keeps the padded layout as its baseline.
 It builds rlhf_dist's real ``DPOTrainer`` (ZeRO-0, 1 rank, ``bench/train_config.yaml``), takes
 the pairs of its first ``--steps`` optimiser steps, and measures in interleaved rounds (the
 machine's background load hits every variant alike; medians are reported, and tokens per
@@ -190,9 +192,9 @@ def section_step(trainer, micro_batches, clock):
     for batch in micro_batches:
         ref = trainer.reference_logps(batch)
         clock.lap("reference_forward_logps")
-        logits = trainer._logits(trainer.engine, batch)
-        clock.lap("policy_forward")
-        loss, _ = dpo_objective(logits, batch["labels"], ref, trainer.cfg.dpo)
+        policy = trainer.layout.logps(trainer.engine, batch)
+        clock.lap("policy_forward")  # + token log-probs (0.5 % of a step at vocabulary 832)
+        loss, _ = dpo_objective(policy, *trainer.layout.split_rows(ref), trainer.cfg.dpo)
         clock.lap("policy_logps_loss_metrics")
         trainer.engine.backward(loss)
         clock.lap("engine_backward")
@@ -235,13 +237,13 @@ class Plain:
         return batch
 
     def logps(self, model, inputs, layout=None):
+        from rlhf_dist.algo import sequence_logps
         from rlhf_dist.models import causal_lm_logits
-        from rlhf_dist.trainers.dpo import sequence_logps_for
 
         if (layout or self.layout) != "padded":
             return scored_logps(model, inputs, self.cfg.dpo)
         logits = causal_lm_logits(model, inputs["input_ids"], inputs["attention_mask"])
-        return sequence_logps_for(logits, inputs["labels"], self.cfg.dpo)
+        return sequence_logps(logits, inputs["labels"], average=self.cfg.dpo.loss_type == "ipo")
 
     def ref_logps(self, inputs, layout=None):
         import torch
@@ -253,7 +255,9 @@ class Plain:
         import torch
 
         from rlhf_dist.algo import dpo_loss
-        from rlhf_dist.trainers.rm import split_pairs
+        from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
+
+        split_pairs = PAIR_LAYOUTS["padded"].split_rows
 
         self.policy.train()
         for i, inputs in enumerate(micro_inputs):
@@ -278,7 +282,9 @@ def build_trainer(overrides):
 
     out = tempfile.mkdtemp(prefix="profile_dpo_")
     cfg = load_config(str(HERE / "train_config.yaml"),
-                      [f"output_dir={out}", "deepspeed.zero_stage=0", *overrides])
+                      [f"output_dir={out}", "deepspeed.zero_stage=0",
+                       "dpo.layout=padded",  # the baseline the prototypes below started from
+                       *overrides])
     trainer = DPOTrainer(cfg)
     trainer.setup()
     return trainer

@@ -130,6 +130,7 @@ class PPOTrainer:
         timings = self.timer.pop()
         elapsed = sum(timings.values())
         return {**score_metrics, **learn_metrics, **timings,
+                **self.roles.offload_metrics(self.cfg.resources),
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
     def prompt_batch(self) -> Batch:
