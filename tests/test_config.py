@@ -58,6 +58,20 @@ def test_bad_values_name_the_field():
     assert "override 'train.lr'" in _error(["train.lr"])
 
 
+def test_offload_when_idle_is_per_role_and_refuses_what_deepspeed_cannot_move():
+    cfg = load_config(None, ["resources.critic.offload_when_idle=true"])
+    assert cfg.resources.critic.offload_when_idle and not cfg.resources.actor.offload_when_idle
+    param_offload = ["deepspeed.zero_stage=3", "deepspeed.offload_param=true"]
+    msg = _error([*param_offload, "resources.reward.offload_when_idle=true"])
+    assert msg.startswith("resources.reward.offload_when_idle:") and "offload_param" in msg
+    # the actor's own stage has no parameter offload (offload_param needs ZeRO-3)
+    load_config(None, [*param_offload, "deepspeed.role_zero_stage={actor: 2}",
+                       "resources.actor.offload_when_idle=true"])
+    msg = _error(["deepspeed.bf16=true", "resources.actor.offload_when_idle=true"])
+    assert msg.startswith("resources.actor.offload_when_idle:") and "zero_stage>=1" in msg
+    load_config(None, ["deepspeed.bf16=true", "resources.reference.offload_when_idle=true"])
+
+
 def test_missing_config_file():
     assert "does-not-exist.yaml" in _error([], "does-not-exist.yaml")
 

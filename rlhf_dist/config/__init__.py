@@ -70,9 +70,24 @@ class Config:
                      "dpo.layout=padded")
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
+        self._check_idle_offload()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
+
+    def _check_idle_offload(self) -> None:
+        """``resources.<role>.offload_when_idle`` against what DeepSpeed can move."""
+        for role in ("actor", "critic", "reward", "reference"):
+            if not getattr(self.resources, role).offload_when_idle:
+                continue
+            ds, name = self.deepspeed.for_role(role), f"resources.{role}.offload_when_idle"
+            _require(not ds.offload_param, name,
+                     "conflicts with deepspeed.offload_param=true: the parameters already live "
+                     "in CPU memory, and DeepSpeed cannot move the states of such an engine")
+            _require(role not in ("actor", "critic") or ds.zero_stage > 0 or not ds.bf16, name,
+                     f"needs deepspeed.zero_stage>=1 for the trained {role} with "
+                     f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
+                     f"that cannot be moved)")
 
     def resolve(self, dp_size: int) -> "Config":
         """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""

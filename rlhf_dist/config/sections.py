@@ -192,11 +192,15 @@ class DeepSpeedSection:
 
 @dataclass
 class RoleResources:
-    """Devices of one Ray role: ``num_nodes × devices_per_node`` ranks (CPU processes on CPU)."""
+    """Devices of one Ray role: ``num_nodes × devices_per_node`` ranks (CPU processes on CPU).
+    ``offload_when_idle``: the role's weights, gradients and optimizer states wait in CPU
+    memory between its calls (reloaded before each call, offloaded after), leaving the device
+    to colocated roles."""
 
     num_nodes: int = 1
     devices_per_node: int = 1
     cpus_per_worker: float = 1.0
+    offload_when_idle: bool = False
 
     @property
     def world_size(self) -> int:

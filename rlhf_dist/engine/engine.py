@@ -12,6 +12,8 @@ from torch import nn
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
+from rlhf_dist.engine.offload import (TensorHomes, deepspeed_include, empty_device_cache,
+                                      left_on_device)
 from rlhf_dist.engine.schedule import lr_multiplier
 
 ENGINE_TAG = "engine"
@@ -46,6 +48,8 @@ class ModelEngine:
         self.ds = ds_engine
         self.ds_config = ds_config
         self._hf_keep_alive = hf_keep_alive
+        self.offloaded = False  # see offload()
+        self._homes = TensorHomes()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -88,6 +92,7 @@ class ModelEngine:
         return int(self.ds_config["zero_optimization"]["stage"])
 
     def __call__(self, *args, **kwargs):
+        self._require_loaded("forward")
         return self.ds(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -96,6 +101,7 @@ class ModelEngine:
     def step(self) -> None:
         """Call after every micro-batch; DeepSpeed steps the optimizer on accumulation
         boundaries only (and scales gradients by 1/accumulation in ``backward``)."""
+        self._require_loaded("step")
         self.ds.step()
 
     @property
@@ -111,6 +117,37 @@ class ModelEngine:
 
     def eval(self) -> None:
         self.ds.eval()
+
+    # ------------------------------------------------------------------ idle offload
+    def offload(self) -> None:
+        """Move every state this rank holds on its device (weights, gradients, optimizer
+        states, buffers) to CPU memory; a no-op when already offloaded.  DeepSpeed's own
+        ``offload_states`` where it can (trained, ZeRO 1–3), tensor by tensor for the rest
+        (``engine/offload.py``).  :meth:`reload` must come before the next forward or step."""
+        if self.offloaded:
+            return
+        self.ds.empty_partition_cache()  # ZeRO-3: drop gathered full parameters first
+        include = deepspeed_include(self.ds)
+        if include is not None:
+            self.ds.offload_states(include=include, pin_memory=True)
+        moved = set(getattr(self.ds.optimizer, "offloaded_states", ()))
+        self._homes.offload(left_on_device(self.ds, moved))
+        empty_device_cache()
+        self.offloaded = True
+
+    def reload(self) -> None:
+        """Undo :meth:`offload` (each state back on the device it came from); a no-op when
+        not offloaded."""
+        if not self.offloaded:
+            return
+        if deepspeed_include(self.ds) is not None:
+            self.ds.reload_states()
+        self._homes.reload()
+        self.offloaded = False
+
+    def _require_loaded(self, what: str) -> None:
+        if self.offloaded:
+            raise RuntimeError(f"{what} on an offloaded engine: call reload() first")
 
     # ------------------------------------------------------------------ state
     def save(self, directory: Path) -> None:

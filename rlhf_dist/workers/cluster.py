@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from rlhf_dist.config import Config, RoleResources
+from rlhf_dist.config import Config, ResourcesConfig, RoleResources
 from rlhf_dist.workers.group import make_placement
 from rlhf_dist.workers.groups import ActorGroup, CriticGroup, ReferenceGroup, RewardGroup
 from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
@@ -63,6 +63,15 @@ class Roles:
         for pg in self.placement_groups:
             remove_placement_group(pg)
         self.placement_groups = []
+
+    def offload_metrics(self, res: ResourcesConfig) -> Dict[str, float]:
+        """``perf/<role>_offload_s`` (seconds spent offloading and reloading since the last
+        call) and ``perf/<role>_offloaded`` of the roles with ``offload_when_idle``."""
+        metrics: Dict[str, float] = {}
+        for group in self.all():
+            if getattr(res, group.role).offload_when_idle:
+                metrics.update(group.offload_stats())
+        return metrics
 
     def placement_metrics(self) -> Dict[str, float]:
         """``placement/<role>_nodes``: on how many Ray nodes each created group's ranks run

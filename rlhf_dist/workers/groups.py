@@ -33,6 +33,10 @@ class _ModelGroup(WorkerGroup):
         """CRC32 of the full weights (``roles.state_checksum``), from rank 0."""
         return self._broadcast(lambda w: w.state_checksum.remote())[0]
 
+    def offload_stats(self) -> Dict[str, float]:
+        """Idle offload (``roles._ModelWorker.offload_stats``), the mean over ranks."""
+        return mean_rows(self._broadcast(lambda w: w.offload_stats.remote()))
+
 
 class ActorGroup(_ModelGroup):
     def build(self, train: TrainConfig, total_steps: int) -> None:

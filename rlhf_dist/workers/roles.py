@@ -6,6 +6,9 @@ token t+1 (the critic's value at t is the value of the state that emits token t+
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import time
 import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Tuple
@@ -63,20 +66,70 @@ def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
     return run
 
 
-class _ModelWorker(DistributedWorker):
-    """Shared by the roles: the engine, checkpointing, and export."""
+def uses_engine(method):
+    """A role method that needs its engine on the device: with the role's
+    ``resources.<role>.offload_when_idle`` the engine is reloaded before and offloaded after
+    (:meth:`_ModelWorker.engine_in_use`), so between calls it holds nothing on the device."""
 
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self.engine_in_use():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+class _ModelWorker(DistributedWorker):
+    """Shared by the roles: the engine, idle offload, checkpointing, and export."""
+
+    role: str  # the key of the role's section in ``resources``
     engine: ModelEngine
 
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self._depth = 0          # nesting of engine_in_use (generate calls logprobs)
+        self._offload_s = 0.0    # seconds spent offloading/reloading since offload_stats()
+
+    @contextlib.contextmanager
+    def engine_in_use(self):
+        """The outermost use reloads the engine (once built) and offloads it after."""
+        idle_offload = self._depth == 0 and getattr(self.cfg.resources,
+                                                    self.role).offload_when_idle
+        if idle_offload and hasattr(self, "engine"):
+            self._timed(self.engine.reload)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if idle_offload and hasattr(self, "engine"):  # not after a failed build()
+                self._timed(self.engine.offload)
+
+    def _timed(self, move: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        move()
+        self._offload_s += time.perf_counter() - started
+
+    def offload_stats(self) -> Metrics:
+        """``perf/<role>_offload_s``: seconds this rank spent offloading and reloading since
+        the last call; ``perf/<role>_offloaded``: 1 if its engine is in CPU memory now."""
+        seconds, self._offload_s = self._offload_s, 0.0
+        return {f"perf/{self.role}_offload_s": seconds,
+                f"perf/{self.role}_offloaded": float(self.engine.offloaded)}
+
+    @uses_engine
     def save(self, directory: str) -> None:
         self.engine.save(Path(directory))
 
+    @uses_engine
     def load(self, directory: str) -> None:
         self.engine.load(Path(directory))
 
+    @uses_engine
     def export_hf(self, directory: str) -> None:
         self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0)
 
+    @uses_engine
     def state_checksum(self) -> float:
         """Collective under ZeRO-3 (shards gathered): :func:`state_checksum` of the full
         state dict, on rank 0 (NaN elsewhere).  Frozen models must keep it bit for bit."""
@@ -87,6 +140,9 @@ class _ModelWorker(DistributedWorker):
 class ActorWorker(_ModelWorker):
     """Policy: generation, log-probs, PPO update, DPO update."""
 
+    role = "actor"
+
+    @uses_engine
     def build(self, train: TrainConfig, total_steps: int) -> None:
         from rlhf_dist.models import load_causal_lm
         from rlhf_dist.rollout import RolloutEngine
@@ -98,6 +154,7 @@ class ActorWorker(_ModelWorker):
                                           self.world_size, total_steps)
         self.rollout = RolloutEngine(self.engine.module, self.tokenizer(), cfg.rollout)
 
+    @uses_engine
     @torch.no_grad()
     def generate(self, prompts: Batch, seed: int) -> Batch:
         self.engine.eval()
@@ -106,6 +163,7 @@ class ActorWorker(_ModelWorker):
                                                generator_seed=seed + self.rank)
         return experience.with_(old_logprobs=self.logprobs(experience)["logprobs"])
 
+    @uses_engine
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
         from rlhf_dist.rollout import action_logprobs
@@ -132,10 +190,12 @@ class ActorWorker(_ModelWorker):
                         "actor/entropy": float(entropy.detach())})
         return loss, metrics
 
+    @uses_engine
     def ppo_update(self, minibatch: Batch) -> Metrics:
         return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
                                 self._policy_loss)
 
+    @uses_engine
     def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
         """One DPO optimiser step over this rank's micro-batches (reference log-probs
         included as ``ref_logps``): the launcher trainer's loss, unchanged."""
@@ -150,6 +210,9 @@ class ActorWorker(_ModelWorker):
 class ReferenceWorker(_ModelWorker):
     """Frozen copy of the initial policy: log-probs only."""
 
+    role = "reference"
+
+    @uses_engine
     def build(self) -> None:
         from rlhf_dist.models import load_causal_lm
 
@@ -161,6 +224,7 @@ class ReferenceWorker(_ModelWorker):
         self.engine = ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
                                          cfg.train.micro_batch_size, self.world_size)
 
+    @uses_engine
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
         from rlhf_dist.rollout import action_logprobs, sampling_temperature
@@ -171,6 +235,7 @@ class ReferenceWorker(_ModelWorker):
             batch, self.cfg.train.micro_batch_size,
             lambda m: action_logprobs(self.engine, m, temperature))})
 
+    @uses_engine
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Batch:
         """DPO: per-response log-probs of a preference batch, rows of its layout."""
@@ -193,6 +258,9 @@ def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:
 class RewardWorker(_ModelWorker):
     """Frozen reward model: one score per sequence, optionally normalised by its saved stats."""
 
+    role = "reward"
+
+    @uses_engine
     def build(self) -> None:
         from rlhf_dist.models import load_scalar_model
 
@@ -202,6 +270,7 @@ class RewardWorker(_ModelWorker):
         self.engine = ModelEngine.frozen(build, self.cfg.deepspeed.for_role("reward"),
                                          self.cfg.train.micro_batch_size, self.world_size)
 
+    @uses_engine
     @torch.no_grad()
     def score(self, batch: Batch) -> Batch:
         from rlhf_dist.models import last_token_index
@@ -223,6 +292,9 @@ class RewardWorker(_ModelWorker):
 class CriticWorker(_ModelWorker):
     """Value network: per-token values and the clipped value-loss update."""
 
+    role = "critic"
+
+    @uses_engine
     def build(self, train: TrainConfig, total_steps: int) -> None:
         from rlhf_dist.models import load_scalar_model
 
@@ -236,6 +308,7 @@ class CriticWorker(_ModelWorker):
     def _values(self, batch: Batch) -> torch.Tensor:
         return self.engine(batch["sequences"], batch["attention_mask"])[:, :-1]
 
+    @uses_engine
     @torch.no_grad()
     def values(self, batch: Batch) -> Batch:
         self.engine.eval()
@@ -250,6 +323,7 @@ class CriticWorker(_ModelWorker):
         metrics["critic/value_loss"] = float(loss.detach())
         return loss, metrics
 
+    @uses_engine
     def value_update(self, minibatch: Batch) -> Metrics:
         return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
                                 self._value_loss)
