@@ -59,6 +59,14 @@ def dpo_batch_loss(model, batch, ref_rows: torch.Tensor,
     return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo)
 
 
+def dpo_eval_sums(model, batch, ref_rows: torch.Tensor, dpo: DPOConfig) -> Dict[str, float]:
+    """A batch's DPO metrics times its pairs, plus ``count`` (pairs): summed over batches and
+    ranks, then divided by the count — the eval of the launcher and of the Ray actor."""
+    _, metrics = dpo_batch_loss(model, batch, ref_rows, dpo)
+    n = float(PAIR_LAYOUTS[dpo.layout].num_pairs(batch))
+    return {**{k: v * n for k, v in metrics.items()}, "count": n}
+
+
 class DPOTrainer(LauncherTrainer):
     job = "dpo"
 
@@ -168,9 +176,7 @@ class DPOTrainer(LauncherTrainer):
         return dpo_batch_loss(self.engine, batch, self.reference_logps(batch), self.cfg.dpo)
 
     def eval_sums(self, batch):
-        _, metrics = self.micro_batch_loss(batch)
-        n = float(self.layout.num_pairs(batch))
-        return {**{k: v * n for k, v in metrics.items()}, "count": n}
+        return dpo_eval_sums(self.engine, batch, self.reference_logps(batch), self.cfg.dpo)
 
 
 def run(cfg: Config):

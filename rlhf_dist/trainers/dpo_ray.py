@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from rlhf_dist.config import Config, save_config, to_dict
+from rlhf_dist.config import Config, ConfigError, save_config, to_dict
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.utils import CheckpointDir, Tracker, progress, seed_everything
@@ -21,6 +21,13 @@ class RayDPOTrainer:
     def __init__(self, cfg: Config):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.world = cfg.resources.actor.world_size
+        reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
+            else cfg.resources.reference
+        if reference.world_size != self.world:
+            # rank r of the reference scores the micro-batches of actor rank r
+            raise ConfigError(
+                f"resources.reference: {reference.world_size} ranks, DPO on Ray needs as many "
+                f"as resources.actor ({self.world})")
         cfg.resolve(self.world)
         self.accum = cfg.train.gradient_accumulation_steps
 
@@ -32,8 +39,8 @@ class RayDPOTrainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        self.train_set, _, self.collate = preference_datasets(cfg.data, self.tokenizer,
-                                                              cfg.dpo.layout)
+        self.train_set, self.eval_set, self.collate = preference_datasets(
+            cfg.data, self.tokenizer, cfg.dpo.layout)
         self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
                                                  cfg.train.micro_batch_size, self.accum,
                                                  cfg.train.group_by_length)
@@ -64,15 +71,13 @@ class RayDPOTrainer:
                            enabled=self.cfg.logging.progress_bar)
             bar.update(self.step)
             while self.step < self.total_steps:
-                per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
-                metrics = {f"train/{k}": v for k, v in
-                           self.roles.actor.dpo_update(per_rank).items()}
+                metrics = self.train_step()
                 self.step += 1
                 bar.update(1)
                 self.tracker.log(metrics, self.step)
-                if self.cfg.checkpoint.save_every and self.step < self.total_steps and \
-                        self.step % self.cfg.checkpoint.save_every == 0:
-                    self.save_checkpoint()  # the last step's is saved below
+                self.on_schedule()
+            if self.eval_set is not None:
+                self.tracker.log(self.evaluate(), self.step)
             self.save_checkpoint()
             if self.cfg.checkpoint.export_hf:
                 self.roles.actor.export_hf(str(self.out / "model"))
@@ -90,6 +95,31 @@ class RayDPOTrainer:
             self.shutdown()
         return metrics
 
+    def train_step(self) -> Dict[str, float]:
+        per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
+        metrics = {f"train/{k}": v for k, v in self.roles.actor.dpo_update(per_rank).items()}
+        return {**metrics, **self.roles.offload_metrics(self.cfg.resources)}
+
+    def on_schedule(self) -> None:
+        """Eval and checkpoint every k steps; the last step's are ``fit``'s."""
+        train, save_every = self.cfg.train, self.cfg.checkpoint.save_every
+        if self.step >= self.total_steps:
+            return
+        if self.eval_set is not None and train.eval_every and self.step % train.eval_every == 0:
+            self.tracker.log(self.evaluate(), self.step)
+        if save_every and self.step % save_every == 0:
+            self.save_checkpoint()
+
+    def evaluate(self) -> Dict[str, float]:
+        """The launcher DPO's eval: the same rank shares of the eval split, the same sums."""
+        order = B.epoch_order(len(self.eval_set), 0, 0, shuffle=False)
+        per_rank = [[Batch.from_dict(b) for b in B.iterate(
+            self.eval_set, B.rank_micro_batches(order, rank, self.world,
+                                                self.cfg.train.eval_batch_size, drop_last=False),
+            self.collate)] for rank in range(self.world)]
+        per_rank = self.roles.reference.sequence_logps(per_rank)
+        return {f"eval/{k}": v for k, v in self.roles.actor.dpo_eval(per_rank).items()}
+
     def step_micro_batches(self) -> List[List[Batch]]:
         """Rank r's micro-batches of this step, exactly as the launcher trainer's rank r."""
         return [[Batch.from_dict(b) for b in
@@ -98,8 +128,7 @@ class RayDPOTrainer:
                 for rank in range(self.world)]
 
     def save_checkpoint(self) -> None:
-        staging = self.ckpt.staging(self.step)
-        self.roles.actor.save(str(staging / "actor"))
+        self.roles.save_trained(self.ckpt.staging(self.step))
         self.ckpt.commit(self.step, {"global_step": self.step, "config": to_dict(self.cfg)})
 
     def resume(self) -> None:
@@ -107,7 +136,7 @@ class RayDPOTrainer:
         path = self.ckpt.resolve(self.cfg.checkpoint.resume)
         if path is None:
             return
-        self.roles.actor.load(str(path / "actor"))
+        self.roles.load_trained(path)
         self.step = int(self.ckpt.load_state(path)["global_step"])
         log.info("resumed Ray DPO from %s at step %d", path, self.step)
 

@@ -198,10 +198,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ state
     def save_checkpoint(self) -> None:
-        staging = self.ckpt.staging(self.iteration)
-        self.roles.actor.save(str(staging / "actor"))
-        if self.roles.critic:
-            self.roles.critic.save(str(staging / "critic"))
+        self.roles.save_trained(self.ckpt.staging(self.iteration))
         self.ckpt.commit(self.iteration, {"iteration": self.iteration,
                                           "scorer": self.scorer.state_dict(),
                                           "config": to_dict(self.cfg)})
@@ -212,9 +209,7 @@ class PPOTrainer:
         if path is None:
             return
         state = self.ckpt.load_state(path)
-        self.roles.actor.load(str(path / "actor"))
-        if self.roles.critic:
-            self.roles.critic.load(str(path / "critic"))
+        self.roles.load_trained(path)
         self.scorer.load_state_dict(state["scorer"])
         self.iteration = int(state["iteration"])
         log.info("resumed PPO from %s at iteration %d", path, self.iteration)

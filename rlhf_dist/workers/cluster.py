@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import ray
@@ -63,6 +64,18 @@ class Roles:
         for pg in self.placement_groups:
             remove_placement_group(pg)
         self.placement_groups = []
+
+    def trained(self):
+        """The groups a checkpoint holds: the actor and, when there is one, the critic."""
+        return [g for g in (self.actor, self.critic) if g]
+
+    def save_trained(self, directory: Path) -> None:
+        for group in self.trained():
+            group.save(str(directory / group.role))
+
+    def load_trained(self, directory: Path) -> None:
+        for group in self.trained():
+            group.load(str(directory / group.role))
 
     def offload_metrics(self, res: ResourcesConfig) -> Dict[str, float]:
         """``perf/<role>_offload_s`` (seconds spent offloading and reloading since the last

@@ -64,6 +64,14 @@ class ActorGroup(_ModelGroup):
                                           for w, micro in zip(self.workers, per_rank)]))
 
 
+    def dpo_eval(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
+        """DPO eval metrics over every rank's micro-batches: summed, divided by the pairs."""
+        rows = self._get([w.dpo_eval.remote(micro) for w, micro in zip(self.workers, per_rank)])
+        totals = {key: sum(row.get(key, 0.0) for row in rows) for key in rows[0]}
+        count = max(totals.pop("count", 0.0), 1.0)
+        return {key: value / count for key, value in totals.items()}
+
+
 class ReferenceGroup(_ModelGroup):
     def build(self) -> None:
         self._broadcast(lambda w: w.build.remote())

@@ -206,6 +206,21 @@ class ActorWorker(_ModelWorker):
 
         return update_minibatch(self.engine, micro_batches, loss_fn)
 
+    @uses_engine
+    @torch.no_grad()
+    def dpo_eval(self, micro_batches: List[Batch]) -> Metrics:
+        """Sums of the DPO eval metrics over this rank's micro-batches (``dpo_eval_sums``)."""
+        from rlhf_dist.trainers.dpo import dpo_eval_sums
+
+        self.engine.eval()
+        sums: Metrics = {}
+        for micro in micro_batches:
+            for key, value in dpo_eval_sums(self.engine, micro, micro["ref_logps"],
+                                            self.cfg.dpo).items():
+                sums[key] = sums.get(key, 0.0) + value
+        self.engine.train()
+        return sums
+
 
 class ReferenceWorker(_ModelWorker):
     """Frozen copy of the initial policy: log-probs only."""

@@ -4,7 +4,8 @@ model and ZeRO-3:
 
 * placement: the actor's and the reference's 2 ranks each run on both nodes, and the job
   still trains (loss falls, the policy moved, the reference did not);
-* equivalence: the two modes log the same losses, step by step, and export the same policy.
+* equivalence: the two modes log the same losses and eval metrics, step by step, and export
+  the same policy.
 
 Token authentication: this machine has ``~/.ray/auth_token``.  The cluster here is started by
 ``ray.cluster_utils`` in the test process and the CLI driver joins it with the same
@@ -22,11 +23,12 @@ pytestmark = pytest.mark.slow
 
 STEPS = 4
 COMPARED = ("train/loss", "train/dpo_loss", "train/reward_margin", "train/chosen_logp")
+EVAL_COMPARED = ("eval/loss", "eval/reward_accuracy", "eval/reward_margin")
 
 
 def dpo_overrides(model_dir) -> tuple:
     return (f"model.name_or_path={model_dir}", "deepspeed.zero_stage=3",
-            f"train.max_steps={STEPS}", "train.eval_every=0")
+            f"train.max_steps={STEPS}", "train.eval_every=2")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,12 @@ def test_dpo_on_ray_matches_launcher_dpo(ray_dpo_run, launcher_dpo_run):
         ray_values = ray_dpo_run.by_step(key)
         launcher_values = launcher_dpo_run.by_step(key)
         assert sorted(ray_values) == list(range(1, STEPS + 1))
+        for step in ray_values:
+            assert ray_values[step] == pytest.approx(launcher_values[step], abs=1e-5), (key, step)
+    for key in EVAL_COMPARED:  # every 2 steps and at the end, on the eval split
+        ray_values = ray_dpo_run.by_step(key)
+        launcher_values = launcher_dpo_run.by_step(key)
+        assert sorted(ray_values) == sorted(launcher_values) == [2, STEPS], key
         for step in ray_values:
             assert ray_values[step] == pytest.approx(launcher_values[step], abs=1e-5), (key, step)
     diffs = max_abs_diff(load_tensors(ray_dpo_run.out / "model"),
