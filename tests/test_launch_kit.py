@@ -126,6 +126,7 @@ def test_config_loads_and_resolves_for_its_dp_size(path):
         assert cfg.train.micro_batch_size * accum * dp == cfg.train.train_batch_size
         if is_ray_mode(path, cfg):
             assert cfg.resources.actor.world_size == dp, "dp header != actor ranks"
+        if "ppo" in path.name:  # rollout sizes (a DPO config on Ray has no rollout)
             resolve_ppo_sizes(cfg)
 
 
