@@ -23,17 +23,18 @@ def train_table(rows):
     for r in rows:
         if r.get("bench") == "train" and "error" not in r:
             key = (r["impl"], r["job"], r["zero"], r["ranks"],
-                   bool(r.get("precompute_ref_log_probs")))
+                   bool(r.get("precompute_ref_log_probs")), r.get("variant", "default"))
             groups[key].append(r)
     out = ["| impl | job | ZeRO | ranks | runs | tokens/s (step) | tokens/s (median step) | "
            "tokens/CPU-s | peak RSS MiB / rank | params MiB / rank | optimizer MiB / rank "
            "(states + fp32 master) | reference MiB / rank |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (impl, job, zero, ranks, pre), recs in groups.items():
+    for (impl, job, zero, ranks, pre, variant), recs in groups.items():
         med = lambda k: statistics.median(r[k] for r in recs if k in r) \
             if any(k in r for r in recs) else None  # noqa: E731
         first = recs[0]
-        name = impl + (" (precompute_ref_log_probs)" if pre else "")
+        name = impl + (" (precompute_ref_log_probs)" if pre else "") + \
+            ("" if variant == "default" else f", {variant}")
         optim = ("–" if "optim_mb_per_rank" not in first else
                  f"{fmt(first['optim_mb_per_rank'], 1)} "
                  f"({fmt(first['optim_state_mb_per_rank'], 1)} + "
