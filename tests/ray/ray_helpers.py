@@ -9,92 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, Optional
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs" / "tiny"
-LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                 "MASTER_PORT", "RAY_ADDRESS")
+from jobs import CONFIGS, REPO, Run, free_port, run  # noqa: F401  (CONFIGS: for the tests)
+
 QUIET = ("logging.backend=none", "logging.progress_bar=false")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def job_env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "RAY_USAGE_STATS_ENABLED": "0"})
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Run:
-    """A finished job: exit code, console output, output directory, wall seconds."""
-
-    returncode: int
-    log: str
-    out: Path
-    seconds: float
-
-    def check(self) -> "Run":
-        assert self.returncode == 0, f"job failed ({self.returncode}):\n{self.log[-8000:]}"
-        return self
-
-    @property
-    def metrics(self) -> List[dict]:
-        from rlhf_dist.utils.tracking import read_metrics
-
-        return read_metrics(self.out)
-
-    def series(self, key: str) -> List[float]:
-        """``key`` of every row that has it, in logged order."""
-        return [row[key] for row in self.metrics if key in row]
-
-    def by_step(self, key: str) -> Dict[int, float]:
-        return {row["step"]: row[key] for row in self.metrics if key in row}
-
-    def last(self, key: str) -> float:
-        return self.series(key)[-1]
-
-
-def run(cmd: Sequence[str], out: Path, timeout: float = 400,
-        env: Optional[Dict[str, str]] = None) -> Run:
-    """Run ``cmd`` in its own process group; on timeout the whole group is killed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    proc = subprocess.Popen(list(map(str, cmd)), cwd=REPO, env=env or job_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        log += f"\n[test] killed after {timeout:.0f}s"
-    return Run(proc.returncode, log, out, time.monotonic() - started)
 
 
 def cli(job: str, config: str, out: Path, *overrides: str, timeout: float = 400,
         env: Optional[Dict[str, str]] = None) -> Run:
     """``python -m rlhf_dist.cli JOB -c configs/tiny/CONFIG.yaml output_dir=OUT …``."""
     return run([sys.executable, "-m", "rlhf_dist.cli", job, "-c", CONFIGS / f"{config}.yaml",
-                f"output_dir={out}", *QUIET, *overrides], out, timeout, env)
+                f"output_dir={out}", *QUIET, *overrides], out, timeout, env, cwd=REPO)
 
 
 def launcher(job: str, config: str, out: Path, *overrides: str, nprocs: int = 2,
@@ -103,7 +33,7 @@ def launcher(job: str, config: str, out: Path, *overrides: str, nprocs: int = 2,
     return run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
                 "--master_port", str(free_port()), "--module", "rlhf_dist.cli", job,
                 "-c", CONFIGS / f"{config}.yaml", f"output_dir={out}", *QUIET, *overrides],
-               out, timeout)
+               out, timeout, cwd=REPO)
 
 
 # --------------------------------------------------------------------------- model files

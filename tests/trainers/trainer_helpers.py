@@ -7,22 +7,14 @@ process, W&B is offline, one OpenMP thread per rank (2 ranks on a 2-core machine
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs" / "tiny"
-LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                 "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE", "GROUP_RANK",
-                 "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+from jobs import (CONFIGS, REPO, Run, finish, free_port, job_env, read_metrics,  # noqa: F401
+                  run, start)
+
 QUIET = ("logging.progress_bar=false",)
 
 # The shared 2-rank runs (conftest.launcher_run): each job as its tiny config has it, shortened
@@ -34,64 +26,6 @@ JOB_OVERRIDES = {
     "dpo": ("train.eval_every=14",),
 }
 WANDB_RUN = ("sft", 3)  # the one run that logs to (offline) W&B; the others use backend none
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def job_env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Run:
-    """A finished job: exit code, its console output, its output directory, wall seconds."""
-
-    returncode: int
-    log: str
-    out: Path
-    seconds: float
-
-    def check(self) -> "Run":
-        assert self.returncode == 0, f"job failed ({self.returncode}):\n{self.log[-6000:]}"
-        return self
-
-    @property
-    def metrics(self) -> List[dict]:
-        return read_metrics(self.out)
-
-
-def start(cmd: Sequence[str], out: Path, env: Dict[str, str]) -> subprocess.Popen:
-    """Start a job in its own process group (so a timeout can stop the ranks it spawned)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(list(map(str, cmd)), cwd=out.parent, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, out: Path, started: float, timeout: float) -> Run:
-    """Wait for a job from :func:`start`; on timeout kill its process group and say so."""
-    try:
-        log, _ = proc.communicate(timeout=max(timeout - (time.monotonic() - started), 1))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        log += f"\n[test] killed after {timeout:.0f}s (a stale torch_extensions lock hangs " \
-               f"DeepSpeed's JIT op load forever: look for FileBaton.wait)"
-    return Run(proc.returncode, log, out, time.monotonic() - started)
-
-
-def _run(cmd: Sequence[str], out: Path, env: Dict[str, str], timeout: float) -> Run:
-    started = time.monotonic()
-    return finish(start(cmd, out, env), out, started, timeout)
 
 
 def cli_args(job: str, out: Path, overrides: Sequence[str]) -> List[str]:
@@ -106,25 +40,20 @@ def launch(job: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
                "--master_port", str(free_port()), "--module", "rlhf_dist.cli",
                *cli_args(job, out, overrides)]
-        run = _run(cmd, out, env or job_env(), timeout)
-        if run.returncode == 0 or "address already in use" not in run.log.lower() or attempt:
-            return run
-    return run
+        done = run(cmd, out, timeout, env)
+        if done.returncode == 0 or "address already in use" not in done.log.lower() or attempt:
+            return done
+    return done
 
 
 def cli(job: str, out: Path, *overrides: str, timeout: float = 300,
         env: Dict[str, str] = None) -> Run:
     """One process, no launcher: ``python -m rlhf_dist.cli JOB …``."""
-    return _run([sys.executable, "-m", "rlhf_dist.cli", *cli_args(job, out, overrides)], out,
-                env or job_env(), timeout)
+    return run([sys.executable, "-m", "rlhf_dist.cli", *cli_args(job, out, overrides)], out,
+               timeout, env)
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_metrics(out: Path) -> List[dict]:
-    path = Path(out) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def series(rows: List[dict], key: str) -> Dict[int, float]:

@@ -1,0 +1,100 @@
+"""Run real jobs in clean subprocesses and hold what they left: shared by the launcher-trainer
+tests (tests/trainers/trainer_helpers.py) and the Ray tests (tests/ray/ray_helpers.py).
+
+A job runs in its own process group (a timeout kills the ranks or Ray workers it spawned), with
+no launcher or Ray-address variables leaking in from the test process, W&B offline, no hub, one
+OpenMP thread per process (2 ranks on a 2-core machine).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "tiny"
+LEAKING_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE", "GROUP_RANK",
+                "ROLE_RANK", "TORCHELASTIC_RUN_ID", "RAY_ADDRESS")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def job_env(**extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in LEAKING_VARS}
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
+                "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "RAY_USAGE_STATS_ENABLED": "0"})
+    env.update(extra)
+    return env
+
+
+def read_metrics(out: Path) -> List[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Run:
+    """A finished job: exit code, console output, output directory, wall seconds."""
+
+    returncode: int
+    log: str
+    out: Path
+    seconds: float
+
+    def check(self) -> "Run":
+        assert self.returncode == 0, f"job failed ({self.returncode}):\n{self.log[-8000:]}"
+        return self
+
+    @property
+    def metrics(self) -> List[dict]:
+        return read_metrics(self.out)
+
+    def series(self, key: str) -> List[float]:
+        """``key`` of every row that has it, in logged order."""
+        return [row[key] for row in self.metrics if key in row]
+
+    def by_step(self, key: str) -> Dict[int, float]:
+        return {row["step"]: row[key] for row in self.metrics if key in row}
+
+    def last(self, key: str) -> float:
+        return self.series(key)[-1]
+
+
+def start(cmd: Sequence[str], out: Path, env: Optional[Dict[str, str]] = None,
+          cwd: Optional[Path] = None) -> subprocess.Popen:
+    """Start a job in its own process group (``cwd``: the output's parent by default)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(list(map(str, cmd)), cwd=cwd or out.parent, env=env or job_env(),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, out: Path, started: float, timeout: float) -> Run:
+    """Wait for a job from :func:`start`; on timeout kill its process group and say so."""
+    try:
+        log, _ = proc.communicate(timeout=max(timeout - (time.monotonic() - started), 1))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        log += f"\n[test] killed after {timeout:.0f}s (a stale torch_extensions lock hangs " \
+               f"DeepSpeed's JIT op load forever: look for FileBaton.wait)"
+    return Run(proc.returncode, log, out, time.monotonic() - started)
+
+
+def run(cmd: Sequence[str], out: Path, timeout: float, env: Optional[Dict[str, str]] = None,
+        cwd: Optional[Path] = None) -> Run:
+    started = time.monotonic()
+    return finish(start(cmd, out, env, cwd), out, started, timeout)
