@@ -13,8 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from rlhf_dist.config import (Config, TrainConfig, ppo_roles, resolve_ppo_sizes, save_config,
-                              to_dict)
+from rlhf_dist.config import (Config, ConfigError, TrainConfig, ppo_roles, resolve_ppo_sizes,
+                              save_config, to_dict)
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.utils import CheckpointDir, Timer, Tracker, mean_rows, progress, seed_everything
@@ -49,6 +49,13 @@ class PPOTrainer:
 
     def __init__(self, cfg: Config):
         resolve_ppo_sizes(cfg)  # every size error before Ray starts
+        actor_ranks = cfg.resources.actor.world_size
+        if cfg.rollout.rollout_batch_size % actor_ranks:
+            # each actor rank samples n_samples_per_prompt responses for an equal share of the
+            # prompts (unequal shares would desynchronise ZeRO-3's collective forwards)
+            raise ConfigError(
+                f"rollout.rollout_batch_size: {cfg.rollout.rollout_batch_size} prompts do not "
+                f"split evenly over resources.actor ranks={actor_ranks}")
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
         self.reward_fn = load_reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
@@ -134,14 +141,14 @@ class PPOTrainer:
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
     def prompt_batch(self) -> Batch:
-        """The iteration's prompts; order depends only on (seed, epoch) so resume is exact."""
+        """The iteration's prompts, once each (the actor samples ``n_samples_per_prompt``
+        responses per prompt); order depends only on (seed, epoch) so resume is exact."""
         size = self.cfg.rollout.rollout_batch_size
         per_epoch = len(self.prompts) // size
         epoch, index = divmod(self.iteration, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
         rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
-        return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"]) \
-            .repeat_interleave(self.n_samples)
+        return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"])
 
     def generate(self) -> Batch:
         seed = self.cfg.seed * 1_000_003 + self.iteration
