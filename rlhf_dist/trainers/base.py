@@ -67,7 +67,9 @@ class LauncherTrainer:
         from rlhf_dist.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        self.train_set, self.eval_set, self.collate = self.build_datasets(self.tokenizer)
+        self.train_set, self.eval_set, collate = self.build_datasets(self.tokenizer)
+        device = dist.local_device()  # DeepSpeed takes inputs where the model is
+        self.collate = lambda examples: B.to_device(collate(examples), device)
         self.accum = cfg.train.gradient_accumulation_steps
         self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
                                                  cfg.train.micro_batch_size, self.accum,

@@ -106,6 +106,11 @@ class StepSampler:
         return micro[start:start + self.accumulation]
 
 
+def to_device(batch: dict, device) -> dict:
+    """A collated batch with its tensors on ``device`` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def iterate(dataset, batches: Sequence[List[int]], collate) -> Iterator[dict]:
     for indices in batches:
         yield collate([dataset[i] for i in indices])

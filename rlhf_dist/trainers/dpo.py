@@ -153,7 +153,8 @@ class DPOTrainer(LauncherTrainer):
             batch = self.collate([self.train_set[i] for i in indices])
             chosen, rejected = self.layout.split_rows(reference_rows(self.reference, batch,
                                                                      self.cfg.dpo))
-            table.index_add_(0, torch.tensor(indices), torch.stack([chosen, rejected], 1).double())
+            table.index_add_(0, torch.tensor(indices),
+                             torch.stack([chosen, rejected], 1).double().cpu())
             count.index_add_(0, torch.tensor(indices), torch.ones(len(indices), 1,
                                                                    dtype=torch.float64))
         table = dist.all_reduce_sum_tensor(table) / dist.all_reduce_sum_tensor(count)
@@ -167,7 +168,7 @@ class DPOTrainer(LauncherTrainer):
 
     def _with_reference(self, indices: List[int]) -> dict:
         batch = self.collate([self.train_set[i] for i in indices])
-        rows = self.ref_table[torch.tensor(indices)]
+        rows = self.ref_table[torch.tensor(indices)].to(batch["input_ids"].device)
         batch["ref_rows"] = self.layout.rows(rows[:, 0], rows[:, 1])
         return batch
 

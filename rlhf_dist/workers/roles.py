@@ -74,9 +74,21 @@ def uses_engine(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         with self.engine_in_use():
-            return method(self, *args, **kwargs)
+            return method(self, *map(_on_local_device, args), **kwargs)
 
     return call
+
+
+def _on_local_device(arg):
+    """Batches (and lists of them) arrive on CPU (``protocol``): move them where the engine
+    is.  Results go back through pickling, which returns them to CPU."""
+    from rlhf_dist.engine.dist import local_device
+
+    if isinstance(arg, Batch):
+        return arg.to(local_device())
+    if isinstance(arg, list) and arg and all(isinstance(b, Batch) for b in arg):
+        return [b.to(local_device()) for b in arg]
+    return arg
 
 
 class _ModelWorker(DistributedWorker):

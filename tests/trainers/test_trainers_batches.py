@@ -106,3 +106,10 @@ def test_step_sampler_gives_each_step_its_slice_of_the_epoch_order():
             micro = B.rank_micro_batches(order, rank, 2, 1)
             for k in range(3):
                 assert sampler.micro_batches(3 * epoch + k, rank) == micro[2 * k:2 * k + 2]
+
+
+def test_to_device_moves_tensors_and_keeps_the_rest():
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "prompts": ["a", "b"]}
+    moved = B.to_device(batch, "meta")  # any device other than the CPU the collator used
+    assert moved["input_ids"].device.type == "meta" and moved["input_ids"].shape == (2, 3)
+    assert moved["prompts"] == ["a", "b"] and batch["input_ids"].device.type == "cpu"
