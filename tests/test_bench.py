@@ -67,3 +67,104 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
                                                         abs=1e-3)
     assert rec["optim_state_mb_per_rank"][0] == pytest.approx(2 * rec["param_mb_per_rank"][0],
                                                               abs=2e-3)  # MiB rounded to 1e-3
+
+
+# --------------------------------------------------------------------------- bench/ppo.py
+
+PPO_BENCH = REPO / "bench" / "ppo.py"
+PPO_TINY = ["--hidden", "32", "--layers", "1", "--heads", "2", "--intermediate", "64",
+            "--iterations", "2", "--warmup", "1", "--num-prompts", "40", "--prompts", "4",
+            "--grpo-prompts", "2", "--group-size", "2", "--max-new-tokens", "6",
+            "--mini-batch", "4", "--micro-batch", "2", "--probe-idle", "0.2"]
+PPO_FIELDS = ("case", "estimator", "impl", "iterations", "warmup", "rows_per_iter",
+              "tokens_per_iter", "s_per_iter", "s_per_iter_median", "cpu_s_per_iter",
+              "time_generate_s", "time_score_s", "time_learn_s", "cpu_generate_s",
+              "cpu_score_s", "cpu_learn_s", "samples_per_s", "tokens_per_s",
+              "samples_per_cpu_s", "tokens_per_cpu_s", "cpu_by", "response_length_mean",
+              "score_mean_per_iter")
+
+
+def _ppo_bench_module(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return module
+
+
+def test_ppo_summary_leaves_out_warmup_and_divides_sums():
+    common = _ppo_bench_module("_ppo_common")
+    records = [  # iteration 1 is warm-up
+        {"time_s": 9.0, "cpu_s": 9.0, "rows": 4, "tokens": 40, "time_generate_s": 9.0},
+        {"time_s": 2.0, "cpu_s": 3.0, "rows": 4, "tokens": 40, "time_generate_s": 1.0,
+         "time_score_s": 0.5, "time_learn_s": 0.25, "cpu_learn_s": 1.0,
+         "cpu_by/driver": 1.0, "cpu_by/worker_actor": 2.0},
+        {"time_s": 4.0, "cpu_s": 5.0, "rows": 4, "tokens": 60, "time_generate_s": 3.0,
+         "time_score_s": 0.5, "time_learn_s": 0.25, "cpu_learn_s": 2.0,
+         "cpu_by/driver": 1.0, "cpu_by/worker_actor": 4.0}]
+    out = common.summarize(records, warmup=1)
+    assert out["measured"] == 2 and out["iterations"] == 3
+    assert out["s_per_iter"] == pytest.approx(3.0)
+    assert out["cpu_s_per_iter"] == pytest.approx(4.0)
+    assert out["tokens_per_s"] == pytest.approx(100 / 6.0)
+    assert out["tokens_per_cpu_s"] == pytest.approx(100 / 8.0)
+    assert out["samples_per_s"] == pytest.approx(8 / 6.0)
+    assert out["time_generate_s"] == pytest.approx(2.0)
+    assert out["cpu_learn_s"] == pytest.approx(1.5)
+    assert out["time_other_s"] == pytest.approx(3.0 - 2.0 - 0.5 - 0.25)
+    assert out["cpu_by"] == {"driver": 1.0, "worker_actor": 3.0}
+
+
+def _run_ppo_bench(tmp_path, cases):
+    cmd = [sys.executable, str(PPO_BENCH), "--cases", ",".join(cases), *PPO_TINY,
+           "--out-dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    cases_out = {r["case"]: r for r in lines if r["bench"] == "ppo"}
+    ratios = {r["ratio"]: r for r in lines if r["bench"] == "ppo_ratio"}
+    assert sorted(cases_out) == sorted(cases), done.stdout
+    for rec in cases_out.values():
+        assert "error" not in rec, rec.get("log_tail")
+        if "skipped" in rec:
+            continue
+        for key in PPO_FIELDS:
+            assert key in rec, (rec["case"], key)
+        assert rec["response_length_mean"] == 6.0  # EOS stopping off: every response is full
+        assert rec["tokens_per_s"] > 0 and rec["cpu_s_per_iter"] > 0
+    return cases_out, ratios
+
+
+def test_ppo_bench_one_process_cases_print_json_and_do_the_same_maths(tmp_path):
+    cases, ratios = _run_ppo_bench(tmp_path, ["single", "inproc", "trl_grpo"])
+    single, inproc = cases["single"], cases["inproc"]
+    assert single["rows_per_iter"] == inproc["rows_per_iter"] == 4
+    assert single["tokens_per_iter"] == inproc["tokens_per_iter"]
+    # same prompts, weights and sampling seed: the first rollouts score the same
+    assert inproc["score_mean_per_iter"][0] == pytest.approx(single["score_mean_per_iter"][0],
+                                                             abs=1e-4)
+    assert set(ratios["inproc/single"]) >= {"s_per_iter", "cpu_s_per_iter"}
+    trl = cases["trl_grpo"]
+    if "skipped" not in trl:
+        assert trl["rows_per_iter"] == 2 * 2 and trl["response_length_mean"] == 6.0
+
+
+@pytest.mark.slow
+def test_ppo_bench_ray_cases_match_the_single_process_loop(tmp_path):
+    cases, ratios = _run_ppo_bench(tmp_path, ["ray", "single", "ray_grpo", "single_grpo"])
+    for ray_case, single_case in (("ray", "single"), ("ray_grpo", "single_grpo")):
+        ray_rec, single_rec = cases[ray_case], cases[single_case]
+        assert ray_rec["rows_per_iter"] == single_rec["rows_per_iter"]
+        assert ray_rec["score_mean_per_iter"][0] == pytest.approx(
+            single_rec["score_mean_per_iter"][0], abs=1e-4)
+        # CPU of the whole tree: the driver, every role worker, Ray's own processes
+        assert {"driver", "worker_actor", "worker_reference", "worker_reward"} <= \
+            set(ray_rec["cpu_by"])
+        assert ray_rec["probe"]["call_ms"] > 0 and ray_rec["probe"]["experience_bytes"] > 0
+    assert "worker_critic" in cases["ray"]["cpu_by"]
+    assert cases["ray_grpo"]["rows_per_iter"] == 2 * 2  # prompts x group size, not x group²
+    line = ratios["ray/single"]
+    assert line["target"] == 1.25 and isinstance(line["meets_target_cpu"], bool)
