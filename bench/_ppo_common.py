@@ -38,7 +38,9 @@ def overrides(args, estimator: str, out_dir: str) -> List[str]:
         "train.adam_betas=[0.9, 0.95]", "train.weight_decay=0.0", "train.max_grad_norm=1.0",
         "deepspeed.zero_stage=0",
         f"rollout.rollout_batch_size={prompts}", f"rollout.n_samples_per_prompt={samples}",
-        f"rollout.max_new_tokens={args.max_new_tokens}", "rollout.temperature=1.0",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"rollout.min_new_tokens={args.max_new_tokens}",  # every rollout the same length
+        "rollout.temperature=1.0",
         "rollout.top_p=1.0", "rollout.top_k=0", "rollout.do_sample=true",
         f"ppo.iterations={args.iterations}", f"ppo.ppo_epochs={args.ppo_epochs}",
         f"ppo.mini_batch_size={args.mini_batch}", f"ppo.critic_lr={args.lr}",
@@ -57,29 +59,6 @@ def load_bench_config(args, estimator: str, out_dir: str):
     from rlhf_dist.config import load_config
 
     return load_config(None, overrides(args, estimator, out_dir))
-
-
-def disable_eos_stop() -> None:
-    """Make every rollout run exactly ``max_new_tokens`` steps: HF's ``min_new_tokens`` (EOS
-    logits masked until then) added to :class:`RolloutEngine`'s generation config.
-
-    Benchmark-only patch, applied in every process that generates (the Ray workers get it as
-    their ``worker_process_setup_hook``), so all implementations do the same work.  TRL gets
-    the same ``min_new_tokens`` through ``generation_kwargs``.
-    """
-    from rlhf_dist.rollout.generate import RolloutEngine
-
-    if getattr(RolloutEngine.generation_config, "_bench_no_eos", False):
-        return
-    plain = RolloutEngine.generation_config
-
-    def generation_config(self):
-        config = plain(self)
-        config.min_new_tokens = config.max_new_tokens
-        return config
-
-    generation_config._bench_no_eos = True
-    RolloutEngine.generation_config = generation_config
 
 
 def single_thread() -> None:

@@ -1,8 +1,7 @@
 """Cases ``ray``, ``inproc`` and ``ray_grpo`` of ``bench/ppo.py``: the real PPO driver
 (``rlhf_dist.trainers.ppo.PPOTrainer``), metered per iteration and phase.
 
-* ``ray``: the driver on a local Ray instance, one rank per group, every worker with the
-  benchmark's EOS patch (``worker_process_setup_hook``);
+* ``ray``: the driver on a local Ray instance, one rank per group;
 * after the last iteration (both cases) idle CPU, one reference forward through the group,
   and (Ray) one remote call without work and one experience transfer are priced
   (:func:`probe_calls`).
@@ -112,20 +111,17 @@ def probe_calls(roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: fl
     return out
 
 
-def start_ray_without_eos_stop(cfg) -> None:
-    """Ray as ``workers.cluster.start_ray`` starts it, plus the EOS patch in every worker."""
+def start_local_ray(cfg) -> None:
+    """Ray as ``workers.cluster.start_ray`` starts it (the trainer then joins it)."""
     import ray
-    from ray import cloudpickle
 
     from rlhf_dist.config import ppo_roles
     from rlhf_dist.workers.cluster import _forwarded_env, cpus_needed
 
-    cloudpickle.register_pickle_by_value(C)  # the hook travels by value (bench/ is no package)
     need = cpus_needed(cfg, ppo_roles(cfg))
     ray.init(address="local", num_cpus=max(int(math.ceil(need)), os.cpu_count() or 1),
              include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": _forwarded_env(),
-                          "worker_process_setup_hook": C.disable_eos_stop})
+             runtime_env={"env_vars": _forwarded_env()})
 
 
 class _Done:
@@ -163,10 +159,10 @@ class LocalGroup:
         return _Done(self.worker.values(batch)["values"])
 
     def ppo_update(self, minibatch):
-        return self.worker.ppo_update(minibatch)
+        return _Done(self.worker.ppo_update(minibatch))
 
     def value_update(self, minibatch):
-        return self.worker.value_update(minibatch)
+        return _Done(self.worker.value_update(minibatch))
 
     def save(self, directory: str) -> None:
         self.worker.save(directory)
@@ -211,9 +207,8 @@ def remote_calls_per_iter(cfg) -> int:
 def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
     cfg = C.load_bench_config(args, "group_norm" if case.endswith("_grpo") else "gae", out_dir)
     meter = C.TreeMeter()
-    C.disable_eos_stop()
     if case.startswith("ray"):
-        start_ray_without_eos_stop(cfg)
+        start_local_ray(cfg)
     else:
         use_local_roles()
     trainer = metered_trainer(cfg, meter, args.probe_idle)

@@ -185,7 +185,6 @@ class ReferenceLoop:
 
 
 def run(args, cfg) -> Dict[str, object]:
-    C.disable_eos_stop()
     meter = C.TreeMeter()
     start = time.perf_counter()
     loop = ReferenceLoop(cfg)

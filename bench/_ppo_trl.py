@@ -110,7 +110,7 @@ def run(args, cfg) -> Dict[str, object]:
         steps_per_generation=rows_per_iter // micro, num_generations=group,
         num_iterations=cfg.ppo.ppo_epochs, shuffle_dataset=False,
         max_completion_length=cfg.rollout.max_new_tokens,
-        generation_kwargs={"min_new_tokens": cfg.rollout.max_new_tokens},
+        generation_kwargs={"min_new_tokens": cfg.rollout.min_new_tokens},
         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
         beta=cfg.ppo.kl_coef, epsilon=cfg.ppo.clip_eps, scale_rewards="group",
         learning_rate=cfg.train.lr, lr_scheduler_type="constant", warmup_steps=0,

@@ -21,8 +21,8 @@ Cases (each in its own process, run one after the other):
   reward model through a Python reward function (``bench/_ppo_trl.py``).
 
 Same workload everywhere: the prompts of each iteration, the sampling parameters, generation
-exactly ``--max-new-tokens`` long (EOS masked until then via HF's ``min_new_tokens``, see
-``_ppo_common.disable_eos_stop``), micro-batches, minibatches, epochs and optimiser settings.
+exactly ``--max-new-tokens`` long (``rollout.min_new_tokens`` = max: EOS masked until then),
+micro-batches, minibatches, epochs and optimiser settings.
 1 torch thread per process.  Per iteration: wall seconds split into generate / score / learn,
 and CPU seconds of the case's whole process tree (for Ray: the driver, the role workers and
 Ray's own daemons, read from /proc through psutil) — on a shared 2-core machine CPU seconds

@@ -114,6 +114,11 @@ def resolve_ppo_sizes(cfg: Config) -> None:
              f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
              f" = {n_experience}")
     res = cfg.resources
+    # each actor rank samples n_samples_per_prompt responses for an equal share of the prompts
+    # (unequal shares would desynchronise ZeRO-3's collective forwards)
+    _require(cfg.rollout.rollout_batch_size % res.actor.world_size == 0,
+             "rollout.rollout_batch_size", f"{cfg.rollout.rollout_batch_size} prompts do not "
+             f"split evenly over resources.actor ranks={res.actor.world_size}")
     for role in ppo_roles(cfg):
         world = getattr(res, role).world_size
         _require(n_experience % (world * micro) == 0, f"resources.{role}",

@@ -239,6 +239,7 @@ class RolloutConfig:
     rollout_batch_size: int = 8
     n_samples_per_prompt: int = 1
     max_new_tokens: int = 32
+    min_new_tokens: int = 0  # EOS masked until this many tokens (HF's min_new_tokens)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -249,6 +250,9 @@ class RolloutConfig:
         _positive("rollout.rollout_batch_size", self.rollout_batch_size)
         _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
         _positive("rollout.max_new_tokens", self.max_new_tokens)
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "rollout.min_new_tokens",
+                 f"must be in [0, rollout.max_new_tokens={self.max_new_tokens}], got "
+                 f"{self.min_new_tokens}")
         _positive("rollout.temperature", self.temperature)
         _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _positive("rollout.top_k", self.top_k, allow_zero=True)

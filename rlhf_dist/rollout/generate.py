@@ -139,7 +139,8 @@ class RolloutEngine:
                     if r.do_sample else {})  # top_k=0 disables HF's top-k (its default is 50)
         eos = self.eos_token_ids
         return GenerationConfig(
-            do_sample=r.do_sample, max_new_tokens=r.max_new_tokens, num_beams=1,
+            do_sample=r.do_sample, max_new_tokens=r.max_new_tokens,
+            min_new_tokens=r.min_new_tokens or None, num_beams=1,
             num_return_sequences=1, use_cache=True, pad_token_id=self.pad_token_id,
             eos_token_id=eos[0] if len(eos) == 1 else eos,
             bos_token_id=getattr(self.tokenizer, "bos_token_id", None), **sampling)

@@ -13,8 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from rlhf_dist.config import (Config, ConfigError, TrainConfig, ppo_roles, resolve_ppo_sizes,
-                              save_config, to_dict)
+from rlhf_dist.config import (Config, TrainConfig, ppo_roles, resolve_ppo_sizes, save_config,
+                              to_dict)
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.utils import CheckpointDir, Timer, Tracker, mean_rows, progress, seed_everything
@@ -49,13 +49,6 @@ class PPOTrainer:
 
     def __init__(self, cfg: Config):
         resolve_ppo_sizes(cfg)  # every size error before Ray starts
-        actor_ranks = cfg.resources.actor.world_size
-        if cfg.rollout.rollout_batch_size % actor_ranks:
-            # each actor rank samples n_samples_per_prompt responses for an equal share of the
-            # prompts (unequal shares would desynchronise ZeRO-3's collective forwards)
-            raise ConfigError(
-                f"rollout.rollout_batch_size: {cfg.rollout.rollout_batch_size} prompts do not "
-                f"split evenly over resources.actor ranks={actor_ranks}")
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
         self.reward_fn = load_reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
@@ -193,10 +186,11 @@ class PPOTrainer:
         self.replay.add(experience)
         for minibatch in self.replay.minibatches(ppo.mini_batch_size, ppo.ppo_epochs,
                                                  seed=self.cfg.seed + self.iteration):
-            metrics = self.roles.actor.ppo_update(minibatch)
+            # actor and critic step on their own groups at the same time
+            pending = [self.roles.actor.ppo_update(minibatch)]
             if self.roles.critic:
-                metrics.update(self.roles.critic.value_update(minibatch))
-            rows.append(metrics)
+                pending.append(self.roles.critic.value_update(minibatch))
+            rows.append({k: v for p in pending for k, v in p.result().items()})
         metrics = mean_rows(rows)
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(

@@ -54,9 +54,10 @@ class ActorGroup(_ModelGroup):
         refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
         return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
 
-    def ppo_update(self, minibatch: Batch) -> Dict[str, float]:
-        return mean_rows(self._get(self._scatter_refs(
-            lambda w, c: w.ppo_update.remote(c), minibatch)))
+    def ppo_update(self, minibatch: Batch) -> Pending:
+        """The actor's step on a minibatch; ``result()``: its metrics, the mean over ranks."""
+        return Pending(self, self._scatter_refs(lambda w, c: w.ppo_update.remote(c), minibatch),
+                       mean_rows)
 
     def dpo_update(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
         """``per_rank[r]`` holds rank r's micro-batches of one optimiser step."""
@@ -110,6 +111,7 @@ class CriticGroup(_ModelGroup):
         refs = self._scatter_refs(lambda w, c: w.values.remote(c), batch)
         return Pending(self, refs, lambda parts: Batch.concat(parts)["values"])
 
-    def value_update(self, minibatch: Batch) -> Dict[str, float]:
-        return mean_rows(self._get(self._scatter_refs(
-            lambda w, c: w.value_update.remote(c), minibatch)))
+    def value_update(self, minibatch: Batch) -> Pending:
+        """The critic's step on a minibatch; ``result()``: its metrics, the mean over ranks."""
+        return Pending(self, self._scatter_refs(lambda w, c: w.value_update.remote(c),
+                                                minibatch), mean_rows)

@@ -191,3 +191,18 @@ def test_rank_split_generation_merges_back_to_one_shot_result(make_lm, tok, roll
     restored = Batch.restore_order(merged, sample_perm)
     for key in ("sequences", "attention_mask", "action_mask"):
         assert torch.equal(restored[key], whole[key]), key
+
+
+def test_min_new_tokens_masks_eos_until_then(make_lm, tok, rollout_cfg, prompts, left_pad):
+    ids, mask = left_pad(prompts)
+    model = make_lm(eos_bias=5.0)  # EOS early in most rows without the floor
+    free = RolloutEngine(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
+    floor = RolloutEngine(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12,
+                                                  min_new_tokens=7))
+    P = ids.shape[1]
+    free_lengths = free.generate(ids, mask, generator_seed=3)["attention_mask"][:, P:].sum(-1)
+    out = floor.generate(ids, mask, generator_seed=3)
+    lengths = out["attention_mask"][:, P:].sum(-1)
+    assert int(free_lengths.min()) < 7  # the floor had something to do
+    assert int(lengths.min()) >= 8  # 7 tokens, then EOS allowed
+    assert not (out["sequences"][:, P:P + 7] == tok.eos_token_id).any()
