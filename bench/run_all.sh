@@ -7,7 +7,8 @@
 # 2. the TRL ratio again, DPO ZeRO-0 on 1 rank, 3 interleaved repeats (medians), for each
 #    DPO variant (padded layout, default shared-prompt layout, + group_by_length, + precomputed
 #    reference), plus TRL with precompute_ref_log_probs;
-# 3. bench/profile_dpo.py: where a DPO step's time goes, and prototypes of the speed levers.
+# 3. bench/profile_dpo.py: where a DPO step's time goes, and prototypes of the speed levers;
+# 4. bench/ppo.py: PPO on Ray (4 groups) vs the same maths in one process, GRPO vs TRL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -17,3 +18,4 @@ OUT=${BENCH_OUT:-outputs/bench}
     --variants padded,default,grouped,grouped+precomputed --repeats 3 \
     --out-dir "$OUT/trl_ratio" "$@"
 "$PY" bench/profile_dpo.py --threads 1 --steps 8 --rounds 3 2>/dev/null | grep '^{'
+"$PY" bench/ppo.py --repeats 3
