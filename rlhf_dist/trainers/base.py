@@ -75,10 +75,6 @@ class LauncherTrainer:
                                                  cfg.train.micro_batch_size, self.accum,
                                                  cfg.train.group_by_length)
         self.steps_per_epoch = self.sampler.steps_per_epoch
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"data: {len(self.train_set)} training examples make no full step of "
-                f"train.train_batch_size={cfg.train.train_batch_size}")
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
@@ -170,9 +166,8 @@ class LauncherTrainer:
     @torch.no_grad()
     def evaluate(self) -> Metrics:
         self.engine.eval()
-        order = B.epoch_order(len(self.eval_set), 0, 0, shuffle=False)
-        micro = B.rank_micro_batches(order, self.rank, self.world, self.cfg.train.eval_batch_size,
-                                     drop_last=False)
+        micro = B.eval_micro_batches(len(self.eval_set), self.rank, self.world,
+                                     self.cfg.train.eval_batch_size)
         sums: Dict[str, float] = defaultdict(float)
         for batch in B.iterate(self.eval_set, micro, self.collate):
             for key, value in self.eval_sums(batch).items():

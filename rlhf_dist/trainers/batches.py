@@ -65,6 +65,14 @@ def rank_micro_batches(order: Sequence[int], rank: int, world_size: int,
     return [mine[i:i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
 
 
+def eval_micro_batches(num_examples: int, rank: int, world_size: int,
+                       batch_size: int) -> List[List[int]]:
+    """Rank ``rank``'s share of an eval set, in order (:func:`rank_micro_batches` without
+    ``drop_last``)."""
+    return rank_micro_batches(list(range(num_examples)), rank, world_size, batch_size,
+                              drop_last=False)
+
+
 def steps_per_epoch(num_examples: int, world_size: int, micro_batch_size: int,
                     accumulation: int) -> int:
     micro = num_examples // (world_size * micro_batch_size)
@@ -89,7 +97,13 @@ class StepSampler:
                     accumulation: int, group_by_length: bool) -> "StepSampler":
         lengths = [example_length(dataset[i]) for i in range(len(dataset))] \
             if group_by_length else None
-        return cls(len(dataset), seed, world_size, micro_batch_size, accumulation, lengths)
+        sampler = cls(len(dataset), seed, world_size, micro_batch_size, accumulation, lengths)
+        if sampler.steps_per_epoch == 0:
+            raise ValueError(
+                f"data: {len(dataset)} training examples make no full step of "
+                f"{world_size} ranks × train.micro_batch_size={micro_batch_size} × "
+                f"{accumulation} accumulation steps (train.train_batch_size)")
+        return sampler
 
     @property
     def steps_per_epoch(self) -> int:

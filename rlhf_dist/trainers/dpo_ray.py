@@ -112,10 +112,9 @@ class RayDPOTrainer:
 
     def evaluate(self) -> Dict[str, float]:
         """The launcher DPO's eval: the same rank shares of the eval split, the same sums."""
-        order = B.epoch_order(len(self.eval_set), 0, 0, shuffle=False)
+        size = self.cfg.train.eval_batch_size
         per_rank = [[Batch.from_dict(b) for b in B.iterate(
-            self.eval_set, B.rank_micro_batches(order, rank, self.world,
-                                                self.cfg.train.eval_batch_size, drop_last=False),
+            self.eval_set, B.eval_micro_batches(len(self.eval_set), rank, self.world, size),
             self.collate)] for rank in range(self.world)]
         per_rank = self.roles.reference.sequence_logps(per_rank)
         return {f"eval/{k}": v for k, v in self.roles.actor.dpo_eval(per_rank).items()}

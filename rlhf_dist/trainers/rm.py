@@ -69,9 +69,8 @@ class RMTrainer(LauncherTrainer):
         if not self.cfg.rm.save_score_stats:
             return
         self.engine.eval()
-        order = B.epoch_order(len(self.train_set), 0, 0, shuffle=False)
-        micro = B.rank_micro_batches(order, self.rank, self.world,
-                                     self.cfg.train.eval_batch_size, drop_last=False)
+        micro = B.eval_micro_batches(len(self.train_set), self.rank, self.world,
+                                     self.cfg.train.eval_batch_size)
         total = {"n": 0.0, "sum": 0.0, "sq": 0.0}
         for batch in B.iterate(self.train_set, micro, self.collate):
             scores = self._forward_scores(batch).double()

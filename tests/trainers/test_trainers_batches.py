@@ -113,3 +113,17 @@ def test_to_device_moves_tensors_and_keeps_the_rest():
     moved = B.to_device(batch, "meta")  # any device other than the CPU the collator used
     assert moved["input_ids"].device.type == "meta" and moved["input_ids"].shape == (2, 3)
     assert moved["prompts"] == ["a", "b"] and batch["input_ids"].device.type == "cpu"
+
+
+def test_eval_micro_batches_are_the_in_order_shares():
+    assert B.eval_micro_batches(7, 0, 2, 2) == [[0, 2], [4]]
+    assert B.eval_micro_batches(7, 1, 2, 2) == [[1, 3], [5]]  # 6 of 7: equal counts per rank
+
+
+def test_a_dataset_too_small_for_one_step_names_the_sizes():
+    import pytest
+
+    data = [{"input_ids": [1]}] * 5
+    with pytest.raises(ValueError, match=r"data: 5 training examples make no full step of 2 "
+                                         r"ranks × train.micro_batch_size=2 × 2"):
+        B.StepSampler.for_dataset(data, 0, 2, 2, 2, group_by_length=False)
