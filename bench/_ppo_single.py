@@ -6,10 +6,10 @@ engine's optimiser (``torch.optim.AdamW(fused=True)``) with the learners' settin
 lr, betas, weight decay, gradient clipping at ``train.max_grad_norm``, one step per minibatch
 with the loss averaged over its micro-batches as DeepSpeed's accumulation does), and the
 library's pieces for the maths: ``RolloutEngine`` (HF generate), ``action_logprobs``,
-``Scorer``, ``compute_advantages``, ``ReplayBuffer``, ``algo.ppo_policy_loss`` /
-``algo.value_loss``.  Prompts, sampling seeds and minibatch order are the driver's
-(``PPOTrainer.prompt_batch`` and the same seeds), so the first iteration samples exactly what
-the Ray system samples.
+``Scorer``, ``compute_advantages``, ``ReplayBuffer``, ``policy_objective`` /
+``value_objective`` (``rlhf_dist.rollout.learner``).  Prompts, sampling seeds and minibatch
+order are the driver's (``PPOTrainer.prompt_batch`` and the same seeds), so the first
+iteration samples exactly what the Ray system samples.
 """
 from __future__ import annotations
 
@@ -160,28 +160,14 @@ class ReferenceLoop:
         return self.m.critic(batch["sequences"], batch["attention_mask"])[:, :-1]
 
     def _policy_loss(self, micro):
-        from rlhf_dist import algo
-        from rlhf_dist.rollout import action_logprobs
+        from rlhf_dist.rollout import policy_objective
 
-        ppo = self.cfg.ppo
-        logprobs, entropy = action_logprobs(self.m.actor, micro, self.temperature,
-                                            return_entropy=True)
-        loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
-                                             micro["action_mask"], ppo.clip_eps,
-                                             dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
-        entropy = algo.masked_mean(entropy, micro["action_mask"])
-        loss = loss - ppo.entropy_coef * entropy
-        return loss, {**{f"actor/{k}": v for k, v in metrics.items()},
-                      "actor/policy_loss": float(loss.detach())}
+        return policy_objective(self.m.actor, micro, self.temperature, self.cfg.ppo)
 
     def _value_loss(self, micro):
-        from rlhf_dist import algo
+        from rlhf_dist.rollout import value_objective
 
-        loss, metrics = algo.value_loss(self._values(micro), micro["values"], micro["returns"],
-                                        micro["action_mask"], clip_eps=self.cfg.ppo.value_clip,
-                                        agg=self.cfg.ppo.loss_agg)
-        return loss, {**{f"critic/{k}": v for k, v in metrics.items()},
-                      "critic/value_loss": float(loss.detach())}
+        return value_objective(self._values(micro), micro, self.cfg.ppo)
 
 
 def run(args, cfg) -> Dict[str, object]:

@@ -15,7 +15,6 @@ from typing import Callable, Dict, Iterable, List, Tuple
 
 import torch
 
-from rlhf_dist import algo
 from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
@@ -187,20 +186,9 @@ class ActorWorker(_ModelWorker):
             lambda m: action_logprobs(self.engine, m, temperature))})
 
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
-        from rlhf_dist.rollout import action_logprobs
+        from rlhf_dist.rollout import policy_objective
 
-        ppo = self.cfg.ppo
-        logprobs, entropy = action_logprobs(self.engine, micro, self.rollout.temperature,
-                                            return_entropy=True)
-        loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
-                                             micro["action_mask"], ppo.clip_eps,
-                                             dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
-        entropy = algo.masked_mean(entropy, micro["action_mask"])
-        loss = loss - ppo.entropy_coef * entropy
-        metrics = {f"actor/{k}": v for k, v in metrics.items()}
-        metrics.update({"actor/policy_loss": float(loss.detach()),
-                        "actor/entropy": float(entropy.detach())})
-        return loss, metrics
+        return policy_objective(self.engine, micro, self.rollout.temperature, self.cfg.ppo)
 
     @uses_engine
     def ppo_update(self, minibatch: Batch) -> Metrics:
@@ -343,12 +331,9 @@ class CriticWorker(_ModelWorker):
         return Batch({"values": values * batch["action_mask"]})
 
     def _value_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
-        loss, metrics = algo.value_loss(self._values(micro), micro["values"], micro["returns"],
-                                        micro["action_mask"], clip_eps=self.cfg.ppo.value_clip,
-                                        agg=self.cfg.ppo.loss_agg)
-        metrics = {f"critic/{k}": v for k, v in metrics.items()}
-        metrics["critic/value_loss"] = float(loss.detach())
-        return loss, metrics
+        from rlhf_dist.rollout import value_objective
+
+        return value_objective(self._values(micro), micro, self.cfg.ppo)
 
     @uses_engine
     def value_update(self, minibatch: Batch) -> Metrics:

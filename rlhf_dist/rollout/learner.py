@@ -1,0 +1,39 @@
+"""The learners' objectives on one micro-batch of experience: the actor's clipped policy loss
+(minus the entropy bonus) and the critic's clipped value loss.  Shared by the Ray role workers
+and any single-process loop (``bench/_ppo_single.py``), so both optimise the same thing."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+from rlhf_dist import algo
+from rlhf_dist.config import PPOConfig
+from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout.generate import action_logprobs
+
+Objective = Tuple[torch.Tensor, Dict[str, float]]
+
+
+def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig) -> Objective:
+    """PPO policy loss of ``model`` on ``micro`` (``old_logprobs``, ``advantages``,
+    ``action_mask``) minus ``ppo.entropy_coef`` × its mean entropy; ``actor/`` metrics."""
+    logprobs, entropy = action_logprobs(model, micro, temperature, return_entropy=True)
+    loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
+                                         micro["action_mask"], ppo.clip_eps,
+                                         dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
+    entropy = algo.masked_mean(entropy, micro["action_mask"])
+    loss = loss - ppo.entropy_coef * entropy
+    return loss, {**{f"actor/{k}": v for k, v in metrics.items()},
+                  "actor/policy_loss": float(loss.detach()),
+                  "actor/entropy": float(entropy.detach())}
+
+
+def value_objective(values: torch.Tensor, micro: Batch, ppo: PPOConfig) -> Objective:
+    """Clipped value loss of the critic's ``values`` on ``micro`` (``values`` at rollout,
+    ``returns``, ``action_mask``); ``critic/`` metrics."""
+    loss, metrics = algo.value_loss(values, micro["values"], micro["returns"],
+                                    micro["action_mask"], clip_eps=ppo.value_clip,
+                                    agg=ppo.loss_agg)
+    return loss, {**{f"critic/{k}": v for k, v in metrics.items()},
+                  "critic/value_loss": float(loss.detach())}
