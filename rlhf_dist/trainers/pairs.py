@@ -46,8 +46,6 @@ class PairLogps:
 class PaddedPairs:
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
 
-    attention = None  # any implementation
-
     def collator(self, pad_token_id: int):
         from rlhf_dist.data import PreferenceCollator
 
@@ -77,9 +75,7 @@ class PaddedPairs:
 
 class SharedPromptPairs:
     """B rows ``prompt + chosen + rejected``; a 4D mask hides the chosen tokens from the
-    rejected ones."""
-
-    attention = ("eager", "sdpa")
+    rejected ones (``config`` refuses it with flash-attention-2)."""
 
     def collator(self, pad_token_id: int):
         from rlhf_dist.data import SharedPromptCollator
