@@ -62,12 +62,14 @@ class Config:
         _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
                  f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
                  f"{self.deepspeed.zero_stage}")
-        for role in ("model", "ref_model"):
-            _require(self.dpo.layout != "shared_prompt" or
-                     getattr(self, role).attn_implementation != "flash_attention_2",
-                     "dpo.layout", f"shared_prompt needs a 4D attention mask, which {role}."
-                     "attn_implementation=flash_attention_2 does not take: use sdpa or "
-                     "dpo.layout=padded")
+        flash = [role for role in ("model", "ref_model")
+                 if getattr(self, role).attn_implementation == "flash_attention_2"]
+        if self.dpo.layout == "auto":
+            self.dpo.layout = "padded" if flash else "shared_prompt"
+        _require(self.dpo.layout != "shared_prompt" or not flash, "dpo.layout",
+                 f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
+                 ".attn_implementation=flash_attention_2 does not take: use sdpa, "
+                 "dpo.layout=padded or auto")
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         self._check_idle_offload()

@@ -320,8 +320,9 @@ class DPOConfig:
     ref_offload: bool = False
     mode: str = "launcher"
     # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
-    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention)
-    layout: str = "shared_prompt"
+    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); auto:
+    # shared_prompt unless a model uses flash_attention_2
+    layout: str = "auto"
     # reference log-probs of the training pairs computed in one pass before training
     precompute_ref: bool = False
 
@@ -332,7 +333,7 @@ class DPOConfig:
                  f"must be in [0, 0.5), got {self.label_smoothing}")
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
         _choice("dpo.mode", self.mode, ["launcher", "ray"])
-        _choice("dpo.layout", self.layout, ["shared_prompt", "padded"])
+        _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded"])
 
 
 @dataclass

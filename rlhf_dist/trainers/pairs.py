@@ -86,6 +86,7 @@ class SharedPromptPairs:
         from rlhf_dist.data import shared_prompt_attention_mask
         from rlhf_dist.models import causal_lm_logits, model_dtype
 
+        _check_no_sliding_window(model, batch["input_ids"].shape[1])
         mask = shared_prompt_attention_mask(batch["segment_ids"], model_dtype(model))
         logits = causal_lm_logits(model, batch["input_ids"], mask, batch["position_ids"])
         return PairLogps(*token_logps(logits, batch["chosen_targets"]),
@@ -106,6 +107,17 @@ class SharedPromptPairs:
         from rlhf_dist.data.collate import PROMPT_SEGMENT
 
         return int(batch["attention_mask"].sum() + (batch["segment_ids"] == PROMPT_SEGMENT).sum())
+
+
+def _check_no_sliding_window(model, length: int) -> None:
+    """A custom 4D mask replaces the one transformers would build, sliding window included:
+    rows longer than a model's window would see more than the padded layout lets them."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) and length > window:
+        raise ValueError(f"dpo.layout=shared_prompt: a {length}-token row exceeds the model's "
+                         f"sliding window ({window}), which a 4D mask does not apply; use "
+                         f"dpo.layout=padded")
 
 
 PAIR_LAYOUTS = {"padded": PaddedPairs(), "shared_prompt": SharedPromptPairs()}

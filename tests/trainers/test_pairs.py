@@ -105,10 +105,25 @@ def test_shared_prompt_equals_padded(tokenizer, attn, loss_type):
     assert padded[4] == shared[4]  # the same tokens counted for throughput
 
 
-def test_flash_attention_needs_the_padded_layout():
+def test_layout_auto_takes_padded_rows_under_flash_attention():
     from rlhf_dist.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="dpo.layout"):
-        load_config(None, ["model.attn_implementation=flash_attention_2"])
-    cfg = load_config(None, ["model.attn_implementation=flash_attention_2", "dpo.layout=padded"])
+    assert load_config(None, []).dpo.layout == "shared_prompt"
+    # any job (an SFT config too) may use flash-attention-2: DPO would then pad its rows
+    cfg = load_config(None, ["model.attn_implementation=flash_attention_2"])
     assert cfg.dpo.layout == "padded"
+    with pytest.raises(ConfigError, match="dpo.layout: shared_prompt needs a 4D attention mask, "
+                                          "which ref_model.attn_implementation"):
+        load_config(None, ["ref_model.attn_implementation=flash_attention_2",
+                           "dpo.layout=shared_prompt"])
+
+
+def test_shared_prompt_refuses_rows_longer_than_a_sliding_window(tokenizer):
+    model = _model(tokenizer, "eager")
+    batch = PAIR_LAYOUTS["shared_prompt"].collator(tokenizer.pad_token_id)(_pairs(tokenizer, 2))
+    model.config.sliding_window = 8  # as Mistral-style configs carry one
+    with pytest.raises(ValueError, match=r"exceeds the model's sliding window \(8\).*"
+                                         r"dpo.layout=padded"):
+        PAIR_LAYOUTS["shared_prompt"].logps(model, batch)
+    model.config.sliding_window = None
+    PAIR_LAYOUTS["shared_prompt"].logps(model, batch)
