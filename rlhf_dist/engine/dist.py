@@ -1,6 +1,7 @@
 """torch.distributed set-up: gloo on CPU, NCCL on GPU, and a lone process as rank 0 of 1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -57,6 +58,22 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     share_cpu_threads()
     deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
                                timeout=timedelta(seconds=timeout_s), verbose=False)
+    release_shm_names()
+
+
+def release_shm_names() -> None:
+    """DeepSpeed's CPU all-reduce (its shm_comm op, used when every rank is on one machine)
+    gives each rank a ~66 MB file in /dev/shm and never removes it: a machine that runs many
+    jobs fills its shared memory, where Ray also keeps its object store.  When init returns,
+    each rank has mapped its peers' files; after a barrier the names can go (the mappings live
+    until the processes exit).  Collective on CPU; nothing on GPU."""
+    if torch.cuda.is_available() or not tdist.is_initialized():
+        return
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{rank()}")
+    barrier()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join("/dev/shm", name))
 
 
 def rank() -> int:

@@ -33,12 +33,12 @@ def cli_args(job: str, out: Path, overrides: Sequence[str]) -> List[str]:
 
 
 def launch(job: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float = 300,
-           env: Dict[str, str] = None) -> Run:
+           env: Dict[str, str] = None, port: int = None) -> Run:
     """``python -m deepspeed.launcher.runner --num_gpus N --module rlhf_dist.cli JOB …`` (on a
     CPU the launcher starts N CPU ranks).  Retried once if the picked port was taken."""
     for attempt in range(2):
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
-               "--master_port", str(free_port()), "--module", "rlhf_dist.cli",
+               "--master_port", str(port or free_port()), "--module", "rlhf_dist.cli",
                *cli_args(job, out, overrides)]
         done = run(cmd, out, timeout, env)
         if done.returncode == 0 or "address already in use" not in done.log.lower() or attempt:
