@@ -21,7 +21,8 @@ from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, shape_rewards
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
 from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
                        sequence_logps, shifted_token_logps, token_logps)
-from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, value_loss
+from .losses import (LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss,
+                     truncated_is_weights, value_loss)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
 
@@ -63,5 +64,6 @@ __all__ = [
     "shape_rewards",
     "shifted_token_logps",
     "token_logps",
+    "truncated_is_weights",
     "value_loss",
 ]

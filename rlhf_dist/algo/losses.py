@@ -59,12 +59,15 @@ def ppo_policy_loss(
     clip_eps: float,
     dual_clip: float | None = None,
     agg: str = "token_mean",
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
 
     logprobs (with grad), old_logprobs, advantages, mask: (B, T).
     ratio = exp(logprobs - old_logprobs); loss_t = max(-A ratio, -A clip(ratio, 1-eps, 1+eps)).
     ``dual_clip=c`` (c > 1; Ye et al. 2020): for A < 0 the loss is also capped at -c A.
+    ``token_weights`` (B, T), no grad: each token's loss is multiplied by it before
+    aggregation (e.g. :func:`truncated_is_weights`).
     Returns ``(loss, metrics)`` with metrics (python floats, masked means):
       clipfrac      -- fraction of tokens where the clipped term is taken (strictly larger);
       approx_kl     -- k3 estimate of KL(old || new): mean of (ratio - 1) - logratio;
@@ -91,6 +94,9 @@ def ppo_policy_loss(
         capped = (advantages < 0) & (loss_tok > cap)
         loss_tok = torch.where(capped, cap, loss_tok)
         metrics["dual_clipfrac"] = masked_mean(capped.float(), mask).item()
+    if token_weights is not None:
+        check_same_shape(logprobs=logprobs, token_weights=token_weights)
+        loss_tok = loss_tok * token_weights.detach().to(loss_tok.dtype)
 
     loss = aggregate_loss(loss_tok, mask, agg)
     with torch.no_grad():
@@ -98,6 +104,22 @@ def ppo_policy_loss(
         metrics["approx_kl"] = masked_mean((ratio - 1) - logratio, mask).item()
         metrics["ratio_mean"] = masked_mean(ratio, mask).item()
     return loss, metrics
+
+
+def truncated_is_weights(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Truncated importance-sampling weights min(π(a)/π_sampler(a), cap) per token (B, T).
+
+    The rollout engine that sampled the tokens (π_sampler, e.g. vLLM) and the trainer's
+    forward (π) differ slightly; weighting the PPO loss by this ratio corrects the gradient
+    for that mismatch, truncated at ``cap`` for bounded variance (Ionides 2008; applied to
+    RL rollouts by Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training").  No gradient flows through the weights.
+    """
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    check_same_shape(logprobs=logprobs, sampler_logprobs=sampler_logprobs)
+    return torch.exp(logprobs.detach() - sampler_logprobs.detach()).clamp(max=cap)
 
 
 def value_loss(

@@ -21,11 +21,13 @@ from rlhf_dist.config.checks import ConfigError, _positive, _require
 from rlhf_dist.config.sections import (CheckpointConfig, DataConfig, DeepSpeedSection,
                                        DPOConfig, LoggingConfig, ModelConfig, PPOConfig,
                                        ResourcesConfig, RMConfig, RoleResources, RolloutConfig,
+                                       RolloutResources,
                                        SFTConfig, TinyModelConfig, ToyDataConfig, TrainConfig)
 
 __all__ = ["CheckpointConfig", "Config", "ConfigError", "DPOConfig", "DataConfig",
            "DeepSpeedSection", "LoggingConfig", "ModelConfig", "PPOConfig", "RMConfig",
-           "ResourcesConfig", "RoleResources", "RolloutConfig", "SFTConfig", "TinyModelConfig",
+           "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",
+           "SFTConfig", "TinyModelConfig",
            "ToyDataConfig", "TrainConfig", "launcher_world_size", "load_config", "ppo_roles",
            "resolve_ppo_sizes", "save_config", "to_dict", "to_yaml"]
 
@@ -73,6 +75,7 @@ class Config:
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         self._check_idle_offload()
+        self._check_vllm_lengths()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
@@ -90,6 +93,19 @@ class Config:
                      f"needs deepspeed.zero_stage>=1 for the trained {role} with "
                      f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
                      f"that cannot be moved)")
+
+    def _check_vllm_lengths(self) -> None:
+        """``resources.rollout.max_model_len`` defaults to prompt + response and must hold them."""
+        engines, needed = self.resources.rollout, self.data.max_prompt_length + \
+            self.rollout.max_new_tokens
+        if engines.max_model_len is None:
+            engines.max_model_len = needed
+        _require(engines.max_model_len >= needed, "resources.rollout.max_model_len",
+                 f"{engines.max_model_len} is below data.max_prompt_length="
+                 f"{self.data.max_prompt_length} + rollout.max_new_tokens="
+                 f"{self.rollout.max_new_tokens} = {needed}")
+        _require(not self.resources.colocate_rollout or self.rollout.backend == "vllm",
+                 "resources.colocate_rollout", "needs rollout.backend=vllm")
 
     def resolve(self, dp_size: int) -> "Config":
         """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""

@@ -208,6 +208,41 @@ class RoleResources:
 
 
 @dataclass
+class RolloutResources:
+    """The vLLM engines of ``rollout.backend=vllm``: ``num_engines`` Ray actors, each one
+    vLLM engine over ``tensor_parallel_size`` devices (CPU: processes)."""
+
+    num_engines: int = 1
+    tensor_parallel_size: int = 1
+    cpus_per_worker: float = 1.0
+    # GPU: fraction of each device's memory vLLM may take (weights + KV cache)
+    gpu_memory_utilization: float = 0.5
+    # longest prompt + response an engine serves; null: data.max_prompt_length +
+    # rollout.max_new_tokens
+    max_model_len: Optional[int] = None
+    # CPU: GiB of KV cache per engine (vLLM's VLLM_CPU_KVCACHE_SPACE)
+    kv_cache_gb: float = 1.0
+    # most sequences an engine batches at once (vLLM's max_num_seqs)
+    max_num_seqs: int = 256
+    # no CUDA graphs (faster start, slower decode on GPU); always eager on CPU
+    enforce_eager: bool = False
+
+    def check(self) -> None:
+        for name in ("num_engines", "tensor_parallel_size", "cpus_per_worker", "kv_cache_gb",
+                     "max_num_seqs"):
+            _positive(f"resources.rollout.{name}", getattr(self, name))
+        _require(0.0 < self.gpu_memory_utilization <= 1.0,
+                 "resources.rollout.gpu_memory_utilization",
+                 f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        _require(self.max_model_len is None or self.max_model_len > 0,
+                 "resources.rollout.max_model_len", f"must be > 0, got {self.max_model_len}")
+
+    @property
+    def world_size(self) -> int:
+        return self.num_engines * self.tensor_parallel_size
+
+
+@dataclass
 class ResourcesConfig:
     """Ray placement per role.  ``ray_address: null`` starts a local Ray and stops it after."""
 
@@ -215,13 +250,17 @@ class ResourcesConfig:
     placement_strategy: str = "PACK"
     colocate_actor_ref: bool = False
     colocate_critic_reward: bool = False
+    # vLLM engines on the actor's devices, asleep (no weights, no KV cache) while it trains
+    colocate_rollout: bool = False
     timeout_s: float = 600.0
     actor: RoleResources = field(default_factory=RoleResources)
     critic: RoleResources = field(default_factory=RoleResources)
     reward: RoleResources = field(default_factory=RoleResources)
     reference: RoleResources = field(default_factory=RoleResources)
+    rollout: RolloutResources = field(default_factory=RolloutResources)
 
     def __post_init__(self):
+        self.rollout.check()
         _choice("resources.placement_strategy", self.placement_strategy,
                 ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
         _positive("resources.timeout_s", self.timeout_s)
@@ -233,7 +272,11 @@ class ResourcesConfig:
 
 @dataclass
 class RolloutConfig:
-    """Generation for PPO (and RLAIF sampling)."""
+    """Generation for PPO (and RLAIF sampling).
+
+    ``backend``: ``hf`` (``generate`` on the actor's own ranks) or ``vllm`` (engines of
+    ``resources.rollout`` that receive the actor's weights after every update).
+    """
 
     backend: str = "hf"
     rollout_batch_size: int = 8
@@ -244,9 +287,19 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0
     do_sample: bool = True
+    # stop ids besides the tokenizer's EOS (the first one met ends a response)
+    stop_token_ids: List[int] = field(default_factory=list)
+    # vllm: weight the policy loss per token by min(pi_actor / pi_vllm, tis_cap), truncated
+    # importance sampling for the rollout/training mismatch (Yao et al. 2025)
+    use_engine_logprobs: bool = False
+    tis_cap: float = 2.0
 
     def __post_init__(self):
-        _choice("rollout.backend", self.backend, ["hf"])
+        _choice("rollout.backend", self.backend, ["hf", "vllm"])
+        _positive("rollout.tis_cap", self.tis_cap)
+        _require(not self.use_engine_logprobs or self.backend == "vllm",
+                 "rollout.use_engine_logprobs", "needs rollout.backend=vllm (the HF backend's "
+                 "behaviour log-probs are the actor's own)")
         _positive("rollout.rollout_batch_size", self.rollout_batch_size)
         _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
         _positive("rollout.max_new_tokens", self.max_new_tokens)

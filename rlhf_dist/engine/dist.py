@@ -144,3 +144,22 @@ def all_reduce_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
     summed = tensor.to(local_device(), copy=True)
     tdist.all_reduce(summed)
     return summed.to(tensor.device)
+
+
+def standalone_group(store: "tdist.Store", rank: int, world_size: int, backend: str,
+                     timeout_s: float, prefix: str = "weights"):
+    """A process group outside the default one (which a rank may already belong to, as the
+    actor's ZeRO group): the actor's rank 0 and the rollout engines' workers, gloo on CPU,
+    NCCL on GPU.  Construction waits until all ``world_size`` ranks have joined ``store``."""
+    timeout = timedelta(seconds=timeout_s)
+    prefixed = tdist.PrefixStore(prefix, store)
+    if backend == "nccl":
+        return tdist.ProcessGroupNCCL(prefixed, rank, world_size)
+    return tdist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+
+
+def group_store(host: str, port: int, is_master: bool, timeout_s: float) -> "tdist.TCPStore":
+    """The rendezvous store of a :func:`standalone_group`; the master binds ``port`` (0: the
+    OS picks one; read it back from ``.port``)."""
+    return tdist.TCPStore(host, port, is_master=is_master, wait_for_workers=False,
+                          timeout=timedelta(seconds=timeout_s))

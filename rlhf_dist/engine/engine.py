@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -182,6 +182,24 @@ class ModelEngine:
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(list(self.module.parameters()))
+
+    def full_parameters(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """Collective under ZeRO-3: ``(name, full parameter)`` one at a time, each gathered
+        from its shards only while it is used, so no rank ever holds the whole model twice
+        (the weight sync streams these to the rollout engines)."""
+        import deepspeed
+
+        for name, param in self.module.named_parameters():
+            if self.zero_stage == 3:
+                with deepspeed.zero.GatheredParameters([param]):
+                    yield name, param.data
+            else:
+                yield name, param.data
+
+    def parameter_shapes(self) -> List[Tuple[str, List[int]]]:
+        """``(name, full shape)`` of every parameter, in :meth:`full_parameters`' order."""
+        return [(name, list(getattr(p, "ds_shape", p.shape)))
+                for name, p in self.module.named_parameters()]
 
     def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
         """Collective under ZeRO-3 (shards gathered); the whole state dict on rank 0."""

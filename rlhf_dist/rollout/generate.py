@@ -33,6 +33,14 @@ def _eos_list(eos: Union[int, Sequence[int], None]) -> List[int]:
     return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
 
 
+def stop_ids(rollout: Any, tokenizer: Any, eos_token_id: Union[int, Sequence[int], None] = None
+             ) -> List[int]:
+    """The ids that end a response: ``eos_token_id`` (default: the tokenizer's) followed by
+    ``rollout.stop_token_ids`` -- the same list for every rollout backend."""
+    eos = _eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id)
+    return eos + [int(i) for i in getattr(rollout, "stop_token_ids", ()) if int(i) not in eos]
+
+
 def response_mask(responses: torch.Tensor, eos_token_ids: Sequence[int]) -> torch.Tensor:
     """``(N, R)`` long mask: 1 on response tokens up to and including the first EOS.
 
@@ -119,8 +127,7 @@ class RolloutEngine:
                  eos_token_id: Union[int, Sequence[int], None] = None,
                  pad_token_id: Optional[int] = None):
         self.model, self.tokenizer, self.rollout = model, tokenizer, rollout
-        self.eos_token_ids = _eos_list(eos_token_id if eos_token_id is not None
-                                       else tokenizer.eos_token_id)
+        self.eos_token_ids = stop_ids(rollout, tokenizer, eos_token_id)
         if not self.eos_token_ids:
             raise ValueError("RolloutEngine: the tokenizer has no eos_token_id and none was given")
         pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
@@ -170,24 +177,29 @@ class RolloutEngine:
         with _seeded(generator_seed, device), _generation_mode(self.model):
             sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
                                             generation_config=self.generation_config(), **extra)
-            batch = self._as_batch(sequences, prompt_mask)
+            batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids,
+                                  self.pad_token_id, n)
             if with_logprobs:
                 batch = batch.with_(old_logprobs=action_logprobs(self.model, batch,
                                                                  self.temperature))
         return batch
 
-    def _as_batch(self, sequences: torch.Tensor, prompt_mask: torch.Tensor) -> Batch:
-        P = prompt_mask.shape[1]
-        resp_mask = response_mask(sequences[:, P:], self.eos_token_ids)
-        # after the first EOS HF already pads; make it explicit for stop lists / custom models
-        sequences = sequences.clone()
-        sequences[:, P:] = sequences[:, P:].masked_fill(resp_mask == 0, self.pad_token_id)
-        before = torch.zeros(sequences.shape[0], P - 1, dtype=torch.long, device=sequences.device)
-        return Batch({"sequences": sequences,
-                      "attention_mask": torch.cat([prompt_mask, resp_mask], dim=1),
-                      "action_mask": torch.cat([before, resp_mask], dim=1)},
-                     meta={"prompt_length": P,
-                           "n_samples_per_prompt": self.rollout.n_samples_per_prompt})
+
+def rollout_batch(sequences: torch.Tensor, prompt_mask: torch.Tensor,
+                  eos_token_ids: Sequence[int], pad_token_id: int, n_samples: int) -> Batch:
+    """The rollout :class:`Batch` of ``sequences`` ``(N, P + R)`` (left-padded prompts of
+    mask ``prompt_mask`` ``(N, P)``, then responses): masks from the first stop id on,
+    everything after it set to ``pad_token_id`` (see the module doc).  Every backend
+    returns its samples through here, so the layouts cannot drift apart."""
+    P = prompt_mask.shape[1]
+    resp_mask = response_mask(sequences[:, P:], eos_token_ids)
+    sequences = sequences.clone()
+    sequences[:, P:] = sequences[:, P:].masked_fill(resp_mask == 0, pad_token_id)
+    before = torch.zeros(sequences.shape[0], P - 1, dtype=torch.long, device=sequences.device)
+    return Batch({"sequences": sequences,
+                  "attention_mask": torch.cat([prompt_mask.long(), resp_mask], dim=1),
+                  "action_mask": torch.cat([before, resp_mask], dim=1)},
+                 meta={"prompt_length": P, "n_samples_per_prompt": n_samples})
 
 
 def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
@@ -260,4 +272,5 @@ def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
 
 
 __all__ = ["RolloutEngine", "action_logprobs", "concat_rollouts", "decode_prompts",
-           "decode_responses", "response_mask", "response_token_ids"]
+           "decode_responses", "response_mask", "response_token_ids", "rollout_batch",
+           "stop_ids"]

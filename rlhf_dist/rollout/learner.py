@@ -3,7 +3,7 @@
 and any single-process loop (``bench/_ppo_single.py``), so both optimise the same thing."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -15,16 +15,26 @@ from rlhf_dist.rollout.generate import action_logprobs
 Objective = Tuple[torch.Tensor, Dict[str, float]]
 
 
-def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig) -> Objective:
+def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
+                     tis_cap: Optional[float] = None) -> Objective:
     """PPO policy loss of ``model`` on ``micro`` (``old_logprobs``, ``advantages``,
-    ``action_mask``) minus ``ppo.entropy_coef`` × its mean entropy; ``actor/`` metrics."""
+    ``action_mask``) minus ``ppo.entropy_coef`` × its mean entropy; ``actor/`` metrics.
+    With ``tis_cap`` each token's loss is weighted by min(π_old/π_engine, tis_cap), the
+    truncated importance ratio of the actor's behaviour log-probs to the rollout engine's
+    (``engine_logprobs``)."""
     logprobs, entropy = action_logprobs(model, micro, temperature, return_entropy=True)
+    weights, extra = None, {}
+    if tis_cap is not None:
+        weights = algo.truncated_is_weights(micro["old_logprobs"], micro["engine_logprobs"],
+                                            tis_cap)
+        extra["actor/tis_weight_mean"] = algo.masked_mean(weights, micro["action_mask"]).item()
     loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
                                          micro["action_mask"], ppo.clip_eps,
-                                         dual_clip=ppo.dual_clip, agg=ppo.loss_agg)
+                                         dual_clip=ppo.dual_clip, agg=ppo.loss_agg,
+                                         token_weights=weights)
     entropy = algo.masked_mean(entropy, micro["action_mask"])
     loss = loss - ppo.entropy_coef * entropy
-    return loss, {**{f"actor/{k}": v for k, v in metrics.items()},
+    return loss, {**{f"actor/{k}": v for k, v in metrics.items()}, **extra,
                   "actor/policy_loss": float(loss.detach()),
                   "actor/entropy": float(entropy.detach())}
 

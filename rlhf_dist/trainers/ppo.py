@@ -9,7 +9,7 @@ import dataclasses
 import importlib
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -32,6 +32,15 @@ def load_reward_fn(path: str) -> Callable[[List[str], List[str]], List[float]]:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"ppo.reward_fn: cannot import {path!r}: {err}") from err
+
+
+def logprob_gap(experience: Batch) -> Metrics:
+    """``rollout/logprob_abs_diff_{mean,max}``: |actor − vLLM| log-prob of the sampled tokens
+    over response tokens -- near 0 when the weight sync and the arithmetic agree."""
+    mask = experience["action_mask"].bool()
+    gap = (experience["old_logprobs"] - experience["engine_logprobs"]).abs()[mask]
+    return {"rollout/logprob_abs_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
+            "rollout/logprob_abs_diff_max": float(gap.max()) if gap.numel() else 0.0}
 
 
 def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfig:
@@ -69,8 +78,15 @@ class PPOTrainer:
         steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
                                                // cfg.ppo.mini_batch_size)
         self.started_ray = start_ray(cfg.resources.ray_address, cpus_needed(cfg, ppo_roles(cfg)))
+        engine_config = None
+        if cfg.rollout.backend == "vllm":
+            from rlhf_dist.rollout.vllm_engine import preflight
+            from rlhf_dist.workers.group import device_per_worker
+
+            engine_config = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
-                                  with_critic=cfg.ppo.needs_critic)
+                                  with_critic=cfg.ppo.needs_critic,
+                                  engine_config=engine_config)
         total = cfg.ppo.iterations * steps_per_iter
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
@@ -81,6 +97,8 @@ class PPOTrainer:
             self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total)
+        if self.roles.rollout:
+            self.roles.rollout.connect(self.roles.actor)
         self.frozen_start = self.frozen_checksums()
         self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.iteration = 0
@@ -119,8 +137,9 @@ class PPOTrainer:
         return metrics
 
     def iterate(self) -> Metrics:
+        sync = self.sync_engines()
         with self.timer("generate"):
-            experience = self.generate()
+            experience, rollout_metrics = self.generate()
         with self.timer("score"):
             experience, score_metrics = self.score(experience)
         with self.timer("learn"):
@@ -128,8 +147,8 @@ class PPOTrainer:
         self.scorer.update_kl(score_metrics["kl/ref_kl"], len(experience))
         tokens = float(experience["attention_mask"].sum())
         timings = self.timer.pop()
-        elapsed = sum(timings.values())
-        return {**score_metrics, **learn_metrics, **timings,
+        elapsed = sum(timings.values()) + sum(sync.values())
+        return {**rollout_metrics, **sync, **score_metrics, **learn_metrics, **timings,
                 **self.roles.offload_metrics(self.cfg.resources),
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
@@ -143,9 +162,34 @@ class PPOTrainer:
         rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
         return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"])
 
-    def generate(self) -> Batch:
+    def generate(self) -> Tuple[Batch, Metrics]:
+        """The iteration's experience with the behaviour log-probs ``old_logprobs``: sampled
+        on the actor's ranks (HF), or by the vLLM engines, the actor then recomputing the
+        log-probs (exact) next to vLLM's own (``rollout/logprob_abs_diff_*``)."""
         seed = self.cfg.seed * 1_000_003 + self.iteration
-        return self.roles.actor.generate(self.prompt_batch(), seed, self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        engines = self.roles.rollout
+        if engines is None:
+            return self.roles.actor.generate(self.prompt_batch(), seed, pad), {}
+        experience = engines.generate(self.prompt_batch(), seed, pad)
+        if self.cfg.resources.colocate_rollout:
+            engines.sleep()  # the device is the actor's until the next sync
+        experience = experience.with_(
+            old_logprobs=self.roles.actor.logprobs(experience).result())
+        metrics = logprob_gap(experience)
+        if not self.cfg.rollout.use_engine_logprobs:  # only the TIS weights need them later
+            experience = experience.drop(["engine_logprobs"])
+        return experience, metrics
+
+    def sync_engines(self) -> Metrics:
+        """The actor's current weights into every vLLM engine, before each generation (so
+        after each update, and after a resume); ``perf/weight_sync_s``."""
+        engines = self.roles.rollout
+        if engines is None:
+            return {}
+        if self.cfg.resources.colocate_rollout:
+            engines.wake_up()
+        return {"perf/weight_sync_s": engines.sync_from(self.roles.actor)}
 
     def score(self, experience: Batch):
         """Reference log-probs, RM scores and values, computed concurrently on their groups."""

@@ -77,9 +77,13 @@ class DistributedWorker:
         return self.rank
 
     def location(self) -> Dict[str, Any]:
-        """Where this rank runs: its Ray node id, the node's address and the process id
-        (placement checks and diagnostics; e.g. a SPREAD group should span several nodes)."""
-        import ray
+        return location()
 
-        return {"node_id": ray.get_runtime_context().get_node_id(),
-                "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
+
+def location() -> Dict[str, Any]:
+    """Where the calling Ray actor runs: its Ray node id, the node's address and the process
+    id (placement checks and diagnostics; e.g. a SPREAD group should span several nodes)."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}

@@ -11,8 +11,9 @@ import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rlhf_dist.config import Config, ResourcesConfig, RoleResources
-from rlhf_dist.workers.group import make_placement
+from rlhf_dist.workers.group import make_placement, place_bundles
 from rlhf_dist.workers.groups import ActorGroup, CriticGroup, ReferenceGroup, RewardGroup
+from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
 from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Roles:
     reference: Optional[ReferenceGroup] = None
     reward: Optional[RewardGroup] = None
     critic: Optional[CriticGroup] = None
+    rollout: Optional[RolloutEngines] = None  # rollout.backend=vllm
     placement_groups: List[PlacementGroup] = field(default_factory=list)
 
     def all(self):
@@ -59,7 +61,7 @@ class Roles:
     def kill(self) -> None:
         """Kill every group's workers and give the placement groups' resources back (on a
         cluster that outlives the job, the next job would otherwise find them reserved)."""
-        for group in self.all():
+        for group in self.all() + ([self.rollout] if self.rollout else []):
             group.kill()
         for pg in self.placement_groups:
             remove_placement_group(pg)
@@ -94,11 +96,16 @@ class Roles:
 
 def cpus_needed(cfg: Config, roles) -> float:
     res = cfg.resources
-    return sum(getattr(res, r).world_size * getattr(res, r).cpus_per_worker for r in roles)
+    own_engines = cfg.rollout.backend == "vllm" and not res.colocate_rollout
+    engines = res.rollout.world_size * res.rollout.cpus_per_worker if own_engines else 0.0
+    return engines + sum(getattr(res, r).world_size * getattr(res, r).cpus_per_worker
+                         for r in roles)
 
 
-def create_roles(cfg: Config, with_reward: bool, with_critic: bool) -> Roles:
-    """Placement groups per role (shared by colocated pairs), then the groups, built."""
+def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
+                 engine_config: Optional[str] = None) -> Roles:
+    """Placement groups per role (shared by colocated pairs), then the groups, built; with
+    ``engine_config`` (the policy's HF config as JSON) also the vLLM rollout engines."""
     res, timeout = cfg.resources, cfg.resources.timeout_s
     roles = Roles()
 
@@ -107,9 +114,15 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool) -> Roles:
         roles.placement_groups.append(pg)
         return pg
 
+    def pg_of_bundles(bundles, name: str):
+        pg = place_bundles(bundles, res.placement_strategy, f"rlhf_dist-{name}", timeout)
+        roles.placement_groups.append(pg)
+        return pg
+
     try:  # a failure part-way (e.g. a role that cannot be placed) frees what was created
         actor_pg = placed("actor", res.actor)
-        share_ar = 0.5 if res.colocate_actor_ref else 1.0
+        share_ar = (0.5 if res.colocate_actor_ref else 1.0) * \
+            (1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0)
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
                                  share_ar)
         ref_pg = actor_pg if res.colocate_actor_ref else placed("reference", res.reference)
@@ -128,6 +141,10 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool) -> Roles:
             roles.reward = RewardGroup("reward", RewardWorker,
                                        res.critic if colocate_cr else res.reward, reward_pg,
                                        (cfg,), timeout, share_cr)
+        if engine_config is not None:
+            engines_pg = actor_pg if res.colocate_rollout else pg_of_bundles(
+                engine_bundles(cfg), "rollout")
+            roles.rollout = RolloutEngines(cfg, engine_config, engines_pg)
     except BaseException:
         roles.kill()
         raise

@@ -1,5 +1,6 @@
 """WorkerGroup: N Ray actors of one role, placed by a placement group, forming one
-torch.distributed group (and one DeepSpeed engine) among themselves.
+torch.distributed group (and one DeepSpeed engine) among themselves.  Its base, RayGroup, is
+shared with the vLLM rollout engines (``rollout_engines.py``), which form no such group.
 
 Group methods (in ``roles.py``) are explicit Python methods; this module gives them
 ``_scatter`` (split a Batch by data-parallel rank, one call per rank, concatenate) and
@@ -35,46 +36,33 @@ def make_placement(res: RoleResources, strategy: str, name: str,
     """One bundle per rank: a device (GPU clusters) plus ``cpus_per_worker`` CPUs."""
     use_gpu = device_per_worker() == "GPU"
     bundle = {"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    pg = placement_group([dict(bundle) for _ in range(res.world_size)], strategy=strategy,
-                         name=name)
+    return place_bundles([bundle] * res.world_size, strategy, name, timeout_s)
+
+
+def place_bundles(bundles: List[Dict[str, float]], strategy: str, name: str,
+                  timeout_s: float) -> PlacementGroup:
+    """A placement group of ``bundles``, ready, or an error naming what the cluster has."""
+    pg = placement_group([dict(b) for b in bundles], strategy=strategy, name=name)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
         state = ray.util.placement_group_table(pg).get("stats", {}).get("scheduling_state", "?")
         remove_placement_group(pg)
         raise WorkerError(
-            f"{name}: placement of {res.world_size} bundles {bundle} ({strategy}) not possible "
-            f"within {timeout_s:.0f}s (resources.timeout_s; Ray says {state}); cluster has "
-            f"{ray.cluster_resources()}, free {ray.available_resources()}")
+            f"{name}: placement of {len(bundles)} bundles {bundles[0]} ({strategy}) not "
+            f"possible within {timeout_s:.0f}s (resources.timeout_s; Ray says {state}); "
+            f"cluster has {ray.cluster_resources()}, free {ray.available_resources()}")
     return pg
 
 
-class WorkerGroup:
-    """Ranks ``0..N-1`` of one role.  ``share`` is the fraction of each bundle this role takes
-    (1.0 alone, 0.5 when two roles are colocated on the same bundles)."""
+class RayGroup:
+    """Ray actors of one kind, called together: waiting with a timeout, errors that name
+    the group (``role``) and the rank of the actor that failed."""
 
-    def __init__(self, role: str, worker_cls, res: RoleResources, pg: PlacementGroup,
-                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0):
-        self.role, self.timeout_s, self.world_size = role, timeout_s, res.world_size
-        use_gpu = device_per_worker() == "GPU"
-        remote_cls = ray.remote(worker_cls)
-        self.workers = []
-        for rank in range(self.world_size):
-            options = dict(num_cpus=res.cpus_per_worker * share,
-                           num_gpus=share if use_gpu else 0,
-                           scheduling_strategy=PlacementGroupSchedulingStrategy(
-                               placement_group=pg, placement_group_bundle_index=rank))
-            self.workers.append(remote_cls.options(**options).remote(*worker_args))
-        try:
-            master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
-            self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
-                       for rank, w in enumerate(self.workers)])
-        except BaseException:
-            self.kill()  # no half-formed group left behind
-            raise
-        log.info("%s group: %d ranks, master %s:%s", role, self.world_size, master_addr,
-                 master_port)
+    role: str
+    timeout_s: float
+    world_size: int
+    workers: List[Any]
 
-    # ------------------------------------------------------------------ waiting
     def _get(self, refs: List[ray.ObjectRef], ranks: Optional[List[int]] = None) -> List[Any]:
         """Results in rank order; the first failure raises naming role and rank; a call still
         running after ``timeout_s`` raises naming the ranks that did not answer."""
@@ -122,3 +110,30 @@ class WorkerGroup:
     def kill(self) -> None:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
+
+
+class WorkerGroup(RayGroup):
+    """Ranks ``0..N-1`` of one role.  ``share`` is the fraction of each bundle this role takes
+    (1.0 alone, 0.5 when two roles are colocated on the same bundles)."""
+
+    def __init__(self, role: str, worker_cls, res: RoleResources, pg: PlacementGroup,
+                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0):
+        self.role, self.timeout_s, self.world_size = role, timeout_s, res.world_size
+        use_gpu = device_per_worker() == "GPU"
+        remote_cls = ray.remote(worker_cls)
+        self.workers = []
+        for rank in range(self.world_size):
+            options = dict(num_cpus=res.cpus_per_worker * share,
+                           num_gpus=share if use_gpu else 0,
+                           scheduling_strategy=PlacementGroupSchedulingStrategy(
+                               placement_group=pg, placement_group_bundle_index=rank))
+            self.workers.append(remote_cls.options(**options).remote(*worker_args))
+        try:
+            master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
+            self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
+                       for rank, w in enumerate(self.workers)])
+        except BaseException:
+            self.kill()  # no half-formed group left behind
+            raise
+        log.info("%s group: %d ranks, master %s:%s", role, self.world_size, master_addr,
+                 master_port)

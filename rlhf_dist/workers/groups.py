@@ -1,7 +1,7 @@
 """Role groups: the driver's view of each role, one explicit method per remote call."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 from rlhf_dist.config import TrainConfig
 from rlhf_dist.protocol import Batch
@@ -53,6 +53,19 @@ class ActorGroup(_ModelGroup):
     def logprobs(self, batch: Batch) -> Pending:
         refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
         return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
+
+    # the weight sync to the vLLM engines (``rollout_engines.RolloutEngines``): rank 0 sends
+    def open_weight_group(self) -> Tuple[str, int]:
+        return self._get([self.workers[0].open_weight_group.remote()])[0]
+
+    def join_weight_group(self, world_size: int, backend: str) -> None:
+        self._get([self.workers[0].join_weight_group.remote(world_size, backend)])
+
+    def weight_specs(self) -> list:
+        return self._get([self.workers[0].weight_specs.remote()])[0]
+
+    def broadcast_weights(self) -> None:
+        self._broadcast(lambda w: w.broadcast_weights.remote())
 
     def ppo_update(self, minibatch: Batch) -> Pending:
         """The actor's step on a minibatch; ``result()``: its metrics, the mean over ranks."""

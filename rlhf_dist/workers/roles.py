@@ -174,6 +174,43 @@ class ActorWorker(_ModelWorker):
                                                generator_seed=seed + self.rank)
         return experience.with_(old_logprobs=self.logprobs(experience)["logprobs"])
 
+    # ---------------------------------------------------------- weight sync (vLLM engines)
+    def open_weight_group(self) -> Tuple[str, int]:
+        """Rank 0: start the weight group's store (port picked by the OS) and return it."""
+        import ray
+
+        from rlhf_dist.engine.dist import group_store
+
+        self._weight_store = group_store(ray.util.get_node_ip_address(), 0, True,
+                                         self.cfg.resources.timeout_s)
+        return ray.util.get_node_ip_address(), self._weight_store.port
+
+    def join_weight_group(self, world_size: int, backend: str) -> None:
+        """Rank 0: join as rank 0 of ``world_size`` (returns once every engine joined)."""
+        from rlhf_dist.engine.dist import standalone_group
+
+        self._weight_group = standalone_group(self._weight_store, 0, world_size, backend,
+                                              self.cfg.resources.timeout_s)
+
+    def weight_specs(self) -> List[Tuple[str, str, List[int]]]:
+        """``(name, engine dtype, full shape)`` of every parameter, in sending order."""
+        from rlhf_dist.workers.rollout_engines import engine_dtype
+
+        dtype = engine_dtype(self.cfg)
+        return [(name, dtype, shape) for name, shape in self.engine.parameter_shapes()]
+
+    @uses_engine
+    @torch.no_grad()
+    def broadcast_weights(self) -> None:
+        """Collective on the actor's ranks (ZeRO-3 gathers one parameter at a time); rank 0
+        broadcasts each, in the engines' dtype, to the engines."""
+        from rlhf_dist.workers.rollout_engines import engine_dtype
+
+        dtype = getattr(torch, engine_dtype(self.cfg))
+        for _, tensor in self.engine.full_parameters():
+            if self.rank == 0:
+                self._weight_group.broadcast(tensor.to(dtype).contiguous(), 0).wait()
+
     @uses_engine
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
@@ -188,7 +225,9 @@ class ActorWorker(_ModelWorker):
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.rollout import policy_objective
 
-        return policy_objective(self.engine, micro, self.rollout.temperature, self.cfg.ppo)
+        rollout = self.cfg.rollout
+        return policy_objective(self.engine, micro, self.rollout.temperature, self.cfg.ppo,
+                                rollout.tis_cap if rollout.use_engine_logprobs else None)
 
     @uses_engine
     def ppo_update(self, minibatch: Batch) -> Metrics:

