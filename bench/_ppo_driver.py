@@ -183,7 +183,9 @@ def use_local_roles() -> None:
     from rlhf_dist.workers import cluster
     from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
-    def create_roles(cfg, with_reward: bool, with_critic: bool):
+    def create_roles(cfg, with_reward: bool, with_critic: bool, engine_config=None):
+        if engine_config is not None:
+            raise ValueError("the in-process driver has no vLLM engines: rollout.backend=hf")
         init_distributed()
         return cluster.Roles(
             actor=LocalGroup("actor", ActorWorker(cfg)),

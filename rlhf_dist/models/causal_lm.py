@@ -96,10 +96,23 @@ def own_aligned_memory(model: "PreTrainedModel") -> "PreTrainedModel":
 
 
 def enable_gradient_checkpointing(model: "PreTrainedModel") -> None:
-    """Non-reentrant activation checkpointing (the variant that works with ZeRO-3); no KV cache."""
-    model.activation_checkpointing_enable(
-        activation_checkpointing_kwargs={"use_reentrant": False})
+    """Non-reentrant activation checkpointing (the variant that works with ZeRO-3); no KV cache.
+
+    transformers >= 5.20 calls it ``activation_checkpointing_enable`` (the old name warns);
+    earlier 5.x releases -- the vLLM extra's -- have only ``gradient_checkpointing_enable``.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
+
+
+def checkpointing_enabled(model: "PreTrainedModel") -> bool:
+    """Whether activation checkpointing is on (either transformers 5.x name of the flag)."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(model.is_gradient_checkpointing if flag is None else flag)
 
 
 def load_causal_lm(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from rlhf_dist.config import ModelConfig
+from rlhf_dist.models.causal_lm import checkpointing_enabled
 from rlhf_dist.models import (ModelError, causal_lm_logits, hf_load_kwargs, load_causal_lm,
                               own_aligned_memory, position_ids_from_mask, save_model)
 
@@ -66,8 +67,8 @@ def test_load_kwargs_from_config_with_remote_code_off(tmp_path, tokenizer, tiny_
 
 def test_gradient_checkpointing_when_configured(tokenizer, tiny_section):
     model = load_causal_lm(tiny_section(gradient_checkpointing=True), tokenizer)
-    assert model.is_activation_checkpointing and model.config.use_cache is False
-    assert not load_causal_lm(tiny_section(), tokenizer).is_activation_checkpointing
+    assert checkpointing_enabled(model) and model.config.use_cache is False
+    assert not checkpointing_enabled(load_causal_lm(tiny_section(), tokenizer))
 
 
 def test_missing_model_path_names_the_field(tokenizer):

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from rlhf_dist.config import ModelConfig
+from rlhf_dist.models.causal_lm import checkpointing_enabled
 from rlhf_dist.models import (ROLES, ModelError, head_init_std, last_token_index, load_causal_lm,
                               load_scalar_model, save_model, scalar_head_class)
 
@@ -200,7 +201,7 @@ def test_scalar_model_pickles_by_class_name(tokenizer, tiny_section):
 
 def test_gradient_checkpointing_on_scalar_model(tokenizer, tiny_section):
     model = load_scalar_model(tiny_section(gradient_checkpointing=True), tokenizer, "critic")
-    assert model.is_activation_checkpointing
+    assert checkpointing_enabled(model)
     model.train()
     model(*_batch(tokenizer)).sum().backward()
     assert model.value_head.weight.grad is not None
