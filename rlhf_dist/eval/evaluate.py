@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -56,33 +57,48 @@ def _chunks(n: int, size: int) -> List[slice]:
 # --------------------------------------------------------------------------- generation
 
 
+def _source_dir(source: ModelSource) -> Optional[str]:
+    """The local directory a model source names (a path, or a section's ``name_or_path``);
+    None for a hub id or an already loaded :class:`~rlhf_dist.eval.loading.Policy`."""
+    path = source if isinstance(source, str) else getattr(source, "name_or_path", None)
+    if isinstance(path, str) and os.path.isdir(os.path.expanduser(path)):
+        return os.path.expanduser(path)
+    return None
+
+
 @torch.no_grad()
 def generate_responses(model: ModelSource, prompts: Sequence[str],
                        rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
                        batch_size: int = 16, max_prompt_length: int = MAX_PROMPT_LENGTH,
-                       device: Optional[str] = None) -> List[str]:
+                       device: Optional[str] = None, backend: str = "hf",
+                       model_dir: Optional[str] = None) -> List[str]:
     """Responses to ``prompts`` (texts, e.g. ``"Human: …\\nAssistant:"``) from a causal LM.
 
     ``rollout`` (a :class:`RolloutConfig`, default: its defaults) sets greedy / sampling,
     temperature, top-p / top-k, ``max_new_tokens`` and ``n_samples_per_prompt`` = n.  Returns
     ``len(prompts) · n`` texts, the n samples of prompt i at ``[i·n, (i+1)·n)``, decoded without
     special tokens (generation stops at the first EOS).  Batch ``b`` (of ``batch_size`` prompts)
-    is sampled with generator seed ``seed + b``: reproducible for a fixed batch size, and two
-    models evaluated with the same seed share their random numbers.
+    is sampled with seed ``seed + b``: reproducible for a fixed batch size, and two models
+    evaluated with the same seed share their random numbers.  ``backend`` (a name in
+    :data:`~rlhf_dist.rollout.backends.BACKENDS`) samples: ``hf`` (HF generate on the loaded
+    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory).
     """
     from rlhf_dist.data import PromptCollator
-    from rlhf_dist.rollout import RolloutEngine, decode_responses
+    from rlhf_dist.rollout import decode_responses, make_sampler
 
     policy = as_policy(model, device)
     rollout = rollout or RolloutConfig()
     encoder = _encoder(policy.tokenizer, max_prompt_length + 1, max_prompt_length)
-    engine = RolloutEngine(policy.model, policy.tokenizer, rollout)
-    collate = PromptCollator(engine.pad_token_id)
+    sampler = make_sampler(backend, model_dir=model_dir or _source_dir(model),
+                           model=policy.model, tokenizer=policy.tokenizer, rollout=rollout,
+                           seed=seed or 0,
+                           max_model_len=max_prompt_length + rollout.max_new_tokens)
+    collate = PromptCollator(sampler.pad_token_id)
     out: List[str] = []
     for b, part in enumerate(_chunks(len(prompts), batch_size)):
         batch = collate([{"input_ids": encoder.prompt(p)} for p in prompts[part]])
-        result = engine.generate(batch["input_ids"], batch["attention_mask"],
-                                 generator_seed=None if seed is None else seed + b)
+        result = sampler.generate(batch["input_ids"], batch["attention_mask"],
+                                  None if seed is None else seed + b)
         out += decode_responses(result, policy.tokenizer)
     return out
 

@@ -20,6 +20,7 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
+    from rlhf_dist.rollout.backends import BACKENDS, check_backend, make_sampler
     from rlhf_dist.rollout.generate import (RolloutEngine, action_logprobs, concat_rollouts,
                                             decode_prompts, decode_responses, response_mask,
                                             response_token_ids)
@@ -44,6 +45,9 @@ _EXPORTS: Dict[str, str] = {
     "value_objective": "learner",
     "ReplayBuffer": "replay",
     "epoch_permutation": "replay",
+    "BACKENDS": "backends",
+    "check_backend": "backends",
+    "make_sampler": "backends",
 }
 
 __all__: List[str] = sorted(_EXPORTS)
