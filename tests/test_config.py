@@ -123,3 +123,23 @@ def test_cli_print_config_and_errors():
     bad = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "sft", "trian.lr=1"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "did you mean 'train'" in bad.stderr
+
+
+def test_vllm_rollout_sections():
+    cfg = load_config(None, ["rollout.backend=vllm", "data.max_prompt_length=40",
+                             "rollout.max_new_tokens=24"])
+    assert cfg.resources.rollout.max_model_len == 64  # prompt + response by default
+    assert cfg.resources.rollout.world_size == 1
+    msg = _error(["rollout.backend=vllm", "resources.rollout.max_model_len=50",
+                  "data.max_prompt_length=40", "rollout.max_new_tokens=24"])
+    assert msg.startswith("resources.rollout.max_model_len: 50 is below") and "= 64" in msg
+    assert _error(["rollout.backend=sglang"]).startswith("rollout.backend: got 'sglang'")
+    assert _error(["rollout.use_engine_logprobs=true"]).startswith(
+        "rollout.use_engine_logprobs: needs rollout.backend=vllm")
+    assert _error(["resources.colocate_rollout=true"]).startswith(
+        "resources.colocate_rollout: needs rollout.backend=vllm")
+    assert _error(["resources.rollout.num_engines=0"]).startswith(
+        "resources.rollout.num_engines: must be > 0")
+    assert _error(["resources.rollout.gpu_memory_utilization=1.5"]).startswith(
+        "resources.rollout.gpu_memory_utilization: must be in (0, 1]")
+    assert _error(["rollout.tis_cap=0"]).startswith("rollout.tis_cap: must be > 0")

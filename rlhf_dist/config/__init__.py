@@ -100,7 +100,8 @@ class Config:
             self.rollout.max_new_tokens
         if engines.max_model_len is None:
             engines.max_model_len = needed
-        _require(engines.max_model_len >= needed, "resources.rollout.max_model_len",
+        _require(self.rollout.backend != "vllm" or engines.max_model_len >= needed,
+                 "resources.rollout.max_model_len",
                  f"{engines.max_model_len} is below data.max_prompt_length="
                  f"{self.data.max_prompt_length} + rollout.max_new_tokens="
                  f"{self.rollout.max_new_tokens} = {needed}")

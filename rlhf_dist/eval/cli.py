@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from rlhf_dist.rollout.backends import BACKENDS
+
 PROG = "rlhf-dist eval"
 
 
@@ -77,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=_positive_int, default=16)
+    s.add_argument("--backend", choices=sorted(BACKENDS), default="hf",
+                   help="what samples the answers: hf (transformers generate, default) or vllm "
+                        "(an in-process vLLM engine over each model directory; needs the "
+                        "[vllm] extra). Perplexity and reward scores stay on the HF model")
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where eval.json, eval.md, samples.jsonl (and the W&B run) go")
@@ -162,7 +168,18 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
                          f"than --max-length ({args.max_length})")
     if args.tie_eps < 0:
         raise UsageError(f"--tie-eps must be >= 0, got {args.tie_eps}")
+    check_backend_args(args, models)
     return models
+
+
+def check_backend_args(args: argparse.Namespace, models: Dict[str, Tuple[str, str]]) -> None:
+    """``--backend``'s checks of every model (vllm: installed, a local directory it can
+    serve); a :class:`~rlhf_dist.config.ConfigError` naming the flag."""
+    from rlhf_dist.rollout.backends import check_backend
+
+    for path, flag in models.values():
+        check_backend(args.backend, path, args.max_prompt_length + args.max_new_tokens,
+                      field="--backend", model_field=f"{flag} {path}")
 
 
 # --------------------------------------------------------------------------- run
@@ -180,7 +197,7 @@ def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dic
     keys = ("prompts", "prompt_key", "split", "max_prompts", "reference", "response_key",
             "reward_model", "baseline", "tie_eps", "max_new_tokens", "num_samples", "greedy",
             "temperature", "top_p", "seed", "batch_size", "max_length", "max_prompt_length",
-            "device")
+            "device", "backend")
     return {**{k: getattr(args, k) for k in keys}, "num_prompts": n_prompts,
             "num_reference": n_reference}
 
@@ -213,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             reward_model=args.reward_model, reference=reference, baseline=args.baseline,
             tie_eps=args.tie_eps, rollout=rollout, seed=args.seed, batch_size=args.batch_size,
             max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-            device=args.device)
+            device=args.device, backend=args.backend)
         paths = write_report(report, args.output_dir,
                              {name: path for name, (path, _) in models.items()}, settings)
         tracker.log(_wandb_metrics(report.metrics), step=0)

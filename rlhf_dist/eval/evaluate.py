@@ -81,7 +81,8 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     is sampled with seed ``seed + b``: reproducible for a fixed batch size, and two models
     evaluated with the same seed share their random numbers.  ``backend`` (a name in
     :data:`~rlhf_dist.rollout.backends.BACKENDS`) samples: ``hf`` (HF generate on the loaded
-    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory).
+    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; prompt
+    ``i`` of batch ``b`` gets seed ``seed + b + i``).
     """
     from rlhf_dist.data import PromptCollator
     from rlhf_dist.rollout import decode_responses, make_sampler
@@ -253,15 +254,16 @@ def run_model(model: ModelSource, prompts: Sequence[str],
               rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
               batch_size: int = 16, max_length: int = MAX_LENGTH,
               max_prompt_length: int = MAX_PROMPT_LENGTH,
-              device: Optional[str] = None) -> ModelRun:
-    """Load ``model`` once, answer ``prompts`` (:func:`generate_responses`) and measure
-    :func:`perplexity_on` ``reference`` (when given)."""
+              device: Optional[str] = None, backend: str = "hf") -> ModelRun:
+    """Load ``model`` once, answer ``prompts`` (:func:`generate_responses` with ``backend``)
+    and measure :func:`perplexity_on` ``reference`` (when given; always on the HF model)."""
     if kinds is not None and len(kinds) != len(prompts):
         raise ValueError(f"{len(kinds)} kinds for {len(prompts)} prompts")
     rollout = rollout or RolloutConfig()
     policy = as_policy(model, device)
     responses = generate_responses(policy, prompts, rollout, seed, batch_size,
-                                   max_prompt_length)
+                                   max_prompt_length, backend=backend,
+                                   model_dir=_source_dir(model))
     ppl = (perplexity_on(policy.model, policy.tokenizer, reference, batch_size, max_length,
                          max_prompt_length) if reference else None)
     n = rollout.n_samples_per_prompt
@@ -283,12 +285,13 @@ def evaluate_model(model: ModelSource, prompts: Sequence[str], *,
                    rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
                    batch_size: int = 16, max_length: int = MAX_LENGTH,
                    max_prompt_length: int = MAX_PROMPT_LENGTH,
-                   device: Optional[str] = None) -> Dict[str, float]:
+                   device: Optional[str] = None, backend: str = "hf") -> Dict[str, float]:
     """Every metric of one model: :func:`response_metrics` of its answers to ``prompts``
-    (``reward_mean``/``reward_std`` with ``reward_model``; ``harmlessness``/``helpfulness``
-    with toy ``kinds``) plus ``perplexity`` on ``reference`` (when given)."""
+    (sampled by ``backend``; ``reward_mean``/``reward_std`` with ``reward_model``;
+    ``harmlessness``/``helpfulness`` with toy ``kinds``) plus ``perplexity`` on ``reference``
+    (when given)."""
     run = run_model(model, prompts, kinds, reference, rollout, seed, batch_size, max_length,
-                    max_prompt_length, device)
+                    max_prompt_length, device, backend)
     scores = (reward_scores(reward_model, run.prompts, run.responses, batch_size,
                             max_length=max_length, max_prompt_length=max_prompt_length,
                             device=device) if reward_model is not None else None)
@@ -299,14 +302,15 @@ def compare(model_a: ModelSource, model_b: ModelSource, reward_model: RewardSour
             prompts: Sequence[str], rollout: Optional[RolloutConfig] = None,
             seed: Optional[int] = 0, tie_eps: float = 0.0, batch_size: int = 16,
             max_length: int = MAX_LENGTH, max_prompt_length: int = MAX_PROMPT_LENGTH,
-            device: Optional[str] = None) -> Dict[str, float]:
+            device: Optional[str] = None, backend: str = "hf") -> Dict[str, float]:
     """Win rate of A against B judged by ``reward_model``: both answer the same ``prompts``
-    with the same sampling seed, the RM scores each answer, :func:`~metrics.win_rate` of the
-    per-answer scores (``win``, ``tie``, ``loss``, ``win_rate`` = win + tie / 2)."""
+    with the same sampling seed (and ``backend``), the RM scores each answer,
+    :func:`~metrics.win_rate` of the per-answer scores (``win``, ``tie``, ``loss``,
+    ``win_rate`` = win + tie / 2)."""
     rollout = rollout or RolloutConfig()
     n = rollout.n_samples_per_prompt
     answers = [generate_responses(m, prompts, rollout, seed, batch_size, max_prompt_length,
-                                  device) for m in (model_a, model_b)]
+                                  device, backend) for m in (model_a, model_b)]
     rm = as_reward_model(reward_model, device)
     repeated = _repeat(prompts, n)
     scores = [reward_scores(rm, repeated, a, batch_size, max_length=max_length,
@@ -333,13 +337,13 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
                     rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
                     batch_size: int = 16, max_length: int = MAX_LENGTH,
                     max_prompt_length: int = MAX_PROMPT_LENGTH,
-                    device: Optional[str] = None) -> EvalReport:
+                    device: Optional[str] = None, backend: str = "hf") -> EvalReport:
     """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
     one model in memory at a time, the reward model loaded once), all answering the same
-    ``prompts`` with the same seed.  With ``baseline`` (a name in ``models``; needs
-    ``reward_model``) every model also gets ``win_rate``, ``win``, ``tie``, ``loss`` against
-    the baseline's answers to the same prompts (the baseline itself: all ties, 0.5 unless
-    sampling differs)."""
+    ``prompts`` with the same seed and ``backend``.  With ``baseline`` (a name in
+    ``models``; needs ``reward_model``) every model also gets ``win_rate``, ``win``, ``tie``,
+    ``loss`` against the baseline's answers to the same prompts (the baseline itself: all
+    ties, 0.5 unless sampling differs)."""
     if not models:
         raise ValueError("evaluate_models: no models")
     if baseline is not None and baseline not in models:
@@ -350,7 +354,7 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     for name, source in models.items():
         logger.info("eval: %s: generating answers to %d prompts", name, len(prompts))
         runs[name] = run_model(source, prompts, kinds, reference, rollout, seed, batch_size,
-                               max_length, max_prompt_length, device)
+                               max_length, max_prompt_length, device, backend)
         gc.collect()
     scores: Dict[str, List[float]] = {}
     if reward_model is not None:

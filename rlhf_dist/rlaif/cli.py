@@ -24,6 +24,7 @@ from typing import List, Optional
 
 from rlhf_dist.rlaif.judges import JudgeError, load_judge
 from rlhf_dist.rlaif.ranking import STRATEGIES
+from rlhf_dist.rollout.backends import BACKENDS
 
 PROG = "rlhf-dist label"
 
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-margin", type=float, default=0.0,
                    help="skip pairs whose score difference is below this (ties always skipped)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="hf",
+                   help="what samples the responses: hf (transformers generate, default) or "
+                        "vllm (an in-process vLLM engine over --policy; needs the [vllm] "
+                        "extra; the HF policy is then not loaded)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--output", required=True, help="pairs file to write (.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,6 +88,19 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    _check_backend(parser, args)
+
+
+def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--backend``'s checks of ``--policy`` (vllm: installed, a model it can serve)."""
+    from rlhf_dist.config import ConfigError
+    from rlhf_dist.rollout.backends import check_backend
+
+    try:
+        check_backend(args.backend, args.policy, args.max_prompt_length + args.max_new_tokens,
+                      field="--backend", model_field="--policy")
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 def _summary(stats, output: str) -> str:
@@ -119,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, do_sample=True)
     responses = sample_responses(args.policy, prompts, args.k, rollout, args.seed, args.device,
-                                 args.max_prompt_length, show_progress=not args.no_progress)
+                                 args.max_prompt_length, show_progress=not args.no_progress,
+                                 backend=args.backend)
     try:
         rows, stats = label_with_stats(prompts, responses, judge, args.strategy, args.min_margin)
     except ValueError as err:
@@ -130,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "policy": args.policy, "judge": args.judge, "prompts": args.prompts, "split": args.split,
         "k": args.k, "strategy": args.strategy, "min_margin": args.min_margin,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
+        "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+        "backend": args.backend},
         "output": args.output, "wall_s": round(time.time() - started, 3)}
     stats_file = stats_path(args.output)
     stats_file.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -62,30 +62,36 @@ def load_prompts(path: str, split: str = "train", prompt_key: str = "prompt",
 def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: int,
                        rollout: "RolloutConfig", seed: int = 0,
                        max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                       show_progress: bool = False) -> List[List[str]]:
-    """``k`` sampled responses per prompt from an in-memory causal LM.
+                       show_progress: bool = False, backend: str = "hf",
+                       model_dir: Optional[str] = None) -> List[List[str]]:
+    """``k`` sampled responses per prompt from a causal LM.
 
     Prompts are tokenised like PPO prompts (:class:`~rlhf_dist.data.Encoder`, left-truncated to
     ``max_prompt_length``), left-padded in batches of ``rollout.rollout_batch_size`` prompts and
-    sampled by :class:`~rlhf_dist.rollout.RolloutEngine` with ``n_samples_per_prompt = k``;
-    batch ``b`` uses generator seed ``seed * 1_000_003 + b``, so a seed gives the same texts.
+    sampled with ``n_samples_per_prompt = k`` by ``backend``
+    (:data:`~rlhf_dist.rollout.backends.BACKENDS`): ``hf`` -- HF generate on the in-memory
+    ``model``; ``vllm`` -- one vLLM engine over ``model_dir`` (``model`` may be None).  Batch
+    ``b`` uses seed ``seed * 1_000_003 + b`` (vllm: ``+ i`` for its prompt ``i``), so a seed
+    gives the same texts.
     """
     from rlhf_dist.data import Encoder, pad
-    from rlhf_dist.rollout import RolloutEngine, decode_responses
+    from rlhf_dist.rollout import decode_responses, make_sampler
     from rlhf_dist.utils import progress
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     rollout = dataclasses.replace(rollout, n_samples_per_prompt=k)
-    engine = RolloutEngine(model, tokenizer, rollout)
+    sampler = make_sampler(backend, model_dir=model_dir, model=model, tokenizer=tokenizer,
+                           rollout=rollout, seed=seed,
+                           max_model_len=max_prompt_length + rollout.max_new_tokens)
     encoder = Encoder(tokenizer, max_prompt_length + rollout.max_new_tokens, max_prompt_length)
     size, out = rollout.rollout_batch_size, []
     bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
     for b, start in enumerate(range(0, len(prompts), size)):
         ids = [encoder.prompt(p) for p in prompts[start:start + size]]
-        batch = engine.generate(pad(ids, engine.pad_token_id, "left"),
-                                pad([[1] * len(i) for i in ids], 0, "left"),
-                                generator_seed=seed * 1_000_003 + b)
+        batch = sampler.generate(pad(ids, sampler.pad_token_id, "left"),
+                                 pad([[1] * len(i) for i in ids], 0, "left"),
+                                 seed * 1_000_003 + b)
         texts = decode_responses(batch, tokenizer)
         out += [texts[i * k:(i + 1) * k] for i in range(len(ids))]
         bar.update(len(ids))
@@ -97,21 +103,33 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
                      rollout: Optional["RolloutConfig"] = None, seed: int = 0,
                      device: Optional[str] = None,
                      max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                     show_progress: bool = False) -> List[List[str]]:
+                     show_progress: bool = False, backend: str = "hf") -> List[List[str]]:
     """``k`` responses per prompt from the HF causal LM (and its tokenizer) saved at
     ``policy_path``, sampled with ``rollout`` (default :class:`RolloutConfig`: sampling on,
-    temperature 1, 32 new tokens).  See :func:`generate_responses`."""
+    temperature 1, 32 new tokens) by ``backend``; the HF model is loaded only for a backend
+    that samples from it (``hf``).  See :func:`generate_responses`."""
     from rlhf_dist.config import ModelConfig, RolloutConfig
-    from rlhf_dist.models import load_causal_lm, load_tokenizer
-    from rlhf_dist.rlaif.judges import default_device
+    from rlhf_dist.rollout.backends import backend as backend_of
 
     if not os.path.isdir(os.path.expanduser(policy_path)):
         raise FileNotFoundError(f"policy {policy_path!r}: no such directory")
     section = ModelConfig(name_or_path=os.path.expanduser(policy_path))
-    tokenizer = load_tokenizer(section, field_prefix="policy")
-    model = load_causal_lm(section, tokenizer, field_prefix="policy").to(device or default_device())
+    model, tokenizer = _load_policy(section, device, backend_of(backend).needs_model)
     return generate_responses(model, tokenizer, prompts, k, rollout or RolloutConfig(), seed,
-                              max_prompt_length, show_progress)
+                              max_prompt_length, show_progress, backend,
+                              section.name_or_path)
+
+
+def _load_policy(section: Any, device: Optional[str], with_model: bool) -> Tuple[Any, Any]:
+    """``(model or None, tokenizer)`` of the policy ``section`` (the model on ``device``)."""
+    from rlhf_dist.models import load_causal_lm, load_tokenizer
+    from rlhf_dist.rlaif.judges import default_device
+
+    tokenizer = load_tokenizer(section, field_prefix="policy")
+    if not with_model:
+        return None, tokenizer
+    model = load_causal_lm(section, tokenizer, field_prefix="policy").to(device or default_device())
+    return model, tokenizer
 
 
 # --------------------------------------------------------------------------- labelling

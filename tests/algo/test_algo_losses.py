@@ -155,3 +155,28 @@ def test_explained_variance_by_hand():
     values = torch.tensor([[0.0, 2.0, 3.0, 5.0, -9.0]])
     assert explained_variance(values, returns, mask) == pytest.approx(0.6)
     assert math.isnan(explained_variance(values, torch.ones(1, 5), mask))
+
+
+def test_truncated_is_weights_by_hand():
+    from rlhf_dist.algo import truncated_is_weights
+
+    actor = torch.tensor([[-1.0, -2.0, -0.5]])
+    engine = torch.tensor([[-1.5, -1.0, -3.0]])
+    # exp(0.5) = 1.6487, exp(-1) = 0.3679, exp(2.5) = 12.18 -> capped at 2
+    want = torch.tensor([[math.exp(0.5), math.exp(-1.0), 2.0]])
+    assert torch.allclose(truncated_is_weights(actor, engine, cap=2.0), want)
+    with pytest.raises(ValueError, match="cap"):
+        truncated_is_weights(actor, engine, cap=0.0)
+
+
+def test_ppo_token_weights_scale_each_token_before_aggregation():
+    """A: +1, -2; ratio 1 (no clipping): per-token loss -A = -1, 2; weights 0.5, 3 -> loss
+    (-0.5 + 6) / 2 with token_mean; the gradient of token t is scaled by its weight."""
+    logprobs = torch.zeros(1, 2, requires_grad=True)
+    old, adv, mask = torch.zeros(1, 2), torch.tensor([[1.0, -2.0]]), torch.ones(1, 2)
+    weights = torch.tensor([[0.5, 3.0]])
+    loss, _ = ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2, token_weights=weights)
+    assert loss.item() == pytest.approx((-0.5 + 6.0) / 2)
+    loss.backward()
+    # d/dlogp of -A * w * exp(logp - old) at 0 = -A * w, / 2 tokens
+    assert torch.allclose(logprobs.grad, torch.tensor([[-0.25, 3.0]]))
