@@ -17,7 +17,7 @@ import psutil
 
 
 
-def overrides(args, estimator: str, out_dir: str) -> List[str]:
+def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[str]:
     """``key=value`` overrides of the benchmark workload (on top of the config defaults).
 
     Same model size for actor, reference, reward and critic; ZeRO-0 and one rank per role
@@ -37,7 +37,7 @@ def overrides(args, estimator: str, out_dir: str) -> List[str]:
         f"train.lr={args.lr}", f"train.micro_batch_size={args.micro_batch}",
         "train.adam_betas=[0.9, 0.95]", "train.weight_decay=0.0", "train.max_grad_norm=1.0",
         "deepspeed.zero_stage=0",
-        f"rollout.rollout_batch_size={prompts}", f"rollout.n_samples_per_prompt={samples}",
+        f"rollout.backend={backend}", f"rollout.rollout_batch_size={prompts}", f"rollout.n_samples_per_prompt={samples}",
         f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.min_new_tokens={args.max_new_tokens}",  # every rollout the same length
         "rollout.temperature=1.0",
@@ -55,10 +55,10 @@ def overrides(args, estimator: str, out_dir: str) -> List[str]:
     ]
 
 
-def load_bench_config(args, estimator: str, out_dir: str):
+def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf"):
     from rlhf_dist.config import load_config
 
-    return load_config(None, overrides(args, estimator, out_dir))
+    return load_config(None, overrides(args, estimator, out_dir, backend))
 
 
 def single_thread() -> None:
@@ -146,7 +146,7 @@ class TreeMeter:
         return record
 
 
-PHASES = ("generate", "score", "learn")
+PHASES = ("sync", "generate", "score", "learn")  # sync: vLLM engines only (0 with HF)
 
 
 def summarize(records: Sequence[Dict[str, float]], warmup: int) -> Dict[str, object]:

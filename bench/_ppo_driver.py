@@ -45,6 +45,10 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             with meter.phase("generate"):
                 return super().generate()
 
+        def sync_engines(self):
+            with meter.phase("sync"):
+                return super().sync_engines()
+
         def score(self, experience):
             self.experience = experience
             self._rows = float(len(experience))
@@ -207,7 +211,8 @@ def remote_calls_per_iter(cfg) -> int:
 
 
 def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
-    cfg = C.load_bench_config(args, "group_norm" if case.endswith("_grpo") else "gae", out_dir)
+    cfg = C.load_bench_config(args, "group_norm" if "_grpo" in case else "gae", out_dir,
+                              "vllm" if case.endswith("_vllm") else "hf")
     meter = C.TreeMeter()
     if case.startswith("ray"):
         start_local_ray(cfg)

@@ -16,6 +16,8 @@ Cases (each in its own process, run one after the other):
   scoring / advantage / loss functions, one process;
 * ``ray_grpo``, ``single_grpo``: the same with ``ppo.advantage_estimator=group_norm`` (GRPO,
   ``--group-size`` samples per prompt, no critic group);
+* ``ray_vllm``, ``ray_grpo_vllm``: ``ray`` and ``ray_grpo`` with ``rollout.backend=vllm``
+  (one vLLM engine; the weight sync is its own phase, ``sync``; needs the ``[vllm]`` extra);
 * ``trl_grpo``: TRL's ``GRPOTrainer`` (optional ``bench`` extra) on the same weights, toy
   tokenizer, prompts (in the same order), generation length and group size, scored by the same
   reward model through a Python reward function (``bench/_ppo_trl.py``).
@@ -48,17 +50,20 @@ sys.path.insert(0, str(HERE))
 
 import _ppo_common as C  # noqa: E402
 
-CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo")
+CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
+         "ray_grpo_vllm")
 TARGET = 1.25  # issue 4: the Ray system within 1.25x of the single-process loop
 # (numerator, denominator, kind): "slowdown" = time ratio, "speed" = tokens/s ratio
 RATIOS = (("ray", "single", "slowdown"), ("ray", "inproc", "slowdown"),
           ("inproc", "single", "slowdown"), ("ray_grpo", "single_grpo", "slowdown"),
-          ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"))
+          ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"),
+          ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/ppo.py", description=__doc__.split("\n")[0])
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    p.add_argument("--cases", default=",".join(c for c in CASES if not c.endswith("_vllm")),
+                   help=f"comma list of {', '.join(CASES)} (default: all but the vLLM ones)")
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2, help="first iterations not averaged")
     p.add_argument("--repeats", type=int, default=1, help="run the case list this many times")
@@ -94,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def estimator_of(case: str) -> str:
-    return "group_norm" if case.endswith("_grpo") else "gae"
+    return "group_norm" if "_grpo" in case else "gae"
 
 
 # --------------------------------------------------------------------------- cases
@@ -113,7 +118,7 @@ def run_case_here(args) -> int:
 def run_case(args) -> dict:
     case = args.run_case
     out_dir = str(Path(args.out_dir) / case)
-    if case in ("ray", "inproc", "ray_grpo"):
+    if case in ("ray", "inproc", "ray_grpo", "ray_vllm", "ray_grpo_vllm"):
         import _ppo_driver
 
         record = _ppo_driver.run_driver(args, case, out_dir)

@@ -19,3 +19,7 @@ OUT=${BENCH_OUT:-outputs/bench}
     --out-dir "$OUT/trl_ratio" "$@"
 "$PY" bench/profile_dpo.py --threads 1 --steps 8 --rounds 3 2>/dev/null | grep '^{'
 "$PY" bench/ppo.py --repeats 3
+# 5. bench/rollout.py (in the vLLM virtualenv): HF vs vLLM generation, and PPO/GRPO
+#    iterations with each backend
+VLLM_PY=${VLLM_PYTHON:-.venv-vllm/bin/python}
+if [ -x "$VLLM_PY" ]; then "$VLLM_PY" bench/rollout.py --ppo; fi

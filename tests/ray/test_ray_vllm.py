@@ -110,6 +110,18 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
     assert 0 < seconds < 30
 
 
+def test_a_dead_engine_is_reported_with_its_index(sync_setup):
+    """Runs after the sync test (it leaves the engine group broken)."""
+    import ray
+
+    from rlhf_dist.workers.group import WorkerError
+
+    cfg, tokenizer, roles = sync_setup
+    ray.kill(roles.rollout.workers[0], no_restart=True)
+    with pytest.raises(WorkerError, match=r"rollout engine rank 0 failed: ActorDiedError"):
+        roles.rollout.generate(_prompts(cfg, tokenizer), 0, tokenizer.pad_token_id)
+
+
 # --------------------------------------------------------------------------- PPO / GRPO
 
 
