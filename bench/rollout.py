@@ -137,6 +137,10 @@ def ppo_lines(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # vLLM drops an in-process engine's torch threads to 1 unless OMP_NUM_THREADS says
+    # otherwise: pin both engines to the same thread count
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import torch
 
     torch.set_num_threads(args.threads)

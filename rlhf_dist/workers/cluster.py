@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from rlhf_dist.config import Config, ResourcesConfig, RoleResources
-from rlhf_dist.workers.group import make_placement, place_bundles
+from rlhf_dist.config import Config, ResourcesConfig
+from rlhf_dist.workers.group import place_bundles, role_bundles
 from rlhf_dist.workers.groups import ActorGroup, CriticGroup, ReferenceGroup, RewardGroup
 from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
 from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
@@ -109,41 +109,38 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
     res, timeout = cfg.resources, cfg.resources.timeout_s
     roles = Roles()
 
-    def placed(name: str, r: RoleResources):
-        pg = make_placement(r, res.placement_strategy, f"rlhf_dist-{name}", timeout)
-        roles.placement_groups.append(pg)
-        return pg
-
-    def pg_of_bundles(bundles, name: str):
+    def placed(name: str, bundles: List[Dict[str, float]]):
         pg = place_bundles(bundles, res.placement_strategy, f"rlhf_dist-{name}", timeout)
         roles.placement_groups.append(pg)
         return pg
 
     try:  # a failure part-way (e.g. a role that cannot be placed) frees what was created
-        actor_pg = placed("actor", res.actor)
-        share_ar = (0.5 if res.colocate_actor_ref else 1.0) * \
-            (1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0)
+        actor_pg = placed("actor", role_bundles(res.actor))
+        # shares of an actor bundle: halves with a colocated reference, less the engine's
+        share_ar = 0.5 if res.colocate_actor_ref else 1.0
+        left = 1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
-                                 share_ar)
-        ref_pg = actor_pg if res.colocate_actor_ref else placed("reference", res.reference)
+                                 share_ar * left)
+        ref_pg = actor_pg if res.colocate_actor_ref else placed(
+            "reference", role_bundles(res.reference))
         roles.reference = ReferenceGroup(
             "reference", ReferenceWorker, res.actor if res.colocate_actor_ref else res.reference,
-            ref_pg, (cfg,), timeout, share_ar)
+            ref_pg, (cfg,), timeout, share_ar * (left if res.colocate_actor_ref else 1.0))
         colocate_cr = res.colocate_critic_reward and with_reward and with_critic
         share_cr = 0.5 if colocate_cr else 1.0
         critic_pg = None
         if with_critic:
-            critic_pg = placed("critic", res.critic)
+            critic_pg = placed("critic", role_bundles(res.critic))
             roles.critic = CriticGroup("critic", CriticWorker, res.critic, critic_pg, (cfg,),
                                        timeout, share_cr)
         if with_reward:
-            reward_pg = critic_pg if colocate_cr else placed("reward", res.reward)
+            reward_pg = critic_pg if colocate_cr else placed("reward", role_bundles(res.reward))
             roles.reward = RewardGroup("reward", RewardWorker,
                                        res.critic if colocate_cr else res.reward, reward_pg,
                                        (cfg,), timeout, share_cr)
         if engine_config is not None:
-            engines_pg = actor_pg if res.colocate_rollout else pg_of_bundles(
-                engine_bundles(cfg), "rollout")
+            engines_pg = actor_pg if res.colocate_rollout else placed("rollout",
+                                                                      engine_bundles(cfg))
             roles.rollout = RolloutEngines(cfg, engine_config, engines_pg)
     except BaseException:
         roles.kill()

@@ -31,12 +31,15 @@ def device_per_worker() -> str:
     return "GPU" if ray.cluster_resources().get("GPU", 0) > 0 else "CPU"
 
 
-def make_placement(res: RoleResources, strategy: str, name: str,
-                   timeout_s: float) -> PlacementGroup:
+def role_bundles(res: RoleResources) -> List[Dict[str, float]]:
     """One bundle per rank: a device (GPU clusters) plus ``cpus_per_worker`` CPUs."""
     use_gpu = device_per_worker() == "GPU"
-    bundle = {"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    return place_bundles([bundle] * res.world_size, strategy, name, timeout_s)
+    return [{"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}] * res.world_size
+
+
+def make_placement(res: RoleResources, strategy: str, name: str,
+                   timeout_s: float) -> PlacementGroup:
+    return place_bundles(role_bundles(res), strategy, name, timeout_s)
 
 
 def place_bundles(bundles: List[Dict[str, float]], strategy: str, name: str,

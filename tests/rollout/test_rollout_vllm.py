@@ -163,3 +163,25 @@ def test_unservable_models_are_refused_naming_the_field():
                                    architectures=["LlamaForCausalLM"]), on_gpu=False)
     with pytest.raises(VLLMError, match=r"model: architecture \['NotAModel'\] is not one vLLM"):
         check_servable(GPT2Config(architectures=["NotAModel"]), on_gpu=True)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs the [vllm] extra")
+def test_preflight_refuses_colocation_on_cpu_and_too_long_lengths():
+    from rlhf_dist.config import load_config
+    from rlhf_dist.models import load_tokenizer
+    from rlhf_dist.rollout.vllm_engine import preflight
+
+    base = ["rollout.backend=vllm", "model.tiny.num_heads=2"]
+    cfg = load_config(None, [*base, "resources.colocate_rollout=true"])
+    tokenizer = load_tokenizer(cfg.model)
+    with pytest.raises(ConfigError, match=r"resources.colocate_rollout: needs GPUs"):
+        preflight(cfg, tokenizer, on_gpu=False)
+    with pytest.raises(ConfigError, match=r"num_engines must equal the actor's ranks \(1\)"):
+        preflight(load_config(None, [*base, "resources.colocate_rollout=true",
+                                     "resources.rollout.num_engines=2"]), tokenizer, True)
+    long = load_config(None, [*base, "resources.rollout.max_model_len=1000"])
+    with pytest.raises(ConfigError, match=r"max_model_len: 1000 is above the model's "
+                                          r"max_position_embeddings=256"):
+        preflight(long, tokenizer, on_gpu=False)
+    assert '"LlamaForCausalLM"' in preflight(load_config(None, base), tokenizer, False)
