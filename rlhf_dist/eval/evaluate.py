@@ -81,8 +81,9 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     is sampled with seed ``seed + b``: reproducible for a fixed batch size, and two models
     evaluated with the same seed share their random numbers.  ``backend`` (a name in
     :data:`~rlhf_dist.rollout.backends.BACKENDS`) samples: ``hf`` (HF generate on the loaded
-    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; prompt
-    ``i`` of batch ``b`` gets seed ``seed + b + i``).
+    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; each
+    sampled row gets a seed of its own, see
+    :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`).
     """
     from rlhf_dist.data import PromptCollator
     from rlhf_dist.rollout import decode_responses, make_sampler

@@ -9,8 +9,8 @@ one sampler per model; every batch then goes through ``sampler.generate(ids, mas
 * ``hf`` -- :class:`~rlhf_dist.rollout.RolloutEngine` on the loaded HF model; ``seed`` is the
   batch's generator seed.
 * ``vllm`` -- one :class:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine` (engine core in
-  this process) that reads the model from its directory; prompt ``i`` of a batch is sampled
-  with seed ``seed + i``.  Needs no HF model in memory.
+  this process) that reads the model from its directory; every row of every batch has a
+  seed of its own (``VLLMRolloutEngine.generate``).  Needs no HF model in memory.
 
 The two backends draw different random numbers: a seed reproduces a backend's own samples,
 and greedy decoding gives the same tokens up to floating-point ties.
@@ -78,7 +78,7 @@ def _hf_sampler(*, model: Any, tokenizer: Any, rollout: Any, **_: Any) -> HFSamp
 
 def _dtype_name(model: Any) -> str:
     """The dtype vLLM computes in: the HF model's when one is loaded, else float32 (the
-    ``model.dtype`` default)."""
+    default of ``ModelConfig.dtype``, what the HF model would have been loaded in)."""
     if model is None:
         return "float32"
     return str(next(model.parameters()).dtype).replace("torch.", "")
@@ -147,5 +147,5 @@ def make_sampler(name: str, *, model_dir: Optional[str], model: Any, tokenizer: 
                               rollout=rollout, seed=seed, max_model_len=max_model_len)
 
 
-__all__ = ["BACKENDS", "Backend", "HFSampler", "backend", "check_backend", "check_vllm_model",
-           "make_sampler"]
+__all__ = ["BACKENDS", "Backend", "HFSampler", "backend", "check_backend",
+           "check_vllm_model", "make_sampler"]

@@ -33,6 +33,7 @@ INSTALL_HINT = ('install vLLM: pip install -e ".[vllm]" on a CPU machine (the vl
                 'build), or pip install vllm on a CUDA machine')
 RECEIVER = "rlhf_dist.rollout.vllm_receiver.WeightReceiver"
 WeightSpec = Tuple[str, str, List[int]]  # parameter name, dtype name, full shape
+SEED_STRIDE = 2 ** 20  # rows one generate call may seed apart from the next call's
 
 
 class VLLMError(ConfigError):
@@ -148,17 +149,25 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 seed: Optional[int] = None) -> Batch:
-        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt; prompt ``i``
-        is sampled with seed ``seed + i``.  The HF engine's Batch plus ``engine_logprobs``."""
+                 seed: Optional[int] = None, first_row: int = 0) -> Batch:
+        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt: the HF engine's
+        Batch plus ``engine_logprobs``.
+
+        Row ``j`` (sample ``c`` of prompt ``i``, ``j = i·n + c``) is sampled with seed
+        ``seed · SEED_STRIDE + first_row + j`` (vLLM seeds the ``n`` samples of a request
+        ``s, s+1, …``): no two rows of a call, nor of calls with different seeds, share
+        their random numbers, and a row's draw does not depend on how the prompts were split
+        over engines (``first_row``: the index of this part's first row in the whole call).
+        """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         ids, mask = prompt_input_ids.cpu(), prompt_attention_mask.cpu().long()
         prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
-        params = [sampling_params(self.rollout, self.stop, None if seed is None else seed + i)
+        n = self.rollout.n_samples_per_prompt
+        base = None if seed is None else seed * SEED_STRIDE + first_row
+        params = [sampling_params(self.rollout, self.stop, None if base is None else base + i * n)
                   for i in range(len(prompts))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return outputs_to_batch(ids, mask, outputs, self.stop, self.pad_token_id,
-                                self.rollout.n_samples_per_prompt)
+        return outputs_to_batch(ids, mask, outputs, self.stop, self.pad_token_id, n)
 
     # ------------------------------------------------------------------ weights
     def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,

@@ -1,8 +1,8 @@
 """The vLLM rollout engines of ``rollout.backend=vllm``: one Ray actor per engine, and the
 driver's view of them (:class:`RolloutEngines`).
 
-Prompts are spread over the engines in contiguous parts; prompt ``i`` of an iteration is
-sampled with seed ``seed + i`` whatever engine serves it.  The weight sync is a broadcast from
+Prompts are spread over the engines in contiguous parts; each sampled row has a seed of its
+own, the same whatever engine serves it.  The weight sync is a broadcast from
 the actor's rank 0 to every engine worker on a group of their own (gloo on CPU, NCCL on GPU):
 the actor's ranks stream the parameters one at a time (ZeRO-3 shards gathered per parameter),
 rank 0 sends each in the engine's dtype, the engines load them as they arrive.
@@ -51,8 +51,9 @@ class VLLMEngineWorker:
             pad_token_id=pad if pad is not None else stop[0], load_format="dummy",
             sleep_mode=cfg.resources.colocate_rollout)
 
-    def generate(self, prompts: Batch, seed: int) -> Batch:
-        return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed)
+    def generate(self, prompts: Batch, seed: int, first_row: int) -> Batch:
+        return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed,
+                                    first_row)
 
     def init_weight_group(self, host: str, port: int, world_size: int, backend: str,
                           timeout_s: float) -> None:
@@ -104,14 +105,16 @@ class RolloutEngines(RayGroup):
         self.weights_ready = False
 
     def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
-        """Each engine samples for a contiguous part of the prompts (prompt ``i`` with seed
-        ``seed + i``); parts are joined as the actor's ranks' are (:func:`concat_rollouts`)."""
+        """Each engine samples for a contiguous part of the prompts, each row with a seed of
+        its own that does not depend on the split (``VLLMRolloutEngine.generate``); parts are
+        joined as the actor's ranks' are (:func:`concat_rollouts`)."""
         from rlhf_dist.rollout import concat_rollouts
 
+        n = self.cfg.rollout.n_samples_per_prompt
         parts = prompts.chunk(min(self.world_size, len(prompts)))
-        offsets = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
-        refs = [w.generate.remote(part, seed + offset)
-                for w, part, offset in zip(self.workers, parts, offsets)]
+        firsts = [n * sum(len(p) for p in parts[:i]) for i in range(len(parts))]
+        refs = [w.generate.remote(part, seed, first)
+                for w, part, first in zip(self.workers, parts, firsts)]
         return concat_rollouts(self._get(refs), pad_token_id)
 
     def connect(self, actor: Any) -> None:
