@@ -21,6 +21,7 @@ seconds (generate / sync / score / learn) per iteration of each backend and thei
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -140,12 +141,14 @@ def main(argv=None) -> int:
     # vLLM drops an in-process engine's torch threads to 1 unless OMP_NUM_THREADS says
     # otherwise: pin both engines to the same thread count
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import torch
 
     torch.set_num_threads(args.threads)
+    stdout = sys.stdout
     for size in [s for s in args.sizes.split(",") if s]:
-        print(json.dumps(bench_size(args, size)), flush=True)
+        with contextlib.redirect_stdout(sys.stderr):  # vLLM logs to stdout: JSON lines only
+            record = bench_size(args, size)
+        print(json.dumps(record), file=stdout, flush=True)
     if args.ppo:
         ppo_lines(args)
     return 0

@@ -142,7 +142,8 @@ class VLLMRolloutEngine:
         self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
                        tensor_parallel_size=engines.tensor_parallel_size,
                        max_model_len=engines.max_model_len, max_num_seqs=engines.max_num_seqs,
-                       enforce_eager=engines.enforce_eager or not on_gpu,
+                       enforce_eager=(not on_gpu if engines.enforce_eager is None
+                                      else engines.enforce_eager),
                        load_format=load_format, worker_extension_cls=RECEIVER,
                        logprobs_mode="processed_logprobs", generation_config="vllm",
                        enable_sleep_mode=sleep_mode, **memory)

@@ -3,7 +3,8 @@
 * Weight sync, in this process on a private local Ray: an actor group (ZeRO-3 over 2 ranks)
   and one vLLM engine from the same weights decode the same greedy tokens; after PPO updates
   that push the greedy tokens down, the engine without a sync still decodes the old tokens,
-  and after one sync the actor's new ones (so the sync, and only the sync, moved them).
+  and after one sync the actor's new ones (so the sync, and only the sync, moved them); a
+  killed engine is reported as ``rollout engine rank 0``.
 * PPO with a critic and GRPO (``group_norm``) through ``rlhf-dist ppo rollout.backend=vllm``
   raise the reward by the margins of the HF-backend tests (``test_ray_ppo.py``), with the
   actor's and vLLM's log-probs of the sampled tokens equal to ``LOGPROB_BOUND`` every
