@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--ppo", action="store_true", help="also the PPO/GRPO iteration cases")
     p.add_argument("--iterations", type=int, default=8, help="PPO iterations (--ppo)")
+    p.add_argument("--ppo-repeats", type=int, default=3, help="interleaved repeats (--ppo)")
     return p.parse_args(argv)
 
 
@@ -130,7 +131,8 @@ def bench_size(args, size: str) -> dict:
 
 def ppo_lines(args) -> None:
     cmd = [sys.executable, str(HERE / "ppo.py"), "--cases",
-           "ray,ray_vllm,ray_grpo,ray_grpo_vllm", "--iterations", str(args.iterations)]
+           "ray,ray_vllm,ray_grpo,ray_grpo_vllm", "--iterations", str(args.iterations),
+           "--repeats", str(args.ppo_repeats)]
     done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     for line in done.stdout.splitlines():
         print(line, flush=True)
