@@ -187,8 +187,8 @@ def use_local_roles() -> None:
     from rlhf_dist.workers import cluster
     from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
-    def create_roles(cfg, with_reward: bool, with_critic: bool, engine_config=None):
-        if engine_config is not None:
+    def create_roles(cfg, with_reward: bool, with_critic: bool, engine_model=None):
+        if engine_model is not None:
             raise ValueError("the in-process driver has no vLLM engines: rollout.backend=hf")
         init_distributed()
         return cluster.Roles(

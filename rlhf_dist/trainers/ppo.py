@@ -78,15 +78,15 @@ class PPOTrainer:
         steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
                                                // cfg.ppo.mini_batch_size)
         self.started_ray = start_ray(cfg.resources.ray_address, cpus_needed(cfg, ppo_roles(cfg)))
-        engine_config = None
+        engine_model = None
         if cfg.rollout.backend == "vllm":
             from rlhf_dist.rollout.vllm_engine import preflight
             from rlhf_dist.workers.group import device_per_worker
 
-            engine_config = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
+            engine_model = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic,
-                                  engine_config=engine_config)
+                                  engine_model=engine_model)
         total = cfg.ppo.iterations * steps_per_iter
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
@@ -99,6 +99,8 @@ class PPOTrainer:
                 total)
         if self.roles.rollout:
             self.roles.rollout.connect(self.roles.actor)
+            if cfg.resources.colocate_rollout:
+                self.roles.rollout.sleep()  # the device is the other roles' until the sync
         self.frozen_start = self.frozen_checksums()
         self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.iteration = 0

@@ -5,7 +5,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
@@ -103,9 +103,9 @@ def cpus_needed(cfg: Config, roles) -> float:
 
 
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
-                 engine_config: Optional[str] = None) -> Roles:
+                 engine_model: Optional[Any] = None) -> Roles:
     """Placement groups per role (shared by colocated pairs), then the groups, built; with
-    ``engine_config`` (the policy's HF config as JSON) also the vLLM rollout engines."""
+    ``engine_model`` (``rollout.vllm_engine.EngineModel``) also the vLLM rollout engines."""
     res, timeout = cfg.resources, cfg.resources.timeout_s
     roles = Roles()
 
@@ -138,10 +138,10 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
             roles.reward = RewardGroup("reward", RewardWorker,
                                        res.critic if colocate_cr else res.reward, reward_pg,
                                        (cfg,), timeout, share_cr)
-        if engine_config is not None:
+        if engine_model is not None:
             engines_pg = actor_pg if res.colocate_rollout else placed("rollout",
                                                                       engine_bundles(cfg))
-            roles.rollout = RolloutEngines(cfg, engine_config, engines_pg)
+            roles.rollout = RolloutEngines(cfg, engine_model, engines_pg)
     except BaseException:
         roles.kill()
         raise

@@ -187,10 +187,13 @@ class ActorWorker(_ModelWorker):
 
     def join_weight_group(self, world_size: int, backend: str) -> None:
         """Rank 0: join as rank 0 of ``world_size`` (returns once every engine joined)."""
-        from rlhf_dist.engine.dist import standalone_group
+        from rlhf_dist.engine.dist import local_device, standalone_group
 
         self._weight_group = standalone_group(self._weight_store, 0, world_size, backend,
                                               self.cfg.resources.timeout_s)
+        # gloo sends CPU tensors, NCCL device ones; one broadcast: every engine is connected
+        self._weight_device = local_device() if backend == "nccl" else torch.device("cpu")
+        self._weight_group.broadcast(torch.zeros(1, device=self._weight_device), 0).wait()
 
     def weight_specs(self) -> List[Tuple[str, str, List[int]]]:
         """``(name, engine dtype, full shape)`` of every parameter, in sending order."""
@@ -209,7 +212,8 @@ class ActorWorker(_ModelWorker):
         dtype = getattr(torch, engine_dtype(self.cfg))
         for _, tensor in self.engine.full_parameters():
             if self.rank == 0:
-                self._weight_group.broadcast(tensor.to(dtype).contiguous(), 0).wait()
+                sent = tensor.to(device=self._weight_device, dtype=dtype).contiguous()
+                self._weight_group.broadcast(sent, 0).wait()
 
     @uses_engine
     @torch.no_grad()

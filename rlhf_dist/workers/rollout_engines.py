@@ -36,20 +36,15 @@ class VLLMEngineWorker:
     """One vLLM engine in its own Ray actor, its weights left uninitialised
     (``load_format=dummy``) until the first sync."""
 
-    def __init__(self, cfg: Config, index: int, config_json: str):
-        from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.rollout.generate import stop_ids
-        from rlhf_dist.rollout.vllm_engine import VLLMRolloutEngine, write_config_dir
+    def __init__(self, cfg: Config, index: int, model: Any):
+        from rlhf_dist.rollout.vllm_engine import VLLMRolloutEngine, config_dir
 
         self.index, self.tp = index, cfg.resources.rollout.tensor_parallel_size
-        tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        pad = tokenizer.pad_token_id
-        stop = stop_ids(cfg.rollout, tokenizer)
-        self.engine = VLLMRolloutEngine(
-            write_config_dir(config_json), cfg.rollout, cfg.resources.rollout,
-            engine_dtype(cfg), seed=cfg.seed + index, stop=stop,
-            pad_token_id=pad if pad is not None else stop[0], load_format="dummy",
-            sleep_mode=cfg.resources.colocate_rollout)
+        with config_dir(model.config_json) as directory:
+            self.engine = VLLMRolloutEngine(
+                directory, cfg.rollout, cfg.resources.rollout, engine_dtype(cfg),
+                seed=cfg.seed + index, stop=model.stop, pad_token_id=model.pad_token_id,
+                load_format="dummy", sleep_mode=cfg.resources.colocate_rollout)
 
     def generate(self, prompts: Batch, seed: int, first_row: int) -> Batch:
         return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed,
@@ -84,25 +79,27 @@ class RolloutEngines(RayGroup):
     """``resources.rollout.num_engines`` engines: on bundles of their own, or (colocated) one
     on each actor bundle.  Errors name ``rollout engine`` and the engine's index."""
 
-    def __init__(self, cfg: Config, config_json: str, pg: PlacementGroup):
+    def __init__(self, cfg: Config, model: Any, pg: PlacementGroup):
+        """``model``: :class:`~rlhf_dist.rollout.vllm_engine.EngineModel`."""
         res, self.cfg = cfg.resources, cfg
         self.role, self.timeout_s = "rollout engine", res.timeout_s
         self.world_size = res.rollout.num_engines
         tp, use_gpu = res.rollout.tensor_parallel_size, device_per_worker() == "GPU"
         share = COLOCATED_SHARE if res.colocate_rollout else 1.0
-        cpus = res.rollout.cpus_per_worker * tp * share
+        # colocated: a share of the actor's bundle, so of its CPUs
+        cpus = (res.actor.cpus_per_worker * share if res.colocate_rollout
+                else res.rollout.cpus_per_worker * tp)
         remote_cls = ray.remote(VLLMEngineWorker)
         self.workers = [remote_cls.options(
             num_cpus=cpus, num_gpus=(tp * share) if use_gpu else 0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=pg, placement_group_bundle_index=i),
-        ).remote(cfg, i, config_json) for i in range(self.world_size)]
+        ).remote(cfg, i, model) for i in range(self.world_size)]
         try:
             self._broadcast(lambda w: w.location.remote())  # started, or an error naming it
         except BaseException:
             self.kill()
             raise
-        self.weights_ready = False
 
     def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
         """Each engine samples for a contiguous part of the prompts, each row with a seed of
@@ -120,10 +117,13 @@ class RolloutEngines(RayGroup):
     def connect(self, actor: Any) -> None:
         """Form the weight group: the actor's rank 0 (rank 0 of the group, its store's host)
         and every engine worker (ranks 1…)."""
-        res = self.cfg.resources.rollout
-        world = 1 + res.world_size
+        res = self.cfg.resources
+        world = 1 + res.rollout.world_size
         host, port = actor.open_weight_group()
-        backend = "nccl" if device_per_worker() == "GPU" else "gloo"
+        # NCCL cannot join two ranks on one GPU (a colocated engine shares the actor's):
+        # colocated weights go through CPU memory over gloo
+        nccl = device_per_worker() == "GPU" and not res.colocate_rollout
+        backend = "nccl" if nccl else "gloo"
         refs = [w.init_weight_group.remote(host, port, world, backend, self.timeout_s)
                 for w in self.workers]
         actor.join_weight_group(world, backend)  # waits until every engine joined
@@ -136,7 +136,6 @@ class RolloutEngines(RayGroup):
         refs = [w.receive_weights.remote(specs) for w in self.workers]
         actor.broadcast_weights()
         self._get(refs)
-        self.weights_ready = True
         return time.perf_counter() - started
 
     def sleep(self) -> None:

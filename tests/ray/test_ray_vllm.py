@@ -62,7 +62,7 @@ def sync_setup(tmp_path_factory):
     tokenizer = load_tokenizer(cfg.model)
     started = start_ray(None, cpus_needed(cfg, ["actor", "reference"]))
     roles = create_roles(cfg, with_reward=False, with_critic=False,
-                         engine_config=preflight(cfg, tokenizer, on_gpu=False))
+                         engine_model=preflight(cfg, tokenizer, on_gpu=False))
     try:
         roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10)
         roles.rollout.connect(roles.actor)

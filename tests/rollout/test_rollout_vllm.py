@@ -31,12 +31,13 @@ def _completion(ids, logps, finish="length", stop_reason=None):
 
 def test_outputs_become_the_hf_layout_with_engine_logprobs():
     """Two prompts (widths 2 and 3, left-padded to P = 3), two samples each; responses of
-    lengths 3 (ends in EOS), 1, 2 (stopped on EOS that vLLM left out: appended) and 4."""
+    lengths 3 (ends in EOS), 1, 3 (ends in EOS) and 4 (cut at the length limit)."""
     prompt_ids = torch.tensor([[PAD, 5, 6], [7, 8, 9]])
     prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     outputs = [SimpleNamespace(outputs=[_completion([11, 12, EOS], [-1.0, -2.0, -3.0]),
                                         _completion([13], [-0.5])]),
-               SimpleNamespace(outputs=[_completion([14, 15], [-0.1, -0.2], "stop", EOS),
+               SimpleNamespace(outputs=[_completion([14, 15, EOS], [-0.1, -0.2, -0.3], "stop",
+                                                    EOS),
                                         _completion([16, 17, 18, 19], [-1.0] * 4)])]
     batch = outputs_to_batch(prompt_ids, prompt_mask, outputs, [EOS], PAD, n=2)
     responses = torch.tensor([[11, 12, EOS, PAD], [13, PAD, PAD, PAD],
@@ -51,7 +52,7 @@ def test_outputs_become_the_hf_layout_with_engine_logprobs():
     assert engine.shape == (4, 6)
     assert engine[0].tolist() == [0, 0, -1.0, -2.0, -3.0, 0]
     assert engine[1].tolist() == [0, 0, -0.5, 0, 0, 0]
-    assert engine[2].tolist() == pytest.approx([0, 0, -0.1, -0.2, 0, 0])  # appended EOS: 0
+    assert engine[2].tolist() == pytest.approx([0, 0, -0.1, -0.2, -0.3, 0])
     assert batch["action_mask"][2].tolist() == [0, 0, 1, 1, 1, 0]
 
 
@@ -187,7 +188,10 @@ def test_preflight_refuses_colocation_on_cpu_and_too_long_lengths():
         preflight(load_config(None, [*base, "resources.colocate_rollout=true",
                                      "resources.rollout.num_engines=2"]), tokenizer, True)
     long = load_config(None, [*base, "resources.rollout.max_model_len=1000"])
-    with pytest.raises(ConfigError, match=r"max_model_len: 1000 is above the model's "
-                                          r"max_position_embeddings=256"):
+    with pytest.raises(ConfigError, match=r"model: the longest prompt \+ response \(1000 "
+                                          r"tokens, resources.rollout.max_model_len\) is above "
+                                          r"the model's max_position_embeddings=256"):
         preflight(long, tokenizer, on_gpu=False)
-    assert '"LlamaForCausalLM"' in preflight(load_config(None, base), tokenizer, False)
+    model = preflight(load_config(None, base), tokenizer, False)
+    assert '"LlamaForCausalLM"' in model.config_json
+    assert model.stop == [tokenizer.eos_token_id] and model.pad_token_id == tokenizer.pad_token_id
