@@ -138,6 +138,10 @@ def test_vllm_rollout_sections():
         "rollout.use_engine_logprobs: needs rollout.backend=vllm")
     assert _error(["resources.colocate_rollout=true"]).startswith(
         "resources.colocate_rollout: needs rollout.backend=vllm")
+    assert _error(["rollout.backend=vllm", "resources.colocate_rollout=true",
+                   "resources.rollout.num_engines=2"]).startswith(
+        "resources.colocate_rollout: one engine per actor device, so resources.rollout."
+        "num_engines must equal the actor's ranks (1)")
     assert _error(["resources.rollout.num_engines=0"]).startswith(
         "resources.rollout.num_engines: must be > 0")
     assert _error(["resources.rollout.gpu_memory_utilization=1.5"]).startswith(

@@ -75,7 +75,7 @@ class Config:
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         self._check_idle_offload()
-        self._check_vllm_lengths()
+        self._check_vllm()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
@@ -94,8 +94,9 @@ class Config:
                      f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
                      f"that cannot be moved)")
 
-    def _check_vllm_lengths(self) -> None:
-        """``resources.rollout.max_model_len`` defaults to prompt + response and must hold them."""
+    def _check_vllm(self) -> None:
+        """The vLLM engines' section: ``max_model_len`` defaults to prompt + response and must
+        hold them; colocation needs the vLLM backend and one engine per actor device."""
         engines, needed = self.resources.rollout, self.data.max_prompt_length + \
             self.rollout.max_new_tokens
         if engines.max_model_len is None:
@@ -105,8 +106,16 @@ class Config:
                  f"{engines.max_model_len} is below data.max_prompt_length="
                  f"{self.data.max_prompt_length} + rollout.max_new_tokens="
                  f"{self.rollout.max_new_tokens} = {needed}")
-        _require(not self.resources.colocate_rollout or self.rollout.backend == "vllm",
-                 "resources.colocate_rollout", "needs rollout.backend=vllm")
+        res = self.resources
+        if not res.colocate_rollout:
+            return
+        _require(self.rollout.backend == "vllm", "resources.colocate_rollout",
+                 "needs rollout.backend=vllm")
+        _require(res.rollout.tensor_parallel_size == 1 and
+                 res.rollout.num_engines == res.actor.world_size, "resources.colocate_rollout",
+                 f"one engine per actor device, so resources.rollout.num_engines must equal the "
+                 f"actor's ranks ({res.actor.world_size}) and tensor_parallel_size must be 1; "
+                 f"got {res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
 
     def resolve(self, dp_size: int) -> "Config":
         """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""

@@ -238,18 +238,10 @@ def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> EngineModel:
     what the engines are built from."""
     require_vllm()
     res = cfg.resources
-    if res.colocate_rollout:
-        if not on_gpu:
-            raise ConfigError("resources.colocate_rollout: needs GPUs (the engines sleep while "
-                              "the actor trains, which vLLM does on CUDA only); this Ray "
-                              "cluster has none: set it to false")
-        if res.rollout.tensor_parallel_size != 1 or \
-                res.rollout.num_engines != res.actor.world_size:
-            raise ConfigError(
-                f"resources.colocate_rollout: one engine per actor device, so "
-                f"resources.rollout.num_engines must equal the actor's ranks "
-                f"({res.actor.world_size}) and tensor_parallel_size must be 1; got "
-                f"{res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
+    if res.colocate_rollout and not on_gpu:  # the layout itself is checked by Config
+        raise ConfigError("resources.colocate_rollout: needs GPUs (the engines sleep while "
+                          "the actor trains, which vLLM does on CUDA only); this Ray "
+                          "cluster has none: set it to false")
     config = engine_model_config(cfg.model, tokenizer)
     check_engine_model(config, res.rollout.max_model_len, on_gpu)
     stop = stop_ids(cfg.rollout, tokenizer)

@@ -184,9 +184,6 @@ def test_preflight_refuses_colocation_on_cpu_and_too_long_lengths():
     tokenizer = load_tokenizer(cfg.model)
     with pytest.raises(ConfigError, match=r"resources.colocate_rollout: needs GPUs"):
         preflight(cfg, tokenizer, on_gpu=False)
-    with pytest.raises(ConfigError, match=r"num_engines must equal the actor's ranks \(1\)"):
-        preflight(load_config(None, [*base, "resources.colocate_rollout=true",
-                                     "resources.rollout.num_engines=2"]), tokenizer, True)
     long = load_config(None, [*base, "resources.rollout.max_model_len=1000"])
     with pytest.raises(ConfigError, match=r"model: the longest prompt \+ response \(1000 "
                                           r"tokens, resources.rollout.max_model_len\) is above "
