@@ -9,7 +9,6 @@ rank 0 sends each in the engine's dtype, the engines load them as they arrive.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Dict, List
 
@@ -21,8 +20,6 @@ from rlhf_dist.config import Config
 from rlhf_dist.protocol import Batch
 from rlhf_dist.workers.base import location
 from rlhf_dist.workers.group import RayGroup, device_per_worker
-
-log = logging.getLogger(__name__)
 
 COLOCATED_SHARE = 0.2  # of an actor bundle's device (and CPUs) an engine takes when colocated
 
