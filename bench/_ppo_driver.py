@@ -23,11 +23,14 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
     from rlhf_dist.trainers.ppo import PPOTrainer
 
     class MeteredPPOTrainer(PPOTrainer):
-        def setup(self) -> None:
+        def start(self) -> None:
             self.scores: List[float] = []
-            start = time.perf_counter()
-            super().setup()
-            self.setup_s = time.perf_counter() - start
+            self.setup_start = time.perf_counter()
+            super().start()
+
+        def build(self) -> None:
+            super().build()
+            self.setup_s = time.perf_counter() - self.setup_start
             for group in self.roles.all():
                 locate = getattr(group, "locations", None)
                 for where in (locate() if locate else []):
@@ -61,9 +64,9 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             with meter.phase("learn"):
                 return super().learn(experience)
 
-        def finish(self) -> None:
+        def end_metrics(self):
             self.probe = probe_calls(self.roles, self.experience, meter, idle_s=idle_s)
-            super().finish()
+            return super().end_metrics()
 
     return MeteredPPOTrainer(cfg)
 

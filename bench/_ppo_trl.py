@@ -44,9 +44,9 @@ def iteration_rows(cfg, tokenizer) -> List[List[dict]]:
         return collator(rows)
 
     state = SimpleNamespace(cfg=cfg, prompts=build_prompt_dataset(cfg.data, tokenizer),
-                            collate=collate, iteration=0, n_samples=1)
+                            collate=collate, step=0, n_samples=1)
     for iteration in range(cfg.ppo.iterations):
-        state.iteration = iteration
+        state.step = iteration
         PPOTrainer.prompt_batch(state)
     return seen
 

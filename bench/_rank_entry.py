@@ -8,10 +8,11 @@ two additions made in a subclass, not in the trainer:
 
 * after every step the wall-clock time and the process's CPU time are recorded
   (``step_end_s``, ``step_end_cpu_s``);
-* ``finish`` writes ``DIR/rank<R>.json`` with the rank's peak RSS and the numbers of parameter
-  and optimizer elements the rank holds, read from the DeepSpeed engine while it is alive.
-  The end-of-run eval, checkpoint and HF export are skipped (``--full-finish`` keeps them):
-  they are not part of the measured steps and only lengthen a benchmark.
+* at the end (``close``, before the process group goes) it writes ``DIR/rank<R>.json`` with
+  the rank's peak RSS and the numbers of parameter and optimizer elements the rank holds,
+  read from the DeepSpeed engine while it is alive.  The end-of-run eval, the checkpoint's
+  files and the HF export are skipped (``--full-finish`` keeps them): they are not part of
+  the measured steps and only lengthen a benchmark.
 
 Counting (elements held by this rank, float32 = 4 bytes each):
 
@@ -100,20 +101,36 @@ class BenchMixin:
     stats_dir: Path
     full_finish = False
 
-    def setup(self) -> None:
+    def start(self) -> None:
         self.bench_rss_before_setup_mb = rss_peak_mb()
-        super().setup()
+        super().start()
+
+    def build(self) -> None:
+        super().build()
         self.bench_rss_after_setup_mb = rss_peak_mb()
         self.bench_step_end_s: List[float] = []
         self.bench_step_end_cpu_s: List[float] = []
         self.bench_t0 = time.perf_counter()
 
-    def after_step(self, metrics) -> None:
+    def train_step(self):
+        metrics = super().train_step()
         self.bench_step_end_s.append(time.perf_counter() - self.bench_t0)
         self.bench_step_end_cpu_s.append(time.process_time())  # all threads of this process
-        super().after_step(metrics)
+        return metrics
 
-    def finish(self) -> None:
+    # without --full-finish, the end of the run is only the stats: no eval, no saved state
+    def evaluate(self):
+        return super().evaluate() if self.full_finish else None
+
+    def save_to(self, staging):
+        return super().save_to(staging) if self.full_finish else {}
+
+    def close(self, failed: bool) -> None:
+        if not failed:
+            self.write_stats()
+        super().close(failed)
+
+    def write_stats(self) -> None:
         import torch
 
         stats = {"rank": self.rank, "world_size": self.world, "job": self.job,
@@ -121,13 +138,11 @@ class BenchMixin:
                  "rss_before_setup_mb": self.bench_rss_before_setup_mb,
                  "rss_after_setup_mb": self.bench_rss_after_setup_mb,
                  "step_end_s": self.bench_step_end_s,
-                 "step_end_cpu_s": self.bench_step_end_cpu_s, **engine_memory(self.engine)}
+                 "step_end_cpu_s": self.bench_step_end_cpu_s, **engine_memory(self.engine),
+                 "maxrss_mb": rss_peak_mb()}
         reference = getattr(self, "reference", None)
         if reference is not None:
             stats["ref_param_mb"] = _bytes(local_params(reference.module)) / MB
-        if self.full_finish:
-            super().finish()
-        stats["maxrss_mb"] = rss_peak_mb()
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         (self.stats_dir / f"rank{self.rank}.json").write_text(json.dumps(stats))
 
@@ -159,6 +174,8 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.overrides)
     cls = trainer_class(args.job)
     cls.stats_dir, cls.full_finish = Path(args.stats_dir), args.full_finish
+    if not args.full_finish:
+        cfg.checkpoint.export_hf = False
     cls(cfg).fit()
     return 0
 

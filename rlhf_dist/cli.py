@@ -59,11 +59,17 @@ def _run_trainer(command: str, argv: List[str]) -> int:
         return 0
     if command == "dpo" and cfg.dpo.mode == "ray":  # `dpo dpo.mode=ray` is `dpo-ray`
         command = "dpo-ray"
+    from rlhf_dist.trainers.lifecycle import PREEMPTED_EXIT, Preempted
+
     try:
         _resolve(TRAINERS[command])(cfg)
     except ConfigError as err:  # sizes that need the world size are checked at start-up
         print(f"rlhf-dist {command}: config error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"rlhf-dist {command}: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT
     return 0
 
 

@@ -72,6 +72,9 @@ class ResourcesConfig:
     # vLLM engines on the actor's devices, asleep (no weights, no KV cache) while it trains
     colocate_rollout: bool = False
     timeout_s: float = 600.0
+    # a lost worker / engine (or a call past timeout_s): recreate every group, go on from the
+    # last checkpoint, at most this many times per run (0: stop with the error)
+    max_restarts: int = 0
     actor: RoleResources = field(default_factory=RoleResources)
     critic: RoleResources = field(default_factory=RoleResources)
     reward: RoleResources = field(default_factory=RoleResources)
@@ -83,6 +86,7 @@ class ResourcesConfig:
         _choice("resources.placement_strategy", self.placement_strategy,
                 ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
         _positive("resources.timeout_s", self.timeout_s)
+        _positive("resources.max_restarts", self.max_restarts, allow_zero=True)
         for role in ("actor", "critic", "reward", "reference"):
             res = getattr(self, role)
             for name in ("num_nodes", "devices_per_node", "cpus_per_worker"):

@@ -62,7 +62,7 @@ MakeExamples = Callable[[Mapping], List[Example]]
 def tokenize_rows(rows: RowSet, make: MakeExamples, on_bad_row: str = "error") -> TokenizedDataset:
     """Apply ``make`` to every row; a :class:`RowError` becomes a :class:`DataError` or a skip."""
     examples: List[Example] = []
-    skipped: List[str] = []
+    skipped: List[str] = list(rows.skipped)
     for row_id, row in zip(rows.row_ids, rows.rows):
         try:
             examples.extend(make(row))

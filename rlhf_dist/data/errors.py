@@ -35,3 +35,13 @@ class RowError(Exception):
     def __init__(self, field: str, reason: str):
         super().__init__(f"field '{field}': {reason}")
         self.field, self.reason = field, reason
+
+
+class MalformedLines(DataError):
+    """JSON Lines that do not parse: ``reasons`` names each (file and 1-based line number);
+    ``rows`` holds the lines that do parse (``data.on_bad_row=skip`` trains on them)."""
+
+    def __init__(self, path: str, reasons: list, rows: list):
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        super().__init__(f"{reasons[0]}{more}; fix the file or set data.on_bad_row=skip")
+        self.reasons, self.rows = reasons, rows

@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
-from .errors import DataError, DataFileNotFoundError
+from .errors import DataError, DataFileNotFoundError, MalformedLines
 
 TOY = "toy"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -82,7 +83,32 @@ def _load_file(path: str, split: str, kind: str, toy_cfg) -> object:
         with _quiet_progress():
             return datasets.load_dataset(builder, data_files=path, split="train")
     except Exception as err:  # noqa: BLE001 — any parse failure becomes a DataError
+        if Path(path).suffix.lower() == ".jsonl":
+            _raise_malformed_lines(path)
         raise DataError(f"{path}: could not read it as {builder}: {err}") from err
+
+
+def _raise_malformed_lines(path: str) -> None:
+    """A JSON Lines file ``datasets`` could not read: find the lines that are not a JSON
+    object, by number (the rows that parse travel with the error, for ``skip``)."""
+    rows, reasons = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                reasons.append(f"{path} line {number}: not valid JSON ({err.msg} at column "
+                               f"{err.colno})")
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                reasons.append(f"{path} line {number}: a JSON {type(row).__name__}, not an "
+                               f"object")
+    if reasons:
+        raise MalformedLines(path, reasons, rows)
 
 
 def _pick_split(loaded, path: str, split: str):
@@ -179,6 +205,7 @@ class RowSet:
     rows: object  # datasets.Dataset
     source: str
     row_ids: List[int]
+    skipped: List[str] = field(default_factory=list)  # lines dropped before the rows
 
 
 def holdout_split(n: int, ratio: float, seed: int = HOLDOUT_SEED) -> Tuple[List[int], List[int]]:
@@ -191,14 +218,22 @@ def holdout_split(n: int, ratio: float, seed: int = HOLDOUT_SEED) -> Tuple[List[
 
 
 def _row_set(path: str, split: str, kind: str, data_cfg, holdout: Optional[str] = None) -> RowSet:
-    rows = _load_all(path, split, kind, data_cfg.toy)
+    skipped: List[str] = []
+    try:
+        rows = _load_all(path, split, kind, data_cfg.toy)
+    except MalformedLines as err:
+        if data_cfg.on_bad_row != "skip":
+            raise
+        from datasets import Dataset
+
+        rows, skipped = Dataset.from_list(err.rows), err.reasons
     ids = list(range(len(rows)))
     if holdout is not None:
         train_ids, eval_ids = holdout_split(len(rows), data_cfg.eval_ratio)
         ids = train_ids if holdout == "train" else eval_ids
     if data_cfg.max_samples is not None:
         ids = ids[:data_cfg.max_samples]
-    return RowSet(rows.select(ids), source_name(path, split, kind), ids)
+    return RowSet(rows.select(ids), source_name(path, split, kind), ids, skipped)
 
 
 def select_rows(data_cfg, split: str = "train", kind: str = "sft") -> Optional[RowSet]:

@@ -110,17 +110,14 @@ class DPOTrainer(LauncherTrainer):
                          len(self.train_set), self.setup_metrics["perf/ref_precompute_s"])
         return policy
 
-    def setup(self) -> None:
-        super().setup()
-        if self.setup_metrics:
-            self.tracker.log(self.setup_metrics, self.step)
+    def start_metrics(self):
+        return self.setup_metrics
 
-    def finish(self) -> None:
-        """Log the frozen reference's checksum at start and end (equal unless something wrote
-        into it), then the shared finish (eval, checkpoint, export)."""
-        self.tracker.log({"ref/checksum_start": self.ref_checksum_start,
-                          "ref/checksum_end": self.reference.param_checksum()}, self.step)
-        super().finish()
+    def end_metrics(self):
+        """The frozen reference's checksum at start and end (equal unless something wrote
+        into it)."""
+        return {"ref/checksum_start": self.ref_checksum_start,
+                "ref/checksum_end": self.reference.param_checksum()}
 
     @property
     def layout(self):

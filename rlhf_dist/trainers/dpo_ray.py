@@ -3,20 +3,19 @@ group, driven with the launcher DPO's data path and loss (``dpo_objective``) —
 data, seed and config give the same losses in both modes."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
-from rlhf_dist.config import Config, ConfigError, save_config, to_dict
+from rlhf_dist.config import Config, ConfigError
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.utils import CheckpointDir, Tracker, progress, seed_everything
+from rlhf_dist.trainers.lifecycle import Job, fit
+from rlhf_dist.utils import seed_everything
 
-log = logging.getLogger(__name__)
 
 
-class RayDPOTrainer:
-    job = "dpo"
+class RayDPOTrainer(Job):
+    job = "dpo-ray"
 
     def __init__(self, cfg: Config):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
@@ -30,88 +29,53 @@ class RayDPOTrainer:
                 f"as resources.actor ({self.world})")
         cfg.resolve(self.world)
         self.accum = cfg.train.gradient_accumulation_steps
+        self.ref_start: Optional[float] = None
 
-    def setup(self) -> None:
+    def start(self) -> None:
         from rlhf_dist.models import load_tokenizer
         from rlhf_dist.trainers.rm import preference_datasets
-        from rlhf_dist.workers.cluster import create_roles, start_ray
+        from rlhf_dist.workers.cluster import start_ray
+        from rlhf_dist.workers.group import WorkerLost
 
         cfg = self.cfg
         seed_everything(cfg.seed)
+        self.recoverable, self.max_restarts = (WorkerLost,), cfg.resources.max_restarts
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, self.collate = preference_datasets(
             cfg.data, self.tokenizer, cfg.dpo.layout)
         self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
                                                  cfg.train.micro_batch_size, self.accum,
                                                  cfg.train.group_by_length)
-        self.steps_per_epoch = self.sampler.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.total_steps = self.sampler.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.started_ray = start_ray(cfg.resources.ray_address,
                                      2 * self.world * cfg.resources.actor.cpus_per_worker)
-        self.roles = create_roles(cfg, with_reward=False, with_critic=False)
-        self.roles.actor.build(cfg.train, self.total_steps)
+
+    def build(self) -> None:
+        from rlhf_dist.workers.cluster import create_roles
+
+        self.roles = create_roles(self.cfg, with_reward=False, with_critic=False)
+        self.roles.actor.build(self.cfg.train, self.total_steps)
         self.roles.reference.build()
-        self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
-        self.step = 0
-        self.resume()
-        save_config(cfg)
-        self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), True, "dpo-ray")
+        if self.ref_start is None:
+            self.ref_start = self.roles.reference.state_checksum()
+
+    def start_metrics(self) -> Dict[str, float]:
+        return self.roles.placement_metrics()
 
     def fit(self) -> Dict[str, float]:
-        metrics: Dict[str, float] = {}
-        bar = self.tracker = None
-        failed = True
-        try:  # set-up inside: a failure after Ray started still stops the groups and Ray
-            self.setup()
-            self.tracker.log(self.roles.placement_metrics(), self.step)
-            ref_start = self.roles.reference.state_checksum()
-            bar = progress(total=self.total_steps, desc="dpo-ray",
-                           enabled=self.cfg.logging.progress_bar)
-            bar.update(self.step)
-            while self.step < self.total_steps:
-                metrics = self.train_step()
-                self.step += 1
-                bar.update(1)
-                self.tracker.log(metrics, self.step)
-                self.on_schedule()
-            if self.eval_set is not None:
-                self.tracker.log(self.evaluate(), self.step)
-            self.save_checkpoint()
-            if self.cfg.checkpoint.export_hf:
-                self.roles.actor.export_hf(str(self.out / "model"))
-            # CRC32 of the reference's full weights (roles.state_checksum): equal unless
-            # something wrote into the frozen model.
-            self.tracker.log({"ref/checksum_start": ref_start,
-                              "ref/checksum_end": self.roles.reference.state_checksum()},
-                             self.step)
-            failed = False
-        finally:
-            if bar is not None:
-                bar.close()
-            if self.tracker is not None:
-                self.tracker.finish(exit_code=int(failed))
-            self.shutdown()
-        return metrics
+        return fit(self)
 
     def train_step(self) -> Dict[str, float]:
         per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
         metrics = {f"train/{k}": v for k, v in self.roles.actor.dpo_update(per_rank).items()}
         return {**metrics, **self.roles.offload_metrics(self.cfg.resources)}
 
-    def on_schedule(self) -> None:
-        """Eval and checkpoint every k steps; the last step's are ``fit``'s."""
-        train, save_every = self.cfg.train, self.cfg.checkpoint.save_every
-        if self.step >= self.total_steps:
-            return
-        if self.eval_set is not None and train.eval_every and self.step % train.eval_every == 0:
-            self.tracker.log(self.evaluate(), self.step)
-        if save_every and self.step % save_every == 0:
-            self.save_checkpoint()
-
-    def evaluate(self) -> Dict[str, float]:
+    def evaluate(self) -> Optional[Dict[str, float]]:
         """The launcher DPO's eval: the same rank shares of the eval split, the same sums."""
+        if self.eval_set is None:
+            return None
         size = self.cfg.train.eval_batch_size
         per_rank = [[Batch.from_dict(b) for b in B.iterate(
             self.eval_set, B.eval_micro_batches(len(self.eval_set), rank, self.world, size),
@@ -126,18 +90,27 @@ class RayDPOTrainer:
                            self.collate)]
                 for rank in range(self.world)]
 
-    def save_checkpoint(self) -> None:
-        self.roles.save_trained(self.ckpt.staging(self.step))
-        self.ckpt.commit(self.step, {"global_step": self.step, "config": to_dict(self.cfg)})
+    def save_to(self, staging: Path) -> Dict[str, Any]:
+        self.roles.save_trained(staging)
+        return {}
 
-    def resume(self) -> None:
-        self.ckpt.clean_staging()
-        path = self.ckpt.resolve(self.cfg.checkpoint.resume)
-        if path is None:
-            return
+    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
         self.roles.load_trained(path)
-        self.step = int(self.ckpt.load_state(path)["global_step"])
-        log.info("resumed Ray DPO from %s at step %d", path, self.step)
+
+    def end_metrics(self) -> Dict[str, float]:
+        """CRC32 of the reference's full weights (roles.state_checksum): equal unless
+        something wrote into the frozen model."""
+        return {"ref/checksum_start": self.ref_start,
+                "ref/checksum_end": self.roles.reference.state_checksum()}
+
+    def export(self) -> None:
+        self.roles.actor.export_hf(str(self.out / "model"))
+
+    def teardown(self) -> None:
+        self.roles.kill()
+
+    def close(self, failed: bool) -> None:
+        self.shutdown()
 
     def shutdown(self) -> None:
         from rlhf_dist.workers.cluster import stop

@@ -9,15 +9,15 @@ import dataclasses
 import importlib
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from rlhf_dist.config import (Config, TrainConfig, ppo_roles, resolve_ppo_sizes, save_config,
-                              to_dict)
+from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.utils import CheckpointDir, Timer, Tracker, mean_rows, progress, seed_everything
+from rlhf_dist.trainers.lifecycle import Job, fit
+from rlhf_dist.utils import Timer, mean_rows, seed_everything
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
@@ -53,7 +53,7 @@ def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfi
     return train
 
 
-class PPOTrainer:
+class PPOTrainer(Job):
     job = "ppo"
 
     def __init__(self, cfg: Config):
@@ -61,32 +61,44 @@ class PPOTrainer:
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
         self.reward_fn = load_reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
+        self.total_steps = cfg.ppo.iterations
+        self.frozen_start: Optional[Metrics] = None
 
     # ------------------------------------------------------------------ set-up
-    def setup(self) -> None:
+    def start(self) -> None:
         from rlhf_dist.data import PromptCollator, build_prompt_dataset
         from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.rollout import ReplayBuffer, Scorer
-        from rlhf_dist.workers.cluster import cpus_needed, create_roles, start_ray
+        from rlhf_dist.rollout import ReplayBuffer
+        from rlhf_dist.workers.cluster import cpus_needed, start_ray
+        from rlhf_dist.workers.group import WorkerLost
 
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
-        self.scorer, self.replay = Scorer(cfg.ppo), ReplayBuffer()
-        steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
-                                               // cfg.ppo.mini_batch_size)
+        self.recoverable, self.max_restarts = (WorkerLost,), cfg.resources.max_restarts
+        self.replay = ReplayBuffer()
         self.started_ray = start_ray(cfg.resources.ray_address, cpus_needed(cfg, ppo_roles(cfg)))
-        engine_model = None
+        self.engine_model = None
         if cfg.rollout.backend == "vllm":
             from rlhf_dist.rollout.vllm_engine import preflight
             from rlhf_dist.workers.group import device_per_worker
 
-            engine_model = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
+            self.engine_model = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
+
+    def build(self) -> None:
+        """The groups and the driver's own trained state (the KL controller), fresh."""
+        from rlhf_dist.rollout import Scorer
+        from rlhf_dist.workers.cluster import create_roles
+
+        cfg = self.cfg
+        self.scorer, self.timer = Scorer(cfg.ppo), Timer()
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic,
-                                  engine_model=engine_model)
+                                  engine_model=self.engine_model)
+        steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
+                                               // cfg.ppo.mini_batch_size)
         total = cfg.ppo.iterations * steps_per_iter
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
@@ -101,42 +113,18 @@ class PPOTrainer:
             self.roles.rollout.connect(self.roles.actor)
             if cfg.resources.colocate_rollout:
                 self.roles.rollout.sleep()  # the device is the other roles' until the sync
-        self.frozen_start = self.frozen_checksums()
-        self.ckpt = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
-        self.iteration = 0
-        self.resume()
-        save_config(cfg)
-        self.tracker = Tracker(cfg.logging, str(self.out), to_dict(cfg), True, self.job)
-        self.timer = Timer()
+        if self.frozen_start is None:
+            self.frozen_start = self.frozen_checksums()
+
+    def start_metrics(self) -> Metrics:
+        return self.roles.placement_metrics()
+
+    def fit(self) -> Metrics:
+        return fit(self)
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> Metrics:
-        metrics: Metrics = {}
-        bar = self.tracker = None
-        failed = True
-        try:  # set-up inside: a failure after Ray started still stops the groups and Ray
-            self.setup()
-            self.tracker.log(self.roles.placement_metrics(), self.iteration)
-            bar = progress(total=self.cfg.ppo.iterations, desc="ppo",
-                           enabled=self.cfg.logging.progress_bar)
-            bar.update(self.iteration)
-            while self.iteration < self.cfg.ppo.iterations:
-                metrics = self.iterate()
-                self.iteration += 1
-                bar.update(1)
-                self.tracker.log(metrics, self.iteration)
-                if self.cfg.checkpoint.save_every and self.iteration < self.cfg.ppo.iterations \
-                        and self.iteration % self.cfg.checkpoint.save_every == 0:
-                    self.save_checkpoint()  # the last iteration's is finish()'s
-            self.finish()
-            failed = False
-        finally:
-            if bar is not None:
-                bar.close()
-            if self.tracker is not None:
-                self.tracker.finish(exit_code=int(failed))
-            self.shutdown()
-        return metrics
+    def train_step(self) -> Metrics:
+        return self.iterate()
 
     def iterate(self) -> Metrics:
         sync = self.sync_engines()
@@ -159,7 +147,7 @@ class PPOTrainer:
         responses per prompt); order depends only on (seed, epoch) so resume is exact."""
         size = self.cfg.rollout.rollout_batch_size
         per_epoch = len(self.prompts) // size
-        epoch, index = divmod(self.iteration, per_epoch)
+        epoch, index = divmod(self.step, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
         rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
         return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"])
@@ -168,7 +156,7 @@ class PPOTrainer:
         """The iteration's experience with the behaviour log-probs ``old_logprobs``: sampled
         on the actor's ranks (HF), or by the vLLM engines, the actor then recomputing the
         log-probs (exact) next to vLLM's own (``rollout/logprob_abs_diff_*``)."""
-        seed = self.cfg.seed * 1_000_003 + self.iteration
+        seed = self.cfg.seed * 1_000_003 + self.step
         pad = self.tokenizer.pad_token_id
         engines = self.roles.rollout
         if engines is None:
@@ -231,7 +219,7 @@ class PPOTrainer:
         self.replay.clear()
         self.replay.add(experience)
         for minibatch in self.replay.minibatches(ppo.mini_batch_size, ppo.ppo_epochs,
-                                                 seed=self.cfg.seed + self.iteration):
+                                                 seed=self.cfg.seed + self.step):
             # actor and critic step on their own groups at the same time
             pending = [self.roles.actor.ppo_update(minibatch)]
             if self.roles.critic:
@@ -244,42 +232,37 @@ class PPOTrainer:
         return metrics
 
     # ------------------------------------------------------------------ state
-    def save_checkpoint(self) -> None:
-        self.roles.save_trained(self.ckpt.staging(self.iteration))
-        self.ckpt.commit(self.iteration, {"iteration": self.iteration,
-                                          "scorer": self.scorer.state_dict(),
-                                          "config": to_dict(self.cfg)})
+    def save_to(self, staging: Path) -> Dict[str, Any]:
+        self.roles.save_trained(staging)
+        return {"iteration": self.step, "scorer": self.scorer.state_dict()}
 
-    def resume(self) -> None:
-        self.ckpt.clean_staging()
-        path: Optional[Path] = self.ckpt.resolve(self.cfg.checkpoint.resume)
-        if path is None:
-            return
-        state = self.ckpt.load_state(path)
+    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
         self.roles.load_trained(path)
         self.scorer.load_state_dict(state["scorer"])
-        self.iteration = int(state["iteration"])
-        log.info("resumed PPO from %s at iteration %d", path, self.iteration)
 
     def frozen_checksums(self) -> Metrics:
         """CRC32 of the frozen models' full weights: must not change during training."""
         groups = {"reference": self.roles.reference, "reward": self.roles.reward}
         return {name: group.state_checksum() for name, group in groups.items() if group}
 
-    def finish(self) -> None:
+    def end_metrics(self) -> Metrics:
         end = self.frozen_checksums()
-        self.tracker.log({**{f"frozen/{k}_checksum_start": v
-                             for k, v in self.frozen_start.items()},
-                          **{f"frozen/{k}_checksum_end": v for k, v in end.items()}},
-                         self.iteration)
         moved = [k for k in end if end[k] != self.frozen_start[k]]
         if moved:
             log.warning("frozen models changed during PPO: %s", moved)
-        self.save_checkpoint()
-        if self.cfg.checkpoint.export_hf:
-            self.roles.actor.export_hf(str(self.out / "model"))
-            if self.roles.critic:
-                self.roles.critic.export_hf(str(self.out / "critic"))
+        return {**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
+                **{f"frozen/{k}_checksum_end": v for k, v in end.items()}}
+
+    def export(self) -> None:
+        self.roles.actor.export_hf(str(self.out / "model"))
+        if self.roles.critic:
+            self.roles.critic.export_hf(str(self.out / "critic"))
+
+    def teardown(self) -> None:
+        self.roles.kill()
+
+    def close(self, failed: bool) -> None:
+        self.shutdown()
 
     def shutdown(self) -> None:
         from rlhf_dist.workers.cluster import stop

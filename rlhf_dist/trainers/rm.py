@@ -63,11 +63,11 @@ class RMTrainer(LauncherTrainer):
         return {"loss": float(loss) * n, **{k: v * n for k, v in means.items()}, "count": n}
 
     @torch.no_grad()
-    def before_export(self) -> None:
+    def before_export(self):
         """Mean and std of the trained RM's scores on the training responses, for PPO's
         reward normalisation (``score(normalize=True)``)."""
         if not self.cfg.rm.save_score_stats:
-            return
+            return None
         self.engine.eval()
         micro = B.eval_micro_batches(len(self.train_set), self.rank, self.world,
                                      self.cfg.train.eval_batch_size)
@@ -81,7 +81,7 @@ class RMTrainer(LauncherTrainer):
         mean = total["sum"] / total["n"]
         std = math.sqrt(max(total["sq"] / total["n"] - mean ** 2, 1e-12))
         self.engine.module.set_score_stats(mean, std)
-        self.tracker.log({"train/score_mean": mean, "train/score_std": std}, self.step)
+        return {"train/score_mean": mean, "train/score_std": std}
 
 
 def run(cfg: Config):

@@ -43,7 +43,8 @@ class SFTTrainer(LauncherTrainer):
 
     def evaluate(self):
         metrics = super().evaluate()
-        metrics["eval/ppl"] = math.exp(min(metrics["eval/loss"], 50.0))
+        if metrics is not None:
+            metrics["eval/ppl"] = math.exp(min(metrics["eval/loss"], 50.0))
         return metrics
 
 

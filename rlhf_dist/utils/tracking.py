@@ -23,6 +23,7 @@ from rlhf_dist.config import LoggingConfig
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+WANDB_RUN_ID_FILE = "wandb_run_id"
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
 
@@ -93,6 +94,12 @@ class Tracker:
     """One tracking run per job.  ``log`` writes ``<output_dir>/metrics.jsonl`` (one JSON object
     per call: ``step`` plus the metric names as given), a console line, and the W&B run.
 
+    ``resume_step`` (a resumed run: the checkpoint's step) keeps one history per run: rows of
+    ``metrics.jsonl`` after that step (logged by the run that died) are dropped, and the W&B
+    run of the first start is resumed (its id is kept in ``<output_dir>/wandb_run_id``) rather
+    than a second one opened.  W&B cannot delete rows, so its history keeps the dead run's rows
+    past the checkpoint next to the new ones at the same ``step``.
+
     ``run_dir`` is the W&B run directory (``<output_dir>/wandb/offline-run-*`` offline), or None
     when W&B is not used or disabled; ``mode`` is the mode the W&B run really uses
     ("online"/"offline"/"disabled"; None with ``backend: none`` or on non-main ranks).
@@ -100,7 +107,7 @@ class Tracker:
 
     def __init__(self, logging_cfg: LoggingConfig, output_dir: str | os.PathLike,
                  run_config: Dict[str, Any], is_main: bool, job_type: str,
-                 init_timeout: float = 60.0):
+                 init_timeout: float = 60.0, resume_step: Optional[int] = None):
         self.is_main = is_main
         self.output_dir = Path(output_dir)
         self.metrics_path = self.output_dir / METRICS_FILE
@@ -111,17 +118,32 @@ class Tracker:
         if not is_main:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self.rewind(resume_step)
         if logging_cfg.backend == "wandb":
-            self._start_wandb(logging_cfg, run_config, job_type, init_timeout)
+            self._start_wandb(logging_cfg, run_config, job_type, init_timeout,
+                              resumed=resume_step is not None)
+
+    def rewind(self, step: int) -> None:
+        """Drop the ``metrics.jsonl`` rows after ``step`` (work redone after a resume)."""
+        if not self.is_main or not self.metrics_path.is_file():
+            return
+        kept = [row for row in read_metrics(self.metrics_path) if row["step"] <= step]
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        os.replace(tmp, self.metrics_path)
 
     def _start_wandb(self, cfg: LoggingConfig, run_config: Dict[str, Any], job_type: str,
-                     init_timeout: float) -> None:
+                     init_timeout: float, resumed: bool) -> None:
         import wandb  # lazy: slow import
 
         mode = resolve_wandb_mode(cfg.mode)
         kwargs = dict(project=cfg.project, name=cfg.name, group=cfg.group,
                       tags=list(cfg.tags) or None, config=run_config,
                       dir=str(self.output_dir), job_type=job_type)
+        id_file = self.output_dir / WANDB_RUN_ID_FILE
+        if resumed and id_file.is_file():
+            kwargs.update(id=id_file.read_text().strip(), resume="allow")
         settings = wandb.Settings(init_timeout=init_timeout, reinit="create_new")
         if os.environ.get("WANDB_BASE_URL"):  # read now: wandb caches env at its first init
             settings.base_url = os.environ["WANDB_BASE_URL"]
@@ -134,6 +156,8 @@ class Tracker:
                            str(err).splitlines()[0] if str(err) else type(err).__name__)
             mode = "offline"
             run = wandb.init(mode=mode, settings=settings, **kwargs)
+        if mode != "disabled":
+            id_file.write_text(run.id)
         run.define_metric("step")
         run.define_metric("*", step_metric="step")
         self._run, self.mode = run, mode

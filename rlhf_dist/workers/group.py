@@ -27,6 +27,20 @@ class WorkerError(RuntimeError):
     """A worker raised or died; the message names the role and the rank."""
 
 
+class WorkerLost(WorkerError):
+    """A worker died or stopped answering (process killed, node lost, no answer within
+    ``resources.timeout_s``): the job can go on after recreating its groups
+    (``resources.max_restarts``); an exception raised inside a worker is not one."""
+
+
+PROBE_S = 10.0  # how long a failed call waits to learn whether a rank of its group died
+
+
+def first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def device_per_worker() -> str:
     return "GPU" if ray.cluster_resources().get("GPU", 0) > 0 else "CPU"
 
@@ -78,15 +92,31 @@ class RayGroup:
                                       timeout=max(deadline - time.monotonic(), 0))
             if not ready:
                 missing = sorted(rank_of[r] for r in pending)
-                raise WorkerError(f"{self.role} ranks {missing}: no answer within "
-                                  f"{self.timeout_s:.0f}s (resources.timeout_s)")
+                raise WorkerLost(f"{self.role} ranks {missing}: no answer within "
+                                 f"{self.timeout_s:.0f}s (resources.timeout_s)")
             ref = ready[0]
             try:
                 results[ref] = ray.get(ref)
-            except (RayTaskError, RayActorError, GetTimeoutError) as err:
+            except (RayActorError, GetTimeoutError) as err:
+                raise WorkerLost(f"{self.role} rank {rank_of[ref]} died: "
+                                 f"{type(err).__name__}: {first_line(err)}") from err
+            except RayTaskError as err:
+                self._raise_if_a_rank_died(err)
                 raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
                                   f"{type(err).__name__}: {err}") from err
         return [results[ref] for ref in refs]
+
+    def _raise_if_a_rank_died(self, err: Exception) -> None:
+        """A rank that raised may only have lost a peer in a collective: the dead peer is
+        the fault to report (and to recover from)."""
+        probes = {w.location.remote(): rank for rank, w in enumerate(self.workers)}
+        ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=PROBE_S)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except RayActorError as death:
+                raise WorkerLost(f"{self.role} rank {probes[ref]} died: "
+                                 f"{type(death).__name__}: {first_line(death)}") from err
 
     def _broadcast(self, call: Callable[[Any], ray.ObjectRef]) -> List[Any]:
         """The same call on every rank (collectives inside stay in step)."""

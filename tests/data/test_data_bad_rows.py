@@ -1,4 +1,5 @@
 """Every bad-row path: a DataError naming file, row and field — or, in skip mode, a count."""
+import json
 import logging
 
 import pytest
@@ -90,6 +91,32 @@ def test_skip_keeps_the_good_rows_in_order(tmp_path, toy_tok):
     data = build_sft_dataset(cfg(path=str(path), on_bad_row="skip"), toy_tok)
     assert [toy_tok.decode(e["input_ids"]) for e in data] == [
         f"Human: q{i}\nAssistant: a{i}</s>" for i in (0, 2, 4)]
+
+
+def _with_broken_lines(tmp_path):
+    """Five SFT rows as JSON Lines, line 3 cut off mid-object (a crash while writing), line 5
+    a JSON list; a blank line between them is not a row."""
+    lines = [json.dumps(GOOD_SFT), json.dumps(GOOD_SFT), json.dumps(GOOD_SFT)[:20], "",
+             "[1, 2]", json.dumps(GOOD_SFT)]
+    path = tmp_path / "data" / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_malformed_json_line_is_named_by_file_and_line(tmp_path, toy_tok):
+    path = _with_broken_lines(tmp_path)
+    with pytest.raises(DataError) as info:
+        build_sft_dataset(cfg(path=str(path)), toy_tok)
+    message = str(info.value)
+    assert message.startswith(f"{path} line 3: not valid JSON (")
+    assert "(and 1 more)" in message and "data.on_bad_row=skip" in message
+
+
+def test_skip_mode_skips_and_counts_malformed_json_lines(tmp_path, toy_tok):
+    path = _with_broken_lines(tmp_path)
+    data = build_sft_dataset(cfg(path=str(path), on_bad_row="skip"), toy_tok)
+    assert len(data) == 3 and data.num_skipped == 2
+    assert [m.split(":")[0] for m in data.skipped] == [f"{path} line 3", f"{path} line 5"]
 
 
 def test_fully_truncated_response(tmp_path, toy_tok):
