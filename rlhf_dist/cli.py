@@ -44,6 +44,9 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user error (bad config, data, model "
+                             "path) or a failed worker instead of the one-line message")
     return parser
 
 
@@ -52,25 +55,55 @@ def _run_trainer(command: str, argv: List[str]) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
-        print(f"rlhf-dist {command}: config error: {err}", file=sys.stderr)
-        return 2
+        return _report(command, "config error", str(err), 2)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
     if command == "dpo" and cfg.dpo.mode == "ray":  # `dpo dpo.mode=ray` is `dpo-ray`
         command = "dpo-ray"
     from rlhf_dist.trainers.lifecycle import PREEMPTED_EXIT, Preempted
+    from rlhf_dist.workers.errors import WorkerError, first_line
 
     try:
         _resolve(TRAINERS[command])(cfg)
-    except ConfigError as err:  # sizes that need the world size are checked at start-up
-        print(f"rlhf-dist {command}: config error: {err}", file=sys.stderr)
-        return 2
     except Preempted as stop:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"rlhf-dist {command}: {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT
+        return _report(command, "preempted", str(stop), PREEMPTED_EXIT)
+    except Exception as err:  # noqa: BLE001 - sorted below: user errors, workers, bugs
+        if args.debug:
+            raise
+        found = _user_error(err)
+        if found is not None:  # the user's to fix: config, data, model, paths
+            kind, culprit = found
+            where = f"{err.where}: " if isinstance(err, WorkerError) and err.where else ""
+            return _report(command, kind, where + first_line(culprit), 2)
+        if isinstance(err, WorkerError):  # a worker died or failed: named, no traceback
+            return _report(command, "worker failed", first_line(err), 1)
+        raise  # a bug: the traceback is what helps
     return 0
+
+
+def _user_error(err: Optional[BaseException]):
+    """(kind, the user mistake behind ``err``: itself or what a worker raised) or None."""
+    from rlhf_dist.data.errors import DataError
+    from rlhf_dist.models._common import ModelError
+
+    kinds = {ConfigError: "config error", DataError: "data error", ModelError: "model error",
+             FileNotFoundError: "missing file"}
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        for cls in type(err).__mro__:
+            if cls in kinds:
+                return kinds[cls], err
+        err = getattr(err, "cause", None) or err.__cause__  # RayTaskError.cause: the original
+    return None
+
+
+def _report(command: str, kind: str, message: str, status: int) -> int:
+    """One line on stderr (from rank 0 only under a launcher), and the exit status."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"rlhf-dist {command}: {kind}: {message}", file=sys.stderr)
+    return status
 
 
 def _usage() -> str:

@@ -19,26 +19,12 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RoleResources
+from rlhf_dist.workers.errors import WorkerError, WorkerLost, first_line  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
 
 
-class WorkerError(RuntimeError):
-    """A worker raised or died; the message names the role and the rank."""
-
-
-class WorkerLost(WorkerError):
-    """A worker died or stopped answering (process killed, node lost, no answer within
-    ``resources.timeout_s``): the job can go on after recreating its groups
-    (``resources.max_restarts``); an exception raised inside a worker is not one."""
-
-
 PROBE_S = 10.0  # how long a failed call waits to learn whether a rank of its group died
-
-
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def device_per_worker() -> str:
@@ -93,17 +79,20 @@ class RayGroup:
             if not ready:
                 missing = sorted(rank_of[r] for r in pending)
                 raise WorkerLost(f"{self.role} ranks {missing}: no answer within "
-                                 f"{self.timeout_s:.0f}s (resources.timeout_s)")
+                                 f"{self.timeout_s:.0f}s (resources.timeout_s)",
+                                 f"{self.role} ranks {missing}")
             ref = ready[0]
             try:
                 results[ref] = ray.get(ref)
             except (RayActorError, GetTimeoutError) as err:
                 raise WorkerLost(f"{self.role} rank {rank_of[ref]} died: "
-                                 f"{type(err).__name__}: {first_line(err)}") from err
+                                 f"{type(err).__name__}: {first_line(err)}",
+                                 f"{self.role} rank {rank_of[ref]}") from err
             except RayTaskError as err:
                 self._raise_if_a_rank_died(err)
                 raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
-                                  f"{type(err).__name__}: {err}") from err
+                                  f"{type(err).__name__}: {err}",
+                                  f"{self.role} rank {rank_of[ref]}") from err
         return [results[ref] for ref in refs]
 
     def _raise_if_a_rank_died(self, err: Exception) -> None:
@@ -116,7 +105,8 @@ class RayGroup:
                 ray.get(ref)
             except RayActorError as death:
                 raise WorkerLost(f"{self.role} rank {probes[ref]} died: "
-                                 f"{type(death).__name__}: {first_line(death)}") from err
+                                 f"{type(death).__name__}: {first_line(death)}",
+                                 f"{self.role} rank {probes[ref]}") from err
 
     def _broadcast(self, call: Callable[[Any], ray.ObjectRef]) -> List[Any]:
         """The same call on every rank (collectives inside stay in step)."""

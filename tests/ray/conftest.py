@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_helpers import cli, save_tiny_model
+from ray_helpers import GAE, cli, models, save_tiny_model
 
 
 @dataclass(frozen=True)
@@ -33,3 +33,12 @@ def toy_models(tmp_path_factory) -> ToyModels:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny configs' llama, random init from seed 42, with the toy tokenizer, on disk."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def gae_run(toy_models, tmp_path_factory):
+    """configs/tiny/ppo.yaml (actor ZeRO-3 × 2 ranks; critic, reward, reference 1 rank each)
+    with the critic at ZeRO-2, from the SFT policy; the critic starts from the RM; a
+    checkpoint at iteration RESUME_AT (test_ray_ppo.py, test_ray_faults.py)."""
+    out = tmp_path_factory.mktemp("ppo") / "gae"
+    return cli("ppo", "ppo", out, *models(toy_models), *GAE).check()

@@ -19,6 +19,20 @@ from jobs import CONFIGS, REPO, Run, free_port, run  # noqa: F401  (CONFIGS: for
 
 QUIET = ("logging.backend=none", "logging.progress_bar=false")
 
+# The PPO runs of test_ray_ppo.py / test_ray_faults.py (tuning: see test_ray_ppo.py).
+ITERATIONS = 20
+RESUME_AT = 10               # the GAE run saves here; resumed / recovered runs replay from it
+COMMON = ("train.lr=2e-4", "rollout.max_new_tokens=24", "ppo.kl_coef=0.1",
+          "ppo.mini_batch_size=16", f"ppo.iterations={ITERATIONS}")
+GAE = (*COMMON, "rollout.rollout_batch_size=32", "deepspeed.role_zero_stage={critic: 2}",
+       f"checkpoint.save_every={RESUME_AT}")
+RESUMED_KEYS = ("reward/score_mean", "kl/ref_kl", "actor/policy_loss", "actor/approx_kl",
+                "critic/value_loss", "critic/explained_var")
+
+
+def models(toy) -> tuple:
+    return (f"model.name_or_path={toy.sft}", f"reward_model.name_or_path={toy.rm}")
+
 
 def cli(job: str, config: str, out: Path, *overrides: str, timeout: float = 400,
         env: Optional[Dict[str, str]] = None) -> Run:

@@ -14,7 +14,9 @@ FAST_S = 45
 
 
 def _assert_failed_early(run, *needles):
-    assert run.returncode != 0, run.log[-3000:]
+    """Exit 2 with one line naming the culprit, no traceback (``--debug`` shows one)."""
+    assert run.returncode == 2, run.log[-3000:]
+    assert "Traceback" not in run.log, run.log[-3000:]
     for needle in needles:
         assert needle in run.log, f"{needle!r} not in:\n{run.log[-3000:]}"
     assert run.seconds < FAST_S, run.seconds
@@ -26,12 +28,26 @@ def _assert_failed_early(run, *needles):
 
 def test_missing_model_path(tmp_path):
     run = cli("sft", tmp_path / "out", "model.name_or_path=/nonexistent/x")
-    _assert_failed_early(run, "model.name_or_path", "/nonexistent/x", "does not exist")
+    _assert_failed_early(run, "rlhf-dist sft: model error: model.name_or_path",
+                         "/nonexistent/x", "does not exist")
 
 
-def test_missing_dataset_file(tmp_path):
-    run = cli("sft", tmp_path / "out", "data.path=/nonexistent/d.jsonl")
-    _assert_failed_early(run, "/nonexistent/d.jsonl", "no such data file")
+def test_missing_tokenizer_path(tmp_path):
+    run = cli("dpo", tmp_path / "out", "model.tokenizer_path=/nonexistent/tok")
+    _assert_failed_early(run, "rlhf-dist dpo: model error: model.tokenizer_path",
+                         "/nonexistent/tok")
+
+
+def test_missing_dataset_file_is_reported_once_under_the_launcher(tmp_path):
+    run = launch("sft", tmp_path / "out", "data.path=/nonexistent/d.jsonl")
+    _assert_failed_early(run, "rlhf-dist sft: data error: ", "/nonexistent/d.jsonl",
+                         "no such data file")
+    assert run.log.count("rlhf-dist sft: data error") == 1  # rank 1 stays quiet
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    run = cli("sft", tmp_path / "out", "data.path=/nonexistent/d.jsonl", "--debug")
+    assert run.returncode == 1 and "Traceback" in run.log and "DataFileNotFoundError" in run.log
 
 
 def test_zero_stage_5(tmp_path):

@@ -1,0 +1,173 @@
+"""Faults on a real Ray PPO run, from the GAE run's iteration-10 checkpoint (test_ray_ppo.py):
+
+* ``resumed``: resume=auto to iteration 13, no fault -- iterations 11..13 equal the
+  uninterrupted GAE run's (the exact resume);
+* ``faulted``: the same with ``resources.max_restarts=2``; the critic worker is SIGKILLed in
+  iteration 12, then an actor rank: the driver rebuilds every group from the checkpoint twice
+  by itself; then SIGTERM to the driver: it finishes the iteration, writes a checkpoint, exits
+  75; ``checkpoint.resume=auto`` finishes the run -- with the uninterrupted metrics and final
+  weights, and a ``metrics.jsonl`` holding every (metric, step) once, whatever was redone.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs import CONFIGS, REPO, Run, finish, read_metrics, start
+from ray_helpers import (GAE, QUIET, RESUME_AT, RESUMED_KEYS, cli, load_tensors, max_abs_diff,
+                         models)
+
+pytestmark = pytest.mark.slow
+
+END = RESUME_AT + 3
+PREEMPTED_EXIT = 75
+
+
+def from_checkpoint(gae_run, out: Path) -> Path:
+    name = f"step_{RESUME_AT:06d}"
+    shutil.copytree(gae_run.out / "checkpoints" / name, out / "checkpoints" / name)
+    return out
+
+
+def overrides(toy_models, *extra: str) -> tuple:
+    return (*models(toy_models), *GAE, f"ppo.iterations={END}", "checkpoint.resume=auto",
+            *extra)
+
+
+def rows_at(out: Path, step: int) -> bool:
+    try:
+        return any(row["step"] == step and "reward/score_mean" in row for row in read_metrics(out))
+    except (FileNotFoundError, ValueError):  # not written yet / a line half-written
+        return False
+
+
+def restarts_logged(out: Path) -> int:
+    try:
+        return sum("fault/restarts" in row for row in read_metrics(out))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def worker_pid(driver: int, actor_class: str) -> int:
+    """A Ray actor process of this job (its title is ``ray::<class>...``)."""
+    for proc in psutil.Process(driver).children(recursive=True):
+        try:
+            if f"ray::{actor_class}" in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no {actor_class} process under the driver {driver}")
+
+
+def wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def run_with(out: Path, args: tuple, act) -> "Run":
+    """Start ``rlhf-dist ppo``, do ``act(driver_pid)`` while it runs, return the finished job
+    (its output is drained by a thread meanwhile)."""
+    cmd = [sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", CONFIGS / "ppo.yaml",
+           f"output_dir={out}", *QUIET, *args]
+    proc, started, result = start(cmd, out, cwd=REPO), time.monotonic(), {}
+    drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))
+    drain.start()
+    try:
+        act(proc.pid)
+    finally:
+        drain.join()
+    return result["run"]
+
+
+@pytest.fixture(scope="module")
+def resumed(gae_run, toy_models, tmp_path_factory):
+    out = from_checkpoint(gae_run, tmp_path_factory.mktemp("faults") / "resumed")
+    return cli("ppo", "ppo", out, *overrides(toy_models)).check()
+
+
+@pytest.fixture(scope="module")
+def faulted(gae_run, toy_models, tmp_path_factory):
+    """One run through every fault (one run, not three: each start costs half a minute):
+    critic SIGKILLed in iteration 12, recovered; an actor rank SIGKILLed in iteration 12 again,
+    recovered; SIGTERM to the driver in iteration 12 once more: checkpoint, exit 75.  Then the
+    next start (``checkpoint.resume=auto``) finishes the run."""
+    out = from_checkpoint(gae_run, tmp_path_factory.mktemp("faults") / "faulted")
+
+    def faults(driver: int) -> None:
+        for restarts, victim in enumerate(("CriticWorker", "ActorWorker")):
+            wait_for(lambda: restarts_logged(out) == restarts, f"restart {restarts}")
+            wait_for(lambda: rows_at(out, RESUME_AT + 1), "iteration 11")
+            psutil.Process(worker_pid(driver, victim)).send_signal(signal.SIGKILL)
+        wait_for(lambda: restarts_logged(out) == 2, "restart 2")
+        wait_for(lambda: rows_at(out, RESUME_AT + 1), "iteration 11")
+        psutil.Process(driver).send_signal(signal.SIGTERM)
+
+    stopped = run_with(out, overrides(toy_models, "resources.max_restarts=2",
+                                      "resources.timeout_s=120"), faults)
+    stopped_rows = stopped.metrics  # before the next start rewinds and adds rows
+    again = cli("ppo", "ppo", out, *overrides(toy_models)).check()
+    return stopped, stopped_rows, again
+
+
+def assert_same_iterations(run, want, steps) -> None:
+    for key in RESUMED_KEYS:
+        got, expected = run.by_step(key), want.by_step(key)
+        for step in steps:
+            assert got[step] == pytest.approx(expected[step], abs=1e-5), (key, step)
+
+
+def assert_one_row_per_step(run) -> None:
+    """Each metric once per step (``fault/*`` rows are per restart: two at the checkpoint's
+    step when two faults went back to it)."""
+    counts = Counter((key, row["step"]) for row in run.metrics for key in row
+                     if key != "step" and not key.startswith("fault/"))
+    assert [k for k, n in counts.items() if n > 1] == []
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    for role in ("model", "critic"):
+        diffs = max_abs_diff(load_tensors(a / role), load_tensors(b / role))
+        assert max(diffs.values()) <= 1e-6, (role, diffs)
+
+
+def test_resume_continues_with_the_uninterrupted_metrics(gae_run, resumed):
+    steps = sorted(resumed.by_step("reward/score_mean"))
+    assert steps == [RESUME_AT + 1, RESUME_AT + 2, END]
+    assert_same_iterations(resumed, gae_run, steps)
+
+
+def test_lost_workers_are_recovered_by_themselves(faulted):
+    stopped, rows, _ = faulted
+    faults = [row for row in rows if "fault/restarts" in row]
+    assert [row["fault/restarts"] for row in faults] == [1.0, 2.0]
+    assert all(row["step"] == RESUME_AT for row in faults)  # both went back to the checkpoint
+    assert all(row["fault/steps_lost"] >= 1 and row["fault/recovery_s"] > 0 for row in faults)
+    assert "critic rank 0 died" in stopped.log and "restart 2 of 2" in stopped.log
+    assert "actor rank" in stopped.log.split("restart 1 of 2")[1]
+
+
+def test_sigterm_checkpoints_exits_75_and_the_next_start_goes_on(faulted):
+    stopped, rows, again = faulted
+    assert stopped.returncode == PREEMPTED_EXIT, stopped.log[-3000:]
+    assert "received SIGTERM" in stopped.log and "checkpoint.resume=auto" in stopped.log
+    stopped_at = max(row["step"] for row in rows if "reward/score_mean" in row)
+    assert RESUME_AT + 1 <= stopped_at < END
+    assert (again.out / "checkpoints" / f"step_{stopped_at:06d}" / "COMPLETE").is_file()
+
+
+def test_faulted_run_ends_with_the_uninterrupted_results(gae_run, resumed, faulted):
+    _, _, again = faulted
+    assert sorted(again.by_step("reward/score_mean")) == list(range(RESUME_AT + 1, END + 1))
+    assert_same_iterations(again, gae_run, range(RESUME_AT + 1, END + 1))
+    assert_one_row_per_step(again)
+    assert_same_weights(again.out, resumed.out)
