@@ -61,7 +61,7 @@ def _run_trainer(command: str, argv: List[str]) -> int:
         return 0
     if command == "dpo" and cfg.dpo.mode == "ray":  # `dpo dpo.mode=ray` is `dpo-ray`
         command = "dpo-ray"
-    from rlhf_dist.trainers.lifecycle import PREEMPTED_EXIT, Preempted
+    from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted
     from rlhf_dist.workers.errors import WorkerError, first_line
 
     try:
@@ -71,30 +71,33 @@ def _run_trainer(command: str, argv: List[str]) -> int:
     except Exception as err:  # noqa: BLE001 - sorted below: user errors, workers, bugs
         if args.debug:
             raise
-        found = _user_error(err)
-        if found is not None:  # the user's to fix: config, data, model, paths
-            kind, culprit = found
+        found = _known_error(err)
+        if found is not None:  # the user's to fix (status 2), or a numerical fault (1)
+            kind, culprit, status = found
             where = f"{err.where}: " if isinstance(err, WorkerError) and err.where else ""
-            return _report(command, kind, where + first_line(culprit), 2)
+            return _report(command, kind, where + first_line(culprit), status)
         if isinstance(err, WorkerError):  # a worker died or failed: named, no traceback
             return _report(command, "worker failed", first_line(err), 1)
         raise  # a bug: the traceback is what helps
     return 0
 
 
-def _user_error(err: Optional[BaseException]):
-    """(kind, the user mistake behind ``err``: itself or what a worker raised) or None."""
+def _known_error(err: Optional[BaseException]):
+    """(kind, the mistake or fault behind ``err`` -- itself or what a worker raised, exit
+    status) for a user error or a numerical fault, else None."""
+    from rlhf_dist.algo.finite import NonFiniteError
     from rlhf_dist.data.errors import DataError
     from rlhf_dist.models._common import ModelError
 
-    kinds = {ConfigError: "config error", DataError: "data error", ModelError: "model error",
-             FileNotFoundError: "missing file"}
+    kinds = {ConfigError: ("config error", 2), DataError: ("data error", 2),
+             ModelError: ("model error", 2), FileNotFoundError: ("missing file", 2),
+             NonFiniteError: ("numerical fault", 1)}
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         for cls in type(err).__mro__:
             if cls in kinds:
-                return kinds[cls], err
+                return (kinds[cls][0], err, kinds[cls][1])
         err = getattr(err, "cause", None) or err.__cause__  # RayTaskError.cause: the original
     return None
 

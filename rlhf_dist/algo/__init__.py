@@ -16,6 +16,7 @@ from .advantages import (
     rloo,
 )
 from .dpo import DPO_LOSSES, dpo_loss
+from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
 from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, shape_rewards
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
@@ -34,9 +35,11 @@ __all__ = [
     "KL_CONTROLLERS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATORS",
+    "NonFiniteError",
     "aggregate_loss",
     "bradley_terry_loss",
     "bradley_terry_metrics",
+    "check_finite",
     "compute_critic_free_advantages",
     "discounted_returns",
     "dpo_loss",
@@ -56,6 +59,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "mean_baseline",
+    "nonfinite_rows",
     "ppo_policy_loss",
     "reinforce",
     "rloo",

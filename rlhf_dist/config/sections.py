@@ -129,9 +129,17 @@ class TrainConfig:
     # shuffle, then sort windows of 50 global batches by length and shuffle their batches:
     # less padding, order still fixed by (seed, epoch)
     group_by_length: bool = False
+    # a NaN/inf loss, gradient norm, reward or advantage: "error" stops naming the step, role
+    # and tensor; "skip_step" drops a PPO iteration whose experience (rewards, advantages) is
+    # non-finite and goes on -- at most max_skipped_steps in a row (a non-finite loss or
+    # gradient norm always stops: the update has begun)
+    on_nonfinite: str = "error"
+    max_skipped_steps: int = 3
 
     def __post_init__(self):
         _choice("train.lr_scheduler", self.lr_scheduler, ["cosine", "linear", "constant"])
+        _choice("train.on_nonfinite", self.on_nonfinite, ["error", "skip_step"])
+        _positive("train.max_skipped_steps", self.max_skipped_steps)
         _positive("train.epochs", self.epochs)
         _positive("train.lr", self.lr)
         _positive("train.train_batch_size", self.train_batch_size)

@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from datetime import timedelta
-from typing import Dict
+from typing import Dict, List
 
 import torch
 import torch.distributed as tdist
@@ -124,6 +124,15 @@ def shutdown(wait: bool = True) -> None:
         ds_comm.destroy_process_group()
     else:
         tdist.destroy_process_group()
+
+
+def ranks_with(flag: bool) -> List[int]:
+    """The ranks on which ``flag`` is set (every rank calls it: one small all-reduce)."""
+    if not tdist.is_initialized() or world_size() == 1:
+        return [0] if flag else []
+    votes = all_reduce_sum({f"rank{r}": float(flag and r == rank()) for r in
+                            range(world_size())})
+    return [r for r in range(world_size()) if votes[f"rank{r}"] > 0]
 
 
 def all_reduce_sum(metrics: Dict[str, float]) -> Dict[str, float]:

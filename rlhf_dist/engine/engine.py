@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -9,6 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from rlhf_dist.algo.finite import NonFiniteError
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
@@ -96,13 +98,24 @@ class ModelEngine:
         return self.ds(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
+        """Backward of a finite loss; a NaN/inf loss on any rank stops every rank (they agree
+        first, so none is left waiting in a collective) naming the ranks that had one."""
+        bad = dist.ranks_with(not bool(torch.isfinite(loss.detach()).all()))
+        if bad:
+            raise NonFiniteError(f"non-finite loss ({float(loss.detach())} here) on ranks {bad}"
+                                 f" of {dist.world_size()}")
         self.ds.backward(loss)
 
     def step(self) -> None:
         """Call after every micro-batch; DeepSpeed steps the optimizer on accumulation
-        boundaries only (and scales gradients by 1/accumulation in ``backward``)."""
+        boundaries only (and scales gradients by 1/accumulation in ``backward``).  A
+        non-finite global gradient norm on a boundary stops (the same on every rank)."""
         self._require_loaded("step")
+        boundary = self.ds.is_gradient_accumulation_boundary()
         self.ds.step()
+        norm = self.ds.get_global_grad_norm() if boundary else None
+        if norm is not None and not math.isfinite(float(norm)):
+            raise NonFiniteError(f"non-finite gradient norm ({float(norm)})")
 
     @property
     def global_steps(self) -> int:

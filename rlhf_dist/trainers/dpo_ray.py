@@ -4,17 +4,17 @@ data, seed and config give the same losses in both modes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from rlhf_dist.config import Config, ConfigError
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.trainers.lifecycle import Job, fit
+from rlhf_dist.trainers.ray_job import RayJob
 from rlhf_dist.utils import seed_everything
 
 
 
-class RayDPOTrainer(Job):
+class RayDPOTrainer(RayJob):
     job = "dpo-ray"
 
     def __init__(self, cfg: Config):
@@ -34,12 +34,9 @@ class RayDPOTrainer(Job):
     def start(self) -> None:
         from rlhf_dist.models import load_tokenizer
         from rlhf_dist.trainers.rm import preference_datasets
-        from rlhf_dist.workers.cluster import start_ray
-        from rlhf_dist.workers.group import WorkerLost
 
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.recoverable, self.max_restarts = (WorkerLost,), cfg.resources.max_restarts
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, self.collate = preference_datasets(
             cfg.data, self.tokenizer, cfg.dpo.layout)
@@ -49,8 +46,7 @@ class RayDPOTrainer(Job):
         self.total_steps = self.sampler.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.started_ray = start_ray(cfg.resources.ray_address,
-                                     2 * self.world * cfg.resources.actor.cpus_per_worker)
+        self.start_ray(2 * self.world * cfg.resources.actor.cpus_per_worker)
 
     def build(self) -> None:
         from rlhf_dist.workers.cluster import create_roles
@@ -60,12 +56,6 @@ class RayDPOTrainer(Job):
         self.roles.reference.build()
         if self.ref_start is None:
             self.ref_start = self.roles.reference.state_checksum()
-
-    def start_metrics(self) -> Dict[str, float]:
-        return self.roles.placement_metrics()
-
-    def fit(self) -> Dict[str, float]:
-        return fit(self)
 
     def train_step(self) -> Dict[str, float]:
         per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
@@ -90,13 +80,6 @@ class RayDPOTrainer(Job):
                            self.collate)]
                 for rank in range(self.world)]
 
-    def save_to(self, staging: Path) -> Dict[str, Any]:
-        self.roles.save_trained(staging)
-        return {}
-
-    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
-        self.roles.load_trained(path)
-
     def end_metrics(self) -> Dict[str, float]:
         """CRC32 of the reference's full weights (roles.state_checksum): equal unless
         something wrote into the frozen model."""
@@ -105,17 +88,6 @@ class RayDPOTrainer(Job):
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))
-
-    def teardown(self) -> None:
-        self.roles.kill()
-
-    def close(self, failed: bool) -> None:
-        self.shutdown()
-
-    def shutdown(self) -> None:
-        from rlhf_dist.workers.cluster import stop
-
-        stop(getattr(self, "roles", None), getattr(self, "started_ray", False))
 
 
 def run(cfg: Config):

@@ -6,37 +6,30 @@
 A job (:class:`Job`) supplies its steps; this module owns everything around them, once: the
 checkpoint directory and ``checkpoint.resume``, the tracker (one ``metrics.jsonl`` history per
 run, see :meth:`Tracker.rewind`) and progress bar, the periodic and final checkpoints, export,
-and shutdown on success or failure.  ``trainers/`` holds no process group: a job says how its
-processes agree (:class:`Ranks`) -- the launcher's ranks through ``engine.dist``, a Ray driver is
-one process (:data:`DRIVER`).
+and shutdown on success or failure -- and the fault handling that plugs into them: recovery
+from a lost worker (``Job.recoverable``: teardown, build, the last checkpoint), preemption
+(SIGTERM / SIGUSR1: checkpoint, :class:`Preempted`, exit 75) and non-finite steps
+(``train.on_nonfinite``).  ``trainers/`` holds no process group: a job says how its processes
+agree (:class:`Ranks`) -- the launcher's ranks through ``engine.dist``, a Ray driver is one
+process (:data:`DRIVER`).
 """
 from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
+from rlhf_dist.algo.finite import NonFiniteError
 from rlhf_dist.config import Config, save_config, to_dict
+from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted, preemption_signals
 from rlhf_dist.utils import CheckpointDir, Tracker, progress
+
+__all__ = ["DRIVER", "Job", "Lifecycle", "PREEMPTED_EXIT", "Preempted", "Ranks", "fit"]
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
-
-
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on a signal after a checkpoint; resume=auto goes on
-PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm, Kubernetes, spot notices
-
-
-class Preempted(Exception):
-    """The run stopped on a preemption signal after checkpointing ``step``."""
-
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped on {signal.Signals(signum).name} after checkpointing "
-                         f"step {step}; rerun with checkpoint.resume=auto to go on")
-        self.step = step
 
 
 class Ranks:
@@ -150,6 +143,7 @@ class Lifecycle:
         """The training loop; after a recoverable fault (a lost worker) the groups are rebuilt
         from the last checkpoint, at most ``max_restarts`` times."""
         restarts, self.saved_at = 0, time.monotonic()
+        self.skipped = self.skipped_in_a_row = 0
         while True:
             try:
                 return self.train()
@@ -166,13 +160,35 @@ class Lifecycle:
         bar.update(job.step)
         try:
             while job.step < job.total_steps:
-                last = job.train_step()
+                last = self.one_step()
                 job.step += 1
                 bar.update(1)
                 self.after_step(last)
         finally:
             bar.close()
         return last
+
+    def one_step(self) -> Metrics:
+        """``job.train_step()``; a non-finite value names the step, and with
+        ``train.on_nonfinite=skip_step`` a step dropped before any update is counted instead
+        (``fault/skipped_steps``), at most ``train.max_skipped_steps`` in a row."""
+        train = self.cfg.train
+        try:
+            metrics = self.job.train_step()
+        except NonFiniteError as err:
+            err = err.prefixed(f"{self.job.job} step {self.job.step + 1}")
+            if train.on_nonfinite != "skip_step" or not err.skippable:
+                raise err from None
+            self.skipped_in_a_row += 1
+            self.skipped += 1
+            if self.skipped_in_a_row > train.max_skipped_steps:
+                raise NonFiniteError(f"{err}; {self.skipped_in_a_row} steps in a row skipped "
+                                     f"(train.max_skipped_steps={train.max_skipped_steps})"
+                                     ) from None
+            log.warning("%s -- step skipped (train.on_nonfinite=skip_step)", err)
+            return {"fault/skipped_steps": self.skipped}
+        self.skipped_in_a_row = 0
+        return metrics
 
     def recover(self, fault: BaseException, restarts: int) -> None:
         """Kill every group, build them again, load the last complete checkpoint (or start
@@ -227,7 +243,7 @@ class Lifecycle:
     # ------------------------------------------------------------------ checkpoints
     @property
     def ckpt(self) -> CheckpointDir:
-        return CheckpointDir(self.out / "checkpoints", self.cfg.checkpoint.keep_last)
+        return CheckpointDir.for_run(self.out, self.cfg.checkpoint)
 
     def save(self) -> None:
         """Every rank writes into the staging directory, then rank 0 seals it."""
@@ -254,33 +270,6 @@ class Lifecycle:
         if self.is_main:
             log.info("resuming %s from %s at step %d", self.job.job, path, self.job.step)
         return path, state
-
-
-class Signalled:
-    """The preemption signal received, if any (``signum``)."""
-
-    signum: Optional[int] = None
-
-
-class preemption_signals:
-    """While inside: SIGTERM / SIGUSR1 only note the signal (the loop finishes its step,
-    checkpoints and raises :class:`Preempted`); the previous handlers come back after."""
-
-    def __enter__(self) -> Signalled:
-        self.state, self.previous = Signalled(), {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in PREEMPT_SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._note)
-        return self.state
-
-    def _note(self, signum, frame) -> None:
-        log.warning("received %s: stopping after this step's checkpoint",
-                    signal.Signals(signum).name)
-        self.state.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 def fit(job: Job) -> Metrics:

@@ -13,10 +13,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.trainers.lifecycle import Job, fit
+from rlhf_dist.trainers.ray_job import RayJob
 from rlhf_dist.utils import Timer, mean_rows, seed_everything
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,16 @@ def logprob_gap(experience: Batch) -> Metrics:
             "rollout/logprob_abs_diff_max": float(gap.max()) if gap.numel() else 0.0}
 
 
+def check_experience(experience: Batch) -> None:
+    """Rewards, advantages and returns finite before any update (else a skippable
+    :class:`NonFiniteError` naming the tensor and rows)."""
+    mask = experience["action_mask"]
+    check_finite("reward (RM score + ppo.reward_fn)", experience["scores"], skippable=True)
+    for name in ("advantages", "returns"):
+        if name in experience:
+            check_finite(name, experience[name], mask, skippable=True)
+
+
 def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfig:
     """The optimiser section of a PPO learner: one optimiser step per PPO minibatch, split
     over the group's ranks in micro-batches of ``train.micro_batch_size``."""
@@ -53,7 +64,7 @@ def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfi
     return train
 
 
-class PPOTrainer(Job):
+class PPOTrainer(RayJob):
     job = "ppo"
 
     def __init__(self, cfg: Config):
@@ -69,17 +80,15 @@ class PPOTrainer(Job):
         from rlhf_dist.data import PromptCollator, build_prompt_dataset
         from rlhf_dist.models import load_tokenizer
         from rlhf_dist.rollout import ReplayBuffer
-        from rlhf_dist.workers.cluster import cpus_needed, start_ray
-        from rlhf_dist.workers.group import WorkerLost
+        from rlhf_dist.workers.cluster import cpus_needed
 
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
-        self.recoverable, self.max_restarts = (WorkerLost,), cfg.resources.max_restarts
         self.replay = ReplayBuffer()
-        self.started_ray = start_ray(cfg.resources.ray_address, cpus_needed(cfg, ppo_roles(cfg)))
+        self.start_ray(cpus_needed(cfg, ppo_roles(cfg)))
         self.engine_model = None
         if cfg.rollout.backend == "vllm":
             from rlhf_dist.rollout.vllm_engine import preflight
@@ -116,12 +125,6 @@ class PPOTrainer(Job):
         if self.frozen_start is None:
             self.frozen_start = self.frozen_checksums()
 
-    def start_metrics(self) -> Metrics:
-        return self.roles.placement_metrics()
-
-    def fit(self) -> Metrics:
-        return fit(self)
-
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Metrics:
         return self.iterate()
@@ -132,6 +135,11 @@ class PPOTrainer(Job):
             experience, rollout_metrics = self.generate()
         with self.timer("score"):
             experience, score_metrics = self.score(experience)
+        try:
+            check_experience(experience)
+        except NonFiniteError:
+            self.timer.pop()  # a skipped iteration's phases are not the next one's
+            raise
         with self.timer("learn"):
             learn_metrics = self.learn(experience)
         self.scorer.update_kl(score_metrics["kl/ref_kl"], len(experience))
@@ -232,12 +240,10 @@ class PPOTrainer(Job):
         return metrics
 
     # ------------------------------------------------------------------ state
-    def save_to(self, staging: Path) -> Dict[str, Any]:
-        self.roles.save_trained(staging)
+    def driver_state(self) -> Dict[str, Any]:
         return {"iteration": self.step, "scorer": self.scorer.state_dict()}
 
-    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
-        self.roles.load_trained(path)
+    def load_driver_state(self, state: Dict[str, Any]) -> None:
         self.scorer.load_state_dict(state["scorer"])
 
     def frozen_checksums(self) -> Metrics:
@@ -257,17 +263,6 @@ class PPOTrainer(Job):
         self.roles.actor.export_hf(str(self.out / "model"))
         if self.roles.critic:
             self.roles.critic.export_hf(str(self.out / "critic"))
-
-    def teardown(self) -> None:
-        self.roles.kill()
-
-    def close(self, failed: bool) -> None:
-        self.shutdown()
-
-    def shutdown(self) -> None:
-        from rlhf_dist.workers.cluster import stop
-
-        stop(getattr(self, "roles", None), getattr(self, "started_ray", False))
 
 
 def run(cfg: Config):

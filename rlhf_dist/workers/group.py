@@ -2,10 +2,11 @@
 torch.distributed group (and one DeepSpeed engine) among themselves.  Its base, RayGroup, is
 shared with the vLLM rollout engines (``rollout_engines.py``), which form no such group.
 
-Group methods (in ``roles.py``) are explicit Python methods; this module gives them
-``_scatter`` (split a Batch by data-parallel rank, one call per rank, concatenate) and
-``_broadcast`` (same call on every rank), both waiting with a timeout and turning a dead or
-raising worker into an error that names the role and the rank.
+Group methods (in ``groups.py``) are explicit Python methods; this module gives them
+``_scatter_refs`` (a Batch split by data-parallel rank, one call per rank) and ``_broadcast``
+(the same call on every rank), and ``_get``, which waits with a timeout and turns a dead or
+silent worker into :class:`WorkerLost`, a raising one into :class:`WorkerError` (a non-finite
+value into ``NonFiniteError``), each naming the role and the rank.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rlhf_dist.algo.finite import NonFiniteError
 from rlhf_dist.config import RoleResources
 from rlhf_dist.workers.errors import WorkerError, WorkerLost, first_line  # noqa: F401 (re-export)
 
@@ -90,6 +92,8 @@ class RayGroup:
                                  f"{self.role} rank {rank_of[ref]}") from err
             except RayTaskError as err:
                 self._raise_if_a_rank_died(err)
+                if isinstance(err.cause, NonFiniteError):  # a numerical fault, not a bug
+                    raise err.cause.prefixed(f"{self.role} rank {rank_of[ref]}") from None
                 raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
                                   f"{type(err).__name__}: {err}",
                                   f"{self.role} rank {rank_of[ref]}") from err
@@ -115,12 +119,6 @@ class RayGroup:
     def _scatter_refs(self, call: Callable[[Any, Any], ray.ObjectRef], batch) -> List:
         chunks = batch.chunk(self.world_size)
         return [call(worker, chunk) for worker, chunk in zip(self.workers, chunks)]
-
-    def _scatter(self, call: Callable[[Any, Any], ray.ObjectRef], batch):
-        """Split ``batch`` into one contiguous chunk per rank, call, concatenate in order."""
-        from rlhf_dist.protocol import Batch
-
-        return Batch.concat(self._get(self._scatter_refs(call, batch)))
 
     def locations(self) -> List[Dict[str, Any]]:
         """Per rank (in rank order): ``{"node_id", "ip", "pid"}`` of its worker process."""

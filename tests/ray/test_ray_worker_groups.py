@@ -159,6 +159,23 @@ def test_zero3_greedy_generation_matches_unsharded_model(actor_group, cfg, token
     assert expected["sequences"].shape[1] > P and len(responses) > 1
 
 
+def test_nonfinite_loss_on_a_worker_names_role_rank_and_tensor(actor_group, tokenizer, prompts):
+    """A NaN advantage makes the PPO loss NaN on every rank: both ranks agree before backward
+    (none waits in a collective), the driver gets a NonFiniteError naming the role and rank,
+    and the weights are untouched (no backward, no step), so the group keeps working."""
+    from rlhf_dist.algo import NonFiniteError
+
+    pad = tokenizer.pad_token_id
+    experience = actor_group.generate(prompts, seed=0, pad_token_id=pad)
+    advantages = torch.full_like(experience["old_logprobs"], float("nan"))
+    minibatch = experience.with_(advantages=advantages)
+    with pytest.raises(NonFiniteError, match=r"^actor rank [01]: non-finite loss \(nan here\) "
+                                             r"on ranks \[0, 1\] of 2"):
+        actor_group.ppo_update(minibatch).result()
+    again = actor_group.generate(prompts, seed=0, pad_token_id=pad)
+    assert torch.equal(again["old_logprobs"], experience["old_logprobs"])
+
+
 def test_worker_faults_name_role_and_rank(actor_group, tokenizer, prompts):
     import ray
 

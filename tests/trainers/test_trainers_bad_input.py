@@ -60,3 +60,15 @@ def test_batch_size_that_does_not_divide_over_two_ranks(tmp_path):
     run = launch("rm", tmp_path / "out", "train.train_batch_size=6", "train.micro_batch_size=2")
     _assert_failed_early(run, "train.train_batch_size: 6 is not divisible by "
                               "train.micro_batch_size=2 × data-parallel ranks=2 (= 4)")
+
+
+def test_diverging_run_stops_naming_the_step_and_the_nonfinite_loss(tmp_path):
+    """lr 1e30: the first Adam step moves every weight by ~1e30, the next forward overflows,
+    and the run stops on that step's loss before its backward (exit 1, one line)."""
+    run = cli("sft", tmp_path / "out", "train.lr=1e30", "train.max_steps=4",
+              "deepspeed.zero_stage=0", "train.warmup_ratio=0", "train.max_grad_norm=0")
+    assert run.returncode == 1, run.log[-3000:]
+    assert "Traceback" not in run.log
+    line = next(l for l in run.log.splitlines() if l.startswith("rlhf-dist sft: numerical"))
+    assert line.startswith("rlhf-dist sft: numerical fault: sft step 2: non-finite loss (")
+    assert "on ranks [0] of 1" in line

@@ -177,3 +177,22 @@ def test_progress_bar_only_when_enabled(capsys):
     bar.update(4)
     bar.close()
     assert "4/4" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_one_history_and_the_same_wandb_run(tmp_path, wandb_run_reader):
+    """The dead run logged steps 1-3 (its checkpoint was at 2): the resumed tracker drops
+    step 3's row from metrics.jsonl and resumes the first W&B run (same id, a second offline
+    run directory that `wandb sync` merges into it)."""
+    out = tmp_path / "run"
+    first = make_tracker(out)
+    for step in (1, 2, 3):
+        first.log({"train/loss": float(step)}, step=step)
+    first.finish(exit_code=1)
+    resumed = make_tracker(out, resume_step=2)
+    resumed.log({"train/loss": 30.0}, step=3)
+    resumed.finish()
+    assert [(r["step"], r["train/loss"]) for r in read_metrics(out)] == \
+        [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert resumed.run_dir != first.run_dir
+    assert wandb_run_reader(resumed.run_dir)["run"].run_id == \
+        wandb_run_reader(first.run_dir)["run"].run_id == (out / "wandb_run_id").read_text()

@@ -1,0 +1,52 @@
+"""What the Ray drivers (PPO/GRPO, DPO on Ray) share on top of the lifecycle: a local Ray or
+a cluster joined, the role groups in ``self.roles`` (their trained groups are the checkpoint),
+and recovery from a lost worker by recreating them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from rlhf_dist.trainers.lifecycle import Job, Metrics, fit
+
+
+class RayJob(Job):
+    roles = None          # workers.cluster.Roles, made by build()
+    started_ray = False   # whether this job started Ray (and so stops it)
+
+    def start_ray(self, num_cpus: float) -> None:
+        """Join ``resources.ray_address`` or start a local Ray; lost workers recoverable."""
+        from rlhf_dist.workers.cluster import start_ray
+        from rlhf_dist.workers.errors import WorkerLost
+
+        res = self.cfg.resources
+        self.started_ray = start_ray(res.ray_address, num_cpus)
+        self.recoverable, self.max_restarts = (WorkerLost,), res.max_restarts
+
+    def fit(self) -> Metrics:
+        return fit(self)
+
+    def start_metrics(self) -> Metrics:
+        return self.roles.placement_metrics()
+
+    def driver_state(self) -> Dict[str, Any]:
+        """What the driver itself adds to a checkpoint (besides the trained groups)."""
+        return {}
+
+    def load_driver_state(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`driver_state` from a checkpoint's trainer state."""
+
+    def save_to(self, staging: Path) -> Dict[str, Any]:
+        self.roles.save_trained(staging)
+        return self.driver_state()
+
+    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
+        self.roles.load_trained(path)
+        self.load_driver_state(state)
+
+    def teardown(self) -> None:
+        self.roles.kill()
+
+    def close(self, failed: bool) -> None:
+        from rlhf_dist.workers.cluster import stop
+
+        stop(self.roles, self.started_ray)
