@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rlhf_dist.config import Config
 from rlhf_dist.protocol import Batch
 from rlhf_dist.workers.base import location
+from rlhf_dist.workers.errors import WorkerError
 from rlhf_dist.workers.group import RayGroup, device_per_worker
 
 COLOCATED_SHARE = 0.2  # of an actor bundle's device (and CPUs) an engine takes when colocated
@@ -123,7 +124,7 @@ class RolloutEngines(RayGroup):
         backend = "nccl" if nccl else "gloo"
         refs = [w.init_weight_group.remote(host, port, world, backend, self.timeout_s)
                 for w in self.workers]
-        actor.join_weight_group(world, backend)  # waits until every engine joined
+        self._through_engines(lambda: actor.join_weight_group(world, backend))  # all joined
         self._get(refs)
 
     def sync_from(self, actor: Any) -> float:
@@ -131,9 +132,18 @@ class RolloutEngines(RayGroup):
         started = time.perf_counter()
         specs = actor.weight_specs()
         refs = [w.receive_weights.remote(specs) for w in self.workers]
-        actor.broadcast_weights()
+        self._through_engines(actor.broadcast_weights)
         self._get(refs)
         return time.perf_counter() - started
+
+    def _through_engines(self, actor_call) -> None:
+        """An actor call whose collective spans the engines: when it fails because an engine
+        died, the dead engine is the fault reported (and recovered from)."""
+        try:
+            actor_call()
+        except WorkerError as err:
+            self._raise_if_a_rank_died(err)
+            raise
 
     def sleep(self) -> None:
         self._broadcast(lambda w: w.sleep.remote())

@@ -11,11 +11,16 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
-from jobs import CONFIGS, REPO, Run, free_port, run  # noqa: F401  (CONFIGS: for the tests)
+import psutil
+
+from jobs import (CONFIGS, REPO, Run, finish, free_port, read_metrics, run,  # noqa: F401
+                  start)
 
 QUIET = ("logging.backend=none", "logging.progress_bar=false")
 
@@ -48,6 +53,56 @@ def launcher(job: str, config: str, out: Path, *overrides: str, nprocs: int = 2,
                 "--master_port", str(free_port()), "--module", "rlhf_dist.cli", job,
                 "-c", CONFIGS / f"{config}.yaml", f"output_dir={out}", *QUIET, *overrides],
                out, timeout, cwd=REPO)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def rows_at(out: Path, step: int) -> bool:
+    try:
+        return any(row["step"] == step and "reward/score_mean" in row for row in read_metrics(out))
+    except (FileNotFoundError, ValueError):  # not written yet / a line half-written
+        return False
+
+
+def restarts_logged(out: Path) -> int:
+    try:
+        return sum("fault/restarts" in row for row in read_metrics(out))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def worker_pid(driver: int, actor_class: str) -> int:
+    """A Ray actor process of this job (its title is ``ray::<class>...``)."""
+    for proc in psutil.Process(driver).children(recursive=True):
+        try:
+            if f"ray::{actor_class}" in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no {actor_class} process under the driver {driver}")
+
+
+def wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def run_with(out: Path, args: tuple, act) -> Run:
+    """Start ``rlhf-dist ppo -c configs/tiny/ppo.yaml``, do ``act(driver_pid)`` while it runs,
+    return the finished job (its output is drained by a thread meanwhile)."""
+    cmd = [sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", CONFIGS / "ppo.yaml",
+           f"output_dir={out}", *QUIET, *args]
+    proc, started, result = start(cmd, out, cwd=REPO), time.monotonic(), {}
+    drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))
+    drain.start()
+    try:
+        act(proc.pid)
+    finally:
+        drain.join()
+    return result["run"]
 
 
 # --------------------------------------------------------------------------- model files

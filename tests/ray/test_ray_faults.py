@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import shutil
 import signal
-import sys
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from jobs import CONFIGS, REPO, Run, finish, read_metrics, start
-from ray_helpers import (GAE, QUIET, RESUME_AT, RESUMED_KEYS, cli, load_tensors, max_abs_diff,
-                         models)
+from ray_helpers import (GAE, RESUME_AT, RESUMED_KEYS, cli, load_tensors, max_abs_diff,
+                         models, restarts_logged, rows_at, run_with, wait_for, worker_pid)
 
 pytestmark = pytest.mark.slow
 
@@ -40,53 +36,6 @@ def from_checkpoint(gae_run, out: Path) -> Path:
 def overrides(toy_models, *extra: str) -> tuple:
     return (*models(toy_models), *GAE, f"ppo.iterations={END}", "checkpoint.resume=auto",
             *extra)
-
-
-def rows_at(out: Path, step: int) -> bool:
-    try:
-        return any(row["step"] == step and "reward/score_mean" in row for row in read_metrics(out))
-    except (FileNotFoundError, ValueError):  # not written yet / a line half-written
-        return False
-
-
-def restarts_logged(out: Path) -> int:
-    try:
-        return sum("fault/restarts" in row for row in read_metrics(out))
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-def worker_pid(driver: int, actor_class: str) -> int:
-    """A Ray actor process of this job (its title is ``ray::<class>...``)."""
-    for proc in psutil.Process(driver).children(recursive=True):
-        try:
-            if f"ray::{actor_class}" in " ".join(proc.cmdline()):
-                return proc.pid
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no {actor_class} process under the driver {driver}")
-
-
-def wait_for(condition, what: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def run_with(out: Path, args: tuple, act) -> "Run":
-    """Start ``rlhf-dist ppo``, do ``act(driver_pid)`` while it runs, return the finished job
-    (its output is drained by a thread meanwhile)."""
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", CONFIGS / "ppo.yaml",
-           f"output_dir={out}", *QUIET, *args]
-    proc, started, result = start(cmd, out, cwd=REPO), time.monotonic(), {}
-    drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))
-    drain.start()
-    try:
-        act(proc.pid)
-    finally:
-        drain.join()
-    return result["run"]
 
 
 @pytest.fixture(scope="module")

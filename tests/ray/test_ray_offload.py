@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 ROLES = ("actor", "critic", "reward", "reference")
 SHORT = ("ppo.iterations=2", "rollout.rollout_batch_size=8", "rollout.max_new_tokens=8",
-         "deepspeed.role_zero_stage={critic: 2}")
+         "ppo.mini_batch_size=8", "deepspeed.role_zero_stage={critic: 2}")
 OFFLOAD = tuple(f"resources.{role}.offload_when_idle=true" for role in ROLES)
 
 
