@@ -17,7 +17,7 @@ from rlhf_dist.config import Config, launcher_world_size
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.trainers import batches as B
-from rlhf_dist.trainers.lifecycle import Job, Ranks, fit
+from rlhf_dist.trainers.lifecycle import Job, Ranks
 from rlhf_dist.utils import load_rng_state, mean_rows, save_rng_state, seed_everything
 
 Metrics = Dict[str, float]
@@ -66,7 +66,7 @@ class LauncherTrainer(Job):
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = dist.is_main()
         self.ranks = Ranks(self.is_main, dist.barrier, dist.broadcast_object,
-                           lambda flag: dist.all_reduce_sum({"flag": float(flag)})["flag"] > 0)
+                           lambda flag: bool(dist.ranks_with(flag)))
         seed_everything(cfg.seed)
         from rlhf_dist.models import load_tokenizer
 
@@ -94,9 +94,6 @@ class LauncherTrainer(Job):
             return self.build_model(self.tokenizer)
 
         return ModelEngine.trained(build, cfg.deepspeed, cfg.train, self.world, self.total_steps)
-
-    def fit(self) -> Metrics:
-        return fit(self)
 
     def close(self, failed: bool) -> None:
         # No barrier after a failure: the other ranks may be stuck in a collective this rank

@@ -26,7 +26,7 @@ from rlhf_dist.config import Config, save_config, to_dict
 from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted, preemption_signals
 from rlhf_dist.utils import CheckpointDir, Tracker, progress
 
-__all__ = ["DRIVER", "Job", "Lifecycle", "PREEMPTED_EXIT", "Preempted", "Ranks", "fit"]
+__all__ = ["DRIVER", "Job", "Lifecycle", "PREEMPTED_EXIT", "Preempted", "Ranks"]
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
@@ -57,6 +57,10 @@ class Job:
     # faults after which teardown() + build() + the last checkpoint let the run go on
     recoverable: Tuple[Type[BaseException], ...] = ()
     max_restarts: int = 0
+
+    def fit(self) -> Metrics:
+        """Run this job from start (or its checkpoint) to the end: :class:`Lifecycle`."""
+        return Lifecycle(self).fit()
 
     def start(self) -> None:
         """Once per process, before anything is resumed: seeds, tokenizer, data, Ray."""
@@ -270,7 +274,3 @@ class Lifecycle:
         if self.is_main:
             log.info("resuming %s from %s at step %d", self.job.job, path, self.job.step)
         return path, state
-
-
-def fit(job: Job) -> Metrics:
-    return Lifecycle(job).fit()

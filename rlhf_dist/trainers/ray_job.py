@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from rlhf_dist.trainers.lifecycle import Job, Metrics, fit
+from rlhf_dist.trainers.lifecycle import Job, Metrics
 
 
 class RayJob(Job):
@@ -21,9 +21,6 @@ class RayJob(Job):
         res = self.cfg.resources
         self.started_ray = start_ray(res.ray_address, num_cpus)
         self.recoverable, self.max_restarts = (WorkerLost,), res.max_restarts
-
-    def fit(self) -> Metrics:
-        return fit(self)
 
     def start_metrics(self) -> Metrics:
         return self.roles.placement_metrics()

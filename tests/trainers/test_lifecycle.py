@@ -12,7 +12,7 @@ import pytest
 
 from rlhf_dist.algo import NonFiniteError
 from rlhf_dist.config import load_config
-from rlhf_dist.trainers.lifecycle import Job, Preempted, fit
+from rlhf_dist.trainers.lifecycle import Job, Preempted
 from rlhf_dist.utils import read_metrics
 
 
@@ -60,7 +60,7 @@ def totals(out):
 
 def test_a_full_run_logs_every_step_and_saves_on_schedule(tmp_path):
     job = CounterJob(config(tmp_path, "checkpoint.save_every=2"))
-    assert fit(job) == {"train/total": 21.0}
+    assert job.fit() == {"train/total": 21.0}
     assert totals(tmp_path) == {s: s * (s + 1) / 2 for s in range(1, 7)}
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
         ["step_000004", "step_000006"]  # keep_last 2 of 2, 4, 6
@@ -70,21 +70,21 @@ def test_a_full_run_logs_every_step_and_saves_on_schedule(tmp_path):
 def test_sigterm_finishes_the_step_checkpoints_and_resume_goes_on(tmp_path):
     job = CounterJob(config(tmp_path), term_at=3)
     with pytest.raises(Preempted, match="SIGTERM after checkpointing step 3"):
-        fit(job)
+        job.fit()
     assert job.closed is True
     assert (tmp_path / "checkpoints" / "step_000003" / "COMPLETE").is_file()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
-    assert fit(CounterJob(config(tmp_path, "checkpoint.resume=auto"))) == {"train/total": 21.0}
+    assert CounterJob(config(tmp_path, "checkpoint.resume=auto")).fit() == {"train/total": 21.0}
     assert totals(tmp_path) == {s: s * (s + 1) / 2 for s in range(1, 7)}
 
 
 def test_resume_drops_the_rows_a_dead_run_logged_after_the_checkpoint(tmp_path):
-    fit(CounterJob(config(tmp_path, "checkpoint.save_every=2")))
+    CounterJob(config(tmp_path, "checkpoint.save_every=2")).fit()
     with open(tmp_path / "metrics.jsonl", "a") as f:  # rows of a run that died after step 4
         f.write(json.dumps({"step": 5, "train/total": -1.0}) + "\n")
-    for name in ("step_000006",):
-        os.rename(tmp_path / "checkpoints" / name, tmp_path / "checkpoints" / f"gone-{name}")
-    fit(CounterJob(config(tmp_path, "checkpoint.save_every=2", "checkpoint.resume=auto")))
+    ckpts = tmp_path / "checkpoints"  # as if step 6 had never been saved
+    os.rename(ckpts / "step_000006", ckpts / "gone-step_000006")
+    CounterJob(config(tmp_path, "checkpoint.save_every=2", "checkpoint.resume=auto")).fit()
     steps = [row["step"] for row in read_metrics(tmp_path) if "train/total" in row]
     assert steps == [1, 2, 3, 4, 5, 6]  # 5 and 6 once each: the resumed run's
     assert totals(tmp_path)[6] == 21.0
@@ -92,12 +92,12 @@ def test_resume_drops_the_rows_a_dead_run_logged_after_the_checkpoint(tmp_path):
 
 def test_nonfinite_step_stops_naming_the_step_by_default(tmp_path):
     with pytest.raises(NonFiniteError, match=r"^counter step 3: non-finite reward in rows \[0\]"):
-        fit(CounterJob(config(tmp_path), bad_steps={3}))
+        CounterJob(config(tmp_path), bad_steps={3}).fit()
 
 
 def test_skip_step_drops_and_counts_the_step(tmp_path):
     job = CounterJob(config(tmp_path, "train.on_nonfinite=skip_step"), bad_steps={2, 5})
-    fit(job)
+    job.fit()
     assert job.total == 21 - 2 - 5
     rows = read_metrics(tmp_path)
     assert [(r["step"], r["fault/skipped_steps"]) for r in rows if "fault/skipped_steps" in r] \
@@ -108,13 +108,13 @@ def test_skip_step_stops_after_max_skipped_steps_in_a_row(tmp_path):
     cfg = config(tmp_path, "train.on_nonfinite=skip_step", "train.max_skipped_steps=2")
     with pytest.raises(NonFiniteError, match=r"counter step 4: .* 3 steps in a row skipped "
                                              r"\(train.max_skipped_steps=2\)"):
-        fit(CounterJob(cfg, bad_steps={2, 3, 4}))
+        CounterJob(cfg, bad_steps={2, 3, 4}).fit()
 
 
 def test_a_fault_found_after_the_update_began_is_never_skipped(tmp_path):
     cfg = config(tmp_path, "train.on_nonfinite=skip_step")
     with pytest.raises(NonFiniteError, match="counter step 2"):
-        fit(CounterJob(cfg, bad_steps={2}, skippable=False))
+        CounterJob(cfg, bad_steps={2}, skippable=False).fit()
 
 
 def test_nonfinite_error_crosses_processes_with_its_kind():
