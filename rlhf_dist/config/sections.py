@@ -130,9 +130,11 @@ class TrainConfig:
     # less padding, order still fixed by (seed, epoch)
     group_by_length: bool = False
     # a NaN/inf loss, gradient norm, reward or advantage: "error" stops naming the step, role
-    # and tensor; "skip_step" drops a PPO iteration whose experience (rewards, advantages) is
-    # non-finite and goes on -- at most max_skipped_steps in a row (a non-finite loss or
-    # gradient norm always stops: the update has begun)
+    # and tensor; "skip_step" drops the step's update and goes on -- at most
+    # max_skipped_steps in a row.  A PPO iteration with non-finite experience (rewards,
+    # advantages) is dropped before any update; a non-finite loss or gradient is dropped by
+    # DeepSpeed's overflow check under ZeRO 1-3 (ZeRO 0: only on the first micro-batch of a
+    # step), and in PPO the rest of that role's updates of the iteration with it
     on_nonfinite: str = "error"
     max_skipped_steps: int = 3
 

@@ -46,12 +46,15 @@ class ModelEngine:
     """A model held by DeepSpeed: trained (optimizer + scheduler) or frozen (``optimizer``
     absent).  Methods mirror what trainers need; the DeepSpeed engine is ``self.ds``."""
 
-    def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None):
+    def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None,
+                 skip_nonfinite: bool = False):
         self.ds = ds_engine
         self.ds_config = ds_config
         self._hf_keep_alive = hf_keep_alive
         self.offloaded = False  # see offload()
         self._homes = TensorHomes()
+        self.skip_nonfinite = skip_nonfinite  # train.on_nonfinite=skip_step: see backward()
+        self._bad_loss: Optional[str] = None  # a skipped loss, reported when its update drops
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -70,7 +73,7 @@ class ModelEngine:
         if dp_size == 1 and ds.zero_stage == 0:
             # one rank: nothing to average, skip flattening and copying every gradient back
             engine.enable_backward_allreduce = False
-        return cls(engine, config, keep)
+        return cls(engine, config, keep, skip_nonfinite=train.on_nonfinite == "skip_step")
 
     @classmethod
     def frozen(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
@@ -98,22 +101,42 @@ class ModelEngine:
         return self.ds(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward of a finite loss; a NaN/inf loss on any rank stops every rank (they agree
-        first, so none is left waiting in a collective) naming the ranks that had one."""
+        """Backward of a finite loss.  A NaN/inf loss on any rank is seen by every rank (they
+        agree first, so none is left waiting in a collective) and names the ranks that had
+        one.  It stops there, unless ``train.on_nonfinite=skip_step`` and the update can be
+        dropped whole: under ZeRO 1-3 the loss goes backward, its non-finite gradients make
+        DeepSpeed drop the update on the boundary and :meth:`step` reports it (skippable);
+        under ZeRO 0 only before the first micro-batch of an accumulation window."""
         bad = dist.ranks_with(not bool(torch.isfinite(loss.detach()).all()))
         if bad:
-            raise NonFiniteError(f"non-finite loss ({float(loss.detach())} here) on ranks {bad}"
-                                 f" of {dist.world_size()}")
+            what = (f"non-finite loss ({float(loss.detach())} here) on ranks {bad} of "
+                    f"{dist.world_size()}")
+            if not self.skip_nonfinite:
+                raise NonFiniteError(what)
+            if self.zero_stage == 0:
+                if self.ds.micro_steps % self.ds.gradient_accumulation_steps() == 0:
+                    raise NonFiniteError(what, skippable=True)  # nothing accumulated yet
+                raise NonFiniteError(f"{what}: half an accumulated update cannot be dropped "
+                                     "under deepspeed.zero_stage=0 (train.on_nonfinite="
+                                     "skip_step needs zero_stage >= 1 here)")
+            self._bad_loss = self._bad_loss or what
         self.ds.backward(loss)
 
     def step(self) -> None:
         """Call after every micro-batch; DeepSpeed steps the optimizer on accumulation
-        boundaries only (and scales gradients by 1/accumulation in ``backward``).  A
-        non-finite global gradient norm on a boundary stops (the same on every rank)."""
+        boundaries only (and scales gradients by 1/accumulation in ``backward``).  On a
+        boundary, an update DeepSpeed dropped (its ZeRO optimizers drop one whose gradient
+        norm is NaN/inf; every rank alike) raises a skippable :class:`NonFiniteError`; a
+        non-finite gradient norm after an applied update stops."""
         self._require_loaded("step")
         boundary = self.ds.is_gradient_accumulation_boundary()
         self.ds.step()
-        norm = self.ds.get_global_grad_norm() if boundary else None
+        if not boundary:
+            return
+        if not self.ds.was_step_applied():
+            what, self._bad_loss = self._bad_loss or "non-finite gradient norm", None
+            raise NonFiniteError(f"{what}; DeepSpeed dropped the update", skippable=True)
+        norm = self.ds.get_global_grad_norm()
         if norm is not None and not math.isfinite(float(norm)):
             raise NonFiniteError(f"non-finite gradient norm ({float(norm)})")
 

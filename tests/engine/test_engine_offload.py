@@ -7,41 +7,16 @@ offloaded (DeepSpeed's ``offloaded_states``) and the tensors it does not move ha
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from rlhf_dist.config import DeepSpeedSection, TinyModelConfig, TrainConfig
-from rlhf_dist.engine import dist
+from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 
-VOCAB, STEPS = 64, 2
-INPUTS = torch.randint(0, VOCAB, (8, 12), generator=torch.Generator().manual_seed(1))
+from engine_helpers import INPUTS, build
+
+STEPS = 2
 TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2)  # 2 micro-batches a step
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_rank_group():
-    """torch.distributed (gloo) as rank 0 of 1 for this module; environment restored after."""
-    saved = dict(os.environ)
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(dist.free_port())})
-    dist.init_distributed()
-    yield
-    dist.shutdown()
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def build():
-    from transformers import AutoModelForCausalLM
-
-    from rlhf_dist.models.tiny import build_tiny_config
-
-    torch.manual_seed(0)
-    tiny = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    return AutoModelForCausalLM.from_config(build_tiny_config(tiny, VOCAB))
 
 
 def offloaded_states(engine: ModelEngine):

@@ -72,3 +72,23 @@ def test_diverging_run_stops_naming_the_step_and_the_nonfinite_loss(tmp_path):
     line = next(l for l in run.log.splitlines() if l.startswith("rlhf-dist sft: numerical"))
     assert line.startswith("rlhf-dist sft: numerical fault: sft step 2: non-finite loss (")
     assert "on ranks [0] of 1" in line
+
+
+def test_skip_step_drops_nonfinite_updates_on_every_rank_then_gives_up(tmp_path):
+    """The same divergence on two launcher ranks under ZeRO-1 with skip_step: from step 2 on
+    every loss is NaN, DeepSpeed drops each update on both ranks, the steps are counted, and
+    the fourth in a row (max_skipped_steps=3) stops the run, both ranks together."""
+    run = launch("sft", tmp_path / "out", "train.lr=1e30", "train.max_steps=8",
+                 "deepspeed.zero_stage=1", "train.warmup_ratio=0", "train.max_grad_norm=0",
+                 "train.on_nonfinite=skip_step")
+    assert run.returncode == 1, run.log[-3000:]
+    assert "Traceback" not in run.log
+    lines = [l for l in run.log.splitlines() if "rlhf-dist sft: numerical" in l]
+    assert len(lines) == 1  # rank 0 only
+    assert lines[0].endswith("numerical fault: sft step 5: non-finite loss (nan here) on ranks "
+                             "[0, 1] of 2; DeepSpeed dropped the update; 4 steps in a row "
+                             "skipped (train.max_skipped_steps=3)")
+    rows = run.metrics
+    assert [r["step"] for r in rows if "train/loss" in r] == [1]
+    assert [(r["step"], r["fault/skipped_steps"]) for r in rows if "fault/skipped_steps" in r] \
+        == [(2, 1), (3, 2), (4, 3)]
