@@ -134,43 +134,44 @@ class Lifecycle:
                 if path is not None:
                     job.load_from(path, state)
                 self.log(job.start_metrics())
-                last = self.train_recovering()
-                self.finish()
+                self.run_recovering()
             failed = False
         finally:
             if self.tracker is not None:
                 self.tracker.finish(exit_code=int(failed))
             job.close(failed)
-        return last
+        return self.last
 
-    def train_recovering(self) -> Metrics:
-        """The training loop; after a recoverable fault (a lost worker) the groups are rebuilt
-        from the last checkpoint, at most ``max_restarts`` times."""
+    def run_recovering(self) -> None:
+        """The training loop and finish; after a recoverable fault (a lost worker) the groups
+        are rebuilt from the last checkpoint, at most ``max_restarts`` times."""
         restarts, self.saved_at = 0, time.monotonic()
         self.skipped = self.skipped_in_a_row = 0
+        self.last: Metrics = {}
+        self.saved_final = False
         while True:
             try:
-                return self.train()
+                self.train()
+                return self.finish()
             except self.job.recoverable as fault:
                 if restarts >= self.job.max_restarts:
                     raise
                 restarts += 1
                 self.recover(fault, restarts)
 
-    def train(self) -> Metrics:
-        job, last = self.job, {}
+    def train(self) -> None:
+        job = self.job
         bar = progress(total=job.total_steps, desc=job.job,
                        enabled=self.is_main and self.cfg.logging.progress_bar)
         bar.update(job.step)
         try:
             while job.step < job.total_steps:
-                last = self.one_step()
+                self.last = self.one_step()
                 job.step += 1
                 bar.update(1)
-                self.after_step(last)
+                self.after_step(self.last)
         finally:
             bar.close()
-        return last
 
     def one_step(self) -> Metrics:
         """``job.train_step()``; a non-finite value names the step, and with
@@ -238,9 +239,13 @@ class Lifecycle:
         self.log(self.job.evaluate())
 
     def finish(self) -> None:
-        self.log_eval()
-        self.log(self.job.end_metrics())
-        self.save()
+        """Final eval, end metrics and checkpoint, then export; after a fault in the export
+        the recovered run only exports again (its history already has the rest)."""
+        if not self.saved_final:
+            self.log_eval()
+            self.log(self.job.end_metrics())
+            self.save()
+            self.saved_final = True
         if self.cfg.checkpoint.export_hf:
             self.log(self.job.export())
 

@@ -58,9 +58,9 @@ def launcher(job: str, config: str, out: Path, *overrides: str, nprocs: int = 2,
 # --------------------------------------------------------------------------- faults
 
 
-def rows_at(out: Path, step: int) -> bool:
+def rows_at(out: Path, step: int, key: str = "reward/score_mean") -> bool:
     try:
-        return any(row["step"] == step and "reward/score_mean" in row for row in read_metrics(out))
+        return any(row["step"] == step and key in row for row in read_metrics(out))
     except (FileNotFoundError, ValueError):  # not written yet / a line half-written
         return False
 
@@ -90,10 +90,10 @@ def wait_for(condition, what: str, timeout: float = 300.0) -> None:
         time.sleep(0.2)
 
 
-def run_with(out: Path, args: tuple, act) -> Run:
-    """Start ``rlhf-dist ppo -c configs/tiny/ppo.yaml``, do ``act(driver_pid)`` while it runs,
-    return the finished job (its output is drained by a thread meanwhile)."""
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", CONFIGS / "ppo.yaml",
+def run_with(out: Path, args: tuple, act, job: str = "ppo", config: str = "ppo") -> Run:
+    """Start ``rlhf-dist JOB -c configs/tiny/CONFIG.yaml``, do ``act(driver_pid)`` while it
+    runs, return the finished job (its output is drained by a thread meanwhile)."""
+    cmd = [sys.executable, "-m", "rlhf_dist.cli", job, "-c", CONFIGS / f"{config}.yaml",
            f"output_dir={out}", *QUIET, *args]
     proc, started, result = start(cmd, out, cwd=REPO), time.monotonic(), {}
     drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))

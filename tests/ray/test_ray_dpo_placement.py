@@ -5,7 +5,9 @@ model and ZeRO-3:
 * placement: the actor's and the reference's 2 ranks each run on both nodes, and the job
   still trains (loss falls, the policy moved, the reference did not);
 * equivalence: the two modes log the same losses and eval metrics, step by step, and export
-  the same policy.
+  the same policy;
+* recovery: DPO on Ray (one node) whose actor rank is SIGKILLed after step 1 rebuilds its
+  groups from the step-1 checkpoint by itself and still ends with the launcher's results.
 
 Token authentication: this machine has ``~/.ray/auth_token``.  The cluster here is started by
 ``ray.cluster_utils`` in the test process and the CLI driver joins it with the same
@@ -17,7 +19,13 @@ from __future__ import annotations
 
 import pytest
 
-from ray_helpers import cli, file_checksum, launcher, load_tensors, max_abs_diff, two_node_cluster
+import signal
+
+import psutil
+
+from ray_helpers import (cli, file_checksum, launcher, load_tensors, max_abs_diff,
+                         restarts_logged, rows_at, run_with, two_node_cluster, wait_for,
+                         worker_pid)
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +56,23 @@ def ray_dpo_run(tiny_model_dir, tmp_path_factory):
 def launcher_dpo_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo") / "launcher"
     return launcher("dpo", "dpo", out, *dpo_overrides(tiny_model_dir), nprocs=2).check()
+
+
+@pytest.fixture(scope="module")
+def recovered_dpo_run(tiny_model_dir, tmp_path_factory):
+    """DPO on Ray with ``resources.max_restarts=1``: an actor rank SIGKILLed once step 1 is
+    logged (its checkpoint written first); the kill lands in step 2..4 or the final
+    eval/save/export, all of which the driver recovers from by itself."""
+    out = tmp_path_factory.mktemp("dpo") / "recovered"
+
+    def kill_an_actor_rank(driver: int) -> None:
+        wait_for(lambda: rows_at(out, 1, "train/loss"), "step 1")
+        psutil.Process(worker_pid(driver, "ActorWorker")).send_signal(signal.SIGKILL)
+
+    run = run_with(out, (*dpo_overrides(tiny_model_dir), "dpo.mode=ray",
+                         "checkpoint.save_every=1", "resources.max_restarts=1",
+                         "resources.timeout_s=120"), kill_an_actor_rank, "dpo", "dpo")
+    return run.check()
 
 
 def test_spread_group_spans_both_nodes_and_trains(ray_dpo_run, tiny_model_dir):
@@ -81,5 +106,19 @@ def test_dpo_on_ray_matches_launcher_dpo(ray_dpo_run, launcher_dpo_run):
         for step in ray_values:
             assert ray_values[step] == pytest.approx(launcher_values[step], abs=1e-5), (key, step)
     diffs = max_abs_diff(load_tensors(ray_dpo_run.out / "model"),
+                         load_tensors(launcher_dpo_run.out / "model"))
+    assert max(diffs.values()) < 1e-5, diffs
+
+
+def test_dpo_on_ray_recovers_a_lost_rank_with_the_launcher_results(recovered_dpo_run,
+                                                                     launcher_dpo_run):
+    run = recovered_dpo_run
+    assert restarts_logged(run.out) == 1 and "actor rank" in run.log
+    for key in COMPARED:
+        got, want = run.by_step(key), launcher_dpo_run.by_step(key)
+        assert run.series(key) == [got[s] for s in range(1, STEPS + 1)]  # each step once
+        for step in got:
+            assert got[step] == pytest.approx(want[step], abs=1e-5), (key, step)
+    diffs = max_abs_diff(load_tensors(run.out / "model"),
                          load_tensors(launcher_dpo_run.out / "model"))
     assert max(diffs.values()) < 1e-5, diffs

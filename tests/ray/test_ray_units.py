@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rlhf_dist.config import ConfigError, load_config
-from rlhf_dist.trainers.ppo import learner_train_section, load_reward_fn
+from rlhf_dist.rewards import RewardError
+from rlhf_dist.trainers.ppo import learner_train_section, load_rewards
 from rlhf_dist.workers.roles import state_checksum
 
 from ray_helpers import CONFIGS
@@ -37,22 +38,34 @@ def test_learner_train_section_names_the_sizes_that_do_not_divide():
         learner_train_section(cfg, 1e-4, world_size=2)
 
 
-def test_load_reward_fn_resolves_module_function():
-    fn = load_reward_fn("os.path:join")
-    assert fn("a", "b") == "a/b"
+def test_load_rewards_resolves_functions_and_weights():
+    cfg = ppo_cfg("ppo.reward_fn=rlhf_dist.rlaif.judges:toy_rule_judge", "ppo.reward_fn_weight=2",
+                  "ppo.rewards=[{fn: exact_match, weight: 0.5, args: {ignore_case: true}}]")
+    rewards = load_rewards(cfg.ppo, label_key="answer")
+    assert [(f.name, f.weight, f.field, f.takes_labels) for f in rewards.functions] == [
+        ("rlhf_dist.rlaif.judges:toy_rule_judge", 2.0, "ppo.reward_fn", False),
+        ("exact_match", 0.5, "ppo.rewards[0].fn", True)]
+    assert not load_rewards(ppo_cfg().ppo)
 
 
-@pytest.mark.parametrize("path, message", [
-    ("no_colon_here", "is not of the form 'package.module:function'"),
-    (":fn", "is not of the form"),
-    ("os.path:", "is not of the form"),
-    ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz:fn': No module named"),
-    ("os.path:no_such_function", "cannot import 'os.path:no_such_function'"),
+@pytest.mark.parametrize("override, message", [
+    ("ppo.reward_fn=no_colon_here", "^ppo.reward_fn: 'no_colon_here' is neither a built-in"),
+    ("ppo.reward_fn=:fn", "^ppo.reward_fn: ':fn' is neither a built-in"),
+    ("ppo.reward_fn=no_such_module_xyz:fn",
+     "^ppo.reward_fn: cannot import 'no_such_module_xyz:fn': No module named"),
+    ("ppo.rewards=[{fn: math}, {fn: os.path:no_such_function}]",
+     r"^ppo.rewards\[1\].fn: cannot import 'os.path:no_such_function'"),
 ])
-def test_load_reward_fn_errors_name_the_field(path, message):
-    with pytest.raises(ValueError, match=r"^ppo\.reward_fn: ") as err:
-        load_reward_fn(path)
-    assert message in str(err.value)
+def test_load_rewards_errors_name_the_field(override, message):
+    with pytest.raises(RewardError, match=message):
+        load_rewards(ppo_cfg(override).ppo, label_key="answer")
+
+
+def test_a_verifier_without_a_label_column_is_refused_naming_the_key():
+    with pytest.raises(RewardError, match=r"^ppo.rewards\[0\].fn: 'math' compares each "
+                                          r"response with its prompt's label: set "
+                                          r"data.label_key"):
+        load_rewards(ppo_cfg("ppo.rewards=[{fn: math}]").ppo, label_key=None)
 
 
 SIZES = ("rollout.rollout_batch_size=16", "ppo.mini_batch_size=8")  # fixed here, whatever

@@ -8,8 +8,9 @@
 * PPO with a critic and GRPO (``group_norm``) through ``rlhf-dist ppo rollout.backend=vllm``
   raise the reward by the margins of the HF-backend tests (``test_ray_ppo.py``), with the
   actor's and vLLM's log-probs of the sampled tokens equal to ``LOGPROB_BOUND`` every
-  iteration, and a resumed run continues with the uninterrupted run's numbers (its engines
-  got the checkpoint's weights, not their dummy initial ones).
+  iteration, and a resumed run whose engine is killed is recovered by the driver and goes on
+  with the uninterrupted run's numbers (its engines got the checkpoint's weights, not their
+  dummy initial ones).
 
 vLLM's CPU attention needs a head size of at least 32, so these models use 2 heads of 32
 (the HF tests' tiny models have 4 of 16).  Measured with the tuning of ``test_ray_ppo.py``
@@ -180,17 +181,35 @@ def test_grpo_on_vllm_raises_reward(group_norm_run):
     check_engine_agrees(group_norm_run)
 
 
-def test_resume_on_vllm_continues_with_the_same_weights(gae_run, toy_models_32, tmp_path):
-    """Only the iteration-10 checkpoint, resume=auto, on to iteration 12: the engines sample
-    from the checkpoint's weights (the log-prob gap stays at rounding level, where dummy or
-    stale weights would give nats) and iterations 11, 12 equal the uninterrupted run's."""
+def test_resume_and_a_killed_engine_continue_with_the_same_numbers(gae_run, toy_models_32,
+                                                                    tmp_path):
+    """Only the iteration-10 checkpoint, resume=auto, on to iteration 13, a checkpoint every
+    iteration, ``resources.max_restarts=1``; the vLLM engine is SIGKILLed once iteration 11 is
+    logged, so in iteration 12 -- before iteration 13's weight sync, its last use at the
+    latest.  The driver recreates the groups and the engine from the last checkpoint; the
+    engine samples from the checkpoint's weights (the log-prob gap stays at rounding level,
+    where dummy or stale weights would give nats), and iterations 11-13 equal the
+    uninterrupted run's."""
+    import signal
+
+    import psutil
+
+    from ray_helpers import restarts_logged, rows_at, run_with, wait_for, worker_pid
+
     out = tmp_path / "resumed"
     name = f"step_{RESUME_AT:06d}"
     shutil.copytree(gae_run.out / "checkpoints" / name, out / "checkpoints" / name)
-    resumed = cli("ppo", "ppo", out, *toy_models_32, *GAE, f"ppo.iterations={RESUME_AT + 2}",
-                  "checkpoint.resume=auto", timeout=600).check()
+
+    def kill_engine(driver: int) -> None:
+        wait_for(lambda: rows_at(out, RESUME_AT + 1), "iteration 11")
+        psutil.Process(worker_pid(driver, "VLLMEngineWorker")).send_signal(signal.SIGKILL)
+
+    resumed = run_with(out, (*toy_models_32, *GAE, f"ppo.iterations={RESUME_AT + 3}",
+                             "checkpoint.save_every=1", "checkpoint.resume=auto",
+                             "resources.max_restarts=1"), kill_engine).check()
+    assert restarts_logged(out) == 1 and "rollout engine rank 0 died" in resumed.log
     steps = sorted(resumed.by_step("reward/score_mean"))
-    assert steps == [RESUME_AT + 1, RESUME_AT + 2]
+    assert steps == [RESUME_AT + 1, RESUME_AT + 2, RESUME_AT + 3]
     assert max(resumed.series("rollout/logprob_abs_diff_max")) < LOGPROB_BOUND
     for key in ("reward/score_mean", "kl/ref_kl", "actor/policy_loss", "critic/value_loss"):
         want, got = gae_run.by_step(key), resumed.by_step(key)

@@ -16,21 +16,43 @@ from rlhf_dist.trainers.lifecycle import Job, Preempted
 from rlhf_dist.utils import read_metrics
 
 
+class Lost(Exception):
+    """A recoverable fault (what WorkerLost is to the Ray jobs)."""
+
+
 class CounterJob(Job):
-    """``total`` accumulates 1 + 2 + ... + step; its state is one JSON file."""
+    """``total`` accumulates 1 + 2 + ... + step; its state is one JSON file.  ``lost_in``:
+    the places ("step 5", "export") where a recoverable fault happens, once each."""
 
     job = "counter"
+    recoverable = (Lost,)
 
-    def __init__(self, cfg, bad_steps=(), term_at=None, skippable=True):
+    def __init__(self, cfg, bad_steps=(), term_at=None, skippable=True, lost_in=(),
+                 max_restarts=0):
         self.cfg, self.total_steps = cfg, 6
         self.bad_steps, self.term_at, self.skippable = set(bad_steps), term_at, skippable
-        self.closed = None
+        self.lost_in, self.max_restarts = set(lost_in), max_restarts
+        self.closed, self.builds, self.exports = None, 0, 0
+
+    def lose(self, where):
+        if where in self.lost_in:
+            self.lost_in.discard(where)
+            raise Lost(f"worker lost in {where}")
 
     def build(self):
         self.total = 0
+        self.builds += 1
+
+    def evaluate(self):
+        return {"eval/total": float(self.total)}
+
+    def export(self):
+        self.lose("export")
+        self.exports += 1
 
     def train_step(self):
         step = self.step + 1
+        self.lose(f"step {step}")
         if step in self.bad_steps:
             raise NonFiniteError("non-finite reward in rows [0] of 4", self.skippable)
         if step == self.term_at:
@@ -122,3 +144,33 @@ def test_nonfinite_error_crosses_processes_with_its_kind():
 
     err = pickle.loads(pickle.dumps(NonFiniteError("non-finite loss", skippable=True)))
     assert isinstance(err, NonFiniteError) and err.skippable and str(err) == "non-finite loss"
+
+
+def test_a_lost_worker_is_recovered_from_the_last_checkpoint(tmp_path):
+    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"), lost_in={"step 5"},
+                     max_restarts=1)
+    assert job.fit() == {"train/total": 21.0} and job.builds == 2
+    assert totals(tmp_path) == {s: s * (s + 1) / 2 for s in range(1, 7)}
+    steps = [row["step"] for row in read_metrics(tmp_path) if "train/total" in row]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 5 once: the recovered run's
+    faults = [row for row in read_metrics(tmp_path) if "fault/restarts" in row]
+    assert [(r["step"], r["fault/restarts"], r["fault/steps_lost"]) for r in faults] == \
+        [(4, 1, 0)]  # back to step 4, lost in step 5 before it counted
+
+
+def test_a_fault_in_the_export_exports_again_without_redoing_the_rest(tmp_path):
+    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"), lost_in={"export"},
+                     max_restarts=1)
+    job.fit()
+    assert job.builds == 2 and job.exports == 1
+    evals = [(row["step"], row["eval/total"]) for row in read_metrics(tmp_path)
+             if "eval/total" in row]
+    assert evals == [(6, 21.0)]  # the final eval once; the rebuilt job loaded step 6
+
+
+def test_faults_beyond_max_restarts_stop_the_run(tmp_path):
+    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"),
+                     lost_in={"step 3", "step 5"}, max_restarts=1)
+    with pytest.raises(Lost, match="worker lost in step 5"):
+        job.fit()
+    assert job.builds == 2 and job.closed is True
