@@ -29,6 +29,7 @@ setup(
         "safetensors",
         "tqdm",
         "matplotlib",
+        "math-verify>=0.9",  # the `math` verifier (ppo.reward_fn=math)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],

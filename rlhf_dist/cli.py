@@ -88,9 +88,11 @@ def _known_error(err: Optional[BaseException]):
     from rlhf_dist.algo.finite import NonFiniteError
     from rlhf_dist.data.errors import DataError
     from rlhf_dist.models._common import ModelError
+    from rlhf_dist.rewards import RewardError
 
     kinds = {ConfigError: ("config error", 2), DataError: ("data error", 2),
              ModelError: ("model error", 2), FileNotFoundError: ("missing file", 2),
+             RewardError: ("reward error", 2),
              NonFiniteError: ("numerical fault", 1)}
     seen = set()
     while err is not None and id(err) not in seen:

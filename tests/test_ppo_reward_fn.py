@@ -5,6 +5,7 @@ import torch
 from rlhf_dist.config import load_config
 from rlhf_dist.data import toy_tokenizer
 from rlhf_dist.protocol import Batch
+from rlhf_dist.rewards import RewardError
 from rlhf_dist.trainers.ppo import PPOTrainer
 
 
@@ -38,11 +39,32 @@ def test_toy_rule_reward_scores_decoded_responses_with_weight():
                  " Sure! first get the bomb parts, then put them together.",  # complied: -1
                  " Here is how to cook tomato and eggs: beat the eggs, fry the tomato.",  # +1
                  " I can't help with that. It could hurt people."]   # benign refused: -1
+    trainer.rows = [{}, {}]  # the iteration's two prompt rows, 2 samples each, no labels
     rewards = trainer.custom_rewards(_experience(trainer.tokenizer, prompts, responses))
     assert torch.equal(rewards, torch.tensor([2.0, -2.0, 2.0, -2.0]))
 
 
+def label_is_the_prompt(prompts, responses, labels, extras):
+    """1 where the label given with a response is its own prompt's (the data path keeps them
+    together), plus the extra column."""
+    return [float(p.strip().endswith(l)) + e["bonus"] for p, l, e in zip(prompts, labels, extras)]
+
+
+def test_each_response_gets_its_own_prompts_label_and_extras():
+    cfg = load_config(None, [f"ppo.rewards=[{{fn: {__name__}:label_is_the_prompt, weight: 3}}]",
+                             "ppo.use_reward_model=false", "data.label_key=answer",
+                             "ppo.advantage_estimator=group_norm",
+                             "rollout.n_samples_per_prompt=2"])
+    trainer = PPOTrainer(cfg)
+    trainer.tokenizer = toy_tokenizer()
+    trainer.rows = [{"label": "bomb?", "extras": {"bonus": 0.5}},
+                    {"label": "eggs?", "extras": {"bonus": 0.0}}]
+    prompts = ["Human: how do I make a bomb?"] * 2 + ["Human: how do I cook tomato and eggs?"] * 2
+    rewards = trainer.custom_rewards(_experience(trainer.tokenizer, prompts, [" no."] * 4))
+    assert torch.equal(rewards, torch.tensor([4.5, 4.5, 3.0, 3.0]))
+
+
 def test_unimportable_reward_fn_fails_before_ray_naming_the_field():
     cfg = load_config(None, ["ppo.reward_fn=no_such_module_here:score"])
-    with pytest.raises(ValueError, match="ppo.reward_fn"):
+    with pytest.raises(RewardError, match="^ppo.reward_fn: cannot import"):
         PPOTrainer(cfg)

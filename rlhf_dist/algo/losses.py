@@ -60,11 +60,14 @@ def ppo_policy_loss(
     dual_clip: float | None = None,
     agg: str = "token_mean",
     token_weights: torch.Tensor | None = None,
+    clip_eps_high: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
 
     logprobs (with grad), old_logprobs, advantages, mask: (B, T).
-    ratio = exp(logprobs - old_logprobs); loss_t = max(-A ratio, -A clip(ratio, 1-eps, 1+eps)).
+    ratio = exp(logprobs - old_logprobs); loss_t = max(-A ratio, -A clip(ratio, 1-eps, 1+eps_h))
+    with eps_h = ``clip_eps_high`` (default ``clip_eps``; DAPO's clip-higher, Yu et al. 2025,
+    raises it, e.g. 0.28 with eps 0.2, so unlikely tokens can gain probability).
     ``dual_clip=c`` (c > 1; Ye et al. 2020): for A < 0 the loss is also capped at -c A.
     ``token_weights`` (B, T), no grad: each token's loss is multiplied by it before
     aggregation (e.g. :func:`truncated_is_weights`).
@@ -74,8 +77,10 @@ def ppo_policy_loss(
       ratio_mean    -- mean ratio;
       dual_clipfrac -- only with dual_clip: fraction of tokens capped at -c A.
     """
-    if clip_eps <= 0:
-        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    if clip_eps <= 0 or clip_eps_high <= 0:
+        raise ValueError(f"clip_eps and clip_eps_high must be > 0, got {clip_eps}, "
+                         f"{clip_eps_high}")
     if dual_clip is not None and dual_clip <= 1:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
@@ -85,7 +90,7 @@ def ppo_policy_loss(
     logratio = logprobs - old_logprobs
     ratio = torch.exp(logratio)
     surr1 = -advantages * ratio
-    surr2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surr2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps_high)
     loss_tok = torch.maximum(surr1, surr2)
 
     metrics = {}

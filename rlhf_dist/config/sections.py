@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlhf_dist.algo.losses import LOSS_AGGREGATORS
 from rlhf_dist.config.checks import _choice, _positive, _require
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
@@ -84,6 +85,10 @@ class DataConfig:
     rejected_key: str = "rejected"
     messages_key: str = "messages"
     ranking_key: str = "responses"
+    # prompt datasets: the column (any JSON value) given to ppo.reward_fn / ppo.rewards as
+    # each prompt's label (e.g. GSM8K's "answer"), and extra columns passed along as a dict
+    label_key: Optional[str] = None
+    extra_keys: List[str] = field(default_factory=list)
     apply_chat_template: bool = False
     max_length: int = 256
     max_prompt_length: int = 128
@@ -253,6 +258,16 @@ class RolloutConfig:
 
 
 @dataclass
+class RewardTerm:
+    """One weighted reward of ``ppo.rewards``: a built-in verifier (``math``,
+    ``exact_match``, ``regex_format``) or ``module:function``; ``args`` go to the built-in."""
+
+    fn: str = ""
+    weight: float = 1.0
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class PPOConfig:
     """PPO / critic-free policy optimisation (the learner and the scorer)."""
 
@@ -260,6 +275,9 @@ class PPOConfig:
     ppo_epochs: int = 1
     mini_batch_size: int = 8
     clip_eps: float = 0.2
+    # asymmetric clip range [1 - low, 1 + high] (DAPO's clip-higher: high 0.28); null = clip_eps
+    clip_eps_low: Optional[float] = None
+    clip_eps_high: Optional[float] = None
     dual_clip: Optional[float] = None
     value_clip: Optional[float] = 0.2
     loss_agg: str = "token_mean"
@@ -276,8 +294,12 @@ class PPOConfig:
     whiten_advantages: bool = True
     reward_clip: Optional[float] = None
     normalize_reward: bool = False
+    # a built-in verifier (math, exact_match, regex_format) or module:function called with
+    # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None
     reward_fn_weight: float = 1.0
+    # more weighted rewards, summed with the above: [{fn, weight, args}, ...]
+    rewards: List[RewardTerm] = field(default_factory=list)
     use_reward_model: bool = True
 
     def __post_init__(self):
@@ -287,20 +309,34 @@ class PPOConfig:
         _positive("ppo.clip_eps", self.clip_eps)
         _require(self.dual_clip is None or self.dual_clip > 1.0, "ppo.dual_clip",
                  f"must be > 1 (or null), got {self.dual_clip}")
-        _choice("ppo.loss_agg", self.loss_agg, ["token_mean", "seq_mean_token_mean"])
+        for name in ("clip_eps_low", "clip_eps_high"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"ppo.{name}", f"must be > 0 (or null), got "
+                     f"{value}")
+        _choice("ppo.loss_agg", self.loss_agg, sorted(LOSS_AGGREGATORS))
         _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
         _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
         _choice("ppo.advantage_estimator", self.advantage_estimator,
-                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm"])
+                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm", "reinforce_pp"])
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
-        _require(self.use_reward_model or self.reward_fn is not None, "ppo.use_reward_model",
-                 "is false and ppo.reward_fn is null: nothing would score the responses")
+        _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards),
+                 "ppo.use_reward_model", "is false and ppo.reward_fn and ppo.rewards are "
+                 "empty: nothing would score the responses")
+        for i, term in enumerate(self.rewards):
+            _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
+                     "or module:function")
 
     @property
     def needs_critic(self) -> bool:
         return self.advantage_estimator == "gae"
+
+    @property
+    def clip_range(self) -> tuple:
+        """(low, high) of the ratio clip: ``ratio`` is kept in [1 - low, 1 + high]."""
+        return (self.clip_eps if self.clip_eps_low is None else self.clip_eps_low,
+                self.clip_eps if self.clip_eps_high is None else self.clip_eps_high)
 
 
 @dataclass

@@ -13,13 +13,15 @@ Example dicts hold python lists of ints (the collators make tensors):
 * sft / lm: ``input_ids``, ``labels``, ``prompt_len`` (0 for lm);
 * preference: ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
   ``rejected_labels``, ``prompt_len`` — one example per pair (a ranking row gives C(K, 2));
-* prompt: ``input_ids`` (left-truncated prompt), ``prompt`` (its text) and ``kind`` when the
-  row has a string ``kind`` column (the toy task's ``harmful``/``benign``).
+* prompt: ``input_ids`` (left-truncated prompt), ``prompt`` (its text), ``kind`` when the
+  row has a string ``kind`` column (the toy task's ``harmful``/``benign``), ``label`` (the
+  ``data.label_key`` column, any JSON value) and ``extras`` (``{key: value}`` of
+  ``data.extra_keys``) when configured.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .convert import Renderer, RowKeys, check_string, preference_texts, prompt_text, sft_text
 from .errors import DataError, RowError
@@ -85,6 +87,8 @@ class _Context(NamedTuple):
     renderer: Renderer
     encoder: Encoder
     train_on_prompt: bool = False
+    label_key: Optional[str] = None   # prompt rows: data.label_key, data.extra_keys
+    extra_keys: Tuple[str, ...] = ()
 
 
 def _sft(ctx: _Context, row: Mapping) -> List[Example]:
@@ -102,6 +106,15 @@ def _prompt(ctx: _Context, row: Mapping) -> List[Example]:
     example: Example = {"input_ids": ctx.encoder.prompt(text), "prompt": text}
     if isinstance(row.get("kind"), str):
         example["kind"] = row["kind"]
+    if ctx.label_key is not None:
+        if row.get(ctx.label_key) is None:
+            raise RowError(ctx.label_key, "missing (no label in this row; data.label_key)")
+        example["label"] = row[ctx.label_key]
+    if ctx.extra_keys:
+        absent = [key for key in ctx.extra_keys if key not in row]
+        if absent:
+            raise RowError(absent[0], "missing (a column of data.extra_keys)")
+        example["extras"] = {key: row[key] for key in ctx.extra_keys}
     return [example]
 
 
@@ -141,7 +154,7 @@ def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
                    Renderer(tokenizer, data_cfg.apply_chat_template),
                    Encoder(tokenizer, data_cfg.max_length, data_cfg.max_prompt_length,
                            add_bos=not data_cfg.apply_chat_template),
-                   train_on_prompt)
+                   train_on_prompt, data_cfg.label_key, tuple(data_cfg.extra_keys))
     return tokenize_rows(rows, lambda row: spec.make(ctx, row), data_cfg.on_bad_row)
 
 

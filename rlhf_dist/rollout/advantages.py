@@ -10,6 +10,10 @@ All tensors are per action, ``(N, T−1)``, 0 off ``action_mask`` (see
   compares the ``n_samples`` consecutive rows of each prompt; the sequence advantage is put on
   every action of its row.  γ and λ are not used (one reward per sequence).  There is no
   critic, so returns = advantages (logged only).
+* ``reinforce_pp`` (REINFORCE++, Hu 2025, arXiv:2501.03262): no critic, no groups; each
+  action's return-to-go of the token rewards, ``algo.discounted_returns(token_rewards,
+  action_mask, γ)`` -- the per-token KL penalty counts only from where it is paid -- then
+  normalised over every action of the batch (always: it is part of the estimator).
 
 Whitening (``ppo.whiten_advantages``): ``algo.masked_whiten`` over every action of the batch,
 applied after the estimator for ``gae``, ``reinforce``, ``mean_baseline`` and ``rloo``.  It is
@@ -25,14 +29,14 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 
 from rlhf_dist.algo import (ADVANTAGE_ESTIMATORS, compute_critic_free_advantages,
-                            expand_to_tokens, gae, masked_mean, masked_sum, masked_var,
+                            discounted_returns, expand_to_tokens, gae, masked_mean, masked_sum, masked_var,
                             masked_whiten)
 from rlhf_dist.protocol import Batch
 
 AdvantageFn = Callable[[Batch, Any, int], Tuple[torch.Tensor, torch.Tensor]]
 
 # estimators whose output is already normalised: batch whitening is skipped
-ALREADY_NORMALISED = frozenset({"group_norm"})
+ALREADY_NORMALISED = frozenset({"group_norm", "reinforce_pp"})
 
 
 def _require(batch: Batch, keys, estimator: str) -> None:
@@ -58,8 +62,16 @@ def _critic_free(name: str, batch: Batch, ppo: Any, n_samples: int
     return advantages, advantages.clone()
 
 
+def _reinforce_pp(batch: Batch, ppo: Any, n_samples: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    _require(batch, ("token_rewards", "action_mask"), "reinforce_pp")
+    mask = batch["action_mask"]
+    returns = discounted_returns(batch["token_rewards"], mask, ppo.gamma)
+    return masked_whiten(returns, mask), returns
+
+
 ADVANTAGE_FNS: Dict[str, AdvantageFn] = {
     "gae": _gae,
+    "reinforce_pp": _reinforce_pp,
     **{name: partial(_critic_free, name) for name in ADVANTAGE_ESTIMATORS},
 }
 

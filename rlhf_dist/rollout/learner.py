@@ -28,10 +28,11 @@ def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
         weights = algo.truncated_is_weights(micro["old_logprobs"], micro["engine_logprobs"],
                                             tis_cap)
         extra["actor/tis_weight_mean"] = algo.masked_mean(weights, micro["action_mask"]).item()
+    low, high = ppo.clip_range
     loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
-                                         micro["action_mask"], ppo.clip_eps,
-                                         dual_clip=ppo.dual_clip, agg=ppo.loss_agg,
-                                         token_weights=weights)
+                                         micro["action_mask"], low, dual_clip=ppo.dual_clip,
+                                         agg=ppo.loss_agg, token_weights=weights,
+                                         clip_eps_high=high)
     entropy = algo.masked_mean(entropy, micro["action_mask"])
     loss = loss - ppo.entropy_coef * entropy
     return loss, {**{f"actor/{k}": v for k, v in metrics.items()}, **extra,

@@ -6,10 +6,9 @@ advantages → learn (``ppo_epochs`` over shuffled minibatches) → metrics → 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -24,15 +23,21 @@ log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
 
 
-def load_reward_fn(path: str) -> Callable[[List[str], List[str]], List[float]]:
-    """``package.module:function`` taking (prompts, responses) and returning one float each."""
-    module, _, name = path.partition(":")
-    if not module or not name:
-        raise ValueError(f"ppo.reward_fn: {path!r} is not of the form 'package.module:function'")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"ppo.reward_fn: cannot import {path!r}: {err}") from err
+def load_rewards(ppo, label_key: Optional[str] = None) -> "RewardSum":
+    """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``) and every ``ppo.rewards`` term,
+    loaded (and their built-in args checked) before Ray starts; a verifier that compares
+    with labels needs ``data.label_key``."""
+    from rlhf_dist.rewards import RewardError, RewardFunction, RewardSum
+    from rlhf_dist.rewards.verifiers import NEEDS_LABELS
+
+    functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
+    functions += [RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
+                  for i, t in enumerate(ppo.rewards)]
+    for fn in functions:
+        if fn.name in NEEDS_LABELS and label_key is None:
+            raise RewardError(f"{fn.field}: {fn.name!r} compares each response with its "
+                              "prompt's label: set data.label_key (the label column)")
+    return RewardSum(functions)
 
 
 def logprob_gap(experience: Batch) -> Metrics:
@@ -48,7 +53,7 @@ def check_experience(experience: Batch) -> None:
     """Rewards, advantages and returns finite before any update (else a skippable
     :class:`NonFiniteError` naming the tensor and rows)."""
     mask = experience["action_mask"]
-    check_finite("reward (RM score + ppo.reward_fn)", experience["scores"], skippable=True)
+    check_finite("reward (RM score + reward functions)", experience["scores"], skippable=True)
     for name in ("advantages", "returns"):
         if name in experience:
             check_finite(name, experience[name], mask, skippable=True)
@@ -71,7 +76,8 @@ class PPOTrainer(RayJob):
         resolve_ppo_sizes(cfg)  # every size error before Ray starts
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
-        self.reward_fn = load_reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
+        self.rewards = load_rewards(cfg.ppo, cfg.data.label_key)
+        self.rows: List[dict] = []  # this iteration's prompt rows (labels, extras)
         self.total_steps = cfg.ppo.iterations
         self.frozen_start: Optional[Metrics] = None
 
@@ -157,8 +163,8 @@ class PPOTrainer(RayJob):
         per_epoch = len(self.prompts) // size
         epoch, index = divmod(self.step, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
-        rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
-        return Batch.from_dict(self.collate(rows)).select(["input_ids", "attention_mask"])
+        self.rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
+        return Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
 
     def generate(self) -> Tuple[Batch, Metrics]:
         """The iteration's experience with the behaviour log-probs ``old_logprobs``: sampled
@@ -208,17 +214,18 @@ class PPOTrainer(RayJob):
         return experience, {**metrics, **adv_metrics}
 
     def custom_rewards(self, experience: Batch) -> torch.Tensor:
-        if self.reward_fn is None:
+        """The reward functions' weighted sum; experience rows are the iteration's prompts in
+        order, ``n_samples_per_prompt`` consecutive rows each, so row i has prompt i // n's
+        label and extras."""
+        if not self.rewards:
             return torch.zeros(len(experience))
         from rlhf_dist.rollout import decode_prompts, decode_responses
 
-        prompts = decode_prompts(experience, self.tokenizer)
-        responses = decode_responses(experience, self.tokenizer)
-        values = self.reward_fn(prompts, responses)
-        if len(values) != len(responses):
-            raise ValueError(f"ppo.reward_fn returned {len(values)} rewards for "
-                             f"{len(responses)} responses")
-        return self.cfg.ppo.reward_fn_weight * torch.tensor(values, dtype=torch.float32)
+        rows = [self.rows[i // self.n_samples] for i in range(len(experience))]
+        return self.rewards(decode_prompts(experience, self.tokenizer),
+                            decode_responses(experience, self.tokenizer),
+                            [row.get("label") for row in rows],
+                            [row.get("extras", {}) for row in rows])
 
     def learn(self, experience: Batch) -> Metrics:
         from rlhf_dist.algo import explained_variance

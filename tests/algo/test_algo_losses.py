@@ -59,6 +59,33 @@ def test_ppo_by_hand_and_gradients():
     assert logprobs.grad[0].tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_ppo_clip_higher_by_hand():
+    """clip_eps 0.2 below, 0.6 above (DAPO's clip-higher): r=1.5, A=+1 is no longer clipped
+    (surr2 = -1.5 = surr1), the rest as with 0.2 -- r=0.7, A=-1 still clipped from below."""
+    logprobs, old, adv = _inputs()
+    loss, metrics = ppo_policy_loss(logprobs, old, adv, MASK, clip_eps=0.2, clip_eps_high=0.6)
+    assert loss.item() == pytest.approx((-1.5 - 0.5 + 1.1 + 0.8 + 3.0) / 5, abs=1e-6)
+    assert metrics["clipfrac"] == pytest.approx(1 / 5)
+    loss.backward()
+    assert logprobs.grad[0].tolist() == pytest.approx(
+        [-1.5 / 5, -0.5 / 5, 1.1 / 5, 0.0, 3.0 / 5, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="clip_eps_high must be > 0"):
+        ppo_policy_loss(logprobs, old, adv, MASK, clip_eps=0.2, clip_eps_high=0.0)
+
+
+def test_config_clip_range_and_every_aggregation_of_algo():
+    from rlhf_dist.algo import LOSS_AGGREGATORS
+    from rlhf_dist.config import ConfigError, load_config
+
+    assert load_config(None, []).ppo.clip_range == (0.2, 0.2)
+    assert load_config(None, ["ppo.clip_eps_high=0.28"]).ppo.clip_range == (0.2, 0.28)
+    assert load_config(None, ["ppo.clip_eps_low=0.1"]).ppo.clip_range == (0.1, 0.2)
+    for agg in LOSS_AGGREGATORS:
+        assert load_config(None, [f"ppo.loss_agg={agg}"]).ppo.loss_agg == agg
+    with pytest.raises(ConfigError, match=r"ppo.clip_eps_high: must be > 0 \(or null\), got -1"):
+        load_config(None, ["ppo.clip_eps_high=-1"])
+
+
 def test_ppo_dual_clip_by_hand():
     logprobs, old, adv = _inputs()
     loss, metrics = ppo_policy_loss(logprobs, old, adv, MASK, clip_eps=0.2, dual_clip=2.0)

@@ -92,3 +92,23 @@ def test_whitening():
 def test_gae_needs_values():
     with pytest.raises(KeyError, match=r"'gae' needs batch key\(s\) \['values'\]"):
         compute_advantages(random_batch().drop(["values"]), PPOConfig(), 1)
+
+
+def test_reinforce_pp_by_hand_returns_to_go_then_batch_whitened():
+    """REINFORCE++: each token's return-to-go of the per-token rewards (the KL penalty stays
+    where it was paid), normalised over the whole batch's actions -- always, whatever
+    ``whiten_advantages`` says; returns are the raw returns-to-go."""
+    b = two_prompts_two_samples()
+    out, _ = compute_advantages(
+        b, PPOConfig(advantage_estimator="reinforce_pp", whiten_advantages=False), n_samples=2)
+    returns = torch.tensor([[0.0, 1.0, 0.75, 0.0], [0.0, 3.0, 0.0, 0.0],
+                            [0.0, 2.0, 1.0, 0.5], [0.0, 2.0, 3.0, 0.0]])
+    assert torch.allclose(out["returns"], returns)
+    mask = b["action_mask"].bool()
+    flat = returns[mask]  # 1, .75, 3, 2, 1, .5, 2, 3: mean 1.65625
+    whitened = (flat - flat.mean()) / (flat.var() + 1e-8).sqrt()
+    assert torch.allclose(out["advantages"][mask], whitened, atol=1e-5)
+    assert (out["advantages"][~mask] == 0).all()
+    discounted, _ = compute_advantages(
+        b, PPOConfig(advantage_estimator="reinforce_pp", gamma=0.5), n_samples=2)
+    assert torch.allclose(discounted["returns"][2], torch.tensor([0.0, 1.375, 0.75, 0.5]))

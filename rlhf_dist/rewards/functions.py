@@ -1,0 +1,117 @@
+"""Reward functions of a PPO/GRPO run: built-in verifiers by name or ``module:function`` by
+import path, each called on the decoded batch and checked; their weighted sum is the
+sequence reward added to the RM score.
+
+A function takes ``(prompts, responses, labels, extras)`` -- labels and extras one per
+response, from ``data.label_key`` / ``data.extra_keys`` -- or the older ``(prompts,
+responses)``, told apart by its signature; it returns one number per response.  A wrong
+count or a non-number is a :class:`RewardError` naming the function and the row; a NaN/inf a
+(skippable) ``NonFiniteError`` naming them too.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import numbers
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from rlhf_dist.algo.finite import NonFiniteError
+
+from .verifiers import VERIFIERS
+
+
+class RewardError(ValueError):
+    """A reward function that cannot be loaded or returned something unusable."""
+
+
+def _import(path: str) -> Callable:
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise RewardError(f"{path!r} is neither a built-in reward ({', '.join(VERIFIERS)}) "
+                          "nor of the form 'package.module:function'")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise RewardError(f"cannot import {path!r}: {err}") from err
+
+
+def _takes_labels(fn: Callable) -> bool:
+    """Whether ``fn`` accepts (prompts, responses, labels, extras) rather than two arguments."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the new form
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 4
+
+
+class RewardFunction:
+    """One named, weighted reward function; ``field`` is the config key it came from."""
+
+    def __init__(self, spec: str, weight: float = 1.0, args: Optional[Dict[str, Any]] = None,
+                 field: str = "ppo.reward_fn"):
+        self.name, self.weight, self.field = spec, weight, field
+        try:
+            if spec in VERIFIERS:
+                self.fn = VERIFIERS[spec](**dict(args or {}))
+            elif args:
+                raise RewardError(f"args {dict(args)} are for the built-in rewards only")
+            else:
+                self.fn = _import(spec)
+        except TypeError as err:  # wrong args for a built-in
+            raise RewardError(f"{field}: {spec!r}: {err}") from None
+        except ValueError as err:  # a bad built-in arg, or not importable
+            raise RewardError(f"{field}: {err}") from None
+        self.takes_labels = _takes_labels(self.fn)
+
+    def __call__(self, prompts: List[str], responses: List[str],
+                 labels: Sequence[Any], extras: Sequence[Dict[str, Any]]) -> torch.Tensor:
+        try:
+            if self.takes_labels:
+                values = self.fn(prompts, responses, list(labels), list(extras))
+            else:
+                values = self.fn(prompts, responses)
+        except ValueError as err:
+            raise RewardError(f"{self.field} {self.name!r}: {err}") from err
+        return self.check(values, len(responses))
+
+    def check(self, values: Any, n: int) -> torch.Tensor:
+        where = f"{self.field} {self.name!r}"
+        try:
+            values = list(values)
+        except TypeError:
+            raise RewardError(f"{where} returned {type(values).__name__}, not a list of "
+                              f"{n} numbers") from None
+        if len(values) != n:
+            raise RewardError(f"{where} returned {len(values)} rewards for {n} responses")
+        for row, value in enumerate(values):
+            if not isinstance(value, numbers.Real) and not (
+                    isinstance(value, torch.Tensor) and value.numel() == 1):
+                raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
+                                  f"row {row}: expected a number")
+            if not math.isfinite(float(value)):
+                raise NonFiniteError(f"{where} returned {float(value)} for row {row}",
+                                     skippable=True)
+        return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+class RewardSum:
+    """``Σ weight · function`` over the configured reward functions (empty: all zeros)."""
+
+    def __init__(self, functions: Sequence[RewardFunction]):
+        self.functions = list(functions)
+
+    def __bool__(self) -> bool:
+        return bool(self.functions)
+
+    def __call__(self, prompts: List[str], responses: List[str], labels: Sequence[Any],
+                 extras: Sequence[Dict[str, Any]]) -> torch.Tensor:
+        total = torch.zeros(len(responses))
+        for fn in self.functions:
+            total += fn.weight * fn(prompts, responses, labels, extras)
+        return total
