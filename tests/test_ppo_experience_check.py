@@ -20,7 +20,7 @@ def test_finite_experience_passes_and_padding_is_ignored():
 
 
 @pytest.mark.parametrize("field,value,name", [
-    ("scores", torch.tensor([0.5, float("nan")]), r"reward \(RM score \+ ppo.reward_fn\)"),
+    ("scores", torch.tensor([0.5, float("nan")]), r"reward \(RM score \+ reward functions\)"),
     ("advantages", torch.tensor([[0.0, float("inf"), 0.0], [0.0, 0.0, 0.0]]), "advantages"),
     ("returns", torch.tensor([[0.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]]), "returns"),
 ])

@@ -17,8 +17,11 @@ and -0.5 < KL < 10 at every iteration, room for the noise of 32 samples/iteratio
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from jobs import job_env
 from ray_helpers import (COMMON, ITERATIONS, cli, file_checksum, load_tensors, max_abs_diff,
                          models)
 
@@ -33,8 +36,13 @@ GROUP_NORM = (*COMMON, "ppo.advantage_estimator=group_norm", "rollout.rollout_ba
 
 @pytest.fixture(scope="module")
 def group_norm_run(toy_models, tmp_path_factory):
+    """GRPO, with a zero-weight probe reward (``reward_probe.py``: adds exactly 0) that checks
+    every response is given its own prompt's label."""
     out = tmp_path_factory.mktemp("ppo") / "group_norm"
-    return cli("ppo", "ppo", out, *models(toy_models), *GROUP_NORM).check()
+    probe = ("data.label_key=prompt",
+             "ppo.rewards=[{fn: reward_probe:label_is_own_prompt, weight: 0.0}]")
+    env = job_env(PYTHONPATH=str(Path(__file__).parent), REWARD_PROBE_LOG=str(out) + ".probe")
+    return cli("ppo", "ppo", out, *models(toy_models), *GROUP_NORM, *probe, env=env).check()
 
 
 def reward_gain(run) -> float:
@@ -86,6 +94,13 @@ def test_actor_and_critic_parameters_changed(gae_run, toy_models):
         moved = [name for name, d in diffs.items() if d > 1e-6]
         assert len(moved) >= len(diffs) // 2, (exported, diffs)
         assert all(t.isfinite().all() for t in after.values())
+
+
+def test_labels_reach_the_reward_in_order(group_norm_run):
+    """8 shuffled prompts × 4 samples over 2 actor ranks, every iteration: each label checked
+    against its response's prompt (a mismatch would have stopped the run)."""
+    checked = Path(str(group_norm_run.out) + ".probe").read_text().split()
+    assert checked == ["32"] * ITERATIONS
 
 
 def test_group_norm_creates_no_critic_and_raises_reward(group_norm_run):
