@@ -66,5 +66,6 @@ def test_each_response_gets_its_own_prompts_label_and_extras():
 
 def test_unimportable_reward_fn_fails_before_ray_naming_the_field():
     cfg = load_config(None, ["ppo.reward_fn=no_such_module_here:score"])
-    with pytest.raises(RewardError, match="^ppo.reward_fn: cannot import"):
+    with pytest.raises(RewardError, match="^ppo.reward_fn 'no_such_module_here:score': cannot "
+                                          "import module"):
         PPOTrainer(cfg)

@@ -10,7 +10,6 @@ count or a non-number is a :class:`RewardError` naming the function and the row;
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import numbers
@@ -19,23 +18,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from rlhf_dist.algo.finite import NonFiniteError
+from rlhf_dist.utils.imports import load_callable
 
 from .verifiers import VERIFIERS
 
 
 class RewardError(ValueError):
     """A reward function that cannot be loaded or returned something unusable."""
-
-
-def _import(path: str) -> Callable:
-    module, _, name = path.partition(":")
-    if not module or not name:
-        raise RewardError(f"{path!r} is neither a built-in reward ({', '.join(VERIFIERS)}) "
-                          "nor of the form 'package.module:function'")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise RewardError(f"cannot import {path!r}: {err}") from err
 
 
 def _takes_labels(fn: Callable) -> bool:
@@ -56,17 +45,17 @@ class RewardFunction:
     def __init__(self, spec: str, weight: float = 1.0, args: Optional[Dict[str, Any]] = None,
                  field: str = "ppo.reward_fn"):
         self.name, self.weight, self.field = spec, weight, field
-        try:
-            if spec in VERIFIERS:
-                self.fn = VERIFIERS[spec](**dict(args or {}))
-            elif args:
-                raise RewardError(f"args {dict(args)} are for the built-in rewards only")
-            else:
-                self.fn = _import(spec)
-        except TypeError as err:  # wrong args for a built-in
-            raise RewardError(f"{field}: {spec!r}: {err}") from None
-        except ValueError as err:  # a bad built-in arg, or not importable
-            raise RewardError(f"{field}: {err}") from None
+        args = dict(args or {})
+        if spec in VERIFIERS:
+            try:
+                self.fn = VERIFIERS[spec](**args)
+            except (TypeError, ValueError) as err:  # wrong or bad args of the built-in
+                raise RewardError(f"{field} {spec!r}: {err}") from None
+        elif args:
+            raise RewardError(f"{field} {spec!r}: args {args} are for the built-in rewards only")
+        else:
+            self.fn = load_callable(spec, field, RewardError, f"a built-in reward "
+                                    f"({', '.join(VERIFIERS)}) or package.module:function")
         self.takes_labels = _takes_labels(self.fn)
 
     def __call__(self, prompts: List[str], responses: List[str],

@@ -14,12 +14,11 @@ Importing this module is cheap: torch and transformers are imported when a rewar
 """
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from rlhf_dist.data import is_on_topic, is_refusal, prompt_kind
+from rlhf_dist.utils import imports
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -167,23 +166,9 @@ def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int =
 
 
 def load_callable(spec: str, field: str = "--judge") -> Callable:
-    """The object named by ``package.module:attr`` (``attr`` may be dotted); errors name
+    """The object named by ``package.module:attr``; errors (:class:`JudgeError`) name
     ``field``."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise JudgeError(f"{field} {spec!r}: expected rm:PATH or package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise JudgeError(f"{field} {spec!r}: cannot import module {module_name!r}: {err}") from None
-    try:
-        obj = functools.reduce(getattr, attr.split("."), module)
-    except AttributeError:
-        raise JudgeError(f"{field} {spec!r}: module {module_name!r} has no attribute "
-                         f"{attr!r}") from None
-    if not callable(obj):
-        raise JudgeError(f"{field} {spec!r}: {attr!r} is a {type(obj).__name__}, not callable")
-    return obj
+    return imports.load_callable(spec, field, JudgeError, "rm:PATH or package.module:function")
 
 
 def load_judge(spec: str, device: Optional[str] = None, batch_size: int = 16,

@@ -1,5 +1,5 @@
 """Run utilities: tracking (W&B + console + metrics.jsonl + progress), checkpoint directories,
-seeding / RNG state, timing.
+seeding / RNG state, timing, ``module:function`` specs.
 
 Importing this package is cheap: names are loaded on first use (``seeding`` pulls in torch,
 ``Tracker`` imports wandb only when it starts a W&B run).  No ray / deepspeed /
@@ -17,6 +17,7 @@ _EXPORTS = {
     "seed_everything": "seeding", "rng_state": "seeding", "set_rng_state": "seeding",
     "save_rng_state": "seeding", "load_rng_state": "seeding",
     "Timer": "timing", "tokens_per_second": "timing", "mean_rows": "averages",
+    "load_callable": "imports",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -101,11 +101,14 @@ def test_numpy_torch_and_bool_values_are_numbers():
 
 
 @pytest.mark.parametrize("spec, args, message", [
-    ("no_such_module_here:score", {}, r"ppo.reward_fn: cannot import 'no_such_module_here"),
-    ("mathh", {}, r"ppo.reward_fn: 'mathh' is neither a built-in reward \(math, "
-                  r"exact_match, regex_format\)"),
-    ("regex_format", {"pattern": "("}, r"ppo.reward_fn: regex_format: pattern '\(' does not"),
-    ("exact_match", {"case": True}, r"ppo.reward_fn: 'exact_match': .*unexpected keyword"),
+    ("no_such_module_here:score", {}, r"ppo.reward_fn 'no_such_module_here:score': cannot "
+                                      r"import module 'no_such_module_here'"),
+    ("mathh", {}, r"ppo.reward_fn 'mathh': expected a built-in reward \(math, exact_match, "
+                  r"regex_format\) or package.module:function"),
+    ("os.path:sep", {}, r"ppo.reward_fn 'os.path:sep': 'sep' is a str, not callable"),
+    ("regex_format", {"pattern": "("}, r"ppo.reward_fn 'regex_format': regex_format: pattern "
+                                       r"'\(' does not"),
+    ("exact_match", {"case": True}, r"ppo.reward_fn 'exact_match': .*unexpected keyword"),
     (f"{__name__}:two_argument", {"x": 1}, r"args \{'x': 1\} are for the built-in rewards"),
 ])
 def test_bad_specs_name_the_field(spec, args, message):
