@@ -37,6 +37,17 @@ LOSS_AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 }
 
 
+def _sequence_logratio(logratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's mean log-ratio over its unmasked tokens, on every token of the row."""
+    return masked_mean(logratio, mask, dim=-1).unsqueeze(-1).expand_as(logratio)
+
+
+RATIO_LEVELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "token": lambda logratio, mask: logratio,
+    "sequence": _sequence_logratio,
+}
+
+
 def aggregate_loss(loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean") -> torch.Tensor:
     """Reduce a (B, T) per-token loss to a scalar.
 
@@ -61,6 +72,7 @@ def ppo_policy_loss(
     agg: str = "token_mean",
     token_weights: torch.Tensor | None = None,
     clip_eps_high: float | None = None,
+    ratio_level: str = "token",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
 
@@ -68,6 +80,10 @@ def ppo_policy_loss(
     ratio = exp(logprobs - old_logprobs); loss_t = max(-A ratio, -A clip(ratio, 1-eps, 1+eps_h))
     with eps_h = ``clip_eps_high`` (default ``clip_eps``; DAPO's clip-higher, Yu et al. 2025,
     raises it, e.g. 0.28 with eps 0.2, so unlikely tokens can gain probability).
+    ``ratio_level="sequence"`` (GSPO, Zheng et al. 2025): every token of a sequence uses the
+    sequence's ratio exp(mean over its tokens of logprobs - old_logprobs), clipped as one --
+    with ``agg="seq_mean_token_mean"`` this is GSPO's mean over sequences of
+    min(s A, clip(s) A); the gradient reaches every token through the mean.
     ``dual_clip=c`` (c > 1; Ye et al. 2020): for A < 0 the loss is also capped at -c A.
     ``token_weights`` (B, T), no grad: each token's loss is multiplied by it before
     aggregation (e.g. :func:`truncated_is_weights`).
@@ -87,7 +103,7 @@ def ppo_policy_loss(
     logprobs, old_logprobs, advantages = to_compute(logprobs, old_logprobs, advantages)
     old_logprobs, advantages = old_logprobs.detach(), advantages.detach()
 
-    logratio = logprobs - old_logprobs
+    logratio = lookup(RATIO_LEVELS, ratio_level, "ratio level")(logprobs - old_logprobs, mask)
     ratio = torch.exp(logratio)
     surr1 = -advantages * ratio
     surr2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps_high)

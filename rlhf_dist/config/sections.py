@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlhf_dist.algo.losses import LOSS_AGGREGATORS
+from rlhf_dist.algo.losses import LOSS_AGGREGATORS, RATIO_LEVELS
 from rlhf_dist.config.checks import _choice, _positive, _require
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
@@ -279,6 +279,8 @@ class PPOConfig:
     clip_eps_low: Optional[float] = None
     clip_eps_high: Optional[float] = None
     dual_clip: Optional[float] = None
+    # importance ratio per token (PPO/GRPO) or per sequence (GSPO: exp of the mean log-ratio)
+    ratio_level: str = "token"
     value_clip: Optional[float] = 0.2
     loss_agg: str = "token_mean"
     critic_lr: float = 1e-4
@@ -314,6 +316,7 @@ class PPOConfig:
             _require(value is None or value > 0, f"ppo.{name}", f"must be > 0 (or null), got "
                      f"{value}")
         _choice("ppo.loss_agg", self.loss_agg, sorted(LOSS_AGGREGATORS))
+        _choice("ppo.ratio_level", self.ratio_level, sorted(RATIO_LEVELS))
         _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
         _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
         _choice("ppo.advantage_estimator", self.advantage_estimator,

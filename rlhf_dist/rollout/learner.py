@@ -32,7 +32,7 @@ def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
     loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],
                                          micro["action_mask"], low, dual_clip=ppo.dual_clip,
                                          agg=ppo.loss_agg, token_weights=weights,
-                                         clip_eps_high=high)
+                                         clip_eps_high=high, ratio_level=ppo.ratio_level)
     entropy = algo.masked_mean(entropy, micro["action_mask"])
     loss = loss - ppo.entropy_coef * entropy
     return loss, {**{f"actor/{k}": v for k, v in metrics.items()}, **extra,

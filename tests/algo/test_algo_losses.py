@@ -73,6 +73,31 @@ def test_ppo_clip_higher_by_hand():
         ppo_policy_loss(logprobs, old, adv, MASK, clip_eps=0.2, clip_eps_high=0.0)
 
 
+def test_gspo_sequence_ratio_by_hand():
+    """Three sequences, A = +1, +1, -1; token ratios (2, 0.5), (1.5), (0.81, 1):
+    sequence ratios s = exp(mean log-ratio) = 1, 1.5, 0.9.  Seq 0 unclipped: -1; seq 1
+    clipped at 1.2: -1.2; seq 2: 0.9.  GSPO's mean over sequences: (-1 - 1.2 + 0.9) / 3.
+    Gradient: d(-A s)/d logp_t = -A s / |y|, over 3 sequences: seq 0 -1/6 per token, seq 1 0
+    (clipped), seq 2 0.9 / 2 / 3 = 0.15."""
+    ratios = torch.tensor([[2.0, 0.5], [1.5, 1.0], [0.81, 1.0]])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
+    old = torch.full((3, 2), -1.0)
+    logprobs = (old + ratios.log()).requires_grad_(True)
+    adv = torch.tensor([[1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    loss, metrics = ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2,
+                                    agg="seq_mean_token_mean", ratio_level="sequence")
+    assert loss.item() == pytest.approx((-1.0 - 1.2 + 0.9) / 3, abs=1e-6)
+    assert metrics["clipfrac"] == pytest.approx(1 / 5)
+    loss.backward()
+    assert torch.allclose(logprobs.grad, torch.tensor([[-1 / 6, -1 / 6], [0.0, 0.0],
+                                                       [0.15, 0.15]]), atol=1e-6)
+    token, _ = ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2,
+                               agg="seq_mean_token_mean")  # token level differs: 2.0 clips
+    assert token.item() != pytest.approx(loss.item())
+    with pytest.raises(ValueError, match="ratio level"):
+        ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2, ratio_level="prompt")
+
+
 def test_config_clip_range_and_every_aggregation_of_algo():
     from rlhf_dist.algo import LOSS_AGGREGATORS
     from rlhf_dist.config import ConfigError, load_config
@@ -84,6 +109,9 @@ def test_config_clip_range_and_every_aggregation_of_algo():
         assert load_config(None, [f"ppo.loss_agg={agg}"]).ppo.loss_agg == agg
     with pytest.raises(ConfigError, match=r"ppo.clip_eps_high: must be > 0 \(or null\), got -1"):
         load_config(None, ["ppo.clip_eps_high=-1"])
+    assert load_config(None, ["ppo.ratio_level=sequence"]).ppo.ratio_level == "sequence"
+    with pytest.raises(ConfigError, match="ppo.ratio_level"):
+        load_config(None, ["ppo.ratio_level=group"])
 
 
 def test_ppo_dual_clip_by_hand():
