@@ -61,6 +61,11 @@ def group_norm(rewards: torch.Tensor, eps: float = 1e-6, unbiased: bool = True) 
 ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
     "reinforce": reinforce,
     "mean_baseline": mean_baseline,
+    # Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"): GRPO without the
+    # division by the group's std, i.e. the mean baseline -- and never whitened afterwards
+    # (rollout/advantages.py); its other half, no per-response length normalisation, is the
+    # loss aggregation seq_mean_token_sum
+    "dr_grpo": mean_baseline,
     "rloo": rloo,
     "group_norm": group_norm,
 }

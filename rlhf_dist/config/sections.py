@@ -320,7 +320,8 @@ class PPOConfig:
         _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
         _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
         _choice("ppo.advantage_estimator", self.advantage_estimator,
-                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm", "reinforce_pp"])
+                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm", "dr_grpo",
+                 "reinforce_pp"])
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)

@@ -18,7 +18,8 @@ All tensors are per action, ``(N, T−1)``, 0 off ``action_mask`` (see
 Whitening (``ppo.whiten_advantages``): ``algo.masked_whiten`` over every action of the batch,
 applied after the estimator for ``gae``, ``reinforce``, ``mean_baseline`` and ``rloo``.  It is
 NOT applied for ``group_norm``: GRPO's advantages are already normalised within each prompt,
-and a second batch-level normalisation would rescale prompts against each other.  Returns are
+and a second batch-level normalisation would rescale prompts against each other; nor for
+``dr_grpo``, whose point is not to divide by a std (Liu et al. 2025).  Returns are
 never whitened.
 """
 from __future__ import annotations
@@ -35,8 +36,9 @@ from rlhf_dist.protocol import Batch
 
 AdvantageFn = Callable[[Batch, Any, int], Tuple[torch.Tensor, torch.Tensor]]
 
-# estimators whose output is already normalised: batch whitening is skipped
-ALREADY_NORMALISED = frozenset({"group_norm", "reinforce_pp"})
+# estimators never whitened over the batch: normalised already (group_norm within each
+# prompt, reinforce_pp over the batch), or by definition unscaled (dr_grpo)
+ALREADY_NORMALISED = frozenset({"group_norm", "reinforce_pp", "dr_grpo"})
 
 
 def _require(batch: Batch, keys, estimator: str) -> None:

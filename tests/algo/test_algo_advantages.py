@@ -17,6 +17,7 @@ S12 = math.sqrt(12.0)  # row 1: mean 2, deviations -2, -2, 4 -> unbiased var 24/
 EXPECTED = {
     "reinforce": [[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]],
     "mean_baseline": [[-1.0, 0.0, 1.0], [-2.0, -2.0, 4.0]],
+    "dr_grpo": [[-1.0, 0.0, 1.0], [-2.0, -2.0, 4.0]],  # GRPO without the std
     # rloo: r_i - mean of the other two
     "rloo": [[1 - 2.5, 2 - 2.0, 3 - 1.5], [0 - 3.0, 0 - 3.0, 6 - 0.0]],
     # row 0: mean 2, unbiased std 1

@@ -112,3 +112,14 @@ def test_reinforce_pp_by_hand_returns_to_go_then_batch_whitened():
     discounted, _ = compute_advantages(
         b, PPOConfig(advantage_estimator="reinforce_pp", gamma=0.5), n_samples=2)
     assert torch.allclose(discounted["returns"][2], torch.tensor([0.0, 1.375, 0.75, 0.5]))
+
+
+def test_dr_grpo_by_hand_group_centred_and_never_whitened():
+    """Dr. GRPO: r - group mean, no std, no batch whitening even with whiten_advantages."""
+    b = two_prompts_two_samples()
+    out, _ = compute_advantages(
+        b, PPOConfig(advantage_estimator="dr_grpo", whiten_advantages=True), n_samples=2)
+    # prompt 0: rewards 1, 3 -> -1, +1; prompt 1: 2, 2 -> 0, 0 (GRPO: -1/sqrt 2, +1/sqrt 2)
+    expected = torch.tensor([[0.0, -1.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0],
+                             [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(out["advantages"], expected)
