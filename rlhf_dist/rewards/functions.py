@@ -28,7 +28,8 @@ class RewardError(ValueError):
 
 
 def _takes_labels(fn: Callable) -> bool:
-    """Whether ``fn`` accepts (prompts, responses, labels, extras) rather than two arguments."""
+    """Whether ``fn`` is called with (prompts, responses, labels, extras): anything but the
+    older form of exactly two positional parameters (prompts, responses)."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: the new form
@@ -36,7 +37,7 @@ def _takes_labels(fn: Callable) -> bool:
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return True
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 4
+    return len(positional) != 2
 
 
 class RewardFunction:
