@@ -69,3 +69,17 @@ def test_unimportable_reward_fn_fails_before_ray_naming_the_field():
     with pytest.raises(RewardError, match="^ppo.reward_fn 'no_such_module_here:score': cannot "
                                           "import module"):
         PPOTrainer(cfg)
+
+
+def test_overlong_penalty_from_the_response_lengths():
+    """rollout.max_new_tokens 8, ppo.overlong_buffer 4: responses of 2, 6, 8 tokens lose 0,
+    0.5 and 1 (x overlong_penalty 2)."""
+    cfg = load_config(None, ["ppo.overlong_buffer=4", "ppo.overlong_penalty=2",
+                             "rollout.max_new_tokens=8"])
+    mask = torch.zeros(3, 12, dtype=torch.long)
+    for row, length in enumerate((2, 6, 8)):
+        mask[row, 3:3 + length] = 1
+    penalties = PPOTrainer(cfg).overlong_penalties(Batch({"action_mask": mask}))
+    assert penalties.tolist() == [0.0, -1.0, -2.0]
+    assert PPOTrainer(load_config(None, [])).overlong_penalties(
+        Batch({"action_mask": mask})).tolist() == [0.0, 0.0, 0.0]

@@ -141,6 +141,9 @@ def resolve_ppo_sizes(cfg: Config) -> None:
              f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
              f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
              f" = {n_experience}")
+    _require(cfg.ppo.overlong_buffer <= cfg.rollout.max_new_tokens, "ppo.overlong_buffer",
+             f"{cfg.ppo.overlong_buffer} is longer than rollout.max_new_tokens="
+             f"{cfg.rollout.max_new_tokens}")
     res = cfg.resources
     # each actor rank samples n_samples_per_prompt responses for an equal share of the prompts
     # (unequal shares would desynchronise ZeRO-3's collective forwards)

@@ -296,6 +296,10 @@ class PPOConfig:
     whiten_advantages: bool = True
     reward_clip: Optional[float] = None
     normalize_reward: bool = False
+    # DAPO's soft overlong punishment: a response longer than rollout.max_new_tokens minus
+    # this many tokens loses up to overlong_penalty, linearly to the limit (0 = off)
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
     # a built-in verifier (math, exact_match, regex_format) or module:function called with
     # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None
@@ -325,6 +329,8 @@ class PPOConfig:
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
+        _positive("ppo.overlong_buffer", self.overlong_buffer, allow_zero=True)
+        _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
         _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards),
                  "ppo.use_reward_model", "is false and ppo.reward_fn and ppo.rewards are "
                  "empty: nothing would score the responses")

@@ -205,13 +205,27 @@ class PPOTrainer(RayJob):
             pending["values"] = roles.critic.values(experience)
         fields = {key: p.result() for key, p in pending.items()}
         scores = fields.get("scores", torch.zeros(len(experience)))
-        fields["scores"] = scores + self.custom_rewards(experience)
+        overlong = self.overlong_penalties(experience)
+        fields["scores"] = scores + self.custom_rewards(experience) + overlong
         experience = experience.with_(**fields)
         from rlhf_dist.rollout import compute_advantages
 
         experience, metrics = self.scorer(experience)
         experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.n_samples)
+        if self.cfg.ppo.overlong_buffer:
+            metrics["reward/overlong_penalty_mean"] = float(overlong.mean())
         return experience, {**metrics, **adv_metrics}
+
+    def overlong_penalties(self, experience: Batch) -> torch.Tensor:
+        """DAPO's soft overlong punishment of each response (``ppo.overlong_buffer``)."""
+        ppo = self.cfg.ppo
+        if not ppo.overlong_buffer:
+            return torch.zeros(len(experience))
+        from rlhf_dist.algo import overlong_penalty
+
+        lengths = experience["action_mask"].sum(-1)
+        return overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, ppo.overlong_buffer,
+                                ppo.overlong_penalty)
 
     def custom_rewards(self, experience: Batch) -> torch.Tensor:
         """The reward functions' weighted sum; experience rows are the iteration's prompts in
