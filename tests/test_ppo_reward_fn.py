@@ -83,3 +83,21 @@ def test_overlong_penalty_from_the_response_lengths():
     assert penalties.tolist() == [0.0, -1.0, -2.0]
     assert PPOTrainer(load_config(None, [])).overlong_penalties(
         Batch({"action_mask": mask})).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_truncated_responses_are_counted_and_masked_out_of_the_losses():
+    """Two responses end with EOS, one was cut at max_new_tokens: truncated_frac 1/3 always;
+    with ppo.mask_truncated its actions leave the loss mask, the others' stay as they were."""
+    tokenizer = toy_tokenizer()
+    prompts = ["Human: hi\nAssistant:"] * 3
+    experience = _experience(tokenizer, prompts, [" hello", " a b c", " x y"])
+    cut = experience["action_mask"].clone()
+    last = cut[2].nonzero().max()
+    cut[2, last] = 0  # row 2 loses its EOS: it ran into the token limit
+    experience = experience.with_(action_mask=cut)
+    for flag, kept in (("false", cut), ("true", cut * torch.tensor([[1], [1], [0]]))):
+        trainer = PPOTrainer(load_config(None, [f"ppo.mask_truncated={flag}"]))
+        trainer.tokenizer = tokenizer
+        masked, metrics = trainer.mask_truncated(experience)
+        assert metrics == {"response/truncated_frac": pytest.approx(1 / 3)}
+        assert torch.equal(masked["action_mask"], kept)

@@ -300,6 +300,9 @@ class PPOConfig:
     # this many tokens loses up to overlong_penalty, linearly to the limit (0 = off)
     overlong_buffer: int = 0
     overlong_penalty: float = 1.0
+    # DAPO's overlong filtering: responses cut at rollout.max_new_tokens (no stop token) are
+    # left out of the policy and value losses (they still count in rewards and group stats)
+    mask_truncated: bool = False
     # a built-in verifier (math, exact_match, regex_format) or module:function called with
     # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.backends import BACKENDS, check_backend, make_sampler
     from rlhf_dist.rollout.generate import (RolloutEngine, action_logprobs, concat_rollouts,
                                             decode_prompts, decode_responses, response_mask,
-                                            response_token_ids)
+                                            response_token_ids, stop_ids, truncated_rows)
     from rlhf_dist.rollout.learner import policy_objective, value_objective
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
     from rlhf_dist.rollout.scorer import Scorer, sequence_kl
@@ -37,6 +37,8 @@ _EXPORTS: Dict[str, str] = {
     "decode_responses": "generate",
     "response_mask": "generate",
     "response_token_ids": "generate",
+    "stop_ids": "generate",
+    "truncated_rows": "generate",
     "Scorer": "scorer",
     "sequence_kl": "scorer",
     "ADVANTAGE_FNS": "advantages",

@@ -236,6 +236,13 @@ def response_token_ids(batch: Batch) -> List[List[int]]:
     return [seq[i][mask[i]].tolist() for i in range(len(batch))]
 
 
+def truncated_rows(batch: Batch, stop_token_ids: Sequence[int]) -> torch.Tensor:
+    """(N,) bool: the responses with no stop token, cut at ``rollout.max_new_tokens``."""
+    stop = set(int(i) for i in stop_token_ids)
+    return torch.tensor([not stop.intersection(ids) for ids in response_token_ids(batch)],
+                        dtype=torch.bool)
+
+
 def decode_responses(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True
                      ) -> List[str]:
     """Response texts (EOS and other special tokens dropped unless asked)."""
@@ -273,4 +280,4 @@ def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
 
 __all__ = ["RolloutEngine", "action_logprobs", "concat_rollouts", "decode_prompts",
            "decode_responses", "response_mask", "response_token_ids", "rollout_batch",
-           "stop_ids"]
+           "stop_ids", "truncated_rows"]

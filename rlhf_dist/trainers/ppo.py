@@ -146,13 +146,15 @@ class PPOTrainer(RayJob):
         except NonFiniteError:
             self.timer.pop()  # a skipped iteration's phases are not the next one's
             raise
+        experience, truncation = self.mask_truncated(experience)
         with self.timer("learn"):
             learn_metrics = self.learn(experience)
         self.scorer.update_kl(score_metrics["kl/ref_kl"], len(experience))
         tokens = float(experience["attention_mask"].sum())
         timings = self.timer.pop()
         elapsed = sum(timings.values()) + sum(sync.values())
-        return {**rollout_metrics, **sync, **score_metrics, **learn_metrics, **timings,
+        return {**rollout_metrics, **sync, **score_metrics, **truncation, **learn_metrics,
+                **timings,
                 **self.roles.offload_metrics(self.cfg.resources),
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
@@ -215,6 +217,18 @@ class PPOTrainer(RayJob):
         if self.cfg.ppo.overlong_buffer:
             metrics["reward/overlong_penalty_mean"] = float(overlong.mean())
         return experience, {**metrics, **adv_metrics}
+
+    def mask_truncated(self, experience: Batch) -> Tuple[Batch, Metrics]:
+        """``response/truncated_frac``; with ``ppo.mask_truncated`` the truncated responses'
+        actions are masked out of the losses (after scoring: rewards and groups unchanged)."""
+        from rlhf_dist.rollout import stop_ids, truncated_rows
+
+        truncated = truncated_rows(experience, stop_ids(self.cfg.rollout, self.tokenizer))
+        metrics = {"response/truncated_frac": float(truncated.float().mean())}
+        if not self.cfg.ppo.mask_truncated:
+            return experience, metrics
+        keep = (~truncated).to(experience["action_mask"].dtype)[:, None]
+        return experience.with_(action_mask=experience["action_mask"] * keep), metrics
 
     def overlong_penalties(self, experience: Batch) -> torch.Tensor:
         """DAPO's soft overlong punishment of each response (``ppo.overlong_buffer``)."""
