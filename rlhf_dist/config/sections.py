@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlhf_dist.algo.losses import LOSS_AGGREGATORS, RATIO_LEVELS
 from rlhf_dist.config.checks import _choice, _positive, _require
+from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-exported)
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
 __all__ = ["CheckpointConfig", "DPOConfig", "DataConfig", "DeepSpeedSection", "LoggingConfig",
@@ -255,101 +255,6 @@ class RolloutConfig:
         _positive("rollout.temperature", self.temperature)
         _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _positive("rollout.top_k", self.top_k, allow_zero=True)
-
-
-@dataclass
-class RewardTerm:
-    """One weighted reward of ``ppo.rewards``: a built-in verifier (``math``,
-    ``exact_match``, ``regex_format``) or ``module:function``; ``args`` go to the built-in."""
-
-    fn: str = ""
-    weight: float = 1.0
-    args: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PPOConfig:
-    """PPO / critic-free policy optimisation (the learner and the scorer)."""
-
-    iterations: int = 10
-    ppo_epochs: int = 1
-    mini_batch_size: int = 8
-    clip_eps: float = 0.2
-    # asymmetric clip range [1 - low, 1 + high] (DAPO's clip-higher: high 0.28); null = clip_eps
-    clip_eps_low: Optional[float] = None
-    clip_eps_high: Optional[float] = None
-    dual_clip: Optional[float] = None
-    # importance ratio per token (PPO/GRPO) or per sequence (GSPO: exp of the mean log-ratio)
-    ratio_level: str = "token"
-    value_clip: Optional[float] = 0.2
-    loss_agg: str = "token_mean"
-    critic_lr: float = 1e-4
-    entropy_coef: float = 0.0
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"
-    kl_controller: str = "fixed"
-    kl_target: float = 6.0
-    kl_horizon: int = 10000
-    gamma: float = 1.0
-    lam: float = 0.95
-    advantage_estimator: str = "gae"
-    whiten_advantages: bool = True
-    reward_clip: Optional[float] = None
-    normalize_reward: bool = False
-    # DAPO's soft overlong punishment: a response longer than rollout.max_new_tokens minus
-    # this many tokens loses up to overlong_penalty, linearly to the limit (0 = off)
-    overlong_buffer: int = 0
-    overlong_penalty: float = 1.0
-    # DAPO's overlong filtering: responses cut at rollout.max_new_tokens (no stop token) are
-    # left out of the policy and value losses (they still count in rewards and group stats)
-    mask_truncated: bool = False
-    # a built-in verifier (math, exact_match, regex_format) or module:function called with
-    # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
-    reward_fn: Optional[str] = None
-    reward_fn_weight: float = 1.0
-    # more weighted rewards, summed with the above: [{fn, weight, args}, ...]
-    rewards: List[RewardTerm] = field(default_factory=list)
-    use_reward_model: bool = True
-
-    def __post_init__(self):
-        _positive("ppo.iterations", self.iterations)
-        _positive("ppo.ppo_epochs", self.ppo_epochs)
-        _positive("ppo.mini_batch_size", self.mini_batch_size)
-        _positive("ppo.clip_eps", self.clip_eps)
-        _require(self.dual_clip is None or self.dual_clip > 1.0, "ppo.dual_clip",
-                 f"must be > 1 (or null), got {self.dual_clip}")
-        for name in ("clip_eps_low", "clip_eps_high"):
-            value = getattr(self, name)
-            _require(value is None or value > 0, f"ppo.{name}", f"must be > 0 (or null), got "
-                     f"{value}")
-        _choice("ppo.loss_agg", self.loss_agg, sorted(LOSS_AGGREGATORS))
-        _choice("ppo.ratio_level", self.ratio_level, sorted(RATIO_LEVELS))
-        _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
-        _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
-        _choice("ppo.advantage_estimator", self.advantage_estimator,
-                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm", "dr_grpo",
-                 "reinforce_pp"])
-        _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
-        _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
-        _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
-        _positive("ppo.overlong_buffer", self.overlong_buffer, allow_zero=True)
-        _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
-        _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards),
-                 "ppo.use_reward_model", "is false and ppo.reward_fn and ppo.rewards are "
-                 "empty: nothing would score the responses")
-        for i, term in enumerate(self.rewards):
-            _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
-                     "or module:function")
-
-    @property
-    def needs_critic(self) -> bool:
-        return self.advantage_estimator == "gae"
-
-    @property
-    def clip_range(self) -> tuple:
-        """(low, high) of the ratio clip: ``ratio`` is kept in [1 - low, 1 + high]."""
-        return (self.clip_eps if self.clip_eps_low is None else self.clip_eps_low,
-                self.clip_eps if self.clip_eps_high is None else self.clip_eps_high)
 
 
 @dataclass
