@@ -89,7 +89,7 @@ class ReferenceLoop:
         # what PPOTrainer.prompt_batch reads: the same prompts, in the same order
         self.state = SimpleNamespace(
             cfg=cfg, prompts=build_prompt_dataset(cfg.data, self.tokenizer, split="train"),
-            collate=PromptCollator(self.tokenizer.pad_token_id), step=0,
+            collate=PromptCollator(self.tokenizer.pad_token_id), drawn=0,
             n_samples=cfg.rollout.n_samples_per_prompt)
         self.m = build_models(cfg, self.tokenizer)
         self.actor_opt = adamw(self.m.actor, cfg.train.lr, cfg.train)
@@ -104,10 +104,10 @@ class ReferenceLoop:
         from rlhf_dist.rollout import action_logprobs
         from rlhf_dist.trainers.ppo import PPOTrainer
 
-        self.state.step = iteration
-        prompts = PPOTrainer.prompt_batch(self.state)
+        self.state.drawn = iteration
+        prompts, seed = PPOTrainer.prompt_batch(self.state)
         experience = self.rollout.generate(prompts["input_ids"], prompts["attention_mask"],
-                                           generator_seed=self.cfg.seed * 1_000_003 + iteration)
+                                           generator_seed=seed)
         self.m.actor.eval()
         old = forward_in_micro_batches(experience, self.cfg.train.micro_batch_size,
                                        lambda b: action_logprobs(self.m.actor, b,

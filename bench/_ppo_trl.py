@@ -44,9 +44,9 @@ def iteration_rows(cfg, tokenizer) -> List[List[dict]]:
         return collator(rows)
 
     state = SimpleNamespace(cfg=cfg, prompts=build_prompt_dataset(cfg.data, tokenizer),
-                            collate=collate, step=0, n_samples=1)
+                            collate=collate, drawn=0, n_samples=1)
     for iteration in range(cfg.ppo.iterations):
-        state.step = iteration
+        state.drawn = iteration
         PPOTrainer.prompt_batch(state)
     return seen
 

@@ -102,6 +102,29 @@ def test_ppo_sizes():
         resolve_ppo_sizes(cfg)
 
 
+def test_grpo_family_options_checked_with_the_field_named():
+    cfg = load_config(None, ["ppo.dynamic_sampling=true", "ppo.advantage_estimator=reinforce"])
+    with pytest.raises(ConfigError, match="rollout.n_samples_per_prompt: is 1; "
+                                          "ppo.dynamic_sampling"):
+        resolve_ppo_sizes(cfg)
+    assert "ppo.kl_in_loss: needs ppo.kl_controller=fixed" in _error(
+        ["ppo.kl_in_loss=true", "ppo.kl_controller=adaptive"])
+    assert "ppo.target_kl: must be > 0" in _error(["ppo.target_kl=0"])
+    assert "ppo.dynamic_sampling_extra_rounds" in _error(["ppo.dynamic_sampling_extra_rounds=-1"])
+    assert "ppo.reward_timeout_s: times the reward worker pool: set ppo.reward_workers" in \
+        _error(["ppo.reward_timeout_s=5"])
+    assert "ppo.reward_workers: is set but ppo.reward_fn and ppo.rewards are empty" in \
+        _error(["ppo.reward_workers=2"])
+
+
+def test_target_kl_stops_after_the_epoch_whose_mean_kl_passes_it():
+    from rlhf_dist.trainers.ppo import past_target_kl
+
+    epoch = [{"actor/approx_kl": 0.01}, {"actor/approx_kl": 0.05}]  # mean 0.03
+    assert past_target_kl(epoch, 0.029) and not past_target_kl(epoch, 0.031)
+    assert not past_target_kl(epoch, None)
+
+
 def test_unknown_estimator_is_rejected():
     assert "ppo.advantage_estimator" in _error(["ppo.advantage_estimator=grpo"])
 

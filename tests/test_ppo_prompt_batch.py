@@ -22,8 +22,9 @@ def test_iteration_holds_rollout_batch_size_times_n_samples_sequences():
     trainer.tokenizer = toy_tokenizer()
     trainer.prompts = build_prompt_dataset(cfg.data, trainer.tokenizer, split="train")
     trainer.collate = PromptCollator(trainer.tokenizer.pad_token_id)
-    trainer.step = 0
-    prompts = trainer.prompt_batch()
+    trainer.drawn = 0
+    prompts, seed = trainer.prompt_batch()
+    assert (seed, trainer.drawn) == (cfg.seed * 1_000_003, 1)  # the next batch's seed differs
     assert len(prompts) == 3  # each prompt once, in distinct rows
     assert len({tuple(row.tolist()) for row in prompts["input_ids"]}) == 3
     torch.manual_seed(0)

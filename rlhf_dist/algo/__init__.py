@@ -25,7 +25,7 @@ from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequenc
 from .losses import (LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss,
                      truncated_is_weights, value_loss)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
-from .shaping import overlong_penalty
+from .shaping import informative_groups, overlong_penalty
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGGREGATORS",
     "NonFiniteError",
+    "informative_groups",
     "overlong_penalty",
     "aggregate_loss",
     "bradley_terry_loss",

@@ -14,26 +14,36 @@ from ._common import as_bool_mask, check_same_shape, lookup, to_compute
 from .masked import masked_mean, masked_sum, masked_var
 
 
-def _token_mean(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _token_mean(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int) -> torch.Tensor:
     return masked_mean(loss_tok, mask)
 
 
-def _seq_mean_token_mean(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    per_seq = masked_mean(loss_tok, mask, dim=-1)
-    nonempty = as_bool_mask(mask).any(dim=-1)
-    return masked_mean(per_seq, nonempty)
+def _over_sequences(per_seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B,) per-sequence losses over the rows with at least one unmasked token."""
+    return masked_mean(per_seq, as_bool_mask(mask).any(dim=-1))
 
 
-def _seq_mean_token_sum(loss_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    per_seq = masked_sum(loss_tok, mask, dim=-1)
-    nonempty = as_bool_mask(mask).any(dim=-1)
-    return masked_mean(per_seq, nonempty)
+def _seq_mean_token_mean(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
+                         ) -> torch.Tensor:
+    return _over_sequences(masked_mean(loss_tok, mask, dim=-1), mask)
 
 
-LOSS_AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+def _seq_mean_token_sum(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
+                        ) -> torch.Tensor:
+    return _over_sequences(masked_sum(loss_tok, mask, dim=-1), mask)
+
+
+def _seq_mean_token_sum_norm(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
+                             ) -> torch.Tensor:
+    return _over_sequences(masked_sum(loss_tok, mask, dim=-1) / horizon, mask)
+
+
+Aggregator = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+LOSS_AGGREGATORS: dict[str, Aggregator] = {
     "token_mean": _token_mean,
     "seq_mean_token_mean": _seq_mean_token_mean,
     "seq_mean_token_sum": _seq_mean_token_sum,
+    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
 }
 
 
@@ -48,18 +58,27 @@ RATIO_LEVELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
-def aggregate_loss(loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean") -> torch.Tensor:
+def aggregate_loss(loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean",
+                   horizon: int | None = None) -> torch.Tensor:
     """Reduce a (B, T) per-token loss to a scalar.
 
     "token_mean": mean over all unmasked tokens of the batch (long responses weigh more).
     "seq_mean_token_mean": mean over each sequence's unmasked tokens, then over sequences.
     "seq_mean_token_sum": sum over each sequence's unmasked tokens, then mean over sequences.
+    "seq_mean_token_sum_norm": each sequence's token sum divided by the constant ``horizon``
+    (the longest response allowed), then the mean over sequences -- Dr. GRPO's unbiased
+    form (Liu et al. 2025, eq. 3): no per-sequence length normalisation, and the same
+    constant for every micro-batch.  ``horizon=None`` uses T, which differs between
+    micro-batches padded to different lengths: pass the constant.
     Sequences with an empty mask are left out of the mean over sequences; an all-empty batch
     gives 0.  Unknown ``agg`` -> ValueError.
     """
     aggregator = lookup(LOSS_AGGREGATORS, agg, "loss aggregation")
     check_same_shape(loss_tok=loss_tok, mask=mask)
-    return aggregator(loss_tok, mask)
+    horizon = loss_tok.shape[-1] if horizon is None else horizon
+    if horizon <= 0:
+        raise ValueError(f"horizon must be > 0, got {horizon}")
+    return aggregator(loss_tok, mask, horizon)
 
 
 def ppo_policy_loss(
@@ -73,6 +92,7 @@ def ppo_policy_loss(
     token_weights: torch.Tensor | None = None,
     clip_eps_high: float | None = None,
     ratio_level: str = "token",
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
 
@@ -86,7 +106,8 @@ def ppo_policy_loss(
     min(s A, clip(s) A); the gradient reaches every token through the mean.
     ``dual_clip=c`` (c > 1; Ye et al. 2020): for A < 0 the loss is also capped at -c A.
     ``token_weights`` (B, T), no grad: each token's loss is multiplied by it before
-    aggregation (e.g. :func:`truncated_is_weights`).
+    aggregation (e.g. :func:`truncated_is_weights`).  ``agg`` and ``horizon``: see
+    :func:`aggregate_loss`.
     Returns ``(loss, metrics)`` with metrics (python floats, masked means):
       clipfrac      -- fraction of tokens where the clipped term is taken (strictly larger);
       approx_kl     -- k3 estimate of KL(old || new): mean of (ratio - 1) - logratio;
@@ -119,7 +140,7 @@ def ppo_policy_loss(
         check_same_shape(logprobs=logprobs, token_weights=token_weights)
         loss_tok = loss_tok * token_weights.detach().to(loss_tok.dtype)
 
-    loss = aggregate_loss(loss_tok, mask, agg)
+    loss = aggregate_loss(loss_tok, mask, agg, horizon)
     with torch.no_grad():
         metrics["clipfrac"] = masked_mean((surr2 > surr1).float(), mask).item()
         metrics["approx_kl"] = masked_mean((ratio - 1) - logratio, mask).item()
@@ -150,6 +171,7 @@ def value_loss(
     mask: torch.Tensor,
     clip_eps: float | None = None,
     agg: str = "token_mean",
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Critic regression loss, optionally clipped around the old values.
 
@@ -175,7 +197,7 @@ def value_loss(
         loss_tok = torch.maximum(loss_unclipped, loss_clipped)
         clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask).item()
 
-    loss = 0.5 * aggregate_loss(loss_tok, mask, agg)
+    loss = 0.5 * aggregate_loss(loss_tok, mask, agg, horizon)
     metrics = {"vf_clipfrac": clipfrac, "values_mean": masked_mean(values.detach(), mask).item()}
     return loss, metrics
 

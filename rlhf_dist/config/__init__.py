@@ -170,6 +170,10 @@ def resolve_ppo_sizes(cfg: Config) -> None:
         _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
                  f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
                  f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= 2")
+    if cfg.ppo.dynamic_sampling:
+        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
+                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.dynamic_sampling keeps prompts "
+                 "whose responses' rewards differ and needs >= 2")
 
 
 # --------------------------------------------------------------------------- loading

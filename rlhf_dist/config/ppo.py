@@ -41,6 +41,12 @@ class PPOConfig:
     kl_controller: str = "fixed"
     kl_target: float = 6.0
     kl_horizon: int = 10000
+    # the KL to the reference as a loss term of the actor (GRPO; use kl_estimator=k3) instead
+    # of a per-token penalty in the reward; its coefficient is kl_coef (fixed controller only)
+    kl_in_loss: bool = False
+    # stop an iteration's PPO epochs once an epoch's mean approx_kl exceeds this (cleanrl's
+    # target_kl; null = always run ppo_epochs)
+    target_kl: Optional[float] = None
     gamma: float = 1.0
     lam: float = 0.95
     advantage_estimator: str = "gae"
@@ -54,12 +60,24 @@ class PPOConfig:
     # DAPO's overlong filtering: responses cut at rollout.max_new_tokens (no stop token) are
     # left out of the policy and value losses (they still count in rewards and group stats)
     mask_truncated: bool = False
+    # DAPO's dynamic sampling: drop prompts whose responses all got the same reward and
+    # generate further prompt batches (at most dynamic_sampling_extra_rounds more) until
+    # rollout.rollout_batch_size informative prompts are found; short of that, the batch is
+    # filled with uninformative ones (needs rollout.n_samples_per_prompt >= 2)
+    dynamic_sampling: bool = False
+    dynamic_sampling_extra_rounds: int = 2
     # a built-in verifier (math, exact_match, regex_format) or module:function called with
     # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None
     reward_fn_weight: float = 1.0
     # more weighted rewards, summed with the above: [{fn, weight, args}, ...]
     rewards: List[RewardTerm] = field(default_factory=list)
+    # run the reward functions in this many Ray actors (1 CPU each) instead of on the
+    # driver, each call split over them; for slow verifiers (0 = on the driver)
+    reward_workers: int = 0
+    # seconds a pool call may take before the run stops naming the worker (needs
+    # reward_workers; null = 300)
+    reward_timeout_s: Optional[float] = None
     use_reward_model: bool = True
 
     def __post_init__(self):
@@ -83,11 +101,27 @@ class PPOConfig:
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
+        _require(not (self.kl_in_loss and self.kl_controller == "adaptive"), "ppo.kl_in_loss",
+                 "needs ppo.kl_controller=fixed: the adaptive controller steers a KL penalty "
+                 "in the reward")
+        _require(self.target_kl is None or self.target_kl > 0, "ppo.target_kl",
+                 f"must be > 0 (or null), got {self.target_kl}")
         _positive("ppo.overlong_buffer", self.overlong_buffer, allow_zero=True)
         _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
+        _positive("ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds,
+                  allow_zero=True)
         _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards),
                  "ppo.use_reward_model", "is false and ppo.reward_fn and ppo.rewards are "
                  "empty: nothing would score the responses")
+        _positive("ppo.reward_workers", self.reward_workers, allow_zero=True)
+        _require(self.reward_timeout_s is None or self.reward_timeout_s > 0,
+                 "ppo.reward_timeout_s", f"must be > 0 (or null), got {self.reward_timeout_s}")
+        _require(self.reward_timeout_s is None or self.reward_workers > 0,
+                 "ppo.reward_timeout_s", "times the reward worker pool: set ppo.reward_workers"
+                 " (on the driver a call is not interrupted)")
+        _require(not self.reward_workers or self.reward_fn is not None or bool(self.rewards),
+                 "ppo.reward_workers", "is set but ppo.reward_fn and ppo.rewards are empty: "
+                 "the pool would have nothing to run")
         for i, term in enumerate(self.rewards):
             _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
                      "or module:function")

@@ -60,7 +60,10 @@ class RewardFunction:
         self.takes_labels = _takes_labels(self.fn)
 
     def __call__(self, prompts: List[str], responses: List[str],
-                 labels: Sequence[Any], extras: Sequence[Dict[str, Any]]) -> torch.Tensor:
+                 labels: Sequence[Any], extras: Sequence[Dict[str, Any]],
+                 first_row: int = 0) -> torch.Tensor:
+        """The rewards of the rows; errors name rows counted from ``first_row`` (the
+        offset of this chunk in the iteration's batch)."""
         try:
             if self.takes_labels:
                 values = self.fn(prompts, responses, list(labels), list(extras))
@@ -68,9 +71,9 @@ class RewardFunction:
                 values = self.fn(prompts, responses)
         except ValueError as err:
             raise RewardError(f"{self.field} {self.name!r}: {err}") from err
-        return self.check(values, len(responses))
+        return self.check(values, len(responses), first_row)
 
-    def check(self, values: Any, n: int) -> torch.Tensor:
+    def check(self, values: Any, n: int, first_row: int = 0) -> torch.Tensor:
         where = f"{self.field} {self.name!r}"
         try:
             values = list(values)
@@ -83,10 +86,10 @@ class RewardFunction:
             if not isinstance(value, numbers.Real) and not (
                     isinstance(value, torch.Tensor) and value.numel() == 1):
                 raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
-                                  f"row {row}: expected a number")
+                                  f"row {first_row + row}: expected a number")
             if not math.isfinite(float(value)):
-                raise NonFiniteError(f"{where} returned {float(value)} for row {row}",
-                                     skippable=True)
+                raise NonFiniteError(f"{where} returned {float(value)} for row "
+                                     f"{first_row + row}", skippable=True)
         return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
@@ -100,8 +103,24 @@ class RewardSum:
         return bool(self.functions)
 
     def __call__(self, prompts: List[str], responses: List[str], labels: Sequence[Any],
-                 extras: Sequence[Dict[str, Any]]) -> torch.Tensor:
+                 extras: Sequence[Dict[str, Any]], first_row: int = 0) -> torch.Tensor:
         total = torch.zeros(len(responses))
         for fn in self.functions:
-            total += fn.weight * fn(prompts, responses, labels, extras)
+            total += fn.weight * fn(prompts, responses, labels, extras, first_row)
         return total
+
+
+def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
+    """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``) and every ``ppo.rewards`` term,
+    loaded (and their built-in args checked) before Ray starts; a verifier that compares
+    with labels needs ``data.label_key``."""
+    from .verifiers import NEEDS_LABELS
+
+    functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
+    functions += [RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
+                  for i, t in enumerate(ppo.rewards)]
+    for fn in functions:
+        if fn.name in NEEDS_LABELS and label_key is None:
+            raise RewardError(f"{fn.field}: {fn.name!r} compares each response with its "
+                              "prompt's label: set data.label_key (the label column)")
+    return RewardSum(functions)

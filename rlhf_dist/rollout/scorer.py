@@ -5,7 +5,8 @@ Input Batch keys (alignment in :mod:`rlhf_dist.rollout.generate`):
 ``ppo.normalize_reward``) plus any custom reward the driver added; ``old_logprobs``,
 ``ref_logprobs``, ``action_mask`` ``(N, T−1)``.  Output: the same Batch plus
 ``token_rewards`` ``(N, T−1)``:  r_t = −β·KL_t on every action, + score on the last action
-(Ziegler et al. 2019; Ouyang et al. 2022, eq. 2), with β the KL controller's current value.
+(Ziegler et al. 2019; Ouyang et al. 2022, eq. 2), with β the KL controller's current value
+-- or β = 0 here with ``ppo.kl_in_loss``, where the actor's loss carries the KL instead.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class Scorer:
     def __call__(self, batch: Batch) -> Tuple[Batch, Dict[str, float]]:
         """``(batch + token_rewards, metrics)``; metrics: ``reward/score_mean``,
         ``reward/score_std`` (population std of the clipped scores), ``kl/ref_kl``,
-        ``kl/coef`` (the β used here), ``response/length_mean``, and ``reward/clip_frac``
+        ``kl/coef`` (β: of the reward's penalty, or of the loss's KL with ``ppo.kl_in_loss``), ``response/length_mean``, and ``reward/clip_frac``
         when clipping is on."""
         _require_keys(batch, REQUIRED_KEYS, "Scorer")
         raw = batch["scores"].float()
@@ -76,7 +77,8 @@ class Scorer:
         mask = batch["action_mask"]
         beta = self.kl_coef
         token_rewards = shape_rewards(scores, batch["old_logprobs"], batch["ref_logprobs"],
-                                      mask, kl_coef=beta, kind=self.ppo.kl_estimator)
+                                      mask, kl_coef=0.0 if self.ppo.kl_in_loss else beta,
+                                      kind=self.ppo.kl_estimator)
         seq_kl = sequence_kl(batch["old_logprobs"], batch["ref_logprobs"], mask)
         metrics = {
             "reward/score_mean": scores.mean().item(),

@@ -23,23 +23,6 @@ log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
 
 
-def load_rewards(ppo, label_key: Optional[str] = None) -> "RewardSum":
-    """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``) and every ``ppo.rewards`` term,
-    loaded (and their built-in args checked) before Ray starts; a verifier that compares
-    with labels needs ``data.label_key``."""
-    from rlhf_dist.rewards import RewardError, RewardFunction, RewardSum
-    from rlhf_dist.rewards.verifiers import NEEDS_LABELS
-
-    functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
-    functions += [RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
-                  for i, t in enumerate(ppo.rewards)]
-    for fn in functions:
-        if fn.name in NEEDS_LABELS and label_key is None:
-            raise RewardError(f"{fn.field}: {fn.name!r} compares each response with its "
-                              "prompt's label: set data.label_key (the label column)")
-    return RewardSum(functions)
-
-
 def logprob_gap(experience: Batch) -> Metrics:
     """``rollout/logprob_abs_diff_{mean,max}``: |actor − vLLM| log-prob of the sampled tokens
     over response tokens -- near 0 when the weight sync and the arithmetic agree."""
@@ -59,6 +42,14 @@ def check_experience(experience: Batch) -> None:
             check_finite(name, experience[name], mask, skippable=True)
 
 
+def past_target_kl(epoch_rows: List[Metrics], target_kl: Optional[float]) -> bool:
+    """Whether an epoch's mean ``actor/approx_kl`` (over its minibatches) exceeds
+    ``target_kl`` (cleanrl's early stop of the PPO epochs; never with ``None``)."""
+    if target_kl is None:
+        return False
+    return sum(r["actor/approx_kl"] for r in epoch_rows) / len(epoch_rows) > target_kl
+
+
 def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfig:
     """The optimiser section of a PPO learner: one optimiser step per PPO minibatch, split
     over the group's ranks in micro-batches of ``train.micro_batch_size``."""
@@ -76,10 +67,15 @@ class PPOTrainer(RayJob):
         resolve_ppo_sizes(cfg)  # every size error before Ray starts
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
+        from rlhf_dist.rewards import load_rewards
+
         self.rewards = load_rewards(cfg.ppo, cfg.data.label_key)
         self.rows: List[dict] = []  # this iteration's prompt rows (labels, extras)
+        self.drawn = 0  # prompt batches drawn so far (one per iteration, more with dynamic
+        # sampling or after a skipped iteration): the prompt order and sampling seeds follow it
         self.total_steps = cfg.ppo.iterations
         self.frozen_start: Optional[Metrics] = None
+        self.reward_pool = None  # ppo.reward_workers: the reward functions' Ray actors
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
@@ -108,7 +104,7 @@ class PPOTrainer(RayJob):
         from rlhf_dist.workers.cluster import create_roles
 
         cfg = self.cfg
-        self.scorer, self.timer = Scorer(cfg.ppo), Timer()
+        self.scorer, self.timer, self.drawn = Scorer(cfg.ppo), Timer(), 0
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic,
                                   engine_model=self.engine_model)
@@ -128,6 +124,10 @@ class PPOTrainer(RayJob):
             self.roles.rollout.connect(self.roles.actor)
             if cfg.resources.colocate_rollout:
                 self.roles.rollout.sleep()  # the device is the other roles' until the sync
+        if cfg.ppo.reward_workers:
+            from rlhf_dist.workers.reward_pool import RewardPool
+
+            self.reward_pool = RewardPool(cfg.ppo, cfg.data.label_key)
         if self.frozen_start is None:
             self.frozen_start = self.frozen_checksums()
 
@@ -138,7 +138,7 @@ class PPOTrainer(RayJob):
     def iterate(self) -> Metrics:
         sync = self.sync_engines()
         with self.timer("generate"):
-            experience, rollout_metrics = self.generate()
+            experience, rollout_metrics = self.sample()
         with self.timer("score"):
             experience, score_metrics = self.score(experience)
         try:
@@ -158,26 +158,31 @@ class PPOTrainer(RayJob):
                 **self.roles.offload_metrics(self.cfg.resources),
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
-    def prompt_batch(self) -> Batch:
-        """The iteration's prompts, once each (the actor samples ``n_samples_per_prompt``
-        responses per prompt); order depends only on (seed, epoch) so resume is exact."""
+    def prompt_batch(self) -> Tuple[Batch, int]:
+        """The next batch of prompts, once each (the actor samples ``n_samples_per_prompt``
+        responses per prompt), and its sampling seed; both depend only on (seed, number of
+        batches drawn before), so resume is exact.  ``self.rows`` becomes its rows."""
         size = self.cfg.rollout.rollout_batch_size
         per_epoch = len(self.prompts) // size
-        epoch, index = divmod(self.step, per_epoch)
+        epoch, index = divmod(self.drawn, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
         self.rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
-        return Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
+        seed = self.cfg.seed * 1_000_003 + self.drawn
+        self.drawn += 1
+        batch = Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
+        return batch, seed
 
     def generate(self) -> Tuple[Batch, Metrics]:
-        """The iteration's experience with the behaviour log-probs ``old_logprobs``: sampled
-        on the actor's ranks (HF), or by the vLLM engines, the actor then recomputing the
-        log-probs (exact) next to vLLM's own (``rollout/logprob_abs_diff_*``)."""
-        seed = self.cfg.seed * 1_000_003 + self.step
+        """The experience of the next prompt batch with the behaviour log-probs
+        ``old_logprobs``: sampled on the actor's ranks (HF), or by the vLLM engines, the actor
+        then recomputing the log-probs (exact) next to vLLM's own
+        (``rollout/logprob_abs_diff_*``)."""
+        prompts, seed = self.prompt_batch()
         pad = self.tokenizer.pad_token_id
         engines = self.roles.rollout
         if engines is None:
-            return self.roles.actor.generate(self.prompt_batch(), seed, pad), {}
-        experience = engines.generate(self.prompt_batch(), seed, pad)
+            return self.roles.actor.generate(prompts, seed, pad), {}
+        experience = engines.generate(prompts, seed, pad)
         if self.cfg.resources.colocate_rollout:
             engines.sleep()  # the device is the actor's until the next sync
         experience = experience.with_(
@@ -186,6 +191,35 @@ class PPOTrainer(RayJob):
         if not self.cfg.rollout.use_engine_logprobs:  # only the TIS weights need them later
             experience = experience.drop(["engine_logprobs"])
         return experience, metrics
+
+    def sample(self) -> Tuple[Batch, Metrics]:
+        """One prompt batch's experience, or with ``ppo.dynamic_sampling`` as many as it
+        takes (at most 1 + ``ppo.dynamic_sampling_extra_rounds``) to find
+        ``rollout_batch_size`` prompts whose responses' rewards differ; those rows come
+        with their ``scores`` already.  ``dynamic/`` metrics: rounds, the informative
+        fraction of the prompts generated, and how many uninformative ones filled the batch."""
+        from rlhf_dist.algo import informative_groups
+        from rlhf_dist.rollout.dynamic import choose_groups, gather_groups
+
+        ppo, want = self.cfg.ppo, self.cfg.rollout.rollout_batch_size
+        if not ppo.dynamic_sampling:
+            return self.generate()
+        rounds, rows, informative, metrics = [], [], [], {}
+        while len(rounds) <= ppo.dynamic_sampling_extra_rounds:
+            experience, round_metrics = self.generate()
+            metrics = metrics or round_metrics
+            rounds.append(experience.with_(scores=self.sequence_rewards(experience)))
+            rows.append(self.rows)
+            informative.append(informative_groups(rounds[-1]["scores"], self.n_samples))
+            if int(sum(m.sum() for m in informative)) >= want:
+                break
+        chosen, filled = choose_groups(informative, want)
+        self.rows = [rows[r][g] for r, g in chosen]
+        generated = sum(len(m) for m in informative)
+        return gather_groups(rounds, chosen, self.n_samples, self.tokenizer.pad_token_id), {
+            **metrics, "dynamic/rounds": float(len(rounds)),
+            "dynamic/informative_frac": float(sum(m.sum() for m in informative)) / generated,
+            "dynamic/filled_uninformative": float(filled)}
 
     def sync_engines(self) -> Metrics:
         """The actor's current weights into every vLLM engine, before each generation (so
@@ -198,25 +232,36 @@ class PPOTrainer(RayJob):
         return {"perf/weight_sync_s": engines.sync_from(self.roles.actor)}
 
     def score(self, experience: Batch):
-        """Reference log-probs, RM scores and values, computed concurrently on their groups."""
+        """Reference log-probs, RM scores and values, computed concurrently on their groups,
+        the sequence rewards (unless the experience has its ``scores`` already), then the
+        token rewards and advantages."""
         roles = self.roles
         pending = {"ref_logprobs": roles.reference.logprobs(experience)}
-        if roles.reward:
-            pending["scores"] = roles.reward.score(experience)
+        rm_scores = None
+        if roles.reward and "scores" not in experience:
+            rm_scores = roles.reward.score(experience)
         if roles.critic:
             pending["values"] = roles.critic.values(experience)
         fields = {key: p.result() for key, p in pending.items()}
-        scores = fields.get("scores", torch.zeros(len(experience)))
-        overlong = self.overlong_penalties(experience)
-        fields["scores"] = scores + self.custom_rewards(experience) + overlong
+        if "scores" not in experience:
+            fields["scores"] = self.sequence_rewards(experience, rm_scores)
         experience = experience.with_(**fields)
         from rlhf_dist.rollout import compute_advantages
 
         experience, metrics = self.scorer(experience)
         experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.n_samples)
         if self.cfg.ppo.overlong_buffer:
-            metrics["reward/overlong_penalty_mean"] = float(overlong.mean())
+            metrics["reward/overlong_penalty_mean"] = float(
+                self.overlong_penalties(experience).mean())
         return experience, {**metrics, **adv_metrics}
+
+    def sequence_rewards(self, experience: Batch, rm_scores=None) -> torch.Tensor:
+        """(N,) sequence rewards: the RM's score (``rm_scores``, a pending reward-group call,
+        started here when not given) + the reward functions + the overlong penalty."""
+        if rm_scores is None and self.roles.reward:
+            rm_scores = self.roles.reward.score(experience)
+        scores = torch.zeros(len(experience)) if rm_scores is None else rm_scores.result()
+        return scores + self.custom_rewards(experience) + self.overlong_penalties(experience)
 
     def mask_truncated(self, experience: Batch) -> Tuple[Batch, Metrics]:
         """``response/truncated_frac``; with ``ppo.mask_truncated`` the truncated responses'
@@ -250,15 +295,19 @@ class PPOTrainer(RayJob):
         from rlhf_dist.rollout import decode_prompts, decode_responses
 
         rows = [self.rows[i // self.n_samples] for i in range(len(experience))]
-        return self.rewards(decode_prompts(experience, self.tokenizer),
+        rewards = self.reward_pool or self.rewards
+        return rewards(decode_prompts(experience, self.tokenizer),
                             decode_responses(experience, self.tokenizer),
                             [row.get("label") for row in rows],
                             [row.get("extras", {}) for row in rows])
 
     def learn(self, experience: Batch) -> Metrics:
+        """``ppo.ppo_epochs`` passes of minibatch updates (actor and critic at once), stopped
+        after an epoch whose mean ``actor/approx_kl`` passes ``ppo.target_kl``."""
         from rlhf_dist.algo import explained_variance
 
         ppo, rows = self.cfg.ppo, []
+        per_epoch = len(experience) // ppo.mini_batch_size
         self.replay.clear()
         self.replay.add(experience)
         for minibatch in self.replay.minibatches(ppo.mini_batch_size, ppo.ppo_epochs,
@@ -268,7 +317,10 @@ class PPOTrainer(RayJob):
             if self.roles.critic:
                 pending.append(self.roles.critic.value_update(minibatch))
             rows.append({k: v for p in pending for k, v in p.result().items()})
+            if len(rows) % per_epoch == 0 and past_target_kl(rows[-per_epoch:], ppo.target_kl):
+                break
         metrics = mean_rows(rows)
+        metrics["actor/epochs"] = len(rows) / per_epoch
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(
                 experience["values"], experience["returns"], experience["action_mask"])
@@ -276,10 +328,17 @@ class PPOTrainer(RayJob):
 
     # ------------------------------------------------------------------ state
     def driver_state(self) -> Dict[str, Any]:
-        return {"iteration": self.step, "scorer": self.scorer.state_dict()}
+        return {"iteration": self.step, "scorer": self.scorer.state_dict(),
+                "prompt_batches": self.drawn}
 
     def load_driver_state(self, state: Dict[str, Any]) -> None:
         self.scorer.load_state_dict(state["scorer"])
+        self.drawn = state.get("prompt_batches", state["iteration"])
+
+    def teardown(self) -> None:
+        super().teardown()
+        if self.reward_pool:
+            self.reward_pool.kill()
 
     def frozen_checksums(self) -> Metrics:
         """CRC32 of the frozen models' full weights: must not change during training."""

@@ -98,8 +98,8 @@ def cpus_needed(cfg: Config, roles) -> float:
     res = cfg.resources
     own_engines = cfg.rollout.backend == "vllm" and not res.colocate_rollout
     engines = res.rollout.world_size * res.rollout.cpus_per_worker if own_engines else 0.0
-    return engines + sum(getattr(res, r).world_size * getattr(res, r).cpus_per_worker
-                         for r in roles)
+    return engines + cfg.ppo.reward_workers + sum(
+        getattr(res, r).world_size * getattr(res, r).cpus_per_worker for r in roles)
 
 
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,

@@ -67,6 +67,9 @@ class RayGroup:
     timeout_s: float
     world_size: int
     workers: List[Any]
+    timeout_key = "resources.timeout_s"  # the setting a "no answer" error names
+    # exceptions raised inside a worker that reach the caller as they are (the CLI knows them)
+    passthrough: tuple = ()
 
     def _get(self, refs: List[ray.ObjectRef], ranks: Optional[List[int]] = None) -> List[Any]:
         """Results in rank order; the first failure raises naming role and rank; a call still
@@ -81,7 +84,7 @@ class RayGroup:
             if not ready:
                 missing = sorted(rank_of[r] for r in pending)
                 raise WorkerLost(f"{self.role} ranks {missing}: no answer within "
-                                 f"{self.timeout_s:.0f}s (resources.timeout_s)",
+                                 f"{self.timeout_s:.0f}s ({self.timeout_key})",
                                  f"{self.role} ranks {missing}")
             ref = ready[0]
             try:
@@ -94,6 +97,8 @@ class RayGroup:
                 self._raise_if_a_rank_died(err)
                 if isinstance(err.cause, NonFiniteError):  # a numerical fault, not a bug
                     raise err.cause.prefixed(f"{self.role} rank {rank_of[ref]}") from None
+                if isinstance(err.cause, self.passthrough):
+                    raise err.cause from None
                 raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
                                   f"{type(err).__name__}: {err}",
                                   f"{self.role} rank {rank_of[ref]}") from err

@@ -231,7 +231,8 @@ class ActorWorker(_ModelWorker):
 
         rollout = self.cfg.rollout
         return policy_objective(self.engine, micro, self.rollout.temperature, self.cfg.ppo,
-                                rollout.tis_cap if rollout.use_engine_logprobs else None)
+                                rollout.tis_cap if rollout.use_engine_logprobs else None,
+                                horizon=rollout.max_new_tokens)
 
     @uses_engine
     def ppo_update(self, minibatch: Batch) -> Metrics:
@@ -376,7 +377,8 @@ class CriticWorker(_ModelWorker):
     def _value_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.rollout import value_objective
 
-        return value_objective(self._values(micro), micro, self.cfg.ppo)
+        return value_objective(self._values(micro), micro, self.cfg.ppo,
+                               horizon=self.cfg.rollout.max_new_tokens)
 
     @uses_engine
     def value_update(self, minibatch: Batch) -> Metrics:

@@ -15,10 +15,23 @@ AGG_MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])  # third row
     ("token_mean", (1 + 2 + 3 + 4) / 4),
     ("seq_mean_token_mean", (2.0 + 4.0) / 2),  # empty row left out
     ("seq_mean_token_sum", (6.0 + 4.0) / 2),
+    ("seq_mean_token_sum_norm", (6.0 / 4 + 4.0 / 4) / 2),  # horizon None = T = 4
 ])
 def test_aggregate_by_hand(agg, expected):
     assert aggregate_loss(LOSS_TOK, AGG_MASK, agg).item() == pytest.approx(expected)
     assert aggregate_loss(LOSS_TOK, torch.zeros_like(AGG_MASK), agg).item() == 0.0
+
+
+def test_token_sum_norm_divides_by_the_constant_horizon_not_the_padding():
+    # Dr. GRPO: sums 6 and 4 over a horizon of 10 tokens; padding the batch wider changes
+    # nothing, unlike seq_mean_token_mean's per-row lengths or T
+    wide_loss = torch.cat([LOSS_TOK, torch.full((3, 5), 77.0)], dim=1)
+    wide_mask = torch.cat([AGG_MASK, torch.zeros(3, 5, dtype=AGG_MASK.dtype)], dim=1)
+    for loss_tok, mask in ((LOSS_TOK, AGG_MASK), (wide_loss, wide_mask)):
+        got = aggregate_loss(loss_tok, mask, "seq_mean_token_sum_norm", horizon=10)
+        assert got.item() == pytest.approx((0.6 + 0.4) / 2)
+    with pytest.raises(ValueError, match="horizon must be > 0"):
+        aggregate_loss(LOSS_TOK, AGG_MASK, "seq_mean_token_sum_norm", horizon=0)
 
 
 def test_unknown_agg():

@@ -25,3 +25,16 @@ def test_config_refuses_a_buffer_longer_than_the_generation():
     with pytest.raises(ConfigError, match="ppo.overlong_buffer: 40 is longer than "
                                           "rollout.max_new_tokens=32"):
         resolve_ppo_sizes(cfg)
+
+
+def test_informative_groups_by_hand():
+    from rlhf_dist.algo import informative_groups
+
+    # groups of 3: [1, 1, 1] equal, [0, 1, 0] differ, [0.5, 0.5, 0.5000001] differ, [-2]*3 equal
+    scores = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5000001, -2.0, -2.0, -2.0],
+                          dtype=torch.float64)
+    assert informative_groups(scores, 3).tolist() == [False, True, True, False]
+    with pytest.raises(ValueError, match="n_samples must be >= 2"):
+        informative_groups(scores, 1)
+    with pytest.raises(ValueError, match=r"\(G \* n_samples,\) with n_samples=5"):
+        informative_groups(scores, 5)

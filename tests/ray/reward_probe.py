@@ -15,3 +15,24 @@ def label_is_own_prompt(prompts, responses, labels, extras):
     with open(os.environ["REWARD_PROBE_LOG"], "a") as log:
         log.write(f"{len(labels)}\n")
     return [0.0] * len(responses)
+
+
+def slow_reward(prompts, responses, labels, extras):
+    """Sleeps 30 s: longer than the pool test's ppo.reward_timeout_s."""
+    import time
+
+    time.sleep(30)
+    return [0.0] * len(responses)
+
+
+def text_for_p4(prompts, responses, labels, extras):
+    """A string instead of a number for the prompt "p4" (row 4 of the pool test's batch)."""
+    return ["x" if prompt == "p4" else 0.0 for prompt in prompts]
+
+
+def label_length(prompts, responses, labels, extras):
+    """len(label) for each row, and the process that computed it (so a test can tell the
+    pool's workers from the driver)."""
+    with open(os.environ["REWARD_PROBE_LOG"], "a") as log:
+        log.write(f"{os.getpid()} {len(labels)}\n")
+    return [float(len(label)) for label in labels]

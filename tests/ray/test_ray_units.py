@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rlhf_dist.config import ConfigError, load_config
-from rlhf_dist.rewards import RewardError
-from rlhf_dist.trainers.ppo import learner_train_section, load_rewards
+from rlhf_dist.rewards import RewardError, load_rewards
+from rlhf_dist.trainers.ppo import learner_train_section
 from rlhf_dist.workers.roles import state_checksum
 
 from ray_helpers import CONFIGS

@@ -40,3 +40,30 @@ def test_value_objective_by_hand():
     assert float(loss.detach()) == pytest.approx(1.16)
     assert metrics["critic/value_loss"] == pytest.approx(1.16)
     assert metrics["critic/vf_clipfrac"] == pytest.approx(0.5)
+
+
+def test_kl_in_the_loss_adds_beta_times_the_aggregated_k3(make_lm, tok, rollout_cfg, prompts,
+                                                          left_pad):
+    """GRPO's KL term: loss = PPO loss + β · mean_t k3(π, π_ref); with the policy as its own
+    reference k3 = 0; a reference shifted by δ on every token gives k3 = e^δ − δ − 1."""
+    model = make_lm()
+    ids, mask = left_pad(prompts)
+    experience = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+        ids, mask, generator_seed=0)
+    with torch.no_grad():
+        old = action_logprobs(model, experience, 1.0)
+    action = experience["action_mask"]
+    micro = experience.with_(old_logprobs=old, advantages=torch.zeros_like(old))
+    plain, _ = policy_objective(model, micro.with_(ref_logprobs=old), 1.0, PPOConfig())
+    ppo = PPOConfig(kl_in_loss=True, kl_estimator="k3", kl_coef=0.5)
+    same, metrics = policy_objective(model, micro.with_(ref_logprobs=old), 1.0, ppo)
+    assert float(same.detach()) == pytest.approx(float(plain.detach()), abs=1e-6)
+    assert metrics["actor/kl_loss"] == pytest.approx(0.0, abs=1e-6)
+    delta = 0.3
+    shifted, metrics = policy_objective(model, micro.with_(ref_logprobs=old + delta * action),
+                                        1.0, ppo)
+    k3 = float(torch.exp(torch.tensor(delta)) - delta - 1)
+    assert metrics["actor/kl_loss"] == pytest.approx(k3, abs=1e-5)
+    assert float(shifted.detach()) == pytest.approx(float(plain.detach()) + 0.5 * k3, abs=1e-5)
+    shifted.backward()  # the KL term has a gradient: towards the reference
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
