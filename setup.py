@@ -30,6 +30,8 @@ setup(
         "tqdm",
         "matplotlib",
         "math-verify>=0.9",  # the `math` verifier (ppo.reward_fn=math)
+        "aiohttp>=3.9",  # rlhf-dist serve-rm
+        "requests>=2.28",  # ppo.reward_url
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],

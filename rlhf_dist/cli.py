@@ -30,6 +30,7 @@ TOOLS: Dict[str, str] = {
     "demo": "rlhf_dist.demo:main",
     "eval": "rlhf_dist.eval.cli:main",
     "label": "rlhf_dist.rlaif.cli:main",
+    "serve-rm": "rlhf_dist.serving.rm_server:main",
 }
 
 

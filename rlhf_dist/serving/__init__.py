@@ -1,0 +1,1 @@
+"""Serving trained models to other jobs over HTTP (``rlhf-dist serve-rm``)."""

@@ -1,0 +1,204 @@
+"""``rlhf-dist serve-rm`` as a real process on loopback, and the ``ppo.reward_url`` client:
+the served scores are the in-process RM's (on the rollout layout the reward group scores),
+concurrent requests are batched and each gets its own scores back, the token guards
+``/score`` and never shows up in the server's output, bad requests get a 4xx naming the
+problem, and the client fails fast on an unreachable URL and names it after its retries."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+TOKEN = "s3cret-token-for-the-test"
+ROWS = 12
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory) -> Path:
+    from rlhf_dist.config import ModelConfig
+    from rlhf_dist.models import load_scalar_model, load_tokenizer
+
+    directory = tmp_path_factory.mktemp("rm") / "model"
+    section = ModelConfig()
+    tokenizer = load_tokenizer(section)
+    torch.manual_seed(7)
+    model = load_scalar_model(section, tokenizer, "reward")
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def start_server(rm_dir: Path, *flags: str) -> tuple:
+    proc = subprocess.Popen([sys.executable, "-m", "rlhf_dist.cli", "serve-rm", "--model",
+                             str(rm_dir), "--port", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # "serving on http://127.0.0.1:PORT" once it listens
+    if not line.startswith("serving on "):
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())
+    return proc, line.split()[-1]
+
+
+def stop_server(proc) -> str:
+    proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    return out + err
+
+
+@pytest.fixture(scope="module")
+def server(rm_dir, tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc, url = start_server(rm_dir, "--token-file", str(token_file), "--max-rows", "64",
+                             "--max-request-mb", "0.05", "--max-wait-ms", "200")
+    yield url, proc
+    if proc.poll() is None:
+        stop_server(proc)
+
+
+def toy_rows(n: int = ROWS):
+    from rlhf_dist.data.toy import ToyTask
+
+    rows = ToyTask(seed=0, num_prompts=64, eval_ratio=0.0).preference_rows()[:n]
+    return [r["prompt"] for r in rows], [r["chosen"] if i % 2 else r["rejected"]
+                                         for i, r in enumerate(rows)]
+
+
+def auth(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def rollout_layout_scores(rm_dir: Path, prompts, responses) -> list:
+    """What the PPO reward group computes: the RM's value at the last real token of
+    left-padded ``prompt ids + response ids + EOS`` (the rollout's sequences)."""
+    from rlhf_dist.data import Encoder, pad
+    from rlhf_dist.eval.loading import load_reward_model
+
+    rm = load_reward_model(str(rm_dir), "cpu")
+    encoder = Encoder(rm.tokenizer, 256, 128)
+    seqs = [encoder.prompt(p) + encoder.response(r) + [encoder.eos_id]
+            for p, r in zip(prompts, responses)]
+    ids = pad(seqs, rm.tokenizer.pad_token_id, "left")
+    mask = pad([[1] * len(s) for s in seqs], 0, "left")
+    with torch.no_grad():
+        return rm.model.score(ids, mask).tolist()
+
+
+def test_served_scores_are_the_in_process_reward_models(server, rm_dir):
+    from rlhf_dist.eval.evaluate import reward_scores
+    from rlhf_dist.eval.loading import load_reward_model
+
+    url, _ = server
+    prompts, responses = toy_rows()
+    answer = requests.post(f"{url}/score", json={"prompts": prompts, "responses": responses,
+                                                 "labels": [None] * ROWS}, headers=auth())
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["scores"]
+    in_process = reward_scores(load_reward_model(str(rm_dir), "cpu"), prompts, responses)
+    assert served == pytest.approx(in_process, abs=1e-5)
+    assert served == pytest.approx(rollout_layout_scores(rm_dir, prompts, responses), abs=1e-4)
+    assert len(set(round(s, 4) for s in served)) > ROWS // 2  # a real model: scores differ
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(server):
+    url, _ = server
+    prompts, responses = toy_rows()
+    single = requests.post(f"{url}/score", json={"prompts": prompts, "responses": responses},
+                           headers=auth()).json()["scores"]
+    before = requests.get(f"{url}/health").json()
+    results = {}
+
+    def one(i: int) -> None:  # request i: rows i, i+1, i+2 (mod ROWS)
+        rows = [(i + k) % ROWS for k in range(3)]
+        body = {"prompts": [prompts[r] for r in rows],
+                "responses": [responses[r] for r in rows]}
+        results[i] = (rows, requests.post(f"{url}/score", json=body, headers=auth()).json())
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for rows, answer in results.values():
+        assert answer["scores"] == pytest.approx([single[r] for r in rows], abs=1e-5)
+    after = requests.get(f"{url}/health").json()
+    assert after["status"] == "ok" and after["requests"] - before["requests"] == 8
+    assert after["rows"] - before["rows"] == 24
+    assert after["batches"] - before["batches"] < 8  # joined: fewer forwards than requests
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (b"{not json", 400, "the body is not JSON"),
+    (json.dumps({"prompts": ["a"]}).encode(), 400, "field 'responses' is missing"),
+    (json.dumps({"prompts": ["a", "b"], "responses": ["x"]}).encode(), 400,
+     "'prompts' has 2 rows but 'responses' has 1"),
+    (json.dumps({"prompts": ["a", 3], "responses": ["x", "y"]}).encode(), 400,
+     "field 'prompts' row 1: expected a string, got int"),
+    (json.dumps({"prompts": ["a"] * 65, "responses": ["x"] * 65}).encode(), 413,
+     "65 rows in one request: more than --max-rows=64"),
+    (json.dumps({"prompts": ["a" * 60000], "responses": ["x"]}).encode(), 413,
+     "request body too large"),
+])
+def test_bad_requests_get_a_4xx_naming_the_problem(server, body, status, message):
+    url, _ = server
+    answer = requests.post(f"{url}/score", data=body, headers={
+        **auth(), "Content-Type": "application/json"})
+    assert answer.status_code == status
+    assert message in answer.json()["error"]
+
+
+def test_the_token_guards_score_and_is_never_printed(server, rm_dir):
+    url, proc = server
+    body = {"prompts": ["a"], "responses": ["b"]}
+    assert requests.post(f"{url}/score", json=body).status_code == 401
+    wrong = requests.post(f"{url}/score", json=body, headers=auth("guess"))
+    assert wrong.status_code == 401 and "bearer token" in wrong.json()["error"]
+    assert requests.get(f"{url}/health").status_code == 200  # health stays open
+    output = stop_server(proc)
+    assert "bearer token required" in output and TOKEN not in output
+
+
+def test_server_listens_on_loopback_by_default_and_refuses_a_bad_model_path(tmp_path):
+    from rlhf_dist.serving.rm_server import parser
+
+    assert parser().parse_args(["--model", "m"]).host == "127.0.0.1"
+    proc = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "serve-rm", "--model",
+                           str(tmp_path / "missing")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_client_scores_through_the_server_and_names_the_url_when_it_fails(rm_dir, monkeypatch):
+    from rlhf_dist.config import load_config
+    from rlhf_dist.rewards import RewardError, load_rewards
+    from rlhf_dist.rewards.remote import RemoteReward
+
+    proc, url = start_server(rm_dir)
+    try:
+        prompts, responses = toy_rows(5)
+        ppo = load_config(None, [f"ppo.reward_url={url}", "ppo.reward_url_weight=2.0",
+                                 "ppo.reward_url_batch_size=2"]).ppo
+        rewards = load_rewards(ppo)  # health-checked here
+        got = rewards(prompts, responses, [None] * 5, [{}] * 5)
+        direct = requests.post(f"{url}/score", json={"prompts": prompts,
+                                                     "responses": responses}).json()
+        assert got.tolist() == pytest.approx([2.0 * s for s in direct["scores"]], abs=1e-5)
+        client = RemoteReward(url, retries=2, backoff_s=0.01)
+    finally:
+        stop_server(proc)
+    # the server is gone: calls retry with backoff, then name the URL
+    with pytest.raises(RewardError, match=rf"ppo.reward_url {url}/score failed after 3 "
+                                          r"attempts: ConnectionError"):
+        client(prompts, responses, [None] * 5, [{}] * 5)
+    with pytest.raises(RewardError, match=rf"ppo.reward_url {url}: not reachable"):
+        RemoteReward(url)  # before training starts: one health check
+    monkeypatch.delenv("RM_TOKEN_FOR_TEST", raising=False)
+    with pytest.raises(RewardError, match=r"names \$RM_TOKEN_FOR_TEST, which is not set"):
+        RemoteReward(url, token_env="RM_TOKEN_FOR_TEST")
