@@ -113,7 +113,7 @@ def test_grpo_family_options_checked_with_the_field_named():
     assert "ppo.dynamic_sampling_extra_rounds" in _error(["ppo.dynamic_sampling_extra_rounds=-1"])
     assert "ppo.reward_timeout_s: times the reward worker pool: set ppo.reward_workers" in \
         _error(["ppo.reward_timeout_s=5"])
-    assert "ppo.reward_workers: is set but ppo.reward_fn and ppo.rewards are empty" in \
+    assert "ppo.reward_workers: is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty" in \
         _error(["ppo.reward_workers=2"])
     assert "ppo.reward_url: must start with http:// or https://, got 'localhost:8000'" in \
         _error(["ppo.reward_url=localhost:8000"])
