@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward model scoring the answers (reward mean/std, win rates)")
     g.add_argument("--baseline", metavar="NAME",
                    help="win rate of every model against this one (needs --reward-model)")
+    g.add_argument("--reward-fn", metavar="NAME|module:function",
+                   help="a verifier scoring each answer 1 (correct) or 0: a built-in (math, "
+                        "exact_match, regex_format) or module:function; reports accuracy "
+                        "(pass@1) and pass@k with k = --num-samples")
+    g.add_argument("--labels-key", metavar="KEY",
+                   help="column of each prompt's reference answer, given to --reward-fn "
+                        "(math and exact_match need it)")
     g.add_argument("--tie-eps", type=float, default=0.0,
                    help="score differences up to this are ties (default 0)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:0 …")
@@ -168,6 +175,8 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
                          f"than --max-length ({args.max_length})")
     if args.tie_eps < 0:
         raise UsageError(f"--tie-eps must be >= 0, got {args.tie_eps}")
+    if args.labels_key is not None and args.reward_fn is None:
+        raise UsageError("--labels-key gives labels to --reward-fn: name the verifier")
     check_backend_args(args, models)
     return models
 
@@ -197,7 +206,7 @@ def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dic
     keys = ("prompts", "prompt_key", "split", "max_prompts", "reference", "response_key",
             "reward_model", "baseline", "tie_eps", "max_new_tokens", "num_samples", "greedy",
             "temperature", "top_p", "seed", "batch_size", "max_length", "max_prompt_length",
-            "device", "backend")
+            "device", "backend", "reward_fn", "labels_key")
     return {**{k: getattr(args, k) for k in keys}, "num_prompts": n_prompts,
             "num_reference": n_reference}
 
@@ -205,6 +214,19 @@ def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dic
 def _wandb_metrics(metrics: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     return {f"eval/{name}/{key}": value for name, row in metrics.items()
             for key, value in row.items() if value is not None and math.isfinite(value)}
+
+
+def load_verifier(spec: Optional[str], labels_key: Optional[str]):
+    """``--reward-fn`` as a reward function (``rlhf_dist.rewards``), or None."""
+    if spec is None:
+        return None
+    from rlhf_dist.rewards import RewardFunction
+    from rlhf_dist.rewards.verifiers import NEEDS_LABELS
+
+    if spec in NEEDS_LABELS and labels_key is None:
+        raise UsageError(f"--reward-fn {spec} compares answers with each prompt's label: "
+                         "give --labels-key (the label column)")
+    return RewardFunction(spec, field="--reward-fn")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,8 +237,10 @@ def run(args: argparse.Namespace) -> int:
     from rlhf_dist.utils import Tracker
 
     models = check_args(args)
+    verifier = load_verifier(args.reward_fn, args.labels_key)
     rollout = _rollout(args)
-    prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts)
+    prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts,
+                              args.labels_key)
     reference = (load_reference(args.reference, args.prompt_key, args.response_key, args.split)
                  if args.reference is not None else None)
     settings = _settings(args, len(prompt_set.prompts), len(reference or []))
@@ -230,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
             reward_model=args.reward_model, reference=reference, baseline=args.baseline,
             tie_eps=args.tie_eps, rollout=rollout, seed=args.seed, batch_size=args.batch_size,
             max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-            device=args.device, backend=args.backend)
+            device=args.device, backend=args.backend, verifier=verifier,
+            labels=prompt_set.labels)
         paths = write_report(report, args.output_dir,
                              {name: path for name, (path, _) in models.items()}, settings)
         tracker.log(_wandb_metrics(report.metrics), step=0)
@@ -246,10 +271,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rlhf_dist.config import ConfigError
     from rlhf_dist.data import DataError
     from rlhf_dist.models import ModelError
+    from rlhf_dist.rewards import RewardError
 
     try:
         return run(args)
-    except (UsageError, ConfigError, DataError, ModelError) as err:
+    except (UsageError, ConfigError, DataError, ModelError, RewardError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 

@@ -338,13 +338,17 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
                     rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
                     batch_size: int = 16, max_length: int = MAX_LENGTH,
                     max_prompt_length: int = MAX_PROMPT_LENGTH,
-                    device: Optional[str] = None, backend: str = "hf") -> EvalReport:
+                    device: Optional[str] = None, backend: str = "hf",
+                    verifier: Optional[Any] = None, labels: Optional[Sequence[Any]] = None
+                    ) -> EvalReport:
     """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
     one model in memory at a time, the reward model loaded once), all answering the same
     ``prompts`` with the same seed and ``backend``.  With ``baseline`` (a name in
     ``models``; needs ``reward_model``) every model also gets ``win_rate``, ``win``, ``tie``,
     ``loss`` against the baseline's answers to the same prompts (the baseline itself: all
-    ties, 0.5 unless sampling differs)."""
+    ties, 0.5 unless sampling differs).  With ``verifier`` (a reward function of
+    ``rlhf_dist.rewards``, called with each answer's prompt ``labels``) every model gets
+    :func:`~metrics.verifier_metrics`: ``accuracy`` (pass@1), ``pass_at_k``."""
     if not models:
         raise ValueError("evaluate_models: no models")
     if baseline is not None and baseline not in models:
@@ -368,6 +372,12 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
         del rm
         gc.collect()
     metrics = {name: _metrics_of(run, scores.get(name)) for name, run in runs.items()}
+    if verifier is not None:
+        n = (rollout or RolloutConfig()).n_samples_per_prompt
+        for name, run in runs.items():
+            rewards = verifier(run.prompts, run.responses, _repeat(labels or [None] * len(
+                prompts), n), [{}] * len(run.responses))
+            metrics[name].update(M.verifier_metrics(rewards.tolist(), n))
     if baseline is not None:
         for name in runs:
             metrics[name].update(M.win_rate(scores[name], scores[baseline], tie_eps))

@@ -7,7 +7,7 @@ format).  A bad row raises :class:`~rlhf_dist.data.DataError` naming the source,
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 from rlhf_dist.data.convert import Renderer, RowKeys, prompt_text, sft_text
 from rlhf_dist.data.errors import DataError, RowError
@@ -17,10 +17,12 @@ KINDS = ("harmful", "benign")
 
 
 class PromptSet(NamedTuple):
-    """Prompt texts and, per prompt, ``"harmful"`` / ``"benign"`` / None (the toy judges' key)."""
+    """Prompt texts and, per prompt, ``"harmful"`` / ``"benign"`` / None (the toy judges' key)
+    and its label (the ``labels_key`` column; None without one)."""
 
     prompts: List[str]
     kinds: List[Optional[str]]
+    labels: Optional[List[Any]] = None
 
     @property
     def has_kinds(self) -> bool:
@@ -41,25 +43,32 @@ def _rows(path: str, split: Optional[str], kind: str, max_samples: Optional[int]
 
 
 def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = None,
-                 max_samples: Optional[int] = None) -> PromptSet:
+                 max_samples: Optional[int] = None, labels_key: Optional[str] = None
+                 ) -> PromptSet:
     """Prompts of ``path`` (``toy``: the toy task's held-out prompts).
 
     The ``prompt_key`` column (a string or a message list) is the prompt; a ``kind`` column with
-    ``harmful`` / ``benign`` (the toy task has one) enables harmlessness and helpfulness.
+    ``harmful`` / ``benign`` (the toy task has one) enables harmlessness and helpfulness;
+    ``labels_key`` names the column of each prompt's label (any JSON value; a row without it
+    is a bad row) for a verifier.
     """
     rows, source = _rows(path, split, "prompt", max_samples)
     keys = RowKeys(prompt=prompt_key)
-    prompts, kinds = [], []
+    prompts, kinds, labels = [], [], []
     for i, row in enumerate(rows):
         try:
             prompts.append(prompt_text(row, keys, Renderer()))
+            if labels_key is not None:
+                if row.get(labels_key) is None:
+                    raise RowError(labels_key, "missing (--labels-key names the label column)")
+                labels.append(row[labels_key])
         except RowError as err:
             raise DataError.bad_row(source, i, err.field, err.reason) from None
         kind = row.get("kind")
         kinds.append(kind if kind in KINDS else None)
     if not prompts:
         raise DataError(f"{source}: no prompts")
-    return PromptSet(prompts, kinds)
+    return PromptSet(prompts, kinds, labels if labels_key is not None else None)
 
 
 def load_reference(path: str, prompt_key: str = "prompt", response_key: str = "response",

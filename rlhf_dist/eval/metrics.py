@@ -257,6 +257,34 @@ def helpfulness(kinds: Sequence[Optional[str]], prompts: Sequence[str],
     return sum(judged) / len(judged) if judged else math.nan
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one prompt with ``c`` correct answers among ``n`` sampled (Chen et
+    al. 2021, eq. 1): 1 - C(n - c, k) / C(n, k), the chance that k of the n drawn without
+    replacement contain a correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def verifier_metrics(rewards: Sequence[float], n_samples: int,
+                     threshold: float = 0.5) -> Dict[str, float]:
+    """Accuracy against a verifier of answers grouped ``n_samples`` per prompt (consecutive):
+    an answer is correct when its reward is above ``threshold`` (a verifier's 1 / 0).
+    ``accuracy`` = pass@1 (mean over prompts of c / n), ``pass_at_k`` with k = n_samples (only
+    for n_samples > 1), ``verifier_reward_mean``."""
+    rewards = _floats(rewards)
+    if not rewards or len(rewards) % n_samples:
+        raise ValueError(f"verifier_metrics: {len(rewards)} rewards are not groups of "
+                         f"{n_samples}")
+    correct = [sum(r > threshold for r in rewards[i:i + n_samples])
+               for i in range(0, len(rewards), n_samples)]
+    out = {"accuracy": sum(pass_at_k(n_samples, c, 1) for c in correct) / len(correct),
+           "verifier_reward_mean": sum(rewards) / len(rewards)}
+    if n_samples > 1:
+        out["pass_at_k"] = sum(pass_at_k(n_samples, c, n_samples) for c in correct) / len(correct)
+    return out
+
+
 __all__ = ["SMOOTHING", "brevity_penalty", "clipped_matches", "distinct_n", "harmlessness",
-           "helpfulness", "is_helpful", "mean_std", "ngrams", "perplexity", "self_bleu",
-           "sentence_bleu", "tokens_of", "toy_kinds", "win_rate"]
+           "helpfulness", "is_helpful", "mean_std", "ngrams", "pass_at_k", "perplexity", "self_bleu",
+           "sentence_bleu", "tokens_of", "toy_kinds", "verifier_metrics", "win_rate"]

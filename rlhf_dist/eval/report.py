@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 # Table column order; metrics not measured for any model are left out.
-COLUMNS = ("reward_mean", "reward_std", "win_rate", "harmlessness", "helpfulness", "perplexity",
+COLUMNS = ("accuracy", "pass_at_k", "reward_mean", "reward_std", "win_rate", "harmlessness", "helpfulness", "perplexity",
            "distinct_1", "distinct_2", "self_bleu", "response_length")
 
 DESCRIPTIONS: Dict[str, str] = {
+    "accuracy": "pass@1: answers the --reward-fn verifier accepts (reward > 0.5), mean over "
+                "prompts",
+    "pass_at_k": "pass@k, k = --num-samples: prompts with a correct answer among k (Chen et "
+                 "al. 2021's unbiased estimator)",
+    "verifier_reward_mean": "mean --reward-fn reward of the answers",
     "reward_mean": "mean reward-model score of the answers (higher is better)",
     "reward_std": "population std of the reward-model scores",
     "win_rate": "vs the baseline, judged by the reward model on the same prompts: "
@@ -37,7 +42,7 @@ DESCRIPTIONS: Dict[str, str] = {
 }
 
 # Metrics that are fractions, in [0, 1] by construction.
-UNIT_INTERVAL = frozenset({"win_rate", "win", "tie", "loss", "harmlessness", "helpfulness",
+UNIT_INTERVAL = frozenset({"accuracy", "pass_at_k", "win_rate", "win", "tie", "loss", "harmlessness", "helpfulness",
                            "distinct_1", "distinct_2", "self_bleu"})
 
 
