@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "deepspeed>=0.14",
-        "transformers>=5.19",  # the lowest tested: the vLLM extra's 5.19
+        "transformers>=5.19",  # the lowest tested: the vLLM extra's 5.19 (its test command)
         "accelerate>=0.30",
         "datasets>=2.19",
         "tokenizers>=0.19",
