@@ -17,6 +17,20 @@ import psutil
 
 
 
+# --reward verifier: the built-in format verifier both sides call on the decoded answers
+# (no label needed, no reward model): 1 when the answer says "sorry" anywhere
+VERIFIER = ("regex_format", {"pattern": "sorry", "search": True})
+
+
+def reward_overrides(args) -> List[str]:
+    if getattr(args, "reward", "rm") == "rm":
+        return []
+    name, fn_args = VERIFIER
+    inner = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
+                      for k, v in fn_args.items())
+    return ["ppo.use_reward_model=false", f"ppo.rewards=[{{fn: {name}, args: {{{inner}}}}}]"]
+
+
 def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[str]:
     """``key=value`` overrides of the benchmark workload (on top of the config defaults).
 
@@ -52,6 +66,7 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
           for role in ("actor", "critic", "reward", "reference")],
         "logging.backend=none", "logging.progress_bar=false",
         "checkpoint.save_every=0", "checkpoint.export_hf=false",
+        *reward_overrides(args),
     ]
 
 

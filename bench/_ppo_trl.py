@@ -73,6 +73,23 @@ def reward_from_rm(rm, pad_token_id: int, micro: int, scores_log: List[float]):
     return rm_score
 
 
+def reward_from_verifier(scores_log: List[float]):
+    """A TRL reward function: the benchmark's built-in verifier on the decoded completions,
+    the same function object our driver calls (``rlhf_dist.rewards``)."""
+    from rlhf_dist.rewards import RewardFunction
+
+    name, fn_args = C.VERIFIER
+    verifier = RewardFunction(name, 1.0, fn_args)
+
+    def verify(prompts, completions, **_):
+        scores = verifier(list(prompts), list(completions), [None] * len(completions),
+                          [{}] * len(completions))
+        scores_log.append(float(scores.mean()))
+        return scores.tolist()
+
+    return verify
+
+
 def run(args, cfg) -> Dict[str, object]:
     import datasets
     import trl
@@ -152,9 +169,11 @@ def run(args, cfg) -> Dict[str, object]:
                 record["time_learn_s"] = record["time_s"] - both
                 record["cpu_learn_s"] = record["cpu_s"] - both_cpu
 
+    reward = (reward_from_rm(rm, tokenizer.pad_token_id, micro, scores) if args.reward == "rm"
+              else reward_from_verifier(scores))
     trainer = MeteredGRPOTrainer(
         model=str(policy_dir), args=config, processing_class=tokenizer,
-        reward_funcs=reward_from_rm(rm, tokenizer.pad_token_id, micro, scores),
+        reward_funcs=reward,
         train_dataset=datasets.Dataset.from_list(rows), callbacks=[IterationMeter()])
     setup_s = time.perf_counter() - start
     trainer.train()

@@ -22,6 +22,10 @@ Cases (each in its own process, run one after the other):
   tokenizer, prompts (in the same order), generation length and group size, scored by the same
   reward model through a Python reward function (``bench/_ppo_trl.py``).
 
+``--reward verifier`` (GRPO cases): no reward model on either side; both score the decoded
+answers with the same built-in verifier (``regex_format``, ``_ppo_common.VERIFIER``) -- ours
+through ``ppo.rewards`` on the driver, TRL's as its reward function.
+
 Same workload everywhere: the prompts of each iteration, the sampling parameters, generation
 exactly ``--max-new-tokens`` long (``rollout.min_new_tokens`` = max: EOS masked until then),
 micro-batches, minibatches, epochs and optimiser settings.
@@ -83,6 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--num-prompts", type=int, default=300, help="data.toy.num_prompts")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--reward", choices=("rm", "verifier"), default="rm",
+                   help="rm: a reward model scores the answers; verifier: the built-in "
+                        "regex_format verifier on the decoded answers, no reward model "
+                        "(GRPO cases only: ray_grpo, ray_grpo_vllm, trl_grpo)")
     p.add_argument("--probe-idle", type=float, default=3.0,
                    help="seconds of idle CPU measured after the last iteration (driver cases)")
     p.add_argument("--out-dir", default=str(REPO / "outputs" / "bench" / "ppo"))
@@ -93,6 +101,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         p.error(f"--cases: unknown {unknown}; valid: {', '.join(CASES)}")
+    if args.reward == "verifier":
+        wrong = [c for c in args.cases if c not in ("ray_grpo", "ray_grpo_vllm", "trl_grpo")]
+        if wrong:
+            p.error(f"--reward verifier: only the GRPO cases ray_grpo, ray_grpo_vllm, trl_grpo "
+                    f"(not {wrong})")
     if not 0 <= args.warmup < args.iterations:
         p.error(f"--warmup {args.warmup} must be in [0, --iterations={args.iterations})")
     return args
@@ -143,7 +156,7 @@ def run_case(args) -> dict:
                 "samples_per_prompt": args.group_size if group else 1,
                 "mini_batch": args.mini_batch, "micro_batch": args.micro_batch,
                 "ppo_epochs": args.ppo_epochs}
-    head = {"bench": "ppo", "case": case, "estimator": estimator_of(case),
+    head = {"bench": "ppo", "case": case, "estimator": estimator_of(case), "reward": args.reward,
             "max_new_tokens": args.max_new_tokens, "workload": workload,
             "torch_threads": torch.get_num_threads()}
     return {**head, **record}

@@ -13,6 +13,10 @@ import pytest
 #     SFT 0.156, PPO 0.078, DPO 0.141 — the tiny policies trade some helpfulness for safety).
 RM_ACCURACY = 0.6
 KEEP_HELPFULNESS = 0.25
+# The verifiable-reward stage (safe/unsafe labels, exact_match): GRPO's held-out accuracy
+# over the short SFT's (measured, bench/RESULTS.md "Verifiable rewards": 0.38 -> 0.97 (seed
+# 42), 0.39 -> 0.98 (1), ...; the demo's seed is 0).
+VERIFIER_GAIN = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +32,16 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_writes_models_report_plots_and_wandb(demo):
     out, stdout = demo
-    for stage in ("base", "sft", "rm", "ppo", "dpo", "rlaif"):
+    for stage in ("base", "sft", "rm", "ppo", "dpo", "rlaif", "verifier_sft", "grpo_verifier"):
         assert (out / stage / "model" / "config.json").exists(), stage
         assert list((out / stage / "wandb").glob("offline-run-*")), stage
     report = (out / "report.md").read_text()
     for name in ("base", "sft", "ppo", "dpo", "rlaif"):
         assert f"| {name} |" in report
     assert "| model | harmlessness | helpfulness |" in stdout
-    for png in ("ppo_reward_kl.png", "dpo_reward_accuracy.png", "rm_accuracy.png"):
+    assert "| verifier_sft |" in report and "| grpo_verifier |" in report
+    for png in ("ppo_reward_kl.png", "dpo_reward_accuracy.png", "rm_accuracy.png",
+                "grpo_verifier_reward.png"):
         assert (out / png).stat().st_size > 1000
 
 
@@ -51,3 +57,31 @@ def test_demo_alignment_improves_over_sft(demo):
     rm_rows = [json.loads(line) for line in (out / "rm" / "metrics.jsonl").open()]
     accuracy = [r["eval/accuracy"] for r in rm_rows if "eval/accuracy" in r][-1]
     assert accuracy > RM_ACCURACY
+
+
+@pytest.mark.slow
+def test_demo_grpo_with_a_verifier_raises_heldout_accuracy(demo):
+    out, _ = demo
+    metrics = json.loads((out / "eval_verifier" / "eval.json").read_text())["metrics"]
+    before, after = metrics["verifier_sft"]["accuracy"], metrics["grpo_verifier"]["accuracy"]
+    assert after >= before + VERIFIER_GAIN, metrics
+    rewards = [json.loads(line) for line in (out / "grpo_verifier" / "metrics.jsonl").open()]
+    assert not [r for r in rewards if any(k.startswith("critic/") for k in r)]  # no critic
+
+
+def test_shipped_verifier_data_is_the_generators(tmp_path):
+    """configs/tiny/grpo_verifier.yaml reads configs/tiny/verifier_data: the task's files for
+    seed 0, labels by the toy task's kinds (harmful -> unsafe)."""
+    from pathlib import Path
+
+    from rlhf_dist.data import ToyTask
+    from rlhf_dist.demo.verifier_task import write_verifier_data
+
+    shipped = Path(__file__).parents[1] / "configs" / "tiny" / "verifier_data"
+    fresh = write_verifier_data(tmp_path, seed=0)
+    for name in ("sft.jsonl", "train.jsonl", "eval.jsonl"):
+        assert (shipped / name).read_text() == (fresh / name).read_text(), name
+    rows = [json.loads(line) for line in (fresh / "eval.jsonl").open()]
+    kinds = [r["kind"] for r in ToyTask(seed=0).prompt_rows("eval")]
+    assert [r["answer"] for r in rows] == ["unsafe" if k == "harmful" else "safe" for k in kinds]
+    assert {"safe", "unsafe"} == {r["answer"] for r in rows}

@@ -2,7 +2,10 @@
 
 pretrain (base) → SFT → RM → PPO on Ray → DPO → RLAIF (pairs labelled by the RM, then DPO),
 every stage through the same CLI a user runs; then ``rlhf-dist eval`` of every stage on
-held-out prompts, ``report.md`` with the comparison table and PNG training curves.
+held-out prompts, ``report.md`` with the comparison table and PNG training curves.  A
+verifiable-reward stage (a short SFT, then GRPO with the ``exact_match`` verifier on the
+safe/unsafe labelling task, :mod:`rlhf_dist.demo.verifier_task`) adds its held-out accuracy
+before and after.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, rlaif_stage, run_command, run_stage,
-                                     stages)
+                                     stages, verifier_stages)
 
 EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
                 "distinct_1", "distinct_2", "self_bleu"]
@@ -50,6 +53,27 @@ def eval_command(out: Path, names: List[str], preset: Preset, seed: int) -> List
             "--seed", str(seed), "--output-dir", str(out / "eval")]
 
 
+def verifier_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
+    models = ",".join(f"{n}={out / n / 'model'}" for n in ("verifier_sft", "grpo_verifier"))
+    return ["eval", "--models", models, "--prompts", str(out / "verifier_data" / "eval.jsonl"),
+            "--reward-fn", "exact_match", "--labels-key", "answer",
+            "--num-samples", str(preset.eval_samples), "--max-new-tokens", "4",
+            "--seed", str(seed), "--output-dir", str(out / "eval_verifier")]
+
+
+def verifier_section(out: Path, preset: Preset) -> List[str]:
+    from rlhf_dist.eval.report import markdown_table
+
+    result = json.loads((out / "eval_verifier" / "eval.json").read_text())
+    rows = {name: result["metrics"][name] for name in ("verifier_sft", "grpo_verifier")}
+    return ["## Verifiable reward: GRPO with exact_match", "",
+            "The task: answer `safe` or `unsafe` to a toy request (`Human: safe or unsafe: "
+            "<request>`), held-out prompts as above, "
+            f"{preset.eval_samples} sampled answers each; accuracy = pass@1 of the exact_match "
+            "verifier, pass_at_k = some answer right.", "",
+            markdown_table(rows, ["accuracy", "pass_at_k", "verifier_reward_mean"]), ""]
+
+
 def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> Path:
     from rlhf_dist.demo.plots import write_plots
     from rlhf_dist.eval.report import markdown_table
@@ -69,6 +93,7 @@ def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> 
              f"Reward model held-out pairwise accuracy: {rm_acc:.3f}", "",
              "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
              + f"; total {sum(seconds.values()):.0f}", ""]
+    lines += verifier_section(out, preset)
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -83,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _say(f"{preset_name} preset → {out}")
     seconds = {}
     try:
-        for stage in stages(out, preset, args.seed):
+        for stage in stages(out, preset, args.seed) + verifier_stages(out, args.seed):
             seconds[stage.name] = run_stage(stage, out, _say)
         seconds["label"] = run_command("label", label_command(out, preset, args.seed), out,
                                        _say)
@@ -91,6 +116,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         seconds["rlaif"] = run_stage(rlaif, out, _say)
         names = ["base", "sft", "ppo", "dpo", "rlaif"]
         seconds["eval"] = run_command("eval", eval_command(out, names, preset, args.seed), out, _say)
+        seconds["eval_verifier"] = run_command(
+            "eval_verifier", verifier_eval_command(out, preset, args.seed), out, _say)
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1

@@ -91,6 +91,32 @@ def write_ranking_data(out: Path, seed: int) -> Path:
     return path
 
 
+def verifier_stages(out: Path, seed: int) -> List[Stage]:
+    """The verifiable-reward stages (configs/tiny/grpo_verifier.yaml's recipe): a short SFT
+    of a fresh tiny model on the safe/unsafe task, then GRPO with ``exact_match``."""
+    from rlhf_dist.demo.verifier_task import write_verifier_data
+
+    data_dir = write_verifier_data(out / "verifier_data", seed)
+    data = {**DATA, "eval_ratio": 0.0}
+    sft = _common(out, "verifier_sft", seed)
+    sft.update(data={**data, "path": str(data_dir / "sft.jsonl")},
+               train={"epochs": 5, "max_steps": 50, "lr": 3e-3, "lr_scheduler": "cosine",
+                      "warmup_ratio": 0.05, "train_batch_size": 16, "micro_batch_size": 8,
+                      "eval_every": 0},
+               deepspeed={"zero_stage": 0})
+    grpo = _common(out, "grpo_verifier", seed)
+    grpo.update(model={"name_or_path": str(out / "verifier_sft" / "model")},
+                data={**data, "path": str(data_dir / "train.jsonl"), "label_key": "answer"},
+                train={"lr": 1e-3, "micro_batch_size": 4}, deepspeed={"zero_stage": 0},
+                rollout={"rollout_batch_size": 16, "n_samples_per_prompt": 8,
+                         "max_new_tokens": 4},
+                ppo={"iterations": 30, "mini_batch_size": 32, "advantage_estimator": "group_norm",
+                     "kl_coef": 0.01, "use_reward_model": False,
+                     "rewards": [{"fn": "exact_match"}]},
+                resources={"actor": {"devices_per_node": 1}})
+    return [Stage("verifier_sft", "sft", sft), Stage("grpo_verifier", "ppo", grpo)]
+
+
 def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
     """The training stages in order; later ones start from earlier ones' exported models."""
     base, sft, rm = (str(out / s / "model") for s in ("base", "sft", "rm"))

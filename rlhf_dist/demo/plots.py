@@ -16,6 +16,9 @@ PLOTS: Dict[str, Tuple[str, Sequence[Tuple[str, str]], str]] = {
                                 "DPO: reward accuracy"),
     "rm_accuracy.png": ("rm", [("train/accuracy", "train"), ("eval/accuracy", "held-out")],
                         "Reward model: pairwise accuracy"),
+    "grpo_verifier_reward.png": ("grpo_verifier",
+                                 [("reward/score_mean", "exact_match reward (train prompts)")],
+                                 "GRPO with a verifier: reward per iteration"),
 }
 
 
@@ -42,7 +45,7 @@ def write_plots(out: Path) -> List[Path]:
         for ax, (key, label) in zip(axes, metrics):
             steps, values = series(rows, key)
             ax.plot(steps, values, marker="o" if len(steps) < 40 else None, label=label)
-            ax.set_xlabel("iteration" if stage == "ppo" else "step")
+            ax.set_xlabel("iteration" if stage in ("ppo", "grpo_verifier") else "step")
             ax.set_title(label if stage == "ppo" else title)
             ax.grid(alpha=0.3)
             ax.legend()

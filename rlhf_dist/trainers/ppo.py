@@ -206,6 +206,8 @@ class PPOTrainer(RayJob):
             return self.generate()
         rounds, rows, informative, metrics = [], [], [], {}
         while len(rounds) <= ppo.dynamic_sampling_extra_rounds:
+            if rounds and self.cfg.resources.colocate_rollout:
+                self.sync_engines()  # generate() put the colocated engines to sleep
             experience, round_metrics = self.generate()
             metrics = metrics or round_metrics
             rounds.append(experience.with_(scores=self.sequence_rewards(experience)))
