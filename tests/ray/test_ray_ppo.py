@@ -37,10 +37,13 @@ GROUP_NORM = (*COMMON, "ppo.advantage_estimator=group_norm", "rollout.rollout_ba
 @pytest.fixture(scope="module")
 def group_norm_run(toy_models, tmp_path_factory):
     """GRPO, with a zero-weight probe reward (``reward_probe.py``: adds exactly 0) that checks
-    every response is given its own prompt's label."""
+    every response is given its own prompt's label, run by a pool of 2 reward workers; with
+    DAPO's dynamic sampling on, which here changes nothing: the RM's scores differ within
+    every group, so every prompt is informative and one round fills the batch."""
     out = tmp_path_factory.mktemp("ppo") / "group_norm"
     probe = ("data.label_key=prompt",
-             "ppo.rewards=[{fn: reward_probe:label_is_own_prompt, weight: 0.0}]")
+             "ppo.rewards=[{fn: reward_probe:label_is_own_prompt, weight: 0.0}]",
+             "ppo.reward_workers=2", "ppo.dynamic_sampling=true")
     env = job_env(PYTHONPATH=str(Path(__file__).parent), REWARD_PROBE_LOG=str(out) + ".probe")
     return cli("ppo", "ppo", out, *models(toy_models), *GROUP_NORM, *probe, env=env).check()
 
@@ -98,9 +101,13 @@ def test_actor_and_critic_parameters_changed(gae_run, toy_models):
 
 def test_labels_reach_the_reward_in_order(group_norm_run):
     """8 shuffled prompts × 4 samples over 2 actor ranks, every iteration: each label checked
-    against its response's prompt (a mismatch would have stopped the run)."""
+    against its response's prompt (a mismatch would have stopped the run), in the pool's two
+    workers, 16 rows each; dynamic sampling kept every prompt in one round."""
     checked = Path(str(group_norm_run.out) + ".probe").read_text().split()
-    assert checked == ["32"] * ITERATIONS
+    assert checked == ["16"] * 2 * ITERATIONS
+    assert group_norm_run.series("dynamic/rounds") == [1.0] * ITERATIONS
+    assert group_norm_run.series("dynamic/informative_frac") == [1.0] * ITERATIONS
+    assert group_norm_run.series("dynamic/filled_uninformative") == [0.0] * ITERATIONS
 
 
 def test_group_norm_creates_no_critic_and_raises_reward(group_norm_run):
