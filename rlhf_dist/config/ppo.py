@@ -120,10 +120,9 @@ class PPOConfig:
         _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
         _positive("ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds,
                   allow_zero=True)
-        _require(self.use_reward_model or self.reward_fn is not None or bool(self.rewards)
-                 or self.reward_url is not None, "ppo.use_reward_model", "is false and "
-                 "ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: nothing would "
-                 "score the responses")
+        _require(self.use_reward_model or self.has_reward_terms, "ppo.use_reward_model",
+                 "is false and ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: "
+                 "nothing would score the responses")
         _require(self.reward_url is None or self.reward_url.startswith(("http://", "https://")),
                  "ppo.reward_url", f"must start with http:// or https://, got "
                  f"{self.reward_url!r}")
@@ -136,13 +135,17 @@ class PPOConfig:
         _require(self.reward_timeout_s is None or self.reward_workers > 0,
                  "ppo.reward_timeout_s", "times the reward worker pool: set ppo.reward_workers"
                  " (on the driver a call is not interrupted)")
-        _require(not self.reward_workers or self.reward_fn is not None or bool(self.rewards)
-                 or self.reward_url is not None, "ppo.reward_workers", "is set but "
-                 "ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: the pool would "
-                 "have nothing to run")
+        _require(not self.reward_workers or self.has_reward_terms, "ppo.reward_workers",
+                 "is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: the pool "
+                 "would have nothing to run")
         for i, term in enumerate(self.rewards):
             _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
                      "or module:function")
+
+    @property
+    def has_reward_terms(self) -> bool:
+        """Whether anything but the reward group scores: reward functions or a served RM."""
+        return self.reward_fn is not None or bool(self.rewards) or self.reward_url is not None
 
     @property
     def needs_critic(self) -> bool:

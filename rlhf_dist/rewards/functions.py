@@ -40,6 +40,28 @@ def _takes_labels(fn: Callable) -> bool:
     return len(positional) != 2
 
 
+def check_rewards(values: Any, n: int, where: str, first_row: int = 0) -> torch.Tensor:
+    """``values`` as an (n,) float32 tensor, or the error naming ``where`` (the function)
+    and the row (counted from ``first_row``): a wrong count or a non-number is a
+    :class:`RewardError`, a NaN/inf a skippable ``NonFiniteError``."""
+    try:
+        values = list(values)
+    except TypeError:
+        raise RewardError(f"{where} returned {type(values).__name__}, not a list of "
+                          f"{n} numbers") from None
+    if len(values) != n:
+        raise RewardError(f"{where} returned {len(values)} rewards for {n} responses")
+    for row, value in enumerate(values):
+        if not isinstance(value, numbers.Real) and not (
+                isinstance(value, torch.Tensor) and value.numel() == 1):
+            raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
+                              f"row {first_row + row}: expected a number")
+        if not math.isfinite(float(value)):
+            raise NonFiniteError(f"{where} returned {float(value)} for row "
+                                 f"{first_row + row}", skippable=True)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
 class RewardFunction:
     """One named, weighted reward function; ``field`` is the config key it came from."""
 
@@ -71,26 +93,7 @@ class RewardFunction:
                 values = self.fn(prompts, responses)
         except ValueError as err:
             raise RewardError(f"{self.field} {self.name!r}: {err}") from err
-        return self.check(values, len(responses), first_row)
-
-    def check(self, values: Any, n: int, first_row: int = 0) -> torch.Tensor:
-        where = f"{self.field} {self.name!r}"
-        try:
-            values = list(values)
-        except TypeError:
-            raise RewardError(f"{where} returned {type(values).__name__}, not a list of "
-                              f"{n} numbers") from None
-        if len(values) != n:
-            raise RewardError(f"{where} returned {len(values)} rewards for {n} responses")
-        for row, value in enumerate(values):
-            if not isinstance(value, numbers.Real) and not (
-                    isinstance(value, torch.Tensor) and value.numel() == 1):
-                raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
-                                  f"row {first_row + row}: expected a number")
-            if not math.isfinite(float(value)):
-                raise NonFiniteError(f"{where} returned {float(value)} for row "
-                                     f"{first_row + row}", skippable=True)
-        return torch.tensor([float(v) for v in values], dtype=torch.float32)
+        return check_rewards(values, len(responses), f"{self.field} {self.name!r}", first_row)
 
 
 class RewardSum:

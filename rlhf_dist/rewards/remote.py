@@ -22,14 +22,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from .functions import RewardError, RewardFunction
+from .functions import RewardError, check_rewards
 
 log = logging.getLogger(__name__)
 BACKOFF_S = 0.5  # first retry after this, doubling
 
 
-class RemoteReward(RewardFunction):
-    """The scores of the reward model served at ``url``, as one weighted reward term."""
+class RemoteReward:
+    """The scores of the reward model served at ``url``, as one weighted reward term (called
+    like a :class:`~rlhf_dist.rewards.RewardFunction`)."""
 
     def __init__(self, url: str, weight: float = 1.0, token_env: Optional[str] = None,
                  batch_size: int = 64, timeout_s: float = 60.0, retries: int = 3,
@@ -69,7 +70,8 @@ class RemoteReward(RewardFunction):
             b = a + self.batch_size
             body = {"prompts": list(prompts[a:b]), "responses": list(responses[a:b]),
                     "labels": list(labels[a:b])}
-            scores.append(self.check(self.post(body), len(body["responses"]), first_row + a))
+            scores.append(check_rewards(self.post(body), len(body["responses"]),
+                                        f"{self.field} {self.name}", first_row + a))
         return torch.cat(scores) if scores else torch.zeros(0)
 
     def post(self, body: Dict[str, Any]) -> Any:

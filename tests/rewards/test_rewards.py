@@ -95,8 +95,9 @@ def test_nan_reward_is_a_skippable_numerical_fault_naming_the_row():
 def test_numpy_torch_and_bool_values_are_numbers():
     import numpy as np
 
-    fn = RewardFunction("exact_match")
-    assert torch.equal(fn.check([np.float32(0.5), torch.tensor(1.0), True], 3),
+    from rlhf_dist.rewards.functions import check_rewards
+
+    assert torch.equal(check_rewards([np.float32(0.5), torch.tensor(1.0), True], 3, "f"),
                        torch.tensor([0.5, 1.0, 1.0]))
 
 
