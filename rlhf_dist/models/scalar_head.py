@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from rlhf_dist.algo.kl import last_token_index  # noqa: F401 (re-exported by models)
 from rlhf_dist.models._common import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,15 +71,6 @@ def is_scalar_head_config(config: "PretrainedConfig") -> bool:
     """True when ``config`` was saved by a scalar-head model (it carries ``config.rlhf_dist``)."""
     record = getattr(config, RECORD_KEY, None)
     return isinstance(record, dict) and "head" in record
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index ``(B,)`` of the last position where ``attention_mask == 1``, for any padding side."""
-    mask = attention_mask.bool()
-    if not bool(mask.any(dim=-1).all()):
-        raise ModelError("attention_mask: a row has no real token, so it has no last token")
-    width = mask.shape[-1]
-    return width - 1 - mask.flip(-1).long().argmax(dim=-1)
 
 
 def _check_stat(name: str, value: Any) -> float:

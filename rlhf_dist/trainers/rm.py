@@ -43,7 +43,7 @@ class RMTrainer(LauncherTrainer):
 
     def _forward_scores(self, batch) -> torch.Tensor:
         """Scores at the last real token, through the DeepSpeed engine's forward (ZeRO hooks)."""
-        from rlhf_dist.models import last_token_index
+        from rlhf_dist.algo import last_token_index
 
         values = self.engine(batch["input_ids"], batch["attention_mask"])
         return values.gather(-1, last_token_index(batch["attention_mask"])[:, None]).squeeze(-1)

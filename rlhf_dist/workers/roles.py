@@ -332,7 +332,7 @@ class RewardWorker(_ModelWorker):
     @uses_engine
     @torch.no_grad()
     def score(self, batch: Batch) -> Batch:
-        from rlhf_dist.models import last_token_index
+        from rlhf_dist.algo import last_token_index
 
         def forward(micro: Batch) -> torch.Tensor:
             values = self.engine(micro["sequences"], micro["attention_mask"])

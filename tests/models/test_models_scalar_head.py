@@ -29,8 +29,11 @@ def load_report(monkeypatch):
 def test_last_token_index_by_hand():
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 0, 0, 0], [0, 1, 1, 1, 0]])
     assert last_token_index(mask).tolist() == [2, 4, 0, 3]
-    with pytest.raises(ModelError, match="a row has no real token"):
+    with pytest.raises(ValueError, match=r"mask rows \[1\] have no unmasked token"):
         last_token_index(torch.tensor([[1, 1], [0, 0]]))
+    from rlhf_dist import algo
+
+    assert last_token_index is algo.last_token_index  # one function, re-exported
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
