@@ -111,7 +111,8 @@ def verifier_stages(out: Path, seed: int) -> List[Stage]:
                 rollout={"rollout_batch_size": 16, "n_samples_per_prompt": 8,
                          "max_new_tokens": 4},
                 ppo={"iterations": 30, "mini_batch_size": 32, "advantage_estimator": "group_norm",
-                     "kl_coef": 0.01, "use_reward_model": False,
+                     "kl_coef": 0.01, "kl_in_loss": True, "kl_estimator": "k3",
+                     "dynamic_sampling": True, "use_reward_model": False,
                      "rewards": [{"fn": "exact_match"}]},
                 resources={"actor": {"devices_per_node": 1}})
     return [Stage("verifier_sft", "sft", sft), Stage("grpo_verifier", "ppo", grpo)]
