@@ -92,3 +92,34 @@ def test_shipped_verifier_data_is_the_generators(tmp_path):
     kinds = [r["kind"] for r in ToyTask(seed=0).prompt_rows("eval")]
     assert [r["answer"] for r in rows] == ["unsafe" if k == "harmful" else "safe" for k in kinds]
     assert {"safe", "unsafe"} == {r["answer"] for r in rows}
+
+
+def test_demo_verifier_stages_are_the_shipped_recipe(tmp_path):
+    """The demo builds its verifier stages from dicts (an installed package has no configs/);
+    they must train exactly what configs/tiny/grpo_verifier.yaml and its header's SFT command
+    do, paths and logging aside."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import yaml
+
+    from rlhf_dist.config import load_config
+    from rlhf_dist.demo.pipeline import verifier_stages
+
+    configs = Path(__file__).parents[1] / "configs" / "tiny"
+    sft_stage, grpo_stage = verifier_stages(tmp_path, seed=42)
+    for stage in (sft_stage, grpo_stage):
+        (tmp_path / f"{stage.name}.yaml").write_text(yaml.safe_dump(stage.config))
+    demo_grpo = load_config(str(tmp_path / "grpo_verifier.yaml"))
+    shipped = load_config(str(configs / "grpo_verifier.yaml"))
+    for section in ("ppo", "rollout", "train", "deepspeed"):
+        assert asdict(getattr(demo_grpo, section)) == asdict(getattr(shipped, section)), section
+    assert asdict(demo_grpo.model.tiny) == asdict(shipped.model.tiny)
+    assert demo_grpo.data.label_key == shipped.data.label_key == "answer"
+    demo_sft = load_config(str(tmp_path / "verifier_sft.yaml"))
+    header_sft = load_config(str(configs / "sft.yaml"), [
+        "data.eval_ratio=0", "train.epochs=5", "train.max_steps=50", "train.eval_every=0",
+        "deepspeed.zero_stage=0"])
+    for section in ("train", "deepspeed"):
+        assert asdict(getattr(demo_sft, section)) == asdict(getattr(header_sft, section)), section
+    assert asdict(demo_sft.model.tiny) == asdict(header_sft.model.tiny)

@@ -102,7 +102,7 @@ def verifier_stages(out: Path, seed: int) -> List[Stage]:
     sft.update(data={**data, "path": str(data_dir / "sft.jsonl")},
                train={"epochs": 5, "max_steps": 50, "lr": 3e-3, "lr_scheduler": "cosine",
                       "warmup_ratio": 0.05, "train_batch_size": 16, "micro_batch_size": 8,
-                      "eval_every": 0},
+                      "eval_batch_size": 32, "eval_every": 0},
                deepspeed={"zero_stage": 0})
     grpo = _common(out, "grpo_verifier", seed)
     grpo.update(model={"name_or_path": str(out / "verifier_sft" / "model")},
