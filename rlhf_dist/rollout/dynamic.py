@@ -26,12 +26,12 @@ def choose_groups(informative: Sequence[torch.Tensor], want: int) -> Tuple[List[
     """``(chosen, n_filled)``: ``want`` groups over the rounds' (G_r,) bool masks -- the
     informative ones first, then (``n_filled`` of them) uninformative ones, both in generation
     order -- sorted by (round, group).  Fewer than ``want`` groups in all -> ValueError."""
-    every = [(r, g) for r, mask in enumerate(informative) for g in range(len(mask))]
-    good = [rg for rg in every if bool(informative[rg[0]][rg[1]])]
+    every = [((r, g), bool(keep)) for r, mask in enumerate(informative)
+             for g, keep in enumerate(mask.tolist())]
     if len(every) < want:
         raise ValueError(f"choose_groups: {len(every)} groups generated, {want} wanted")
-    chosen = good[:want]
-    filled = [rg for rg in every if rg not in set(good)][:want - len(chosen)]
+    chosen = [rg for rg, keep in every if keep][:want]
+    filled = [rg for rg, keep in every if not keep][:want - len(chosen)]
     return sorted(chosen + filled), len(filled)
 
 
