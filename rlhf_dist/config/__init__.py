@@ -19,13 +19,14 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhf_dist.config.checks import ConfigError, _positive, _require
 from rlhf_dist.config.sections import (CheckpointConfig, DataConfig, DeepSpeedSection,
-                                       DPOConfig, LoggingConfig, ModelConfig, PPOConfig,
-                                       ResourcesConfig, RMConfig, RoleResources, RolloutConfig,
-                                       RolloutResources,
-                                       SFTConfig, TinyModelConfig, ToyDataConfig, TrainConfig)
+                                       DPOConfig, LoggingConfig, LoraConfig, ModelConfig,
+                                       PPOConfig, ResourcesConfig, RMConfig, RoleResources,
+                                       RolloutConfig, RolloutResources, SFTConfig,
+                                       TinyModelConfig, ToyDataConfig, TrainConfig)
 
 __all__ = ["CheckpointConfig", "Config", "ConfigError", "DPOConfig", "DataConfig",
-           "DeepSpeedSection", "LoggingConfig", "ModelConfig", "PPOConfig", "RMConfig",
+           "DeepSpeedSection", "LoggingConfig", "LoraConfig", "ModelConfig", "PPOConfig",
+           "RMConfig",
            "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",
            "SFTConfig", "TinyModelConfig",
            "ToyDataConfig", "TrainConfig", "launcher_world_size", "load_config", "ppo_roles",
@@ -75,6 +76,7 @@ class Config:
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         self._check_idle_offload()
+        self._check_lora()
         self._check_vllm()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
@@ -93,6 +95,41 @@ class Config:
                      f"needs deepspeed.zero_stage>=1 for the trained {role} with "
                      f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
                      f"that cannot be moved)")
+
+    @property
+    def shared_reference(self) -> bool:
+        """The reference is the policy's own base with its LoRA adapter switched off: a
+        ``model.lora`` policy and no ``ref_model.name_or_path`` of its own.  PPO/GRPO then
+        create no reference group and DPO builds no reference copy."""
+        return self.model.lora.enabled and self.ref_model.name_or_path is None
+
+    def _check_lora(self) -> None:
+        """Adapters only on trained models, and only with what can train them."""
+        for role in ("ref_model", "reward_model"):
+            section = getattr(self, role)
+            _require(not section.lora.enabled and not section.quantized, f"{role}.lora.r",
+                     f"{role} is frozen and takes no adapter or quantisation: adapters go on "
+                     "model (SFT, RM, DPO, the PPO actor) and critic_model")
+        for role in ("model", "critic_model"):
+            section = getattr(self, role)
+            if not section.lora.enabled:
+                continue
+            ds = self.deepspeed.for_role("actor" if role == "model" else "critic")
+            _require(not ds.offload_param, f"{role}.lora.r",
+                     "LoRA does not work with deepspeed.offload_param=true (the frozen base "
+                     "would be streamed from CPU memory for adapters of a few MB): leave "
+                     "offload_param off, the base has no optimizer state to offload")
+            _require(not section.quantized or ds.zero_stage < 3, f"{role}.load_in_4bit",
+                     "quantised (QLoRA) weights cannot be partitioned by ZeRO-3: use "
+                     "deepspeed.zero_stage <= 2")
+        if not self.shared_reference:
+            return
+        _require(not self.dpo.ref_offload, "dpo.ref_offload",
+                 "there is no reference copy to offload: with model.lora and no "
+                 "ref_model.name_or_path the reference is the policy's base (adapter off)")
+        _require(not self.resources.colocate_actor_ref, "resources.colocate_actor_ref",
+                 "there is no reference group: with model.lora and no ref_model.name_or_path "
+                 "the actor computes the reference log-probs with its adapter off")
 
     def _check_vllm(self) -> None:
         """The vLLM engines' section: ``max_model_len`` defaults to prompt + response and must
@@ -126,8 +163,9 @@ class Config:
 
 def ppo_roles(cfg: Config) -> List[str]:
     """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
-    group when only a reward function scores."""
-    return ["actor", "reference"] + (["reward"] if cfg.ppo.use_reward_model else []) + \
+    group when only a reward function scores, no reference with a shared base
+    (:attr:`Config.shared_reference`)."""
+    return ["actor"] + ([] if cfg.shared_reference else ["reference"]) + (["reward"] if cfg.ppo.use_reward_model else []) + \
         (["critic"] if cfg.ppo.needs_critic else [])
 
 

@@ -11,7 +11,7 @@ from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-export
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
 __all__ = ["CheckpointConfig", "DPOConfig", "DataConfig", "DeepSpeedSection", "LoggingConfig",
-           "ModelConfig", "PPOConfig", "RMConfig", "ResourcesConfig", "RoleResources",
+           "LoraConfig", "ModelConfig", "PPOConfig", "RMConfig", "ResourcesConfig", "RoleResources",
            "RolloutConfig", "RolloutResources", "SFTConfig", "TinyModelConfig", "ToyDataConfig",
            "TrainConfig"]
 
@@ -37,6 +37,33 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (the ``peft`` library) on a trained model; ``r: 0`` trains every weight."""
+
+    r: int = 0  # adapter rank; 0 = no adapter (full fine-tuning)
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapter's input
+    # module names (or name suffixes) that get adapters; null = every linear layer but the
+    # output heads (lm_head, value_head)
+    target_modules: Optional[List[str]] = None
+    # modules trained in full next to the adapters; null = the scalar head of a reward /
+    # critic model (value_head), nothing for a causal LM
+    modules_to_save: Optional[List[str]] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
+
+    def check(self, prefix: str) -> None:
+        _positive(f"{prefix}.r", self.r, allow_zero=True)
+        _positive(f"{prefix}.alpha", self.alpha)
+        _require(0.0 <= self.dropout < 1.0, f"{prefix}.dropout",
+                 f"must be in [0, 1), got {self.dropout}")
+        _require(self.target_modules is None or len(self.target_modules) > 0,
+                 f"{prefix}.target_modules", "is empty: give module names or null (all linear)")
+
+
+@dataclass
 class ModelConfig:
     """A model to load (local path or hub name) or, with ``name_or_path: null``, a tiny one."""
 
@@ -47,6 +74,10 @@ class ModelConfig:
     attn_implementation: str = "eager"
     gradient_checkpointing: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # QLoRA: the frozen base weights quantised by bitsandbytes (CUDA only; needs lora.r > 0)
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
 
     def check(self, prefix: str) -> None:
         """Validated by the parent, since four sections (model, ref_model, …) share this type."""
@@ -54,6 +85,17 @@ class ModelConfig:
         _choice(f"{prefix}.attn_implementation", self.attn_implementation,
                 ["eager", "sdpa", "flash_attention_2"])
         self.tiny.check(f"{prefix}.tiny")
+        self.lora.check(f"{prefix}.lora")
+        _require(not (self.load_in_4bit and self.load_in_8bit), f"{prefix}.load_in_4bit",
+                 f"and {prefix}.load_in_8bit are both set: choose one")
+        for bits in ("load_in_4bit", "load_in_8bit"):
+            _require(not getattr(self, bits) or self.lora.enabled, f"{prefix}.{bits}",
+                     f"quantised weights cannot be trained: QLoRA trains adapters on them, "
+                     f"so set {prefix}.lora.r > 0")
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
 
 
 @dataclass

@@ -48,7 +48,10 @@ class ModelEngine:
 
     def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None,
                  skip_nonfinite: bool = False):
+        from rlhf_dist.models.lora import is_lora
+
         self.ds = ds_engine
+        self.lora = is_lora(ds_engine.module)  # a peft model: adapters trained, base frozen
         self.ds_config = ds_config
         self._hf_keep_alive = hf_keep_alive
         self.offloaded = False  # see offload()
@@ -99,6 +102,13 @@ class ModelEngine:
     def __call__(self, *args, **kwargs):
         self._require_loaded("forward")
         return self.ds(*args, **kwargs)
+
+    def base(self) -> "BaseModel":
+        """The frozen base of a LoRA engine, called like the engine: forwards with the adapter
+        disabled -- bit for bit the model before any update (the shared reference)."""
+        if not self.lora:
+            raise RuntimeError("base(): this engine has no LoRA adapter")
+        return BaseModel(self)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of a finite loss.  A NaN/inf loss on any rank is seen by every rank (they
@@ -187,16 +197,28 @@ class ModelEngine:
 
     # ------------------------------------------------------------------ state
     def save(self, directory: Path) -> None:
-        """Collective: model, optimizer and scheduler state of every rank."""
-        self.ds.save_checkpoint(str(directory), tag=ENGINE_TAG)
+        """Collective: model, optimizer and scheduler state of every rank (of a LoRA engine:
+        the adapter and what is trained in full only -- the base is rebuilt, not saved)."""
+        self.ds.save_checkpoint(str(directory), tag=ENGINE_TAG,
+                                exclude_frozen_parameters=self.lora)
 
     def load(self, directory: Path) -> None:
         """Collective: restore what :meth:`save` wrote."""
         path, _ = self.ds.load_checkpoint(str(directory), tag=ENGINE_TAG,
+                                          load_module_strict=not self.lora,
                                           load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed state under {directory}/{ENGINE_TAG}")
+
+    def base_checksum(self) -> float:
+        """Collective under ZeRO-3: CRC32 of a LoRA engine's frozen base weights (HF names,
+        sorted; rank 0, NaN elsewhere) -- what a frozen copy of the base would give."""
+        from rlhf_dist.models.lora import base_state
+        from rlhf_dist.utils.checksum import state_checksum
+
+        state = self.full_state_dict()
+        return float("nan") if state is None else state_checksum(base_state(state))
 
     def param_checksum(self) -> float:
         """Collective: CRC32 over the bytes of this rank's parameters (its ZeRO-3 shards, or
@@ -219,21 +241,33 @@ class ModelEngine:
 
         return deepspeed.zero.GatheredParameters(list(self.module.parameters()))
 
-    def full_parameters(self) -> Iterator[Tuple[str, torch.Tensor]]:
-        """Collective under ZeRO-3: ``(name, full parameter)`` one at a time, each gathered
-        from its shards only while it is used, so no rank ever holds the whole model twice
-        (the weight sync streams these to the rollout engines)."""
+    def _gathered(self, params: List[nn.Parameter]):
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
         import deepspeed
 
+        return deepspeed.zero.GatheredParameters(params)
+
+    def full_parameters(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """Collective under ZeRO-3: ``(HF name, full parameter)`` one at a time, each gathered
+        from its shards only while it is used, so no rank ever holds the whole model twice
+        (the weight sync streams these to the rollout engines).  A LoRA engine's are those of
+        the merged model (``models.lora.merged_parameters``)."""
+        if self.lora:
+            from rlhf_dist.models.lora import merged_parameters
+
+            yield from merged_parameters(self.module, self._gathered)
+            return
         for name, param in self.module.named_parameters():
-            if self.zero_stage == 3:
-                with deepspeed.zero.GatheredParameters([param]):
-                    yield name, param.data
-            else:
+            with self._gathered([param]):
                 yield name, param.data
 
     def parameter_shapes(self) -> List[Tuple[str, List[int]]]:
         """``(name, full shape)`` of every parameter, in :meth:`full_parameters`' order."""
+        if self.lora:
+            from rlhf_dist.models.lora import merged_shapes
+
+            return merged_shapes(self.module)
         return [(name, list(getattr(p, "ds_shape", p.shape)))
                 for name, p in self.module.named_parameters()]
 
@@ -243,13 +277,42 @@ class ModelEngine:
             return self.ds._zero3_consolidated_16bit_state_dict()
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
 
-    def export_hf(self, out_dir: Path, tokenizer=None, is_main: bool = True) -> None:
-        """Collective: write a ``from_pretrained``-loadable copy (rank 0 writes)."""
+    def export_hf(self, out_dir: Path, tokenizer=None, is_main: bool = True,
+                  merge_lora: bool = True) -> None:
+        """Collective: write a ``from_pretrained``-loadable copy (rank 0 writes).  A LoRA
+        engine writes its adapter (peft format) to ``out_dir/adapter`` and, with
+        ``merge_lora``, the merged model -- loadable with plain transformers -- to
+        ``out_dir``."""
+        from rlhf_dist.models.save import save_model
+
         state = self.full_state_dict()
+        merged = None
+        if self.lora and merge_lora:  # collective under ZeRO-3, like full_state_dict()
+            merged = {name: t.detach().cpu().clone() if is_main else None
+                      for name, t in self.full_parameters()}
         if not is_main:
             return
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.module.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(out_dir))
+        if not self.lora:
+            save_model(self.module, tokenizer, out_dir, state)
+            return
+        save_model(self.module, tokenizer, out_dir / "adapter", state)
+        if merged is not None:
+            base = self.module.get_base_model()
+            buffers = {n: b for n, b in base.state_dict().items() if n not in merged
+                       and n in dict(base.named_buffers())}
+            save_model(base, tokenizer, out_dir, {**merged, **buffers})
+
+
+class BaseModel:
+    """A LoRA engine with its adapter off, called like the engine (``ModelEngine.base``)."""
+
+    def __init__(self, engine: ModelEngine):
+        self.engine = engine
+        self.module = engine.module
+
+    def __call__(self, *args, **kwargs):
+        from rlhf_dist.models.lora import adapter_disabled
+
+        with adapter_disabled(self.module):
+            return self.engine(*args, **kwargs)

@@ -17,7 +17,7 @@ _EXPORTS = {
     "seed_everything": "seeding", "rng_state": "seeding", "set_rng_state": "seeding",
     "save_rng_state": "seeding", "load_rng_state": "seeding",
     "Timer": "timing", "tokens_per_second": "timing", "mean_rows": "averages",
-    "load_callable": "imports",
+    "load_callable": "imports", "state_checksum": "checksum",
 }
 
 __all__ = sorted(_EXPORTS)

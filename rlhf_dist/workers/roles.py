@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -19,6 +18,7 @@ from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
 from rlhf_dist.utils import mean_rows
+from rlhf_dist.utils.checksum import state_checksum
 from rlhf_dist.workers.base import DistributedWorker
 
 Metrics = Dict[str, float]
@@ -44,17 +44,6 @@ def in_micro_batches(batch: Batch, size: int,
     """Forward a rank's share in micro-batches of ``size`` rows and concatenate; sizes are
     validated so every rank runs the same number of (collective, under ZeRO-3) forwards."""
     return torch.cat([forward(micro) for micro in batch.split(size)])
-
-
-def state_checksum(state: Dict[str, torch.Tensor]) -> float:
-    """CRC32 of the raw bytes of every tensor, in sorted-name order: changes with any bit of
-    any weight, and equals the same CRC computed from a ``model.safetensors`` holding the
-    same tensors (so a frozen model can be checked against the files it was loaded from)."""
-    crc = 0
-    for name in sorted(state):
-        raw = state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        crc = zlib.crc32(raw.numpy(), crc)
-    return float(crc)
 
 
 def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):

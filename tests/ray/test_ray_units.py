@@ -10,7 +10,7 @@ import torch
 from rlhf_dist.config import ConfigError, load_config
 from rlhf_dist.rewards import RewardError, load_rewards
 from rlhf_dist.trainers.ppo import learner_train_section
-from rlhf_dist.workers.roles import state_checksum
+from rlhf_dist.utils.checksum import state_checksum
 
 from ray_helpers import CONFIGS
 
