@@ -369,6 +369,9 @@ class CheckpointConfig:
     keep_last: int = 2
     resume: str = "none"
     export_hf: bool = True
+    # a LoRA model's export: the adapter (peft) in <model>/adapter and, when true, the merged
+    # model (plain transformers) in <model>
+    merge_lora: bool = True
 
     def __post_init__(self):
         _positive("checkpoint.save_every", self.save_every, allow_zero=True)

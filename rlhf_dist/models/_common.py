@@ -65,8 +65,36 @@ def hf_load_kwargs(model_cfg: "ModelConfig", field_prefix: str = "model") -> Dic
     ``trust_remote_code`` is passed through as a strict bool (the config default is False), so
     remote code never runs unless the user set it.
     """
-    return {
+    kwargs = {
         "dtype": torch_dtype(model_cfg.dtype, f"{field_prefix}.dtype"),
         "attn_implementation": model_cfg.attn_implementation,
         "trust_remote_code": bool(model_cfg.trust_remote_code),
     }
+    if model_cfg.quantized:
+        kwargs["quantization_config"] = quantization_config(model_cfg, field_prefix)
+    return kwargs
+
+
+def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
+    """bitsandbytes' 4-bit (NF4, double quantisation, compute in the model dtype) or 8-bit
+    config of a QLoRA base; CUDA only."""
+    import torch
+
+    bits = "load_in_4bit" if model_cfg.load_in_4bit else "load_in_8bit"
+    if not torch.cuda.is_available():
+        raise ModelError(f"{field_prefix}.{bits}: quantised weights (bitsandbytes) need a CUDA "
+                         "device and this process has none; train the LoRA adapter on "
+                         "unquantised weights here")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError(f"{field_prefix}.{bits}: needs the bitsandbytes package "
+                         "(pip install bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    if model_cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(model_cfg.dtype,
+                                                                 f"{field_prefix}.dtype"))

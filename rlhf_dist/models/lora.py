@@ -72,8 +72,17 @@ def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "mode
 
 
 def maybe_lora(model: "nn.Module", section: "ModelConfig", field_prefix: str):
-    """``apply_lora`` when the section asks for adapters, else ``model`` unchanged."""
-    return apply_lora(model, section.lora, field_prefix) if section.lora.enabled else model
+    """``apply_lora`` when the section asks for adapters, else ``model`` unchanged; a
+    quantised (QLoRA) base first gets peft's ``prepare_model_for_kbit_training``."""
+    if not section.lora.enabled:
+        return model
+    if section.quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=section.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    return apply_lora(model, section.lora, field_prefix)
 
 
 @contextlib.contextmanager
@@ -129,13 +138,3 @@ def merged_shapes(module: "nn.Module") -> List[Tuple[str, List[int]]]:
     """``(HF name, full shape)`` in :func:`merged_parameters`' order."""
     return [(hf_name(n), list(getattr(p, "ds_shape", p.shape)))
             for n, p in module.named_parameters() if hf_name(n) is not None]
-
-
-def parameter_counts(module: "nn.Module") -> Dict[str, float]:
-    """``params/total`` and ``params/trainable`` (full sizes, also of ZeRO-3 shards)."""
-    total = trainable = 0
-    for param in module.parameters():
-        size = int(getattr(param, "ds_numel", param.numel()))
-        total += size
-        trainable += size if param.requires_grad else 0
-    return {"params/total": float(total), "params/trainable": float(trainable)}

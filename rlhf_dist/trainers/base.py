@@ -87,13 +87,23 @@ class LauncherTrainer(Job):
         self.engine = self.build_engines()
 
     def build_engines(self) -> ModelEngine:
+        from rlhf_dist.models.lora import maybe_lora
+
         cfg = self.cfg
 
         def build():
             torch.manual_seed(cfg.seed)  # identical init on every rank and every rebuild
-            return self.build_model(self.tokenizer)
+            return maybe_lora(self.build_model(self.tokenizer), cfg.model, "model")
 
-        return ModelEngine.trained(build, cfg.deepspeed, cfg.train, self.world, self.total_steps)
+        engine = ModelEngine.trained(build, cfg.deepspeed, cfg.train, self.world,
+                                     self.total_steps)
+        self.model_metrics = engine.size_metrics()
+        return engine
+
+    def start_metrics(self) -> Metrics:
+        """Parameter counts (all, trainable) and the MiB of parameters and optimizer state
+        this rank holds, logged once at the start."""
+        return self.model_metrics
 
     def close(self, failed: bool) -> None:
         # No barrier after a failure: the other ranks may be stuck in a collective this rank
@@ -144,7 +154,8 @@ class LauncherTrainer(Job):
 
     def export(self) -> Optional[Metrics]:
         metrics = self.before_export()
-        self.engine.export_hf(self.out / "model", self.tokenizer, self.is_main)
+        self.engine.export_hf(self.out / "model", self.tokenizer, self.is_main,
+                              self.cfg.checkpoint.merge_lora)
         dist.barrier()
         return metrics
 

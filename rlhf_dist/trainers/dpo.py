@@ -88,17 +88,14 @@ class DPOTrainer(LauncherTrainer):
     def build_engines(self) -> ModelEngine:
         policy = super().build_engines()
         cfg = self.cfg
-
-        def build_reference():
-            torch.manual_seed(cfg.seed)  # a tiny reference starts equal to the tiny policy
-            return self.build_model(self.tokenizer, reference=True)
-
-        # ref_offload keeps the frozen reference's ZeRO-3 shards in CPU memory between uses.
-        ds = dataclasses.replace(cfg.deepspeed, offload_param=cfg.dpo.ref_offload or
-                                 cfg.deepspeed.offload_param)
-        self.reference = ModelEngine.frozen(build_reference, ds, 2 * cfg.train.micro_batch_size,
-                                            self.world)
-        self.ref_checksum_start = self.reference.param_checksum()
+        if cfg.shared_reference:  # the policy's base, adapter off: no copy of the model
+            self.reference = policy.base()
+            if self.is_main:
+                log.info("resources/reference=shared_base: the reference log-probs come from "
+                         "the policy with its LoRA adapter disabled")
+        else:
+            self.reference = self.build_reference()
+        self.ref_checksum_start = self.reference_checksum()
         self.ref_table: Optional[torch.Tensor] = None
         self.setup_metrics: Dict[str, float] = {}
         if cfg.dpo.precompute_ref:
@@ -110,14 +107,33 @@ class DPOTrainer(LauncherTrainer):
                          len(self.train_set), self.setup_metrics["perf/ref_precompute_s"])
         return policy
 
+    def build_reference(self) -> ModelEngine:
+        cfg = self.cfg
+
+        def build():
+            torch.manual_seed(cfg.seed)  # a tiny reference starts equal to the tiny policy
+            return self.build_model(self.tokenizer, reference=True)
+
+        # ref_offload keeps the frozen reference's ZeRO-3 shards in CPU memory between uses.
+        ds = dataclasses.replace(cfg.deepspeed, offload_param=cfg.dpo.ref_offload or
+                                 cfg.deepspeed.offload_param)
+        return ModelEngine.frozen(build, ds, 2 * cfg.train.micro_batch_size, self.world)
+
+    def reference_checksum(self) -> float:
+        """CRC32 of the frozen reference's weights (of the policy's base when shared)."""
+        if self.cfg.shared_reference:
+            return self.reference.engine.state_checksum(base=True)
+        return self.reference.state_checksum()
+
     def start_metrics(self):
-        return self.setup_metrics
+        shared = {"resources/reference_shared_base": float(self.cfg.shared_reference)}
+        return {**super().start_metrics(), **self.setup_metrics, **shared}
 
     def end_metrics(self):
         """The frozen reference's checksum at start and end (equal unless something wrote
         into it)."""
         return {"ref/checksum_start": self.ref_checksum_start,
-                "ref/checksum_end": self.reference.param_checksum()}
+                "ref/checksum_end": self.reference_checksum()}
 
     @property
     def layout(self):

@@ -22,7 +22,7 @@ class RayDPOTrainer(RayJob):
         self.world = cfg.resources.actor.world_size
         reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
             else cfg.resources.reference
-        if reference.world_size != self.world:
+        if reference.world_size != self.world and not cfg.shared_reference:
             # rank r of the reference scores the micro-batches of actor rank r
             raise ConfigError(
                 f"resources.reference: {reference.world_size} ranks, DPO on Ray needs as many "
@@ -46,19 +46,22 @@ class RayDPOTrainer(RayJob):
         self.total_steps = self.sampler.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.start_ray(2 * self.world * cfg.resources.actor.cpus_per_worker)
+        groups = 1 if cfg.shared_reference else 2
+        self.start_ray(groups * self.world * cfg.resources.actor.cpus_per_worker)
 
     def build(self) -> None:
         from rlhf_dist.workers.cluster import create_roles
 
         self.roles = create_roles(self.cfg, with_reward=False, with_critic=False)
         self.roles.actor.build(self.cfg.train, self.total_steps)
-        self.roles.reference.build()
+        if self.roles.reference:
+            self.roles.reference.build()
+        self.reference = self.roles.reference_calls()
         if self.ref_start is None:
-            self.ref_start = self.roles.reference.state_checksum()
+            self.ref_start = self.reference.state_checksum()
 
     def train_step(self) -> Dict[str, float]:
-        per_rank = self.roles.reference.sequence_logps(self.step_micro_batches())
+        per_rank = self.reference.sequence_logps(self.step_micro_batches())
         metrics = {f"train/{k}": v for k, v in self.roles.actor.dpo_update(per_rank).items()}
         return {**metrics, **self.roles.offload_metrics(self.cfg.resources)}
 
@@ -70,7 +73,7 @@ class RayDPOTrainer(RayJob):
         per_rank = [[Batch.from_dict(b) for b in B.iterate(
             self.eval_set, B.eval_micro_batches(len(self.eval_set), rank, self.world, size),
             self.collate)] for rank in range(self.world)]
-        per_rank = self.roles.reference.sequence_logps(per_rank)
+        per_rank = self.reference.sequence_logps(per_rank)
         return {f"eval/{k}": v for k, v in self.roles.actor.dpo_eval(per_rank).items()}
 
     def step_micro_batches(self) -> List[List[Batch]]:
@@ -84,7 +87,7 @@ class RayDPOTrainer(RayJob):
         """CRC32 of the reference's full weights (roles.state_checksum): equal unless
         something wrote into the frozen model."""
         return {"ref/checksum_start": self.ref_start,
-                "ref/checksum_end": self.roles.reference.state_checksum()}
+                "ref/checksum_end": self.reference.state_checksum()}
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))

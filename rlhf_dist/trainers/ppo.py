@@ -113,7 +113,11 @@ class PPOTrainer(RayJob):
         total = cfg.ppo.iterations * steps_per_iter
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
-        self.roles.reference.build()
+        if self.roles.reference:
+            self.roles.reference.build()
+        else:
+            log.info("resources/reference=shared_base: the reference log-probs come from the "
+                     "actor with its LoRA adapter disabled (no reference group)")
         if self.roles.reward:
             self.roles.reward.build()
         if self.roles.critic:
@@ -238,7 +242,7 @@ class PPOTrainer(RayJob):
         the sequence rewards (unless the experience has its ``scores`` already), then the
         token rewards and advantages."""
         roles = self.roles
-        pending = {"ref_logprobs": roles.reference.logprobs(experience)}
+        pending = {"ref_logprobs": roles.reference_calls().logprobs(experience)}
         rm_scores = None
         if roles.reward and "scores" not in experience:
             rm_scores = roles.reward.score(experience)
@@ -344,7 +348,7 @@ class PPOTrainer(RayJob):
 
     def frozen_checksums(self) -> Metrics:
         """CRC32 of the frozen models' full weights: must not change during training."""
-        groups = {"reference": self.roles.reference, "reward": self.roles.reward}
+        groups = {"reference": self.roles.reference_calls(), "reward": self.roles.reward}
         return {name: group.state_checksum() for name, group in groups.items() if group}
 
     def end_metrics(self) -> Metrics:

@@ -23,7 +23,10 @@ class RayJob(Job):
         self.recoverable, self.max_restarts = (WorkerLost,), res.max_restarts
 
     def start_metrics(self) -> Metrics:
-        return self.roles.placement_metrics()
+        """Placement, the trained groups' sizes and memory, and whether the reference is the
+        actor's base (``resources/reference_shared_base``)."""
+        return {**self.roles.placement_metrics(), **self.roles.size_metrics(),
+                "resources/reference_shared_base": float(self.cfg.shared_reference)}
 
     def driver_state(self) -> Dict[str, Any]:
         """What the driver itself adds to a checkpoint (besides the trained groups)."""

@@ -12,7 +12,8 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rlhf_dist.config import Config, ResourcesConfig
 from rlhf_dist.workers.group import place_bundles, role_bundles
-from rlhf_dist.workers.groups import ActorGroup, CriticGroup, ReferenceGroup, RewardGroup
+from rlhf_dist.workers.groups import (ActorGroup, CriticGroup, ReferenceGroup, RewardGroup,
+                                      SharedBaseReference)
 from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
 from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
@@ -57,6 +58,15 @@ class Roles:
 
     def all(self):
         return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
+
+    def reference_calls(self):
+        """Where reference log-probs come from: the reference group, or with a shared base
+        (``Config.shared_reference``) the LoRA actor with its adapter off."""
+        return self.reference or SharedBaseReference(self.actor)
+
+    def size_metrics(self) -> Dict[str, float]:
+        """Parameter counts and per-rank memory of the trained groups (at start)."""
+        return {k: v for group in self.trained() for k, v in group.size_metrics().items()}
 
     def kill(self) -> None:
         """Kill every group's workers and give the placement groups' resources back (on a
@@ -121,11 +131,13 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
         left = 1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
                                  share_ar * left)
-        ref_pg = actor_pg if res.colocate_actor_ref else placed(
-            "reference", role_bundles(res.reference))
-        roles.reference = ReferenceGroup(
-            "reference", ReferenceWorker, res.actor if res.colocate_actor_ref else res.reference,
-            ref_pg, (cfg,), timeout, share_ar * (left if res.colocate_actor_ref else 1.0))
+        if not cfg.shared_reference:
+            ref_pg = actor_pg if res.colocate_actor_ref else placed(
+                "reference", role_bundles(res.reference))
+            roles.reference = ReferenceGroup(
+                "reference", ReferenceWorker,
+                res.actor if res.colocate_actor_ref else res.reference, ref_pg, (cfg,), timeout,
+                share_ar * (left if res.colocate_actor_ref else 1.0))
         colocate_cr = res.colocate_critic_reward and with_reward and with_critic
         share_cr = 0.5 if colocate_cr else 1.0
         critic_pg = None

@@ -19,6 +19,26 @@ class Pending:
         return self.combine(self.group._get(self.refs))
 
 
+def _logprobs(group: WorkerGroup, call, batch: Batch) -> Pending:
+    """Scatter ``batch`` over the group's ranks with ``call(worker, chunk)``; ``result()``:
+    the ranks' ``logprobs`` concatenated."""
+    refs = group._scatter_refs(call, batch)
+    return Pending(group, refs, lambda parts: Batch.concat(parts)["logprobs"])
+
+
+def _sequence_logps(group: WorkerGroup, call, per_rank: List[List[Batch]]) -> List[List[Batch]]:
+    """``call(worker, micro)`` on each rank's micro-batches, results attached as
+    ``ref_logps``.  Every rank gets the same number of calls (ZeRO-3 forwards are
+    collective)."""
+    refs = [[call(w, m) for m in micro] for w, micro in zip(group.workers, per_rank)]
+    flat = group._get([r for rank_refs in refs for r in rank_refs])
+    out, i = [], 0
+    for micro in per_rank:
+        out.append([m.with_(ref_logps=flat[i + j]["ref_logps"]) for j, m in enumerate(micro)])
+        i += len(micro)
+    return out
+
+
 class _ModelGroup(WorkerGroup):
     def save(self, directory: str) -> None:
         self._broadcast(lambda w: w.save.remote(directory))
@@ -29,9 +49,13 @@ class _ModelGroup(WorkerGroup):
     def export_hf(self, directory: str) -> None:
         self._broadcast(lambda w: w.export_hf.remote(directory))
 
-    def state_checksum(self) -> float:
-        """CRC32 of the full weights (``roles.state_checksum``), from rank 0."""
-        return self._broadcast(lambda w: w.state_checksum.remote())[0]
+    def state_checksum(self, base: bool = False) -> float:
+        """CRC32 of the full weights (of a LoRA model's base with ``base``), from rank 0."""
+        return self._broadcast(lambda w: w.state_checksum.remote(base))[0]
+
+    def size_metrics(self) -> Dict[str, float]:
+        """Parameter counts and rank 0's parameter / Adam-state MiB (``size_metrics``)."""
+        return self._broadcast(lambda w: w.size_metrics.remote())[0]
 
     def offload_stats(self) -> Dict[str, float]:
         """Idle offload (``roles._ModelWorker.offload_stats``), the mean over ranks."""
@@ -51,8 +75,7 @@ class ActorGroup(_ModelGroup):
         return concat_rollouts(parts, pad_token_id)
 
     def logprobs(self, batch: Batch) -> Pending:
-        refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
-        return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
+        return _logprobs(self, lambda w, c: w.logprobs.remote(c), batch)
 
     # the weight sync to the vLLM engines (``rollout_engines.RolloutEngines``): rank 0 sends
     def open_weight_group(self) -> Tuple[str, int]:
@@ -91,20 +114,32 @@ class ReferenceGroup(_ModelGroup):
         self._broadcast(lambda w: w.build.remote())
 
     def logprobs(self, batch: Batch) -> Pending:
-        refs = self._scatter_refs(lambda w, c: w.logprobs.remote(c), batch)
-        return Pending(self, refs, lambda parts: Batch.concat(parts)["logprobs"])
+        return _logprobs(self, lambda w, c: w.logprobs.remote(c), batch)
 
     def sequence_logps(self, per_rank: List[List[Batch]]) -> List[List[Batch]]:
-        """Reference log-probs for each rank's micro-batches, attached as ``ref_logps``.
-        Every rank gets the same number of calls (ZeRO-3 forwards are collective)."""
-        refs = [[w.sequence_logps.remote(m) for m in micro]
-                for w, micro in zip(self.workers, per_rank)]
-        flat = self._get([r for rank_refs in refs for r in rank_refs])
-        out, i = [], 0
-        for micro in per_rank:
-            out.append([m.with_(ref_logps=flat[i + j]["ref_logps"]) for j, m in enumerate(micro)])
-            i += len(micro)
-        return out
+        """Reference log-probs for each rank's micro-batches, attached as ``ref_logps``."""
+        return _sequence_logps(self, lambda w, m: w.sequence_logps.remote(m), per_rank)
+
+
+class SharedBaseReference:
+    """The reference group's calls answered by a LoRA actor group with its adapter off
+    (``Config.shared_reference``): no model copy, no group of its own."""
+
+    role = "reference"
+
+    def __init__(self, actor: ActorGroup):
+        self.actor = actor
+
+    def logprobs(self, batch: Batch) -> Pending:
+        return _logprobs(self.actor, lambda w, c: w.reference_logprobs.remote(c), batch)
+
+    def sequence_logps(self, per_rank: List[List[Batch]]) -> List[List[Batch]]:
+        return _sequence_logps(self.actor, lambda w, m: w.reference_sequence_logps.remote(m),
+                               per_rank)
+
+    def state_checksum(self) -> float:
+        """CRC32 of the actor's frozen base weights."""
+        return self.actor.state_checksum(base=True)
 
 
 class RewardGroup(_ModelGroup):

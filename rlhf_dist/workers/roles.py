@@ -18,7 +18,6 @@ from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
 from rlhf_dist.utils import mean_rows
-from rlhf_dist.utils.checksum import state_checksum
 from rlhf_dist.workers.base import DistributedWorker
 
 Metrics = Dict[str, float]
@@ -44,6 +43,24 @@ def in_micro_batches(batch: Batch, size: int,
     """Forward a rank's share in micro-batches of ``size`` rows and concatenate; sizes are
     validated so every rank runs the same number of (collective, under ZeRO-3) forwards."""
     return torch.cat([forward(micro) for micro in batch.split(size)])
+
+
+def reference_logprobs(cfg: Config, model, batch: Batch) -> Batch:
+    """The reference's ``logprobs`` of ``batch`` under ``model`` (a frozen engine, or a LoRA
+    actor's base), at the temperature of the actor's behaviour log-probs, so KL compares like
+    with like."""
+    from rlhf_dist.rollout import action_logprobs, sampling_temperature
+
+    temperature = sampling_temperature(cfg.rollout)
+    return Batch({"logprobs": in_micro_batches(
+        batch, cfg.train.micro_batch_size, lambda m: action_logprobs(model, m, temperature))})
+
+
+def reference_sequence_logps(cfg: Config, model, batch: Batch) -> Batch:
+    """DPO: the reference's per-response log-probs (``ref_logps``) of a preference batch."""
+    from rlhf_dist.trainers.dpo import reference_rows
+
+    return Batch({"ref_logps": reference_rows(model, batch, cfg.dpo)})
 
 
 def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
@@ -127,14 +144,19 @@ class _ModelWorker(DistributedWorker):
 
     @uses_engine
     def export_hf(self, directory: str) -> None:
-        self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0)
+        self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0,
+                              merge_lora=self.cfg.checkpoint.merge_lora)
+
+    def size_metrics(self) -> Metrics:
+        """``ModelEngine.size_metrics`` of this rank, the role in each name."""
+        return {key.replace("/", f"/{self.role}_", 1): value
+                for key, value in self.engine.size_metrics().items()}
 
     @uses_engine
-    def state_checksum(self) -> float:
-        """Collective under ZeRO-3 (shards gathered): :func:`state_checksum` of the full
-        state dict, on rank 0 (NaN elsewhere).  Frozen models must keep it bit for bit."""
-        state = self.engine.full_state_dict()
-        return float("nan") if state is None else state_checksum(state)
+    def state_checksum(self, base: bool = False) -> float:
+        """Collective under ZeRO-3: ``ModelEngine.state_checksum`` (CRC32 of the full state
+        dict).  Frozen models must keep it bit for bit."""
+        return self.engine.state_checksum(base)
 
 
 class ActorWorker(_ModelWorker):
@@ -147,9 +169,12 @@ class ActorWorker(_ModelWorker):
         from rlhf_dist.models import load_causal_lm
         from rlhf_dist.rollout import RolloutEngine
 
+        from rlhf_dist.models.lora import maybe_lora
+
         cfg = self.cfg
-        build = _seeded_build(cfg.seed, lambda: load_causal_lm(cfg.model, self.tokenizer(),
-                                                               field_prefix="model"))
+        build = _seeded_build(cfg.seed, lambda: maybe_lora(
+            load_causal_lm(cfg.model, self.tokenizer(), field_prefix="model"), cfg.model,
+            "model"))
         self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("actor"), train,
                                           self.world_size, total_steps)
         self.rollout = RolloutEngine(self.engine.module, self.tokenizer(), cfg.rollout)
@@ -215,6 +240,19 @@ class ActorWorker(_ModelWorker):
             batch, self.cfg.train.micro_batch_size,
             lambda m: action_logprobs(self.engine, m, temperature))})
 
+    # ------------------------------------- the shared reference: this engine, adapter off
+    @uses_engine
+    @torch.no_grad()
+    def reference_logprobs(self, batch: Batch) -> Batch:
+        self.engine.eval()
+        return reference_logprobs(self.cfg, self.engine.base(), batch)
+
+    @uses_engine
+    @torch.no_grad()
+    def reference_sequence_logps(self, batch: Batch) -> Batch:
+        self.engine.eval()
+        return reference_sequence_logps(self.cfg, self.engine.base(), batch)
+
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.rollout import policy_objective
 
@@ -275,21 +313,13 @@ class ReferenceWorker(_ModelWorker):
     @uses_engine
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
-        from rlhf_dist.rollout import action_logprobs, sampling_temperature
-
-        # The same temperature as the actor's behaviour log-probs, so KL compares like with like.
-        temperature = sampling_temperature(self.cfg.rollout)
-        return Batch({"logprobs": in_micro_batches(
-            batch, self.cfg.train.micro_batch_size,
-            lambda m: action_logprobs(self.engine, m, temperature))})
+        return reference_logprobs(self.cfg, self.engine, batch)
 
     @uses_engine
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Batch:
         """DPO: per-response log-probs of a preference batch, rows of its layout."""
-        from rlhf_dist.trainers.dpo import reference_rows
-
-        return Batch({"ref_logps": reference_rows(self.engine, batch, self.cfg.dpo)})
+        return reference_sequence_logps(self.cfg, self.engine, batch)
 
 
 def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:
@@ -346,10 +376,13 @@ class CriticWorker(_ModelWorker):
     def build(self, train: TrainConfig, total_steps: int) -> None:
         from rlhf_dist.models import load_scalar_model
 
+        from rlhf_dist.models.lora import maybe_lora
+
         cfg = self.cfg
         section, prefix = _scalar_section(cfg, "critic")
-        build = _seeded_build(cfg.seed + 2, lambda: load_scalar_model(
-            section, self.tokenizer(), role="critic", field_prefix=prefix))
+        build = _seeded_build(cfg.seed + 2, lambda: maybe_lora(load_scalar_model(
+            section, self.tokenizer(), role="critic", field_prefix=prefix), cfg.critic_model,
+            "critic_model"))
         self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("critic"), train,
                                           self.world_size, total_steps)
 
