@@ -29,6 +29,7 @@ setup(
         "safetensors",
         "tqdm",
         "matplotlib",
+        "peft>=0.21",  # LoRA adapters (model.lora); the lowest tested
         "math-verify>=0.9",  # the `math` verifier (ppo.reward_fn=math)
         "aiohttp>=3.9",  # rlhf-dist serve-rm
         "requests>=2.28",  # ppo.reward_url

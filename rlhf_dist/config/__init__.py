@@ -114,7 +114,13 @@ class Config:
             section = getattr(self, role)
             if not section.lora.enabled:
                 continue
-            ds = self.deepspeed.for_role("actor" if role == "model" else "critic")
+            trained = "actor" if role == "model" else "critic"
+            ds = self.deepspeed.for_role(trained)
+            _require(ds.zero_stage < 3 or not getattr(self.resources, trained).offload_when_idle,
+                     f"resources.{trained}.offload_when_idle",
+                     f"does not work with {role}.lora under ZeRO-3 (DeepSpeed's offload_states "
+                     "cannot move a partitioned model with frozen parameters): use "
+                     "deepspeed.zero_stage <= 2 for this role")
             _require(not ds.offload_param, f"{role}.lora.r",
                      "LoRA does not work with deepspeed.offload_param=true (the frozen base "
                      "would be streamed from CPU memory for adapters of a few MB): leave "
