@@ -70,10 +70,15 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
     ]
 
 
-def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf"):
+# the ray_grpo_lora case's actor: LoRA on every linear layer (the workload's lr: speed only)
+LORA = ["model.lora.r=16", "model.lora.alpha=32"]
+
+
+def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf",
+                      extra: Sequence[str] = ()):
     from rlhf_dist.config import load_config
 
-    return load_config(None, overrides(args, estimator, out_dir, backend))
+    return load_config(None, overrides(args, estimator, out_dir, backend) + list(extra))
 
 
 def single_thread() -> None:

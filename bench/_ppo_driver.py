@@ -102,7 +102,8 @@ def probe_calls(roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: fl
     out: Dict[str, object] = {
         "idle_cpu_per_s": idle["cpu_ms"] / 1e3 / idle_s,
         "idle_cpu_per_s_by": {k: v / 1e3 / idle_s for k, v in idle["cpu_ms_by"].items()}}
-    work = measure("ref_logprobs", lambda: roles.reference.logprobs(experience).result(), n_work)
+    reference = roles.reference_calls()  # a LoRA actor answers for the reference it replaces
+    work = measure("ref_logprobs", lambda: reference.logprobs(experience).result(), n_work)
     out.update(ref_logprobs_ms=work["ms"], ref_logprobs_cpu_ms=work["cpu_ms"],
                ref_logprobs_worker_cpu_ms=work["cpu_ms_by"].get(
                    "worker_reference", work["cpu_ms_by"].get("driver")))
@@ -215,7 +216,8 @@ def remote_calls_per_iter(cfg) -> int:
 
 def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
     cfg = C.load_bench_config(args, "group_norm" if "_grpo" in case else "gae", out_dir,
-                              "vllm" if case.endswith("_vllm") else "hf")
+                              "vllm" if case.endswith("_vllm") else "hf",
+                              C.LORA if case.endswith("_lora") else ())
     meter = C.TreeMeter()
     if case.startswith("ray"):
         start_local_ray(cfg)

@@ -141,8 +141,10 @@ class BenchMixin:
                  "step_end_cpu_s": self.bench_step_end_cpu_s, **engine_memory(self.engine),
                  "maxrss_mb": rss_peak_mb()}
         reference = getattr(self, "reference", None)
-        if reference is not None:
-            stats["ref_param_mb"] = _bytes(local_params(reference.module)) / MB
+        if reference is not None:  # a LoRA policy's shared base (BaseModel) is no copy: 0
+            shared = getattr(reference, "engine", None) is self.engine
+            stats["ref_param_mb"] = 0.0 if shared else \
+                _bytes(local_params(reference.module)) / MB
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         (self.stats_dir / f"rank{self.rank}.json").write_text(json.dumps(stats))
 

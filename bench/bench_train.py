@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_train.py                    # SFT+DPO x ZeRO 0/2/3 x 1/2 ranks
     .venv/bin/python bench/bench_train.py --with-trl         # + TRL's DPOTrainer, same workload
     .venv/bin/python bench/bench_train.py --jobs dpo --zero 3 --ranks 2
+    .venv/bin/python bench/bench_train.py --zero 0 --ranks 1 --variants default,lora --repeats 3
     .venv/bin/python bench/bench_train.py --jobs dpo --zero 0 --ranks 1 --with-trl \
         --variants padded,default,grouped,grouped+precomputed --trl-precompute
 
@@ -24,7 +25,10 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
 
 ``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
 pair layout, the default shared-prompt layout, + ``train.group_by_length``, + precomputed
-reference log-probs); each record names its ``variant``.  ``--repeats R`` runs the whole list R times (TRL after each pass), and the ratio lines use
+reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base);
+``default`` and ``lora`` apply to SFT too; each record names its ``variant``, and
+``train_lora_ratio`` lines compare LoRA with full fine-tuning (tokens per CPU-second, per-rank
+parameter + optimizer + reference-copy MiB).  ``--repeats R`` runs the whole list R times (TRL after each pass), and the ratio lines use
 medians over the repeats.
 
 Memory per rank: ``peak_rss_mb_per_rank`` (``ru_maxrss`` at the end of the run, imports
@@ -56,7 +60,10 @@ VARIANTS = {
     "default": [],
     "grouped": ["train.group_by_length=true"],
     "grouped+precomputed": ["train.group_by_length=true", "dpo.precompute_ref=true"],
+    # LoRA adapters on every linear layer (SFT and DPO; DPO's reference = the adapter-free base)
+    "lora": ["model.lora.r=16", "model.lora.alpha=32"],
 }
+SFT_VARIANTS = ("default", "lora")  # the variants that apply to SFT too
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -199,7 +206,7 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.setdefault("WANDB_MODE", "disabled")
     record = {"bench": "train", "impl": "rlhf_dist", "job": job, "zero": zero, "ranks": ranks,
-              "repeat": repeat, **({"variant": variant} if job == "dpo" else {})}
+              "repeat": repeat, "variant": variant}
     cmd = command(args, job, ranks, stats_dir,
                   overrides(args, job, zero, ranks, out) + VARIANTS[variant])
     print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
@@ -330,7 +337,8 @@ def ratio_lines(ours: List[dict], trls: List[dict], trl_label: str = "") -> None
 
 def memory_ratio_lines(ours: List[dict]) -> None:
     """Per-rank (param + optimizer) MiB of ZeRO-3 over ZeRO-0, per job and rank count."""
-    by_key = {(r["job"], r["zero"], r["ranks"]): r for r in ours if r["repeat"] == 0}
+    by_key = {(r["job"], r["zero"], r["ranks"]): r for r in ours
+              if r["repeat"] == 0 and r["variant"] == "default"}
     for (job, zero, ranks), rec in by_key.items():
         base = by_key.get((job, 0, ranks))
         if zero == 0 or base is None:
@@ -339,6 +347,34 @@ def memory_ratio_lines(ours: List[dict]) -> None:
               "vs_zero": 0, "param_plus_optim_mb": _held(rec), "zero0_param_plus_optim_mb":
                   _held(base), "ratio": _held(rec) / _held(base),
               "ratio_without_fp32_master": _held(rec, master=False) / _held(base, master=False)})
+
+
+def lora_ratio_lines(ours: List[dict]) -> None:
+    """LoRA over full fine-tuning, per job, ZeRO stage and rank count: tokens per CPU-second
+    (median of the repeats, and min/median/max of the repeat-paired ratios) and per-rank
+    parameter + optimizer (+ DPO reference copy) MiB."""
+    def by_repeat(case: tuple, variant: str) -> Dict[int, dict]:
+        return {r["repeat"]: r for r in ours
+                if (r["job"], r["zero"], r["ranks"], r["variant"]) == (*case, variant)}
+
+    def held(rec: dict) -> float:
+        return _held(rec) + max(rec.get("ref_param_mb_per_rank") or [0.0])
+
+    cases = sorted({(r["job"], r["zero"], r["ranks"]) for r in ours if r["variant"] == "lora"})
+    for job, zero, ranks in cases:
+        lora, full = by_repeat((job, zero, ranks), "lora"), by_repeat((job, zero, ranks),
+                                                                      "default")
+        pairs = [lora[k]["tokens_per_cpu_s"] / full[k]["tokens_per_cpu_s"]
+                 for k in sorted(lora) if k in full]
+        if not pairs:
+            continue
+        emit({"bench": "train_lora_ratio", "job": job, "zero": zero, "ranks": ranks,
+              "repeats": len(pairs),
+              "ratio_tokens_per_cpu_s": _median_of(list(lora.values()), "tokens_per_cpu_s") /
+              _median_of(list(full.values()), "tokens_per_cpu_s"),
+              "pair_ratios_min_median_max": [min(pairs), statistics.median(pairs), max(pairs)],
+              "lora_held_mb": held(lora[min(lora)]), "full_held_mb": held(full[min(full)]),
+              "ratio_held_mb": held(lora[min(lora)]) / held(full[min(full)])})
 
 
 def _held(rec: dict, master: bool = True) -> float:
@@ -356,7 +392,8 @@ def main(argv=None) -> int:
         for job in args.jobs:
             for ranks in args.ranks:
                 for zero in args.zero:
-                    for variant in (args.variants if job == "dpo" else ["default"]):
+                    for variant in [v for v in args.variants
+                                    if job == "dpo" or v in SFT_VARIANTS] or ["default"]:
                         rec = run_case(args, job, zero, ranks, repeat, variant)
                         if rec is not None:
                             ours.append(rec)
@@ -371,6 +408,7 @@ def main(argv=None) -> int:
     ratio_lines([r for r in ours if "precomputed" in r.get("variant", "")], trls_precomputed,
                 " precompute_ref_log_probs")
     memory_ratio_lines(ours)
+    lora_ratio_lines(ours)
     return 0
 
 

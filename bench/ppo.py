@@ -18,6 +18,8 @@ Cases (each in its own process, run one after the other):
   ``--group-size`` samples per prompt, no critic group);
 * ``ray_vllm``, ``ray_grpo_vllm``: ``ray`` and ``ray_grpo`` with ``rollout.backend=vllm``
   (one vLLM engine; the weight sync is its own phase, ``sync``; needs the ``[vllm]`` extra);
+* ``ray_grpo_lora``: ``ray_grpo`` with a LoRA actor (``_ppo_common.LORA``), whose base with
+  the adapter off is the reference: no reference group (3 groups instead of 4);
 * ``trl_grpo``: TRL's ``GRPOTrainer`` (optional ``bench`` extra) on the same weights, toy
   tokenizer, prompts (in the same order), generation length and group size, scored by the same
   reward model through a Python reward function (``bench/_ppo_trl.py``).
@@ -55,13 +57,14 @@ sys.path.insert(0, str(HERE))
 import _ppo_common as C  # noqa: E402
 
 CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
-         "ray_grpo_vllm")
+         "ray_grpo_vllm", "ray_grpo_lora")
 TARGET = 1.25  # issue 4: the Ray system within 1.25x of the single-process loop
 # (numerator, denominator, kind): "slowdown" = time ratio, "speed" = tokens/s ratio
 RATIOS = (("ray", "single", "slowdown"), ("ray", "inproc", "slowdown"),
           ("inproc", "single", "slowdown"), ("ray_grpo", "single_grpo", "slowdown"),
           ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"),
-          ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"))
+          ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"),
+          ("ray_grpo_lora", "ray_grpo", "slowdown"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,7 +134,7 @@ def run_case_here(args) -> int:
 def run_case(args) -> dict:
     case = args.run_case
     out_dir = str(Path(args.out_dir) / case)
-    if case in ("ray", "inproc", "ray_grpo", "ray_vllm", "ray_grpo_vllm"):
+    if case in ("ray", "inproc", "ray_grpo", "ray_vllm", "ray_grpo_vllm", "ray_grpo_lora"):
         import _ppo_driver
 
         record = _ppo_driver.run_driver(args, case, out_dir)

@@ -177,3 +177,52 @@ def test_vllm_rollout_sections():
     assert _error(["rollout.backend=vllm", "rollout.use_engine_logprobs=true",
                    "rollout.top_p=0.9"]).startswith(
         "rollout.use_engine_logprobs: needs rollout.top_p=1 and rollout.top_k=0, got 0.9 and 0")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["reward_model.lora.r=8"], r"reward_model.lora.r: reward_model is frozen"),
+    (["ref_model.load_in_4bit=true"], r"ref_model.lora.r: ref_model is frozen"),
+    (["model.load_in_4bit=true"], r"model.load_in_4bit: quantised weights cannot be trained"),
+    (["model.lora.r=8", "model.load_in_4bit=true", "model.load_in_8bit=true"],
+     r"model.load_in_4bit: and model.load_in_8bit are both set"),
+    (["model.lora.r=8", "model.load_in_4bit=true", "deepspeed.zero_stage=3"],
+     r"model.load_in_4bit: quantised \(QLoRA\) weights cannot be partitioned by ZeRO-3"),
+    (["model.lora.r=8", "deepspeed.zero_stage=3", "deepspeed.offload_param=true"],
+     r"model.lora.r: LoRA does not work with deepspeed.offload_param"),
+    (["critic_model.lora.r=8", "deepspeed.zero_stage=3",
+      "resources.critic.offload_when_idle=true"],
+     r"resources.critic.offload_when_idle: does not work with critic_model.lora under ZeRO-3"),
+    (["model.lora.r=8", "deepspeed.zero_stage=3", "dpo.ref_offload=true"],
+     r"dpo.ref_offload: there is no reference copy"),
+    (["model.lora.r=8", "resources.colocate_actor_ref=true"],
+     r"resources.colocate_actor_ref: there is no reference group"),
+    (["model.lora.r=-1"], r"model.lora.r"),
+    (["model.lora.dropout=1.0"], r"model.lora.dropout: must be in \[0, 1\)"),
+    (["model.lora.target_modules=[]"], r"model.lora.target_modules: is empty"),
+])
+def test_lora_combinations_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_shared_reference_needs_lora_and_no_reference_path():
+    assert load_config(None, ["model.lora.r=8"]).shared_reference
+    assert not load_config(None, []).shared_reference
+    assert not load_config(None, ["model.lora.r=8",
+                                  "ref_model.name_or_path=/models/base"]).shared_reference
+    from rlhf_dist.config import ppo_roles
+
+    assert ppo_roles(load_config(None, ["model.lora.r=8"])) == ["actor", "reward", "critic"]
+
+
+def test_quantised_base_needs_cuda():
+    import torch
+
+    from rlhf_dist.models import ModelError, hf_load_kwargs
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    cfg = load_config(None, ["model.lora.r=8", "model.load_in_4bit=true"])
+    with pytest.raises(ModelError, match=r"model.load_in_4bit: quantised weights "
+                                         r"\(bitsandbytes\) need a CUDA device"):
+        hf_load_kwargs(cfg.model, "model")

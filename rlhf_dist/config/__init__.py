@@ -59,6 +59,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self):
+        self._check_lora()  # first: "frozen, no adapter" before a section's own lora rules
         for role in ("model", "ref_model", "reward_model", "critic_model"):
             getattr(self, role).check(role)
         _require(bool(self.output_dir), "output_dir", "must not be empty")
@@ -76,7 +77,6 @@ class Config:
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         self._check_idle_offload()
-        self._check_lora()
         self._check_vllm()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",

@@ -1,4 +1,4 @@
-"""LoRA engines (peft adapters under real one-rank DeepSpeed engines, ZeRO 0 and 3): only the
+"""LoRA engines (peft adapters under real one-rank DeepSpeed engines, ZeRO 0, 1 and 3): only the
 adapter moves, the adapter-off forward is the untouched base bit for bit, the merged weights
 equal peft's own merge, and the export loads with peft and with plain transformers."""
 from __future__ import annotations
@@ -56,7 +56,7 @@ def plain():
 _PLAIN = build()
 
 
-@pytest.fixture(scope="module", params=[0, 3], ids=["zero0", "zero3"])
+@pytest.fixture(scope="module", params=[0, 1, 3], ids=["zero0", "zero1", "zero3"])
 def trained(request):
     """A LoRA engine after 3 steps, its full state before them, and a plain model holding its
     initial base weights (under ZeRO-3, zero.Init draws the initial weights differently)."""

@@ -11,6 +11,7 @@
   iteration, and a resumed run whose engine is killed is recovered by the driver and goes on
   with the uninterrupted run's numbers (its engines got the checkpoint's weights, not their
   dummy initial ones).
+* The same weight-sync check with a LoRA actor: the engine receives the merged weights.
 
 vLLM's CPU attention needs a head size of at least 32, so these models use 2 heads of 32
 (the HF tests' tiny models have 4 of 16).  Measured with the tuning of ``test_ray_ppo.py``
@@ -45,17 +46,16 @@ GROUP_NORM = (*COMMON, "ppo.advantage_estimator=group_norm", "rollout.rollout_ba
 # --------------------------------------------------------------------------- weight sync
 
 
-@pytest.fixture(scope="module")
-def sync_setup(tmp_path_factory):
-    """Actor (ZeRO-3, 2 ranks), reference and one vLLM engine of a random tiny llama."""
-    yield from _sync_roles(tmp_path_factory.mktemp("sync"), "train.lr=3e-2")
+SYNC_ACTORS = {"full": ("train.lr=3e-2",),
+               # a LoRA actor: the engine must get the merged weights
+               "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16")}
 
 
-@pytest.fixture(scope="module")
-def lora_sync_setup(tmp_path_factory):
-    """The same with a LoRA actor: the engine must get the merged weights."""
-    yield from _sync_roles(tmp_path_factory.mktemp("sync_lora"), "train.lr=1e-1",
-                           "model.lora.r=8", "model.lora.alpha=16")
+@pytest.fixture(scope="module", params=sorted(SYNC_ACTORS))
+def sync_setup(request, tmp_path_factory):
+    """Actor (ZeRO-3, 2 ranks), reference and one vLLM engine of a random tiny llama, the
+    actor trained in full or through a LoRA adapter."""
+    yield from _sync_roles(tmp_path_factory.mktemp("sync"), *SYNC_ACTORS[request.param])
 
 
 def _sync_roles(out, *overrides):
@@ -97,16 +97,9 @@ def _prompts(cfg, tokenizer):
 
 
 def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
-    _check_only_the_sync_moves_the_engine(*sync_setup)
-
-
-def test_lora_actor_syncs_its_merged_weights(lora_sync_setup):
-    _check_only_the_sync_moves_the_engine(*lora_sync_setup)
-
-
-def _check_only_the_sync_moves_the_engine(cfg, tokenizer, roles):
     import torch
 
+    cfg, tokenizer, roles = sync_setup
     prompts, pad = _prompts(cfg, tokenizer), tokenizer.pad_token_id
     roles.rollout.sync_from(roles.actor)
     hf = roles.actor.generate(prompts, 0, pad)
