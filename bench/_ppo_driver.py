@@ -178,6 +178,9 @@ class LocalGroup:
     def state_checksum(self) -> float:
         return self.worker.state_checksum()
 
+    def size_metrics(self) -> Dict[str, float]:
+        return self.worker.size_metrics()
+
     def node_ids(self) -> List[str]:
         return ["local"]
 

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
@@ -115,14 +114,11 @@ def load_tensors(model_dir: Path) -> Dict[str, "torch.Tensor"]:
 
 
 def file_checksum(model_dir: Path) -> float:
-    """CRC32 of a saved model's tensors, computed like the workers' ``state_checksum``
-    (raw bytes, sorted names) but straight from ``model.safetensors``."""
-    import torch
+    """CRC32 of a saved model's tensors (``utils.checksum.state_checksum``, what the workers
+    log) straight from ``model.safetensors``."""
+    from rlhf_dist.utils.checksum import state_checksum
 
-    tensors, crc = load_tensors(model_dir), 0
-    for name in sorted(tensors):
-        crc = zlib.crc32(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
-    return float(crc)
+    return state_checksum(load_tensors(model_dir))
 
 
 def max_abs_diff(a: Dict[str, "torch.Tensor"], b: Dict[str, "torch.Tensor"]) -> Dict[str, float]:
