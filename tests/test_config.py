@@ -226,3 +226,14 @@ def test_quantised_base_needs_cuda():
     with pytest.raises(ModelError, match=r"model.load_in_4bit: quantised weights "
                                          r"\(bitsandbytes\) need a CUDA device"):
         hf_load_kwargs(cfg.model, "model")
+
+
+def test_unknown_key_inside_a_list_entry_names_its_index(tmp_path):
+    with pytest.raises(ConfigError, match=r"^ppo.rewards\[1\].wieght: unknown key in "
+                                          r"ppo.rewards\[1\]; did you mean "
+                                          r"'ppo.rewards\[1\].weight'\? \(valid: fn, weight, args\)"):
+        load_config(None, ["ppo.rewards=[{fn: math}, {fn: exact_match, wieght: 1}]"])
+    path = tmp_path / "x.yaml"
+    path.write_text("ppo:\n  rewards:\n    - {fn: math, wieght: 2}\n")
+    with pytest.raises(ConfigError, match=r"^ppo.rewards\[0\].wieght: unknown key"):
+        load_config(str(path))

@@ -171,8 +171,9 @@ def ppo_roles(cfg: Config) -> List[str]:
     """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
     group when only a reward function scores, no reference with a shared base
     (:attr:`Config.shared_reference`)."""
-    return ["actor"] + ([] if cfg.shared_reference else ["reference"]) + (["reward"] if cfg.ppo.use_reward_model else []) + \
-        (["critic"] if cfg.ppo.needs_critic else [])
+    return (["actor"] + ([] if cfg.shared_reference else ["reference"]) +
+            (["reward"] if cfg.ppo.use_reward_model else []) +
+            (["critic"] if cfg.ppo.needs_critic else []))
 
 
 def resolve_ppo_sizes(cfg: Config) -> None:
@@ -248,8 +249,35 @@ def _unknown_key_error(full_key: str) -> ConfigError:
     return ConfigError(f"{full_key}: unknown key in {where}{hint} (valid: {', '.join(valid)})")
 
 
-def _translate(err: OmegaConfBaseException) -> ConfigError:
+def _in_list_entries(leaf: str, node: Any, path: str = "") -> List[str]:
+    """Paths (``ppo.rewards[0].wieght``) where ``leaf`` is a key of a mapping inside a list of
+    the user's YAML / overrides -- OmegaConf's error then names the key alone."""
+    found: List[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == leaf and "[" in path:
+                found.append(where)
+            found += _in_list_entries(leaf, value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _in_list_entries(leaf, value, f"{path}[{i}]")
+    return found
+
+
+def _translate(err: OmegaConfBaseException, user_layers: Sequence[Any] = ()) -> ConfigError:
     key = str(getattr(err, "full_key", "") or "?")
+    entry_type = getattr(err, "object_type", None)
+    if isinstance(err, ConfigKeyError) and "." not in key and is_dataclass(entry_type):
+        paths = [p for layer in user_layers
+                 for p in _in_list_entries(key, OmegaConf.to_container(layer))]
+        if paths:
+            valid = _field_names(entry_type)
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            parent = paths[0].rsplit(".", 1)[0]
+            hint = f"; did you mean '{parent}.{close[0]}'?" if close else ""
+            return ConfigError(f"{paths[0]}: unknown key in {parent}{hint} "
+                               f"(valid: {', '.join(valid)})")
     if isinstance(err, ConfigKeyError) or "not in" in str(err):
         return _unknown_key_error(key)
     if isinstance(err, ValidationError):
@@ -281,7 +309,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         raise
     except OmegaConfBaseException as err:
         cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
-        raise (cause or _translate(err)) from None
+        raise (cause or _translate(err, layers[1:])) from None
     assert isinstance(cfg, Config)
     return cfg
 
