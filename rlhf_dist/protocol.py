@@ -13,9 +13,8 @@ Tensor and extras names share one namespace: ``batch["sequences"]``, ``batch["pr
 tensors are shared (slices are views), never copied unless the operation needs it.
 
 Row order is meaningful: PPO keeps the ``n_samples`` samples of one prompt in consecutive rows
-(the critic-free estimators group them), so splitting helpers either keep order
-(:meth:`chunk`, :meth:`split`) or return the permutation that restores it
-(:meth:`balanced_chunk` / :meth:`restore_order`).
+(the critic-free estimators group them), so the splitting helpers keep it (:meth:`chunk` --
+how a group call splits a Batch by data-parallel rank -- and :meth:`split`).
 
 Transport: pickling (what Ray does between processes) always produces **CPU**, detached,
 compact tensors -- a CUDA tensor is copied to the host and a view (e.g. a chunk) is copied so
@@ -233,57 +232,6 @@ class Batch:
             out.append(self[start:start + size])
             start += size
         return out
-
-    def row_weights(self, weight_key: Optional[str] = "attention_mask") -> torch.Tensor:
-        """Work per row: ``weight_key`` summed over its non-batch dims (real tokens for a
-        mask), as float64 on CPU; all ones when ``weight_key`` is None."""
-        if weight_key is None:
-            return torch.ones(len(self), dtype=torch.float64)
-        if weight_key not in self.tensors:
-            raise KeyError(f"balanced_chunk: weight_key {weight_key!r} is not a tensor of the "
-                           f"Batch; tensors: {list(self.tensors)}")
-        w = self.tensors[weight_key].detach().to("cpu", torch.float64)
-        return w.reshape(len(self), -1).sum(-1)
-
-    def balanced_chunk(self, n: int, weight_key: Optional[str] = "attention_mask"
-                       ) -> Tuple[List["Batch"], torch.Tensor]:
-        """Split into ``n`` parts of EQUAL row count with balanced work.
-
-        Equal counts matter: a ZeRO-3 forward is collective, so every rank must run the same
-        number of forwards.  Work per row is :meth:`row_weights` (real tokens by default).
-        Greedy longest-processing-time partition: rows in decreasing weight (ties by index)
-        each go to the least-loaded part that still has room (ties by part index); each part
-        keeps its rows in original order.  Needs ``B % n == 0``.
-
-        Returns ``(chunks, perm)``: ``Batch.concat(chunks)`` equals ``self[perm]``, and
-        :meth:`restore_order` undoes it.
-        """
-        if n < 1 or len(self) % n:
-            raise BatchError(f"balanced_chunk: B={len(self)} rows cannot be split into n={n} "
-                             "parts of equal row count (B must be a multiple of n)")
-        weights = self.row_weights(weight_key).tolist()
-        per_part = len(self) // n
-        parts: List[List[int]] = [[] for _ in range(n)]
-        loads = [0.0] * n
-        for row in sorted(range(len(self)), key=lambda i: (-weights[i], i)):
-            open_parts = [p for p in range(n) if len(parts[p]) < per_part]
-            target = min(open_parts, key=lambda p: (loads[p], p))
-            parts[target].append(row)
-            loads[target] += weights[row]
-        order = [row for part in parts for row in sorted(part)]
-        perm = torch.tensor(order, dtype=torch.long)
-        return self.index_select(perm).chunk(n), perm
-
-    @staticmethod
-    def restore_order(chunks: Union["Batch", Sequence["Batch"]], perm: Index) -> "Batch":
-        """Undo :meth:`balanced_chunk`: concatenate ``chunks`` (or take one Batch already
-        concatenated) and put row ``i`` back at position ``perm[i]``."""
-        merged = chunks if isinstance(chunks, Batch) else Batch.concat(chunks)
-        perm = torch.as_tensor(perm, dtype=torch.long)
-        if perm.numel() != len(merged):
-            raise BatchError(f"restore_order: perm has {perm.numel()} entries but the chunks "
-                             f"hold {len(merged)} rows")
-        return merged.index_select(torch.argsort(perm))
 
     # ------------------------------------------------------------------ joining
 

@@ -118,30 +118,6 @@ def skewed():
                  extras={"name": list("abcdefgh")})
 
 
-def test_balanced_chunk_equal_rows_balanced_tokens_and_restore():
-    b = skewed()
-    naive = [int(c["attention_mask"].sum()) for c in b.chunk(2)]
-    chunks, perm = b.balanced_chunk(2)
-    loads = [int(c["attention_mask"].sum()) for c in chunks]
-    assert naive == [30, 4]
-    assert loads == [17, 17] and [len(c) for c in chunks] == [4, 4]
-    assert perm.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
-    assert torch.equal(Batch.concat(chunks)["row"], b["row"][perm])
-    # results computed per chunk come back in the original row order
-    results = [c.with_(double=c["row"] * 2) for c in chunks]
-    restored = Batch.restore_order(results, perm)
-    assert torch.equal(restored["row"], b["row"]) and restored["name"] == b["name"]
-    assert torch.equal(restored["double"], b["row"] * 2)
-    assert torch.equal(restored["attention_mask"], b["attention_mask"])
-    four, _ = b.balanced_chunk(4)
-    assert [len(c) for c in four] == [2] * 4
-    assert sorted(int(c["attention_mask"].sum()) for c in four) == [8, 8, 9, 9]
-    with pytest.raises(BatchError, match=r"B=8 rows cannot be split into n=3"):
-        b.balanced_chunk(3)
-    with pytest.raises(KeyError, match="weight_key 'nope'"):
-        b.balanced_chunk(2, weight_key="nope")
-
-
 def test_pad_and_concat_exact():
     a = Batch({"seq": torch.tensor([[1, 2]]), "mask": torch.tensor([[1, 1]]),
                "score": torch.tensor([0.5])}, meta={"prompt_length": 1})

@@ -1,7 +1,6 @@
 """Tokenizer loading: a local path or hub name via ``AutoTokenizer``, else the toy tokenizer."""
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from rlhf_dist.models._common import ModelError, require_existing_path, resolve_source
@@ -38,22 +37,6 @@ def ensure_pad_token(tokenizer: "PreTrainedTokenizerBase", field: str) -> "PreTr
     return tokenizer
 
 
-# Where the data package defines ``toy_tokenizer()``, first match wins (imported lazily).
-TOY_TOKENIZER_MODULES = ("rlhf_dist.data.toy", "rlhf_dist.data")
-
-
-def _toy_tokenizer(field_prefix: str) -> "PreTrainedTokenizerBase":
-    for name in TOY_TOKENIZER_MODULES:
-        try:
-            build = getattr(importlib.import_module(name), "toy_tokenizer")
-        except (ImportError, AttributeError):
-            continue
-        return build()
-    raise ModelError(f"{field_prefix}.name_or_path and {field_prefix}.tokenizer_path are null, "
-                     f"so the toy tokenizer is needed, but none of {TOY_TOKENIZER_MODULES} "
-                     "defines toy_tokenizer()")
-
-
 def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
                    ) -> "PreTrainedTokenizerBase":
     """The tokenizer of one model section (``model``, ``ref_model``, ``reward_model``, …).
@@ -67,7 +50,9 @@ def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
     source, field = tokenizer_source(model_cfg, field_prefix)
     require_existing_path(source, field)
     if source is None:
-        tokenizer = _toy_tokenizer(field_prefix)
+        from rlhf_dist.data import toy_tokenizer  # imported on use: data imports models
+
+        tokenizer = toy_tokenizer()
     else:
         from transformers import AutoTokenizer
 

@@ -154,8 +154,7 @@ class RolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 generator_seed: Optional[int] = None, synced_gpus: bool = False,
-                 with_logprobs: bool = False) -> Batch:
+                 generator_seed: Optional[int] = None, with_logprobs: bool = False) -> Batch:
         """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt.
 
         prompt_input_ids, prompt_attention_mask: ``(B, P)``, left-padded.  Returns a Batch
@@ -163,8 +162,7 @@ class RolloutEngine:
         ``attention_mask`` ``(N, T)`` and ``action_mask`` ``(N, T−1)`` (see the module doc),
         on the model's device, and meta ``prompt_length`` (= P), ``n_samples_per_prompt``.
         ``generator_seed`` makes sampling reproducible without touching the global RNG state
-        (give each data-parallel rank its own seed).  ``synced_gpus`` is HF's flag for
-        generating with sharded (not gathered) ZeRO-3 parameters.  ``with_logprobs=True`` adds
+        (give each data-parallel rank its own seed).  ``with_logprobs=True`` adds
         ``old_logprobs`` ``(N, T−1)``: :func:`action_logprobs` of the same model at
         :attr:`temperature` (one extra forward, in eval mode).
         """
@@ -173,10 +171,9 @@ class RolloutEngine:
         device = _model_device(self.model)
         ids = prompt_input_ids.repeat_interleave(n, dim=0).to(device)
         prompt_mask = prompt_attention_mask.repeat_interleave(n, dim=0).to(device).long()
-        extra = {"synced_gpus": True} if synced_gpus else {}
         with _seeded(generator_seed, device), _generation_mode(self.model):
             sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
-                                            generation_config=self.generation_config(), **extra)
+                                            generation_config=self.generation_config())
             batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids,
                                   self.pad_token_id, n)
             if with_logprobs:

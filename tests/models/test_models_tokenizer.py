@@ -56,23 +56,7 @@ def test_no_pad_and_no_eos_is_an_error(tmp_path, make_tokenizer):
         load_tokenizer(ModelConfig(name_or_path=str(tmp_path)))
 
 
-def _toy_available() -> bool:
-    import importlib
-
-    from rlhf_dist.models.tokenizer import TOY_TOKENIZER_MODULES
-
-    for name in TOY_TOKENIZER_MODULES:
-        try:
-            if hasattr(importlib.import_module(name), "toy_tokenizer"):
-                return True
-        except ImportError:
-            pass
-    return False
-
-
 def test_null_paths_give_the_toy_tokenizer(tmp_path, monkeypatch):
-    if not _toy_available():
-        pytest.skip("the data package does not define toy_tokenizer() yet")
     monkeypatch.setenv("RLHF_DIST_CACHE", str(tmp_path))
     tok = load_tokenizer(ModelConfig())
     assert tok.pad_token is not None and tok.eos_token is not None and len(tok) > 4
