@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 
 import pytest
 import torch
@@ -41,13 +40,6 @@ def _exported_tokenizer(run):
     from rlhf_dist.models import load_tokenizer
 
     return load_tokenizer(ModelConfig(name_or_path=str(run.out / "model")))
-
-
-def _crc32_of_parameters(model: torch.nn.Module) -> int:
-    crc = 0
-    for _, param in model.named_parameters():
-        crc = zlib.crc32(param.detach().contiguous().view(torch.uint8).numpy(), crc)
-    return crc
 
 
 # --------------------------------------------------------------------------- SFT
@@ -119,7 +111,8 @@ def test_rm_export_reloads_with_score_stats_and_reproduces_eval(launcher_run):
 @pytest.mark.parametrize("stage", STAGES)
 def test_dpo_reward_accuracy_rises_and_reference_is_untouched(launcher_run, stage):
     rows = launcher_run("dpo", stage).metrics
-    first = rows[0]
+    assert rows[0]["step"] == 0 and rows[0]["params/trainable"] > 0  # sizes, at the start
+    first = rows[1]
     # step 1's batch is scored before any update: policy == reference, every reward is 0
     assert first["step"] == 1
     assert first["train/chosen_reward"] == first["train/rejected_reward"] == 0.0
@@ -132,14 +125,14 @@ def test_dpo_reward_accuracy_rises_and_reference_is_untouched(launcher_run, stag
     assert acc[28] > 0.7, acc
     assert margin[28] > margin[14] > 0.5, margin
     assert loss[28] < loss[14] < LN2 - 0.2, loss
-    # the reference: CRC32 of every rank's parameter bytes, summed over ranks, at start and end
+    # the reference: CRC32 of its full weights (name order), at start and end
     start, end = last(rows, "ref/checksum_start"), last(rows, "ref/checksum_end")
     assert start == end and start > 0
 
 
 def test_dpo_zero2_reference_is_bit_identical_to_a_fresh_init(launcher_run):
-    """Below ZeRO-3 each rank holds the whole frozen reference, so the logged checksum is
-    2 × CRC32 of its bytes — the same bytes as a reference rebuilt here from the same seed."""
+    """The logged checksum is the CRC32 of the reference's full state dict (name order): the
+    same bytes as a reference rebuilt here from the same seed."""
     from rlhf_dist.models import load_causal_lm, load_tokenizer
 
     run = launcher_run("dpo", 2)
@@ -147,7 +140,9 @@ def test_dpo_zero2_reference_is_bit_identical_to_a_fresh_init(launcher_run):
     tokenizer = load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)
     fresh = load_causal_lm(cfg.model, tokenizer)
-    assert last(run.metrics, "ref/checksum_end") == 2 * _crc32_of_parameters(fresh)
+    from rlhf_dist.utils.checksum import state_checksum
+
+    assert last(run.metrics, "ref/checksum_end") == state_checksum(fresh.state_dict())
 
 
 # --------------------------------------------------------------------------- export, W&B
