@@ -67,6 +67,8 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
         "logging.backend=none", "logging.progress_bar=false",
         "checkpoint.save_every=0", "checkpoint.export_hf=false",
         *reward_overrides(args),
+        *(["rollout.logprobs_from_generate=true"]
+          if getattr(args, "logprobs_from_generate", False) else []),
     ]
 
 
@@ -127,6 +129,14 @@ class TreeMeter:
         return time.perf_counter(), self.cpu_by_pid()
 
     @staticmethod
+    def machine_busy_s() -> float:
+        """CPU seconds every process of the machine has used (all cores, all modes but idle
+        and iowait)."""
+        t = psutil.cpu_times()
+        return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq",
+                                                 "steal"))
+
+    @staticmethod
     def cpu_delta(before: Dict[int, float], after: Dict[int, float]) -> Dict[int, float]:
         return {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
 
@@ -139,6 +149,7 @@ class TreeMeter:
         self._refresh()
         self._current = {}
         self._iter_start = self.snapshot()
+        self._busy_start = self.machine_busy_s()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -157,6 +168,9 @@ class TreeMeter:
         wall1, cpu1 = self.snapshot()
         deltas = self.cpu_delta(cpu0, cpu1)
         record = {"time_s": wall1 - wall0, "cpu_s": sum(deltas.values()), **self._current}
+        # CPU that processes outside the case's tree used meanwhile (other jobs on the machine)
+        record["foreign_cpu_s"] = max(self.machine_busy_s() - self._busy_start
+                                      - record["cpu_s"], 0.0)
         for pid, cpu in deltas.items():
             key = f"cpu_by/{self.label_of(pid)}"
             record[key] = record.get(key, 0.0) + cpu
@@ -188,6 +202,8 @@ def summarize(records: Sequence[Dict[str, float]], warmup: int) -> Dict[str, obj
         "samples_per_s": rows / wall, "tokens_per_s": tokens / wall,
         "samples_per_cpu_s": rows / cpu, "tokens_per_cpu_s": tokens / cpu,
         "cpu_per_wall": cpu / wall,
+        # cores' worth of CPU used by other processes during the measured iterations
+        "foreign_cores": total("foreign_cpu_s") / wall,
     }
     for phase in PHASES:
         out[f"time_{phase}_s"] = total(f"time_{phase}_s") / n

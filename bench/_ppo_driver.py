@@ -142,6 +142,19 @@ class _Done:
         return self.value
 
 
+class _LocalLearner:
+    """``groups.Learner`` for one in-process rank: the share is the whole experience."""
+
+    def __init__(self, run_epoch, experience, mini_batch_size: int, epochs: int, seed: int):
+        from rlhf_dist.rollout.replay import learner_plan
+
+        (self.plan,) = learner_plan(len(experience), mini_batch_size, epochs, seed)
+        self.run_epoch, self.share = run_epoch, experience.index_select(self.plan.rows)
+
+    def epoch(self, epoch: int):
+        return _Done(self.run_epoch(self.share, self.plan.steps[epoch]))
+
+
 class LocalGroup:
     """One role worker called directly in this process, with the group methods the PPO
     driver uses (``workers/groups.py``), minus Ray: no serialisation, no concurrency."""
@@ -166,11 +179,11 @@ class LocalGroup:
     def values(self, batch):
         return _Done(self.worker.values(batch)["values"])
 
-    def ppo_update(self, minibatch):
-        return _Done(self.worker.ppo_update(minibatch))
+    def ppo_learner(self, experience, mini_batch_size: int, epochs: int, seed: int):
+        return _LocalLearner(self.worker.ppo_epoch, experience, mini_batch_size, epochs, seed)
 
-    def value_update(self, minibatch):
-        return _Done(self.worker.value_update(minibatch))
+    def value_learner(self, experience, mini_batch_size: int, epochs: int, seed: int):
+        return _LocalLearner(self.worker.value_epoch, experience, mini_batch_size, epochs, seed)
 
     def save(self, directory: str) -> None:
         self.worker.save(directory)

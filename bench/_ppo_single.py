@@ -106,8 +106,11 @@ class ReferenceLoop:
 
         self.state.drawn = iteration
         prompts, seed = PPOTrainer.prompt_batch(self.state)
+        read = self.cfg.rollout.logprobs_from_generate
         experience = self.rollout.generate(prompts["input_ids"], prompts["attention_mask"],
-                                           generator_seed=seed)
+                                           generator_seed=seed, with_logprobs=read)
+        if read:
+            return experience
         self.m.actor.eval()
         old = forward_in_micro_batches(experience, self.cfg.train.micro_batch_size,
                                        lambda b: action_logprobs(self.m.actor, b,

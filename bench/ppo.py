@@ -94,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="rm: a reward model scores the answers; verifier: the built-in "
                         "regex_format verifier on the decoded answers, no reward model "
                         "(GRPO cases only: ray_grpo, ray_grpo_vllm, trl_grpo)")
+    p.add_argument("--logprobs-from-generate", action="store_true",
+                   help="rollout.logprobs_from_generate=true for our cases: the behaviour "
+                        "log-probs read from generate's forwards (TRL is unaffected)")
     p.add_argument("--probe-idle", type=float, default=3.0,
                    help="seconds of idle CPU measured after the last iteration (driver cases)")
     p.add_argument("--out-dir", default=str(REPO / "outputs" / "bench" / "ppo"))
@@ -161,7 +164,8 @@ def run_case(args) -> dict:
                 "ppo_epochs": args.ppo_epochs}
     head = {"bench": "ppo", "case": case, "estimator": estimator_of(case), "reward": args.reward,
             "max_new_tokens": args.max_new_tokens, "workload": workload,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(),
+            "logprobs_from_generate": args.logprobs_from_generate and case != "trl_grpo"}
     return {**head, **record}
 
 
@@ -203,6 +207,22 @@ def median_of(records: List[dict], key: str) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+FOREIGN_LIMIT = 0.2  # cores of other processes' CPU above which a case's line is unreliable
+
+
+def pair_spread(a: List[dict], b: List[dict], key: str) -> dict:
+    """The ratio of ``key`` within each repeat (the two cases run back to back): min /
+    median / max over the repeats, and whether any of their lines saw more than
+    :data:`FOREIGN_LIMIT` cores of other processes' CPU (``unreliable``)."""
+    by_repeat = {r["repeat"]: r for r in b}
+    pairs = [(r, by_repeat[r["repeat"]]) for r in a if r["repeat"] in by_repeat]
+    ratios = sorted(x[key] / y[key] for x, y in pairs)
+    foreign = [r.get("foreign_cores", 0.0) for pair in pairs for r in pair]
+    return {f"pairs_{key}": ratios, "pair_min": ratios[0], "pair_median":
+            statistics.median(ratios), "pair_max": ratios[-1],
+            "foreign_cores_max": max(foreign), "unreliable": max(foreign) > FOREIGN_LIMIT}
+
+
 def ratio_lines(by_case: Dict[str, List[dict]]) -> List[dict]:
     """Medians over repeats, then ratios: ``slowdown`` = numerator's seconds (wall, CPU) per
     iteration over the denominator's (the issue's target: <= 1.25 for ray/single);
@@ -223,6 +243,8 @@ def ratio_lines(by_case: Dict[str, List[dict]]) -> List[dict]:
         else:
             for key in ("tokens_per_s", "tokens_per_cpu_s", "samples_per_s"):
                 line[key] = median_of(a, key) / median_of(b, key)
+        line.update(pair_spread(a, b, "cpu_s_per_iter" if kind == "slowdown"
+                                else "tokens_per_cpu_s"))
         lines.append(C.rounded(line))
     return lines
 

@@ -81,7 +81,7 @@ PPO_FIELDS = ("case", "estimator", "impl", "iterations", "warmup", "rows_per_ite
               "time_generate_s", "time_score_s", "time_learn_s", "cpu_generate_s",
               "cpu_score_s", "cpu_learn_s", "samples_per_s", "tokens_per_s",
               "samples_per_cpu_s", "tokens_per_cpu_s", "cpu_by", "response_length_mean",
-              "score_mean_per_iter")
+              "score_mean_per_iter", "foreign_cores")
 
 
 def _ppo_bench_module(name):
@@ -116,6 +116,23 @@ def test_ppo_summary_leaves_out_warmup_and_divides_sums():
     assert out["cpu_learn_s"] == pytest.approx(1.5)
     assert out["time_other_s"] == pytest.approx(3.0 - 2.0 - 0.5 - 0.25)
     assert out["cpu_by"] == {"driver": 1.0, "worker_actor": 3.0}
+
+
+def test_ppo_pair_spread_pairs_by_repeat_and_flags_foreign_load():
+    """Ratios are taken within a repeat (cases run back to back), a repeat one case lacks is
+    left out, and a line that saw other processes' CPU above the limit flags the ratio."""
+    ppo = _ppo_bench_module("ppo")
+    ours = [{"repeat": 0, "tokens_per_cpu_s": 10.0, "foreign_cores": 0.0},
+            {"repeat": 1, "tokens_per_cpu_s": 12.0, "foreign_cores": 0.05},
+            {"repeat": 2, "tokens_per_cpu_s": 9.0, "foreign_cores": 0.0}]
+    theirs = [{"repeat": 0, "tokens_per_cpu_s": 8.0, "foreign_cores": 0.1},
+              {"repeat": 2, "tokens_per_cpu_s": 10.0, "foreign_cores": 0.0}]
+    out = ppo.pair_spread(ours, theirs, "tokens_per_cpu_s")
+    assert out["pairs_tokens_per_cpu_s"] == [0.9, 1.25]
+    assert (out["pair_min"], out["pair_median"], out["pair_max"]) == (0.9, 1.075, 1.25)
+    assert out["foreign_cores_max"] == 0.1 and out["unreliable"] is False
+    theirs[1]["foreign_cores"] = 0.3
+    assert ppo.pair_spread(ours, theirs, "tokens_per_cpu_s")["unreliable"] is True
 
 
 def _run_ppo_bench(tmp_path, cases):

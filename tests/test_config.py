@@ -174,6 +174,8 @@ def test_vllm_rollout_sections():
     assert _error(["resources.rollout.gpu_memory_utilization=1.5"]).startswith(
         "resources.rollout.gpu_memory_utilization: must be in (0, 1]")
     assert _error(["rollout.tis_cap=0"]).startswith("rollout.tis_cap: must be > 0")
+    assert _error(["rollout.backend=vllm", "rollout.logprobs_from_generate=true"]).startswith(
+        "rollout.logprobs_from_generate: needs rollout.backend=hf")
     assert _error(["rollout.backend=vllm", "rollout.use_engine_logprobs=true",
                    "rollout.top_p=0.9"]).startswith(
         "rollout.use_engine_logprobs: needs rollout.top_p=1 and rollout.top_k=0, got 0.9 and 0")

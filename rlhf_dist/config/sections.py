@@ -276,10 +276,17 @@ class RolloutConfig:
     # importance sampling for the rollout/training mismatch (Yao et al. 2025)
     use_engine_logprobs: bool = False
     tis_cap: float = 2.0
+    # hf: the behaviour log-probs read from generate's own (KV-cached) forwards instead of
+    # one more forward over the sampled sequences (equal up to float rounding, ~1e-6 in fp32)
+    logprobs_from_generate: bool = False
 
     def __post_init__(self):
         _choice("rollout.backend", self.backend, ["hf", "vllm"])
         _positive("rollout.tis_cap", self.tis_cap)
+        _require(not self.logprobs_from_generate or self.backend == "hf",
+                 "rollout.logprobs_from_generate", "needs rollout.backend=hf (with vLLM the "
+                 "actor recomputes the behaviour log-probs; rollout.use_engine_logprobs "
+                 "weights by vLLM's own)")
         _require(not self.use_engine_logprobs or self.backend == "vllm",
                  "rollout.use_engine_logprobs", "needs rollout.backend=vllm (the HF backend's "
                  "behaviour log-probs are the actor's own)")

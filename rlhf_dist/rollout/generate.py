@@ -17,6 +17,7 @@ Tensor alignment (the convention of every rollout / scoring / learning tensor):
 """
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -100,6 +101,49 @@ def _generation_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
+class _SampledLogprobs:
+    """A forward hook on the causal LM that ``generate`` runs: each forward's input ends with
+    the token the previous forward's last logits sampled, so its log-prob (at
+    ``temperature``, of the raw logits -- before min-new-tokens / top-p / top-k, like
+    :func:`action_logprobs`) is read there; one ``(N, V)`` logits buffer is held."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.last, self.columns = temperature, None, []
+
+    def _logprob(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.last if self.temperature == 1.0 else self.last / self.temperature
+        return logprobs_from_logits(logits[:, None], tokens[:, None])[:, 0]
+
+    def __call__(self, module, args, kwargs, output) -> None:
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        if self.last is not None:
+            self.columns.append(self._logprob(ids[:, -1]))
+        self.last = output.logits[:, -1]
+
+    def response_logprobs(self, responses: torch.Tensor) -> torch.Tensor:
+        """``(N, R)`` log-probs of the sampled ``responses`` (the last token scored by the
+        logits of the final forward)."""
+        if self.last is None or len(self.columns) != responses.shape[1] - 1:
+            raise RuntimeError(f"generate ran {len(self.columns) + (self.last is not None)} "
+                               f"forwards for {responses.shape[1]} new tokens: the log-probs "
+                               "cannot be read from them (rollout.logprobs_from_generate=false "
+                               "recomputes them)")
+        return torch.stack([*self.columns, self._logprob(responses[:, -1])], dim=1)
+
+
+@contextmanager
+def _reading_logprobs(model: Any, temperature: float) -> Iterator[_SampledLogprobs]:
+    """:class:`_SampledLogprobs` hooked on the module whose forward ``generate`` calls (a
+    peft model's base model)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hook = _SampledLogprobs(temperature)
+    handle = inner.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield hook
+    finally:
+        handle.remove()
+
+
 def _model_device(model: Any) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
@@ -163,23 +207,28 @@ class RolloutEngine:
         on the model's device, and meta ``prompt_length`` (= P), ``n_samples_per_prompt``.
         ``generator_seed`` makes sampling reproducible without touching the global RNG state
         (give each data-parallel rank its own seed).  ``with_logprobs=True`` adds
-        ``old_logprobs`` ``(N, T−1)``: :func:`action_logprobs` of the same model at
-        :attr:`temperature` (one extra forward, in eval mode).
+        ``old_logprobs`` ``(N, T−1)`` at :attr:`temperature`, read from generate's own
+        (KV-cached) forwards: :func:`action_logprobs` of the same model up to float
+        rounding, without one more forward.
         """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         n = self.rollout.n_samples_per_prompt
         device = _model_device(self.model)
         ids = prompt_input_ids.repeat_interleave(n, dim=0).to(device)
         prompt_mask = prompt_attention_mask.repeat_interleave(n, dim=0).to(device).long()
-        with _seeded(generator_seed, device), _generation_mode(self.model):
+        reading = (_reading_logprobs(self.model, self.temperature) if with_logprobs
+                   else contextlib.nullcontext())
+        with _seeded(generator_seed, device), _generation_mode(self.model), reading as hook:
             sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
                                             generation_config=self.generation_config())
-            batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids,
-                                  self.pad_token_id, n)
-            if with_logprobs:
-                batch = batch.with_(old_logprobs=action_logprobs(self.model, batch,
-                                                                 self.temperature))
-        return batch
+        batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids, self.pad_token_id, n)
+        if not with_logprobs:
+            return batch
+        P = ids.shape[1]
+        response = hook.response_logprobs(sequences[:, P:])
+        logps = torch.cat([response.new_zeros(len(batch), P - 1), response], dim=1)
+        return batch.with_(old_logprobs=torch.where(batch["action_mask"].bool(), logps,
+                                                    torch.zeros_like(logps)))
 
 
 def rollout_batch(sequences: torch.Tensor, prompt_mask: torch.Tensor,

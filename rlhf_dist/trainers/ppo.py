@@ -81,7 +81,6 @@ class PPOTrainer(RayJob):
     def start(self) -> None:
         from rlhf_dist.data import PromptCollator, build_prompt_dataset
         from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.rollout import ReplayBuffer
         from rlhf_dist.workers.cluster import cpus_needed
 
         cfg = self.cfg
@@ -89,7 +88,6 @@ class PPOTrainer(RayJob):
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
-        self.replay = ReplayBuffer()
         self.start_ray(cpus_needed(cfg, ppo_roles(cfg)))
         self.engine_model = None
         if cfg.rollout.backend == "vllm":
@@ -308,25 +306,27 @@ class PPOTrainer(RayJob):
                             [row.get("extras", {}) for row in rows])
 
     def learn(self, experience: Batch) -> Metrics:
-        """``ppo.ppo_epochs`` passes of minibatch updates (actor and critic at once), stopped
-        after an epoch whose mean ``actor/approx_kl`` passes ``ppo.target_kl``."""
+        """``ppo.ppo_epochs`` passes of minibatch updates, stopped after an epoch whose mean
+        ``actor/approx_kl`` passes ``ppo.target_kl``.  Each learner group gets its share of
+        the experience once; actor and critic run each epoch at the same time, one call
+        per rank."""
         from rlhf_dist.algo import explained_variance
 
         ppo, rows = self.cfg.ppo, []
-        per_epoch = len(experience) // ppo.mini_batch_size
-        self.replay.clear()
-        self.replay.add(experience)
-        for minibatch in self.replay.minibatches(ppo.mini_batch_size, ppo.ppo_epochs,
-                                                 seed=self.cfg.seed + self.step):
-            # actor and critic step on their own groups at the same time
-            pending = [self.roles.actor.ppo_update(minibatch)]
-            if self.roles.critic:
-                pending.append(self.roles.critic.value_update(minibatch))
-            rows.append({k: v for p in pending for k, v in p.result().items()})
-            if len(rows) % per_epoch == 0 and past_target_kl(rows[-per_epoch:], ppo.target_kl):
+        plan = (experience, ppo.mini_batch_size, ppo.ppo_epochs, self.cfg.seed + self.step)
+        learners = [self.roles.actor.ppo_learner(*plan)]
+        if self.roles.critic:
+            learners.append(self.roles.critic.value_learner(*plan))
+        for epoch in range(ppo.ppo_epochs):
+            pending = [learner.epoch(epoch) for learner in learners]
+            # per minibatch, the actor's and the critic's metrics side by side
+            epoch_rows = [{k: v for row in rows_of_step for k, v in row.items()}
+                          for rows_of_step in zip(*(p.result() for p in pending))]
+            rows += epoch_rows
+            if past_target_kl(epoch_rows, ppo.target_kl):
                 break
         metrics = mean_rows(rows)
-        metrics["actor/epochs"] = len(rows) / per_epoch
+        metrics["actor/epochs"] = len(rows) / len(epoch_rows)
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(
                 experience["values"], experience["returns"], experience["action_mask"])

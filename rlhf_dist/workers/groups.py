@@ -39,6 +39,30 @@ def _sequence_logps(group: WorkerGroup, call, per_rank: List[List[Batch]]) -> Li
     return out
 
 
+class Learner:
+    """A learner group's updates of one PPO iteration: each rank's share of the experience
+    (:func:`~rlhf_dist.rollout.replay.learner_plan`) is put in Ray's object store once, and
+    :meth:`epoch` runs one epoch's optimiser steps on every rank with one call per rank."""
+
+    def __init__(self, group: WorkerGroup, call, experience: Batch, mini_batch_size: int,
+                 epochs: int, seed: int):
+        import ray
+
+        from rlhf_dist.rollout.replay import learner_plan
+
+        self.group, self.call = group, call
+        self.plans = learner_plan(len(experience), mini_batch_size, epochs, seed,
+                                  group.world_size)
+        self.shares = [ray.put(experience.index_select(plan.rows)) for plan in self.plans]
+
+    def epoch(self, epoch: int) -> Pending:
+        """``result()``: per minibatch, its metrics (the mean over ranks)."""
+        refs = [self.call(worker, share, plan.steps[epoch])
+                for worker, share, plan in zip(self.group.workers, self.shares, self.plans)]
+        return Pending(self.group, refs, lambda ranks: [mean_rows(list(rows))
+                                                        for rows in zip(*ranks)])
+
+
 class _ModelGroup(WorkerGroup):
     def save(self, directory: str) -> None:
         self._broadcast(lambda w: w.save.remote(directory))
@@ -90,10 +114,11 @@ class ActorGroup(_ModelGroup):
     def broadcast_weights(self) -> None:
         self._broadcast(lambda w: w.broadcast_weights.remote())
 
-    def ppo_update(self, minibatch: Batch) -> Pending:
-        """The actor's step on a minibatch; ``result()``: its metrics, the mean over ranks."""
-        return Pending(self, self._scatter_refs(lambda w, c: w.ppo_update.remote(c), minibatch),
-                       mean_rows)
+    def ppo_learner(self, experience: Batch, mini_batch_size: int, epochs: int,
+                    seed: int) -> Learner:
+        """The actor's PPO updates on ``experience`` (:class:`Learner`)."""
+        return Learner(self, lambda w, share, steps: w.ppo_epoch.remote(share, steps),
+                       experience, mini_batch_size, epochs, seed)
 
     def dpo_update(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
         """``per_rank[r]`` holds rank r's micro-batches of one optimiser step."""
@@ -159,7 +184,8 @@ class CriticGroup(_ModelGroup):
         refs = self._scatter_refs(lambda w, c: w.values.remote(c), batch)
         return Pending(self, refs, lambda parts: Batch.concat(parts)["values"])
 
-    def value_update(self, minibatch: Batch) -> Pending:
-        """The critic's step on a minibatch; ``result()``: its metrics, the mean over ranks."""
-        return Pending(self, self._scatter_refs(lambda w, c: w.value_update.remote(c),
-                                                minibatch), mean_rows)
+    def value_learner(self, experience: Batch, mini_batch_size: int, epochs: int,
+                      seed: int) -> Learner:
+        """The critic's value updates on ``experience`` (:class:`Learner`)."""
+        return Learner(self, lambda w, share, steps: w.value_epoch.remote(share, steps),
+                       experience, mini_batch_size, epochs, seed)

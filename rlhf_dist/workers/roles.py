@@ -38,6 +38,15 @@ def update_minibatch(engine: ModelEngine, micro_batches: Iterable[Batch],
     return mean_rows(rows)
 
 
+def epoch_updates(engine: ModelEngine, share: Batch, minibatches: List[torch.Tensor],
+                  micro_batch_size: int,
+                  loss_fn: Callable[[Batch], Tuple[torch.Tensor, Metrics]]) -> List[Metrics]:
+    """One PPO epoch on this rank: an optimiser step per minibatch, ``minibatches`` holding
+    indices into the rank's ``share`` of the iteration's experience (``learner_plan``)."""
+    return [update_minibatch(engine, share.index_select(index).split(micro_batch_size), loss_fn)
+            for index in minibatches]
+
+
 def in_micro_batches(batch: Batch, size: int,
                      forward: Callable[[Batch], torch.Tensor]) -> torch.Tensor:
     """Forward a rank's share in micro-batches of ``size`` rows and concatenate; sizes are
@@ -183,9 +192,13 @@ class ActorWorker(_ModelWorker):
     @torch.no_grad()
     def generate(self, prompts: Batch, seed: int) -> Batch:
         self.engine.eval()
+        read = self.cfg.rollout.logprobs_from_generate
         with self.engine.gathered():
             experience = self.rollout.generate(prompts["input_ids"], prompts["attention_mask"],
-                                               generator_seed=seed + self.rank)
+                                               generator_seed=seed + self.rank,
+                                               with_logprobs=read)
+        if read:
+            return experience
         return experience.with_(old_logprobs=self.logprobs(experience)["logprobs"])
 
     # ---------------------------------------------------------- weight sync (vLLM engines)
@@ -262,9 +275,10 @@ class ActorWorker(_ModelWorker):
                                 horizon=rollout.max_new_tokens)
 
     @uses_engine
-    def ppo_update(self, minibatch: Batch) -> Metrics:
-        return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
-                                self._policy_loss)
+    def ppo_epoch(self, share: Batch, minibatches: List[torch.Tensor]) -> List[Metrics]:
+        """The actor's steps of one PPO epoch (:func:`epoch_updates`)."""
+        return epoch_updates(self.engine, share, minibatches, self.cfg.train.micro_batch_size,
+                             self._policy_loss)
 
     @uses_engine
     def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
@@ -403,6 +417,7 @@ class CriticWorker(_ModelWorker):
                                horizon=self.cfg.rollout.max_new_tokens)
 
     @uses_engine
-    def value_update(self, minibatch: Batch) -> Metrics:
-        return update_minibatch(self.engine, minibatch.split(self.cfg.train.micro_batch_size),
-                                self._value_loss)
+    def value_epoch(self, share: Batch, minibatches: List[torch.Tensor]) -> List[Metrics]:
+        """The critic's steps of one PPO epoch (:func:`epoch_updates`)."""
+        return epoch_updates(self.engine, share, minibatches, self.cfg.train.micro_batch_size,
+                             self._value_loss)

@@ -111,8 +111,8 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
 
     # push the greedy tokens down: every sampled token gets advantage −1
     update = hf.with_(advantages=-hf["action_mask"].float())
-    for _ in range(3):
-        roles.actor.ppo_update(update).result()
+    for step in range(3):  # one epoch, one minibatch of every row
+        roles.actor.ppo_learner(update, len(update), 1, step).epoch(0).result()
     moved = roles.actor.generate(prompts, 0, pad)
     changed = (moved["sequences"] != hf["sequences"]).any(-1)
     assert changed.any(), "three steps left every greedy response unchanged"

@@ -171,7 +171,7 @@ def test_nonfinite_loss_on_a_worker_names_role_rank_and_tensor(actor_group, toke
     minibatch = experience.with_(advantages=advantages)
     with pytest.raises(NonFiniteError, match=r"^actor rank [01]: non-finite loss \(nan here\) "
                                              r"on ranks \[0, 1\] of 2"):
-        actor_group.ppo_update(minibatch).result()
+        actor_group.ppo_learner(minibatch, len(minibatch), 1, 0).epoch(0).result()
     again = actor_group.generate(prompts, seed=0, pad_token_id=pad)
     assert torch.equal(again["old_logprobs"], experience["old_logprobs"])
 

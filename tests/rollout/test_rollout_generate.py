@@ -138,8 +138,11 @@ def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, promp
         logits = causal_lm_logits(model, seq, out["attention_mask"])
     engine = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4, temperature=2.0))
     with_lp = engine.generate(ids, mask, generator_seed=1, with_logprobs=True)
-    with torch.no_grad():
-        assert torch.equal(with_lp["old_logprobs"], action_logprobs(model, with_lp, 2.0))
+    with torch.no_grad():  # read from generate's KV-cached forwards: equal up to rounding
+        recomputed = action_logprobs(model, with_lp, 2.0)
+    torch.testing.assert_close(with_lp["old_logprobs"], recomputed, atol=1e-5, rtol=0)
+    assert (with_lp["old_logprobs"][with_lp["action_mask"] == 0] == 0).all()
+    assert (recomputed[with_lp["action_mask"] == 1] < 0).all()  # a real comparison
     assert logps.shape == am.shape
     assert (logps[am == 0] == 0).all() and (entropy[am == 0] == 0).all()
     P = out.meta["prompt_length"]
@@ -202,3 +205,48 @@ def test_min_new_tokens_masks_eos_until_then(make_lm, tok, rollout_cfg, prompts,
     assert int(free_lengths.min()) < 7  # the floor had something to do
     assert int(lengths.min()) >= 8  # 7 tokens, then EOS allowed
     assert not (out["sequences"][:, P:P + 7] == tok.eos_token_id).any()
+
+
+@pytest.mark.parametrize("settings, eos_bias", [
+    (dict(temperature=0.7, top_k=5, min_new_tokens=3), 0.5),  # processors change the sampling
+    (dict(do_sample=False), 0.5),                               # greedy
+    (dict(temperature=1.3, top_p=0.9, n_samples_per_prompt=2), 3.0),
+])
+def test_logprobs_read_from_generation_equal_a_recomputing_forward(make_lm, tok, rollout_cfg,
+                                                                   prompts, left_pad, settings,
+                                                                   eos_bias):
+    """Rows that stop at EOS at different steps, left-padded prompts: the log-probs read from
+    generate's KV-cached forwards are the raw (temperature-scaled) policy's, like the
+    recomputing forward, to float rounding -- not the processed distribution's."""
+    model = make_lm(eos_bias=eos_bias)
+    ids, mask = left_pad(prompts)
+    cfg = rollout_cfg(max_new_tokens=10, **settings)
+    out = RolloutEngine(model, tok, cfg).generate(ids, mask, generator_seed=4,
+                                                  with_logprobs=True)
+    lengths = out["action_mask"].sum(-1)
+    assert lengths.min() < lengths.max()  # some rows ended early
+    with torch.no_grad():
+        expected = action_logprobs(model, out, RolloutEngine(model, tok, cfg).temperature)
+    torch.testing.assert_close(out["old_logprobs"], expected, atol=2e-5, rtol=0)
+
+
+def test_logprobs_read_from_generation_of_a_peft_model(make_lm, tok, rollout_cfg, prompts,
+                                                       left_pad):
+    """peft's generate runs the base model's forward: the hook sits there."""
+    from rlhf_dist.config import LoraConfig
+    from rlhf_dist.models.lora import apply_lora
+
+    torch.manual_seed(1)
+    model = apply_lora(make_lm(), LoraConfig(r=4, alpha=8), "model")
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # nonzero adapters, so the adapter path matters
+            torch.nn.init.normal_(p, std=0.5)
+    ids, mask = left_pad(prompts)
+    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=6)).generate(
+        ids, mask, generator_seed=2, with_logprobs=True)
+    with torch.no_grad():
+        expected = action_logprobs(model, out)
+        with model.disable_adapter():
+            base = action_logprobs(model, out)
+    torch.testing.assert_close(out["old_logprobs"], expected, atol=2e-5, rtol=0)
+    assert (out["old_logprobs"] - base).abs().max() > 1e-2

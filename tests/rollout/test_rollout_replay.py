@@ -9,7 +9,8 @@ import torch
 
 import rlhf_dist.rollout as rollout
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout import ReplayBuffer
+from rlhf_dist.rollout import ReplayBuffer, epoch_permutation
+from rlhf_dist.rollout.replay import learner_plan
 
 
 def experience(start, n):
@@ -40,6 +41,38 @@ def test_every_row_once_per_epoch_deterministic_and_reshuffled():
     assert orders[0] != list(range(10))
     assert epochs_of(buffer, 5, 3, seed=7) == orders
     assert epochs_of(buffer, 5, 3, seed=8) != orders
+
+
+@pytest.mark.parametrize("world, epochs", [(1, 1), (2, 1), (3, 2), (2, 3)])
+def test_learner_plan_gives_each_rank_its_slice_of_every_minibatch(world, epochs):
+    """Rank r's step j of an epoch trains on slice r (Batch.chunk) of minibatch j of that
+    epoch's permutation, read from its share -- the rows a scatter of each minibatch gave."""
+    data, m, seed = experience(0, 12), 6, 5
+    plans = learner_plan(len(data), m, epochs, seed, world)
+    assert len(plans) == world
+    for epoch in range(epochs):
+        order = epoch_permutation(len(data), seed, epoch)
+        minibatches = [data.index_select(order[s:s + m]) for s in range(0, len(data), m)]
+        for rank, plan in enumerate(plans):
+            share = data.index_select(plan.rows)
+            assert len(plan.steps[epoch]) == len(minibatches)
+            for index, minibatch in zip(plan.steps[epoch], minibatches):
+                expected = minibatch.chunk(world)[rank]
+                got = share.index_select(index)
+                assert torch.equal(got["id"], expected["id"]) and got["name"] == expected["name"]
+    if epochs == 1:  # the shares partition the experience
+        rows = torch.cat([p.rows for p in plans]).sort().values
+        assert torch.equal(rows, torch.arange(12))
+        assert [len(p.rows) for p in plans] == [12 // world] * world
+
+
+def test_learner_plan_errors():
+    with pytest.raises(ValueError, match="mini_batch_size=5 does not divide the 12 rows"):
+        learner_plan(12, 5, 1, 0)
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        learner_plan(12, 6, 0, 0)
+    with pytest.raises(ValueError, match="a minibatch of 2 rows cannot be split over 3 ranks"):
+        learner_plan(12, 2, 1, 0, world_size=3)
 
 
 def test_errors_and_clear():
