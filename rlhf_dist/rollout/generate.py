@@ -219,8 +219,12 @@ class RolloutEngine:
         reading = (_reading_logprobs(self.model, self.temperature) if with_logprobs
                    else contextlib.nullcontext())
         with _seeded(generator_seed, device), _generation_mode(self.model), reading as hook:
+            # the parameters are whole here, so no rank waits for another: without
+            # synced_gpus=False HF (under ZeRO-3, world > 1) all-reduces a flag every token
+            # and runs dummy forwards on a rank whose rows have all finished
             sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
-                                            generation_config=self.generation_config())
+                                            generation_config=self.generation_config(),
+                                            synced_gpus=False)
         batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids, self.pad_token_id, n)
         if not with_logprobs:
             return batch

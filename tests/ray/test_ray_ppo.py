@@ -125,16 +125,20 @@ def test_group_norm_creates_no_critic_and_raises_reward(group_norm_run):
 
 # LoRA (r=16, alpha=32) on the actor and the critic, lr 2e-3 / critic 1e-3, otherwise the GAE
 # run's settings. Measured gain over seeds 42 / 1 / 2: +0.70 / +0.63 / +0.88 (max KL 4.5 / 4.9 /
-# 5.9 nats); asserted: the full-weight runs' margin and KL bound.
+# 5.9 nats); asserted: the full-weight runs' margin and KL bound.  With the log-probs read from
+# generation (seed 42): +0.70, max KL 4.5.
 LORA = ("model.lora.r=16", "model.lora.alpha=32", "critic_model.lora.r=16",
         "critic_model.lora.alpha=32", "train.lr=2e-3", "ppo.critic_lr=1e-3")
 
 
 @pytest.fixture(scope="module")
 def lora_run(toy_models, tmp_path_factory):
+    """Also reads the behaviour log-probs from generate's own forwards
+    (``rollout.logprobs_from_generate``: on the ZeRO-3-gathered peft actor, 2 ranks)."""
     out = tmp_path_factory.mktemp("ppo") / "lora"
     return cli("ppo", "ppo", out, *models(toy_models), *COMMON,
-               "rollout.rollout_batch_size=32", *LORA).check()
+               "rollout.rollout_batch_size=32", "rollout.logprobs_from_generate=true",
+               *LORA).check()
 
 
 def test_lora_ppo_raises_reward_without_a_reference_group(lora_run, toy_models):
