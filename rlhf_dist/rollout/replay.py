@@ -17,14 +17,6 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(size, generator=generator)
 
 
-def _check_sizes(size: int, mini_batch_size: int, epochs: int) -> None:
-    if mini_batch_size < 1 or size % mini_batch_size:
-        raise ValueError(f"mini_batch_size={mini_batch_size} does not divide the {size} rows "
-                         "of experience")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-
-
 @dataclass
 class RankPlan:
     """One rank's part of an iteration's updates.  ``rows``: the experience rows it trains
@@ -41,7 +33,11 @@ def learner_plan(size: int, mini_batch_size: int, epochs: int, seed: int,
     ``epoch_permutation(size, seed, epoch)[j·m:(j+1)·m]`` (``m = mini_batch_size``) and rank
     ``r`` takes its ``r``-th slice (``Batch.chunk``'s split: sizes differ by at most one,
     larger first).  With one epoch each rank's share is ``size / world_size`` rows."""
-    _check_sizes(size, mini_batch_size, epochs)
+    if mini_batch_size < 1 or size % mini_batch_size:
+        raise ValueError(f"mini_batch_size={mini_batch_size} does not divide the {size} rows "
+                         "of experience")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     if not 1 <= world_size <= mini_batch_size:
         raise ValueError(f"a minibatch of {mini_batch_size} rows cannot be split over "
                          f"{world_size} ranks")
