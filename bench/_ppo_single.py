@@ -7,7 +7,7 @@ lr, betas, weight decay, gradient clipping at ``train.max_grad_norm``, one step 
 with the loss averaged over its micro-batches as DeepSpeed's accumulation does), and the
 library's pieces for the maths: ``RolloutEngine`` (HF generate), ``action_logprobs``,
 ``Scorer``, ``compute_advantages``, ``ReplayBuffer``, ``policy_objective`` /
-``value_objective`` (``rlhf_dist.rollout.learner``).  Prompts, sampling seeds and minibatch
+``value_objective`` (``rlhf_dist.objectives``).  Prompts, sampling seeds and minibatch
 order are the driver's (``PPOTrainer.prompt_batch`` and the same seeds), so the first
 iteration samples exactly what the Ray system samples.
 """
@@ -163,12 +163,12 @@ class ReferenceLoop:
         return self.m.critic(batch["sequences"], batch["attention_mask"])[:, :-1]
 
     def _policy_loss(self, micro):
-        from rlhf_dist.rollout import policy_objective
+        from rlhf_dist.objectives import policy_objective
 
         return policy_objective(self.m.actor, micro, self.temperature, self.cfg.ppo)
 
     def _value_loss(self, micro):
-        from rlhf_dist.rollout import value_objective
+        from rlhf_dist.objectives import value_objective
 
         return value_objective(self._values(micro), micro, self.cfg.ppo)
 

@@ -248,7 +248,8 @@ def export_pairs(args, path: Path) -> str:
     """Write rlhf_dist's training pairs in the order its trainer visits them on one rank;
     return the toy tokenizer's directory."""
     from rlhf_dist.config import load_config
-    from rlhf_dist.data import build_preference_dataset, toy_tokenizer_path
+    from rlhf_dist.data import build_preference_dataset
+    from rlhf_dist.toy import toy_tokenizer_path
     from rlhf_dist.models import load_tokenizer
     from rlhf_dist.trainers.batches import epoch_order
 

@@ -185,7 +185,7 @@ def scored_logps(model, inputs, dpo):
 
 def section_step(trainer, micro_batches, clock):
     """``train_step`` with timers (same calls, same order)."""
-    from rlhf_dist.trainers.dpo import dpo_objective
+    from rlhf_dist.objectives import dpo_objective
 
     trainer.engine.train()
     clock.lap("other")
@@ -255,7 +255,7 @@ class Plain:
         import torch
 
         from rlhf_dist.algo import dpo_loss
-        from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
+        from rlhf_dist.objectives import PAIR_LAYOUTS
 
         split_pairs = PAIR_LAYOUTS["padded"].split_rows
 

@@ -81,7 +81,7 @@ def test_shipped_verifier_data_is_the_generators(tmp_path):
     seed 0, labels by the toy task's kinds (harmful -> unsafe)."""
     from pathlib import Path
 
-    from rlhf_dist.data import ToyTask
+    from rlhf_dist.toy import ToyTask
     from rlhf_dist.demo.verifier_task import write_verifier_data
 
     shipped = Path(__file__).parents[1] / "configs" / "tiny" / "verifier_data"

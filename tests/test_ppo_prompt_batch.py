@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rlhf_dist.config import ConfigError, load_config
-from rlhf_dist.data import PromptCollator, build_prompt_dataset, toy_tokenizer
+from rlhf_dist.data import PromptCollator, build_prompt_dataset
+from rlhf_dist.toy import toy_tokenizer
 from rlhf_dist.models import load_causal_lm
 from rlhf_dist.rollout import RolloutEngine
 from rlhf_dist.trainers.ppo import PPOTrainer

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rlhf_dist.config import load_config
-from rlhf_dist.data import toy_tokenizer
+from rlhf_dist.toy import toy_tokenizer
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rewards import RewardError
 from rlhf_dist.trainers.ppo import PPOTrainer

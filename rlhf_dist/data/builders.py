@@ -170,6 +170,16 @@ def build_preference_dataset(data_cfg, tokenizer, split: str = "train",
     return build_dataset("preference", data_cfg, tokenizer, split, toy_kind)
 
 
+def preference_datasets(data_cfg, tokenizer, layout: str = "padded"):
+    """(train, eval or None, collator) of preference pairs -- RM, DPO and DPO on Ray; the
+    collator of ``layout`` (:data:`~.collate.PAIR_COLLATORS`; the RM scores padded rows)."""
+    from .collate import PAIR_COLLATORS
+
+    return (build_preference_dataset(data_cfg, tokenizer, split="train"),
+            build_preference_dataset(data_cfg, tokenizer, split="eval"),
+            PAIR_COLLATORS[layout](tokenizer.pad_token_id))
+
+
 def build_prompt_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
     """Prompts for PPO rollouts / evaluation (``input_ids`` + ``prompt`` text)."""
     return build_dataset("prompt", data_cfg, tokenizer, split)

@@ -154,3 +154,8 @@ class PromptCollator(_Collator):
         if examples and all("kind" in e for e in examples):
             batch["kinds"] = [e["kind"] for e in examples]
         return batch
+
+
+# The collator of each DPO/RM pair layout (``dpo.layout``), by name; the model side of each
+# layout is ``rlhf_dist.objectives.PAIR_LAYOUTS`` of the same name.
+PAIR_COLLATORS = {"padded": PreferenceCollator, "shared_prompt": SharedPromptCollator}

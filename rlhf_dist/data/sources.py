@@ -3,7 +3,7 @@
 :func:`load_rows` loads one ``(path, split)`` as a ``datasets.Dataset``.  ``path`` is tried
 against :data:`SOURCES` in order:
 
-1. ``"toy"`` — the built-in task (``kind`` ∈ :data:`~rlhf_dist.data.toy.TOY_ROW_KINDS`,
+1. ``"toy"`` — the built-in task (``kind`` ∈ :data:`~rlhf_dist.toy.TOY_ROW_KINDS`,
    split ``train`` or ``eval``; ``test``/``validation`` mean ``eval``);
 2. an existing local file: ``.jsonl``/``.json``/``.parquet``/``.csv`` (all rows; ``split`` is
    ignored, as ``datasets`` puts a lone file in ``train``);
@@ -61,7 +61,7 @@ def _quiet_progress():
 def _load_toy(path: str, split: str, kind: str, toy_cfg) -> object:
     from datasets import Dataset
 
-    from .toy import ToyTask
+    from rlhf_dist.toy import ToyTask
 
     if split not in TOY_SPLITS:
         raise DataError(f"toy: unknown split {split!r} (use one of {sorted(TOY_SPLITS)})")

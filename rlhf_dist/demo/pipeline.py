@@ -82,7 +82,7 @@ def write_ranking_data(out: Path, seed: int) -> Path:
     """The toy task's ranked responses (harmful: refusal ≻ off-topic answer ≻ compliance;
     benign: helpful ≻ off-topic ≻ refusal) as a jsonl file: the RM learns from all C(3,2)
     pairs, so changing the subject does not please it on harmful requests."""
-    from rlhf_dist.data import ToyTask
+    from rlhf_dist.toy import ToyTask
 
     path = out / "toy_ranking.jsonl"
     rows = ToyTask(seed=seed).ranking_rows("train")

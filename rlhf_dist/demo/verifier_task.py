@@ -1,6 +1,6 @@
 """The demo's verifiable-reward task: label a toy request ``safe`` or ``unsafe``.
 
-Each toy prompt (:class:`rlhf_dist.data.ToyTask`; held-out = unseen template×topic combinations)
+Each toy prompt (:class:`rlhf_dist.toy.ToyTask`; held-out = unseen template×topic combinations)
 becomes ``"Human: safe or unsafe: <request>\\nAssistant:"`` with the label ``unsafe`` for a
 harmful request and ``safe`` for a benign one, so the built-in ``exact_match`` reward can check
 each answer.  A tiny model given a short SFT (the answer format, half learned) answers about a
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from rlhf_dist.data import ToyTask
+from rlhf_dist.toy import ToyTask
 from rlhf_dist.data.formatting import render_prompt, render_response
 
 ANSWERS = {"harmful": "unsafe", "benign": "safe"}

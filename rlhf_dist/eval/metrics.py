@@ -219,7 +219,7 @@ def mean_std(values) -> Tuple[float, float]:
 
 def toy_kinds(prompts: Sequence[str]) -> List[Optional[str]]:
     """``"harmful"`` / ``"benign"`` / None per prompt, from the toy topic it mentions."""
-    from rlhf_dist.data import prompt_kind
+    from rlhf_dist.toy import prompt_kind
 
     return [prompt_kind(p) for p in prompts]
 
@@ -232,9 +232,9 @@ def _check_lengths(**named: Sequence) -> None:
 
 def harmlessness(kinds: Sequence[Optional[str]], responses: Sequence[str]) -> float:
     """Refusal rate on harmful prompts: ``#{i: kinds[i] == "harmful" and is_refusal(r_i)} /
-    #{i: kinds[i] == "harmful"}`` (:func:`rlhf_dist.data.is_refusal`).  Prompts of other
+    #{i: kinds[i] == "harmful"}`` (:func:`rlhf_dist.toy.is_refusal`).  Prompts of other
     kinds are ignored; with no harmful prompt the rate is undefined: ``nan``."""
-    from rlhf_dist.data import is_refusal
+    from rlhf_dist.toy import is_refusal
 
     _check_lengths(kinds=kinds, responses=responses)
     judged = [is_refusal(r) for k, r in zip(kinds, responses) if k == "harmful"]
@@ -242,10 +242,10 @@ def harmlessness(kinds: Sequence[Optional[str]], responses: Sequence[str]) -> fl
 
 
 def is_helpful(prompt: str, response: str) -> bool:
-    """A non-refusal that is on the prompt's topic (:func:`rlhf_dist.data.is_on_topic`)."""
-    from rlhf_dist.data import is_on_topic, is_refusal
+    """A non-refusal that is on the prompt's topic (:attr:`rlhf_dist.toy.Verdict.helpful`)."""
+    from rlhf_dist.toy import judge
 
-    return not is_refusal(response) and is_on_topic(prompt, response)
+    return judge(prompt, response).helpful
 
 
 def helpfulness(kinds: Sequence[Optional[str]], prompts: Sequence[str],

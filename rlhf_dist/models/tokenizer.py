@@ -50,7 +50,7 @@ def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
     source, field = tokenizer_source(model_cfg, field_prefix)
     require_existing_path(source, field)
     if source is None:
-        from rlhf_dist.data import toy_tokenizer  # imported on use: data imports models
+        from rlhf_dist.toy import toy_tokenizer
 
         tokenizer = toy_tokenizer()
     else:

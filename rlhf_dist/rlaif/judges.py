@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
-from rlhf_dist.data import is_on_topic, is_refusal, prompt_kind
+from rlhf_dist.toy import judge
 from rlhf_dist.utils import imports
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,17 +37,10 @@ class JudgeError(ValueError):
 
 
 def toy_rule_score(prompt: str, response: str) -> float:
-    """The toy task's rule: harmful prompt → refusal +1, anything else −1; benign prompt →
-    refusal −1, an on-topic answer +1, an off-topic answer 0; a prompt about no toy topic 0."""
-    kind = prompt_kind(prompt)
-    refused = is_refusal(response)
-    if kind == "harmful":
-        return 1.0 if refused else -1.0
-    if kind == "benign":
-        if refused:
-            return -1.0
-        return 1.0 if is_on_topic(prompt, response) else 0.0
-    return 0.0
+    """The toy task's rule (:attr:`rlhf_dist.toy.Verdict.score`): harmful prompt → refusal +1,
+    anything else −1; benign prompt → refusal −1, an on-topic answer +1, an off-topic answer 0;
+    a prompt about no toy topic 0."""
+    return judge(prompt, response).score
 
 
 def toy_rule_judge(prompts: Sequence[str], responses: Sequence[str]) -> List[float]:

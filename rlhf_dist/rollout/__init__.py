@@ -6,7 +6,6 @@
 * :class:`Scorer` -- scores − β·KL → ``token_rewards``; the KL controller.
 * :func:`compute_advantages` -- GAE or a critic-free estimator → ``advantages``, ``returns``.
 * :class:`ReplayBuffer` -- shuffled minibatches for ``ppo_epochs`` passes.
-* :func:`policy_objective`, :func:`value_objective` -- the learners' losses on a micro-batch.
 
 Tensor alignment (T vs T−1) is documented in :mod:`rlhf_dist.rollout.generate`.
 Exports resolve lazily (PEP 562): ``import rlhf_dist.rollout`` imports neither torch nor
@@ -24,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.generate import (RolloutEngine, action_logprobs, concat_rollouts,
                                             decode_prompts, decode_responses, response_mask,
                                             response_token_ids, stop_ids, truncated_rows)
-    from rlhf_dist.rollout.learner import policy_objective, value_objective
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
     from rlhf_dist.rollout.scorer import Scorer, sequence_kl
 
@@ -43,8 +41,6 @@ _EXPORTS: Dict[str, str] = {
     "sequence_kl": "scorer",
     "ADVANTAGE_FNS": "advantages",
     "compute_advantages": "advantages",
-    "policy_objective": "learner",
-    "value_objective": "learner",
     "ReplayBuffer": "replay",
     "epoch_permutation": "replay",
     "BACKENDS": "backends",

@@ -1,70 +1,23 @@
-"""DPO against a frozen reference.  ``dpo_objective`` is the one DPO loss of the project:
-the launcher trainer here and the Ray actor both call it (through ``dpo_batch_loss``) on
-batches of the layout ``dpo.layout`` names (``rlhf_dist.trainers.pairs``)."""
+"""DPO against a frozen reference, launched by deepspeed: the objective is
+``rlhf_dist.objectives.dpo`` (the Ray actor calls the same one)."""
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
 import torch
 
-from rlhf_dist.algo import dpo_loss
-from rlhf_dist.config import Config, DPOConfig
+from rlhf_dist.config import Config
 from rlhf_dist.engine import dist
+from rlhf_dist.data import preference_datasets
 from rlhf_dist.engine.engine import ModelEngine
+from rlhf_dist.objectives import PAIR_LAYOUTS, dpo_batch_loss, dpo_eval_sums, reference_rows
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.base import LauncherTrainer
-from rlhf_dist.trainers.pairs import PAIR_LAYOUTS, PairLogps
-from rlhf_dist.trainers.rm import preference_datasets
 
 log = logging.getLogger(__name__)
-
-
-def reference_rows(model, batch, dpo: DPOConfig) -> torch.Tensor:
-    """A frozen model's per-response log-probs of ``batch`` as a per-row tensor of its
-    layout (IPO uses the length-averaged form)."""
-    layout = PAIR_LAYOUTS[dpo.layout]
-    return layout.rows(*layout.logps(model, batch).sequences(average=dpo.loss_type == "ipo"))
-
-
-def dpo_objective(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                  dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """Loss of B pairs, given the policy's token log-probs and the reference's per-response
-    log-probs."""
-    policy_chosen, policy_rejected = policy.sequences(average=dpo.loss_type == "ipo")
-    losses, chosen_rewards, rejected_rewards = dpo_loss(
-        policy_chosen, policy_rejected, ref_chosen, ref_rejected, dpo.beta,
-        loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing)
-    loss = losses.mean()
-    metrics = {"dpo_loss": float(loss.detach()),
-               "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
-               "reward_margin": float((chosen_rewards - rejected_rewards).mean()),
-               "chosen_reward": float(chosen_rewards.mean()),
-               "rejected_reward": float(rejected_rewards.mean()),
-               "chosen_logp": float(policy_chosen.detach().mean())}
-    if dpo.nll_coef > 0:
-        nll = policy.chosen_nll()
-        loss = loss + dpo.nll_coef * nll
-        metrics["nll"] = float(nll.detach())
-    metrics["loss"] = float(loss.detach())
-    return loss, metrics
-
-
-def dpo_batch_loss(model, batch, ref_rows: torch.Tensor,
-                   dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """``dpo_objective`` of a collated batch, the reference's log-probs given as rows."""
-    layout = PAIR_LAYOUTS[dpo.layout]
-    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo)
-
-
-def dpo_eval_sums(model, batch, ref_rows: torch.Tensor, dpo: DPOConfig) -> Dict[str, float]:
-    """A batch's DPO metrics times its pairs, plus ``count`` (pairs): summed over batches and
-    ranks, then divided by the count — the eval of the launcher and of the Ray actor."""
-    _, metrics = dpo_batch_loss(model, batch, ref_rows, dpo)
-    n = float(PAIR_LAYOUTS[dpo.layout].num_pairs(batch))
-    return {**{k: v * n for k, v in metrics.items()}, "count": n}
 
 
 class DPOTrainer(LauncherTrainer):

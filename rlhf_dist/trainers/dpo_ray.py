@@ -33,7 +33,7 @@ class RayDPOTrainer(RayJob):
 
     def start(self) -> None:
         from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.trainers.rm import preference_datasets
+        from rlhf_dist.data import preference_datasets
 
         cfg = self.cfg
         seed_everything(cfg.seed)

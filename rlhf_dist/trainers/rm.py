@@ -2,32 +2,15 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
 
-from rlhf_dist.algo import bradley_terry_loss, bradley_terry_metrics
-from rlhf_dist.config import Config, DataConfig
+from rlhf_dist.config import Config
+from rlhf_dist.data import preference_datasets
 from rlhf_dist.engine import dist
+from rlhf_dist.objectives import reward_objective
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.base import LauncherTrainer
-
-
-def split_pairs(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Preference batches hold 2B rows: chosen first, rejected second."""
-    half = values.shape[0] // 2
-    return values[:half], values[half:]
-
-
-def preference_datasets(data_cfg: DataConfig, tokenizer, layout: str = "padded"):
-    """(train, eval or None, collator) of preference pairs — RM, DPO and DPO on Ray; the
-    collator of ``layout`` (``rlhf_dist.trainers.pairs``; the RM scores padded rows)."""
-    from rlhf_dist.data import build_preference_dataset
-    from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
-
-    return (build_preference_dataset(data_cfg, tokenizer, split="train"),
-            build_preference_dataset(data_cfg, tokenizer, split="eval"),
-            PAIR_LAYOUTS[layout].collator(tokenizer.pad_token_id))
 
 
 class RMTrainer(LauncherTrainer):
@@ -49,18 +32,13 @@ class RMTrainer(LauncherTrainer):
         return values.gather(-1, last_token_index(batch["attention_mask"])[:, None]).squeeze(-1)
 
     def micro_batch_loss(self, batch):
-        chosen, rejected = split_pairs(self._forward_scores(batch))
-        loss = bradley_terry_loss(chosen, rejected, margin=self.cfg.rm.margin)
-        metrics = bradley_terry_metrics(chosen.detach(), rejected.detach())
-        metrics["loss"] = float(loss.detach())
-        return loss, metrics
+        return reward_objective(self._forward_scores(batch), self.cfg.rm.margin)
 
     def eval_sums(self, batch):
-        chosen, rejected = split_pairs(self._forward_scores(batch))
-        n = float(chosen.shape[0])
-        loss = bradley_terry_loss(chosen, rejected, margin=self.cfg.rm.margin)
-        means = bradley_terry_metrics(chosen, rejected)
-        return {"loss": float(loss) * n, **{k: v * n for k, v in means.items()}, "count": n}
+        scores = self._forward_scores(batch)
+        _, means = reward_objective(scores, self.cfg.rm.margin)
+        n = float(scores.shape[0] // 2)
+        return {**{k: v * n for k, v in means.items()}, "count": n}
 
     @torch.no_grad()
     def before_export(self):

@@ -219,7 +219,7 @@ class ActorWorker(_ModelWorker):
         return reference_sequence_logps(self.cfg, self.engine.base(), batch)
 
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
-        from rlhf_dist.rollout import policy_objective
+        from rlhf_dist.objectives import policy_objective
 
         rollout = self.cfg.rollout
         return policy_objective(self.engine, micro, self.rollout.temperature, self.cfg.ppo,
@@ -236,7 +236,7 @@ class ActorWorker(_ModelWorker):
     def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
         """One DPO optimiser step over this rank's micro-batches (reference log-probs
         included as ``ref_logps``): the launcher trainer's loss, unchanged."""
-        from rlhf_dist.trainers.dpo import dpo_batch_loss
+        from rlhf_dist.objectives import dpo_batch_loss
 
         def loss_fn(micro: Batch):
             return dpo_batch_loss(self.engine, micro, micro["ref_logps"], self.cfg.dpo)
@@ -247,7 +247,7 @@ class ActorWorker(_ModelWorker):
     @torch.no_grad()
     def dpo_eval(self, micro_batches: List[Batch]) -> Metrics:
         """Sums of the DPO eval metrics over this rank's micro-batches (``dpo_eval_sums``)."""
-        from rlhf_dist.trainers.dpo import dpo_eval_sums
+        from rlhf_dist.objectives import dpo_eval_sums
 
         self.engine.eval()
         sums: Metrics = {}
@@ -363,7 +363,7 @@ class CriticWorker(_ModelWorker):
         return Batch({"values": values * batch["action_mask"]})
 
     def _value_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
-        from rlhf_dist.rollout import value_objective
+        from rlhf_dist.objectives import value_objective
 
         return value_objective(self._values(micro), micro, self.cfg.ppo,
                                horizon=self.cfg.rollout.max_new_tokens)

@@ -59,6 +59,6 @@ def reference_logprobs(cfg: Config, model, batch: Batch) -> Batch:
 
 def reference_sequence_logps(cfg: Config, model, batch: Batch) -> Batch:
     """DPO: the reference's per-response log-probs (``ref_logps``) of a preference batch."""
-    from rlhf_dist.trainers.dpo import reference_rows
+    from rlhf_dist.objectives import reference_rows
 
     return Batch({"ref_logps": reference_rows(model, batch, cfg.dpo)})

@@ -7,8 +7,9 @@ import torch
 from data_helpers import cfg
 from rlhf_dist.data import (
     PreferenceCollator, PromptCollator, SFTCollator, build_lm_dataset, build_preference_dataset,
-    build_prompt_dataset, build_sft_dataset, is_refusal,
+    build_prompt_dataset, build_sft_dataset,
 )
+from rlhf_dist.toy import is_refusal
 
 X = -100
 

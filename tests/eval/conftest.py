@@ -16,7 +16,7 @@ def _tiny_section(**overrides) -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def tok():
-    from rlhf_dist.data import toy_tokenizer
+    from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer()
 

@@ -15,7 +15,7 @@ TINY = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
 
 @pytest.fixture(scope="session")
 def tok():
-    from rlhf_dist.data import toy_tokenizer
+    from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer()
 
@@ -39,7 +39,7 @@ def _words_bias(model, tok, words, bias: float) -> None:
 def policy_dir(tmp_path_factory, tok):
     """A tiny random GPT-2 policy (seed 0) that says benign topic words often, so the toy rule
     judge scores some of its answers on-topic (+1) and others off-topic (0); it never refuses."""
-    from rlhf_dist.data.toy_vocab import BENIGN_TOPICS
+    from rlhf_dist.toy.vocab import BENIGN_TOPICS
     from rlhf_dist.models import load_causal_lm, save_model
 
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import pytest
 
 from rlhf_dist.cli import main
 from rlhf_dist.config import DataConfig, RolloutConfig
-from rlhf_dist.data import Encoder, build_preference_dataset, is_on_topic, prompt_kind
+from rlhf_dist.data import Encoder, build_preference_dataset
+from rlhf_dist.toy import is_on_topic, prompt_kind
 from rlhf_dist.rlaif import load_judge, load_prompts, sample_responses
 
 TOY_JUDGE = "rlhf_dist.rlaif.judges:toy_rule_judge"

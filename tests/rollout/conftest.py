@@ -14,7 +14,7 @@ PROMPTS = [[5, 17, 300, 42, 9], [77, 8], [100, 200, 300], [400, 401, 402, 403]]
 
 @pytest.fixture(scope="session")
 def tok():
-    from rlhf_dist.data import toy_tokenizer
+    from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer()
 

@@ -1,10 +1,12 @@
-"""The learners' objectives: numbers by hand on experience whose answers are known."""
+"""The PPO learners' objectives (rlhf_dist.objectives.ppo): numbers by hand on experience
+whose answers are known."""
 import pytest
 import torch
 
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout import RolloutEngine, action_logprobs, policy_objective, value_objective
+from rlhf_dist.objectives import policy_objective, value_objective
+from rlhf_dist.rollout import RolloutEngine, action_logprobs
 
 
 def test_policy_objective_on_the_behaviour_policy(make_lm, tok, rollout_cfg, prompts, left_pad):

@@ -64,7 +64,7 @@ def server(rm_dir, tmp_path_factory):
 
 
 def toy_rows(n: int = ROWS):
-    from rlhf_dist.data.toy import ToyTask
+    from rlhf_dist.toy import ToyTask
 
     rows = ToyTask(seed=0, num_prompts=64, eval_ratio=0.0).preference_rows()[:n]
     return [r["prompt"] for r in rows], [r["chosen"] if i % 2 else r["rejected"]

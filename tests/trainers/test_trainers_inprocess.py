@@ -102,7 +102,7 @@ def test_dpo_layouts_and_precomputed_reference_give_the_same_losses(dpo_trainer,
 
 
 def test_precomputed_reference_equals_the_per_batch_reference(dpo_padded_precomputed):
-    from rlhf_dist.trainers.dpo import reference_rows
+    from rlhf_dist.objectives import reference_rows
 
     trainer = dpo_padded_precomputed
     table = trainer.ref_table

@@ -67,7 +67,7 @@ def test_only_adapter_weights_moved_and_the_base_checksum_held(lora_dpo):
 
 
 def test_adapter_off_reference_equals_a_separate_frozen_base(lora_dpo):
-    from rlhf_dist.trainers.dpo import reference_rows
+    from rlhf_dist.objectives import reference_rows
 
     trainer = lora_dpo
     batch = trainer.collate([trainer.train_set[i] for i in range(8)])

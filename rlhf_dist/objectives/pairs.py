@@ -1,5 +1,6 @@
-"""Preference-pair layouts: how a batch of pairs is collated, run through a causal LM and
-read back as the token log-probs of each chosen and rejected response.
+"""Preference-pair layouts: how a batch of pairs (collated by ``data.PAIR_COLLATORS`` of the
+same name) is run through a causal LM and read back as the token log-probs of each chosen and
+rejected response.
 
 * ``padded`` — 2B rows, chosen first (:class:`~rlhf_dist.data.PreferenceCollator`): every
   pair's prompt is computed twice; works with any attention implementation.
@@ -46,11 +47,6 @@ class PairLogps:
 class PaddedPairs:
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
 
-    def collator(self, pad_token_id: int):
-        from rlhf_dist.data import PreferenceCollator
-
-        return PreferenceCollator(pad_token_id)
-
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
         from rlhf_dist.models import causal_lm_logits
 
@@ -76,11 +72,6 @@ class PaddedPairs:
 class SharedPromptPairs:
     """B rows ``prompt + chosen + rejected``; a 4D mask hides the chosen tokens from the
     rejected ones (``config`` refuses it with flash-attention-2)."""
-
-    def collator(self, pad_token_id: int):
-        from rlhf_dist.data import SharedPromptCollator
-
-        return SharedPromptCollator(pad_token_id)
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
         from rlhf_dist.data import shared_prompt_attention_mask

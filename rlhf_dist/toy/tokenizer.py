@@ -1,6 +1,6 @@
 """A small byte-level BPE tokenizer trained on the toy task's text, cached on disk.
 
-* Trained with the ``tokenizers`` library on :func:`~rlhf_dist.data.toy.toy_corpus` (every
+* Trained with the ``tokenizers`` library on :func:`~rlhf_dist.toy.task.toy_corpus` (every
   prompt and every answer phrasing of both kinds, all splits), byte-level, so every toy word is
   a handful of tokens (most are one) and *any* text still encodes (256-byte alphabet, no
   ``<unk>`` in practice).  ``decode(encode(x)) == x`` exactly.  Up to 1024 entries (the merges
@@ -25,9 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .formatting import CHAT_TEMPLATE
-from .toy import toy_corpus
-from .toy_vocab import TOY_VERSION
+from rlhf_dist.data.formatting import CHAT_TEMPLATE
+
+from .task import toy_corpus
+from .vocab import TOY_VERSION
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)

@@ -30,14 +30,14 @@ pretrain      {text}: each prompt answered both ways (harmful: compliance and re
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
-from .formatting import render_prompt, render_response
-from .toy_vocab import (
-    BENIGN_TOPICS, COMPLIANCE_TEMPLATES, HARMFUL_TOPICS, HELPFUL_TEMPLATES, REFUSAL_MARKERS,
-    REFUSAL_TEMPLATES, REQUEST_TEMPLATES, STOPWORDS, Topic,
+from rlhf_dist.data.formatting import render_prompt, render_response
+
+from .vocab import (
+    BENIGN_TOPICS, COMPLIANCE_TEMPLATES, HARMFUL_TOPICS, HELPFUL_TEMPLATES, REFUSAL_TEMPLATES,
+    REQUEST_TEMPLATES, Topic,
 )
 
 SPLITS = ("train", "eval")
@@ -233,46 +233,3 @@ def toy_corpus() -> List[str]:
                    + COMPLIANCE_TEMPLATES]
         texts += [p.prompt + render_response(a) for a in answers]
     return texts
-
-
-# --------------------------------------------------------------------------- judging
-
-
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def _words(text: str) -> set:
-    return set(_WORD.findall(text.lower().replace("\u2019", "'")))
-
-
-def is_refusal(text: str) -> bool:
-    """True when ``text`` contains a refusal phrase ("I can't", "I'm sorry", "can't help", ...)."""
-    low = text.lower().replace("\u2019", "'")
-    return any(marker in low for marker in REFUSAL_MARKERS)
-
-
-def find_topic(prompt: str) -> Optional[Topic]:
-    """The toy topic whose phrase occurs in ``prompt`` (the longest one), or None."""
-    low = prompt.lower()
-    hits = [t for t in HARMFUL_TOPICS + BENIGN_TOPICS if t.phrase in low]
-    return max(hits, key=lambda t: len(t.phrase)) if hits else None
-
-
-def prompt_kind(prompt: str) -> Optional[str]:
-    """``"harmful"`` / ``"benign"`` for a prompt about a toy topic, None when undecidable."""
-    topic = find_topic(prompt)
-    return topic.kind if topic else None
-
-
-def is_on_topic(prompt: str, response: str) -> bool:
-    """Does ``response`` mention the prompt's topic?
-
-    Toy prompts: every keyword of the topic appears as a word in the response.  Other prompts:
-    at least one content word of the request part (after ``Human:``) appears in the response.
-    """
-    topic = find_topic(prompt)
-    said = _words(response)
-    if topic is not None:
-        return all(k in said for k in topic.keywords)
-    request = prompt.split("Human:")[-1].split("Assistant:")[0]
-    return bool((_words(request) - STOPWORDS) & said)

@@ -7,8 +7,9 @@ import torch
 
 from rlhf_dist.config import DPOConfig, ModelConfig, TinyModelConfig
 from rlhf_dist.data import SharedPromptCollator, shared_prompt_attention_mask
-from rlhf_dist.trainers.dpo import dpo_batch_loss, reference_rows
-from rlhf_dist.trainers.pairs import PAIR_LAYOUTS
+from rlhf_dist.objectives import dpo_batch_loss, reference_rows
+from rlhf_dist.data import PAIR_COLLATORS
+from rlhf_dist.objectives import PAIR_LAYOUTS
 
 X = -100
 
@@ -51,7 +52,7 @@ def test_shared_prompt_mask_by_hand():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rlhf_dist.data import toy_tokenizer
+    from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer()
 
@@ -85,7 +86,7 @@ def test_shared_prompt_equals_padded(tokenizer, attn, loss_type):
     results = {}
     for name, layout in PAIR_LAYOUTS.items():
         dpo = DPOConfig(loss_type=loss_type, nll_coef=0.5, layout=name)
-        batch = layout.collator(tokenizer.pad_token_id)(pairs)
+        batch = PAIR_COLLATORS[name](tokenizer.pad_token_id)(pairs)
         logps = layout.logps(model, batch)
         with torch.no_grad():
             reference = reference_rows(model, batch, dpo)
@@ -120,7 +121,7 @@ def test_layout_auto_takes_padded_rows_under_flash_attention():
 
 def test_shared_prompt_refuses_rows_longer_than_a_sliding_window(tokenizer):
     model = _model(tokenizer, "eager")
-    batch = PAIR_LAYOUTS["shared_prompt"].collator(tokenizer.pad_token_id)(_pairs(tokenizer, 2))
+    batch = PAIR_COLLATORS["shared_prompt"](tokenizer.pad_token_id)(_pairs(tokenizer, 2))
     model.config.sliding_window = 8  # as Mistral-style configs carry one
     with pytest.raises(ValueError, match=r"exceeds the model's sliding window \(8\).*"
                                          r"dpo.layout=padded"):

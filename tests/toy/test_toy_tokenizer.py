@@ -3,11 +3,9 @@ import os
 
 import pytest
 
-import rlhf_dist.data.toy_bpe as toy_bpe
-from rlhf_dist.data import (
-    CHAT_TEMPLATE, ToyTask, render_messages, toy_corpus, toy_tokenizer, toy_tokenizer_path,
-    train_toy_tokenizer,
-)
+import rlhf_dist.toy.tokenizer as tokenizer_module
+from rlhf_dist.data import CHAT_TEMPLATE, render_messages
+from rlhf_dist.toy import ToyTask, toy_corpus, toy_tokenizer, toy_tokenizer_path, train_toy_tokenizer
 
 ODD_TEXT = "Ünïcode ✓ and numbers 12345,\ttabs  and\n\nnew lines"
 
@@ -69,7 +67,7 @@ def test_second_call_is_a_cache_hit(tmp_path, monkeypatch):
     def fail():
         raise AssertionError("retrained although the tokenizer is cached")
 
-    monkeypatch.setattr(toy_bpe, "train_toy_tokenizer", fail)
+    monkeypatch.setattr(tokenizer_module, "train_toy_tokenizer", fail)
     second = toy_tokenizer(cache_dir=str(tmp_path))
     assert second.get_vocab() == first.get_vocab()
     assert [p.name for p in tmp_path.iterdir()] == [toy_tokenizer_path(str(tmp_path)).name]
@@ -83,9 +81,9 @@ def test_default_cache_dir_from_env(tmp_path, monkeypatch):
 
 def test_lost_race_keeps_the_winner(tmp_path, toy_tok):
     final = tmp_path / "toy_tokenizer-x"
-    toy_bpe._publish(toy_tok, final)
+    tokenizer_module._publish(toy_tok, final)
     winner = os.stat(final / "tokenizer.json").st_mtime_ns
-    toy_bpe._publish(toy_tok, final)  # a second writer loses the rename
+    tokenizer_module._publish(toy_tok, final)  # a second writer loses the rename
     assert os.stat(final / "tokenizer.json").st_mtime_ns == winner
     assert [p.name for p in tmp_path.iterdir()] == ["toy_tokenizer-x"]  # temp dir cleaned
 

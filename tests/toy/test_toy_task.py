@@ -2,10 +2,9 @@
 import pytest
 
 from rlhf_dist.config import ToyDataConfig
-from rlhf_dist.data import (
-    TOY_ROW_KINDS, ToyTask, find_topic, is_on_topic, is_refusal, prompt_kind, split_transcripts,
-)
-from rlhf_dist.data.toy import toy_corpus
+from rlhf_dist.data import split_transcripts
+from rlhf_dist.toy import (TOY_ROW_KINDS, ToyTask, find_topic, is_on_topic, is_refusal, prompt_kind,
+                           toy_corpus)
 
 
 @pytest.fixture(scope="module")
