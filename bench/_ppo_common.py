@@ -43,32 +43,59 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
     prompts = args.grpo_prompts if group else args.prompts
     samples = args.group_size if group else 1
     return [
-        f"output_dir={out_dir}", f"seed={args.seed}",
-        f"model.tiny={tiny}", f"reward_model.tiny={tiny}", f"critic_model.tiny={tiny}",
-        "data.path=toy", f"data.toy.num_prompts={args.num_prompts}",
+        f"output_dir={out_dir}",
+        f"seed={args.seed}",
+        f"model.tiny={tiny}",
+        f"reward_model.tiny={tiny}",
+        f"critic_model.tiny={tiny}",
+        "data.path=toy",
+        f"data.toy.num_prompts={args.num_prompts}",
         f"data.max_length={args.max_prompt_length + args.max_new_tokens}",
         f"data.max_prompt_length={args.max_prompt_length}",
-        f"train.lr={args.lr}", f"train.micro_batch_size={args.micro_batch}",
-        "train.adam_betas=[0.9, 0.95]", "train.weight_decay=0.0", "train.max_grad_norm=1.0",
+        f"train.lr={args.lr}",
+        f"train.micro_batch_size={args.micro_batch}",
+        "train.adam_betas=[0.9, 0.95]",
+        "train.weight_decay=0.0",
+        "train.max_grad_norm=1.0",
         "deepspeed.zero_stage=0",
-        f"rollout.backend={backend}", f"rollout.rollout_batch_size={prompts}", f"rollout.n_samples_per_prompt={samples}",
+        f"rollout.backend={backend}",
+        f"rollout.rollout_batch_size={prompts}",
+        f"rollout.n_samples_per_prompt={samples}",
         f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.min_new_tokens={args.max_new_tokens}",  # every rollout the same length
         "rollout.temperature=1.0",
-        "rollout.top_p=1.0", "rollout.top_k=0", "rollout.do_sample=true",
-        f"ppo.iterations={args.iterations}", f"ppo.ppo_epochs={args.ppo_epochs}",
-        f"ppo.mini_batch_size={args.mini_batch}", f"ppo.critic_lr={args.lr}",
-        f"ppo.kl_coef={args.kl_coef}", "ppo.kl_estimator=k1", "ppo.kl_controller=fixed",
-        f"ppo.advantage_estimator={estimator}", "ppo.gamma=1.0", "ppo.lam=0.95",
-        "ppo.clip_eps=0.2", "ppo.value_clip=0.2", "ppo.loss_agg=token_mean",
-        "resources.placement_strategy=PACK", "resources.timeout_s=900",
-        *[f"resources.{role}={{num_nodes: 1, devices_per_node: 1, cpus_per_worker: 1}}"
-          for role in ("actor", "critic", "reward", "reference")],
-        "logging.backend=none", "logging.progress_bar=false",
-        "checkpoint.save_every=0", "checkpoint.export_hf=false",
+        "rollout.top_p=1.0",
+        "rollout.top_k=0",
+        "rollout.do_sample=true",
+        f"ppo.iterations={args.iterations}",
+        f"ppo.ppo_epochs={args.ppo_epochs}",
+        f"ppo.mini_batch_size={args.mini_batch}",
+        f"ppo.critic_lr={args.lr}",
+        f"ppo.kl_coef={args.kl_coef}",
+        "ppo.kl_estimator=k1",
+        "ppo.kl_controller=fixed",
+        f"ppo.advantage_estimator={estimator}",
+        "ppo.gamma=1.0",
+        "ppo.lam=0.95",
+        "ppo.clip_eps=0.2",
+        "ppo.value_clip=0.2",
+        "ppo.loss_agg=token_mean",
+        "resources.placement_strategy=PACK",
+        "resources.timeout_s=900",
+        *[
+            f"resources.{role}={{num_nodes: 1, devices_per_node: 1, cpus_per_worker: 1}}"
+            for role in ("actor", "critic", "reward", "reference")
+        ],
+        "logging.backend=none",
+        "logging.progress_bar=false",
+        "checkpoint.save_every=0",
+        "checkpoint.export_hf=false",
         *reward_overrides(args),
-        *(["rollout.logprobs_from_generate=true"]
-          if getattr(args, "logprobs_from_generate", False) else []),
+        *(
+            ["rollout.logprobs_from_generate=true"]
+            if getattr(args, "logprobs_from_generate", False)
+            else []
+        ),
     ]
 
 

@@ -28,8 +28,8 @@ pair layout, the default shared-prompt layout, + ``train.group_by_length``, + pr
 reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base);
 ``default`` and ``lora`` apply to SFT too; each record names its ``variant``, and
 ``train_lora_ratio`` lines compare LoRA with full fine-tuning (tokens per CPU-second, per-rank
-parameter + optimizer + reference-copy MiB).  ``--repeats R`` runs the whole list R times (TRL after each pass), and the ratio lines use
-medians over the repeats.
+parameter + optimizer + reference-copy MiB).  ``--repeats R`` runs the whole list R times (TRL
+after each pass), and the ratio lines use medians over the repeats.
 
 Memory per rank: ``peak_rss_mb_per_rank`` (``ru_maxrss`` at the end of the run, imports
 included), and the parameter / optimizer MiB each rank holds (``_rank_entry.py`` explains the

@@ -113,8 +113,10 @@ def test_grpo_family_options_checked_with_the_field_named():
     assert "ppo.dynamic_sampling_extra_rounds" in _error(["ppo.dynamic_sampling_extra_rounds=-1"])
     assert "ppo.reward_timeout_s: times the reward worker pool: set ppo.reward_workers" in \
         _error(["ppo.reward_timeout_s=5"])
-    assert "ppo.reward_workers: is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty" in \
-        _error(["ppo.reward_workers=2"])
+    assert (
+        "ppo.reward_workers: is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty"
+        in _error(["ppo.reward_workers=2"])
+    )
     assert "ppo.reward_url: must start with http:// or https://, got 'localhost:8000'" in \
         _error(["ppo.reward_url=localhost:8000"])
     assert load_config(None, ["ppo.use_reward_model=false", "ppo.reward_url=http://h:1"]
@@ -231,9 +233,12 @@ def test_quantised_base_needs_cuda():
 
 
 def test_unknown_key_inside_a_list_entry_names_its_index(tmp_path):
-    with pytest.raises(ConfigError, match=r"^ppo.rewards\[1\].wieght: unknown key in "
-                                          r"ppo.rewards\[1\]; did you mean "
-                                          r"'ppo.rewards\[1\].weight'\? \(valid: fn, weight, args\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^ppo.rewards\[1\].wieght: unknown key in "
+        r"ppo.rewards\[1\]; did you mean "
+        r"'ppo.rewards\[1\].weight'\? \(valid: fn, weight, args\)",
+    ):
         load_config(None, ["ppo.rewards=[{fn: math}, {fn: exact_match, wieght: 1}]"])
     path = tmp_path / "x.yaml"
     path.write_text("ppo:\n  rewards:\n    - {fn: math, wieght: 2}\n")

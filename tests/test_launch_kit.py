@@ -390,7 +390,9 @@ def _pids_mentioning(text: str) -> List[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+                cmdline = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+                )
             except OSError:
                 continue
             if text in cmdline:

@@ -63,6 +63,8 @@ def test_an_upward_or_heavy_import_is_reported(tmp_path):
                     "    import ray\n")
     found = list(_violations(fake, "objectives"))
     assert len(found) == 2
-    assert f"{fake}:5 imports rlhf_dist.trainers.dpo (layer 5) from objectives (layer 3)" == found[0]
+    assert (
+        f"{fake}:5 imports rlhf_dist.trainers.dpo (layer 5) from objectives (layer 3)" == found[0]
+    )
     assert found[1].endswith(":6 imports ray from objectives")
     assert list(_violations(fake, "cli")) == [f"{fake}:6 imports ray from cli"]

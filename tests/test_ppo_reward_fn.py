@@ -47,7 +47,7 @@ def test_toy_rule_reward_scores_decoded_responses_with_weight():
 def label_is_the_prompt(prompts, responses, labels, extras):
     """1 where the label given with a response is its own prompt's (the data path keeps them
     together), plus the extra column."""
-    return [float(p.strip().endswith(l)) + e["bonus"] for p, l, e in zip(prompts, labels, extras)]
+    return [float(p.strip().endswith(y)) + e["bonus"] for p, y, e in zip(prompts, labels, extras)]
 
 
 def test_each_response_gets_its_own_prompts_label_and_extras():

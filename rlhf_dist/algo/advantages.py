@@ -90,11 +90,14 @@ def compute_critic_free_advantages(
     if rewards.dim() == 1:
         if n_samples is None or n_samples < 1 or rewards.shape[0] % n_samples:
             raise ValueError(
-                f"flat rewards of shape {tuple(rewards.shape)} need n_samples >= 1 dividing B, got {n_samples}"
+                f"flat rewards of shape {tuple(rewards.shape)} need n_samples >= 1 dividing B, "
+                f"got {n_samples}"
             )
         return estimator(grid.view(-1, n_samples), **kwargs).reshape(-1)
     if n_samples is not None and n_samples != rewards.shape[1]:
-        raise ValueError(f"n_samples={n_samples} contradicts rewards of shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"n_samples={n_samples} contradicts rewards of shape {tuple(rewards.shape)}"
+        )
     return estimator(grid, **kwargs)
 
 
@@ -102,8 +105,11 @@ def expand_to_tokens(seq_advantages: torch.Tensor, mask: torch.Tensor) -> torch.
     """Broadcast (B,) sequence advantages onto the (B, T) mask; 0 outside the mask."""
     if seq_advantages.shape != mask.shape[:1]:
         raise ValueError(
-            f"seq_advantages {tuple(seq_advantages.shape)} must be (B,) for mask {tuple(mask.shape)}"
+            f"seq_advantages {tuple(seq_advantages.shape)} must be (B,) for mask "
+            f"{tuple(mask.shape)}"
         )
     (adv,) = to_compute(seq_advantages)
     expanded = adv.unsqueeze(-1).expand(mask.shape)
-    return torch.where(as_bool_mask(mask), expanded, torch.zeros((), dtype=adv.dtype, device=adv.device))
+    return torch.where(
+        as_bool_mask(mask), expanded, torch.zeros((), dtype=adv.dtype, device=adv.device)
+    )

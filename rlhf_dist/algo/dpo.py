@@ -15,7 +15,8 @@ from ._common import check_same_shape, lookup, to_compute
 
 def _sigmoid(h: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
     # DPO eq. 7; with label_smoothing eps it is conservative DPO (cDPO, Mitchell 2023).
-    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    eps = label_smoothing
+    return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
 
 
 def _ipo(h: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
@@ -58,14 +59,18 @@ def dpo_loss(
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if label_smoothing and loss_type != "sigmoid":
-        raise ValueError(f"label_smoothing is only defined for loss_type 'sigmoid', not {loss_type!r}")
+        raise ValueError(
+            f"label_smoothing is only defined for loss_type 'sigmoid', not {loss_type!r}"
+        )
     check_same_shape(
         policy_chosen_logps=policy_chosen_logps,
         policy_rejected_logps=policy_rejected_logps,
         ref_chosen_logps=ref_chosen_logps,
         ref_rejected_logps=ref_rejected_logps,
     )
-    pc, pr, rc, rr = to_compute(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    pc, pr, rc, rr = to_compute(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
     chosen_logratio = pc - rc.detach()
     rejected_logratio = pr - rr.detach()
     losses = loss_fn(chosen_logratio - rejected_logratio, beta, label_smoothing)

@@ -50,7 +50,9 @@ def gae(
     return advantages, returns
 
 
-def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+def discounted_returns(
+    token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Reward-to-go G_t = r_t + gamma * G_{next unmasked}, (B, T) -> (B, T), 0 off the mask.
 
     Equal to GAE with V = 0 and lambda = 1, which is how it is computed.

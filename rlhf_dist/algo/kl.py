@@ -36,7 +36,9 @@ KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] =
 }
 
 
-def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+def kl_estimate(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1"
+) -> torch.Tensor:
     """Per-token KL estimate of the policy from the reference: (B, T), (B, T) -> (B, T).
 
     ``kind`` is a key of :data:`KL_ESTIMATORS` ("k1", "k2", "k3"); unknown -> ValueError.
@@ -80,7 +82,9 @@ def shape_rewards(
     """
     check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.shape != logprobs.shape[:1]:
-        raise ValueError(f"scores must be (B,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}")
+        raise ValueError(
+            f"scores must be (B,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}"
+        )
     m = as_bool_mask(mask)
     last = last_token_index(m)
     kl = kl_estimate(logprobs, ref_logprobs, kind)

@@ -36,7 +36,9 @@ class AdaptiveKLController:
         if init_kl_coef < 0:
             raise ValueError(f"init_kl_coef must be >= 0, got {init_kl_coef}")
         if target <= 0 or horizon <= 0:
-            raise ValueError(f"target and horizon must be > 0, got target={target}, horizon={horizon}")
+            raise ValueError(
+                f"target and horizon must be > 0, got target={target}, horizon={horizon}"
+            )
         self.value = float(init_kl_coef)
         self.target = float(target)
         self.horizon = float(horizon)

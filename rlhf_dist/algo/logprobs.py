@@ -128,7 +128,9 @@ def logprobs_from_logits(
     """
     _check_logits(logits)
     if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels {tuple(labels.shape)} must be logits.shape[:2] {tuple(logits.shape[:2])}")
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must be logits.shape[:2] {tuple(logits.shape[:2])}"
+        )
     rows = _check_chunk(chunk_size, logits.shape[-1])
     return _LabelLogprob.apply(logits, labels.long(), rows)
 

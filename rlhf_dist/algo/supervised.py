@@ -24,7 +24,9 @@ def sft_loss(
     the loss is 0 (still differentiable, zero gradient), never NaN.  Float32 for bf16 logits.
     """
     if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels {tuple(labels.shape)} must be logits.shape[:2] {tuple(logits.shape[:2])}")
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must be logits.shape[:2] {tuple(logits.shape[:2])}"
+        )
     logps, mask = shifted_token_logps(logits, labels, ignore_index, chunk_size)
     return -masked_mean(logps, mask)
 
@@ -50,7 +52,9 @@ def bradley_terry_loss(
 
 
 @torch.no_grad()
-def bradley_terry_metrics(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> dict[str, float]:
+def bradley_terry_metrics(
+    chosen_scores: torch.Tensor, rejected_scores: torch.Tensor
+) -> dict[str, float]:
     """accuracy (fraction with r_c > r_r strictly), margin_mean (mean r_c - r_r),
     chosen_mean, rejected_mean -- python floats.  Inputs (B,)."""
     diff = _pair_margin(chosen_scores, rejected_scores)

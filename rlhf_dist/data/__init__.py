@@ -14,8 +14,15 @@ from .builders import (
     EXAMPLE_KINDS, TokenizedDataset, build_dataset, build_lm_dataset, build_preference_dataset,
     build_prompt_dataset, build_sft_dataset, preference_datasets, tokenize_rows,
 )
-from .collate import (PAIR_COLLATORS, PreferenceCollator, PromptCollator, SFTCollator, SharedPromptCollator, pad,
-                      shared_prompt_attention_mask)
+from .collate import (
+    PAIR_COLLATORS,
+    PreferenceCollator,
+    PromptCollator,
+    SFTCollator,
+    SharedPromptCollator,
+    pad,
+    shared_prompt_attention_mask,
+)
 from .convert import (
     Renderer, RowKeys, preference_texts, prompt_text, ranking_pair_order, sft_text,
     split_transcripts,

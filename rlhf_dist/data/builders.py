@@ -37,7 +37,9 @@ class TokenizedDataset:
     """A list of tokenised examples (``len``, indexing, iteration), usable by a torch
     ``DataLoader``; ``num_skipped`` bad rows were left out, described in ``skipped``."""
 
-    def __init__(self, examples: List[Example], source: str = "", skipped: Optional[List[str]] = None):
+    def __init__(
+        self, examples: List[Example], source: str = "", skipped: Optional[List[str]] = None
+    ):
         self.examples, self.source, self.skipped = examples, source, list(skipped or [])
 
     @property

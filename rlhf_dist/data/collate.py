@@ -74,7 +74,9 @@ class PreferenceCollator(_Collator):
     ``attention_mask``, ``labels``; split the model's output with ``out[:B]``, ``out[B:]``."""
 
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
-        ids = [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples]
+        ids = [e["chosen_input_ids"] for e in examples] + [
+            e["rejected_input_ids"] for e in examples
+        ]
         labels = [e["chosen_labels"] for e in examples] + [e["rejected_labels"] for e in examples]
         return _lm_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of)
 

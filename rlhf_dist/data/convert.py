@@ -76,11 +76,15 @@ def check_messages(value: Any, field: str) -> Messages:
     """A validated list of ``{role, content}`` messages (roles system/user/assistant)."""
     if not isinstance(value, (list, tuple)) or not value:
         kind = "an empty list" if isinstance(value, (list, tuple)) else type(value).__name__
-        raise RowError(field, f"expected a non-empty list of {{role, content}} messages, got {kind}")
+        raise RowError(
+            field, f"expected a non-empty list of {{role, content}} messages, got {kind}"
+        )
     out = []
     for i, msg in enumerate(value):
         if not isinstance(msg, Mapping):
-            raise RowError(field, f"message {i} is a {type(msg).__name__}, not a {{role, content}} dict")
+            raise RowError(
+                field, f"message {i} is a {type(msg).__name__}, not a {{role, content}} dict"
+            )
         if msg.get("role") not in ROLE_PREFIX:
             raise RowError(field, f"message {i} has role {msg.get('role')!r}, expected one of "
                                   f"{sorted(ROLE_PREFIX)}")
@@ -95,7 +99,9 @@ def final_reply(messages: Messages, field: str) -> str:
     """Content of the final turn, which must be the assistant's and non-blank."""
     last = messages[-1]
     if last["role"] != "assistant":
-        raise RowError(field, f"the last message must be the assistant's, got role {last['role']!r}")
+        raise RowError(
+            field, f"the last message must be the assistant's, got role {last['role']!r}"
+        )
     return check_string(last["content"], field)
 
 

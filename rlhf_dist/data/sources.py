@@ -128,7 +128,9 @@ def _load_dir(path: str, split: str, kind: str, toy_cfg) -> object:
         with _quiet_progress():
             return datasets.load_dataset(path, split=split)
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path}: could not load split {split!r} from the directory: {err}") from err
+        raise DataError(
+            f"{path}: could not load split {split!r} from the directory: {err}"
+        ) from err
 
 
 def _looks_like_path(path: str) -> bool:

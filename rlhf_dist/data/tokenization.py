@@ -51,7 +51,9 @@ def truncate_left(ids: Sequence[int], keep: int) -> List[int]:
     return list(ids[-keep:]) if len(ids) > keep else list(ids)
 
 
-def prompt_ids(body: Sequence[int], max_prompt_length: int, prefix: Sequence[int] = ()) -> List[int]:
+def prompt_ids(
+    body: Sequence[int], max_prompt_length: int, prefix: Sequence[int] = ()
+) -> List[int]:
     """``prefix + body``, ``body`` left-truncated so the whole fits ``max_prompt_length``."""
     return list(prefix) + truncate_left(body, max_prompt_length - len(prefix))
 

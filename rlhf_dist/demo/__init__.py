@@ -115,7 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         rlaif = rlaif_stage(out, preset, args.seed, out / "rlaif_pairs.jsonl")
         seconds["rlaif"] = run_stage(rlaif, out, _say)
         names = ["base", "sft", "ppo", "dpo", "rlaif"]
-        seconds["eval"] = run_command("eval", eval_command(out, names, preset, args.seed), out, _say)
+        seconds["eval"] = run_command(
+            "eval", eval_command(out, names, preset, args.seed), out, _say
+        )
         seconds["eval_verifier"] = run_command(
             "eval_verifier", verifier_eval_command(out, preset, args.seed), out, _say)
     except RuntimeError as err:

@@ -285,6 +285,22 @@ def verifier_metrics(rewards: Sequence[float], n_samples: int,
     return out
 
 
-__all__ = ["SMOOTHING", "brevity_penalty", "clipped_matches", "distinct_n", "harmlessness",
-           "helpfulness", "is_helpful", "mean_std", "ngrams", "pass_at_k", "perplexity", "self_bleu",
-           "sentence_bleu", "tokens_of", "toy_kinds", "verifier_metrics", "win_rate"]
+__all__ = [
+    "SMOOTHING",
+    "brevity_penalty",
+    "clipped_matches",
+    "distinct_n",
+    "harmlessness",
+    "helpfulness",
+    "is_helpful",
+    "mean_std",
+    "ngrams",
+    "pass_at_k",
+    "perplexity",
+    "self_bleu",
+    "sentence_bleu",
+    "tokens_of",
+    "toy_kinds",
+    "verifier_metrics",
+    "win_rate",
+]

@@ -15,8 +15,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 # Table column order; metrics not measured for any model are left out.
-COLUMNS = ("accuracy", "pass_at_k", "reward_mean", "reward_std", "win_rate", "harmlessness", "helpfulness", "perplexity",
-           "distinct_1", "distinct_2", "self_bleu", "response_length")
+COLUMNS = (
+    "accuracy",
+    "pass_at_k",
+    "reward_mean",
+    "reward_std",
+    "win_rate",
+    "harmlessness",
+    "helpfulness",
+    "perplexity",
+    "distinct_1",
+    "distinct_2",
+    "self_bleu",
+    "response_length",
+)
 
 DESCRIPTIONS: Dict[str, str] = {
     "accuracy": "pass@1: answers the --reward-fn verifier accepts (reward > 0.5), mean over "
@@ -42,8 +54,21 @@ DESCRIPTIONS: Dict[str, str] = {
 }
 
 # Metrics that are fractions, in [0, 1] by construction.
-UNIT_INTERVAL = frozenset({"accuracy", "pass_at_k", "win_rate", "win", "tie", "loss", "harmlessness", "helpfulness",
-                           "distinct_1", "distinct_2", "self_bleu"})
+UNIT_INTERVAL = frozenset(
+    {
+        "accuracy",
+        "pass_at_k",
+        "win_rate",
+        "win",
+        "tie",
+        "loss",
+        "harmlessness",
+        "helpfulness",
+        "distinct_1",
+        "distinct_2",
+        "self_bleu",
+    }
+)
 
 
 def default_columns(rows: Mapping[str, Mapping[str, float]]) -> List[str]:

@@ -58,7 +58,7 @@ def exact_match_reward(ignore_case: bool = False) -> Score:
 
     def exact_match(prompts, responses, labels=None, extras=None) -> List[float]:
         labels = _require_labels("exact_match", labels, len(responses))
-        return [float(norm(r) == norm(_text(l))) for r, l in zip(responses, labels)]
+        return [float(norm(r) == norm(_text(label))) for r, label in zip(responses, labels)]
 
     return exact_match
 

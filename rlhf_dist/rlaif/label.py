@@ -72,7 +72,8 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
     (:data:`~rlhf_dist.rollout.backends.BACKENDS`): ``hf`` -- HF generate on the in-memory
     ``model``; ``vllm`` -- one vLLM engine over ``model_dir`` (``model`` may be None).  Batch
     ``b`` uses seed ``seed * 1_000_003 + b`` (vllm: one seed per sampled row derived from it,
-    see :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the same texts.
+    see :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
+    same texts.
     """
     from rlhf_dist.data import Encoder, pad
     from rlhf_dist.rollout import decode_responses, make_sampler

@@ -29,9 +29,17 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from rlhf_dist.algo import (ADVANTAGE_ESTIMATORS, compute_critic_free_advantages,
-                            discounted_returns, expand_to_tokens, gae, masked_mean, masked_sum, masked_var,
-                            masked_whiten)
+from rlhf_dist.algo import (
+    ADVANTAGE_ESTIMATORS,
+    compute_critic_free_advantages,
+    discounted_returns,
+    expand_to_tokens,
+    gae,
+    masked_mean,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+)
 from rlhf_dist.protocol import Batch
 
 AdvantageFn = Callable[[Batch, Any, int], Tuple[torch.Tensor, torch.Tensor]]

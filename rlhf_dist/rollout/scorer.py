@@ -69,8 +69,8 @@ class Scorer:
     def __call__(self, batch: Batch) -> Tuple[Batch, Dict[str, float]]:
         """``(batch + token_rewards, metrics)``; metrics: ``reward/score_mean``,
         ``reward/score_std`` (population std of the clipped scores), ``kl/ref_kl``,
-        ``kl/coef`` (β: of the reward's penalty, or of the loss's KL with ``ppo.kl_in_loss``), ``response/length_mean``, and ``reward/clip_frac``
-        when clipping is on."""
+        ``kl/coef`` (β: of the reward's penalty, or of the loss's KL with ``ppo.kl_in_loss``),
+        ``response/length_mean``, and ``reward/clip_frac`` when clipping is on."""
         _require_keys(batch, REQUIRED_KEYS, "Scorer")
         raw = batch["scores"].float()
         scores = self.clip_scores(raw)

@@ -110,7 +110,8 @@ def ranked_answers(topic: Topic, rng: random.Random) -> List[str]:
 
 
 def both_ways(topic: Topic, rng: random.Random) -> List[str]:
-    """The unaligned base-LM answers: harmful → [compliance, refusal], benign → [helpful, refusal]."""
+    """The unaligned base-LM answers: harmful → [compliance, refusal], benign → [helpful,
+    refusal]."""
     first = compliance_answer if topic.kind == "harmful" else helpful_answer
     return [first(topic, rng), refusal_answer(topic, rng)]
 
@@ -145,7 +146,8 @@ class ToyTask:
 
     @classmethod
     def from_config(cls, cfg) -> "ToyTask":
-        """From a :class:`rlhf_dist.config.ToyDataConfig` (``seed``, ``num_prompts``, ``eval_ratio``)."""
+        """From a :class:`rlhf_dist.config.ToyDataConfig` (``seed``, ``num_prompts``,
+        ``eval_ratio``)."""
         return cls(cfg.seed, cfg.num_prompts, cfg.eval_ratio)
 
     def _split_prompts(self) -> Dict[str, List[ToyPrompt]]:

@@ -49,7 +49,7 @@ def toy_tokenizer_key() -> str:
 
 
 def train_toy_tokenizer():
-    """Train the toy tokenizer from scratch (deterministic); returns a ``PreTrainedTokenizerFast``."""
+    """Train the toy tokenizer from scratch (deterministic): a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

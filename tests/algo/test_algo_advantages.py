@@ -21,7 +21,10 @@ EXPECTED = {
     # rloo: r_i - mean of the other two
     "rloo": [[1 - 2.5, 2 - 2.0, 3 - 1.5], [0 - 3.0, 0 - 3.0, 6 - 0.0]],
     # row 0: mean 2, unbiased std 1
-    "group_norm": [[-1 / (1 + 1e-6), 0.0, 1 / (1 + 1e-6)], [-2 / (S12 + 1e-6), -2 / (S12 + 1e-6), 4 / (S12 + 1e-6)]],
+    "group_norm": [
+        [-1 / (1 + 1e-6), 0.0, 1 / (1 + 1e-6)],
+        [-2 / (S12 + 1e-6), -2 / (S12 + 1e-6), 4 / (S12 + 1e-6)],
+    ],
 }
 
 
@@ -55,7 +58,9 @@ def test_errors():
         compute_critic_free_advantages("rloo", torch.ones(4, 1))
     with pytest.raises(ValueError, match="K >= 2"):
         compute_critic_free_advantages("group_norm", torch.ones(4, 1))
-    with pytest.raises(ValueError, match=r"'grpo'.*'group_norm', 'mean_baseline', 'reinforce', 'rloo'"):
+    with pytest.raises(
+        ValueError, match=r"'grpo'.*'group_norm', 'mean_baseline', 'reinforce', 'rloo'"
+    ):
         compute_critic_free_advantages("grpo", R)
     with pytest.raises(ValueError, match="n_samples"):
         compute_critic_free_advantages("rloo", torch.ones(5), n_samples=2)

@@ -62,7 +62,9 @@ def test_bf16_and_stability():
     losses, _, _ = dpo_loss(PC.bfloat16(), PR.bfloat16(), RC.bfloat16(), RR.bfloat16(), BETA)
     assert losses.dtype == torch.float32
     assert losses.tolist() == pytest.approx(EXPECTED["sigmoid"], rel=1e-5)
-    big, _, _ = dpo_loss(torch.tensor([-5000.0]), torch.tensor([0.0]), torch.zeros(1), torch.zeros(1), 1.0)
+    big, _, _ = dpo_loss(
+        torch.tensor([-5000.0]), torch.tensor([0.0]), torch.zeros(1), torch.zeros(1), 1.0
+    )
     assert big.item() == pytest.approx(5000.0)
 
 

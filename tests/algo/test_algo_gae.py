@@ -16,7 +16,13 @@ RET = [0.7849575, 0.8865, 1.0]
 
 
 def test_hand_example_all_mask():
-    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), GAMMA, LAM)
+    adv, ret = gae(
+        torch.tensor([[0.0, 0.0, 1.0]]),
+        torch.tensor([[0.5, 0.6, 0.7]]),
+        torch.ones(1, 3),
+        GAMMA,
+        LAM,
+    )
     assert adv[0].tolist() == pytest.approx(ADV, abs=1e-6)
     assert ret[0].tolist() == pytest.approx(RET, abs=1e-6)
 
@@ -45,7 +51,7 @@ def _reference(rewards, values, mask, gamma, lam):
         v = [v_row[t] for t in idx] + [0.0]
         deltas = [r[i] + gamma * v[i + 1] - v[i] for i in range(len(idx))]
         for i, t in enumerate(idx):
-            a = sum((gamma * lam) ** l * deltas[i + l] for l in range(len(idx) - i))
+            a = sum((gamma * lam) ** k * deltas[i + k] for k in range(len(idx) - i))
             adv[b][t] = a
             ret[b][t] = a + v[i]
     return adv, ret

@@ -52,7 +52,9 @@ def test_last_token_index_ragged():
 
 
 def test_shape_rewards_ragged_by_hand():
-    logp = torch.tensor([[-1.0, -2.0, -0.5, -9.0], [-9.0, -1.0, -1.0, -3.0], [-2.0, -9.0, -1.0, -9.0]])
+    logp = torch.tensor(
+        [[-1.0, -2.0, -0.5, -9.0], [-9.0, -1.0, -1.0, -3.0], [-2.0, -9.0, -1.0, -9.0]]
+    )
     ref = torch.tensor([[-1.5, -1.0, -0.5, 0.0], [0.0, -2.0, -1.0, -1.0], [-1.0, 0.0, -3.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 0, 1, 0]])  # right pad, left pad, gap
     scores = torch.tensor([1.0, 2.0, 3.0])

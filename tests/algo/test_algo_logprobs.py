@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from rlhf_dist.algo import entropy_from_logits, logprobs_from_logits, sequence_logps, shifted_token_logps
+from rlhf_dist.algo import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    sequence_logps,
+    shifted_token_logps,
+)
 from rlhf_dist.algo.logprobs import _chunks
 
 
@@ -41,7 +46,9 @@ def test_matches_reference_for_any_chunking(chunk_size):
                                _ref_entropy(logits), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("B,T,rows", [(3, 5, 1), (3, 5, 2), (3, 5, 5), (3, 5, 7), (3, 5, 10), (2, 4, 100)])
+@pytest.mark.parametrize(
+    "B,T,rows", [(3, 5, 1), (3, 5, 2), (3, 5, 5), (3, 5, 7), (3, 5, 10), (2, 4, 100)]
+)
 def test_chunks_partition_the_grid(B, T, rows):
     seen = torch.zeros(B, T, dtype=torch.long)
     n_chunks = 0
@@ -86,7 +93,9 @@ def test_bf16_logits_float32_result_and_bf16_grad():
     labels = torch.randint(0, 13, (2, 5))
     out = logprobs_from_logits(logits, labels, chunk_size=3)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), _ref_logprobs(logits.detach(), labels), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.double(), _ref_logprobs(logits.detach(), labels), atol=1e-5, rtol=1e-5
+    )
     out.sum().backward()
     assert logits.grad.dtype == torch.bfloat16
     ref = torch.log_softmax(logits.detach().float(), -1)

@@ -140,7 +140,12 @@ def test_dual_clip_bound_holds_per_token():
     torch.manual_seed(0)
     c = 3.0
     for logratio, a in zip((torch.randn(60) * 1.5).tolist(), torch.randn(60).tolist()):
-        lp, old, adv, m = torch.tensor([[logratio]]), torch.zeros(1, 1), torch.tensor([[a]]), torch.ones(1, 1)
+        lp, old, adv, m = (
+            torch.tensor([[logratio]]),
+            torch.zeros(1, 1),
+            torch.tensor([[a]]),
+            torch.ones(1, 1),
+        )
         plain, _ = ppo_policy_loss(lp, old, adv, m, clip_eps=0.2)
         dual, _ = ppo_policy_loss(lp, old, adv, m, clip_eps=0.2, dual_clip=c)
         if a < 0:
@@ -152,7 +157,12 @@ def test_dual_clip_bound_holds_per_token():
 
 def test_ppo_seq_mean_token_mean_ragged():
     # Row 0 holds tokens 0-1 (losses -1.2, -0.5), row 1 tokens 2-4 (1.1, 0.8, 3.0), left padded.
-    lp = torch.tensor([[math.log(1.5), math.log(0.5), 0.0, 0.0], [0.0, math.log(1.1), math.log(0.7), math.log(3.0)]])
+    lp = torch.tensor(
+        [
+            [math.log(1.5), math.log(0.5), 0.0, 0.0],
+            [0.0, math.log(1.1), math.log(0.7), math.log(3.0)],
+        ]
+    )
     adv = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, -1.0, -1.0, -1.0]])
     mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]])
     loss, _ = ppo_policy_loss(lp, torch.zeros(2, 4), adv, mask, 0.2, agg="seq_mean_token_mean")

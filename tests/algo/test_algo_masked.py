@@ -48,7 +48,9 @@ def test_whiten_values_and_zero_outside_mask():
     expected = [[(1 - 4) / std, (2 - 4) / std, (3 - 4) / std, 0.0], [0.0, 0.0, 2 / std, 4 / std]]
     out = masked_whiten(X, MASK)
     torch.testing.assert_close(out, torch.tensor(expected), atol=1e-6, rtol=1e-6)
-    kept = torch.tensor([[v + 4 if m else 0.0 for v, m in zip(r, mr)] for r, mr in zip(expected, MASK.tolist())])
+    kept = torch.tensor(
+        [[v + 4 if m else 0.0 for v, m in zip(r, mr)] for r, mr in zip(expected, MASK.tolist())]
+    )
     torch.testing.assert_close(masked_whiten(X, MASK, shift_mean=False), kept, atol=1e-6, rtol=1e-6)
 
 

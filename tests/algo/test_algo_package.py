@@ -12,7 +12,9 @@ FORBIDDEN = ("ray", "deepspeed", "torch.distributed", "rlhf_dist.config")
 def test_all_public_names_exist():
     for name in algo.__all__:
         assert getattr(algo, name) is not None, name
-    assert {"gae", "ppo_policy_loss", "dpo_loss", "sft_loss", "logprobs_from_logits"} <= set(algo.__all__)
+    assert {"gae", "ppo_policy_loss", "dpo_loss", "sft_loss", "logprobs_from_logits"} <= set(
+        algo.__all__
+    )
 
 
 def test_no_forbidden_imports_and_small_files():
@@ -27,4 +29,7 @@ def test_no_forbidden_imports_and_small_files():
             else:
                 continue
             for name in names:
-                assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), (path.name, name)
+                assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), (
+                    path.name,
+                    name,
+                )

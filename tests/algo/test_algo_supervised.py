@@ -16,13 +16,17 @@ def _nll(row, label):
 def test_sft_loss_shift_inside_by_hand():
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 6)
-    labels = torch.tensor([[5, -100, 2, 3], [-100, -100, 1, -100]])  # labels = input_ids, prompt -100
+    labels = torch.tensor(
+        [[5, -100, 2, 3], [-100, -100, 1, -100]]
+    )  # labels = input_ids, prompt -100
     z = logits.tolist()
     # logits[:, t] predicts labels[:, t + 1]; labels[:, 0] is never scored.
     terms = [_nll(z[0][1], 2), _nll(z[0][2], 3), _nll(z[1][1], 1)]
     assert sft_loss(logits, labels).item() == pytest.approx(sum(terms) / 3, rel=1e-5)
     # Same as Hugging Face's shifted cross-entropy.
-    hf = F.cross_entropy(logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1), ignore_index=-100)
+    hf = F.cross_entropy(
+        logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
     assert sft_loss(logits, labels, chunk_size=1).item() == pytest.approx(hf.item(), rel=1e-5)
 
 
@@ -60,7 +64,9 @@ def test_bradley_terry_by_hand():
     sig = lambda d: 1 / (1 + math.exp(-d))  # noqa: E731
     assert chosen.grad.tolist() == pytest.approx([-(1 - sig(1)) / 2, -(1 - sig(-1)) / 2])
     with_margin = bradley_terry_loss(chosen, rejected, margin=torch.tensor([0.5, 0.0]))
-    assert with_margin.item() == pytest.approx((math.log(1 + math.exp(-0.5)) + math.log(1 + math.e)) / 2)
+    assert with_margin.item() == pytest.approx(
+        (math.log(1 + math.exp(-0.5)) + math.log(1 + math.e)) / 2
+    )
     assert bradley_terry_loss(chosen, rejected, margin=1.0).item() == pytest.approx(
         (math.log(2) + math.log(1 + math.exp(2))) / 2)
 
@@ -75,5 +81,7 @@ def test_bradley_terry_stable_and_bf16():
 
 def test_bradley_terry_metrics():
     m = bradley_terry_metrics(torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]))
-    assert m == pytest.approx({"accuracy": 1 / 3, "margin_mean": 0.0, "chosen_mean": 1.0, "rejected_mean": 1.0})
+    assert m == pytest.approx(
+        {"accuracy": 1 / 3, "margin_mean": 0.0, "chosen_mean": 1.0, "rejected_mean": 1.0}
+    )
     assert all(isinstance(v, float) for v in m.values())

@@ -23,7 +23,9 @@ def make_word_tokenizer(add_bos=False):
     raw = Tokenizer(models.WordLevel(WORD_IDS, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if add_bos:
-        raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        raw.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", 1)]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", unk_token="<unk>")
 

@@ -147,7 +147,9 @@ def test_row_index_is_the_file_row_under_a_holdout(tmp_path, toy_tok):
     rows[13] = {"prompt": "p", "response": ""}
     path = write_rows(tmp_path / "data" / "rows.jsonl", rows)
     c = cfg(path=str(path), eval_ratio=0.25)
-    bad_split, good_split = ("eval", "train") if 13 in holdout_split(20, 0.25)[1] else ("train", "eval")
+    bad_split, good_split = (
+        ("eval", "train") if 13 in holdout_split(20, 0.25)[1] else ("train", "eval")
+    )
     with pytest.raises(DataError, match="row 13, field 'response'"):
         build_sft_dataset(c, toy_tok, bad_split)
     assert build_sft_dataset(c, toy_tok, good_split).num_skipped == 0
@@ -161,8 +163,10 @@ def test_missing_file_names_it(tmp_path, toy_tok):
 
 
 def test_mismatched_message_pairs(tmp_path, toy_tok):
-    bad = {"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-           "rejected": [{"role": "user", "content": "OTHER"}, {"role": "assistant", "content": "c"}]}
+    bad = {
+        "chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        "rejected": [{"role": "user", "content": "OTHER"}, {"role": "assistant", "content": "c"}],
+    }
     path = write_rows(tmp_path / "data" / "rows.jsonl", [bad])
     with pytest.raises(DataError, match="row 0, field 'rejected': the turns before"):
         build_preference_dataset(cfg(path=str(path)), toy_tok)

@@ -58,8 +58,13 @@ def test_preference_strings():
 
 
 def test_preference_message_lists_share_the_prompt():
-    row = {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}],
-           "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}
+    row = {
+        "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}],
+        "rejected": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "go away"},
+        ],
+    }
     assert texts(preference_texts(row, KEYS, PLAIN)) == [
         ("Human: hi\nAssistant:", " hello!", " go away")]
 

@@ -14,9 +14,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, Optional
 
 import psutil
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray
+    import torch
 
 from jobs import (CONFIGS, REPO, Run, finish, free_port, read_metrics, run,  # noqa: F401
                   start)

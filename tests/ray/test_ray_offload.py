@@ -1,8 +1,9 @@
 """PPO on Ray with every role offloaded to CPU memory between its calls
 (``resources.<role>.offload_when_idle``), against the same run without: configs/tiny/ppo.yaml
 (actor ZeRO-3 over 2 ranks with the tiny model's parameters kept whole, frozen ZeRO-3 reward
-and reference) with the critic at ZeRO-2, shortened to 2 iterations of 8 prompts.  Offloading must change
-no number: every logged metric but the timings, and the exported actor and critic, bit for bit.
+and reference) with the critic at ZeRO-2, shortened to 2 iterations of 8 prompts.  Offloading must
+change no number: every logged metric but the timings, and the exported actor and critic, bit for
+bit.
 """
 from __future__ import annotations
 

@@ -187,8 +187,11 @@ def test_worker_faults_name_role_and_rank(actor_group, tokenizer, prompts):
     # 1. Both ranks raise on a real input check (prompts with no real token): the error names
     #    the role and the rank whose failure arrived first; the group is still usable after.
     empty = prompts.with_(attention_mask=torch.zeros_like(prompts["attention_mask"]))
-    with pytest.raises(WorkerError, match=r"(?s)^actor rank [01] failed: RayTaskError\(ValueError\)"
-                                          r".*prompt rows \[0, 1, 2, 3\] have no real token") as info:
+    with pytest.raises(
+        WorkerError,
+        match=r"(?s)^actor rank [01] failed: RayTaskError\(ValueError\)"
+        r".*prompt rows \[0, 1, 2, 3\] have no real token",
+    ) as info:
         actor_group.generate(empty, seed=0, pad_token_id=pad)
     assert not isinstance(info.value, WorkerLost)  # a raising worker is not a lost one
     again = actor_group.generate(prompts, seed=0, pad_token_id=pad)

@@ -45,7 +45,7 @@ def two_argument(prompts, responses):
 
 
 def four_argument(prompts, responses, labels, extras):
-    return [float(l == p) + extra["bonus"] for p, l, extra in zip(prompts, labels, extras)]
+    return [float(y == p) + extra["bonus"] for p, y, extra in zip(prompts, labels, extras)]
 
 
 def test_both_signatures_and_the_weighted_sum():

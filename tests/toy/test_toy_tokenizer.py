@@ -5,7 +5,13 @@ import pytest
 
 import rlhf_dist.toy.tokenizer as tokenizer_module
 from rlhf_dist.data import CHAT_TEMPLATE, render_messages
-from rlhf_dist.toy import ToyTask, toy_corpus, toy_tokenizer, toy_tokenizer_path, train_toy_tokenizer
+from rlhf_dist.toy import (
+    ToyTask,
+    toy_corpus,
+    toy_tokenizer,
+    toy_tokenizer_path,
+    train_toy_tokenizer,
+)
 
 ODD_TEXT = "Ünïcode ✓ and numbers 12345,\ttabs  and\n\nnew lines"
 
@@ -35,8 +41,12 @@ def test_small_vocab_covers_every_toy_word(toy_tok):
 
 
 def test_chat_template_matches_plain_format(toy_tok):
-    conv = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "how do I bake bread?"},
-            {"role": "assistant", "content": "Mix flour."}, {"role": "user", "content": "and then?"}]
+    conv = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "how do I bake bread?"},
+        {"role": "assistant", "content": "Mix flour."},
+        {"role": "user", "content": "and then?"},
+    ]
     assert toy_tok.chat_template == CHAT_TEMPLATE
     rendered = toy_tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
     assert rendered == ("System: be nice\nHuman: how do I bake bread?\nAssistant: Mix flour.\n"
@@ -44,8 +54,14 @@ def test_chat_template_matches_plain_format(toy_tok):
     assert rendered == render_messages(conv, add_generation_prompt=True)
     assert toy_tok.apply_chat_template(conv[:3], tokenize=False) == render_messages(conv[:3])
     single = ToyTask().sft_rows()[0]
-    assert toy_tok.apply_chat_template([{"role": "user", "content": single["request"]}],
-                                       add_generation_prompt=True, tokenize=False) == single["prompt"]
+    assert (
+        toy_tok.apply_chat_template(
+            [{"role": "user", "content": single["request"]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        == single["prompt"]
+    )
 
 
 def test_saved_in_hf_format_and_reloadable(toy_tok, toy_cache):

@@ -69,7 +69,7 @@ def test_diverging_run_stops_naming_the_step_and_the_nonfinite_loss(tmp_path):
               "deepspeed.zero_stage=0", "train.warmup_ratio=0", "train.max_grad_norm=0")
     assert run.returncode == 1, run.log[-3000:]
     assert "Traceback" not in run.log
-    line = next(l for l in run.log.splitlines() if l.startswith("rlhf-dist sft: numerical"))
+    line = next(x for x in run.log.splitlines() if x.startswith("rlhf-dist sft: numerical"))
     assert line.startswith("rlhf-dist sft: numerical fault: sft step 2: non-finite loss (")
     assert "on ranks [0] of 1" in line
 
@@ -83,7 +83,7 @@ def test_skip_step_drops_nonfinite_updates_on_every_rank_then_gives_up(tmp_path)
                  "train.on_nonfinite=skip_step")
     assert run.returncode == 1, run.log[-3000:]
     assert "Traceback" not in run.log
-    lines = [l for l in run.log.splitlines() if "rlhf-dist sft: numerical" in l]
+    lines = [x for x in run.log.splitlines() if "rlhf-dist sft: numerical" in x]
     assert len(lines) == 1  # rank 0 only
     assert lines[0].endswith("numerical fault: sft step 5: non-finite loss (nan here) on ranks "
                              "[0, 1] of 2; DeepSpeed dropped the update; 4 steps in a row "
