@@ -77,32 +77,25 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     ``rollout`` (a :class:`RolloutConfig`, default: its defaults) sets greedy / sampling,
     temperature, top-p / top-k, ``max_new_tokens`` and ``n_samples_per_prompt`` = n.  Returns
     ``len(prompts) · n`` texts, the n samples of prompt i at ``[i·n, (i+1)·n)``, decoded without
-    special tokens (generation stops at the first EOS).  Batch ``b`` (of ``batch_size`` prompts)
-    is sampled with seed ``seed + b``: reproducible for a fixed batch size, and two models
-    evaluated with the same seed share their random numbers.  ``backend`` (a name in
+    special tokens (generation stops at the first EOS).  Batches of ``batch_size`` prompts go
+    through :func:`rlhf_dist.rollout.sampling.sample_texts` (the sampling path of ``rlhf-dist
+    label`` too): reproducible for a fixed batch size, and two models evaluated with the same
+    seed share their random numbers.  ``backend`` (a name in
     :data:`~rlhf_dist.rollout.backends.BACKENDS`) samples: ``hf`` (HF generate on the loaded
     model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; each
     sampled row gets a seed of its own, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`).
     """
-    from rlhf_dist.data import PromptCollator
-    from rlhf_dist.rollout import decode_responses, make_sampler
+    from rlhf_dist.rollout import make_sampler
+    from rlhf_dist.rollout.sampling import sample_texts
 
     policy = as_policy(model, device)
     rollout = rollout or RolloutConfig()
-    encoder = _encoder(policy.tokenizer, max_prompt_length + 1, max_prompt_length)
     sampler = make_sampler(backend, model_dir=model_dir or _source_dir(model),
                            model=policy.model, tokenizer=policy.tokenizer, rollout=rollout,
                            seed=seed or 0,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
-    collate = PromptCollator(sampler.pad_token_id)
-    out: List[str] = []
-    for b, part in enumerate(_chunks(len(prompts), batch_size)):
-        batch = collate([{"input_ids": encoder.prompt(p)} for p in prompts[part]])
-        result = sampler.generate(batch["input_ids"], batch["attention_mask"],
-                                  None if seed is None else seed + b)
-        out += decode_responses(result, policy.tokenizer)
-    return out
+    return sample_texts(sampler, policy.tokenizer, prompts, batch_size, max_prompt_length, seed)
 
 
 # --------------------------------------------------------------------------- reward model

@@ -124,15 +124,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(str(err))
     from rlhf_dist.config import RolloutConfig
     from rlhf_dist.data import DataError
-    from rlhf_dist.rlaif.label import (label_with_stats, load_prompts, sample_responses,
-                                       stats_path, write_pairs)
+    from rlhf_dist.eval.inputs import load_prompts
+    from rlhf_dist.rlaif.label import label_with_stats, sample_responses, stats_path, write_pairs
 
     try:
-        prompts = load_prompts(args.prompts, args.split, args.prompt_key, args.max_prompts)
+        prompts = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts).prompts
     except DataError as err:
         parser.error(f"--prompts: {err}")
-    if not prompts:
-        parser.error(f"--prompts: {args.prompts!r} (split {args.split!r}) has no rows")
     rollout = RolloutConfig(rollout_batch_size=args.batch_size, n_samples_per_prompt=args.k,
                             max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, do_sample=True)

@@ -30,32 +30,6 @@ PairRow = Dict[str, object]
 DEFAULT_MAX_PROMPT_LENGTH = 128  # = DataConfig.max_prompt_length
 
 
-# --------------------------------------------------------------------------- prompts
-
-
-def load_prompts(path: str, split: str = "train", prompt_key: str = "prompt",
-                 max_prompts: Optional[int] = None) -> List[str]:
-    """Prompt texts of ``path`` (``toy``, a local file / directory or a hub dataset) at ``split``.
-
-    Rows are read and rendered by the data package (``prompt`` string or message list, else
-    ``messages``), exactly as PPO prompts are; a bad row raises a
-    :class:`~rlhf_dist.data.DataError` naming the source, row and field.
-    """
-    from rlhf_dist.config import DataConfig
-    from rlhf_dist.data import DataError, Renderer, RowKeys, prompt_text, select_rows
-    from rlhf_dist.data.errors import RowError
-
-    cfg = DataConfig(path=path, split=split, prompt_key=prompt_key, max_samples=max_prompts)
-    rows = select_rows(cfg, "train", kind="prompt")
-    keys, renderer, texts = RowKeys.from_config(cfg), Renderer(), []
-    for row_id, row in zip(rows.row_ids, rows.rows):
-        try:
-            texts.append(prompt_text(row, keys, renderer))
-        except RowError as err:
-            raise DataError.bad_row(rows.source, row_id, err.field, err.reason) from None
-    return texts
-
-
 # --------------------------------------------------------------------------- sampling
 
 
@@ -66,17 +40,16 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
                        model_dir: Optional[str] = None) -> List[List[str]]:
     """``k`` sampled responses per prompt from a causal LM.
 
-    Prompts are tokenised like PPO prompts (:class:`~rlhf_dist.data.Encoder`, left-truncated to
-    ``max_prompt_length``), left-padded in batches of ``rollout.rollout_batch_size`` prompts and
-    sampled with ``n_samples_per_prompt = k`` by ``backend``
-    (:data:`~rlhf_dist.rollout.backends.BACKENDS`): ``hf`` -- HF generate on the in-memory
-    ``model``; ``vllm`` -- one vLLM engine over ``model_dir`` (``model`` may be None).  Batch
-    ``b`` uses seed ``seed * 1_000_003 + b`` (vllm: one seed per sampled row derived from it,
-    see :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
+    Batches of ``rollout.rollout_batch_size`` prompts go through
+    :func:`rlhf_dist.rollout.sampling.sample_texts` (eval's sampling path too), sampled with
+    ``n_samples_per_prompt = k`` by ``backend`` (:data:`~rlhf_dist.rollout.backends.BACKENDS`):
+    ``hf`` -- HF generate on the in-memory ``model``; ``vllm`` -- one vLLM engine over
+    ``model_dir`` (``model`` may be None; one seed per sampled row, see
+    :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
     same texts.
     """
-    from rlhf_dist.data import Encoder, pad
-    from rlhf_dist.rollout import decode_responses, make_sampler
+    from rlhf_dist.rollout import make_sampler
+    from rlhf_dist.rollout.sampling import sample_texts
     from rlhf_dist.utils import progress
 
     if k < 1:
@@ -85,19 +58,11 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
     sampler = make_sampler(backend, model_dir=model_dir, model=model, tokenizer=tokenizer,
                            rollout=rollout, seed=seed,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
-    encoder = Encoder(tokenizer, max_prompt_length + rollout.max_new_tokens, max_prompt_length)
-    size, out = rollout.rollout_batch_size, []
     bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
-    for b, start in enumerate(range(0, len(prompts), size)):
-        ids = [encoder.prompt(p) for p in prompts[start:start + size]]
-        batch = sampler.generate(pad(ids, sampler.pad_token_id, "left"),
-                                 pad([[1] * len(i) for i in ids], 0, "left"),
-                                 seed * 1_000_003 + b)
-        texts = decode_responses(batch, tokenizer)
-        out += [texts[i * k:(i + 1) * k] for i in range(len(ids))]
-        bar.update(len(ids))
+    texts = sample_texts(sampler, tokenizer, prompts, rollout.rollout_batch_size,
+                         max_prompt_length, seed, on_batch=bar.update)
     bar.close()
-    return out
+    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
 
 def sample_responses(policy_path: str, prompts: Sequence[str], k: int,

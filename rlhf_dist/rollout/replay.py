@@ -8,13 +8,15 @@ from typing import Iterator, List, Optional
 
 import torch
 
+from rlhf_dist.data.order import epoch_order
 from rlhf_dist.protocol import Batch
+from rlhf_dist.utils.seeding import MINIBATCH_ORDER
 
 
 def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
-    """Row order of ``epoch``: depends only on ``(seed, epoch)`` (torch.Generator, CPU)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=generator)
+    """Row order of ``epoch``: depends only on ``(seed, epoch)`` (:func:`epoch_order` of the
+    minibatch-order stream)."""
+    return torch.tensor(epoch_order(size, seed, epoch, stream=MINIBATCH_ORDER), dtype=torch.long)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.ray_job import RayJob
 from rlhf_dist.utils import Timer, mean_rows, seed_everything
+from rlhf_dist.utils.seeding import SAMPLING, derive_seed
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
@@ -169,7 +170,7 @@ class PPOTrainer(RayJob):
         epoch, index = divmod(self.drawn, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
         self.rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
-        seed = self.cfg.seed * 1_000_003 + self.drawn
+        seed = derive_seed(self.cfg.seed, self.drawn, SAMPLING)
         self.drawn += 1
         batch = Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
         return batch, seed

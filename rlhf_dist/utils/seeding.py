@@ -1,4 +1,9 @@
-"""Seeding and exact save/restore of every random generator a run draws from.
+"""Seeding, the seeds derived from a run's ``seed``, and exact save/restore of every random
+generator a run draws from.
+
+Every seed a run derives comes from :func:`derive_seed` with one of the named streams below,
+so two streams never share seeds for small indices and changing one leaves the others alone.
+The constants are fixed: they set every run's numbers.
 
 ``rng_state()`` holds only Python ints/tuples/lists and torch tensors, so it round-trips through
 ``torch.save`` / ``torch.load(weights_only=True)``.  Each rank saves its own state (draws differ
@@ -13,6 +18,17 @@ from typing import Any, Dict
 
 import numpy as np
 import torch
+
+
+# The streams derived from the run's seed (``derive_seed(seed, index, stream)``):
+DATA_ORDER = 100_003  # a dataset's order in each epoch (index: the epoch)
+MINIBATCH_ORDER = 1_000_003  # the PPO experience's minibatch order (index: the PPO epoch)
+SAMPLING = 1_000_003  # sampling of the prompt batches (index: the batch; PPO, eval, label)
+
+
+def derive_seed(seed: int, index: int, stream: int) -> int:
+    """The seed of draw ``index`` of ``stream`` (a constant above) in a run seeded ``seed``."""
+    return seed * stream + index
 
 
 def seed_everything(seed: int) -> None:

@@ -13,7 +13,8 @@ pytest.importorskip("vllm")
 from rlhf_dist.cli import main  # noqa: E402
 from rlhf_dist.config import ConfigError, ModelConfig, RolloutConfig, TinyModelConfig  # noqa: E402
 from rlhf_dist.data import pad  # noqa: E402
-from rlhf_dist.rlaif import load_prompts, sample_responses  # noqa: E402
+from rlhf_dist.eval import load_prompts  # noqa: E402
+from rlhf_dist.rlaif import sample_responses  # noqa: E402
 from rlhf_dist.rollout import decode_responses, make_sampler  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -86,7 +87,8 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
     rollout = RolloutConfig(max_new_tokens=10, n_samples_per_prompt=3)
     sampler = make_sampler("vllm", model_dir=llama_dir, model=None, tokenizer=tok,
                            rollout=rollout, seed=0, max_model_len=64)
-    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in load_prompts("toy")[:3]]
+    prompts = load_prompts("toy", split="train").prompts[:3]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     prompt_ids = pad(ids, sampler.pad_token_id, "left")
     prompt_mask = pad([[1] * len(i) for i in ids], 0, "left")
     first = sampler.generate(prompt_ids, prompt_mask, 5)
@@ -124,7 +126,7 @@ def test_label_with_vllm_pairs_vllms_samples(tmp_path, llama_dir, saved_models):
     assert sum(stats["skipped"].values()) == 0
     assert len(rows) == stats["pairs"] == 4 * 3
     assert stats["settings"]["backend"] == "vllm"
-    prompts = load_prompts("toy", max_prompts=4)
+    prompts = load_prompts("toy", split="train", max_samples=4).prompts
     rollout = RolloutConfig(rollout_batch_size=8, max_new_tokens=8)  # the CLI's settings
     samples = dict(zip(prompts, sample_responses(llama_dir, prompts, 3, rollout, seed=2,
                                                  backend="vllm")))

@@ -9,7 +9,8 @@ from rlhf_dist.cli import main
 from rlhf_dist.config import DataConfig, RolloutConfig
 from rlhf_dist.data import Encoder, build_preference_dataset
 from rlhf_dist.toy import is_on_topic, prompt_kind
-from rlhf_dist.rlaif import load_judge, load_prompts, sample_responses
+from rlhf_dist.eval import load_prompts
+from rlhf_dist.rlaif import load_judge, sample_responses
 
 TOY_JUDGE = "rlhf_dist.rlaif.judges:toy_rule_judge"
 # the module (the package attribute `rlhf_dist.rlaif.label` is the function label())
@@ -76,7 +77,7 @@ def test_label_with_a_reward_model_judge_best_worst(tmp_path, rm_dir, policy_dir
 
 
 def test_sampling_is_seeded_and_gives_k_responses_per_prompt(policy_dir):
-    prompts = load_prompts("toy", max_prompts=3)
+    prompts = load_prompts("toy", split="train", max_samples=3).prompts
     rollout = RolloutConfig(max_new_tokens=6, rollout_batch_size=2)
     first = sample_responses(str(policy_dir), prompts, 3, rollout, seed=5, device="cpu")
     assert [len(g) for g in first] == [3, 3, 3]
@@ -84,11 +85,11 @@ def test_sampling_is_seeded_and_gives_k_responses_per_prompt(policy_dir):
     assert sample_responses(str(policy_dir), prompts, 3, rollout, seed=6, device="cpu") != first
 
 
-def test_load_prompts_from_a_file_renders_like_the_data_package(tmp_path):
+def test_label_s_prompts_from_a_file_render_like_the_data_package(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"q": "Human: hi\nAssistant:"}) + "\n"
                     + json.dumps({"q": [{"role": "user", "content": "bake bread"}]}) + "\n")
-    assert load_prompts(str(path), prompt_key="q") == [
+    assert load_prompts(str(path), prompt_key="q").prompts == [
         "Human: hi\nAssistant:", "Human: bake bread\nAssistant:"]
     path.write_text(json.dumps({"q": ""}) + "\n")
     with pytest.raises(ValueError, match=r"prompts.jsonl row 0, field 'q': empty string"):

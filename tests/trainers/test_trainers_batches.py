@@ -41,57 +41,9 @@ def test_steps_per_epoch():
     assert B.steps_per_epoch(16, 1, 2, 4) == 2
 
 
-def test_epoch_order_depends_only_on_seed_and_epoch():
-    first = B.epoch_order(50, seed=42, epoch=3)
-    torch.manual_seed(123)
-    torch.rand(7)  # the global generator's state does not matter
-    assert B.epoch_order(50, seed=42, epoch=3) == first
-    assert sorted(first) == list(range(50))
-    assert B.epoch_order(50, seed=42, epoch=4) != first
-    assert B.epoch_order(50, seed=43, epoch=3) != first
-    assert B.epoch_order(5, seed=1, epoch=0, shuffle=False) == [0, 1, 2, 3, 4]
-
-
-def test_epoch_order_matches_its_documented_generator():
-    expected = torch.randperm(20, generator=torch.Generator().manual_seed(7 * 100_003 + 2))
-    assert B.epoch_order(20, seed=7, epoch=2) == expected.tolist()
-
-
 def test_iterate_collates_the_selected_rows():
     data = ["a", "b", "c", "d"]
     assert list(B.iterate(data, [[3, 0], [2]], "".join)) == ["da", "c"]
-
-
-def test_group_by_length_by_hand():
-    # window = LENGTH_WINDOW batches; here 2 windows of batch 2 with a window of 2 batches
-    lengths = [5, 1, 4, 2, 3, 9, 7]
-    saved, B.LENGTH_WINDOW = B.LENGTH_WINDOW, 2
-    try:
-        gen = torch.Generator().manual_seed(0)
-        out = B.group_by_length([0, 1, 2, 3, 4, 5, 6], lengths, 2, gen)
-        # window [0..3] sorted longest first: [0, 2] [3, 1]; window [4..6]: [5, 6] + short [4]
-        batches = [out[0:2], out[2:4], out[4:6], out[6:]]
-        assert sorted(batches[:2]) == [[0, 2], [3, 1]]
-        assert batches[2:] == [[5, 6], [4]]
-        expected = torch.randperm(2, generator=torch.Generator().manual_seed(0)).tolist()
-        assert batches[:2] == [[[0, 2], [3, 1]][k] for k in expected]
-    finally:
-        B.LENGTH_WINDOW = saved
-
-
-def test_grouped_order_is_a_permutation_fixed_by_seed_and_epoch_with_less_padding():
-    lengths = [int(x) for x in torch.randint(10, 200, (1000,),
-                                             generator=torch.Generator().manual_seed(1))]
-    order = B.epoch_order(1000, 3, 1, lengths=lengths, batch_size=8)
-    assert sorted(order) == list(range(1000))
-    assert order == B.epoch_order(1000, 3, 1, lengths=lengths, batch_size=8)
-    assert order != B.epoch_order(1000, 3, 2, lengths=lengths, batch_size=8)
-
-    def padded(o):  # positions a batch of 8 pads to
-        return sum(8 * max(lengths[i] for i in o[k:k + 8]) for k in range(0, 1000, 8))
-
-    plain = B.epoch_order(1000, 3, 1)
-    assert padded(order) < 0.7 * padded(plain)
 
 
 def test_step_sampler_gives_each_step_its_slice_of_the_epoch_order():
