@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from rlhf_dist.config import ConfigError, load_config, to_yaml
+from rlhf_dist.config.usage import JOBS, job_of, unread_keys, user_keys
 
 # command -> "module:function" taking a Config; imported only when the command runs.
 TRAINERS: Dict[str, str] = {
@@ -45,6 +46,8 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and exit")
+    parser.add_argument("--help-config", action="store_true",
+                        help="print every key this job reads, with its type, default and doc")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, data, model "
                              "path) or a failed worker instead of the one-line message")
@@ -57,11 +60,14 @@ def _run_trainer(command: str, argv: List[str]) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         return _report(command, "config error", str(err), 2)
+    command = job_of(command, cfg)  # `dpo dpo.mode=ray` is `dpo-ray`
+    if args.help_config:
+        print(_help_config(command), end="")
+        return 0
+    _warn_unread(command, args.config, args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    if command == "dpo" and cfg.dpo.mode == "ray":  # `dpo dpo.mode=ray` is `dpo-ray`
-        command = "dpo-ray"
     from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted
     from rlhf_dist.workers.errors import WorkerError, first_line
 
@@ -81,6 +87,22 @@ def _run_trainer(command: str, argv: List[str]) -> int:
             return _report(command, "worker failed", first_line(err), 1)
         raise  # a bug: the traceback is what helps
     return 0
+
+
+def _help_config(job: str) -> str:
+    from rlhf_dist.config.docs import help_text, key_docs
+
+    spec = JOBS[job]
+    keys = [k.key for k in key_docs(spec.sections)]
+    return help_text(spec.sections, dict(unread_keys(job, keys)))
+
+
+def _warn_unread(job: str, path: Optional[str], overrides: List[str]) -> None:
+    """One warning per key the user set that ``job`` does not read (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for key, why in unread_keys(job, user_keys(path, overrides)):
+        logging.getLogger("rlhf_dist.config").warning("%s is ignored: %s", key, why)
 
 
 def _known_error(err: Optional[BaseException]):

@@ -97,9 +97,12 @@ def test_ppo_sizes():
     cfg = load_config(None, ["rollout.rollout_batch_size=6", "ppo.mini_batch_size=4"])
     with pytest.raises(ConfigError, match="ppo.mini_batch_size: 4 does not divide"):
         resolve_ppo_sizes(cfg)
-    cfg = load_config(None, ["ppo.advantage_estimator=rloo"])
-    with pytest.raises(ConfigError, match="rollout.n_samples_per_prompt"):
-        resolve_ppo_sizes(cfg)
+    for name in ("rloo", "mean_baseline", "dr_grpo", "group_norm"):  # algo.MIN_GROUP_SIZE
+        cfg = load_config(None, [f"ppo.advantage_estimator={name}"])
+        with pytest.raises(ConfigError, match=f"rollout.n_samples_per_prompt: is 1; "
+                                              f"ppo.advantage_estimator={name} .* needs >= 2"):
+            resolve_ppo_sizes(cfg)
+    resolve_ppo_sizes(load_config(None, ["ppo.advantage_estimator=reinforce"]))
 
 
 def test_grpo_family_options_checked_with_the_field_named():

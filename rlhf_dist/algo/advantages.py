@@ -32,8 +32,9 @@ def reinforce(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
-    """r_ik - mean_j r_ij (baseline = mean over the K samples of the prompt).  (P, K)."""
-    _check_grid(rewards, 1, "mean_baseline")
+    """r_ik - mean_j r_ij (baseline = mean over the K samples of the prompt).  (P, K); K >= 2
+    (one sample is its own baseline: every advantage would be 0)."""
+    _check_grid(rewards, 2, "mean_baseline")
     return rewards - rewards.mean(dim=1, keepdim=True)
 
 
@@ -69,6 +70,15 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
     "rloo": rloo,
     "group_norm": group_norm,
 }
+
+
+# The fewest samples per prompt each estimator compares (the config checks
+# rollout.n_samples_per_prompt against it; group_norm(unbiased=False) alone would take 1).
+MIN_GROUP_SIZE: dict[str, int] = {"reinforce": 1, "mean_baseline": 2, "dr_grpo": 2, "rloo": 2,
+                                  "group_norm": 2}
+# Every name ppo.advantage_estimator takes: the critic-free ones above, and the two computed
+# on token rewards (rollout/advantages.py): GAE with a critic, REINFORCE++'s whitened returns.
+ADVANTAGE_NAMES: tuple[str, ...] = tuple(sorted({"gae", "reinforce_pp", *ADVANTAGE_ESTIMATORS}))
 
 
 def get_advantage_estimator(name: str) -> Callable[..., torch.Tensor]:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from rlhf_dist.algo.advantages import MIN_GROUP_SIZE
 from rlhf_dist.config.checks import ConfigError, _positive, _require
 from rlhf_dist.config.sections import (CheckpointConfig, DataConfig, DeepSpeedSection,
                                        DPOConfig, LoggingConfig, LoraConfig, ModelConfig,
@@ -40,7 +41,8 @@ __all__ = ["CheckpointConfig", "Config", "ConfigError", "DPOConfig", "DataConfig
 class Config:
     """Every section of a job.  Unused sections keep their defaults."""
 
-    output_dir: str = "outputs/run"
+    output_dir: str = "outputs/run"  # the run's directory: config, metrics, checkpoints, export
+    # seeds the model initialisation, data order, dropout and sampling of every rank and role
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
     ref_model: ModelConfig = field(default_factory=ModelConfig)
@@ -211,10 +213,10 @@ def resolve_ppo_sizes(cfg: Config) -> None:
             _require(getattr(res, first) == getattr(res, second), f"resources.{flag}",
                      f"colocated roles need the same resources: resources.{first}="
                      f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}")
-    if cfg.ppo.advantage_estimator in ("rloo", "mean_baseline", "group_norm"):
-        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
-                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
-                 f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= 2")
+    need = MIN_GROUP_SIZE.get(cfg.ppo.advantage_estimator, 1)
+    _require(cfg.rollout.n_samples_per_prompt >= need, "rollout.n_samples_per_prompt",
+             f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
+             f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= {need}")
     if cfg.ppo.dynamic_sampling:
         _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
                  f"is {cfg.rollout.n_samples_per_prompt}; ppo.dynamic_sampling keeps prompts "

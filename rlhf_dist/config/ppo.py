@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlhf_dist.algo.advantages import ADVANTAGE_NAMES
+from rlhf_dist.algo.kl import KL_ESTIMATORS
+from rlhf_dist.algo.kl_control import KL_CONTROLLERS
 from rlhf_dist.algo.losses import LOSS_AGGREGATORS, RATIO_LEVELS
 from rlhf_dist.config.checks import _choice, _positive, _require
 
@@ -13,8 +16,9 @@ class RewardTerm:
     """One weighted reward of ``ppo.rewards``: a built-in verifier (``math``,
     ``exact_match``, ``regex_format``) or ``module:function``; ``args`` go to the built-in."""
 
-    fn: str = ""
-    weight: float = 1.0
+    fn: str = ""  # math | exact_match | regex_format, or module:function
+    weight: float = 1.0  # its weight in the summed reward
+    # keyword arguments of a built-in (e.g. regex_format's pattern)
     args: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -22,41 +26,50 @@ class RewardTerm:
 class PPOConfig:
     """PPO / critic-free policy optimisation (the learner and the scorer)."""
 
-    iterations: int = 10
-    ppo_epochs: int = 1
-    mini_batch_size: int = 8
-    clip_eps: float = 0.2
+    iterations: int = 10  # PPO iterations: one prompt batch sampled, scored and learned from each
+    ppo_epochs: int = 1  # passes over each iteration's experience
+    mini_batch_size: int = 8  # experience rows per optimiser step of the actor and the critic
+    clip_eps: float = 0.2  # PPO's clip range epsilon of the importance ratio
     # asymmetric clip range [1 - low, 1 + high] (DAPO's clip-higher: high 0.28); null = clip_eps
     clip_eps_low: Optional[float] = None
-    clip_eps_high: Optional[float] = None
+    clip_eps_high: Optional[float] = None  # the upper side of the clip range; null = clip_eps
+    # dual-clip PPO's c > 1 bounding the loss of negative advantages; null = off
     dual_clip: Optional[float] = None
     # importance ratio per token (PPO/GRPO) or per sequence (GSPO: exp of the mean log-ratio)
     ratio_level: str = "token"
+    # clip the critic's new values to old +- this in the value loss; null = off
     value_clip: Optional[float] = 0.2
+    # token_mean | seq_mean_token_mean | seq_mean_token_sum | seq_mean_token_sum_norm
     loss_agg: str = "token_mean"
-    critic_lr: float = 1e-4
-    entropy_coef: float = 0.0
+    critic_lr: float = 1e-4  # the critic's learning rate (the actor's is train.lr)
+    entropy_coef: float = 0.0  # weight of the entropy bonus subtracted from the policy loss
+    # beta of the KL to the reference (the reward's penalty, or the loss term)
     kl_coef: float = 0.05
-    kl_estimator: str = "k1"
+    kl_estimator: str = "k1"  # k1 | k2 | k3 (Schulman's estimators of the per-token KL)
+    # fixed | adaptive (InstructGPT's controller steering the KL to kl_target)
     kl_controller: str = "fixed"
-    kl_target: float = 6.0
-    kl_horizon: int = 10000
+    kl_target: float = 6.0  # adaptive controller: the KL per sequence it steers to
+    kl_horizon: int = 10000  # adaptive controller: its horizon in samples
     # the KL to the reference as a loss term of the actor (GRPO; use kl_estimator=k3) instead
     # of a per-token penalty in the reward; its coefficient is kl_coef (fixed controller only)
     kl_in_loss: bool = False
     # stop an iteration's PPO epochs once an epoch's mean approx_kl exceeds this (cleanrl's
     # target_kl; null = always run ppo_epochs)
     target_kl: Optional[float] = None
-    gamma: float = 1.0
-    lam: float = 0.95
+    gamma: float = 1.0  # discount of the token rewards (GAE, REINFORCE++)
+    lam: float = 0.95  # GAE's lambda
+    # gae (critic) | reinforce | mean_baseline | dr_grpo | rloo | group_norm (GRPO) | reinforce_pp
     advantage_estimator: str = "gae"
+    # normalise the advantages over the batch (not for group_norm, dr_grpo, reinforce_pp)
     whiten_advantages: bool = True
+    # clamp the scores to [-c, c] before the KL penalty; null = off
     reward_clip: Optional[float] = None
+    # standardise the RM's scores with the score statistics saved by rlhf-dist rm
     normalize_reward: bool = False
     # DAPO's soft overlong punishment: a response longer than rollout.max_new_tokens minus
     # this many tokens loses up to overlong_penalty, linearly to the limit (0 = off)
     overlong_buffer: int = 0
-    overlong_penalty: float = 1.0
+    overlong_penalty: float = 1.0  # the most an overlong response loses (overlong_buffer)
     # DAPO's overlong filtering: responses cut at rollout.max_new_tokens (no stop token) are
     # left out of the policy and value losses (they still count in rewards and group stats)
     mask_truncated: bool = False
@@ -65,11 +78,12 @@ class PPOConfig:
     # rollout.rollout_batch_size informative prompts are found; short of that, the batch is
     # filled with uninformative ones (needs rollout.n_samples_per_prompt >= 2)
     dynamic_sampling: bool = False
+    # more prompt batches dynamic_sampling may draw per iteration
     dynamic_sampling_extra_rounds: int = 2
     # a built-in verifier (math, exact_match, regex_format) or module:function called with
     # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None
-    reward_fn_weight: float = 1.0
+    reward_fn_weight: float = 1.0  # weight of reward_fn in the summed reward
     # more weighted rewards, summed with the above: [{fn, weight, args}, ...]
     rewards: List[RewardTerm] = field(default_factory=list)
     # run the reward functions in this many Ray actors (1 CPU each) instead of on the
@@ -81,13 +95,14 @@ class PPOConfig:
     # a reward model served over HTTP (rlhf-dist serve-rm): POST <url>/score with the
     # decoded prompts/responses/labels; its scores are added with reward_url_weight
     reward_url: Optional[str] = None
-    reward_url_weight: float = 1.0
+    reward_url_weight: float = 1.0  # weight of the served RM's scores in the summed reward
     # environment variable holding the bearer token to send (never put the token here)
     reward_url_token_env: Optional[str] = None
-    reward_url_batch_size: int = 64
-    reward_url_timeout_s: float = 60.0
+    reward_url_batch_size: int = 64  # responses per POST to reward_url
+    reward_url_timeout_s: float = 60.0  # seconds one POST may take
     # attempts after a failed call (connection error, timeout, 5xx), with backoff 0.5s, 1s, ..
     reward_url_retries: int = 3
+    # score with reward_model (a reward group); false: only the reward functions
     use_reward_model: bool = True
 
     def __post_init__(self):
@@ -103,11 +118,9 @@ class PPOConfig:
                      f"{value}")
         _choice("ppo.loss_agg", self.loss_agg, sorted(LOSS_AGGREGATORS))
         _choice("ppo.ratio_level", self.ratio_level, sorted(RATIO_LEVELS))
-        _choice("ppo.kl_estimator", self.kl_estimator, ["k1", "k2", "k3"])
-        _choice("ppo.kl_controller", self.kl_controller, ["fixed", "adaptive"])
-        _choice("ppo.advantage_estimator", self.advantage_estimator,
-                ["gae", "reinforce", "mean_baseline", "rloo", "group_norm", "dr_grpo",
-                 "reinforce_pp"])
+        _choice("ppo.kl_estimator", self.kl_estimator, sorted(KL_ESTIMATORS))
+        _choice("ppo.kl_controller", self.kl_controller, sorted(KL_CONTROLLERS))
+        _choice("ppo.advantage_estimator", self.advantage_estimator, list(ADVANTAGE_NAMES))
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)

@@ -15,9 +15,10 @@ class RoleResources:
     memory between its calls (reloaded before each call, offloaded after), leaving the device
     to colocated roles."""
 
-    num_nodes: int = 1
-    devices_per_node: int = 1
-    cpus_per_worker: float = 1.0
+    num_nodes: int = 1  # nodes the role's ranks span
+    devices_per_node: int = 1  # ranks (GPUs, or CPU processes) per node
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves for each rank
+    # keep the role's weights, gradients and optimizer states in CPU memory between its calls
     offload_when_idle: bool = False
 
     @property
@@ -30,9 +31,9 @@ class RolloutResources:
     """The vLLM engines of ``rollout.backend=vllm``: ``num_engines`` Ray actors, each one
     vLLM engine over ``tensor_parallel_size`` devices (CPU: processes)."""
 
-    num_engines: int = 1
-    tensor_parallel_size: int = 1
-    cpus_per_worker: float = 1.0
+    num_engines: int = 1  # vLLM engines (rollout.backend=vllm), each a Ray actor
+    tensor_parallel_size: int = 1  # devices per engine (tensor parallel; CPU: processes)
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves for each engine device
     # GPU: fraction of each device's memory vLLM may take (weights + KV cache)
     gpu_memory_utilization: float = 0.5
     # longest prompt + response an engine serves; null: data.max_prompt_length +
@@ -65,12 +66,17 @@ class RolloutResources:
 class ResourcesConfig:
     """Ray placement per role.  ``ray_address: null`` starts a local Ray and stops it after."""
 
+    # an existing Ray cluster to join (e.g. auto); null = start a local one
     ray_address: Optional[str] = None
+    # PACK | SPREAD: Ray placement of the roles' bundles over the nodes
     placement_strategy: str = "PACK"
+    # the actor and the reference share devices (equal resources needed)
     colocate_actor_ref: bool = False
+    # the critic and the reward model share devices (equal resources needed)
     colocate_critic_reward: bool = False
     # vLLM engines on the actor's devices, asleep (no weights, no KV cache) while it trains
     colocate_rollout: bool = False
+    # seconds any remote call may take before the run stops naming the worker
     timeout_s: float = 600.0
     # a lost worker / engine (or a call past timeout_s): recreate every group, go on from the
     # last checkpoint, at most this many times per run (0: stop with the error)

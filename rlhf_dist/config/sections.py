@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlhf_dist.algo.dpo import DPO_LOSSES
 from rlhf_dist.config.checks import _choice, _positive, _require
 from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-exported)
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
@@ -20,12 +21,12 @@ __all__ = ["CheckpointConfig", "DPOConfig", "DataConfig", "DeepSpeedSection", "L
 class TinyModelConfig:
     """Architecture of a randomly initialised model built when no path is given (tests, demo)."""
 
-    arch: str = "llama"
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 128
-    max_position_embeddings: int = 256
+    arch: str = "llama"  # llama | gpt2 | qwen2: the HF architecture of the random model
+    hidden_size: int = 64  # width of the random model
+    num_layers: int = 2  # transformer blocks
+    num_heads: int = 4  # attention heads (must divide hidden_size)
+    intermediate_size: int = 128  # MLP width
+    max_position_embeddings: int = 256  # longest sequence the random model takes
 
     def check(self, prefix: str) -> None:
         _choice(f"{prefix}.arch", self.arch, ["llama", "gpt2", "qwen2"])
@@ -67,16 +68,21 @@ class LoraConfig:
 class ModelConfig:
     """A model to load (local path or hub name) or, with ``name_or_path: null``, a tiny one."""
 
+    # a local HF model directory or a hub name; null = a random model of tiny.*
     name_or_path: Optional[str] = None
     tokenizer_path: Optional[str] = None  # defaults to name_or_path; null + tiny → toy tokenizer
+    # let transformers run the model's own code (off: never by default)
     trust_remote_code: bool = False
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights' dtype when loaded
+    # eager | sdpa | flash_attention_2 (transformers' attention kernels)
     attn_implementation: str = "eager"
+    # recompute activations in the backward pass (less memory, more time)
     gradient_checkpointing: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     # QLoRA: the frozen base weights quantised by bitsandbytes (CUDA only; needs lora.r > 0)
     load_in_4bit: bool = False
+    # QLoRA with int8 base weights (bitsandbytes, CUDA only; needs lora.r > 0)
     load_in_8bit: bool = False
 
     def check(self, prefix: str) -> None:
@@ -102,8 +108,10 @@ class ModelConfig:
 class ToyDataConfig:
     """The built-in harmful-vs-benign alignment task, generated deterministically."""
 
-    seed: int = 0
+    seed: int = 0  # seed of the toy task's rows (prompts, answers, splits)
+    # toy prompts (template x topic combinations) drawn, train and eval together
     num_prompts: int = 256
+    # share of the toy prompts held out as the eval split (unseen combinations)
     eval_ratio: float = 0.125
 
 
@@ -115,27 +123,36 @@ class DataConfig:
     hub dataset name.  Keys name the columns; ``on_bad_row`` is ``error`` or ``skip`` (counted).
     """
 
+    # toy, a local jsonl/json/parquet/csv file or directory, or a hub dataset name
     path: str = "toy"
-    split: str = "train"
+    split: str = "train"  # the training split of path (a lone file is split train)
+    # eval rows from another source; null: from path (eval_split or eval_ratio)
     eval_path: Optional[str] = None
+    # the eval split of eval_path, or of path when eval_path is null
     eval_split: Optional[str] = None
+    # with no eval path or split: this share of path's rows held out for eval
     eval_ratio: float = 0.0
+    # keep the first N rows of each split (after the hold-out); null = all
     max_samples: Optional[int] = None
-    prompt_key: str = "prompt"
-    response_key: str = "response"
-    chosen_key: str = "chosen"
-    rejected_key: str = "rejected"
+    prompt_key: str = "prompt"  # column of the prompt (a string, or a list of chat messages)
+    response_key: str = "response"  # (sft) column of the response
+    chosen_key: str = "chosen"  # (rm, dpo) column of the preferred response
+    rejected_key: str = "rejected"  # (rm, dpo) column of the dispreferred response
+    # column of a whole conversation (chat messages) when there is no prompt column
     messages_key: str = "messages"
+    # (rm, dpo) column of a ranked list of responses, best first: C(K, 2) pairs
     ranking_key: str = "responses"
     # prompt datasets: the column (any JSON value) given to ppo.reward_fn / ppo.rewards as
     # each prompt's label (e.g. GSM8K's "answer"), and extra columns passed along as a dict
     label_key: Optional[str] = None
+    # (ppo prompts) more columns passed to the reward functions as a dict per prompt
     extra_keys: List[str] = field(default_factory=list)
+    # render messages with the tokenizer's chat template, not Human:/Assistant:
     apply_chat_template: bool = False
-    max_length: int = 256
-    max_prompt_length: int = 128
+    max_length: int = 256  # tokens of prompt + response kept (the response is cut at the end)
+    max_prompt_length: int = 128  # tokens of the prompt kept (cut on the left)
+    # error | skip: a malformed row stops the job naming it, or is counted and left out
     on_bad_row: str = "error"
-    num_workers: int = 0
     toy: ToyDataConfig = field(default_factory=ToyDataConfig)
 
     def __post_init__(self):
@@ -158,21 +175,24 @@ class TrainConfig:
     ``gradient_accumulation_steps`` is derived when left at null.
     """
 
-    epochs: int = 1
-    max_steps: int = -1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    min_lr_ratio: float = 0.1
+    epochs: int = 1  # passes over the training set
+    max_steps: int = -1  # stop after this many optimiser steps; -1 = epochs decide
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW (beta1, beta2)
+    lr_scheduler: str = "cosine"  # cosine | linear | constant: decay after the warm-up
+    warmup_ratio: float = 0.0  # share of the steps with a linear warm-up from 0
+    min_lr_ratio: float = 0.1  # cosine / linear decay floor as a share of lr
+    # examples per optimiser step over all ranks (= micro x accumulation x ranks)
     train_batch_size: int = 8
+    # examples per forward on one rank (PPO: rows per learner micro-batch)
     micro_batch_size: int = 2
+    # micro-batches per optimiser step; null = derived from the sizes
     gradient_accumulation_steps: Optional[int] = None
-    eval_batch_size: int = 8
-    max_grad_norm: float = 1.0
-    eval_every: int = 0
-    log_every: int = 1
+    eval_batch_size: int = 8  # examples per forward in eval (and in the RM's score statistics)
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
+    eval_every: int = 0  # evaluate every N optimiser steps (and at the end); 0 = only at the end
+    log_every: int = 1  # log the training metrics every N steps
     # shuffle, then sort windows of 50 global batches by length and shuffle their batches:
     # less padding, order still fixed by (seed, epoch)
     group_by_length: bool = False
@@ -183,6 +203,7 @@ class TrainConfig:
     # DeepSpeed's overflow check under ZeRO 1-3 (ZeRO 0: only on the first micro-batch of a
     # step), and in PPO the rest of that role's updates of the iteration with it
     on_nonfinite: str = "error"
+    # on_nonfinite=skip_step: stop after this many skipped steps in a row
     max_skipped_steps: int = 3
 
     def __post_init__(self):
@@ -224,12 +245,15 @@ class DeepSpeedSection:
     """What we let users choose of DeepSpeed; ``extra`` is merged last into the built dict.
     ``role_zero_stage`` overrides the stage per Ray role, e.g. ``{critic: 2}``."""
 
-    zero_stage: int = 0
+    zero_stage: int = 0  # ZeRO stage 0-3 (3: parameters partitioned over the data-parallel ranks)
+    # (Ray) a stage per role overriding zero_stage, e.g. {critic: 2}
     role_zero_stage: Dict[str, int] = field(default_factory=dict)
-    bf16: bool = False
-    offload_optimizer: bool = False
-    offload_param: bool = False
+    bf16: bool = False  # bfloat16 training (DeepSpeed bf16 with fp32 master weights)
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states (and step) on the CPU
+    offload_param: bool = False  # ZeRO-3 parameter offload to CPU memory
+    # ZeRO-3: gather whole 16-bit weights when the model is saved
     gather_16bit_weights_on_save: bool = True
+    # merged last into the DeepSpeed config dict (any DeepSpeed key)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -261,21 +285,22 @@ class RolloutConfig:
     ``resources.rollout`` that receive the actor's weights after every update).
     """
 
-    backend: str = "hf"
-    rollout_batch_size: int = 8
-    n_samples_per_prompt: int = 1
-    max_new_tokens: int = 32
+    backend: str = "hf"  # hf (generate on the actor's ranks) | vllm (engines of resources.rollout)
+    rollout_batch_size: int = 8  # prompts per PPO iteration (per batch in eval / label)
+    n_samples_per_prompt: int = 1  # responses sampled per prompt (GRPO's group size)
+    max_new_tokens: int = 32  # longest response, in tokens
     min_new_tokens: int = 0  # EOS masked until this many tokens (HF's min_new_tokens)
+    # sampling temperature (the log-probs are of the same tempered distribution)
     temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    do_sample: bool = True
+    top_p: float = 1.0  # nucleus sampling; 1.0 = off
+    top_k: int = 0  # sample among the k likeliest tokens; 0 = off
+    do_sample: bool = True  # false: greedy decoding
     # stop ids besides the tokenizer's EOS (the first one met ends a response)
     stop_token_ids: List[int] = field(default_factory=list)
     # vllm: weight the policy loss per token by min(pi_actor / pi_vllm, tis_cap), truncated
     # importance sampling for the rollout/training mismatch (Yao et al. 2025)
     use_engine_logprobs: bool = False
-    tis_cap: float = 2.0
+    tis_cap: float = 2.0  # use_engine_logprobs: the cap of the truncated importance weight
     # hf: the behaviour log-probs read from generate's own (KV-cached) forwards instead of
     # one more forward over the sampled sequences (equal up to float rounding, ~1e-6 in fp32)
     logprobs_from_generate: bool = False
@@ -310,11 +335,15 @@ class RolloutConfig:
 class DPOConfig:
     """Direct preference optimisation against a frozen reference."""
 
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
+    beta: float = 0.1  # DPO's beta: strength of the KL constraint to the reference
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
+    # sigmoid only: conservative DPO's assumed label noise, in [0, 0.5)
     label_smoothing: float = 0.0
+    # weight of an NLL loss on the chosen responses added to the DPO loss (RPO)
     nll_coef: float = 0.0
+    # ZeRO-3: keep the frozen reference's shards in CPU memory between uses
     ref_offload: bool = False
+    # launcher (deepspeed launcher) | ray (actor and reference groups on Ray)
     mode: str = "launcher"
     # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
     # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); auto:
@@ -325,7 +354,7 @@ class DPOConfig:
 
     def __post_init__(self):
         _positive("dpo.beta", self.beta)
-        _choice("dpo.loss_type", self.loss_type, ["sigmoid", "ipo", "hinge"])
+        _choice("dpo.loss_type", self.loss_type, sorted(DPO_LOSSES))
         _require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
                  f"must be in [0, 0.5), got {self.label_smoothing}")
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
@@ -337,6 +366,7 @@ class DPOConfig:
 class SFTConfig:
     """Supervised fine-tuning: loss on response tokens unless ``train_on_prompt``."""
 
+    # compute the loss on the prompt tokens too, not only the response
     train_on_prompt: bool = False
 
 
@@ -344,7 +374,8 @@ class SFTConfig:
 class RMConfig:
     """Reward model: Bradley-Terry with an optional fixed margin; score statistics saved."""
 
-    margin: Optional[float] = None
+    margin: Optional[float] = None  # Bradley-Terry margin m: -log sigmoid(r_c - r_r - m); null = 0
+    # save the trained RM's score mean and std (PPO's ppo.normalize_reward)
     save_score_stats: bool = True
 
 
@@ -355,13 +386,14 @@ class LoggingConfig:
     ``mode: auto`` is online when a W&B key is configured, offline otherwise.
     """
 
-    backend: str = "wandb"
+    backend: str = "wandb"  # wandb | none (metrics.jsonl and the console are always written)
+    # auto | online | offline (WANDB_MODE wins): auto is online when a W&B key is configured
     mode: str = "auto"
-    project: str = "rlhf_dist"
-    name: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-    progress_bar: bool = True
+    project: str = "rlhf_dist"  # W&B project
+    name: Optional[str] = None  # W&B run name; null = W&B picks one
+    group: Optional[str] = None  # W&B group (e.g. one per sweep)
+    tags: List[str] = field(default_factory=list)  # W&B tags
+    progress_bar: bool = True  # a progress bar on rank 0's console
 
     def __post_init__(self):
         _choice("logging.backend", self.backend, ["wandb", "none"])
@@ -372,10 +404,11 @@ class LoggingConfig:
 class CheckpointConfig:
     """``save_every`` steps (0: only at the end), keep the last ``keep_last``."""
 
-    save_every: int = 0
-    keep_last: int = 2
+    save_every: int = 0  # save a checkpoint every N steps (PPO: iterations); 0 = at the end only
+    keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
+    # none | auto (the latest checkpoint of output_dir) | a checkpoint directory
     resume: str = "none"
-    export_hf: bool = True
+    export_hf: bool = True  # write the trained model in HF format to <output_dir>/model at the end
     # a LoRA model's export: the adapter (peft) in <model>/adapter and, when true, the merged
     # model (plain transformers) in <model>
     merge_lora: bool = True

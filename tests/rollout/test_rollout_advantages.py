@@ -123,3 +123,13 @@ def test_dr_grpo_by_hand_group_centred_and_never_whitened():
     expected = torch.tensor([[0.0, -1.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0],
                              [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(out["advantages"], expected)
+
+
+def test_the_estimator_names_have_one_source():
+    """ppo.advantage_estimator's valid names (algo) are exactly the estimators rollout runs;
+    every critic-free one has its fewest samples per prompt registered next to it."""
+    from rlhf_dist.algo.advantages import ADVANTAGE_ESTIMATORS, ADVANTAGE_NAMES, MIN_GROUP_SIZE
+    from rlhf_dist.rollout.advantages import ADVANTAGE_FNS
+
+    assert sorted(ADVANTAGE_FNS) == list(ADVANTAGE_NAMES)
+    assert set(MIN_GROUP_SIZE) == set(ADVANTAGE_ESTIMATORS)

@@ -1,0 +1,98 @@
+"""Which keys each job reads, so a key it would silently ignore is named once (a warning, not
+an error: one YAML may serve several jobs), and ``--help-config`` shows only what a job reads.
+
+A job reads whole sections (:attr:`JobKeys.sections`), minus the keys in them it does not read
+or overrides (:attr:`JobKeys.unread`, each with the reason).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from omegaconf import OmegaConf
+
+COMMON = ("output_dir", "seed", "model", "data", "train", "deepspeed", "logging", "checkpoint")
+_RAY = ("resources",)
+_PPO_TRAIN = ("the PPO learners take one constant-lr optimiser step per ppo.mini_batch_size "
+              "rows (ppo.iterations, ppo.ppo_epochs)")
+_LAUNCHER = {
+    "deepspeed.role_zero_stage": "it sets Ray roles' stages; a launcher job has one model "
+                                 "(deepspeed.zero_stage)",
+}
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    sections: Tuple[str, ...]  # top-level keys and sections the job reads
+    unread: Dict[str, str] = field(default_factory=dict)  # key (or key prefix) -> why not
+
+
+JOBS: Dict[str, JobKeys] = {
+    "pretrain": JobKeys(COMMON, dict(_LAUNCHER)),
+    "sft": JobKeys(COMMON + ("sft",), dict(_LAUNCHER)),
+    "rm": JobKeys(COMMON + ("rm",), dict(_LAUNCHER)),
+    "dpo": JobKeys(COMMON + ("ref_model", "dpo"), dict(_LAUNCHER)),
+    "dpo-ray": JobKeys(COMMON + ("ref_model", "dpo") + _RAY, {}),
+    "ppo": JobKeys(COMMON + ("ref_model", "reward_model", "critic_model", "rollout", "ppo")
+                   + _RAY, {
+                       "train.epochs": "PPO runs ppo.iterations prompt batches",
+                       "train.max_steps": "PPO runs ppo.iterations prompt batches",
+                       "train.eval_every": "PPO has no eval pass (rlhf-dist eval afterwards)",
+                       "train.eval_batch_size": "PPO has no eval pass",
+                       "train.train_batch_size": _PPO_TRAIN,
+                       "train.gradient_accumulation_steps": _PPO_TRAIN,
+                       "train.lr_scheduler": _PPO_TRAIN,
+                       "train.warmup_ratio": _PPO_TRAIN,
+                       "train.min_lr_ratio": _PPO_TRAIN,
+                       "train.group_by_length": "PPO prompts are drawn in a seeded order",
+                   }),
+}
+
+
+def job_of(command: str, cfg: Any) -> str:
+    """The job a command runs (``dpo`` with ``dpo.mode=ray`` is ``dpo-ray``)."""
+    return "dpo-ray" if command == "dpo" and cfg.dpo.mode == "ray" else command
+
+
+def _leaves(node: Any, schema: Any, prefix: str = "") -> List[str]:
+    """Dotted keys of the user's mapping ``node`` down to the schema's plain fields (a dict-
+    or list-valued field such as ``deepspeed.extra`` is one key)."""
+    if not isinstance(node, dict) or not dataclasses.is_dataclass(schema):
+        return [prefix.rstrip(".")]
+    hints = typing.get_type_hints(schema)
+    out: List[str] = []
+    for key, value in node.items():
+        out += _leaves(value, hints.get(key), f"{prefix}{key}.")
+    return out
+
+
+def user_keys(path: Optional[str], overrides: Sequence[str]) -> List[str]:
+    """The keys set by the YAML file at ``path`` and the ``key=value`` ``overrides``, in order,
+    each once."""
+    from rlhf_dist.config import Config
+
+    layers = [OmegaConf.load(path)] if path is not None and Path(path).is_file() else []
+    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    keys: List[str] = []
+    for layer in layers:
+        keys += _leaves(OmegaConf.to_container(layer), Config)
+    return list(dict.fromkeys(keys))
+
+
+def unread_keys(job: str, keys: Sequence[str]) -> List[Tuple[str, str]]:
+    """``(key, why)`` for each of ``keys`` that ``job`` does not read."""
+    spec = JOBS[job]
+    out = []
+    for key in keys:
+        top = key.split(".")[0]
+        if top not in spec.sections:
+            out.append((key, f"{job} does not read the {top} section"))
+            continue
+        why = next((w for k, w in spec.unread.items() if key == k or key.startswith(k + ".")),
+                   None)
+        if why is not None:
+            out.append((key, f"{job} does not read it: {why}"))
+    return out
