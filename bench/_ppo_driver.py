@@ -157,7 +157,7 @@ class _LocalLearner:
 
 class LocalGroup:
     """One role worker called directly in this process, with the group methods the PPO
-    driver uses (``workers/groups.py``), minus Ray: no serialisation, no concurrency."""
+    driver uses (``workers/role_groups.py``), minus Ray: no serialisation, no concurrency."""
 
     def __init__(self, role: str, worker):
         self.role, self.worker = role, worker
@@ -205,13 +205,14 @@ def use_local_roles() -> None:
     """Point the driver's set-up at in-process workers (one process group of one rank)."""
     from rlhf_dist.engine.dist import init_distributed
     from rlhf_dist.workers import cluster
-    from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
+    from rlhf_dist.workers.role_workers import (ActorWorker, CriticWorker, ReferenceWorker,
+                                                RewardWorker)
 
     def create_roles(cfg, with_reward: bool, with_critic: bool, engine_model=None):
         if engine_model is not None:
             raise ValueError("the in-process driver has no vLLM engines: rollout.backend=hf")
         init_distributed()
-        return cluster.Roles(
+        return cluster.RoleGroups(
             actor=LocalGroup("actor", ActorWorker(cfg)),
             reference=LocalGroup("reference", ReferenceWorker(cfg)),
             reward=LocalGroup("reward", RewardWorker(cfg)) if with_reward else None,

@@ -1,6 +1,6 @@
 """The DPO objective of the project: the launcher trainer (``trainers/dpo.py``) and the Ray
-actor (``workers/roles.py``) both call it (through :func:`dpo_batch_loss`) on batches of the
-layout ``dpo.layout`` names (:mod:`rlhf_dist.objectives.pairs`)."""
+actor (``workers/role_workers.py``) both call it (through :func:`dpo_batch_loss`) on batches
+of the layout ``dpo.layout`` names (:mod:`rlhf_dist.objectives.pairs`)."""
 from __future__ import annotations
 
 from typing import Dict, Tuple

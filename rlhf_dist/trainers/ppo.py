@@ -93,7 +93,7 @@ class PPOTrainer(RayJob):
         self.engine_model = None
         if cfg.rollout.backend == "vllm":
             from rlhf_dist.rollout.vllm_engine import preflight
-            from rlhf_dist.workers.group import device_per_worker
+            from rlhf_dist.workers.worker_group import device_per_worker
 
             self.engine_model = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
 

@@ -10,7 +10,7 @@ from rlhf_dist.trainers.lifecycle import Job, Metrics
 
 
 class RayJob(Job):
-    roles = None          # workers.cluster.Roles, made by build()
+    roles = None          # workers.cluster.RoleGroups, made by build()
     started_ray = False   # whether this job started Ray (and so stops it)
 
     def start_ray(self, num_cpus: float) -> None:

@@ -11,11 +11,11 @@ import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rlhf_dist.config import Config, ResourcesConfig
-from rlhf_dist.workers.group import place_bundles, role_bundles
-from rlhf_dist.workers.groups import (ActorGroup, CriticGroup, ReferenceGroup, RewardGroup,
-                                      SharedBaseReference)
+from rlhf_dist.workers.worker_group import place_bundles, role_bundles
+from rlhf_dist.workers.role_groups import (ActorGroup, CriticGroup, ReferenceGroup, RewardGroup,
+                                           SharedBaseReference)
+from rlhf_dist.workers.role_workers import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
-from rlhf_dist.workers.roles import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def start_ray(address: Optional[str], num_cpus: float) -> bool:
 
 
 @dataclass
-class Roles:
+class RoleGroups:
     """The groups of a job and the placement groups they hold."""
 
     actor: Optional[ActorGroup] = None
@@ -113,11 +113,11 @@ def cpus_needed(cfg: Config, roles) -> float:
 
 
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
-                 engine_model: Optional[Any] = None) -> Roles:
+                 engine_model: Optional[Any] = None) -> RoleGroups:
     """Placement groups per role (shared by colocated pairs), then the groups, built; with
     ``engine_model`` (``rollout.vllm_engine.EngineModel``) also the vLLM rollout engines."""
     res, timeout = cfg.resources, cfg.resources.timeout_s
-    roles = Roles()
+    roles = RoleGroups()
 
     def placed(name: str, bundles: List[Dict[str, float]]):
         pg = place_bundles(bundles, res.placement_strategy, f"rlhf_dist-{name}", timeout)
@@ -160,7 +160,7 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
     return roles
 
 
-def stop(roles: Optional[Roles], started_ray: bool) -> None:
+def stop(roles: Optional[RoleGroups], started_ray: bool) -> None:
     """Kill the groups, and Ray itself if this job started it."""
     if roles is not None:
         roles.kill()

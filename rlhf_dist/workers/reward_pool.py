@@ -16,7 +16,7 @@ import ray
 import torch
 
 from rlhf_dist.rewards import RewardError, load_rewards
-from rlhf_dist.workers.group import RayGroup
+from rlhf_dist.workers.worker_group import RayGroup
 
 DEFAULT_TIMEOUT_S = 300.0
 

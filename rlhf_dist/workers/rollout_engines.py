@@ -20,7 +20,7 @@ from rlhf_dist.config import Config
 from rlhf_dist.protocol import Batch
 from rlhf_dist.workers.base import location
 from rlhf_dist.workers.errors import WorkerError
-from rlhf_dist.workers.group import RayGroup, device_per_worker
+from rlhf_dist.workers.worker_group import RayGroup, device_per_worker
 
 COLOCATED_SHARE = 0.2  # of an actor bundle's device (and CPUs) an engine takes when colocated
 

@@ -68,7 +68,7 @@ def test_roles_are_placed_and_give_their_resources_back(local_ray, cfg):
 
     from rlhf_dist.config import RoleResources
     from rlhf_dist.workers.cluster import create_roles, stop
-    from rlhf_dist.workers.group import WorkerError, make_placement
+    from rlhf_dist.workers.worker_group import WorkerError, make_placement
 
     total = ray.cluster_resources()["CPU"]
     half = RoleResources(num_nodes=1, devices_per_node=2, cpus_per_worker=0.5)
@@ -96,9 +96,9 @@ def test_roles_are_placed_and_give_their_resources_back(local_ray, cfg):
 def actor_group(local_ray, cfg):
     """ActorGroup of configs/tiny/ppo.yaml's actor (2 ranks, ZeRO-3), built."""
     from rlhf_dist.trainers.ppo import learner_train_section
-    from rlhf_dist.workers.group import make_placement
-    from rlhf_dist.workers.groups import ActorGroup
-    from rlhf_dist.workers.roles import ActorWorker
+    from rlhf_dist.workers.worker_group import make_placement
+    from rlhf_dist.workers.role_groups import ActorGroup
+    from rlhf_dist.workers.role_workers import ActorWorker
     from ray.util.placement_group import remove_placement_group
 
     assert cfg.resources.actor.world_size == 2 and cfg.deepspeed.for_role("actor").zero_stage == 3
@@ -179,7 +179,7 @@ def test_nonfinite_loss_on_a_worker_names_role_rank_and_tensor(actor_group, toke
 def test_worker_faults_name_role_and_rank(actor_group, tokenizer, prompts):
     import ray
 
-    from rlhf_dist.workers.group import WorkerError, WorkerLost
+    from rlhf_dist.workers.worker_group import WorkerError, WorkerLost
 
     pad = tokenizer.pad_token_id
     before = actor_group.generate(prompts, seed=0, pad_token_id=pad)

@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Tuple
 from rlhf_dist.config import TrainConfig
 from rlhf_dist.protocol import Batch
 from rlhf_dist.utils import mean_rows
-from rlhf_dist.workers.group import WorkerGroup
+from rlhf_dist.workers.worker_group import WorkerGroup
 
 
 class Pending:
