@@ -18,7 +18,7 @@ class RewardTerm:
 
     fn: str = ""  # math | exact_match | regex_format, or module:function
     weight: float = 1.0  # its weight in the summed reward
-    # keyword arguments of a built-in (e.g. regex_format's pattern)
+    # keyword arguments of a built-in (e.g. regex_format's pattern); none for module:function
     args: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -27,44 +27,62 @@ class PPOConfig:
     """PPO / critic-free policy optimisation (the learner and the scorer)."""
 
     iterations: int = 10  # PPO iterations: one prompt batch sampled, scored and learned from each
-    ppo_epochs: int = 1  # passes over each iteration's experience
-    mini_batch_size: int = 8  # experience rows per optimiser step of the actor and the critic
-    clip_eps: float = 0.2  # PPO's clip range epsilon of the importance ratio
-    # asymmetric clip range [1 - low, 1 + high] (DAPO's clip-higher: high 0.28); null = clip_eps
+    # passes over each iteration's experience (fewer when target_kl stops them early)
+    ppo_epochs: int = 1
+    # experience rows (responses) per optimiser step of the actor and the critic; must divide
+    # rollout.rollout_batch_size x rollout.n_samples_per_prompt
+    mini_batch_size: int = 8
+    # PPO's clip range epsilon: the ratio is clipped to [1 - eps, 1 + eps] (unless _low/_high)
+    clip_eps: float = 0.2
+    # the lower side of the clip range [1 - low, 1 + high]; null = clip_eps
     clip_eps_low: Optional[float] = None
-    clip_eps_high: Optional[float] = None  # the upper side of the clip range; null = clip_eps
-    # dual-clip PPO's c > 1 bounding the loss of negative advantages; null = off
+    # the upper side of the clip range (DAPO's clip-higher: 0.28 with clip_eps 0.2);
+    # null = clip_eps
+    clip_eps_high: Optional[float] = None
+    # dual-clip PPO (Ye et al. 2020): c > 1, for negative advantages the loss is capped at -c*A;
+    # null = off
     dual_clip: Optional[float] = None
-    # importance ratio per token (PPO/GRPO) or per sequence (GSPO: exp of the mean log-ratio)
+    # token | sequence: importance ratio per token (PPO/GRPO) or one per response (GSPO: exp of
+    # its mean log-ratio; pair with loss_agg=seq_mean_token_mean)
     ratio_level: str = "token"
-    # clip the critic's new values to old +- this in the value loss; null = off
+    # clip the critic's new values to old +- this in the value loss; null = unclipped
     value_clip: Optional[float] = 0.2
-    # token_mean | seq_mean_token_mean | seq_mean_token_sum | seq_mean_token_sum_norm
+    # token_mean | seq_mean_token_mean | seq_mean_token_sum | seq_mean_token_sum_norm (Dr.GRPO:
+    # token sums / rollout.max_new_tokens); reduces the policy, value and kl_in_loss terms
     loss_agg: str = "token_mean"
     critic_lr: float = 1e-4  # the critic's learning rate (the actor's is train.lr)
     entropy_coef: float = 0.0  # weight of the entropy bonus subtracted from the policy loss
-    # beta of the KL to the reference (the reward's penalty, or the loss term)
+    # beta (>= 0) of the KL to the reference: the reward's per-token penalty, or the loss term
+    # with kl_in_loss; with kl_controller=adaptive its starting value
     kl_coef: float = 0.05
-    kl_estimator: str = "k1"  # k1 | k2 | k3 (Schulman's estimators of the per-token KL)
-    # fixed | adaptive (InstructGPT's controller steering the KL to kl_target)
+    # k1 | k2 | k3 (Schulman's per-token KL estimators) of the penalty / loss term; kl/ref_kl
+    # and the adaptive controller always use k1
+    kl_estimator: str = "k1"
+    # fixed | adaptive (Ziegler et al. 2019's proportional controller steering the KL to
+    # kl_target)
     kl_controller: str = "fixed"
-    kl_target: float = 6.0  # adaptive controller: the KL per sequence it steers to
-    kl_horizon: int = 10000  # adaptive controller: its horizon in samples
+    # adaptive controller: the KL it steers to, in nats per sequence (k1 summed over the response)
+    kl_target: float = 6.0
+    kl_horizon: int = 10000  # adaptive controller: its horizon in responses (experience rows)
     # the KL to the reference as a loss term of the actor (GRPO; use kl_estimator=k3) instead
     # of a per-token penalty in the reward; its coefficient is kl_coef (fixed controller only)
     kl_in_loss: bool = False
     # stop an iteration's PPO epochs once an epoch's mean approx_kl exceeds this (cleanrl's
     # target_kl; null = always run ppo_epochs)
     target_kl: Optional[float] = None
-    gamma: float = 1.0  # discount of the token rewards (GAE, REINFORCE++)
-    lam: float = 0.95  # GAE's lambda
-    # gae (critic) | reinforce | mean_baseline | dr_grpo | rloo | group_norm (GRPO) | reinforce_pp
+    gamma: float = 1.0  # discount of the token rewards in [0, 1] (gae and reinforce_pp only)
+    lam: float = 0.95  # GAE's lambda in [0, 1] (gae only)
+    # gae (with a critic) | reinforce | mean_baseline | rloo | group_norm (GRPO) | dr_grpo
+    # (Dr.GRPO: no std division) | reinforce_pp (REINFORCE++); all but gae need no critic, and
+    # mean_baseline, rloo, group_norm, dr_grpo need rollout.n_samples_per_prompt >= 2
     advantage_estimator: str = "gae"
     # normalise the advantages over the batch (not for group_norm, dr_grpo, reinforce_pp)
     whiten_advantages: bool = True
-    # clamp the scores to [-c, c] before the KL penalty; null = off
+    # clamp each sequence reward (RM + reward functions + overlong penalty) to [-c, c] before
+    # the KL penalty; null = off
     reward_clip: Optional[float] = None
-    # standardise the RM's scores with the score statistics saved by rlhf-dist rm
+    # standardise the reward group's scores with the mean/std saved by rlhf-dist rm
+    # (rm.save_score_stats); reward functions and reward_url scores are not touched
     normalize_reward: bool = False
     # DAPO's soft overlong punishment: a response longer than rollout.max_new_tokens minus
     # this many tokens loses up to overlong_penalty, linearly to the limit (0 = off)
@@ -78,19 +96,19 @@ class PPOConfig:
     # rollout.rollout_batch_size informative prompts are found; short of that, the batch is
     # filled with uninformative ones (needs rollout.n_samples_per_prompt >= 2)
     dynamic_sampling: bool = False
-    # more prompt batches dynamic_sampling may draw per iteration
+    # more prompt batches (beyond the first) dynamic_sampling may draw per iteration
     dynamic_sampling_extra_rounds: int = 2
     # a built-in verifier (math, exact_match, regex_format) or module:function called with
     # (prompts, responses[, labels, extras]); added with reward_fn_weight to the RM score
     reward_fn: Optional[str] = None
     reward_fn_weight: float = 1.0  # weight of reward_fn in the summed reward
-    # more weighted rewards, summed with the above: [{fn, weight, args}, ...]
+    # more weighted reward functions, summed with the above: [{fn, weight, args}, ...]
     rewards: List[RewardTerm] = field(default_factory=list)
-    # run the reward functions in this many Ray actors (1 CPU each) instead of on the
-    # driver, each call split over them; for slow verifiers (0 = on the driver)
+    # run the reward functions (and reward_url) in this many Ray actors (1 CPU each) instead
+    # of on the driver, each call split over them in row chunks; for slow verifiers (0 = driver)
     reward_workers: int = 0
-    # seconds a pool call may take before the run stops naming the worker (needs
-    # reward_workers; null = 300)
+    # seconds a pool call may take before its worker counts as lost (the run stops, or
+    # restarts with resources.max_restarts); needs reward_workers; null = 300
     reward_timeout_s: Optional[float] = None
     # a reward model served over HTTP (rlhf-dist serve-rm): POST <url>/score with the
     # decoded prompts/responses/labels; its scores are added with reward_url_weight
@@ -100,9 +118,11 @@ class PPOConfig:
     reward_url_token_env: Optional[str] = None
     reward_url_batch_size: int = 64  # responses per POST to reward_url
     reward_url_timeout_s: float = 60.0  # seconds one POST may take
-    # attempts after a failed call (connection error, timeout, 5xx), with backoff 0.5s, 1s, ..
+    # retries after a failed call (connection error, timeout, 5xx; not a 4xx), with backoff
+    # 0.5 s, 1 s, 2 s, ...; 0 = no retry
     reward_url_retries: int = 3
-    # score with reward_model (a reward group); false: only the reward functions
+    # score with the reward_model section's RM in a Ray reward group; false: only reward_fn,
+    # rewards and reward_url score (no reward group is created)
     use_reward_model: bool = True
 
     def __post_init__(self):

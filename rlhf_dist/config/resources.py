@@ -15,10 +15,13 @@ class RoleResources:
     memory between its calls (reloaded before each call, offloaded after), leaving the device
     to colocated roles."""
 
-    num_nodes: int = 1  # nodes the role's ranks span
-    devices_per_node: int = 1  # ranks (GPUs, or CPU processes) per node
-    cpus_per_worker: float = 1.0  # CPUs Ray reserves for each rank
+    # multiplies devices_per_node into the role's ranks; which nodes hold them is up to Ray
+    # (resources.placement_strategy: one bundle per rank), not pinned to this many nodes
+    num_nodes: int = 1
+    devices_per_node: int = 1  # ranks (one GPU each, or CPU processes) per node
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves for each rank (colocated roles share them)
     # keep the role's weights, gradients and optimizer states in CPU memory between its calls
+    # (reloaded for each call; not with deepspeed.offload_param; logs perf/<role>_offload_s)
     offload_when_idle: bool = False
 
     @property
@@ -31,15 +34,17 @@ class RolloutResources:
     """The vLLM engines of ``rollout.backend=vllm``: ``num_engines`` Ray actors, each one
     vLLM engine over ``tensor_parallel_size`` devices (CPU: processes)."""
 
-    num_engines: int = 1  # vLLM engines (rollout.backend=vllm), each a Ray actor
+    # vLLM engines (rollout.backend=vllm), each a Ray actor; prompts are split over them
+    num_engines: int = 1
     tensor_parallel_size: int = 1  # devices per engine (tensor parallel; CPU: processes)
-    cpus_per_worker: float = 1.0  # CPUs Ray reserves for each engine device
+    # CPUs Ray reserves for each engine device (colocate_rollout: a share of the actor's)
+    cpus_per_worker: float = 1.0
     # GPU: fraction of each device's memory vLLM may take (weights + KV cache)
     gpu_memory_utilization: float = 0.5
     # longest prompt + response an engine serves; null: data.max_prompt_length +
     # rollout.max_new_tokens
     max_model_len: Optional[int] = None
-    # CPU: GiB of KV cache per engine (vLLM's VLLM_CPU_KVCACHE_SPACE)
+    # CPU: GiB of KV cache per engine (passed as vLLM's kv_cache_memory_bytes)
     kv_cache_gb: float = 1.0
     # most sequences an engine batches at once (vLLM's max_num_seqs)
     max_num_seqs: int = 256
@@ -66,25 +71,37 @@ class RolloutResources:
 class ResourcesConfig:
     """Ray placement per role.  ``ray_address: null`` starts a local Ray and stops it after."""
 
-    # an existing Ray cluster to join (e.g. auto); null = start a local one
+    # an existing Ray cluster to join (e.g. auto); null = $RAY_ADDRESS if set, else a local
+    # Ray the job starts and stops
     ray_address: Optional[str] = None
-    # PACK | SPREAD: Ray placement of the roles' bundles over the nodes
+    # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD: Ray's strategy for each role's placement
+    # group (one bundle per rank) over the nodes
     placement_strategy: str = "PACK"
-    # the actor and the reference share devices (equal resources needed)
+    # the actor and the reference share devices, half of each bundle (equal resources needed;
+    # not with a shared LoRA reference)
     colocate_actor_ref: bool = False
-    # the critic and the reward model share devices (equal resources needed)
+    # the critic and the reward model share devices, half of each bundle (equal resources
+    # needed; only when both exist)
     colocate_critic_reward: bool = False
-    # vLLM engines on the actor's devices, asleep (no weights, no KV cache) while it trains
+    # one vLLM engine on each actor device (GPU only; rollout.num_engines = the actor's ranks,
+    # rollout.tensor_parallel_size 1), asleep (vLLM level 2: no weights, no KV cache) while
+    # the other roles work
     colocate_rollout: bool = False
-    # seconds any remote call may take before the run stops naming the worker
+    # seconds any remote call may wait before its worker counts as lost (see max_restarts),
+    # and a role's placement may wait before the run stops
     timeout_s: float = 600.0
     # a lost worker / engine (or a call past timeout_s): recreate every group, go on from the
     # last checkpoint, at most this many times per run (0: stop with the error)
     max_restarts: int = 0
+    # the policy's ranks (the PPO/GRPO actor; DPO on Ray: the trained model)
     actor: RoleResources = field(default_factory=RoleResources)
+    # the critic's ranks (only with ppo.advantage_estimator=gae)
     critic: RoleResources = field(default_factory=RoleResources)
+    # the reward model's ranks (only with ppo.use_reward_model)
     reward: RoleResources = field(default_factory=RoleResources)
+    # the frozen reference's ranks (none with a shared LoRA base; DPO on Ray: = actor's ranks)
     reference: RoleResources = field(default_factory=RoleResources)
+    # the vLLM rollout engines (only with rollout.backend=vllm)
     rollout: RolloutResources = field(default_factory=RolloutResources)
 
     def __post_init__(self):
