@@ -295,10 +295,14 @@ def _override_list(overrides: Sequence[str]) -> List[str]:
     return list(overrides)
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`."""
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
+                defaults: Sequence[str] = ()) -> Config:
+    """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`;
+    ``defaults`` (``key=value``, a tool's own defaults) sit under the YAML."""
     schema = OmegaConf.structured(Config)
     layers = [schema]
+    if defaults:
+        layers.append(OmegaConf.from_dotlist(_override_list(defaults)))
     if path is not None:
         if not Path(path).is_file():
             raise ConfigError(f"config file {path!r} does not exist")

@@ -329,6 +329,7 @@ class RolloutConfig:
         _positive("rollout.temperature", self.temperature)
         _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _positive("rollout.top_k", self.top_k, allow_zero=True)
+        _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
 @dataclass

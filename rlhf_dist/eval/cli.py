@@ -20,9 +20,15 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from rlhf_dist.rollout.backends import BACKENDS
+from rlhf_dist.config.tool_args import SHORTHANDS, add_section_args, resolve_sections
 
 PROG = "rlhf-dist eval"
+# the sampling flags: shorthands for the typed sections' keys (config/tool_args.py)
+FLAGS = {"--num-samples": "rollout.n_samples_per_prompt",
+         **{f: SHORTHANDS[f] for f in ("--max-new-tokens", "--temperature", "--top-p", "--top-k",
+                                       "--batch-size", "--seed", "--backend", "--max-length",
+                                       "--max-prompt-length")}}
+DEFAULTS = {"rollout.rollout_batch_size": 16, "seed": 0}
 
 
 class UsageError(ValueError):
@@ -73,23 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N prompts")
     d.add_argument("--reference", default=None, metavar="FILE|toy",
                    help="prompt/response rows for perplexity ('toy': held-out SFT answers)")
-    d.add_argument("--max-length", type=_positive_int, default=256,
-                   help="token limit of prompt + response (default 256)")
-    d.add_argument("--max-prompt-length", type=_positive_int, default=128,
-                   help="prompts are left-truncated to this many tokens (default 128)")
-    s = p.add_argument_group("generation")
-    s.add_argument("--max-new-tokens", type=_positive_int, default=32)
-    s.add_argument("--num-samples", type=_positive_int, default=1,
-                   help="answers sampled per prompt (default 1)")
-    s.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=_positive_int, default=16)
-    s.add_argument("--backend", choices=sorted(BACKENDS), default="hf",
-                   help="what samples the answers: hf (transformers generate, default) or vllm "
-                        "(an in-process vLLM engine over each model directory; needs the "
-                        "[vllm] extra). Perplexity and reward scores stay on the HF model")
+    p.add_argument("--greedy", action="store_true",
+                   help="greedy decoding instead of sampling (rollout.do_sample=false)")
+    add_section_args(p, FLAGS, DEFAULTS)  # perplexity and reward scores stay on the HF model
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where eval.json, eval.md, samples.jsonl (and the W&B run) go")
@@ -170,9 +162,6 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
                              f"(models: {', '.join(models)})")
         if args.reward_model is None:
             raise UsageError("--baseline needs --reward-model to judge the answers")
-    if args.max_prompt_length >= args.max_length:
-        raise UsageError(f"--max-prompt-length ({args.max_prompt_length}) must be smaller "
-                         f"than --max-length ({args.max_length})")
     if args.tie_eps < 0:
         raise UsageError(f"--tie-eps must be >= 0, got {args.tie_eps}")
     if args.labels_key is not None and args.reward_fn is None:
@@ -194,19 +183,11 @@ def check_backend_args(args: argparse.Namespace, models: Dict[str, Tuple[str, st
 # --------------------------------------------------------------------------- run
 
 
-def _rollout(args: argparse.Namespace):
-    from rlhf_dist.config import RolloutConfig
-
-    return RolloutConfig(max_new_tokens=args.max_new_tokens, n_samples_per_prompt=args.num_samples,
-                         do_sample=not args.greedy, temperature=args.temperature,
-                         top_p=args.top_p, rollout_batch_size=args.batch_size)
-
-
 def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dict[str, object]:
     keys = ("prompts", "prompt_key", "split", "max_prompts", "reference", "response_key",
             "reward_model", "baseline", "tie_eps", "max_new_tokens", "num_samples", "greedy",
-            "temperature", "top_p", "seed", "batch_size", "max_length", "max_prompt_length",
-            "device", "backend", "reward_fn", "labels_key")
+            "temperature", "top_p", "top_k", "seed", "batch_size", "max_length",
+            "max_prompt_length", "device", "backend", "reward_fn", "labels_key")
     return {**{k: getattr(args, k) for k in keys}, "num_prompts": n_prompts,
             "num_reference": n_reference}
 
@@ -236,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
     from rlhf_dist.eval.report import report_markdown, write_report
     from rlhf_dist.utils import Tracker
 
+    rollout = resolve_sections(args, FLAGS, DEFAULTS,
+                               ["rollout.do_sample=false"] if args.greedy else []).rollout
     models = check_args(args)
     verifier = load_verifier(args.reward_fn, args.labels_key)
-    rollout = _rollout(args)
     prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts,
                               args.labels_key)
     reference = (load_reference(args.reference, args.prompt_key, args.response_key, args.split)

@@ -22,11 +22,18 @@ import sys
 import time
 from typing import List, Optional
 
+from rlhf_dist.config import ConfigError
+from rlhf_dist.config.tool_args import SHORTHANDS, add_section_args, resolve_sections
 from rlhf_dist.rlaif.judges import JudgeError, load_judge
 from rlhf_dist.rlaif.ranking import STRATEGIES
-from rlhf_dist.rollout.backends import BACKENDS
 
 PROG = "rlhf-dist label"
+# the sampling flags: shorthands for the typed sections' keys (config/tool_args.py)
+FLAGS = {"-k|--k": "rollout.n_samples_per_prompt",
+         **{f: SHORTHANDS[f] for f in ("--max-new-tokens", "--temperature", "--top-p", "--top-k",
+                                       "--batch-size", "--max-prompt-length", "--seed",
+                                       "--backend")}}
+DEFAULTS = {"rollout.n_samples_per_prompt": 4, "seed": 0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,26 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-key", default="prompt", help="prompt column (default: prompt)")
     p.add_argument("--split", default="train", help="split of --prompts (default: train)")
     p.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("-k", "--k", type=int, default=4, help="responses sampled per prompt (>= 2)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 disables top-k")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
-    p.add_argument("--max-prompt-length", type=int, default=128,
-                   help="prompt tokens kept (left-truncated), as data.max_prompt_length")
     p.add_argument("--strategy", choices=STRATEGIES, default="all_pairs",
                    help="all_pairs: every C(K,2) pair of the ranking; best_worst: one per prompt")
     p.add_argument("--min-margin", type=float, default=0.0,
                    help="skip pairs whose score difference is below this (ties always skipped)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=sorted(BACKENDS), default="hf",
-                   help="what samples the responses: hf (transformers generate, default) or "
-                        "vllm (an in-process vLLM engine over --policy; needs the [vllm] "
-                        "extra; the HF policy is then not loaded)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--output", required=True, help="pairs file to write (.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_section_args(p, FLAGS, DEFAULTS)
     return p
 
 
@@ -71,13 +66,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         (os.path.isdir(os.path.expanduser(args.policy)),
          f"--policy: {args.policy!r} is not a directory (a saved HF causal LM)"),
         (args.k >= 2, f"-k: must be >= 2 to form pairs, got {args.k}"),
-        (args.max_new_tokens >= 1, f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}"),
-        (args.temperature > 0, f"--temperature: must be > 0, got {args.temperature}"),
-        (0 < args.top_p <= 1, f"--top-p: must be in (0, 1], got {args.top_p}"),
-        (args.top_k >= 0, f"--top-k: must be >= 0, got {args.top_k}"),
-        (args.batch_size >= 1, f"--batch-size: must be >= 1, got {args.batch_size}"),
-        (args.max_prompt_length >= 1,
-         f"--max-prompt-length: must be >= 1, got {args.max_prompt_length}"),
         (args.max_prompts is None or args.max_prompts >= 1,
          f"--max-prompts: must be >= 1, got {args.max_prompts}"),
         (args.min_margin >= 0, f"--min-margin: must be >= 0, got {args.min_margin}"),
@@ -93,7 +81,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``--backend``'s checks of ``--policy`` (vllm: installed, a model it can serve)."""
-    from rlhf_dist.config import ConfigError
     from rlhf_dist.rollout.backends import check_backend
 
     try:
@@ -114,6 +101,10 @@ def _summary(stats, output: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # the typed rollout section: its checks, named by flag and key
+        rollout = resolve_sections(args, FLAGS, DEFAULTS, ["rollout.do_sample=true"]).rollout
+    except ConfigError as err:
+        parser.error(str(err))
     _check(parser, args)
     started = time.time()
     if os.getcwd() not in sys.path:  # `--judge myjudges:score` finds ./myjudges.py, as with
@@ -122,7 +113,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         judge = load_judge(args.judge, device=args.device)
     except JudgeError as err:
         parser.error(str(err))
-    from rlhf_dist.config import RolloutConfig
     from rlhf_dist.data import DataError
     from rlhf_dist.eval.inputs import load_prompts
     from rlhf_dist.rlaif.label import label_with_stats, sample_responses, stats_path, write_pairs
@@ -131,9 +121,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         prompts = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts).prompts
     except DataError as err:
         parser.error(f"--prompts: {err}")
-    rollout = RolloutConfig(rollout_batch_size=args.batch_size, n_samples_per_prompt=args.k,
-                            max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            top_p=args.top_p, top_k=args.top_k, do_sample=True)
     responses = sample_responses(args.policy, prompts, args.k, rollout, args.seed, args.device,
                                  args.max_prompt_length, show_progress=not args.no_progress,
                                  backend=args.backend)

@@ -76,7 +76,11 @@ def test_missing_path_names_the_flag_and_exits_2(flag, saved_models, tmp_path, c
 @pytest.mark.parametrize("extra, message", [
     (["--baseline", "nope", "--reward-model", "RM"], "--baseline: 'nope' is not a model name"),
     (["--baseline", "sft"], "--baseline needs --reward-model"),
-    (["--max-prompt-length", "300"], "--max-prompt-length (300) must be smaller"),
+    (["--max-prompt-length", "300"], "--max-prompt-length (data.max_prompt_length): 300 must be "
+                                     "smaller than data.max_length=256"),
+    (["--top-p", "1.5"], "--top-p (rollout.top_p): must be in (0, 1], got 1.5"),
+    (["rollout.top_k=-1"], "(rollout.top_k): must be >= 0, got -1"),
+    (["rollout.nope=1"], "rollout.nope: unknown key in rollout"),
     (["--model", "SFT"], "model name 'sft' is used twice"),
 ])
 def test_bad_arguments_exit_2(extra, message, saved_models, tmp_path, capsys):

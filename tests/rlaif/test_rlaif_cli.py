@@ -108,7 +108,9 @@ def no_sampling(monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--policy", "/no/such/policy"], "--policy: '/no/such/policy' is not a directory"),
     (["-k", "1"], "-k: must be >= 2"),
-    (["--temperature", "0"], "--temperature: must be > 0"),
+    (["--temperature", "0"], "--temperature (rollout.temperature): must be > 0"),
+    (["--batch-size", "0"], "--batch-size (rollout.rollout_batch_size): must be > 0"),
+    (["--top-p", "0"], "--top-p (rollout.top_p): must be in (0, 1]"),
     (["--min-margin", "-1"], "--min-margin: must be >= 0"),
     (["--output", "pairs.csv"], "--output: 'pairs.csv' must end in .jsonl"),
     (["--judge", "no_such_module_xyz:f"], "--judge 'no_such_module_xyz:f': cannot import"),
@@ -126,6 +128,20 @@ def test_argument_errors_exit_2_naming_the_flag(tmp_path, capsys, policy_dir, no
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_sampling_settings_from_a_yaml_and_overrides(tmp_path, capsys, policy_dir, no_sampling):
+    """label reads the typed rollout section: a YAML's keys, then key=value overrides."""
+    path = tmp_path / "sampling.yaml"
+    path.write_text("rollout:\n  temperature: 0.0\n")
+    argv = ["label", "--policy", str(policy_dir), "--judge", TOY_JUDGE, "--prompts", "toy",
+            "--output", str(tmp_path / "p.jsonl"), "-c", str(path)]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "--temperature (rollout.temperature): must be > 0, got 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv + ["rollout.temperature=0.7", "rollout.n_samples_per_prompt=1"])
+    assert "-k: must be >= 2 to form pairs, got 1" in capsys.readouterr().err
 
 
 def test_no_pairs_exits_1_but_writes_the_stats(tmp_path, capsys, policy_dir, monkeypatch):
