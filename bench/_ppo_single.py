@@ -6,7 +6,7 @@ engine's optimiser (``torch.optim.AdamW(fused=True)``) with the learners' settin
 lr, betas, weight decay, gradient clipping at ``train.max_grad_norm``, one step per minibatch
 with the loss averaged over its micro-batches as DeepSpeed's accumulation does), and the
 library's pieces for the maths: ``RolloutEngine`` (HF generate), ``action_logprobs``,
-``Scorer``, ``compute_advantages``, ``ReplayBuffer``, ``policy_objective`` /
+``RewardShaper``, ``compute_advantages``, ``ReplayBuffer``, ``policy_objective`` /
 ``value_objective`` (``rlhf_dist.objectives``).  Prompts, sampling seeds and minibatch
 order are the driver's (``PPOTrainer.prompt_batch`` and the same seeds), so the first
 iteration samples exactly what the Ray system samples.
@@ -80,7 +80,8 @@ class ReferenceLoop:
     def __init__(self, cfg):
         from rlhf_dist.data import PromptCollator, build_prompt_dataset
         from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.rollout import ReplayBuffer, RolloutEngine, Scorer, sampling_temperature
+        from rlhf_dist.rollout import (ReplayBuffer, RewardShaper, RolloutEngine,
+                                       sampling_temperature)
         from rlhf_dist.utils import seed_everything
 
         self.cfg = cfg
@@ -97,7 +98,7 @@ class ReferenceLoop:
             if self.m.critic is not None else None
         self.rollout = RolloutEngine(self.m.actor, self.tokenizer, cfg.rollout)
         self.temperature = sampling_temperature(cfg.rollout)
-        self.scorer, self.replay = Scorer(cfg.ppo), ReplayBuffer()
+        self.shaper, self.replay = RewardShaper(cfg.ppo), ReplayBuffer()
 
     # ------------------------------------------------------------------ phases
     def generate(self, iteration: int):
@@ -130,7 +131,7 @@ class ReferenceLoop:
             self.m.critic.eval()
             values = forward_in_micro_batches(experience, micro, self._values)
             fields["values"] = values * experience["action_mask"]
-        experience, metrics = self.scorer(experience.with_(**fields))
+        experience, metrics = self.shaper(experience.with_(**fields))
         experience, adv_metrics = compute_advantages(experience, self.cfg.ppo,
                                                      self.state.n_samples)
         return experience, {**metrics, **adv_metrics}
@@ -187,7 +188,7 @@ def run(args, cfg) -> Dict[str, object]:
             experience, metrics = loop.score(experience)
         with meter.phase("learn"):
             loop.learn(experience, iteration)
-        loop.scorer.update_kl(metrics["kl/ref_kl"], len(experience))
+        loop.shaper.update_kl(metrics["kl/ref_kl"], len(experience))
         meter.end_iteration(rows=float(len(experience)),
                             tokens=float(experience["attention_mask"].sum()))
         scores.append(metrics["reward/score_mean"])

@@ -24,7 +24,7 @@ class RewardTerm:
 
 @dataclass
 class PPOConfig:
-    """PPO / critic-free policy optimisation (the learner and the scorer)."""
+    """PPO / critic-free policy optimisation (the learners and the reward shaping)."""
 
     iterations: int = 10  # PPO iterations: one prompt batch sampled, scored and learned from each
     # passes over each iteration's experience (fewer when target_kl stops them early)

@@ -3,7 +3,7 @@
 * :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
   :func:`action_logprobs` (actor, reference and learner log-probs), decoding helpers,
   :func:`concat_rollouts` for per-rank results.
-* :class:`Scorer` -- scores − β·KL → ``token_rewards``; the KL controller.
+* :class:`RewardShaper` -- scores − β·KL → ``token_rewards``; the KL controller.
 * :func:`compute_advantages` -- GAE or a critic-free estimator → ``advantages``, ``returns``.
 * :class:`ReplayBuffer` -- shuffled minibatches for ``ppo_epochs`` passes.
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
                                             decode_prompts, decode_responses, response_mask,
                                             response_token_ids, stop_ids, truncated_rows)
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
-    from rlhf_dist.rollout.scorer import Scorer, sequence_kl
+    from rlhf_dist.rollout.reward_shaping import RewardShaper, sequence_kl
 
 _EXPORTS: Dict[str, str] = {
     "RolloutEngine": "generate",
@@ -37,8 +37,8 @@ _EXPORTS: Dict[str, str] = {
     "response_token_ids": "generate",
     "stop_ids": "generate",
     "truncated_rows": "generate",
-    "Scorer": "scorer",
-    "sequence_kl": "scorer",
+    "RewardShaper": "reward_shaping",
+    "sequence_kl": "reward_shaping",
     "ADVANTAGE_FNS": "advantages",
     "compute_advantages": "advantages",
     "ReplayBuffer": "replay",

@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 from aiohttp import web
 
 log = logging.getLogger(__name__)
-Scorer = Callable[[List[str], List[str]], List[float]]
+RewardShaper = Callable[[List[str], List[str]], List[float]]
 
 
 class BadRequest(ValueError):
@@ -74,7 +74,7 @@ class Batcher:
     """Joins the rows of requests that arrive together into one scoring call, run in a
     thread (the event loop keeps accepting requests meanwhile), one call at a time."""
 
-    def __init__(self, score: Scorer, batch_size: int, max_wait_s: float):
+    def __init__(self, score: RewardShaper, batch_size: int, max_wait_s: float):
         self.score, self.batch_size, self.max_wait_s = score, batch_size, max_wait_s
         self.queue: "asyncio.Queue" = asyncio.Queue()
         self.requests = self.batches = self.rows = 0
@@ -120,7 +120,7 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_app(score: Scorer, model_name: str, token: Optional[str], batch_size: int = 32,
+def make_app(score: RewardShaper, model_name: str, token: Optional[str], batch_size: int = 32,
              max_wait_ms: float = 10.0, max_rows: int = 4096,
              max_request_mb: float = 16.0) -> web.Application:
     """The aiohttp application; ``score(prompts, responses) -> scores`` does the work."""
@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_scorer(args: argparse.Namespace) -> Scorer:
+def model_scorer(args: argparse.Namespace) -> RewardShaper:
     from rlhf_dist.eval.evaluate import reward_scores
     from rlhf_dist.eval.loading import load_reward_model
 

@@ -99,11 +99,11 @@ class PPOTrainer(RayJob):
 
     def build(self) -> None:
         """The groups and the driver's own trained state (the KL controller), fresh."""
-        from rlhf_dist.rollout import Scorer
+        from rlhf_dist.rollout import RewardShaper
         from rlhf_dist.workers.cluster import create_roles
 
         cfg = self.cfg
-        self.scorer, self.timer, self.drawn = Scorer(cfg.ppo), Timer(), 0
+        self.shaper, self.timer, self.drawn = RewardShaper(cfg.ppo), Timer(), 0
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic,
                                   engine_model=self.engine_model)
@@ -152,7 +152,7 @@ class PPOTrainer(RayJob):
         experience, truncation = self.mask_truncated(experience)
         with self.timer("learn"):
             learn_metrics = self.learn(experience)
-        self.scorer.update_kl(score_metrics["kl/ref_kl"], len(experience))
+        self.shaper.update_kl(score_metrics["kl/ref_kl"], len(experience))
         tokens = float(experience["attention_mask"].sum())
         timings = self.timer.pop()
         elapsed = sum(timings.values()) + sum(sync.values())
@@ -253,7 +253,7 @@ class PPOTrainer(RayJob):
         experience = experience.with_(**fields)
         from rlhf_dist.rollout import compute_advantages
 
-        experience, metrics = self.scorer(experience)
+        experience, metrics = self.shaper(experience)
         experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.n_samples)
         if self.cfg.ppo.overlong_buffer:
             metrics["reward/overlong_penalty_mean"] = float(
@@ -335,11 +335,12 @@ class PPOTrainer(RayJob):
 
     # ------------------------------------------------------------------ state
     def driver_state(self) -> Dict[str, Any]:
-        return {"iteration": self.step, "scorer": self.scorer.state_dict(),
+        return {"iteration": self.step, "reward_shaping": self.shaper.state_dict(),
                 "prompt_batches": self.drawn}
 
     def load_driver_state(self, state: Dict[str, Any]) -> None:
-        self.scorer.load_state_dict(state["scorer"])
+        # "scorer": the key of checkpoints written before the RewardShaper had its name
+        self.shaper.load_state_dict(state.get("reward_shaping", state.get("scorer")))
         self.drawn = state.get("prompt_batches", state["iteration"])
 
     def teardown(self) -> None:

@@ -1,4 +1,4 @@
-"""Scorer: hand-computed token rewards, reward clipping, the KL controller."""
+"""RewardShaper: hand-computed token rewards, reward clipping, the KL controller."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout import Scorer
+from rlhf_dist.rollout import RewardShaper
 
 
 def ragged():
@@ -20,8 +20,8 @@ def ragged():
 
 
 def test_token_rewards_by_hand():
-    scorer = Scorer(PPOConfig(kl_coef=0.1, kl_estimator="k1"))
-    out, metrics = scorer(ragged())
+    shaper = RewardShaper(PPOConfig(kl_coef=0.1, kl_estimator="k1"))
+    out, metrics = shaper(ragged())
     # r_t = -0.1 * KL_t, plus the score on the last action
     expected = torch.tensor([[0.0, -0.05, 0.1 + 1.0, 0.0], [0.0, 0.0, -0.05, 0.1 - 2.0]])
     assert torch.allclose(out["token_rewards"], expected, atol=1e-7)
@@ -33,8 +33,8 @@ def test_token_rewards_by_hand():
 
 
 def test_k3_estimator_and_reward_clip():
-    scorer = Scorer(PPOConfig(kl_coef=0.1, kl_estimator="k3", reward_clip=1.5))
-    out, metrics = scorer(ragged())
+    shaper = RewardShaper(PPOConfig(kl_coef=0.1, kl_estimator="k3", reward_clip=1.5))
+    out, metrics = shaper(ragged())
     k3 = lambda old, ref: math.exp(ref - old) - (ref - old) - 1  # noqa: E731
     r = out["token_rewards"]
     assert r[0, 1].item() == pytest.approx(-0.1 * k3(-1.0, -1.5))
@@ -47,21 +47,21 @@ def test_k3_estimator_and_reward_clip():
 
 def test_adaptive_controller_follows_ppo_formula_and_round_trips():
     ppo = PPOConfig(kl_coef=0.1, kl_controller="adaptive", kl_target=6.0, kl_horizon=100)
-    scorer = Scorer(ppo)
-    scorer.update_kl(9.0, n_steps=10)  # e = clip(9/6 - 1, ±0.2) = 0.2
-    assert scorer.kl_coef == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
-    scorer.update_kl(5.4, n_steps=10)  # e = -0.1
-    assert scorer.kl_coef == pytest.approx(0.102 * (1 - 0.1 * 10 / 100))
-    _, metrics = scorer(ragged())
+    shaper = RewardShaper(ppo)
+    shaper.update_kl(9.0, n_steps=10)  # e = clip(9/6 - 1, ±0.2) = 0.2
+    assert shaper.kl_coef == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    shaper.update_kl(5.4, n_steps=10)  # e = -0.1
+    assert shaper.kl_coef == pytest.approx(0.102 * (1 - 0.1 * 10 / 100))
+    _, metrics = shaper(ragged())
     assert metrics["kl/coef"] == pytest.approx(0.10098)
-    fresh = Scorer(ppo)
-    fresh.load_state_dict(scorer.state_dict())
-    assert fresh.kl_coef == scorer.kl_coef
-    fixed = Scorer(PPOConfig(kl_coef=0.1))
+    fresh = RewardShaper(ppo)
+    fresh.load_state_dict(shaper.state_dict())
+    assert fresh.kl_coef == shaper.kl_coef
+    fixed = RewardShaper(PPOConfig(kl_coef=0.1))
     fixed.update_kl(100.0, n_steps=1000)
     assert fixed.kl_coef == 0.1
 
 
 def test_missing_key_named():
     with pytest.raises(KeyError, match=r"lacks key\(s\) \['ref_logprobs'\]"):
-        Scorer(PPOConfig())(ragged().drop(["ref_logprobs"]))
+        RewardShaper(PPOConfig())(ragged().drop(["ref_logprobs"]))

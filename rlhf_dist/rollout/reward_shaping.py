@@ -1,4 +1,4 @@
-"""Scorer: sequence scores + KL penalty to the reference -> per-action token rewards.
+"""RewardShaper: sequence scores + KL penalty to the reference -> per-action token rewards.
 
 Input Batch keys (alignment in :mod:`rlhf_dist.rollout.generate`):
 ``scores`` ``(N,)`` -- the reward model's score (already normalised by the reward worker when
@@ -39,7 +39,7 @@ def _require_keys(batch: Batch, keys, who: str) -> None:
         raise KeyError(f"{who}: batch lacks key(s) {missing}; it has {batch.keys()}")
 
 
-class Scorer:
+class RewardShaper:
     """Holds the KL controller (``ppo.kl_controller`` fixed/adaptive, ``ppo.kl_coef``,
     ``ppo.kl_target``, ``ppo.kl_horizon``) and turns scores into token rewards.
 
@@ -71,7 +71,7 @@ class Scorer:
         ``reward/score_std`` (population std of the clipped scores), ``kl/ref_kl``,
         ``kl/coef`` (β: of the reward's penalty, or of the loss's KL with ``ppo.kl_in_loss``),
         ``response/length_mean``, and ``reward/clip_frac`` when clipping is on."""
-        _require_keys(batch, REQUIRED_KEYS, "Scorer")
+        _require_keys(batch, REQUIRED_KEYS, "RewardShaper")
         raw = batch["scores"].float()
         scores = self.clip_scores(raw)
         mask = batch["action_mask"]
