@@ -56,8 +56,10 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
 
 def _run_trainer(command: str, argv: List[str]) -> int:
     args = _trainer_parser(command).parse_args(argv)
+    # `dpo-ray` is `dpo dpo.mode=ray`: the mode is set so that its checks apply
+    forced = ["dpo.mode=ray"] if command == "dpo-ray" else []
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, list(args.overrides) + forced)
     except ConfigError as err:
         return _report(command, "config error", str(err), 2)
     command = job_of(command, cfg)  # `dpo dpo.mode=ray` is `dpo-ray`

@@ -87,3 +87,31 @@ def test_help_config_lists_what_the_job_reads(job, capsys):
     assert "train.lr: float = 0.0001" in out
     assert ("ppo.clip_eps: float" in out) == (job == "ppo")
     assert ("[ppo does not read it: PPO runs ppo.iterations" in out) == (job == "ppo")
+
+
+def test_unread_data_columns_and_role_tokenizers_by_job():
+    keys = ["data.response_key", "data.chosen_key", "data.messages_key", "data.label_key",
+            "data.max_length", "data.max_prompt_length", "reward_model.tokenizer_path",
+            "model.tokenizer_path"]
+    unread = {job: [k for k, _ in unread_keys(job, keys)] for job in JOBS}
+    assert unread["sft"] == ["data.chosen_key", "data.label_key", "reward_model.tokenizer_path"]
+    assert unread["rm"] == ["data.response_key", "data.messages_key", "data.label_key",
+                            "reward_model.tokenizer_path"]
+    assert unread["ppo"] == ["data.response_key", "data.chosen_key", "data.max_length",
+                             "reward_model.tokenizer_path"]
+    assert unread["pretrain"] == keys[:4] + ["data.max_prompt_length",
+                                             "reward_model.tokenizer_path"]
+    why = dict(unread_keys("ppo", keys))
+    assert why["reward_model.tokenizer_path"] == (
+        "ppo does not read it: every role reads the policy's token ids (model.tokenizer_path)")
+    assert why["data.response_key"] == "ppo does not read it: prompt rows do not have that column"
+
+
+@pytest.mark.parametrize("key", ["dpo.precompute_ref", "dpo.ref_offload"])
+def test_dpo_ray_command_refuses_launcher_only_keys(key, capsys):
+    # `rlhf-dist dpo-ray` is `dpo dpo.mode=ray`: its checks apply (they did not before)
+    assert main(["dpo-ray", f"{key}=true", "deepspeed.zero_stage=3", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "dpo.mode=launcher only" in err
+    assert main(["dpo-ray", "--print-config"]) == 0
+    assert "mode: ray" in capsys.readouterr().out

@@ -65,7 +65,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
     # Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"): GRPO without the
     # division by the group's std, i.e. the mean baseline -- and never whitened afterwards
     # (rollout/advantages.py); its other half, no per-response length normalisation, is the
-    # loss aggregation seq_mean_token_sum
+    # loss aggregation seq_mean_token_sum_norm (token sums over a constant)
     "dr_grpo": mean_baseline,
     "rloo": rloo,
     "group_norm": group_norm,

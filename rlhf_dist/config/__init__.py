@@ -78,6 +78,10 @@ class Config:
                  "dpo.layout=padded or auto")
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
+        _require(not self.dpo.ref_offload or self.dpo.mode == "launcher", "dpo.ref_offload",
+                 "is implemented for dpo.mode=launcher only; on Ray, "
+                 "resources.reference.offload_when_idle moves the reference to CPU memory "
+                 "between its forwards")
         self._check_idle_offload()
         self._check_vllm()
         resume = self.checkpoint.resume

@@ -251,9 +251,8 @@ class DeepSpeedSection:
     bf16: bool = False  # bfloat16 training (DeepSpeed bf16 with fp32 master weights)
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states (and step) on the CPU
     offload_param: bool = False  # ZeRO-3 parameter offload to CPU memory
-    # ZeRO-3: gather whole 16-bit weights when the model is saved
-    gather_16bit_weights_on_save: bool = True
-    # merged last into the DeepSpeed config dict (any DeepSpeed key)
+    # merged last into each DeepSpeed config dict (any DeepSpeed key); frozen models (reference,
+    # reward) take all but the optimiser, scheduler, batch-size and gradient keys
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -342,9 +341,11 @@ class DPOConfig:
     label_smoothing: float = 0.0
     # weight of an NLL loss on the chosen responses added to the DPO loss (RPO)
     nll_coef: float = 0.0
-    # ZeRO-3: keep the frozen reference's shards in CPU memory between uses
+    # (launcher) ZeRO-3: keep the frozen reference's shards in CPU memory between uses
+    # (on Ray: resources.reference.offload_when_idle)
     ref_offload: bool = False
-    # launcher (deepspeed launcher) | ray (actor and reference groups on Ray)
+    # launcher (deepspeed launcher) | ray (actor and reference groups on Ray; what the
+    # rlhf-dist dpo-ray command sets)
     mode: str = "launcher"
     # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
     # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); auto:

@@ -22,6 +22,29 @@ _LAUNCHER = {
     "deepspeed.role_zero_stage": "it sets Ray roles' stages; a launcher job has one model "
                                  "(deepspeed.zero_stage)",
 }
+_OWN_TOKENIZER = "every role reads the policy's token ids (model.tokenizer_path)"
+_FROZEN_TOKENIZERS = {f"{role}.tokenizer_path": _OWN_TOKENIZER
+                      for role in ("ref_model", "reward_model", "critic_model")}
+
+
+def _columns(kind: str, *keys: str) -> Dict[str, str]:
+    """The ``data.*_key`` columns a job's rows (``kind``) never look up."""
+    return {f"data.{key}": f"{kind} rows do not have that column" for key in keys}
+
+
+_PAIR_COLUMNS = ("response_key", "messages_key", "label_key", "extra_keys")
+_PROMPT_ONLY = ("label_key", "extra_keys")
+DATA_UNREAD: Dict[str, Dict[str, str]] = {
+    "pretrain": {**_columns("pretrain (text)", "prompt_key", "response_key", "chosen_key",
+                            "rejected_key", "messages_key", "ranking_key", *_PROMPT_ONLY),
+                 "data.max_prompt_length": "pretrain rows have no prompt"},
+    "sft": _columns("sft", "chosen_key", "rejected_key", "ranking_key", *_PROMPT_ONLY),
+    "rm": _columns("preference", *_PAIR_COLUMNS),
+    "dpo": _columns("preference", *_PAIR_COLUMNS),
+    "ppo": {**_columns("prompt", "response_key", "chosen_key", "rejected_key", "ranking_key"),
+            "data.max_length": "responses are cut at rollout.max_new_tokens (it only bounds "
+                               "data.max_prompt_length)"},
+}
 
 
 @dataclass(frozen=True)
@@ -31,13 +54,16 @@ class JobKeys:
 
 
 JOBS: Dict[str, JobKeys] = {
-    "pretrain": JobKeys(COMMON, dict(_LAUNCHER)),
-    "sft": JobKeys(COMMON + ("sft",), dict(_LAUNCHER)),
-    "rm": JobKeys(COMMON + ("rm",), dict(_LAUNCHER)),
-    "dpo": JobKeys(COMMON + ("ref_model", "dpo"), dict(_LAUNCHER)),
-    "dpo-ray": JobKeys(COMMON + ("ref_model", "dpo") + _RAY, {}),
+    "pretrain": JobKeys(COMMON, {**_LAUNCHER, **DATA_UNREAD["pretrain"]}),
+    "sft": JobKeys(COMMON + ("sft",), {**_LAUNCHER, **DATA_UNREAD["sft"]}),
+    "rm": JobKeys(COMMON + ("rm",), {**_LAUNCHER, **DATA_UNREAD["rm"]}),
+    "dpo": JobKeys(COMMON + ("ref_model", "dpo"), {**_LAUNCHER, **DATA_UNREAD["dpo"],
+                                                   "ref_model.tokenizer_path": _OWN_TOKENIZER}),
+    "dpo-ray": JobKeys(COMMON + ("ref_model", "dpo") + _RAY, {
+        **DATA_UNREAD["dpo"], "ref_model.tokenizer_path": _OWN_TOKENIZER}),
     "ppo": JobKeys(COMMON + ("ref_model", "reward_model", "critic_model", "rollout", "ppo")
                    + _RAY, {
+                       **DATA_UNREAD["ppo"], **_FROZEN_TOKENIZERS,
                        "train.epochs": "PPO runs ppo.iterations prompt batches",
                        "train.max_steps": "PPO runs ppo.iterations prompt batches",
                        "train.eval_every": "PPO has no eval pass (rlhf-dist eval afterwards)",

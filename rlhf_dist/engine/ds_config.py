@@ -13,8 +13,6 @@ def _zero_section(ds: DeepSpeedSection) -> Dict[str, Any]:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
     if ds.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": False}
-    if ds.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = ds.gather_16bit_weights_on_save
     return zero
 
 
@@ -49,14 +47,31 @@ def build_ds_config(ds: DeepSpeedSection, train: TrainConfig, dp_size: int) -> D
     return _merge(config, dict(ds.extra))
 
 
+# Keys of deepspeed.extra that only mean something for a model with an optimiser: a frozen
+# engine's config leaves them out (its batch sizes are ours, it has no optimiser to offload).
+TRAINING_ONLY = ("optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
+                 "gradient_accumulation_steps", "gradient_clipping")
+TRAINING_ONLY_ZERO = ("offload_optimizer",)
+
+
+def _frozen_extra(extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``deepspeed.extra`` without :data:`TRAINING_ONLY` (and ZeRO's optimizer offload)."""
+    out = {key: value for key, value in extra.items() if key not in TRAINING_ONLY}
+    if isinstance(out.get("zero_optimization"), dict):
+        out["zero_optimization"] = {key: value for key, value in out["zero_optimization"].items()
+                                    if key not in TRAINING_ONLY_ZERO}
+    return out
+
+
 def build_frozen_ds_config(ds: DeepSpeedSection, micro_batch_size: int,
                            dp_size: int) -> Dict[str, Any]:
     """Config of a frozen model (reference, reward): no optimizer; ZeRO-3 shards its weights,
-    lower stages keep a full copy per rank (there is no optimizer state to partition)."""
+    lower stages keep a full copy per rank (there is no optimizer state to partition).
+    ``deepspeed.extra`` is merged last, less its training-only keys."""
     zero: Dict[str, Any] = {"stage": 3 if ds.zero_stage == 3 else 0}
     if ds.zero_stage == 3 and ds.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": False}
-    return {
+    config = {
         "train_batch_size": micro_batch_size * dp_size,
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": 1,
@@ -64,3 +79,4 @@ def build_frozen_ds_config(ds: DeepSpeedSection, micro_batch_size: int,
         "bf16": {"enabled": ds.bf16},
         "steps_per_print": 10**9,
     }
+    return _merge(config, _frozen_extra(dict(ds.extra)))

@@ -289,7 +289,9 @@ class ReferenceWorker(_ModelWorker):
 
 
 def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:
-    """The critic defaults to the reward model's weights (a common init), then the policy's."""
+    """The section a scalar role loads: the critic's own ``critic_model`` when it names weights,
+    else the reward model's (a common init), else ``critic_model`` again -- a random model of
+    ``critic_model.tiny`` (tests, the demo)."""
     if role == "reward":
         return cfg.reward_model, "reward_model"
     if cfg.critic_model.name_or_path:

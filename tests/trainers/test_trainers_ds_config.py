@@ -29,20 +29,13 @@ def test_stage2_one_rank_with_optimizer_offload():
         {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}, accum=8)
 
 
-def test_stage3_full_offload_bf16_and_16bit_gather_flag():
-    ds = DeepSpeedSection(zero_stage=3, offload_optimizer=True, offload_param=True, bf16=True,
-                          gather_16bit_weights_on_save=False)
+def test_stage3_full_offload_bf16():
+    ds = DeepSpeedSection(zero_stage=3, offload_optimizer=True, offload_param=True, bf16=True)
     assert build_ds_config(ds, _train(micro_batch_size=4), 4) == _expected(
         {"stage": 3,
          "offload_optimizer": {"device": "cpu", "pin_memory": False},
-         "offload_param": {"device": "cpu", "pin_memory": False},
-         "stage3_gather_16bit_weights_on_model_save": False},
+         "offload_param": {"device": "cpu", "pin_memory": False}},
         micro=4, accum=1, bf16=True)
-
-
-def test_stage3_default_gathers_16bit_weights_on_save():
-    zero = build_ds_config(DeepSpeedSection(zero_stage=3), _train(), 2)["zero_optimization"]
-    assert zero == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
 
 
 def test_extra_is_merged_recursively_and_wins():
@@ -83,3 +76,16 @@ def test_frozen_stage3_offloads_params_when_asked():
     ds = DeepSpeedSection(zero_stage=3, offload_param=True)
     assert build_frozen_ds_config(ds, 4, 1)["zero_optimization"] == {
         "stage": 3, "offload_param": {"device": "cpu", "pin_memory": False}}
+
+
+def test_frozen_config_takes_extra_less_its_training_keys():
+    ds = DeepSpeedSection(zero_stage=3, extra={
+        "optimizer": {"type": "AdamW"}, "gradient_clipping": 0.5, "train_batch_size": 99,
+        "communication_data_type": "fp32",
+        "zero_optimization": {"stage3_prefetch_bucket_size": 1000,
+                              "offload_optimizer": {"device": "cpu"}}})
+    config = build_frozen_ds_config(ds, micro_batch_size=2, dp_size=2)
+    assert config["communication_data_type"] == "fp32"
+    assert config["zero_optimization"] == {"stage": 3, "stage3_prefetch_bucket_size": 1000}
+    assert config["train_batch_size"] == 4 and "optimizer" not in config
+    assert "gradient_clipping" not in config
