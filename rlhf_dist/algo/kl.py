@@ -64,6 +64,13 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (positions * m).argmax(dim=-1)
 
 
+def sequence_end_index(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """Index of each sequence's last token in a padding-free (1, N) row whose tokens carry
+    their sequence's number 0, 1, …, S−1 in order -> (S,) int64 (the packed
+    :func:`last_token_index`)."""
+    return torch.bincount(sequence_ids.reshape(-1)).cumsum(0) - 1
+
+
 def shape_rewards(
     scores: torch.Tensor,
     logprobs: torch.Tensor,

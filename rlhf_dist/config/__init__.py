@@ -70,8 +70,7 @@ class Config:
                  f"{self.deepspeed.zero_stage}")
         flash = [role for role in ("model", "ref_model")
                  if getattr(self, role).attn_implementation == "flash_attention_2"]
-        if self.dpo.layout == "auto":
-            self.dpo.layout = "padded" if flash else "shared_prompt"
+        self._resolve_dpo_layout(flash)
         _require(self.dpo.layout != "shared_prompt" or not flash, "dpo.layout",
                  f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
                  ".attn_implementation=flash_attention_2 does not take: use sdpa, "
@@ -108,6 +107,16 @@ class Config:
         ``model.lora`` policy and no ``ref_model.name_or_path`` of its own.  PPO/GRPO then
         create no reference group and DPO builds no reference copy."""
         return self.model.lora.enabled and self.ref_model.name_or_path is None
+
+    def _resolve_dpo_layout(self, flash) -> None:
+        """``dpo.layout=auto`` -> packed with ``train.padding_free``, else padded under
+        flash-attention-2, else shared_prompt; padding-free batches are the packed layout's."""
+        if self.dpo.layout == "auto":
+            self.dpo.layout = ("packed" if self.train.padding_free else
+                               "padded" if flash else "shared_prompt")
+        _require(self.train.padding_free == (self.dpo.layout == "packed"), "dpo.layout",
+                 f"{self.dpo.layout} with train.padding_free={self.train.padding_free}: "
+                 "padding-free pairs are dpo.layout=packed (leave dpo.layout=auto)")
 
     def _check_lora(self) -> None:
         """Adapters only on trained models, and only with what can train them."""

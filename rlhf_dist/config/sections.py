@@ -196,6 +196,10 @@ class TrainConfig:
     # shuffle, then sort windows of 50 global batches by length and shuffle their batches:
     # less padding, order still fixed by (seed, epoch)
     group_by_length: bool = False
+    # SFT/pretrain/RM/DPO: each micro-batch's sequences concatenated into one row with
+    # restarting position_ids and no padding (flash-attention-2 runs them as varlen
+    # sequences; eager/sdpa a block-diagonal mask); the same losses.  DPO: dpo.layout=packed
+    padding_free: bool = False
     # a NaN/inf loss, gradient norm, reward or advantage: "error" stops naming the step, role
     # and tensor; "skip_step" drops the step's update and goes on -- at most
     # max_skipped_steps in a row.  A PPO iteration with non-finite experience (rewards,
@@ -348,8 +352,9 @@ class DPOConfig:
     # rlhf-dist dpo-ray command sets)
     mode: str = "launcher"
     # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
-    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); auto:
-    # shared_prompt unless a model uses flash_attention_2
+    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); packed: the
+    # 2B sequences in one row, no padding (train.padding_free); auto: packed with
+    # train.padding_free, else shared_prompt unless a model uses flash_attention_2
     layout: str = "auto"
     # reference log-probs of the training pairs computed in one pass before training
     precompute_ref: bool = False
@@ -361,7 +366,7 @@ class DPOConfig:
                  f"must be in [0, 0.5), got {self.label_smoothing}")
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
         _choice("dpo.mode", self.mode, ["launcher", "ray"])
-        _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded"])
+        _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded", "packed"])
 
 
 @dataclass

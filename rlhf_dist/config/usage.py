@@ -74,6 +74,8 @@ JOBS: Dict[str, JobKeys] = {
                        "train.warmup_ratio": _PPO_TRAIN,
                        "train.min_lr_ratio": _PPO_TRAIN,
                        "train.group_by_length": "PPO prompts are drawn in a seeded order",
+                       "train.padding_free": "rollout batches are left-padded prompts with "
+                                             "their responses",
                    }),
 }
 

@@ -3,9 +3,9 @@
 Pipeline: :func:`select_rows` / :func:`load_rows` (sources) → :mod:`.convert` (row → prompt
 and response texts, configurable keys, chat template) → :mod:`.tokenization` (ids,
 truncation, label masking) → ``build_*_dataset`` (eager, with bad-row handling) →
-collators (padded torch tensors).  The conversation format is documented in
-:mod:`.formatting`; the built-in toy task (the rows when no path is given) and its tokenizer
-are :mod:`rlhf_dist.toy`.
+collators (padded torch tensors, or padding-free rows: :mod:`.packing`).  The conversation
+format is documented in :mod:`.formatting`; the built-in toy task (the rows when no path is
+given) and its tokenizer are :mod:`rlhf_dist.toy`.
 
 Importing this package is cheap: ``torch``, ``datasets`` and ``transformers`` are imported
 on first use.
@@ -20,9 +20,11 @@ from .collate import (
     PromptCollator,
     SFTCollator,
     SharedPromptCollator,
+    lm_collator,
     pad,
     shared_prompt_attention_mask,
 )
+from .packing import PackedLMCollator, PackedPairCollator, is_packed, pack
 from .convert import (
     Renderer, RowKeys, preference_texts, prompt_text, ranking_pair_order, sft_text,
     split_transcripts,
@@ -36,10 +38,12 @@ from .tokenization import IGNORE_INDEX, Encoder, join_response, truncate_left
 
 __all__ = [
     "ASSISTANT", "CHAT_TEMPLATE", "DataError", "DataFileNotFoundError", "EXAMPLE_KINDS", "Encoder",
-    "HUMAN", "IGNORE_INDEX", "PAIR_COLLATORS", "PreferenceCollator", "PromptCollator", "Renderer",
+    "HUMAN", "IGNORE_INDEX", "PAIR_COLLATORS", "PackedLMCollator", "PackedPairCollator",
+    "PreferenceCollator", "PromptCollator", "Renderer",
     "RowError", "RowKeys", "RowSet", "SFTCollator", "SharedPromptCollator", "TokenizedDataset",
     "build_dataset", "build_lm_dataset", "build_preference_dataset", "build_prompt_dataset",
-    "build_sft_dataset", "classify_path", "holdout_split", "join_response", "load_rows", "pad",
+    "build_sft_dataset", "classify_path", "holdout_split", "is_packed", "join_response",
+    "lm_collator", "load_rows", "pack", "pad",
     "preference_datasets", "preference_texts", "prompt_text", "ranking_pair_order",
     "render_messages", "render_prompt", "render_response", "select_rows", "sft_text",
     "shared_prompt_attention_mask", "split_transcripts", "tokenize_rows", "truncate_left",

@@ -174,7 +174,8 @@ def build_preference_dataset(data_cfg, tokenizer, split: str = "train",
 
 def preference_datasets(data_cfg, tokenizer, layout: str = "padded"):
     """(train, eval or None, collator) of preference pairs -- RM, DPO and DPO on Ray; the
-    collator of ``layout`` (:data:`~.collate.PAIR_COLLATORS`; the RM scores padded rows)."""
+    collator of ``layout`` (:data:`~.collate.PAIR_COLLATORS`; the RM scores padded or packed
+    rows)."""
     from .collate import PAIR_COLLATORS
 
     return (build_preference_dataset(data_cfg, tokenizer, split="train"),

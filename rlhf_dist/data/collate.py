@@ -7,6 +7,8 @@
   ``attention_mask``, ``labels`` (B, T each doubled to 2B), so one forward scores both.
 * :class:`SharedPromptCollator` — B rows ``prompt + chosen + rejected``, one per pair, so
   the prompt is computed once; :func:`shared_prompt_attention_mask` gives its 4D mask.
+* :class:`~.packing.PackedLMCollator` / :class:`~.packing.PackedPairCollator` — no padding:
+  a micro-batch's sequences in one row (``train.padding_free``, :mod:`.packing`).
 * :class:`PromptCollator` — LEFT-padded ``input_ids`` and ``attention_mask`` (generation
   continues from the last column), plus ``prompts`` (list of str) and ``kinds`` when every
   example has a ``kind``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from .packing import PackedLMCollator, PackedPairCollator
 from .tokenization import IGNORE_INDEX
 
 
@@ -160,4 +163,10 @@ class PromptCollator(_Collator):
 
 # The collator of each DPO/RM pair layout (``dpo.layout``), by name; the model side of each
 # layout is ``rlhf_dist.objectives.PAIR_LAYOUTS`` of the same name.
-PAIR_COLLATORS = {"padded": PreferenceCollator, "shared_prompt": SharedPromptCollator}
+PAIR_COLLATORS = {"padded": PreferenceCollator, "shared_prompt": SharedPromptCollator,
+                  "packed": PackedPairCollator}
+
+
+def lm_collator(pad_token_id: int, padding_free: bool = False) -> _Collator:
+    """SFT / pretraining batches: right-padded rows, or one packed row (``train.padding_free``)."""
+    return (PackedLMCollator if padding_free else SFTCollator)(pad_token_id)

@@ -29,15 +29,27 @@ def model_dtype(model) -> "torch.dtype":
     return getattr(model, "module", model).dtype
 
 
+def forward_positions(attention_mask: Optional["torch.Tensor"],
+                      position_ids: Optional["torch.Tensor"]) -> "torch.Tensor":
+    """The position ids a forward takes: given ones, else derived from ``attention_mask``.
+    A padding-free batch (``data.packing``) has no mask, only its restarting positions."""
+    if position_ids is not None:
+        return position_ids
+    if attention_mask is None:
+        raise ValueError("a forward needs an attention_mask or, for a padding-free batch, "
+                         "position_ids")
+    return position_ids_from_mask(attention_mask)
+
+
 def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
-                     attention_mask: "torch.Tensor",
+                     attention_mask: Optional["torch.Tensor"],
                      position_ids: Optional["torch.Tensor"] = None) -> "torch.Tensor":
     """Logits ``(B, T, V)`` of a causal LM, positions derived from ``attention_mask``.
 
-    Works for right and left padding alike; no KV cache is built.
+    Works for right and left padding alike, and for a padding-free row (no mask, positions
+    restarting at each sequence); no KV cache is built.
     """
-    if position_ids is None:
-        position_ids = position_ids_from_mask(attention_mask)
+    position_ids = forward_positions(attention_mask, position_ids)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False)
     return out.logits

@@ -137,16 +137,16 @@ class ScalarHeadMixin:
         record = getattr(self.config, RECORD_KEY)
         record["score_mean"], record["score_std"] = mean, std
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                 position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-token scalars ``(B, T)`` in float32 (values of padding positions are meaningless).
 
-        Positions come from ``attention_mask`` so left padding does not shift them.
+        Positions come from ``attention_mask`` so left padding does not shift them; a
+        padding-free row passes no mask and its own ``position_ids``.
         """
-        from rlhf_dist.models.causal_lm import position_ids_from_mask
+        from rlhf_dist.models.causal_lm import forward_positions
 
-        if position_ids is None:
-            position_ids = position_ids_from_mask(attention_mask)
+        position_ids = forward_positions(attention_mask, position_ids)
         backbone = getattr(self, self.base_model_prefix)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False).last_hidden_state

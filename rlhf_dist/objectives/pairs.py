@@ -4,11 +4,15 @@ rejected response.
 
 * ``padded`` — 2B rows, chosen first (:class:`~rlhf_dist.data.PreferenceCollator`): every
   pair's prompt is computed twice; works with any attention implementation.
+* ``packed`` — ONE row of the 2B sequences, chosen first, no padding and no mask
+  (:class:`~rlhf_dist.data.PackedPairCollator`, ``train.padding_free``): position ids that
+  restart at each sequence keep them apart (flash-attention-2 varlen, or a block-diagonal
+  mask under eager/sdpa).
 * ``shared_prompt`` — B rows ``prompt + chosen + rejected`` with a 4D attention mask
   (:class:`~rlhf_dist.data.SharedPromptCollator`): the prompt is computed once.  Needs an
   attention that takes a 4D mask (eager, sdpa; not flash-attention-2).
 
-Both give the same log-probs up to float rounding.  ``rows``/``split_rows`` carry one value
+All give the same log-probs up to float rounding.  ``rows``/``split_rows`` carry one value
 per response in a per-row tensor of the layout's batch (how the Ray reference group hands
 reference log-probs to the actor group).
 """
@@ -69,6 +73,36 @@ class PaddedPairs:
         return int(batch["attention_mask"].sum())
 
 
+class PackedPairs:
+    """One row of the 2B sequences ``chosen_1..chosen_B, rejected_1..rejected_B``; each
+    response's log-probs are read back as a row of a (2B, N−1) masked table."""
+
+    def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
+        from rlhf_dist.models import causal_lm_logits
+
+        logits = causal_lm_logits(model, batch["input_ids"], None, batch["position_ids"])
+        logps, mask = shifted_token_logps(logits, batch["labels"])  # (1, N-1)
+        owner = batch["sequence_ids"][:, 1:]  # the sequence of each predicted token
+        sequences = torch.arange(2 * self.num_pairs(batch), device=owner.device)[:, None]
+        masks = mask & (owner == sequences)  # (2B, N-1): row s scores sequence s's tokens
+        table = logps * masks
+        half = masks.shape[0] // 2
+        return PairLogps(table[:half], masks[:half], table[half:], masks[half:])
+
+    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        return torch.cat([chosen, rejected])[None]  # (1, 2B): the batch's one row
+
+    def split_rows(self, values: torch.Tensor) -> Pair:
+        half = values.shape[1] // 2
+        return values[0, :half], values[0, half:]
+
+    def num_pairs(self, batch) -> int:
+        return (int(batch["sequence_ids"][0, -1]) + 1) // 2
+
+    def num_tokens(self, batch) -> int:
+        return int(batch["input_ids"].numel())
+
+
 class SharedPromptPairs:
     """B rows ``prompt + chosen + rejected``; a 4D mask hides the chosen tokens from the
     rejected ones (``config`` refuses it with flash-attention-2)."""
@@ -111,4 +145,5 @@ def _check_no_sliding_window(model, length: int) -> None:
                          f"dpo.layout=padded")
 
 
-PAIR_LAYOUTS = {"padded": PaddedPairs(), "shared_prompt": SharedPromptPairs()}
+PAIR_LAYOUTS = {"padded": PaddedPairs(), "shared_prompt": SharedPromptPairs(),
+                "packed": PackedPairs()}

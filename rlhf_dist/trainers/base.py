@@ -46,8 +46,10 @@ class LauncherTrainer(Job):
         raise NotImplementedError
 
     def count_tokens(self, batch: dict) -> int:
-        """Tokens of a micro-batch for ``perf/tokens_per_s``."""
-        return int(batch["attention_mask"].sum())
+        """Tokens of a micro-batch for ``perf/tokens_per_s`` (a padding-free row has no
+        padding, nor a mask)."""
+        mask = batch.get("attention_mask")
+        return int(batch["input_ids"].numel() if mask is None else mask.sum())
 
     def before_export(self) -> Optional[Metrics]:
         """Last chance to touch the trained model (e.g. RM score statistics); metrics to

@@ -11,11 +11,11 @@ class PretrainTrainer(SFTTrainer):
     job = "pretrain"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import SFTCollator, build_lm_dataset
+        from rlhf_dist.data import build_lm_dataset, lm_collator
 
         train = build_lm_dataset(self.cfg.data, tokenizer, split="train")
         evals = build_lm_dataset(self.cfg.data, tokenizer, split="eval")
-        return train, evals, SFTCollator(tokenizer.pad_token_id)
+        return train, evals, lm_collator(tokenizer.pad_token_id, self.cfg.train.padding_free)
 
 
 def run(cfg: Config):

@@ -17,7 +17,8 @@ class RMTrainer(LauncherTrainer):
     job = "rm"
 
     def build_datasets(self, tokenizer):
-        return preference_datasets(self.cfg.data, tokenizer)
+        layout = "packed" if self.cfg.train.padding_free else "padded"
+        return preference_datasets(self.cfg.data, tokenizer, layout)
 
     def build_model(self, tokenizer):
         from rlhf_dist.models import load_scalar_model
@@ -25,9 +26,14 @@ class RMTrainer(LauncherTrainer):
         return load_scalar_model(self.cfg.model, tokenizer, role="reward", field_prefix="model")
 
     def _forward_scores(self, batch) -> torch.Tensor:
-        """Scores at the last real token, through the DeepSpeed engine's forward (ZeRO hooks)."""
-        from rlhf_dist.algo import last_token_index
+        """Scores at each sequence's last token (2B: chosen first), through the DeepSpeed
+        engine's forward (ZeRO hooks); of padded rows or of one padding-free row."""
+        from rlhf_dist.algo import last_token_index, sequence_end_index
+        from rlhf_dist.data import is_packed
 
+        if is_packed(batch):
+            values = self.engine(batch["input_ids"], None, batch["position_ids"])
+            return values[0, sequence_end_index(batch["sequence_ids"])]
         values = self.engine(batch["input_ids"], batch["attention_mask"])
         return values.gather(-1, last_token_index(batch["attention_mask"])[:, None]).squeeze(-1)
 

@@ -12,14 +12,14 @@ class SFTTrainer(LauncherTrainer):
     job = "sft"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import SFTCollator, build_sft_dataset
+        from rlhf_dist.data import build_sft_dataset, lm_collator
 
         data = self.cfg.data
         train = build_sft_dataset(data, tokenizer, split="train",
                                   train_on_prompt=self.cfg.sft.train_on_prompt)
         evals = build_sft_dataset(data, tokenizer, split="eval",
                                   train_on_prompt=self.cfg.sft.train_on_prompt)
-        return train, evals, SFTCollator(tokenizer.pad_token_id)
+        return train, evals, lm_collator(tokenizer.pad_token_id, self.cfg.train.padding_free)
 
     def build_model(self, tokenizer):
         from rlhf_dist.models import load_causal_lm
@@ -29,7 +29,8 @@ class SFTTrainer(LauncherTrainer):
     def _loss(self, batch):
         from rlhf_dist.models import causal_lm_logits
 
-        logits = causal_lm_logits(self.engine, batch["input_ids"], batch["attention_mask"])
+        logits = causal_lm_logits(self.engine, batch["input_ids"], batch.get("attention_mask"),
+                                  batch.get("position_ids"))
         return sft_loss(logits, batch["labels"])
 
     def micro_batch_loss(self, batch):

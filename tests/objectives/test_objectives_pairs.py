@@ -1,15 +1,14 @@
-"""Preference-pair layouts: the shared-prompt row (prompt + chosen + rejected, 4D mask) gives
-the padded layout's log-probs, NLL and DPO loss; the collator's row and mask checked by hand."""
+"""Preference-pair layouts: the shared-prompt row (prompt + chosen + rejected, 4D mask) and the
+packed row (2B sequences, no padding) give the padded layout's log-probs, NLL, DPO loss and
+gradient; the shared-prompt collator's row and mask checked by hand."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from rlhf_dist.config import DPOConfig, ModelConfig, TinyModelConfig
-from rlhf_dist.data import SharedPromptCollator, shared_prompt_attention_mask
-from rlhf_dist.objectives import dpo_batch_loss, reference_rows
-from rlhf_dist.data import PAIR_COLLATORS
-from rlhf_dist.objectives import PAIR_LAYOUTS
+from rlhf_dist.data import PAIR_COLLATORS, SharedPromptCollator, shared_prompt_attention_mask
+from rlhf_dist.objectives import PAIR_LAYOUTS, dpo_batch_loss, reference_rows
 
 X = -100
 
@@ -78,7 +77,7 @@ def _pairs(tokenizer, count=6):
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
-def test_shared_prompt_equals_padded(tokenizer, attn, loss_type):
+def test_layouts_equal_padded(tokenizer, attn, loss_type):
     model = _model(tokenizer, attn)
     pairs = _pairs(tokenizer)
     # different lengths inside the batch, so padding and masks matter
@@ -96,14 +95,16 @@ def test_shared_prompt_equals_padded(tokenizer, attn, loss_type):
         loss.backward()
         results[name] = (logps.sequences(), logps.chosen_nll(), metrics,
                          model.model.embed_tokens.weight.grad.clone(), layout.num_tokens(batch))
-    padded, shared = results["padded"], results["shared_prompt"]
-    for a, b in zip(padded[0], shared[0]):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(padded[1], shared[1], atol=1e-5, rtol=1e-5)
-    for key in ("loss", "dpo_loss", "nll", "reward_margin", "chosen_logp"):
-        assert padded[2][key] == pytest.approx(shared[2][key], abs=1e-4)
-    torch.testing.assert_close(padded[3], shared[3], atol=1e-5, rtol=1e-4)
-    assert padded[4] == shared[4]  # the same tokens counted for throughput
+    padded = results.pop("padded")
+    assert set(results) == {"shared_prompt", "packed"}
+    for other in results.values():
+        for a, b in zip(padded[0], other[0]):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(padded[1], other[1], atol=1e-5, rtol=1e-5)
+        for key in ("loss", "dpo_loss", "nll", "reward_margin", "chosen_logp"):
+            assert padded[2][key] == pytest.approx(other[2][key], abs=1e-4)
+        torch.testing.assert_close(padded[3], other[3], atol=1e-5, rtol=1e-4)
+        assert padded[4] == other[4]  # the same tokens counted for throughput
 
 
 def test_layout_auto_takes_padded_rows_under_flash_attention():

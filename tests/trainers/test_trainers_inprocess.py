@@ -4,39 +4,19 @@ logits compared with the live engine's.  Two jobs in one process also prove that
 leaves the process ready for the next (``dist.shutdown`` clears DeepSpeed's cached groups)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from rlhf_dist.config import load_config
-from trainer_helpers import CONFIGS, free_port, read_metrics
+from trainer_helpers import fit_in_process, read_metrics
 
 pytestmark = pytest.mark.slow
-
-
-def _fit_in_process(trainer_cls, job, out, *overrides):
-    """Fit a 1-rank job here; the process environment is restored afterwards."""
-    saved = dict(os.environ)
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
-    try:
-        cfg = load_config(str(CONFIGS / f"{job}.yaml"),
-                          [f"output_dir={out}", "logging.backend=none",
-                           "logging.progress_bar=false", *overrides])
-        trainer = trainer_cls(cfg)
-        trainer.fit()
-        return trainer
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
 def dpo_trainer(tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return _fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo1"),
+    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo1"),
                            "train.max_steps=6", "deepspeed.zero_stage=2")
 
 
@@ -45,7 +25,7 @@ def dpo_padded_precomputed(dpo_trainer, tmp_path_factory):
     """The same DPO job in the other pair layout, reference log-probs precomputed."""
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return _fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo2"),
+    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo2"),
                            "train.max_steps=6", "deepspeed.zero_stage=2", "dpo.layout=padded",
                            "dpo.precompute_ref=true")
 
@@ -54,7 +34,7 @@ def dpo_padded_precomputed(dpo_trainer, tmp_path_factory):
 def sft_trainer(dpo_padded_precomputed, tmp_path_factory):  # after the DPO job, in the same process
     from rlhf_dist.trainers.sft import SFTTrainer
 
-    return _fit_in_process(SFTTrainer, "sft", tmp_path_factory.mktemp("sft1"),
+    return fit_in_process(SFTTrainer, "sft", tmp_path_factory.mktemp("sft1"),
                            "train.max_steps=6", "deepspeed.zero_stage=2")
 
 
@@ -130,8 +110,8 @@ def test_one_rank_zero0_skips_the_gradient_all_reduce_and_trains_the_same(tmp_pa
 
     args = ("train.max_steps=4", "deepspeed.zero_stage=0", "train.train_batch_size=8",
             "train.micro_batch_size=4")
-    skipped = _fit_in_process(DPOTrainer, "dpo", tmp_path / "skip", *args)
-    reduced = _fit_in_process(WithAllReduce, "dpo", tmp_path / "reduce", *args)
+    skipped = fit_in_process(DPOTrainer, "dpo", tmp_path / "skip", *args)
+    reduced = fit_in_process(WithAllReduce, "dpo", tmp_path / "reduce", *args)
     assert not skipped.engine.ds.enable_backward_allreduce
     losses = [[r["train/loss"] for r in read_metrics(t.out) if "train/loss" in r]
               for t in (skipped, reduced)]

@@ -53,6 +53,27 @@ def cli(job: str, out: Path, *overrides: str, timeout: float = 300,
                timeout, env)
 
 
+def fit_in_process(trainer_cls, job: str, out: Path, *overrides: str):
+    """Fit a 1-rank job of ``configs/tiny/JOB.yaml`` inside the test process (real DeepSpeed
+    engines, the trained objects at hand); the process environment is restored afterwards."""
+    import os
+
+    from rlhf_dist.config import load_config
+
+    saved = dict(os.environ)
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    try:
+        cfg = load_config(str(CONFIGS / f"{job}.yaml"),
+                          [f"output_dir={out}", "logging.backend=none", *QUIET, *overrides])
+        trainer = trainer_cls(cfg)
+        trainer.fit()
+        return trainer
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 # --------------------------------------------------------------------------- reading
 
 
