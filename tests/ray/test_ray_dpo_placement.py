@@ -5,7 +5,8 @@ model and ZeRO-3:
 * placement: the actor's and the reference's 2 ranks each run on both nodes, and the job
   still trains (loss falls, the policy moved, the reference did not);
 * equivalence: the two modes log the same losses and eval metrics, step by step, and export
-  the same policy;
+  the same policy -- the Ray run on padding-free batches (``train.padding_free``), the
+  launcher run on padded ones;
 * recovery: DPO on Ray (one node) whose actor rank is SIGKILLed after step 1 rebuilds its
   groups from the step-1 checkpoint by itself and still ends with the launcher's results.
 
@@ -18,6 +19,7 @@ needs ``RAY_AUTH_MODE=token`` (see launch/README.md); job_env passes it through 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 import signal
 
@@ -42,10 +44,12 @@ def dpo_overrides(model_dir) -> tuple:
 @pytest.fixture(scope="module")
 def ray_dpo_run(tiny_model_dir, tmp_path_factory):
     """``rlhf-dist dpo dpo.mode=ray``: actor and reference groups of 2 ranks each, SPREAD, the
-    driver joining a 2-node cluster (2 CPUs per node: one rank of each role per node)."""
+    driver joining a 2-node cluster (2 CPUs per node: one rank of each role per node), on
+    padding-free batches (the launcher run it is compared with pads them)."""
     out = tmp_path_factory.mktemp("dpo") / "ray"
     with two_node_cluster(num_cpus=2) as cluster:
         run = cli("dpo", "dpo", out, *dpo_overrides(tiny_model_dir), "dpo.mode=ray",
+                  "train.padding_free=true",
                   "resources.actor.devices_per_node=2", "resources.reference.devices_per_node=2",
                   "resources.placement_strategy=SPREAD", f"resources.ray_address={cluster.address}",
                   "resources.timeout_s=300")
@@ -93,6 +97,9 @@ def test_spread_group_spans_both_nodes_and_trains(ray_dpo_run, tiny_model_dir):
 
 
 def test_dpo_on_ray_matches_launcher_dpo(ray_dpo_run, launcher_dpo_run):
+    layouts = [yaml.safe_load((run.out / "config.yaml").read_text())["dpo"]["layout"]
+               for run in (ray_dpo_run, launcher_dpo_run)]
+    assert layouts == ["packed", "shared_prompt"]  # padding-free on Ray, padded rows here
     for key in COMPARED:
         ray_values = ray_dpo_run.by_step(key)
         launcher_values = launcher_dpo_run.by_step(key)
