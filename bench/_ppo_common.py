@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import psutil
+from _load import machine_busy_s
 
 
 
@@ -156,14 +157,6 @@ class TreeMeter:
         return time.perf_counter(), self.cpu_by_pid()
 
     @staticmethod
-    def machine_busy_s() -> float:
-        """CPU seconds every process of the machine has used (all cores, all modes but idle
-        and iowait)."""
-        t = psutil.cpu_times()
-        return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq",
-                                                 "steal"))
-
-    @staticmethod
     def cpu_delta(before: Dict[int, float], after: Dict[int, float]) -> Dict[int, float]:
         return {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
 
@@ -176,7 +169,7 @@ class TreeMeter:
         self._refresh()
         self._current = {}
         self._iter_start = self.snapshot()
-        self._busy_start = self.machine_busy_s()
+        self._busy_start = machine_busy_s()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -196,7 +189,7 @@ class TreeMeter:
         deltas = self.cpu_delta(cpu0, cpu1)
         record = {"time_s": wall1 - wall0, "cpu_s": sum(deltas.values()), **self._current}
         # CPU that processes outside the case's tree used meanwhile (other jobs on the machine)
-        record["foreign_cpu_s"] = max(self.machine_busy_s() - self._busy_start
+        record["foreign_cpu_s"] = max(machine_busy_s() - self._busy_start
                                       - record["cpu_s"], 0.0)
         for pid, cpu in deltas.items():
             key = f"cpu_by/{self.label_of(pid)}"

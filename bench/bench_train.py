@@ -25,11 +25,15 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
 
 ``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
 pair layout, the default shared-prompt layout, + ``train.group_by_length``, + precomputed
-reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base);
-``default`` and ``lora`` apply to SFT too; each record names its ``variant``, and
-``train_lora_ratio`` lines compare LoRA with full fine-tuning (tokens per CPU-second, per-rank
-parameter + optimizer + reference-copy MiB).  ``--repeats R`` runs the whole list R times (TRL
-after each pass), and the ratio lines use medians over the repeats.
+reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base,
+``packed``: ``train.padding_free``); ``default``, ``lora`` and ``packed`` apply to SFT too;
+each record names its ``variant``, and ``train_variant_ratio`` lines compare each variant
+with ``default`` (tokens per CPU-second and per second, per-rank parameter + optimizer +
+reference-copy MiB).  ``--repeats R`` runs the whole list R times (TRL after each pass); the
+ratio lines use medians over the repeats and give the spread of the repeat-paired ratios
+(``spread_*``: min / median / max).  Each record carries ``foreign_cores``, the CPU other
+processes used while it ran (``bench/_load.py``); a ratio whose lines saw more than 0.2
+cores of it says ``"unreliable": true``.
 
 Memory per rank: ``peak_rss_mb_per_rank`` (``ru_maxrss`` at the end of the run, imports
 included), and the parameter / optimizer MiB each rank holds (``_rank_entry.py`` explains the
@@ -52,6 +56,10 @@ from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _load import ForeignLoad, pair_spread  # noqa: E402
+
 CONFIG = HERE / "train_config.yaml"
 TRL_TARGET = 1.5
 # DPO variants: overrides on top of the workload (the default layout is shared_prompt)
@@ -62,8 +70,10 @@ VARIANTS = {
     "grouped+precomputed": ["train.group_by_length=true", "dpo.precompute_ref=true"],
     # LoRA adapters on every linear layer (SFT and DPO; DPO's reference = the adapter-free base)
     "lora": ["model.lora.r=16", "model.lora.alpha=32"],
+    # each micro-batch's sequences in one row, no padding (SFT and DPO: dpo.layout=packed)
+    "packed": ["train.padding_free=true"],
 }
-SFT_VARIANTS = ("default", "lora")  # the variants that apply to SFT too
+SFT_VARIANTS = ("default", "lora", "packed")  # the variants that apply to SFT too
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -211,8 +221,10 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
                   overrides(args, job, zero, ranks, out) + VARIANTS[variant])
     print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     start, load = time.perf_counter(), os.getloadavg()[0]
-    code = run_logged(cmd, env, out / "bench.log", args.timeout)
+    with ForeignLoad() as foreign:
+        code = run_logged(cmd, env, out / "bench.log", args.timeout)
     record["run_wall_s"] = round(time.perf_counter() - start, 2)
+    record["foreign_cores"] = round(foreign.cores, 3)
     ranks_stats = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
     if code != 0 or len(ranks_stats) != ranks or not (out / "metrics.jsonl").exists():
         record.update(error=f"exit code {code}, {len(ranks_stats)}/{ranks} rank stats",
@@ -285,7 +297,8 @@ def run_trl(args, repeat: int = 0, precompute: bool = False) -> Optional[dict]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads_per_rank(args, 1)), PYTHONUNBUFFERED="1")
     print(f"[bench] trl: {' '.join(cmd)}", file=sys.stderr, flush=True)
     start, load = time.perf_counter(), os.getloadavg()[0]
-    code = run_logged(cmd, env, out / "bench.log", args.timeout)
+    with ForeignLoad() as foreign:
+        code = run_logged(cmd, env, out / "bench.log", args.timeout)
     lines = [line for line in tail(out / "bench.log", 400).splitlines()
              if line.startswith('{"bench": "train"')]
     if code != 0 or not lines:
@@ -295,7 +308,7 @@ def run_trl(args, repeat: int = 0, precompute: bool = False) -> Optional[dict]:
         return None
     record = json.loads(lines[-1])
     record.update(repeat=repeat, run_wall_s=round(time.perf_counter() - start, 2),
-                  loadavg_1m_start=round(load, 2))
+                  loadavg_1m_start=round(load, 2), foreign_cores=round(foreign.cores, 3))
     emit(record)
     return record
 
@@ -318,7 +331,8 @@ def _median_of(records: List[dict], key: str) -> Optional[float]:
 
 def ratio_lines(ours: List[dict], trls: List[dict], trl_label: str = "") -> None:
     """rlhf_dist DPO (1 rank, each ZeRO stage and variant) over TRL, per metric, medians over
-    repeats."""
+    repeats; the spread of the repeat-paired ratios (TRL runs right after each pass) and the
+    load flag of :func:`_load.pair_spread`."""
     if not trls:
         return
     cases = sorted({(r["zero"], r["variant"]) for r in ours
@@ -333,7 +347,15 @@ def ratio_lines(ours: List[dict], trls: List[dict], trl_label: str = "") -> None
             a, b = _median_of(mine, key), _median_of(trls, key)
             if a is not None and b:
                 line[f"ratio_{key}"] = a / b
+        line.update(_spreads(mine, trls))
         emit(line)
+
+
+def _spreads(a: List[dict], b: List[dict]) -> dict:
+    """Repeat-paired ratios of ``a`` over ``b`` per CPU-second and in wall time."""
+    keys = [k for k in ("tokens_per_cpu_s", "tokens_per_s")
+            if all(k in r for r in a + b)]
+    return {f"spread_{k}": pair_spread(a, b, k) for k in keys} if a and b else {}
 
 
 def memory_ratio_lines(ours: List[dict]) -> None:
@@ -350,32 +372,31 @@ def memory_ratio_lines(ours: List[dict]) -> None:
               "ratio_without_fp32_master": _held(rec, master=False) / _held(base, master=False)})
 
 
-def lora_ratio_lines(ours: List[dict]) -> None:
-    """LoRA over full fine-tuning, per job, ZeRO stage and rank count: tokens per CPU-second
-    (median of the repeats, and min/median/max of the repeat-paired ratios) and per-rank
-    parameter + optimizer (+ DPO reference copy) MiB."""
-    def by_repeat(case: tuple, variant: str) -> Dict[int, dict]:
-        return {r["repeat"]: r for r in ours
-                if (r["job"], r["zero"], r["ranks"], r["variant"]) == (*case, variant)}
+def variant_ratio_lines(ours: List[dict]) -> None:
+    """Each variant over ``default``, per job, ZeRO stage and rank count: tokens per
+    CPU-second and per second (medians of the repeats, and the repeat-paired spread) and
+    per-rank parameter + optimizer (+ DPO reference copy) MiB."""
+    def records(case: tuple, variant: str) -> List[dict]:
+        return [r for r in ours if (r["job"], r["zero"], r["ranks"], r["variant"]) ==
+                (*case, variant)]
 
     def held(rec: dict) -> float:
         return _held(rec) + max(rec.get("ref_param_mb_per_rank") or [0.0])
 
-    cases = sorted({(r["job"], r["zero"], r["ranks"]) for r in ours if r["variant"] == "lora"})
-    for job, zero, ranks in cases:
-        lora, full = by_repeat((job, zero, ranks), "lora"), by_repeat((job, zero, ranks),
-                                                                      "default")
-        pairs = [lora[k]["tokens_per_cpu_s"] / full[k]["tokens_per_cpu_s"]
-                 for k in sorted(lora) if k in full]
-        if not pairs:
+    cases = sorted({(r["job"], r["zero"], r["ranks"], r["variant"]) for r in ours
+                    if r["variant"] != "default"})
+    for job, zero, ranks, variant in cases:
+        mine, base = records((job, zero, ranks), variant), records((job, zero, ranks),
+                                                                   "default")
+        if not base:
             continue
-        emit({"bench": "train_lora_ratio", "job": job, "zero": zero, "ranks": ranks,
-              "repeats": len(pairs),
-              "ratio_tokens_per_cpu_s": _median_of(list(lora.values()), "tokens_per_cpu_s") /
-              _median_of(list(full.values()), "tokens_per_cpu_s"),
-              "pair_ratios_min_median_max": [min(pairs), statistics.median(pairs), max(pairs)],
-              "lora_held_mb": held(lora[min(lora)]), "full_held_mb": held(full[min(full)]),
-              "ratio_held_mb": held(lora[min(lora)]) / held(full[min(full)])})
+        line = {"bench": "train_variant_ratio", "job": job, "zero": zero, "ranks": ranks,
+                "variant": variant, "vs": "default", "repeats": len(mine)}
+        for key in ("tokens_per_cpu_s", "tokens_per_s"):
+            line[f"ratio_{key}"] = _median_of(mine, key) / _median_of(base, key)
+        line.update(_spreads(mine, base), held_mb=held(mine[0]), default_held_mb=held(base[0]),
+                    ratio_held_mb=held(mine[0]) / held(base[0]))
+        emit(line)
 
 
 def _held(rec: dict, master: bool = True) -> float:
@@ -409,7 +430,7 @@ def main(argv=None) -> int:
     ratio_lines([r for r in ours if "precomputed" in r.get("variant", "")], trls_precomputed,
                 " precompute_ref_log_probs")
     memory_ratio_lines(ours)
-    lora_ratio_lines(ours)
+    variant_ratio_lines(ours)
     return 0
 
 

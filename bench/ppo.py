@@ -55,6 +55,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _ppo_common as C  # noqa: E402
+from _load import pair_spread  # noqa: E402
 
 CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
          "ray_grpo_vllm", "ray_grpo_lora")
@@ -205,22 +206,6 @@ def spawn(args, case: str, repeat: int, argv: List[str]) -> dict:
 def median_of(records: List[dict], key: str) -> Optional[float]:
     values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
     return statistics.median(values) if values else None
-
-
-FOREIGN_LIMIT = 0.2  # cores of other processes' CPU above which a case's line is unreliable
-
-
-def pair_spread(a: List[dict], b: List[dict], key: str) -> dict:
-    """The ratio of ``key`` within each repeat (the two cases run back to back): min /
-    median / max over the repeats, and whether any of their lines saw more than
-    :data:`FOREIGN_LIMIT` cores of other processes' CPU (``unreliable``)."""
-    by_repeat = {r["repeat"]: r for r in b}
-    pairs = [(r, by_repeat[r["repeat"]]) for r in a if r["repeat"] in by_repeat]
-    ratios = sorted(x[key] / y[key] for x, y in pairs)
-    foreign = [r.get("foreign_cores", 0.0) for pair in pairs for r in pair]
-    return {f"pairs_{key}": ratios, "pair_min": ratios[0], "pair_median":
-            statistics.median(ratios), "pair_max": ratios[-1],
-            "foreign_cores_max": max(foreign), "unreliable": max(foreign) > FOREIGN_LIMIT}
 
 
 def ratio_lines(by_case: Dict[str, List[dict]]) -> List[dict]:

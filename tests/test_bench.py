@@ -48,14 +48,18 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r.get("variant") for r in lines] == ["default", "grouped+precomputed"], done.stdout
-    rec, precomputed = lines
+    assert [(r["bench"], r.get("variant")) for r in lines] == [
+        ("train", "default"), ("train", "grouped+precomputed"),
+        ("train_variant_ratio", "grouped+precomputed")], done.stdout
+    rec, precomputed, ratio = lines
+    assert ratio["ratio_tokens_per_cpu_s"] == pytest.approx(
+        precomputed["tokens_per_cpu_s"] / rec["tokens_per_cpu_s"])
     assert "error" not in rec and "error" not in precomputed, rec.get("log_tail")
     assert "ref_precompute_s" not in rec and precomputed["ref_precompute_s"] > 0
     for key in ("bench", "impl", "job", "zero", "ranks", "steps", "tokens_per_s",
                 "tokens_per_s_median", "tokens_per_s_wall", "tokens_per_cpu_s",
                 "peak_rss_mb_per_rank", "param_mb_per_rank", "optim_mb_per_rank",
-                "ref_param_mb_per_rank"):
+                "ref_param_mb_per_rank", "foreign_cores"):
         assert key in rec, key
     assert (rec["bench"], rec["impl"], rec["job"], rec["zero"], rec["ranks"], rec["steps"]) == \
         ("train", "rlhf_dist", "dpo", 0, 1, 2)
@@ -67,6 +71,45 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
                                                         abs=1e-3)
     assert rec["optim_state_mb_per_rank"][0] == pytest.approx(2 * rec["param_mb_per_rank"][0],
                                                               abs=2e-3)  # MiB rounded to 1e-3
+
+
+def _case(variant, repeat, cpu_rate, wall_rate, held=(1.0, 2.0, 0.5)):
+    return {"job": "dpo", "zero": 0, "ranks": 1, "variant": variant, "repeat": repeat,
+            "tokens_per_cpu_s": cpu_rate, "tokens_per_s": wall_rate, "foreign_cores": 0.0,
+            "param_mb_per_rank": [held[0]], "optim_state_mb_per_rank": [held[1]],
+            "optim_master_mb_per_rank": [held[2]], "ref_param_mb_per_rank": [held[0]]}
+
+
+def test_variant_ratio_lines_pair_each_variant_with_default(capsys):
+    bench = _bench_module()
+    ours = [_case("default", 0, 100.0, 50.0), _case("packed", 0, 120.0, 55.0),
+            _case("default", 1, 200.0, 50.0), _case("packed", 1, 220.0, 60.0),
+            _case("default", 2, 100.0, 40.0), _case("packed", 2, 130.0, 50.0, (1.0, 0.5, 0))]
+    bench.variant_ratio_lines(ours)
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["bench"], line["variant"], line["vs"], line["repeats"]) == \
+        ("train_variant_ratio", "packed", "default", 3)
+    assert line["ratio_tokens_per_cpu_s"] == pytest.approx(130 / 100)  # medians
+    spread = line["spread_tokens_per_cpu_s"]
+    assert spread["pairs_tokens_per_cpu_s"] == pytest.approx([1.1, 1.2, 1.3])
+    assert spread["pair_median"] == pytest.approx(1.2) and spread["unreliable"] is False
+    assert line["spread_tokens_per_s"]["pair_max"] == pytest.approx(1.25)
+    assert line["held_mb"] == line["default_held_mb"] == 4.5  # param + optim + master + ref
+
+
+def test_foreign_load_counts_other_processes_not_the_waited_child():
+    load = _ppo_bench_module("_load")
+    burn = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"]
+    with load.ForeignLoad() as own:  # the measured case: a child that is waited for
+        subprocess.run(burn, check=True)
+    background = subprocess.Popen(burn)  # another job on the machine
+    try:
+        with load.ForeignLoad() as beside:
+            subprocess.run([sys.executable, "-c", "import time; time.sleep(1.0)"], check=True)
+    finally:
+        background.wait()
+    assert beside.cores > 0.5 > own.cores - 0.5  # the background loop: about one core
+    assert beside.cores > own.cores
 
 
 # --------------------------------------------------------------------------- bench/ppo.py
@@ -118,21 +161,21 @@ def test_ppo_summary_leaves_out_warmup_and_divides_sums():
     assert out["cpu_by"] == {"driver": 1.0, "worker_actor": 3.0}
 
 
-def test_ppo_pair_spread_pairs_by_repeat_and_flags_foreign_load():
+def test_pair_spread_pairs_by_repeat_and_flags_foreign_load():
     """Ratios are taken within a repeat (cases run back to back), a repeat one case lacks is
     left out, and a line that saw other processes' CPU above the limit flags the ratio."""
-    ppo = _ppo_bench_module("ppo")
+    load = _ppo_bench_module("_load")
     ours = [{"repeat": 0, "tokens_per_cpu_s": 10.0, "foreign_cores": 0.0},
             {"repeat": 1, "tokens_per_cpu_s": 12.0, "foreign_cores": 0.05},
             {"repeat": 2, "tokens_per_cpu_s": 9.0, "foreign_cores": 0.0}]
     theirs = [{"repeat": 0, "tokens_per_cpu_s": 8.0, "foreign_cores": 0.1},
               {"repeat": 2, "tokens_per_cpu_s": 10.0, "foreign_cores": 0.0}]
-    out = ppo.pair_spread(ours, theirs, "tokens_per_cpu_s")
+    out = load.pair_spread(ours, theirs, "tokens_per_cpu_s")
     assert out["pairs_tokens_per_cpu_s"] == [0.9, 1.25]
     assert (out["pair_min"], out["pair_median"], out["pair_max"]) == (0.9, 1.075, 1.25)
     assert out["foreign_cores_max"] == 0.1 and out["unreliable"] is False
     theirs[1]["foreign_cores"] = 0.3
-    assert ppo.pair_spread(ours, theirs, "tokens_per_cpu_s")["unreliable"] is True
+    assert load.pair_spread(ours, theirs, "tokens_per_cpu_s")["unreliable"] is True
 
 
 def _run_ppo_bench(tmp_path, cases):
