@@ -44,13 +44,13 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
            "--steps", "2", "--warmup", "1", "--batch", "2", "--pairs", "8",
            "--num-prompts", "16", "--hidden", "32", "--layers", "1", "--heads", "2",
            "--intermediate", "64", "--max-length", "64", "--max-prompt-length", "32",
-           "--variants", "default,grouped+precomputed", "--out-dir", str(tmp_path)]
+           "--variants", "default,precomputed", "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [(r["bench"], r.get("variant")) for r in lines] == [
-        ("train", "default"), ("train", "grouped+precomputed"),
-        ("train_variant_ratio", "grouped+precomputed")], done.stdout
+        ("train", "default"), ("train", "precomputed"),
+        ("train_variant_ratio", "precomputed")], done.stdout
     rec, precomputed, ratio = lines
     assert ratio["ratio_tokens_per_cpu_s"] == pytest.approx(
         precomputed["tokens_per_cpu_s"] / rec["tokens_per_cpu_s"])
@@ -59,7 +59,7 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
     for key in ("bench", "impl", "job", "zero", "ranks", "steps", "tokens_per_s",
                 "tokens_per_s_median", "tokens_per_s_wall", "tokens_per_cpu_s",
                 "peak_rss_mb_per_rank", "param_mb_per_rank", "optim_mb_per_rank",
-                "ref_param_mb_per_rank", "foreign_cores"):
+                "ref_param_mb_per_rank", "foreign_cores", "probe_gflops"):
         assert key in rec, key
     assert (rec["bench"], rec["impl"], rec["job"], rec["zero"], rec["ranks"], rec["steps"]) == \
         ("train", "rlhf_dist", "dpo", 0, 1, 2)
