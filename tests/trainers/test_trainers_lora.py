@@ -1,4 +1,4 @@
-"""LoRA runs of the launcher trainers, one rank in this process (``_fit_in_process``):
+"""LoRA runs of the launcher trainers, one rank in this process (``fit_in_process``):
 
 * DPO with the shared reference (no ``ref_model.name_or_path``): no reference copy exists,
   the first loss is exactly ln 2 (policy = reference at the start), the reference log-probs
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from rlhf_dist.utils.checksum import state_checksum
-from test_trainers_inprocess import _fit_in_process, _fresh
-from trainer_helpers import read_metrics, series
+from test_trainers_inprocess import _fresh
+from trainer_helpers import fit_in_process, read_metrics, series
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ LORA = ("model.lora.r=8", "model.lora.alpha=16", "train.lr=2e-3")
 def lora_dpo(tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return _fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("lora_dpo"),
+    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("lora_dpo"),
                            "train.max_steps=6", "deepspeed.zero_stage=2", *LORA)
 
 
@@ -106,7 +106,7 @@ def test_export_merged_and_adapter_give_the_engine_logits(lora_dpo):
 def test_rm_lora_trains_the_value_head_in_full(tmp_path):
     from rlhf_dist.trainers.rm import RMTrainer
 
-    trainer = _fit_in_process(RMTrainer, "rm", tmp_path, "train.max_steps=4",
+    trainer = fit_in_process(RMTrainer, "rm", tmp_path, "train.max_steps=4",
                               "deepspeed.zero_stage=0", *LORA)
     from rlhf_dist.config import ModelConfig
     from rlhf_dist.models import load_scalar_model
@@ -137,7 +137,7 @@ def test_sft_lora_under_zero3_with_checkpointing_learns_and_keeps_the_base(tmp_p
         def before_export(self):  # collective: while the process group is up
             self.base_end = self.engine.state_checksum(base=True)
 
-    trainer = _fit_in_process(Recording, "sft", tmp_path, "train.max_steps=8",
+    trainer = fit_in_process(Recording, "sft", tmp_path, "train.max_steps=8",
                               "deepspeed.zero_stage=3", "model.gradient_checkpointing=true",
                               *LORA)
     assert trainer.engine.zero_stage == 3 and trainer.engine.lora
@@ -152,11 +152,11 @@ def test_lora_resume_is_exact(tmp_path):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
     args = ("deepspeed.zero_stage=2", "train.max_steps=6", *LORA)
-    full = _fit_in_process(DPOTrainer, "dpo", tmp_path / "full", *args,
+    full = fit_in_process(DPOTrainer, "dpo", tmp_path / "full", *args,
                            "checkpoint.save_every=3", "checkpoint.keep_last=5")
     checkpoint = full.out / "checkpoints" / "step_000003"
     assert checkpoint.is_dir()
-    resumed = _fit_in_process(DPOTrainer, "dpo", tmp_path / "resumed", *args,
+    resumed = fit_in_process(DPOTrainer, "dpo", tmp_path / "resumed", *args,
                               f"checkpoint.resume={checkpoint}")
     want, got = (series(read_metrics(t.out), "train/loss") for t in (full, resumed))
     assert sorted(got) == [4, 5, 6]
