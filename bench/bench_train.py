@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_train.py --jobs dpo --zero 3 --ranks 2
     .venv/bin/python bench/bench_train.py --zero 0 --ranks 1 --variants default,lora --repeats 3
     .venv/bin/python bench/bench_train.py --jobs dpo --zero 0 --ranks 1 --with-trl \
-        --variants padded,ungrouped,default,precomputed --trl-precompute
+        --variants padded,default,grouped,grouped+precomputed --trl-precompute
 
 The workload is ``bench/train_config.yaml`` (tiny llama 4 x 256, 256 toy preference pairs, max
 length 128); the flags below override its sizes.  1 rank runs as a plain process, 2 ranks
@@ -24,10 +24,10 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
   seconds a rank waited for a core; CPU time does not).
 
 ``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
-pair layout, the defaults (shared-prompt layout, batches grouped by length),
-``train.group_by_length=false``, + precomputed reference log-probs, ``lora``: LoRA r=16
-adapters, the DPO reference the adapter-free base, ``packed``: ``train.padding_free``);
-``default``, ``lora`` and ``packed`` apply to SFT too; each record names its ``variant``,
+pair layout, the default shared-prompt layout, + ``train.group_by_length``, + precomputed
+reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base,
+``packed``: ``train.padding_free``); ``default``, ``lora`` and ``packed`` apply to SFT too;
+each record names its ``variant``,
 and ``train_variant_ratio`` lines compare each variant with ``default`` (tokens per
 CPU-second and per second, per-rank parameter + optimizer + reference-copy MiB).
 ``--repeats R`` runs the whole list R times (TRL after each pass); the ratio lines use
@@ -64,13 +64,12 @@ from _load import ForeignLoad, pair_spread, speed_probe  # noqa: E402
 
 CONFIG = HERE / "train_config.yaml"
 TRL_TARGET = 1.5
-# DPO variants: overrides on top of the workload (the defaults: the shared_prompt layout,
-# batches grouped by length)
+# DPO variants: overrides on top of the workload (the default layout is shared_prompt)
 VARIANTS = {
     "padded": ["dpo.layout=padded"],
     "default": [],
-    "ungrouped": ["train.group_by_length=false"],
-    "precomputed": ["dpo.precompute_ref=true"],
+    "grouped": ["train.group_by_length=true"],
+    "grouped+precomputed": ["train.group_by_length=true", "dpo.precompute_ref=true"],
     # LoRA adapters on every linear layer (SFT and DPO; DPO's reference = the adapter-free base)
     "lora": ["model.lora.r=16", "model.lora.alpha=32"],
     # each micro-batch's sequences in one row, no padding (SFT and DPO: dpo.layout=packed)
@@ -197,6 +196,18 @@ def run_logged(cmd: List[str], env: Dict[str, str], log: Path, timeout: float) -
             return 124
 
 
+def run_measured(cmd: List[str], env: Dict[str, str], log: Path, timeout: float):
+    """``run_logged`` plus what the machine did meanwhile: (exit code, {run_wall_s,
+    loadavg_1m_start, foreign_cores, probe_gflops: [before, after]})."""
+    probe = speed_probe()
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    with ForeignLoad() as foreign:
+        code = run_logged(cmd, env, log, timeout)
+    return code, {"run_wall_s": round(time.perf_counter() - start, 2),
+                  "loadavg_1m_start": round(load, 2), "foreign_cores": round(foreign.cores, 3),
+                  "probe_gflops": [round(probe, 2), round(speed_probe(), 2)]}
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -223,13 +234,8 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
     cmd = command(args, job, ranks, stats_dir,
                   overrides(args, job, zero, ranks, out) + VARIANTS[variant])
     print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    probe = speed_probe()
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    with ForeignLoad() as foreign:
-        code = run_logged(cmd, env, out / "bench.log", args.timeout)
-    record["run_wall_s"] = round(time.perf_counter() - start, 2)
-    record.update(foreign_cores=round(foreign.cores, 3),
-                  probe_gflops=[round(probe, 2), round(speed_probe(), 2)])
+    code, machine = run_measured(cmd, env, out / "bench.log", args.timeout)
+    record.update(machine)
     ranks_stats = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
     if code != 0 or len(ranks_stats) != ranks or not (out / "metrics.jsonl").exists():
         record.update(error=f"exit code {code}, {len(ranks_stats)}/{ranks} rank stats",
@@ -246,8 +252,7 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
         optim_state_mb_per_rank=per_rank("optim_state_mb"),
         optim_master_mb_per_rank=per_rank("optim_master_mb"),
         param_numel_local=[s["param_numel_local"] for s in ranks_stats],
-        param_numel_total=ranks_stats[0]["param_numel_total"],
-        loadavg_1m_start=round(load, 2))
+        param_numel_total=ranks_stats[0]["param_numel_total"])
     if job == "dpo":
         record["ref_param_mb_per_rank"] = per_rank("ref_param_mb")
         precompute = [r["perf/ref_precompute_s"] for r in read_jsonl(out / "metrics.jsonl")
@@ -301,11 +306,7 @@ def run_trl(args, repeat: int = 0, precompute: bool = False) -> Optional[dict]:
            *(["--precompute-ref"] if precompute else [])]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads_per_rank(args, 1)), PYTHONUNBUFFERED="1")
     print(f"[bench] trl: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    probe = speed_probe()
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    with ForeignLoad() as foreign:
-        code = run_logged(cmd, env, out / "bench.log", args.timeout)
-    probes = [round(probe, 2), round(speed_probe(), 2)]
+    code, machine = run_measured(cmd, env, out / "bench.log", args.timeout)
     lines = [line for line in tail(out / "bench.log", 400).splitlines()
              if line.startswith('{"bench": "train"')]
     if code != 0 or not lines:
@@ -314,9 +315,7 @@ def run_trl(args, repeat: int = 0, precompute: bool = False) -> Optional[dict]:
               "log_tail": tail(out / "bench.log")})
         return None
     record = json.loads(lines[-1])
-    record.update(repeat=repeat, run_wall_s=round(time.perf_counter() - start, 2),
-                  loadavg_1m_start=round(load, 2), foreign_cores=round(foreign.cores, 3),
-                  probe_gflops=probes)
+    record.update(repeat=repeat, **machine)
     emit(record)
     return record
 
@@ -435,7 +434,7 @@ def main(argv=None) -> int:
             if trl is not None:
                 trls_precomputed.append(trl)
     ratio_lines(ours, trls)
-    ratio_lines([r for r in ours if r.get("variant") == "precomputed"], trls_precomputed,
+    ratio_lines([r for r in ours if "precomputed" in r.get("variant", "")], trls_precomputed,
                 " precompute_ref_log_probs")
     memory_ratio_lines(ours)
     variant_ratio_lines(ours)

@@ -193,9 +193,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
     eval_every: int = 0  # evaluate every N optimiser steps (and at the end); 0 = only at the end
     log_every: int = 1  # log the training metrics every N steps
-    # shuffle, then sort windows of 50 global batches by length and shuffle their batches:
-    # less padding, order still fixed by (seed, epoch); false = plain shuffled batches
-    group_by_length: bool = True
+    # shuffle, then sort windows of 50 optimiser steps' batches by length and shuffle those
+    # batches: less padding, order still fixed by (seed, epoch) and the same for any split
+    # of a step over ranks and accumulation
+    group_by_length: bool = False
     # SFT/pretrain/RM/DPO: each micro-batch's sequences concatenated into one row with
     # restarting position_ids and no padding (flash-attention-2 runs them as varlen
     # sequences; eager/sdpa a block-diagonal mask); the same losses.  DPO: dpo.layout=packed

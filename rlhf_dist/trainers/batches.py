@@ -80,10 +80,16 @@ class StepSampler:
                                self.accumulation)
 
     def micro_batches(self, step: int, rank: int) -> List[List[int]]:
-        """Rank ``rank``'s ``accumulation`` micro-batches (example indices) of ``step``."""
+        """Rank ``rank``'s ``accumulation`` micro-batches (example indices) of ``step``.
+
+        Length grouping cuts the order into whole optimiser steps (``world × micro ×
+        accumulation`` examples), so which examples a step trains on does not depend on how
+        it is split over ranks and accumulation (Ray DPO's one rank with accumulation 2
+        sees the launcher's two ranks' examples)."""
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         order = epoch_order(self.num_examples, self.seed, epoch, lengths=self.lengths,
-                            batch_size=self.world_size * self.micro_batch_size)
+                            batch_size=self.world_size * self.micro_batch_size *
+                            self.accumulation)
         micro = rank_micro_batches(order, rank, self.world_size, self.micro_batch_size)
         start = in_epoch * self.accumulation
         return micro[start:start + self.accumulation]

@@ -52,12 +52,35 @@ def test_step_sampler_gives_each_step_its_slice_of_the_epoch_order():
                                         accumulation=2, group_by_length=True)
     assert sampler.lengths == [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
     assert sampler.steps_per_epoch == 3
-    for epoch in (0, 1):
-        order = B.epoch_order(12, 4, epoch, lengths=sampler.lengths, batch_size=2)
+    for epoch in (0, 1):  # grouped by whole steps: 2 ranks x 1 x 2 accumulation
+        order = B.epoch_order(12, 4, epoch, lengths=sampler.lengths, batch_size=4)
         for rank in (0, 1):
             micro = B.rank_micro_batches(order, rank, 2, 1)
             for k in range(3):
                 assert sampler.micro_batches(3 * epoch + k, rank) == micro[2 * k:2 * k + 2]
+
+
+def test_grouped_steps_hold_the_same_examples_however_they_are_split():
+    """8 examples per optimiser step as 1 rank x 8, 1 rank x 4 x 2 accumulation, 2 ranks x 4,
+    2 ranks x 2 x 2 accumulation: each step trains on the same examples, grouped by length."""
+    lengths = [(7 * i) % 23 + 1 for i in range(40)]
+    data = [{"input_ids": [0] * n} for n in lengths]
+
+    def steps(world, micro, accum):
+        sampler = B.StepSampler.for_dataset(data, 3, world, micro, accum, group_by_length=True)
+        return [sorted(i for rank in range(world) for mb in sampler.micro_batches(s, rank)
+                       for i in mb) for s in range(2 * sampler.steps_per_epoch)]
+
+    want = steps(1, 8, 1)
+    assert len(want) == 10 and all(len(step) == 8 for step in want)
+    for split in ((1, 4, 2), (2, 4, 1), (2, 2, 2)):
+        assert steps(*split) == want, split
+    # grouped: a step's lengths spread less than a random step's would
+    spread = [max(lengths[i] for i in s) - min(lengths[i] for i in s) for s in want]
+    plain = B.StepSampler.for_dataset(data, 3, 1, 8, 1, group_by_length=False)
+    plain_spread = [max(lengths[i] for i in plain.micro_batches(s, 0)[0]) -
+                    min(lengths[i] for i in plain.micro_batches(s, 0)[0]) for s in range(5)]
+    assert sum(spread[:5]) < sum(plain_spread)
 
 
 def test_to_device_moves_tensors_and_keeps_the_rest():
