@@ -12,6 +12,9 @@ Keys, each ``(1, N)`` with N the micro-batch's real tokens:
   (with the usual shift it would be predicted from the previous sequence's last token);
 * ``sequence_ids`` — 0, 1, … : which sequence each token belongs to.
 
+The row is transformers' ``DataCollatorWithFlattening`` (with ``return_seq_idx``); this
+module checks the sequences first and adds the pair order.
+
 :class:`PackedLMCollator` packs SFT / pretraining examples; :class:`PackedPairCollator` packs
 preference pairs as the 2B sequences ``chosen_1 … chosen_B, rejected_1 … rejected_B`` (the
 padded layout's row order), for the reward model and ``dpo.layout=packed``.  The losses are
@@ -19,6 +22,7 @@ those of the padded batches up to float rounding (``tests/data/test_data_packing
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Sequence
 
 from .tokenization import IGNORE_INDEX
@@ -26,25 +30,28 @@ from .tokenization import IGNORE_INDEX
 
 def pack(ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> Dict[str, object]:
     """One ``(1, N)`` row of ``ids`` with its ``position_ids``, ``labels`` (−100 at each
-    sequence's first token) and ``sequence_ids`` (see the module)."""
-    import torch
-
-    if not ids or any(len(seq) == 0 for seq in ids):
-        raise ValueError("pack: every sequence needs at least one token")
-    flat_ids, positions, flat_labels, owners = [], [], [], []
+    sequence's first token) and ``sequence_ids`` (see the module): transformers'
+    ``DataCollatorWithFlattening``, which would silently drop an empty sequence (and so
+    misalign a pair), after checking every sequence here."""
+    if not ids:
+        raise ValueError("pack: no sequences")
     for k, (seq, lab) in enumerate(zip(ids, labels)):
+        if len(seq) == 0:
+            raise ValueError(f"pack: sequence {k} is empty; every sequence needs a token")
         if len(lab) != len(seq):
             raise ValueError(f"pack: sequence {k} has {len(seq)} tokens but {len(lab)} labels")
-        flat_ids += seq
-        positions += range(len(seq))
-        flat_labels += [IGNORE_INDEX] + list(lab[1:])
-        owners += [k] * len(seq)
+    row = _flattening()([{"input_ids": list(seq), "labels": list(lab)}
+                         for seq, lab in zip(ids, labels)])
+    return {"input_ids": row["input_ids"], "position_ids": row["position_ids"],
+            "labels": row["labels"], "sequence_ids": row["seq_idx"].long()}
 
-    def row(values):
-        return torch.tensor([values], dtype=torch.long)
 
-    return {"input_ids": row(flat_ids), "position_ids": row(positions),
-            "labels": row(flat_labels), "sequence_ids": row(owners)}
+@functools.lru_cache(maxsize=1)
+def _flattening():
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX,
+                                      return_seq_idx=True)
 
 
 class PackedLMCollator:

@@ -25,6 +25,7 @@ def test_pack_by_hand():
     assert row["sequence_ids"].tolist() == [[0, 0, 0, 1, 1]]
     assert sequence_end_index(row["sequence_ids"]).tolist() == [2, 4]
     assert is_packed(row) and "attention_mask" not in row
+    assert all(row[k].dtype == torch.long for k in row)
 
 
 def test_pair_collator_puts_the_chosen_sequences_first():
@@ -42,7 +43,7 @@ def test_pair_collator_puts_the_chosen_sequences_first():
 def test_pack_names_the_bad_sequence():
     with pytest.raises(ValueError, match="sequence 1 has 2 tokens but 1 labels"):
         pack([[1], [2, 3]], [[1], [3]])
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="sequence 1 is empty"):
         pack([[1], []], [[1], []])
 
 
