@@ -36,6 +36,9 @@ and CPU seconds of the case's whole process tree (for Ray: the driver, the role 
 Ray's own daemons, read from /proc through psutil) — on a shared 2-core machine CPU seconds
 are the steadier measure.  The first ``--warmup`` iterations are left out of the averages.
 Tokens are attention-mask tokens of the iteration's sequences (prompt + response).
+Each case's line also carries ``foreign_cores`` (other processes' CPU during its measured
+iterations) and ``probe_gflops``, the machine's speed before and after it
+(``bench/_load.py``).
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _ppo_common as C  # noqa: E402
-from _load import pair_spread  # noqa: E402
+from _load import pair_spread, speed_probe  # noqa: E402
 
 CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
          "ray_grpo_vllm", "ray_grpo_lora")
@@ -177,6 +180,7 @@ def spawn(args, case: str, repeat: int, argv: List[str]) -> dict:
     env.setdefault("WANDB_MODE", "disabled")
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--run-case", case]
     print(f"[bench/ppo] {case} (repeat {repeat}): log {log}", file=sys.stderr, flush=True)
+    probe = speed_probe()
     start, load = time.perf_counter(), os.getloadavg()[0]
     with open(log, "w") as fh:
         try:
@@ -199,7 +203,8 @@ def spawn(args, case: str, repeat: int, argv: List[str]) -> dict:
     else:
         record = lines[-1]
     record.update(repeat=repeat, run_wall_s=round(time.perf_counter() - start, 1),
-                  loadavg_1m_start=round(load, 2))
+                  loadavg_1m_start=round(load, 2),
+                  probe_gflops=[round(probe, 2), round(speed_probe(), 2)])
     return record
 
 

@@ -195,6 +195,7 @@ def _run_ppo_bench(tmp_path, cases):
             assert key in rec, (rec["case"], key)
         assert rec["response_length_mean"] == 6.0  # EOS stopping off: every response is full
         assert rec["tokens_per_s"] > 0 and rec["cpu_s_per_iter"] > 0
+        assert len(rec["probe_gflops"]) == 2 and min(rec["probe_gflops"]) > 0
     return cases_out, ratios
 
 
