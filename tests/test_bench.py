@@ -229,3 +229,13 @@ def test_ppo_bench_ray_cases_match_the_single_process_loop(tmp_path):
     assert cases["ray_grpo"]["rows_per_iter"] == 2 * 2  # prompts x group size, not x group²
     line = ratios["ray/single"]
     assert line["target"] == 1.25 and isinstance(line["meets_target_cpu"], bool)
+
+
+def test_gpu_mfu_counts_6n_for_sft_and_8n_for_dpo():
+    mfu = _ppo_bench_module("gpu/mfu")
+    rec = {"bench": "train", "job": "dpo", "zero": 3, "variant": "packed",
+           "tokens_per_s": 1000.0, "param_numel_total": 5 * 10**8}
+    line = mfu.mfu_line(rec, peak_tflops=1000.0)
+    assert line["flops_per_token"] == 8 * 5 * 10**8  # policy fwd + bwd, reference fwd
+    assert line["tflops"] == pytest.approx(4.0) and line["mfu"] == pytest.approx(0.004)
+    assert mfu.mfu_line({**rec, "job": "sft"}, 1000.0)["flops_per_token"] == 6 * 5 * 10**8
