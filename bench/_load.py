@@ -44,13 +44,15 @@ class ForeignLoad:
     """``with ForeignLoad() as load: subprocess.run(...)`` -> ``load.cores``: other processes'
     CPU while the (waited-for) child process tree ran, in cores."""
 
+    clock = staticmethod(time.perf_counter)
+
     def __enter__(self) -> "ForeignLoad":
-        self._start = time.perf_counter(), machine_busy_s(), _children_cpu_s()
+        self._start = self.clock(), machine_busy_s(), _children_cpu_s()
         return self
 
     def __exit__(self, *exc) -> None:
         wall0, busy0, own0 = self._start
-        wall = max(time.perf_counter() - wall0, 1e-9)
+        wall = max(self.clock() - wall0, 1e-9)
         own = _children_cpu_s() - own0
         self.cores = max(machine_busy_s() - busy0 - own, 0.0) / wall
 
