@@ -11,7 +11,7 @@ time rises (shared caches, an OpenMP thread spinning while it waits).
 
 ``speed_probe`` is a fixed single-threaded float32 matmul loop timed in CPU seconds
 (GFLOP/s).  On a shared VM it shows what no load figure inside the VM does: the same work
-taking more CPU time when the host is busy (bench/RESULTS.md, 2026-12-04: 52–87 GFLOP/s
+taking more CPU time when the host is busy (bench/RESULTS.md, 2026-12-04: 70.7–92.7 GFLOP/s
 within 30 s on an idle 2-core VM).  bench_train.py records it before and after each case.
 """
 from __future__ import annotations
