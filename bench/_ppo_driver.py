@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import math
-import os
 import time
 from typing import Dict, List
 
@@ -124,12 +122,9 @@ def start_local_ray(cfg) -> None:
     import ray
 
     from rlhf_dist.config import ppo_roles
-    from rlhf_dist.workers.cluster import _forwarded_env, cpus_needed
+    from rlhf_dist.workers.cluster import cpus_needed, local_ray_options
 
-    need = cpus_needed(cfg, ppo_roles(cfg))
-    ray.init(address="local", num_cpus=max(int(math.ceil(need)), os.cpu_count() or 1),
-             include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": _forwarded_env()})
+    ray.init(**local_ray_options(cpus_needed(cfg, ppo_roles(cfg))))
 
 
 class _Done:

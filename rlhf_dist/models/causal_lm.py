@@ -43,15 +43,19 @@ def forward_positions(attention_mask: Optional["torch.Tensor"],
 
 def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
                      attention_mask: Optional["torch.Tensor"],
-                     position_ids: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+                     position_ids: Optional["torch.Tensor"] = None,
+                     logits_to_keep: int = 0) -> "torch.Tensor":
     """Logits ``(B, T, V)`` of a causal LM, positions derived from ``attention_mask``.
 
     Works for right and left padding alike, and for a padding-free row (no mask, positions
-    restarting at each sequence); no KV cache is built.
+    restarting at each sequence); no KV cache is built.  ``logits_to_keep`` > 0: only the
+    last that many positions go through the LM head (transformers' own argument), so the
+    result is ``(B, logits_to_keep, V)``.
     """
     position_ids = forward_positions(attention_mask, position_ids)
+    keep = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False)
+                use_cache=False, **keep)
     return out.logits
 
 

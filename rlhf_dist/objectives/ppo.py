@@ -28,7 +28,9 @@ def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
     truncated importance ratio of the actor's behaviour log-probs to the rollout engine's
     (``engine_logprobs``).  ``horizon``: the constant of ``seq_mean_token_sum_norm``, the
     longest response (``rollout.max_new_tokens``)."""
-    logprobs, entropy = action_logprobs(model, micro, temperature, return_entropy=True)
+    # without an entropy bonus the entropy is a metric: no backward through it
+    logprobs, entropy = action_logprobs(model, micro, temperature, return_entropy=True,
+                                        entropy_grad=ppo.entropy_coef != 0)
     weights, extra = None, {}
     if tis_cap is not None:
         weights = algo.truncated_is_weights(micro["old_logprobs"], micro["engine_logprobs"],

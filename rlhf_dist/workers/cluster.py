@@ -28,20 +28,30 @@ def _forwarded_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
+# A private instance has no dashboard, so nothing reads its metrics or task-event stream:
+# not collecting them takes ~0.015 cores off Ray's idle daemons (bench/RESULTS.md).
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "task_events_report_interval_ms": 0,
+                       "event_stats": False}
+
+
+def local_ray_options(num_cpus: float) -> Dict[str, Any]:
+    """``ray.init`` arguments of the private instance a job starts when it joins none."""
+    # address="local": always a private instance, never a cluster `ray start` left running.
+    return dict(address="local", num_cpus=max(int(num_cpus + 0.999), os.cpu_count() or 1),
+                include_dashboard=False, _system_config=dict(LOCAL_SYSTEM_CONFIG),
+                runtime_env={"env_vars": _forwarded_env()}, log_to_driver=True)
+
+
 def start_ray(address: Optional[str], num_cpus: float) -> bool:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray sized for the job.
     Returns whether we started it (and so must stop it)."""
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": _forwarded_env()}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": _forwarded_env()}, log_to_driver=True)
         return False
-    # address="local": always a private instance, never a cluster `ray start` left running.
-    ray.init(address="local", num_cpus=max(int(num_cpus + 0.999), os.cpu_count() or 1),
-             include_dashboard=False,
-             runtime_env=runtime_env, log_to_driver=True)
+    ray.init(**local_ray_options(num_cpus))
     return True
 
 

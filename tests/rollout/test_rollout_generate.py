@@ -160,6 +160,41 @@ def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, promp
     assert torch.allclose(logps[1, -4:], alone, atol=1e-5)
 
 
+def test_action_logprobs_run_the_lm_head_on_action_columns_only(make_lm, tok, rollout_cfg,
+                                                                prompts, left_pad):
+    """The prompt's columns are 0 anyway: the LM head sees positions P-1 .. T-1 only, and
+    log-probs, entropy and the gradient equal those of the full-width logits."""
+    model = make_lm()
+    ids, mask = left_pad(prompts)
+    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+        ids, mask, generator_seed=1)
+    seq, am = out["sequences"], out["action_mask"]
+    P, T = out.meta["prompt_length"], seq.shape[1]
+    widths = []
+    handle = model.lm_head.register_forward_hook(lambda m, a, o: widths.append(a[0].shape[1]))
+    try:
+        logps, entropy = action_logprobs(model, out, return_entropy=True)
+    finally:
+        handle.remove()
+    assert widths == [T - P + 1]
+    full = torch.log_softmax(causal_lm_logits(model, seq, out["attention_mask"])[:, :-1], -1)
+    want = full.gather(-1, seq[:, 1:, None]).squeeze(-1) * am
+    torch.testing.assert_close(logps, want, atol=1e-6, rtol=0)
+    want_entropy = -(full.exp() * full).sum(-1) * am
+    torch.testing.assert_close(entropy, want_entropy, atol=1e-5, rtol=0)
+    grads = [torch.autograd.grad(x.sum(), model.lm_head.weight)[0] for x in (logps, want)]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert grads[0].abs().sum() > 0
+    # a metric-only entropy carries no gradient; the log-probs are unchanged
+    logps2, metric = action_logprobs(model, out, return_entropy=True, entropy_grad=False)
+    assert entropy.requires_grad and not metric.requires_grad
+    torch.testing.assert_close(metric, entropy.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(logps2, logps, atol=0, rtol=0)
+    # no acting row at all: every column 0, one position through the head
+    silent = out.with_(action_mask=torch.zeros_like(am))
+    assert (action_logprobs(model, silent) == 0).all()
+
+
 def test_concat_rollouts_aligns_prompt_and_response_parts():
     a = Batch({"sequences": torch.tensor([[9, 5, 6, 7]]),
                "attention_mask": torch.tensor([[0, 1, 1, 1]]),
