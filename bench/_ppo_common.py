@@ -100,8 +100,12 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
     ]
 
 
-# the ray_grpo_lora case's actor: LoRA on every linear layer (the workload's lr: speed only)
+# what a case changes on top of the workload: ray_grpo_lora's actor has LoRA on every linear
+# layer (the workload's lr: speed only); ray_grpo_ref_in_actor's reference is a frozen engine
+# in the actor's process instead of a group of its own
 LORA = ["model.lora.r=16", "model.lora.alpha=32"]
+CASE_OVERRIDES = {"ray_grpo_lora": LORA,
+                  "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"]}
 
 
 def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf",

@@ -229,7 +229,7 @@ def remote_calls_per_iter(cfg) -> int:
 def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
     cfg = C.load_bench_config(args, "group_norm" if "_grpo" in case else "gae", out_dir,
                               "vllm" if case.endswith("_vllm") else "hf",
-                              C.LORA if case.endswith("_lora") else ())
+                              C.CASE_OVERRIDES.get(case, ()))
     meter = C.TreeMeter()
     if case.startswith("ray"):
         start_local_ray(cfg)

@@ -20,6 +20,8 @@ Cases (each in its own process, run one after the other):
   (one vLLM engine; the weight sync is its own phase, ``sync``; needs the ``[vllm]`` extra);
 * ``ray_grpo_lora``: ``ray_grpo`` with a LoRA actor (``_ppo_common.LORA``), whose base with
   the adapter off is the reference: no reference group (3 groups instead of 4);
+* ``ray_grpo_ref_in_actor``: ``ray_grpo`` with ``resources.reference_in_actor=true``: the
+  reference is a second, frozen engine in the actor's process (no reference group);
 * ``trl_grpo``: TRL's ``GRPOTrainer`` (optional ``bench`` extra) on the same weights, toy
   tokenizer, prompts (in the same order), generation length and group size, scored by the same
   reward model through a Python reward function (``bench/_ppo_trl.py``).
@@ -61,14 +63,19 @@ import _ppo_common as C  # noqa: E402
 from _load import pair_spread, speed_probe  # noqa: E402
 
 CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
-         "ray_grpo_vllm", "ray_grpo_lora")
+         "ray_grpo_vllm", "ray_grpo_lora", "ray_grpo_ref_in_actor")
 TARGET = 1.25  # issue 4: the Ray system within 1.25x of the single-process loop
 # (numerator, denominator, kind): "slowdown" = time ratio, "speed" = tokens/s ratio
 RATIOS = (("ray", "single", "slowdown"), ("ray", "inproc", "slowdown"),
           ("inproc", "single", "slowdown"), ("ray_grpo", "single_grpo", "slowdown"),
           ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"),
           ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"),
-          ("ray_grpo_lora", "ray_grpo", "slowdown"))
+          ("ray_grpo_lora", "ray_grpo", "slowdown"),
+          ("ray_grpo_ref_in_actor", "ray_grpo", "slowdown"),
+          ("ray_grpo_ref_in_actor", "trl_grpo", "speed"))
+
+
+VERIFIER_CASES = ("ray_grpo", "ray_grpo_vllm", "ray_grpo_ref_in_actor", "trl_grpo")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reward", choices=("rm", "verifier"), default="rm",
                    help="rm: a reward model scores the answers; verifier: the built-in "
                         "regex_format verifier on the decoded answers, no reward model "
-                        "(GRPO cases only: ray_grpo, ray_grpo_vllm, trl_grpo)")
+                        f"(GRPO cases only: {', '.join(VERIFIER_CASES)})")
     p.add_argument("--logprobs-from-generate", action="store_true",
                    help="rollout.logprobs_from_generate=true for our cases: the behaviour "
                         "log-probs read from generate's forwards (TRL is unaffected)")
@@ -112,9 +119,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"--cases: unknown {unknown}; valid: {', '.join(CASES)}")
     if args.reward == "verifier":
-        wrong = [c for c in args.cases if c not in ("ray_grpo", "ray_grpo_vllm", "trl_grpo")]
+        wrong = [c for c in args.cases if c not in VERIFIER_CASES]
         if wrong:
-            p.error(f"--reward verifier: only the GRPO cases ray_grpo, ray_grpo_vllm, trl_grpo "
+            p.error(f"--reward verifier: only the GRPO cases {', '.join(VERIFIER_CASES)} "
                     f"(not {wrong})")
     if not 0 <= args.warmup < args.iterations:
         p.error(f"--warmup {args.warmup} must be in [0, --iterations={args.iterations})")
@@ -141,7 +148,7 @@ def run_case_here(args) -> int:
 def run_case(args) -> dict:
     case = args.run_case
     out_dir = str(Path(args.out_dir) / case)
-    if case in ("ray", "inproc", "ray_grpo", "ray_vllm", "ray_grpo_vllm", "ray_grpo_lora"):
+    if case.startswith("ray") or case == "inproc":
         import _ppo_driver
 
         record = _ppo_driver.run_driver(args, case, out_dir)

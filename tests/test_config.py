@@ -203,6 +203,8 @@ def test_vllm_rollout_sections():
      r"dpo.ref_offload: there is no reference copy"),
     (["model.lora.r=8", "resources.colocate_actor_ref=true"],
      r"resources.colocate_actor_ref: there is no reference group"),
+    (["model.lora.r=8", "resources.reference_in_actor=true"],
+     r"resources.reference_in_actor: there is no reference copy to place"),
     (["model.lora.r=-1"], r"model.lora.r"),
     (["model.lora.dropout=1.0"], r"model.lora.dropout: must be in \[0, 1\)"),
     (["model.lora.target_modules=[]"], r"model.lora.target_modules: is empty"),
@@ -220,6 +222,27 @@ def test_shared_reference_needs_lora_and_no_reference_path():
     from rlhf_dist.config import ppo_roles
 
     assert ppo_roles(load_config(None, ["model.lora.r=8"])) == ["actor", "reward", "critic"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["resources.colocate_actor_ref=true"],
+     r"resources.colocate_actor_ref: there is no reference group to colocate"),
+    (["resources.reference.offload_when_idle=true"],
+     r"resources.reference.offload_when_idle: there is no reference group.*"
+     r"resources.actor.offload_when_idle offloads both"),
+])
+def test_reference_in_actor_refuses_the_reference_groups_keys(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["resources.reference_in_actor=true", *overrides])
+
+
+def test_reference_in_actor_creates_no_reference_group():
+    from rlhf_dist.config import ppo_roles
+
+    cfg = load_config(None, ["resources.reference_in_actor=true"])
+    assert not cfg.reference_group and not cfg.shared_reference
+    assert ppo_roles(cfg) == ["actor", "reward", "critic"]
+    assert load_config(None, []).reference_group
 
 
 def test_quantised_base_needs_cuda():

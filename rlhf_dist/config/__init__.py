@@ -81,11 +81,25 @@ class Config:
                  "is implemented for dpo.mode=launcher only; on Ray, "
                  "resources.reference.offload_when_idle moves the reference to CPU memory "
                  "between its forwards")
+        self._check_reference_in_actor()
         self._check_idle_offload()
         self._check_vllm()
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
+
+    def _check_reference_in_actor(self) -> None:
+        """``resources.reference_in_actor`` leaves no reference group to colocate or offload:
+        the actor's own keys apply to both of its engines."""
+        if not self.resources.reference_in_actor:
+            return
+        in_actor = "the reference is in the actor's processes (resources.reference_in_actor)"
+        _require(not self.resources.colocate_actor_ref, "resources.colocate_actor_ref",
+                 f"there is no reference group to colocate: {in_actor}")
+        _require(not self.resources.reference.offload_when_idle,
+                 "resources.reference.offload_when_idle",
+                 f"there is no reference group: {in_actor}; resources.actor.offload_when_idle "
+                 "offloads both of its engines")
 
     def _check_idle_offload(self) -> None:
         """``resources.<role>.offload_when_idle`` against what DeepSpeed can move."""
@@ -107,6 +121,13 @@ class Config:
         ``model.lora`` policy and no ``ref_model.name_or_path`` of its own.  PPO/GRPO then
         create no reference group and DPO builds no reference copy."""
         return self.model.lora.enabled and self.ref_model.name_or_path is None
+
+    @property
+    def reference_group(self) -> bool:
+        """Whether a Ray job creates a reference group: not with a shared LoRA base
+        (:attr:`shared_reference`) nor with ``resources.reference_in_actor``; the actor's
+        processes answer the reference's calls then."""
+        return not (self.shared_reference or self.resources.reference_in_actor)
 
     def _resolve_dpo_layout(self, flash) -> None:
         """``dpo.layout=auto`` -> packed with ``train.padding_free``, else padded under
@@ -145,6 +166,10 @@ class Config:
                      "deepspeed.zero_stage <= 2")
         if not self.shared_reference:
             return
+        _require(not self.resources.reference_in_actor, "resources.reference_in_actor",
+                 "there is no reference copy to place: with model.lora and no "
+                 "ref_model.name_or_path the reference is the policy's base (adapter off), "
+                 "in the actor's processes already")
         _require(not self.dpo.ref_offload, "dpo.ref_offload",
                  "there is no reference copy to offload: with model.lora and no "
                  "ref_model.name_or_path the reference is the policy's base (adapter off)")
@@ -184,9 +209,9 @@ class Config:
 
 def ppo_roles(cfg: Config) -> List[str]:
     """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
-    group when only a reward function scores, no reference with a shared base
-    (:attr:`Config.shared_reference`)."""
-    return (["actor"] + ([] if cfg.shared_reference else ["reference"]) +
+    group when only a reward function scores, no reference group when the actor answers
+    for it (:attr:`Config.reference_group`)."""
+    return (["actor"] + (["reference"] if cfg.reference_group else []) +
             (["reward"] if cfg.ppo.use_reward_model else []) +
             (["critic"] if cfg.ppo.needs_critic else []))
 

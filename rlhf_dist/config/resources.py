@@ -80,6 +80,10 @@ class ResourcesConfig:
     # the actor and the reference share devices, half of each bundle (equal resources needed;
     # not with a shared LoRA reference)
     colocate_actor_ref: bool = False
+    # the reference model lives in the actor's own processes, a frozen engine next to the
+    # policy on each actor rank (verl's actor+ref worker): no reference group, no transfer
+    # of the experience to it; resources.reference is then unused
+    reference_in_actor: bool = False
     # the critic and the reward model share devices, half of each bundle (equal resources
     # needed; only when both exist)
     colocate_critic_reward: bool = False

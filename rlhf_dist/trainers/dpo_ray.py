@@ -22,7 +22,7 @@ class RayDPOTrainer(RayJob):
         self.world = cfg.resources.actor.world_size
         reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
             else cfg.resources.reference
-        if reference.world_size != self.world and not cfg.shared_reference:
+        if reference.world_size != self.world and cfg.reference_group:
             # rank r of the reference scores the micro-batches of actor rank r
             raise ConfigError(
                 f"resources.reference: {reference.world_size} ranks, DPO on Ray needs as many "
@@ -46,7 +46,7 @@ class RayDPOTrainer(RayJob):
         self.total_steps = self.sampler.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        groups = 1 if cfg.shared_reference else 2
+        groups = 2 if cfg.reference_group else 1
         self.start_ray(groups * self.world * cfg.resources.actor.cpus_per_worker)
 
     def build(self) -> None:

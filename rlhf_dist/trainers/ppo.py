@@ -114,9 +114,12 @@ class PPOTrainer(RayJob):
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
         if self.roles.reference:
             self.roles.reference.build()
-        else:
+        elif cfg.shared_reference:
             log.info("resources/reference=shared_base: the reference log-probs come from the "
                      "actor with its LoRA adapter disabled (no reference group)")
+        else:
+            log.info("resources/reference=in_actor: the reference log-probs come from a frozen "
+                     "engine in the actor's processes (no reference group)")
         if self.roles.reward:
             self.roles.reward.build()
         if self.roles.critic:

@@ -23,10 +23,12 @@ class RayJob(Job):
         self.recoverable, self.max_restarts = (WorkerLost,), res.max_restarts
 
     def start_metrics(self) -> Metrics:
-        """Placement, the trained groups' sizes and memory, and whether the reference is the
-        actor's base (``resources/reference_shared_base``)."""
+        """Placement, the trained groups' sizes and memory, and where the reference is: the
+        actor's base (``resources/reference_shared_base``) or a frozen engine in the actor's
+        processes (``resources/reference_in_actor``)."""
         return {**self.roles.placement_metrics(), **self.roles.size_metrics(),
-                "resources/reference_shared_base": float(self.cfg.shared_reference)}
+                "resources/reference_shared_base": float(self.cfg.shared_reference),
+                "resources/reference_in_actor": float(self.cfg.resources.reference_in_actor)}
 
     def driver_state(self) -> Dict[str, Any]:
         """What the driver itself adds to a checkpoint (besides the trained groups)."""

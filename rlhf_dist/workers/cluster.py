@@ -12,8 +12,8 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rlhf_dist.config import Config, ResourcesConfig
 from rlhf_dist.workers.worker_group import place_bundles, role_bundles
-from rlhf_dist.workers.role_groups import (ActorGroup, CriticGroup, ReferenceGroup, RewardGroup,
-                                           SharedBaseReference)
+from rlhf_dist.workers.role_groups import (ActorGroup, ActorReference, CriticGroup,
+                                           ReferenceGroup, RewardGroup)
 from rlhf_dist.workers.role_workers import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
 
@@ -70,9 +70,10 @@ class RoleGroups:
         return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
 
     def reference_calls(self):
-        """Where reference log-probs come from: the reference group, or with a shared base
-        (``Config.shared_reference``) the LoRA actor with its adapter off."""
-        return self.reference or SharedBaseReference(self.actor)
+        """Where reference log-probs come from: the reference group, or the actor's processes
+        when there is none (``Config.reference_group``: a shared LoRA base or
+        ``resources.reference_in_actor``)."""
+        return self.reference or ActorReference(self.actor)
 
     def size_metrics(self) -> Dict[str, float]:
         """Parameter counts and per-rank memory of the trained groups (at start)."""
@@ -141,7 +142,7 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
         left = 1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
                                  share_ar * left)
-        if not cfg.shared_reference:
+        if cfg.reference_group:
             ref_pg = actor_pg if res.colocate_actor_ref else placed(
                 "reference", role_bundles(res.reference))
             roles.reference = ReferenceGroup(

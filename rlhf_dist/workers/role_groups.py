@@ -146,9 +146,10 @@ class ReferenceGroup(_ModelGroup):
         return _sequence_logps(self, lambda w, m: w.sequence_logps.remote(m), per_rank)
 
 
-class SharedBaseReference:
-    """The reference group's calls answered by a LoRA actor group with its adapter off
-    (``Config.shared_reference``): no model copy, no group of its own."""
+class ActorReference:
+    """The reference group's calls answered by the actor group's own processes, with no
+    group of its own: its frozen engine (``resources.reference_in_actor``) or, with a
+    shared LoRA base (``Config.shared_reference``), its engine with the adapter off."""
 
     role = "reference"
 
@@ -163,8 +164,8 @@ class SharedBaseReference:
                                per_rank)
 
     def state_checksum(self) -> float:
-        """CRC32 of the actor's frozen base weights."""
-        return self.actor.state_checksum(base=True)
+        """CRC32 of the reference's full weights, from actor rank 0."""
+        return self.actor._broadcast(lambda w: w.reference_checksum.remote())[0]
 
 
 class RewardGroup(_ModelGroup):

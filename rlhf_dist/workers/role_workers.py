@@ -32,6 +32,19 @@ def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
     return run
 
 
+def _reference_engine(cfg: Config, tokenizer, world_size: int) -> ModelEngine:
+    """The frozen reference: ``ref_model`` when it names weights, else the policy's own
+    initial weights (``model``), built with the policy's seed."""
+    from rlhf_dist.models import load_causal_lm
+
+    section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
+        else (cfg.model, "model")
+    build = _seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer,
+                                                           field_prefix=prefix))
+    return ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
+                              cfg.train.micro_batch_size, world_size)
+
+
 def uses_engine(method):
     """A role method that needs its engine on the device: with the role's
     ``resources.<role>.offload_when_idle`` the engine is reloaded before and offloaded after
@@ -73,15 +86,19 @@ class _ModelWorker(DistributedWorker):
         """The outermost use reloads the engine (once built) and offloads it after."""
         idle_offload = self._depth == 0 and getattr(self.cfg.resources,
                                                     self.role).offload_when_idle
-        if idle_offload and hasattr(self, "engine"):
-            self._timed(self.engine.reload)
+        if idle_offload:
+            self._timed(lambda: [engine.reload() for engine in self._engines()])
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
-            if idle_offload and hasattr(self, "engine"):  # not after a failed build()
-                self._timed(self.engine.offload)
+            if idle_offload:  # nothing to move after a failed build()
+                self._timed(lambda: [engine.offload() for engine in self._engines()])
+
+    def _engines(self) -> List[ModelEngine]:
+        """The engines this rank holds (none before build())."""
+        return [self.engine] if hasattr(self, "engine") else []
 
     def _timed(self, move: Callable[[], None]) -> None:
         started = time.perf_counter()
@@ -139,6 +156,12 @@ class ActorWorker(_ModelWorker):
         self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("actor"), train,
                                           self.world_size, total_steps)
         self.rollout = RolloutEngine(self.engine.module, self.tokenizer(), cfg.rollout)
+        if cfg.resources.reference_in_actor:
+            self.reference_engine = _reference_engine(cfg, self.tokenizer(), self.world_size)
+
+    def _engines(self) -> List[ModelEngine]:
+        return super()._engines() + ([self.reference_engine]
+                                     if hasattr(self, "reference_engine") else [])
 
     @uses_engine
     @torch.no_grad()
@@ -205,18 +228,32 @@ class ActorWorker(_ModelWorker):
             batch, self.cfg.train.micro_batch_size,
             lambda m: action_logprobs(self.engine, m, temperature))})
 
-    # ------------------------------------- the shared reference: this engine, adapter off
+    # ------- the reference in this process: its own frozen engine, or this one adapter off
+    def _reference(self):
+        """``resources.reference_in_actor``: the frozen engine built next to the policy;
+        else (``Config.shared_reference``) this LoRA engine with its adapter disabled."""
+        if hasattr(self, "reference_engine"):
+            return self.reference_engine
+        self.engine.eval()
+        return self.engine.base()
+
     @uses_engine
     @torch.no_grad()
     def reference_logprobs(self, batch: Batch) -> Batch:
-        self.engine.eval()
-        return reference_logprobs(self.cfg, self.engine.base(), batch)
+        return reference_logprobs(self.cfg, self._reference(), batch)
 
     @uses_engine
     @torch.no_grad()
     def reference_sequence_logps(self, batch: Batch) -> Batch:
-        self.engine.eval()
-        return reference_sequence_logps(self.cfg, self.engine.base(), batch)
+        return reference_sequence_logps(self.cfg, self._reference(), batch)
+
+    @uses_engine
+    def reference_checksum(self) -> float:
+        """Collective under ZeRO-3: CRC32 of the reference's full weights (the frozen engine's,
+        or the LoRA engine's base)."""
+        if hasattr(self, "reference_engine"):
+            return self.reference_engine.state_checksum()
+        return self.engine.state_checksum(base=True)
 
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.objectives import policy_objective
@@ -266,15 +303,7 @@ class ReferenceWorker(_ModelWorker):
 
     @uses_engine
     def build(self) -> None:
-        from rlhf_dist.models import load_causal_lm
-
-        cfg = self.cfg
-        section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
-            else (cfg.model, "model")
-        build = _seeded_build(cfg.seed, lambda: load_causal_lm(section, self.tokenizer(),
-                                                               field_prefix=prefix))
-        self.engine = ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
-                                         cfg.train.micro_batch_size, self.world_size)
+        self.engine = _reference_engine(self.cfg, self.tokenizer(), self.world_size)
 
     @uses_engine
     @torch.no_grad()

@@ -1,5 +1,6 @@
-"""configs/tiny/dpo_ray.yaml runs as is (shortened), with the actor offloaded when idle; a
-reference group of another size than the actor's is refused before Ray starts."""
+"""configs/tiny/dpo_ray.yaml runs as is (shortened), with the actor offloaded when idle and the
+reference in the actor's processes; a reference group of another size than the actor's is
+refused before Ray starts."""
 from __future__ import annotations
 
 import pytest
@@ -22,14 +23,20 @@ def test_reference_ranks_must_match_the_actor():
 def test_tiny_dpo_ray_config_trains_evaluates_and_offloads(tmp_path):
     run = cli("dpo-ray", "dpo_ray", tmp_path / "out", f"train.max_steps={STEPS}",
               "train.eval_every=3", "logging.backend=none",
-              "resources.actor.offload_when_idle=true").check()
+              "resources.actor.offload_when_idle=true", "resources.reference_in_actor=true"
+              ).check()
+    # no reference group: a frozen engine next to the policy on each actor rank, offloaded with
+    # it, scores the pairs; at the first step it is the policy (loss ln 2 exactly)
+    assert run.last("resources/reference_in_actor") == 1.0
+    assert run.last("placement/actor_nodes") == 1.0 and not run.series(
+        "placement/reference_nodes")
     losses = run.series("train/loss")
     assert len(losses) == STEPS and losses[0] == pytest.approx(0.6931472, abs=1e-6)
     assert sum(losses[3:]) / 3 < losses[0] - 0.02, losses
     # evals at step 3 and at the end; the policy moved away from the reference on held-out pairs
     margins = run.by_step("eval/reward_margin")
     assert sorted(margins) == [3, STEPS] and margins[STEPS] > 0, margins
-    # the actor spent its idle time offloaded; the reference (switch off) logs nothing
+    # the actor spent its idle time offloaded; there is no reference group to log
     assert run.series("perf/actor_offloaded") == [1.0] * STEPS
     assert all(s > 0 for s in run.series("perf/actor_offload_s"))
     assert not run.series("perf/reference_offloaded")

@@ -4,7 +4,8 @@ reward model:
 * with a critic (GAE): actor ZeRO-3 over 2 ranks, critic ZeRO-2, reward and reference on their
   own groups — the RM reward rises, KL stays bounded, the frozen models keep every bit (and
   equal the files they were loaded from), the actor and the critic moved;
-* critic-free (GRPO group-norm): no critic group, and the reward rises too;
+* critic-free (GRPO group-norm): no critic group and the reference in the actor's processes
+  (``resources.reference_in_actor``: no reference group either), and the reward rises too;
 * (resume, recovery and preemption from its mid-run checkpoint: test_ray_faults.py).
 
 Tuning (20 iterations; GAE: 32 prompts per iteration, group-norm: 8 prompts × 4 samples;
@@ -12,7 +13,8 @@ lr 2e-4, β = 0.1, 24 new tokens).  Mean RM reward of the last 5 iterations minu
 seeds 42 (the tests' seed) / 1 / 2 / 3, same SFT and RM (the fixture is deterministic):
 GAE +0.97 / +0.69 / +1.07 / +0.67, max KL 2.8 / 2.7 / 6.2 / 4.6 nats per sequence;
 group-norm (32 sequences per iteration since the driver stopped repeating prompts, measured
-again) +1.22 / +0.36 / +1.04 / +0.80, max KL 2.9 / 3.3 / 2.5 / 3.5.  Asserted: gain >= 0.3
+again) +1.22 / +0.36 / +1.04 / +0.80, max KL 2.9 / 3.3 / 2.5 / 3.5 (seed 42 with the reference
+in the actor's processes: the same +1.22 and 2.9).  Asserted: gain >= 0.3
 and -0.5 < KL < 10 at every iteration, room for the noise of 32 samples/iteration.
 """
 from __future__ import annotations
@@ -39,11 +41,13 @@ def group_norm_run(toy_models, tmp_path_factory):
     """GRPO, with a zero-weight probe reward (``reward_probe.py``: adds exactly 0) that checks
     every response is given its own prompt's label, run by a pool of 2 reward workers; with
     DAPO's dynamic sampling on, which here changes nothing: the RM's scores differ within
-    every group, so every prompt is informative and one round fills the batch."""
+    every group, so every prompt is informative and one round fills the batch.  The reference
+    is a frozen engine in the actor's ZeRO-3 processes (``resources.reference_in_actor``)."""
     out = tmp_path_factory.mktemp("ppo") / "group_norm"
     probe = ("data.label_key=prompt",
              "ppo.rewards=[{fn: reward_probe:label_is_own_prompt, weight: 0.0}]",
-             "ppo.reward_workers=2", "ppo.dynamic_sampling=true")
+             "ppo.reward_workers=2", "ppo.dynamic_sampling=true",
+             "resources.reference_in_actor=true")
     env = job_env(PYTHONPATH=str(Path(__file__).parent), REWARD_PROBE_LOG=str(out) + ".probe")
     return cli("ppo", "ppo", out, *models(toy_models), *GROUP_NORM, *probe, env=env).check()
 
@@ -110,17 +114,23 @@ def test_labels_reach_the_reward_in_order(group_norm_run):
     assert group_norm_run.series("dynamic/filled_uninformative") == [0.0] * ITERATIONS
 
 
-def test_group_norm_creates_no_critic_and_raises_reward(group_norm_run):
+def test_group_norm_creates_no_critic_and_raises_reward(group_norm_run, toy_models):
+    """No critic group, no reference group (the actor's processes hold the reference, whose
+    weights stayed those of the SFT file bit for bit), and the reward rose."""
     run = group_norm_run
     placement = {k for row in run.metrics for k in row if k.startswith("placement/")}
-    assert placement == {"placement/actor_nodes", "placement/reference_nodes",
-                         "placement/reward_nodes"}
+    assert placement == {"placement/actor_nodes", "placement/reward_nodes"}
+    assert run.last("resources/reference_in_actor") == 1.0
+    row = next(r for r in run.metrics if "frozen/reference_checksum_end" in r)
+    assert row["frozen/reference_checksum_start"] == row["frozen/reference_checksum_end"] == \
+        file_checksum(toy_models.sft)
     assert not [k for row in run.metrics for k in row if k.startswith("critic/")]
     assert not (run.out / "critic").exists()
     assert not (run.out / "checkpoints" / f"step_{ITERATIONS:06d}" / "critic").exists()
     gain = reward_gain(run)
     assert gain >= REWARD_MARGIN, (gain, run.series("reward/score_mean"))
-    assert all(-0.5 < value < KL_BOUND for value in run.series("kl/ref_kl"))
+    kl = run.series("kl/ref_kl")
+    assert kl[0] == pytest.approx(0.0, abs=1e-4) and all(-0.5 < v < KL_BOUND for v in kl), kl
 
 
 # LoRA (r=16, alpha=32) on the actor and the critic, lr 2e-3 / critic 1e-3, otherwise the GAE
