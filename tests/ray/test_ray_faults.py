@@ -4,7 +4,9 @@ worker is SIGKILLed in iteration 12, then an actor rank: the driver rebuilds eve
 the checkpoint twice by itself; then SIGTERM to the driver: it finishes the iteration, writes
 a checkpoint, exits 75; the next start (``checkpoint.resume=auto`` again: the plain exact
 resume) finishes the run -- with the uninterrupted GAE run's metrics for iterations 11..13,
-and a ``metrics.jsonl`` holding every (metric, step) once, whatever was redone.
+and a ``metrics.jsonl`` holding every (metric, step) once, whatever was redone.  These starts
+hold the reference in the actor's processes (``resources.reference_in_actor``; the GAE run has a
+reference group): one group fewer to rebuild at each start, and the same numbers.
 (A separate fault-free resume run, which also compared final weights, was dropped for CI
 time: every logged loss, reward and KL of iterations 11..13 equal to 1e-5 is the check.)
 """
@@ -35,7 +37,7 @@ def from_checkpoint(gae_run, out: Path) -> Path:
 
 def overrides(toy_models, *extra: str) -> tuple:
     return (*models(toy_models), *GAE, f"ppo.iterations={END}", "checkpoint.resume=auto",
-            *extra)
+            "resources.reference_in_actor=true", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,9 @@ def test_lost_workers_are_recovered_by_themselves(faulted):
     assert all(row["fault/steps_lost"] >= 1 and row["fault/recovery_s"] > 0 for row in faults)
     assert "critic rank 0 died" in stopped.log and "restart 2 of 2" in stopped.log
     assert "actor rank" in stopped.log.split("restart 1 of 2")[1]
+    # the actor held the reference: no reference group at any start
+    assert stopped.series("placement/actor_nodes") and not stopped.series(
+        "placement/reference_nodes")
 
 
 def test_sigterm_checkpoints_exits_75_and_the_next_start_goes_on(faulted):
