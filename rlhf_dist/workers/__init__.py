@@ -2,6 +2,8 @@
 
 * :mod:`.worker_group` -- a group of Ray actors placed on a placement group: calls split by
   data-parallel rank, waits with timeouts, lost workers named (``WorkerGroup``, ``RayGroup``);
+* :mod:`.model_worker` -- what every role actor holding a model shares (``ModelWorker``: its
+  engine, idle offload around each call, checkpoints, export, checksum);
 * :mod:`.role_workers` -- the actors of each role (``ActorWorker``, ``CriticWorker``,
   ``ReferenceWorker``, ``RewardWorker``), thin over ``engine/`` and ``objectives/``;
 * :mod:`.role_groups` -- each role's group API the drivers call (``ActorGroup.generate``,

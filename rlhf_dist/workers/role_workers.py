@@ -6,30 +6,16 @@ token t+1 (the critic's value at t is the value of the state that emits token t+
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import time
-from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 
 from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
-from rlhf_dist.workers.base import DistributedWorker
+from rlhf_dist.workers.model_worker import Metrics, ModelWorker, seeded_build, uses_engine
 from rlhf_dist.workers.steps import (epoch_updates, in_micro_batches, reference_logprobs,
                                      reference_sequence_logps, update_minibatch)
-
-Metrics = Dict[str, float]
-
-
-def _seeded_build(seed: int, build: Callable[[], torch.nn.Module]):
-    def run():
-        torch.manual_seed(seed)  # tiny models: identical init on every rank and every role
-        return build()
-
-    return run
 
 
 def _reference_engine(cfg: Config, tokenizer, world_size: int) -> ModelEngine:
@@ -39,105 +25,13 @@ def _reference_engine(cfg: Config, tokenizer, world_size: int) -> ModelEngine:
 
     section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
         else (cfg.model, "model")
-    build = _seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer,
-                                                           field_prefix=prefix))
+    build = seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer,
+                                                          field_prefix=prefix))
     return ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
                               cfg.train.micro_batch_size, world_size)
 
 
-def uses_engine(method):
-    """A role method that needs its engine on the device: with the role's
-    ``resources.<role>.offload_when_idle`` the engine is reloaded before and offloaded after
-    (:meth:`_ModelWorker.engine_in_use`), so between calls it holds nothing on the device."""
-
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        with self.engine_in_use():
-            return method(self, *map(_on_local_device, args), **kwargs)
-
-    return call
-
-
-def _on_local_device(arg):
-    """Batches (and lists of them) arrive on CPU (``protocol``): move them where the engine
-    is.  Results go back through pickling, which returns them to CPU."""
-    from rlhf_dist.engine.dist import local_device
-
-    if isinstance(arg, Batch):
-        return arg.to(local_device())
-    if isinstance(arg, list) and arg and all(isinstance(b, Batch) for b in arg):
-        return [b.to(local_device()) for b in arg]
-    return arg
-
-
-class _ModelWorker(DistributedWorker):
-    """Shared by the roles: the engine, idle offload, checkpointing, and export."""
-
-    role: str  # the key of the role's section in ``resources``
-    engine: ModelEngine
-
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self._depth = 0          # nesting of engine_in_use (generate calls logprobs)
-        self._offload_s = 0.0    # seconds spent offloading/reloading since offload_stats()
-
-    @contextlib.contextmanager
-    def engine_in_use(self):
-        """The outermost use reloads the engine (once built) and offloads it after."""
-        idle_offload = self._depth == 0 and getattr(self.cfg.resources,
-                                                    self.role).offload_when_idle
-        if idle_offload:
-            self._timed(lambda: [engine.reload() for engine in self._engines()])
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if idle_offload:  # nothing to move after a failed build()
-                self._timed(lambda: [engine.offload() for engine in self._engines()])
-
-    def _engines(self) -> List[ModelEngine]:
-        """The engines this rank holds (none before build())."""
-        return [self.engine] if hasattr(self, "engine") else []
-
-    def _timed(self, move: Callable[[], None]) -> None:
-        started = time.perf_counter()
-        move()
-        self._offload_s += time.perf_counter() - started
-
-    def offload_stats(self) -> Metrics:
-        """``perf/<role>_offload_s``: seconds this rank spent offloading and reloading since
-        the last call; ``perf/<role>_offloaded``: 1 if its engine is in CPU memory now."""
-        seconds, self._offload_s = self._offload_s, 0.0
-        return {f"perf/{self.role}_offload_s": seconds,
-                f"perf/{self.role}_offloaded": float(self.engine.offloaded)}
-
-    @uses_engine
-    def save(self, directory: str) -> None:
-        self.engine.save(Path(directory))
-
-    @uses_engine
-    def load(self, directory: str) -> None:
-        self.engine.load(Path(directory))
-
-    @uses_engine
-    def export_hf(self, directory: str) -> None:
-        self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0,
-                              merge_lora=self.cfg.checkpoint.merge_lora)
-
-    def size_metrics(self) -> Metrics:
-        """``ModelEngine.size_metrics`` of this rank, the role in each name."""
-        return {key.replace("/", f"/{self.role}_", 1): value
-                for key, value in self.engine.size_metrics().items()}
-
-    @uses_engine
-    def state_checksum(self, base: bool = False) -> float:
-        """Collective under ZeRO-3: ``ModelEngine.state_checksum`` (CRC32 of the full state
-        dict).  Frozen models must keep it bit for bit."""
-        return self.engine.state_checksum(base)
-
-
-class ActorWorker(_ModelWorker):
+class ActorWorker(ModelWorker):
     """Policy: generation, log-probs, PPO update, DPO update."""
 
     role = "actor"
@@ -150,7 +44,7 @@ class ActorWorker(_ModelWorker):
         from rlhf_dist.models.lora import maybe_lora
 
         cfg = self.cfg
-        build = _seeded_build(cfg.seed, lambda: maybe_lora(
+        build = seeded_build(cfg.seed, lambda: maybe_lora(
             load_causal_lm(cfg.model, self.tokenizer(), field_prefix="model"), cfg.model,
             "model"))
         self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("actor"), train,
@@ -296,7 +190,7 @@ class ActorWorker(_ModelWorker):
         return sums
 
 
-class ReferenceWorker(_ModelWorker):
+class ReferenceWorker(ModelWorker):
     """Frozen copy of the initial policy: log-probs only."""
 
     role = "reference"
@@ -330,7 +224,7 @@ def _scalar_section(cfg: Config, role: str) -> Tuple[ModelConfig, str]:
     return cfg.critic_model, "critic_model"
 
 
-class RewardWorker(_ModelWorker):
+class RewardWorker(ModelWorker):
     """Frozen reward model: one score per sequence, optionally normalised by its saved stats."""
 
     role = "reward"
@@ -340,7 +234,7 @@ class RewardWorker(_ModelWorker):
         from rlhf_dist.models import load_scalar_model
 
         section, prefix = _scalar_section(self.cfg, "reward")
-        build = _seeded_build(self.cfg.seed + 1, lambda: load_scalar_model(
+        build = seeded_build(self.cfg.seed + 1, lambda: load_scalar_model(
             section, self.tokenizer(), role="reward", field_prefix=prefix))
         self.engine = ModelEngine.frozen(build, self.cfg.deepspeed.for_role("reward"),
                                          self.cfg.train.micro_batch_size, self.world_size)
@@ -364,7 +258,7 @@ class RewardWorker(_ModelWorker):
         return Batch({"scores": scores})
 
 
-class CriticWorker(_ModelWorker):
+class CriticWorker(ModelWorker):
     """Value network: per-token values and the clipped value-loss update."""
 
     role = "critic"
@@ -377,7 +271,7 @@ class CriticWorker(_ModelWorker):
 
         cfg = self.cfg
         section, prefix = _scalar_section(cfg, "critic")
-        build = _seeded_build(cfg.seed + 2, lambda: maybe_lora(load_scalar_model(
+        build = seeded_build(cfg.seed + 2, lambda: maybe_lora(load_scalar_model(
             section, self.tokenizer(), role="critic", field_prefix=prefix), cfg.critic_model,
             "critic_model"))
         self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("critic"), train,
