@@ -1,0 +1,59 @@
+"""The sections of the supervised and preference jobs: ``dpo.*``, ``sft.*``, ``rm.*``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from rlhf_dist.algo.dpo import DPO_LOSSES
+from rlhf_dist.config.checks import _choice, _positive, _require
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation against a frozen reference."""
+
+    beta: float = 0.1  # DPO's beta: strength of the KL constraint to the reference
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
+    # sigmoid only: conservative DPO's assumed label noise, in [0, 0.5)
+    label_smoothing: float = 0.0
+    # weight of an NLL loss on the chosen responses added to the DPO loss (RPO)
+    nll_coef: float = 0.0
+    # (launcher) ZeRO-3: keep the frozen reference's shards in CPU memory between uses
+    # (on Ray: resources.reference.offload_when_idle)
+    ref_offload: bool = False
+    # launcher (deepspeed launcher) | ray (actor and reference groups on Ray; what the
+    # rlhf-dist dpo-ray command sets)
+    mode: str = "launcher"
+    # shared_prompt: one row prompt + chosen + rejected per pair (prompt computed once, 4D
+    # mask: eager/sdpa attention); padded: 2B rows, chosen first (any attention); packed: the
+    # 2B sequences in one row, no padding (train.padding_free); auto: packed with
+    # train.padding_free, else shared_prompt unless a model uses flash_attention_2
+    layout: str = "auto"
+    # reference log-probs of the training pairs computed in one pass before training
+    precompute_ref: bool = False
+
+    def __post_init__(self):
+        _positive("dpo.beta", self.beta)
+        _choice("dpo.loss_type", self.loss_type, sorted(DPO_LOSSES))
+        _require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
+                 f"must be in [0, 0.5), got {self.label_smoothing}")
+        _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
+        _choice("dpo.mode", self.mode, ["launcher", "ray"])
+        _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded", "packed"])
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: loss on response tokens unless ``train_on_prompt``."""
+
+    # compute the loss on the prompt tokens too, not only the response
+    train_on_prompt: bool = False
+
+
+@dataclass
+class RMConfig:
+    """Reward model: Bradley-Terry with an optional fixed margin; score statistics saved."""
+
+    margin: Optional[float] = None  # Bradley-Terry margin m: -log sigmoid(r_c - r_r - m); null = 0
+    # save the trained RM's score mean and std (PPO's ppo.normalize_reward)
+    save_score_stats: bool = True
