@@ -272,8 +272,7 @@ def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
     are 0 anyway.  Not wrapped in ``no_grad`` (the learner needs gradients).
     ``return_entropy=True`` also returns the per-action entropy ``(N, T−1)`` (0 off the
     mask; ``entropy_grad=False``: a metric only, no gradient -- its backward is skipped).
-    Float32 (float64 for a float64
-    model).
+    Float32 (float64 for a float64 model).
     """
     seq, mask = batch["sequences"], batch["action_mask"]
     if mask.shape != (seq.shape[0], seq.shape[1] - 1):

@@ -29,7 +29,7 @@ def _forwarded_env() -> Dict[str, str]:
 
 
 # A private instance has no dashboard, so nothing reads its metrics or task-event stream:
-# not collecting them takes ~0.015 cores off Ray's idle daemons (bench/RESULTS.md).
+# not collecting them takes that periodic work off Ray's daemons and the workers.
 LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "task_events_report_interval_ms": 0,
                        "event_stats": False}
 
