@@ -66,7 +66,7 @@ def _run_trainer(command: str, argv: List[str]) -> int:
     if args.help_config:
         print(_help_config(command), end="")
         return 0
-    _warn_unread(command, args.config, args.overrides)
+    _warn_unread(command, cfg, args.config, args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
@@ -99,11 +99,12 @@ def _help_config(job: str) -> str:
     return help_text(spec.sections, dict(unread_keys(job, keys)))
 
 
-def _warn_unread(job: str, path: Optional[str], overrides: List[str]) -> None:
-    """One warning per key the user set that ``job`` does not read (rank 0 only)."""
+def _warn_unread(job: str, cfg, path: Optional[str], overrides: List[str]) -> None:
+    """One warning per key the user set that ``job`` (laid out as ``cfg`` says) does not
+    read (rank 0 only)."""
     if os.environ.get("RANK", "0") != "0":
         return
-    for key, why in unread_keys(job, user_keys(path, overrides)):
+    for key, why in unread_keys(job, user_keys(path, overrides), cfg):
         logging.getLogger("rlhf_dist.config").warning("%s is ignored: %s", key, why)
 
 

@@ -72,6 +72,18 @@ def test_unread_keys_by_hand():
     assert job_of("dpo", load_config(None, [])) == "dpo"
 
 
+def test_no_reference_group_leaves_its_resources_unread():
+    keys = ["resources.reference.devices_per_node", "resources.actor.num_nodes"]
+    in_actor = load_config(None, ["resources.reference_in_actor=true"])
+    for job in ("ppo", "dpo-ray"):
+        assert unread_keys(job, keys, in_actor) == [(keys[0], (
+            f"{job} does not read it: there is no reference group: "
+            "resources.reference_in_actor puts the reference in the actor's processes"))]
+        assert unread_keys(job, keys, load_config(None, [])) == []
+    why = dict(unread_keys("ppo", keys, load_config(None, ["model.lora.r=8"])))
+    assert list(why) == keys[:1] and "the LoRA policy's base" in why[keys[0]]
+
+
 def test_the_cli_warns_once_per_ignored_key(caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="rlhf_dist.config"):
         assert main(["sft", "ppo.clip_eps=0.3", "train.lr=1e-3", "--print-config"]) == 0

@@ -116,6 +116,7 @@ def test_demo_verifier_stages_are_the_shipped_recipe(tmp_path):
         assert asdict(getattr(demo_grpo, section)) == asdict(getattr(shipped, section)), section
     assert asdict(demo_grpo.model.tiny) == asdict(shipped.model.tiny)
     assert demo_grpo.data.label_key == shipped.data.label_key == "answer"
+    assert demo_grpo.resources.reference_in_actor and shipped.resources.reference_in_actor
     demo_sft = load_config(str(tmp_path / "verifier_sft.yaml"))
     header_sft = load_config(str(configs / "sft.yaml"), [
         "data.eval_ratio=0", "train.epochs=5", "train.max_steps=50", "train.eval_every=0",

@@ -110,16 +110,29 @@ def user_keys(path: Optional[str], overrides: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(keys))
 
 
-def unread_keys(job: str, keys: Sequence[str]) -> List[Tuple[str, str]]:
-    """``(key, why)`` for each of ``keys`` that ``job`` does not read."""
+def layout_unread(cfg: Any) -> Dict[str, str]:
+    """Keys a Ray job does not read because of how ``cfg`` lays it out: with no reference
+    group (``Config.reference_group``) the ``resources.reference`` section."""
+    if cfg is None or cfg.reference_group:
+        return {}
+    where = ("resources.reference_in_actor puts the reference in the actor's processes"
+             if cfg.resources.reference_in_actor else
+             "the reference is the LoRA policy's base, in the actor's processes")
+    return {"resources.reference": f"there is no reference group: {where}"}
+
+
+def unread_keys(job: str, keys: Sequence[str], cfg: Any = None) -> List[Tuple[str, str]]:
+    """``(key, why)`` for each of ``keys`` that ``job`` does not read (with ``cfg``, also
+    those its layout leaves unread: :func:`layout_unread`)."""
     spec = JOBS[job]
+    unread = {**spec.unread, **(layout_unread(cfg) if _RAY[0] in spec.sections else {})}
     out = []
     for key in keys:
         top = key.split(".")[0]
         if top not in spec.sections:
             out.append((key, f"{job} does not read the {top} section"))
             continue
-        why = next((w for k, w in spec.unread.items() if key == k or key.startswith(k + ".")),
+        why = next((w for k, w in unread.items() if key == k or key.startswith(k + ".")),
                    None)
         if why is not None:
             out.append((key, f"{job} does not read it: {why}"))

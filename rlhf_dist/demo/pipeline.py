@@ -114,7 +114,7 @@ def verifier_stages(out: Path, seed: int) -> List[Stage]:
                      "kl_coef": 0.01, "kl_in_loss": True, "kl_estimator": "k3",
                      "dynamic_sampling": True, "use_reward_model": False,
                      "rewards": [{"fn": "exact_match"}]},
-                resources={"actor": {"devices_per_node": 1}})
+                resources={"actor": {"devices_per_node": 1}, "reference_in_actor": True})
     return [Stage("verifier_sft", "sft", sft), Stage("grpo_verifier", "ppo", grpo)]
 
 
