@@ -125,7 +125,7 @@ def unread_keys(job: str, keys: Sequence[str], cfg: Any = None) -> List[Tuple[st
     """``(key, why)`` for each of ``keys`` that ``job`` does not read (with ``cfg``, also
     those its layout leaves unread: :func:`layout_unread`)."""
     spec = JOBS[job]
-    unread = {**spec.unread, **(layout_unread(cfg) if _RAY[0] in spec.sections else {})}
+    unread = {**spec.unread, **(layout_unread(cfg) if "resources" in spec.sections else {})}
     out = []
     for key in keys:
         top = key.split(".")[0]

@@ -64,26 +64,28 @@ class ModelWorker(DistributedWorker):
 
     @contextlib.contextmanager
     def engine_in_use(self):
-        """The outermost use reloads the engine (once built) and offloads it after."""
+        """The outermost use reloads the engines (once built) and offloads them after."""
         idle_offload = self._depth == 0 and getattr(self.cfg.resources,
                                                     self.role).offload_when_idle
         if idle_offload:
-            self._timed(lambda: [engine.reload() for engine in self._engines()])
+            self._move_engines(ModelEngine.reload)
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             if idle_offload:  # nothing to move after a failed build()
-                self._timed(lambda: [engine.offload() for engine in self._engines()])
+                self._move_engines(ModelEngine.offload)
 
     def _engines(self) -> List[ModelEngine]:
         """The engines this rank holds (none before build())."""
         return [self.engine] if hasattr(self, "engine") else []
 
-    def _timed(self, move: Callable[[], None]) -> None:
+    def _move_engines(self, move: Callable[[ModelEngine], None]) -> None:
+        """``move`` (offload or reload) each engine, the seconds counted for offload_stats."""
         started = time.perf_counter()
-        move()
+        for engine in self._engines():
+            move(engine)
         self._offload_s += time.perf_counter() - started
 
     def offload_stats(self) -> Metrics:
