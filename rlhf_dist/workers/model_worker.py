@@ -90,10 +90,10 @@ class ModelWorker(DistributedWorker):
 
     def offload_stats(self) -> Metrics:
         """``perf/<role>_offload_s``: seconds this rank spent offloading and reloading since
-        the last call; ``perf/<role>_offloaded``: 1 if its engine is in CPU memory now."""
+        the last call; ``perf/<role>_offloaded``: 1 if all its engines are in CPU memory now."""
         seconds, self._offload_s = self._offload_s, 0.0
         return {f"perf/{self.role}_offload_s": seconds,
-                f"perf/{self.role}_offloaded": float(self.engine.offloaded)}
+                f"perf/{self.role}_offloaded": float(all(e.offloaded for e in self._engines()))}
 
     @uses_engine
     def save(self, directory: str) -> None:
@@ -114,7 +114,7 @@ class ModelWorker(DistributedWorker):
                 for key, value in self.engine.size_metrics().items()}
 
     @uses_engine
-    def state_checksum(self, base: bool = False) -> float:
+    def state_checksum(self) -> float:
         """Collective under ZeRO-3: ``ModelEngine.state_checksum`` (CRC32 of the full state
         dict).  Frozen models must keep it bit for bit."""
-        return self.engine.state_checksum(base)
+        return self.engine.state_checksum()

@@ -73,9 +73,9 @@ class _ModelGroup(WorkerGroup):
     def export_hf(self, directory: str) -> None:
         self._broadcast(lambda w: w.export_hf.remote(directory))
 
-    def state_checksum(self, base: bool = False) -> float:
-        """CRC32 of the full weights (of a LoRA model's base with ``base``), from rank 0."""
-        return self._broadcast(lambda w: w.state_checksum.remote(base))[0]
+    def state_checksum(self) -> float:
+        """CRC32 of the full weights, from rank 0."""
+        return self._broadcast(lambda w: w.state_checksum.remote())[0]
 
     def size_metrics(self) -> Dict[str, float]:
         """Parameter counts and rank 0's parameter / Adam-state MiB (``size_metrics``)."""
@@ -107,6 +107,10 @@ class ActorGroup(_ModelGroup):
 
     def join_weight_group(self, world_size: int, backend: str) -> None:
         self._get([self.workers[0].join_weight_group.remote(world_size, backend)])
+
+    def reference_checksum(self) -> float:
+        """CRC32 of the reference this group holds (``ActorReference``), from rank 0."""
+        return self._broadcast(lambda w: w.reference_checksum.remote())[0]
 
     def weight_specs(self) -> list:
         return self._get([self.workers[0].weight_specs.remote()])[0]
@@ -165,7 +169,7 @@ class ActorReference:
 
     def state_checksum(self) -> float:
         """CRC32 of the reference's full weights, from actor rank 0."""
-        return self.actor._broadcast(lambda w: w.reference_checksum.remote())[0]
+        return self.actor.reference_checksum()
 
 
 class RewardGroup(_ModelGroup):
