@@ -100,11 +100,15 @@ def probe_calls(roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: fl
     out: Dict[str, object] = {
         "idle_cpu_per_s": idle["cpu_ms"] / 1e3 / idle_s,
         "idle_cpu_per_s_by": {k: v / 1e3 / idle_s for k, v in idle["cpu_ms_by"].items()}}
-    reference = roles.reference_calls()  # a LoRA actor answers for the reference it replaces
+    reference = roles.reference_calls()  # the actor answers when there is no reference group
     work = measure("ref_logprobs", lambda: reference.logprobs(experience).result(), n_work)
+    # the process that ran the forward: the reference worker, else the actor, else (no Ray)
+    # the driver
+    by = work["cpu_ms_by"]
     out.update(ref_logprobs_ms=work["ms"], ref_logprobs_cpu_ms=work["cpu_ms"],
-               ref_logprobs_worker_cpu_ms=work["cpu_ms_by"].get(
-                   "worker_reference", work["cpu_ms_by"].get("driver")))
+               ref_logprobs_worker_cpu_ms=next(
+                   (by[k] for k in ("worker_reference", "worker_actor", "driver") if k in by),
+                   None))
     workers = getattr(roles.reference, "workers", None)
     if workers:
         import ray
