@@ -54,7 +54,7 @@ def test_bad_values_name_the_field():
     assert "ppo.dual_clip" in _error(["ppo.dual_clip=0.5"])
     assert "reward_model.tiny.hidden_size" in _error(["reward_model.tiny.hidden_size=65"])
     assert "deepspeed.offload_param" in _error(["deepspeed.offload_param=true"])
-    assert "data.max_prompt_length" in _error(["data.max_prompt_length=999"])
+    assert "data.max_prompt_length" in _error(["data.max_prompt_length=0"])
     assert "override 'train.lr'" in _error(["train.lr"])
 
 

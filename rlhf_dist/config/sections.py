@@ -149,7 +149,8 @@ class DataConfig:
     extra_keys: List[str] = field(default_factory=list)
     # render messages with the tokenizer's chat template, not Human:/Assistant:
     apply_chat_template: bool = False
-    max_length: int = 256  # tokens of prompt + response kept (the response is cut at the end)
+    # (sft, rm, dpo) tokens of prompt + response kept (the response is cut at the end)
+    max_length: int = 256
     max_prompt_length: int = 128  # tokens of the prompt kept (cut on the left)
     # error | skip: a malformed row stops the job naming it, or is counted and left out
     on_bad_row: str = "error"
@@ -159,11 +160,16 @@ class DataConfig:
         _choice("data.on_bad_row", self.on_bad_row, ["error", "skip"])
         _positive("data.max_length", self.max_length)
         _positive("data.max_prompt_length", self.max_prompt_length)
+        _require(0.0 <= self.eval_ratio < 1.0, "data.eval_ratio",
+                 f"must be in [0, 1), got {self.eval_ratio}")
+
+    def check_response_room(self) -> None:
+        """Rows with a response (SFT, preference pairs) need a response token after the
+        longest prompt; prompt-only jobs (PPO: ``rollout.max_new_tokens``) do not read
+        ``max_length``."""
         _require(self.max_prompt_length < self.max_length, "data.max_prompt_length",
                  f"{self.max_prompt_length} must be smaller than data.max_length="
                  f"{self.max_length}, or no response token fits")
-        _require(0.0 <= self.eval_ratio < 1.0, "data.eval_ratio",
-                 f"must be in [0, 1), got {self.eval_ratio}")
 
 
 @dataclass

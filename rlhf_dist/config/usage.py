@@ -42,8 +42,7 @@ DATA_UNREAD: Dict[str, Dict[str, str]] = {
     "rm": _columns("preference", *_PAIR_COLUMNS),
     "dpo": _columns("preference", *_PAIR_COLUMNS),
     "ppo": {**_columns("prompt", "response_key", "chosen_key", "rejected_key", "ranking_key"),
-            "data.max_length": "responses are cut at rollout.max_new_tokens (it only bounds "
-                               "data.max_prompt_length)"},
+            "data.max_length": "responses are cut at rollout.max_new_tokens"},
 }
 
 

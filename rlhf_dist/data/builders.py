@@ -127,13 +127,14 @@ def _lm(ctx: _Context, row: Mapping) -> List[Example]:
 class ExampleKind(NamedTuple):
     toy_kind: str  # which toy rows feed it by default
     make: Callable[[_Context, Mapping], List[Example]]
+    responses: bool  # its examples join a prompt and a response within data.max_length
 
 
 EXAMPLE_KINDS: Dict[str, ExampleKind] = {
-    "sft": ExampleKind("sft", _sft),
-    "preference": ExampleKind("preference", _preference),
-    "prompt": ExampleKind("prompt", _prompt),
-    "lm": ExampleKind("pretrain", _lm),
+    "sft": ExampleKind("sft", _sft, True),
+    "preference": ExampleKind("preference", _preference, True),
+    "prompt": ExampleKind("prompt", _prompt, False),
+    "lm": ExampleKind("pretrain", _lm, False),
 }
 
 
@@ -147,6 +148,8 @@ def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
     prompt positions of ``labels`` unmasked.
     """
     spec = EXAMPLE_KINDS[kind]
+    if spec.responses:
+        data_cfg.check_response_room()
     rows = select_rows(data_cfg, split, toy_kind or spec.toy_kind)
     if rows is None:
         return None

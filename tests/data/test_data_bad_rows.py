@@ -125,6 +125,7 @@ def test_fully_truncated_response(tmp_path, toy_tok):
     path = write_rows(tmp_path / "data" / "rows.jsonl", rows)
     c = cfg(path=str(path), max_length=12, max_prompt_length=11)
     c.max_prompt_length = 12  # as if validation were bypassed: no room left for a response
+    c.check_response_room = lambda: None
     with pytest.raises(DataError, match="fully truncated") as info:
         build_sft_dataset(c, toy_tok)
     assert str(info.value).startswith(f"{path} row 2, field 'response': ")
@@ -138,6 +139,7 @@ def test_fully_truncated_ranking_response_names_its_index(tmp_path, toy_tok):
                       [{"prompt": long_prompt, "responses": [" a", " b", " c"]}])
     c = cfg(path=str(path), max_length=8, max_prompt_length=7)
     c.max_prompt_length = 8
+    c.check_response_room = lambda: None
     with pytest.raises(DataError, match=r"row 0, field 'responses\[0\]': fully truncated"):
         build_preference_dataset(c, toy_tok)
 

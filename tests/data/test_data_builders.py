@@ -2,9 +2,11 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from data_helpers import cfg
+from rlhf_dist.config import ConfigError
 from rlhf_dist.data import (
     PreferenceCollator, PromptCollator, SFTCollator, build_lm_dataset, build_preference_dataset,
     build_prompt_dataset, build_sft_dataset,
@@ -85,3 +87,15 @@ def test_import_is_cheap():
             "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prompt_length_is_checked_only_where_a_response_follows(toy_tok):
+    """PPO prompts do not read data.max_length: a max_prompt_length above it is fine there;
+    SFT and preference pairs name the field, as the config's other errors do."""
+    c = cfg(max_length=8, max_prompt_length=64)
+    prompts = build_prompt_dataset(c, toy_tok, "eval")
+    assert len(prompts) == 32 and max(len(e["input_ids"]) for e in prompts) == 17
+    for build in (build_sft_dataset, build_preference_dataset):
+        with pytest.raises(ConfigError, match="data.max_prompt_length: 64 must be smaller "
+                                              "than data.max_length=8"):
+            build(c, toy_tok)
