@@ -21,7 +21,7 @@ from .gae import discounted_returns, gae
 from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, sequence_end_index, shape_rewards
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
 from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
-                       sequence_logps, shifted_token_logps, token_logps)
+                       scored_columns, sequence_logps, shifted_token_logps, token_logps)
 from .losses import (LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss,
                      truncated_is_weights, value_loss)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
@@ -67,6 +67,7 @@ __all__ = [
     "ppo_policy_loss",
     "reinforce",
     "rloo",
+    "scored_columns",
     "sequence_logps",
     "sft_loss",
     "shape_rewards",

@@ -162,6 +162,14 @@ def token_logps(
     return torch.where(mask, logps, torch.zeros_like(logps)), mask
 
 
+def scored_columns(*targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """1D indices of the columns where some row of some ``targets`` (each (B, T)) is scored:
+    the positions whose logits a loss reads (the rest -- prompts, padding -- need no LM head;
+    ``logits_to_keep`` of :func:`~rlhf_dist.models.causal_lm_logits`)."""
+    scored = torch.stack([t != ignore_index for t in targets]).flatten(0, 1).any(0)
+    return scored.nonzero().squeeze(-1)
+
+
 def shifted_token_logps(
     logits: torch.Tensor,
     labels: torch.Tensor,

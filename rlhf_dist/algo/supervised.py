@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import check_same_shape, to_compute
-from .logprobs import shifted_token_logps
+from .logprobs import shifted_token_logps, token_logps
 from .masked import masked_mean
 
 
@@ -15,19 +15,23 @@ def sft_loss(
     labels: torch.Tensor,
     ignore_index: int = -100,
     chunk_size: int | None = None,
+    shift: bool = True,
 ) -> torch.Tensor:
     """Mean next-token negative log-likelihood over non-ignored tokens (0-dim tensor).
 
     Hugging Face causal-LM convention, *shift inside*: logits (B, T, V) from the model on
     ``input_ids`` (B, T); ``labels = input_ids`` with prompt/padding positions set to
-    ``ignore_index``; logits[:, t] is scored against labels[:, t + 1].  With no scored token
-    the loss is 0 (still differentiable, zero gradient), never NaN.  Float32 for bf16 logits.
+    ``ignore_index``; logits[:, t] is scored against labels[:, t + 1].  ``shift=False``:
+    the labels are already the aligned targets, logits[:, t] scored against labels[:, t].
+    With no scored token the loss is 0 (still differentiable, zero gradient), never NaN.
+    Float32 for bf16 logits.
     """
     if labels.shape != logits.shape[:2]:
         raise ValueError(
             f"labels {tuple(labels.shape)} must be logits.shape[:2] {tuple(logits.shape[:2])}"
         )
-    logps, mask = shifted_token_logps(logits, labels, ignore_index, chunk_size)
+    score = shifted_token_logps if shift else token_logps
+    logps, mask = score(logits, labels, ignore_index, chunk_size)
     return -masked_mean(logps, mask)
 
 

@@ -1,7 +1,7 @@
 """Causal LMs: load from a path / hub name or build a tiny one; forwards with correct positions."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from rlhf_dist.models._common import (ModelError, hf_load_kwargs, require_existing_path,
                                       resolve_source)
@@ -44,16 +44,18 @@ def forward_positions(attention_mask: Optional["torch.Tensor"],
 def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
                      attention_mask: Optional["torch.Tensor"],
                      position_ids: Optional["torch.Tensor"] = None,
-                     logits_to_keep: int = 0) -> "torch.Tensor":
+                     logits_to_keep: Union[int, "torch.Tensor"] = 0) -> "torch.Tensor":
     """Logits ``(B, T, V)`` of a causal LM, positions derived from ``attention_mask``.
 
     Works for right and left padding alike, and for a padding-free row (no mask, positions
-    restarting at each sequence); no KV cache is built.  ``logits_to_keep`` > 0: only the
-    last that many positions go through the LM head (transformers' own argument), so the
-    result is ``(B, logits_to_keep, V)``.
+    restarting at each sequence); no KV cache is built.  ``logits_to_keep`` (transformers'
+    own argument) sends fewer positions through the LM head: an int > 0 the last that many,
+    a 1D tensor those positions (:func:`~rlhf_dist.algo.scored_columns`); the result is
+    ``(B, kept, V)``.
     """
     position_ids = forward_positions(attention_mask, position_ids)
-    keep = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+    whole = isinstance(logits_to_keep, int) and logits_to_keep == 0
+    keep = {} if whole else {"logits_to_keep": logits_to_keep}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False, **keep)
     return out.logits

@@ -12,7 +12,9 @@ rejected response.
   (:class:`~rlhf_dist.data.SharedPromptCollator`): the prompt is computed once.  Needs an
   attention that takes a 4D mask (eager, sdpa; not flash-attention-2).
 
-All give the same log-probs up to float rounding.  ``rows``/``split_rows`` carry one value
+All give the same log-probs up to float rounding.  Only the positions whose logits score a
+response token go through the LM head (``algo.scored_columns`` as transformers'
+``logits_to_keep``): not the prompt's, not the padding's.  ``rows``/``split_rows`` carry one value
 per response in a per-row tensor of the layout's batch (how the Ray reference group hands
 reference log-probs to the actor group).
 """
@@ -23,15 +25,15 @@ from typing import Dict, Tuple
 
 import torch
 
-from rlhf_dist.algo import masked_mean, masked_sequence_logps, shifted_token_logps, token_logps
+from rlhf_dist.algo import masked_mean, masked_sequence_logps, scored_columns, token_logps
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
 class PairLogps:
-    """Token log-probs ``(B, T)`` of the chosen and the rejected responses (0 where unscored)
-    with their masks."""
+    """Token log-probs ``(B, K)`` of the chosen and the rejected responses (0 where unscored)
+    with their masks, over the K scored columns of the layout's batch."""
 
     chosen: torch.Tensor
     chosen_mask: torch.Tensor
@@ -54,8 +56,11 @@ class PaddedPairs:
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
         from rlhf_dist.models import causal_lm_logits
 
-        logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"])
-        logps, mask = shifted_token_logps(logits, batch["labels"])
+        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+        kept = scored_columns(targets)
+        logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"],
+                                  logits_to_keep=kept)
+        logps, mask = token_logps(logits, targets[:, kept])
         half = logps.shape[0] // 2
         return PairLogps(logps[:half], mask[:half], logps[half:], mask[half:])
 
@@ -80,11 +85,14 @@ class PackedPairs:
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
         from rlhf_dist.models import causal_lm_logits
 
-        logits = causal_lm_logits(model, batch["input_ids"], None, batch["position_ids"])
-        logps, mask = shifted_token_logps(logits, batch["labels"])  # (1, N-1)
-        owner = batch["sequence_ids"][:, 1:]  # the sequence of each predicted token
+        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+        kept = scored_columns(targets)
+        logits = causal_lm_logits(model, batch["input_ids"], None, batch["position_ids"],
+                                  logits_to_keep=kept)
+        logps, mask = token_logps(logits, targets[:, kept])  # (1, K): the K scored tokens
+        owner = batch["sequence_ids"][:, 1:][:, kept]  # the sequence of each scored token
         sequences = torch.arange(2 * self.num_pairs(batch), device=owner.device)[:, None]
-        masks = mask & (owner == sequences)  # (2B, N-1): row s scores sequence s's tokens
+        masks = mask & (owner == sequences)  # (2B, K): row s scores sequence s's tokens
         table = logps * masks
         half = masks.shape[0] // 2
         return PairLogps(table[:half], masks[:half], table[half:], masks[half:])
@@ -113,9 +121,12 @@ class SharedPromptPairs:
 
         _check_no_sliding_window(model, batch["input_ids"].shape[1])
         mask = shared_prompt_attention_mask(batch["segment_ids"], model_dtype(model))
-        logits = causal_lm_logits(model, batch["input_ids"], mask, batch["position_ids"])
-        return PairLogps(*token_logps(logits, batch["chosen_targets"]),
-                         *token_logps(logits, batch["rejected_targets"]))
+        chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
+        kept = scored_columns(chosen, rejected)
+        logits = causal_lm_logits(model, batch["input_ids"], mask, batch["position_ids"],
+                                  logits_to_keep=kept)
+        return PairLogps(*token_logps(logits, chosen[:, kept]),
+                         *token_logps(logits, rejected[:, kept]))
 
     def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         return torch.stack([chosen, rejected], dim=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from rlhf_dist.algo import sft_loss
+from rlhf_dist.algo import scored_columns, sft_loss
 from rlhf_dist.config import Config
 from rlhf_dist.trainers.base import LauncherTrainer
 
@@ -27,11 +27,15 @@ class SFTTrainer(LauncherTrainer):
         return load_causal_lm(self.cfg.model, tokenizer, field_prefix="model")
 
     def _loss(self, batch):
+        """Only the positions that predict a label go through the LM head (not the prompt's
+        or the padding's)."""
         from rlhf_dist.models import causal_lm_logits
 
+        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+        kept = scored_columns(targets)
         logits = causal_lm_logits(self.engine, batch["input_ids"], batch.get("attention_mask"),
-                                  batch.get("position_ids"))
-        return sft_loss(logits, batch["labels"])
+                                  batch.get("position_ids"), logits_to_keep=kept)
+        return sft_loss(logits, targets[:, kept], shift=False)
 
     def micro_batch_loss(self, batch):
         loss = self._loss(batch)

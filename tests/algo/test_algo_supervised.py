@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlhf_dist.algo import bradley_terry_loss, bradley_terry_metrics, sft_loss
+from rlhf_dist.algo import bradley_terry_loss, bradley_terry_metrics, scored_columns, sft_loss
 
 
 def _nll(row, label):
@@ -28,6 +28,14 @@ def test_sft_loss_shift_inside_by_hand():
         logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1), ignore_index=-100
     )
     assert sft_loss(logits, labels, chunk_size=1).item() == pytest.approx(hf.item(), rel=1e-5)
+    # the scored columns only (what the SFT trainer sends through the LM head), no shift:
+    # targets[:, t] = labels[:, t + 1] is scored at columns 1, 2 (row 0) and 1 (row 1)
+    targets = labels[:, 1:]
+    kept = scored_columns(targets)
+    assert kept.tolist() == [1, 2] and scored_columns(labels).tolist() == [0, 2, 3]
+    aligned = sft_loss(logits[:, kept], targets[:, kept], shift=False)
+    assert aligned.item() == pytest.approx(sum(terms) / 3, rel=1e-5)
+    assert scored_columns(labels[:, :1], labels[:, 1:2]).tolist() == [0]  # any of several
 
 
 def test_sft_loss_no_tokens_is_zero_with_grad():

@@ -107,6 +107,40 @@ def test_layouts_equal_padded(tokenizer, attn, loss_type):
         assert padded[4] == other[4]  # the same tokens counted for throughput
 
 
+def test_lm_head_runs_on_the_scored_positions_only(tokenizer):
+    """Every layout sends only the positions that score a response token through the LM head
+    (counted by hand from the pairs' lengths), with the log-probs of the full logits."""
+    from rlhf_dist.algo import sequence_logps
+    from rlhf_dist.models import causal_lm_logits
+
+    model = _model(tokenizer, "eager")
+    pairs = _pairs(tokenizer)
+    lengths = [(p["prompt_len"], len(p["chosen_input_ids"]) - p["prompt_len"],
+                len(p["rejected_input_ids"]) - p["prompt_len"]) for p in pairs]
+    padded = PAIR_COLLATORS["padded"](tokenizer.pad_token_id)(pairs)
+    with torch.no_grad():
+        full = sequence_logps(causal_lm_logits(model, padded["input_ids"],
+                                               padded["attention_mask"]), padded["labels"])
+    # positions predicting a response token: a row's P-1 .. P+n-2 for a response of n tokens
+    # after a prompt of P; in the shared row the rejected ones start again at P-1 after the
+    # chosen, so the chosen's last position (P+C-1) predicts nothing
+    padded_cols = {t for p, c, r in lengths for n in (c, r) for t in range(p - 1, p + n - 1)}
+    shared_cols = {t for p, c, r in lengths
+                   for t in [*range(p - 1, p + c - 1), *range(p + c, p + c + r - 1)]}
+    expected = {"padded": len(padded_cols), "shared_prompt": len(shared_cols),
+                "packed": sum(c + r for _, c, r in lengths)}
+    assert expected["padded"] < padded["input_ids"].shape[1] - 1
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: rows.append(out.shape[1]))
+    for name, layout in PAIR_LAYOUTS.items():
+        batch = PAIR_COLLATORS[name](tokenizer.pad_token_id)(pairs)
+        with torch.no_grad():
+            sums = torch.cat(layout.logps(model, batch).sequences())
+        torch.testing.assert_close(sums, full, atol=1e-4, rtol=1e-5)
+        assert rows.pop() == expected[name], name
+    hook.remove()
+
+
 def test_layout_auto_takes_padded_rows_under_flash_attention():
     from rlhf_dist.config import ConfigError, load_config
 
