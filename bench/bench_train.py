@@ -24,8 +24,8 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
   seconds a rank waited for a core; CPU time does not).
 
 ``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
-pair layout, the default shared-prompt layout, + ``train.group_by_length``, + precomputed
-reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base,
+pair layout, the default shared-prompt layout with length-grouped batches, ``ungrouped``:
+``train.group_by_length=false``, + precomputed reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base,
 ``packed``: ``train.padding_free``); ``default``, ``lora`` and ``packed`` apply to SFT too;
 each record names its ``variant``,
 and ``train_variant_ratio`` lines compare each variant with ``default`` (tokens per
@@ -69,8 +69,9 @@ CONFIG = HERE / "train_config.yaml"
 VARIANTS = {
     "padded": ["dpo.layout=padded"],
     "default": [],
-    "grouped": ["train.group_by_length=true"],
-    "grouped+precomputed": ["train.group_by_length=true", "dpo.precompute_ref=true"],
+    # the plain shuffled order (HF/TRL's default), not the default length-grouped one
+    "ungrouped": ["train.group_by_length=false"],
+    "precomputed": ["dpo.precompute_ref=true"],
     # LoRA adapters on every linear layer (SFT and DPO; DPO's reference = the adapter-free base)
     "lora": ["model.lora.r=16", "model.lora.alpha=32"],
     # each micro-batch's sequences in one row, no padding (SFT and DPO: dpo.layout=packed)

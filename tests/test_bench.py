@@ -44,13 +44,13 @@ def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
            "--steps", "2", "--warmup", "1", "--batch", "2", "--pairs", "8",
            "--num-prompts", "16", "--hidden", "32", "--layers", "1", "--heads", "2",
            "--intermediate", "64", "--max-length", "64", "--max-prompt-length", "32",
-           "--variants", "default,grouped+precomputed", "--out-dir", str(tmp_path)]
+           "--variants", "default,precomputed", "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [(r["bench"], r.get("variant")) for r in lines] == [
-        ("train", "default"), ("train", "grouped+precomputed"),
-        ("train_variant_ratio", "grouped+precomputed")], done.stdout
+        ("train", "default"), ("train", "precomputed"),
+        ("train_variant_ratio", "precomputed")], done.stdout
     rec, precomputed, ratio = lines
     assert ratio["ratio_tokens_per_cpu_s"] == pytest.approx(
         precomputed["tokens_per_cpu_s"] / rec["tokens_per_cpu_s"])

@@ -201,8 +201,8 @@ class TrainConfig:
     log_every: int = 1  # log the training metrics every N steps
     # shuffle, then sort windows of 50 optimiser steps' batches by length and shuffle those
     # batches: less padding, order still fixed by (seed, epoch) and the same for any split
-    # of a step over ranks and accumulation
-    group_by_length: bool = False
+    # of a step over ranks and accumulation; false = the plain shuffled order (as HF/TRL)
+    group_by_length: bool = True
     # SFT/pretrain/RM/DPO: each micro-batch's sequences concatenated into one row with
     # restarting position_ids and no padding (flash-attention-2 runs them as varlen
     # sequences; eager/sdpa a block-diagonal mask); the same losses.  DPO: dpo.layout=packed

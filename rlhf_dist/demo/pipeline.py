@@ -23,6 +23,10 @@ DATA = {"path": "toy", "max_length": 64, "max_prompt_length": 32}
 # An NLL term on the chosen answers (RPO) keeps DPO from unlearning them along with the
 # rejected ones — without it the tiny policy drifts towards refusing everything.
 DPO = {"beta": 0.1, "nll_coef": 0.2}
+# The stages PPO/GRPO start from (base, SFT, RM, the verifier's SFT) train on the plain
+# shuffled order, not the default length-grouped one, as configs/tiny/sft.yaml and rm.yaml
+# do: the thresholds of tests/test_demo.py were measured on the models it gives.
+PLAIN_ORDER = {"group_by_length": False}
 
 
 @dataclass
@@ -102,7 +106,7 @@ def verifier_stages(out: Path, seed: int) -> List[Stage]:
     sft.update(data={**data, "path": str(data_dir / "sft.jsonl")},
                train={"epochs": 5, "max_steps": 50, "lr": 3e-3, "lr_scheduler": "cosine",
                       "warmup_ratio": 0.05, "train_batch_size": 16, "micro_batch_size": 8,
-                      "eval_batch_size": 32, "eval_every": 0},
+                      "eval_batch_size": 32, "eval_every": 0, **PLAIN_ORDER},
                deepspeed={"zero_stage": 0})
     grpo = _common(out, "grpo_verifier", seed)
     grpo.update(model={"name_or_path": str(out / "verifier_sft" / "model")},
@@ -124,11 +128,11 @@ def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
     ranking = write_ranking_data(out, seed)
     return [
         Stage("base", "pretrain", _trainer(out, "base", seed, preset.pretrain_epochs, 3e-3,
-                                           model={"tiny": TINY})),
+                                           model={"tiny": TINY}, train=PLAIN_ORDER)),
         Stage("sft", "sft", _trainer(out, "sft", seed, 1, 5e-4, model={"name_or_path": base},
-                                     train={"max_steps": preset.sft_steps})),
+                                     train={"max_steps": preset.sft_steps, **PLAIN_ORDER})),
         Stage("rm", "rm", _trainer(out, "rm", seed, preset.rm_epochs, 1e-3,
-                                   model={"name_or_path": sft},
+                                   model={"name_or_path": sft}, train=PLAIN_ORDER,
                                    data={"path": str(ranking), "eval_path": "toy"})),
         Stage("ppo", "ppo", {
             **_common(out, "ppo", seed),
