@@ -25,9 +25,9 @@ attention-mask tokens of all ranks in the step), averaged over the steps after `
 
 ``--variants`` runs each DPO case once per named set of overrides (``VARIANTS``: the padded
 pair layout, the default shared-prompt layout with length-grouped batches, ``ungrouped``:
-``train.group_by_length=false``, + precomputed reference log-probs, ``lora``: LoRA r=16 adapters, the DPO reference the adapter-free base,
-``packed``: ``train.padding_free``); ``default``, ``lora`` and ``packed`` apply to SFT too;
-each record names its ``variant``,
+``train.group_by_length=false``, + precomputed reference log-probs, ``lora``: LoRA r=16
+adapters, the DPO reference the adapter-free base, ``packed``: ``train.padding_free``);
+``default``, ``lora`` and ``packed`` apply to SFT too; each record names its ``variant``,
 and ``train_variant_ratio`` lines compare each variant with ``default`` (tokens per
 CPU-second and per second, per-rank parameter + optimizer + reference-copy MiB).
 ``--repeats R`` runs the whole list R times (TRL after each pass); the ratio lines use

@@ -12,8 +12,8 @@ from rlhf_dist._lazy import lazy_exports
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rlhf_dist.models._common import ModelError, hf_load_kwargs, looks_like_local_path
     from rlhf_dist.models.causal_lm import (causal_lm_logits, enable_gradient_checkpointing,
-                                            load_causal_lm, model_dtype, own_aligned_memory,
-                                            position_ids_from_mask)
+                                            label_logits, load_causal_lm, model_dtype,
+                                            own_aligned_memory, position_ids_from_mask)
     from rlhf_dist.models.save import save_model
     from rlhf_dist.models.scalar_head import (ROLES, head_init_std, is_scalar_head_config,
                                               last_token_index, new_head_record,
@@ -33,6 +33,7 @@ _EXPORTS: Dict[str, str] = {
     "build_tiny_config": "tiny",
     "load_causal_lm": "causal_lm",
     "causal_lm_logits": "causal_lm",
+    "label_logits": "causal_lm",
     "model_dtype": "causal_lm",
     "position_ids_from_mask": "causal_lm",
     "enable_gradient_checkpointing": "causal_lm",

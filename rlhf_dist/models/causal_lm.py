@@ -1,7 +1,7 @@
 """Causal LMs: load from a path / hub name or build a tiny one; forwards with correct positions."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 from rlhf_dist.models._common import (ModelError, hf_load_kwargs, require_existing_path,
                                       resolve_source)
@@ -59,6 +59,22 @@ def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 use_cache=False, **keep)
     return out.logits
+
+
+def label_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
+                 attention_mask: Optional["torch.Tensor"], position_ids: Optional["torch.Tensor"],
+                 labels: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """``(logits, targets, kept)`` for ``labels`` (B, T; -100 where nothing is scored) in the
+    causal-LM shift, position t predicting token t + 1: only the K positions that predict a
+    label in some row (``kept``, :func:`~rlhf_dist.algo.scored_columns`) go through the LM
+    head -- not the prompt's, not the padding's.  ``logits`` (B, K, V) score the aligned
+    ``targets`` (B, K) with no further shift."""
+    from rlhf_dist.algo import scored_columns
+
+    targets = labels[:, 1:]
+    kept = scored_columns(targets)
+    logits = causal_lm_logits(model, input_ids, attention_mask, position_ids, logits_to_keep=kept)
+    return logits, targets[:, kept], kept
 
 
 def tiny_config_for(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",

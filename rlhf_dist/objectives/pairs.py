@@ -54,13 +54,11 @@ class PaddedPairs:
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.models import label_logits
 
-        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
-        kept = scored_columns(targets)
-        logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"],
-                                  logits_to_keep=kept)
-        logps, mask = token_logps(logits, targets[:, kept])
+        logits, targets, _ = label_logits(model, batch["input_ids"], batch["attention_mask"],
+                                          None, batch["labels"])
+        logps, mask = token_logps(logits, targets)
         half = logps.shape[0] // 2
         return PairLogps(logps[:half], mask[:half], logps[half:], mask[half:])
 
@@ -83,13 +81,11 @@ class PackedPairs:
     response's log-probs are read back as a row of a (2B, N−1) masked table."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.models import label_logits
 
-        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
-        kept = scored_columns(targets)
-        logits = causal_lm_logits(model, batch["input_ids"], None, batch["position_ids"],
-                                  logits_to_keep=kept)
-        logps, mask = token_logps(logits, targets[:, kept])  # (1, K): the K scored tokens
+        logits, targets, kept = label_logits(model, batch["input_ids"], None,
+                                             batch["position_ids"], batch["labels"])
+        logps, mask = token_logps(logits, targets)  # (1, K): the K scored tokens
         owner = batch["sequence_ids"][:, 1:][:, kept]  # the sequence of each scored token
         sequences = torch.arange(2 * self.num_pairs(batch), device=owner.device)[:, None]
         masks = mask & (owner == sequences)  # (2B, K): row s scores sequence s's tokens

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from rlhf_dist.algo import scored_columns, sft_loss
+from rlhf_dist.algo import sft_loss
 from rlhf_dist.config import Config
 from rlhf_dist.trainers.base import LauncherTrainer
 
@@ -29,13 +29,12 @@ class SFTTrainer(LauncherTrainer):
     def _loss(self, batch):
         """Only the positions that predict a label go through the LM head (not the prompt's
         or the padding's)."""
-        from rlhf_dist.models import causal_lm_logits
+        from rlhf_dist.models import label_logits
 
-        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
-        kept = scored_columns(targets)
-        logits = causal_lm_logits(self.engine, batch["input_ids"], batch.get("attention_mask"),
-                                  batch.get("position_ids"), logits_to_keep=kept)
-        return sft_loss(logits, targets[:, kept], shift=False)
+        logits, targets, _ = label_logits(self.engine, batch["input_ids"],
+                                          batch.get("attention_mask"), batch.get("position_ids"),
+                                          batch["labels"])
+        return sft_loss(logits, targets, shift=False)
 
     def micro_batch_loss(self, batch):
         loss = self._loss(batch)
