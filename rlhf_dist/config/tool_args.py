@@ -69,6 +69,8 @@ def resolve_sections(args: argparse.Namespace, flags: Dict[str, str],
     try:
         cfg = load_config(args.config, [*given, *extra, *args.overrides],
                           defaults=[f"{k}={v}" for k, v in defaults.items()])
+        if "data.max_length" in flags.values():  # the tool scores prompt + response
+            cfg.data.check_response_room()
     except ConfigError as err:
         raise ConfigError(_name_flag(str(err), flags)) from None
     for flag, key in flags.items():  # args.<flag> = the resolved value, for the tool's code

@@ -83,12 +83,17 @@ def test_spread_group_spans_both_nodes_and_trains(ray_dpo_run, tiny_model_dir):
     run = ray_dpo_run
     assert run.last("placement/actor_nodes") == 2.0
     assert run.last("placement/reference_nodes") == 2.0
-    # step 1 is log 2 (policy = reference); later steps are on new batches, after updates
-    # (measured: 0.693, 0.605, 0.565, 0.653)
-    losses = run.series("train/loss")
+    # step 1 is log 2 with a zero margin (policy = reference); later steps are on new
+    # (length-grouped) batches, after updates; eval after steps 2 and 4 on held-out pairs
+    # (measured: losses 0.693, 0.709, 0.554, 0.489; reward margins 0, -0.03, 0.32, 0.51;
+    # eval margin 0.18 -> 0.26, eval loss 0.618 -> 0.590)
+    losses, margins = run.series("train/loss"), run.series("train/reward_margin")
     assert len(losses) == STEPS and losses[0] == pytest.approx(0.6931472, abs=1e-6)
+    assert margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > 0.2, margins
     assert sum(losses[1:]) / (STEPS - 1) < losses[0] - 0.03, losses
-    assert all(margin > 0 for margin in run.series("train/reward_margin")[1:])
+    eval_margins, eval_losses = run.series("eval/reward_margin"), run.series("eval/loss")
+    assert 0 < eval_margins[0] < eval_margins[-1], eval_margins
+    assert eval_losses[-1] < eval_losses[0] < losses[0], eval_losses
     diffs = max_abs_diff(load_tensors(run.out / "model"), load_tensors(tiny_model_dir))
     assert sum(d > 1e-6 for d in diffs.values()) >= len(diffs) // 2, diffs
     # the frozen reference: CRC32 of its full weights unchanged, equal to the start model's file
