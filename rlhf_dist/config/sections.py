@@ -149,7 +149,8 @@ class DataConfig:
     extra_keys: List[str] = field(default_factory=list)
     # render messages with the tokenizer's chat template, not Human:/Assistant:
     apply_chat_template: bool = False
-    # (sft, rm, dpo) tokens of prompt + response kept (the response is cut at the end)
+    # (sft, rm, dpo; eval and label score with it) tokens of prompt + response kept (the
+    # response is cut at the end)
     max_length: int = 256
     max_prompt_length: int = 128  # tokens of the prompt kept (cut on the left)
     # error | skip: a malformed row stops the job naming it, or is counted and left out
