@@ -123,9 +123,8 @@ def test_fully_truncated_response(tmp_path, toy_tok):
     long_prompt = "Human: " + "how do I bake bread? " * 10 + "\nAssistant:"
     rows = [GOOD_SFT, GOOD_SFT, {"prompt": long_prompt, "response": " a"}]
     path = write_rows(tmp_path / "data" / "rows.jsonl", rows)
-    c = cfg(path=str(path), max_length=12, max_prompt_length=11)
-    c.max_prompt_length = 12  # as if validation were bypassed: no room left for a response
-    c.check_response_room = lambda: None
+    c = cfg(path=str(path), max_length=12, max_prompt_length=12)  # no room for a response,
+    c.check_response_room = lambda: None  # as if the dataset's check were bypassed
     with pytest.raises(DataError, match="fully truncated") as info:
         build_sft_dataset(c, toy_tok)
     assert str(info.value).startswith(f"{path} row 2, field 'response': ")
@@ -137,8 +136,7 @@ def test_fully_truncated_ranking_response_names_its_index(tmp_path, toy_tok):
     long_prompt = "Human: " + "bake bread " * 20 + "\nAssistant:"
     path = write_rows(tmp_path / "data" / "rank.jsonl",
                       [{"prompt": long_prompt, "responses": [" a", " b", " c"]}])
-    c = cfg(path=str(path), max_length=8, max_prompt_length=7)
-    c.max_prompt_length = 8
+    c = cfg(path=str(path), max_length=8, max_prompt_length=8)
     c.check_response_room = lambda: None
     with pytest.raises(DataError, match=r"row 0, field 'responses\[0\]': fully truncated"):
         build_preference_dataset(c, toy_tok)
