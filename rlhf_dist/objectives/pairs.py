@@ -78,7 +78,8 @@ class PaddedPairs:
 
 class PackedPairs:
     """One row of the 2B sequences ``chosen_1..chosen_B, rejected_1..rejected_B``; each
-    response's log-probs are read back as a row of a (2B, N−1) masked table."""
+    response's log-probs are read back as a row of a (2B, K) masked table over the K
+    scored positions."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
         from rlhf_dist.models import label_logits
