@@ -270,3 +270,15 @@ def test_unknown_key_inside_a_list_entry_names_its_index(tmp_path):
     path.write_text("ppo:\n  rewards:\n    - {fn: math, wieght: 2}\n")
     with pytest.raises(ConfigError, match=r"^ppo.rewards\[0\].wieght: unknown key"):
         load_config(str(path))
+
+
+def test_batches_are_length_grouped_by_default_but_not_for_the_ppo_starts():
+    """DPO/SFT/RM group batches by length unless told not to; the tiny SFT and RM configs
+    (the PPO tests' and the demo's starting models) keep the plain order they were tuned on."""
+    from pathlib import Path
+
+    tiny = Path(__file__).parents[1] / "configs" / "tiny"
+    assert load_config(None).train.group_by_length is True
+    assert load_config(str(tiny / "dpo.yaml")).train.group_by_length is True
+    for name in ("sft.yaml", "rm.yaml"):
+        assert load_config(str(tiny / name)).train.group_by_length is False, name
