@@ -125,7 +125,7 @@ class ReferenceLoop:
         fields = {"ref_logprobs": forward_in_micro_batches(
             experience, micro, lambda b: action_logprobs(self.m.reference, b, self.temperature)),
             "scores": forward_in_micro_batches(
-                experience, micro, lambda b: self.m.reward.score(b["sequences"],
+                experience, micro, lambda b: self.m.reward.sequence_scores(b["sequences"],
                                                                  b["attention_mask"]))}
         if self.m.critic is not None:
             self.m.critic.eval()

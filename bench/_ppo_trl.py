@@ -65,7 +65,7 @@ def reward_from_rm(rm, pad_token_id: int, micro: int, scores_log: List[float]):
             seq[i, width_p:width_p + len(c)] = torch.tensor(list(c))
             mask[i, width_p - len(p):width_p + len(c)] = 1
         with torch.no_grad():
-            scores = torch.cat([rm.score(seq[s:s + micro], mask[s:s + micro])
+            scores = torch.cat([rm.sequence_scores(seq[s:s + micro], mask[s:s + micro])
                                 for s in range(0, n, micro)])
         scores_log.append(float(scores.mean()))
         return scores.tolist()

@@ -18,7 +18,8 @@ from .advantages import (
 from .dpo import DPO_LOSSES, dpo_loss
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
-from .kl import KL_ESTIMATORS, kl_estimate, last_token_index, sequence_end_index, shape_rewards
+from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
+                 shape_rewards)
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
 from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
                        scored_columns, sequence_logps, shifted_token_logps, token_logps)
@@ -54,6 +55,7 @@ __all__ = [
     "group_norm",
     "kl_estimate",
     "last_token_index",
+    "score_index",
     "sequence_end_index",
     "logprobs_from_logits",
     "make_kl_controller",

@@ -64,11 +64,38 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (positions * m).argmax(dim=-1)
 
 
-def sequence_end_index(sequence_ids: torch.Tensor) -> torch.Tensor:
+def score_index(input_ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int | None
+                ) -> torch.Tensor:
+    """Where a sequence classifier reads each row's score: (B, T), (B, T) -> (B,) int64.
+
+    The last position of ``mask`` whose token is not ``pad_token_id`` — the token transformers'
+    ``*ForSequenceClassification`` pools (the rightmost non-padding id), so a reward model scores
+    the same here, in transformers and in TRL.  When padding is a real token (pad = EOS) its
+    trailing copies are skipped as transformers does; a row made only of such tokens falls back
+    to its last unmasked position.  ``pad_token_id`` None: the last unmasked position.
+    """
+    last = last_token_index(mask)
+    if pad_token_id is None:
+        return last
+    scored = as_bool_mask(mask) & (input_ids != pad_token_id)
+    positions = torch.arange(1, scored.shape[-1] + 1, device=scored.device)
+    return torch.where(scored.any(dim=-1), (positions * scored).argmax(dim=-1), last)
+
+
+def sequence_end_index(sequence_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
+                       pad_token_id: int | None = None) -> torch.Tensor:
     """Index of each sequence's last token in a padding-free (1, N) row whose tokens carry
     their sequence's number 0, 1, …, S−1 in order -> (S,) int64 (the packed
-    :func:`last_token_index`)."""
-    return torch.bincount(sequence_ids.reshape(-1)).cumsum(0) - 1
+    :func:`last_token_index`).  With ``input_ids`` and ``pad_token_id``: the packed
+    :func:`score_index` (trailing pad-id tokens of a sequence skipped)."""
+    ids = sequence_ids.reshape(-1)
+    end = torch.bincount(ids).cumsum(0) - 1
+    if input_ids is None or pad_token_id is None:
+        return end
+    positions = torch.arange(ids.numel(), device=ids.device)
+    kept = torch.where(input_ids.reshape(-1) != pad_token_id, positions, -1)
+    last = torch.full_like(end, -1).scatter_reduce(0, ids, kept, "amax")
+    return torch.where(last >= 0, last, end)
 
 
 def shape_rewards(

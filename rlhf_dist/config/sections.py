@@ -45,10 +45,10 @@ class LoraConfig:
     alpha: float = 16.0  # the update is scaled by alpha / r
     dropout: float = 0.0  # dropout on the adapter's input
     # module names (or name suffixes) that get adapters; null = every linear layer but the
-    # output heads (lm_head, value_head)
+    # output heads (lm_head, score)
     target_modules: Optional[List[str]] = None
     # modules trained in full next to the adapters; null = the scalar head of a reward /
-    # critic model (value_head), nothing for a causal LM
+    # critic model (score), nothing for a causal LM
     modules_to_save: Optional[List[str]] = None
 
     @property

@@ -134,7 +134,7 @@ def reward_scores(reward_model: RewardSource, prompts: Sequence[str], responses:
         seqs = [scoring_ids(encoder, p, r) for p, r in zip(prompts[part], responses[part])]
         ids = pad(seqs, pad_id, "right").to(dev)
         mask = pad([[1] * len(s) for s in seqs], 0, "right").to(dev)
-        scores += rm.model.score(ids, mask, normalize=normalize).float().cpu().tolist()
+        scores += rm.model.sequence_scores(ids, mask, normalize=normalize).float().cpu().tolist()
     return scores
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from rlhf_dist.config import LoraConfig, ModelConfig
 
-OUTPUT_HEADS = ("lm_head", "value_head")  # never adapted by default
+OUTPUT_HEADS = ("lm_head", "score")  # never adapted by default
 ADAPTER = "default"  # peft's name of the one adapter we train
 
 
@@ -53,17 +53,19 @@ def _check_names(model: "nn.Module", names: List[str], field: str) -> None:
 def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "model"):
     """``model`` with LoRA adapters of ``lora`` (a ``peft`` model); errors name
     ``{field_prefix}.lora.<key>``.  Targets default to every linear layer except the output
-    heads; a scalar-head model's ``value_head`` is trained in full unless
+    heads; a scalar-head model's ``score`` head is trained in full unless
     ``modules_to_save`` says otherwise."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    from rlhf_dist.models.scalar_head import is_scalar_head_config  # imports torch
+
     targets = lora.target_modules or [n for n in linear_module_names(model)
                                       if n not in OUTPUT_HEADS]
     _check_names(model, targets, f"{field_prefix}.lora.target_modules")
-    scalar = hasattr(model, "value_head")
+    scalar = is_scalar_head_config(model.config)
     to_save = lora.modules_to_save if lora.modules_to_save is not None else (
-        ["value_head"] if scalar else [])
+        ["score"] if scalar else [])
     _check_names(model, to_save, f"{field_prefix}.lora.modules_to_save")
     config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=targets, modules_to_save=to_save or None,

@@ -14,7 +14,8 @@ def save_model(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenize
     """``save_pretrained`` of ``model`` and ``tokenizer`` into ``out_dir`` (safetensors).
 
     transformers 5 always writes safetensors (``model.safetensors``).  A scalar-head model's
-    ``value_head.weight`` / ``value_head.bias`` land in the same file as the backbone, and its
+    ``score.weight`` lands in the same file as the backbone (the ``*ForSequenceClassification``
+    layout transformers reads), and its
     role and score statistics in ``config.json`` under ``rlhf_dist``.  Under ZeRO-3 pass the
     consolidated ``state_dict`` (gathered by the engine) and ``is_main_process`` = rank 0; other
     ranks write nothing.

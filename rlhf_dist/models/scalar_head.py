@@ -1,18 +1,26 @@
-"""Scalar-head models (critic, reward): an HF backbone + ``value_head = nn.Linear(hidden, 1)``.
+"""Scalar-head models (critic, reward): transformers' own ``XForSequenceClassification`` with one
+label — an HF backbone + ``score = nn.Linear(hidden, 1, bias=False)`` — plus our methods.
 
-:func:`scalar_head_class` builds, once per architecture, a real ``PreTrainedModel`` subclass of
-that architecture's ``XPreTrainedModel`` with the backbone stored under the architecture's
-``base_model_prefix`` — the same attribute its ``XForCausalLM`` uses.  Hence:
+:func:`scalar_head_class` builds, once per architecture, a subclass of that architecture's
+``XForSequenceClassification`` (same class name, same module layout, same weight names).  Hence:
 
 * a causal-LM checkpoint loads into the backbone unchanged (``lm_head.*`` is ignored) and the
-  head is freshly initialised;
-* ``save_pretrained`` writes backbone and ``value_head.weight`` / ``value_head.bias`` into the
-  same safetensors file, and ``from_pretrained`` restores both in one call;
-* ``from_pretrained`` / ``from_config`` run under DeepSpeed ZeRO-3's ``zero.Init`` for the head
-  as well as the backbone.
+  head is freshly initialised (allowed only where the head is trained: see the loader);
+* a ``*ForSequenceClassification`` checkpoint with ``num_labels=1`` from the Hub, TRL's
+  ``RewardTrainer`` or OpenRLHF loads with its trained ``score`` head;
+* ``save_pretrained`` writes ``architectures: ["XForSequenceClassification"]``, ``num_labels: 1``
+  and ``score.weight``, so ``AutoModelForSequenceClassification.from_pretrained`` (TRL, vLLM's
+  classify runner) reads our export and gives our scores;
+* ``from_pretrained`` / ``from_config`` run under DeepSpeed ZeRO-3's ``zero.Init``.
 
-``config.rlhf_dist`` records that a checkpoint is a scalar-head model:
+The one difference from the parent class: ``forward`` returns the per-token scalars ``(B, T)``
+(a critic's values); :meth:`ScalarHeadMixin.sequence_scores` pools them where transformers does
+(:func:`rlhf_dist.algo.score_index`).
+
+``config.rlhf_dist`` records what the head is for:
 ``{"head": "reward" | "critic", "score_mean": float | None, "score_std": float | None}``.
+Exports written before the head was named ``score`` (``value_head.weight`` and a ``bias``) still
+load: see :mod:`rlhf_dist.models.scalar_loader`.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from rlhf_dist.algo.kl import last_token_index  # noqa: F401 (re-exported by models)
+from rlhf_dist.algo.kl import last_token_index, score_index  # noqa: F401 (re-exported)
 from rlhf_dist.models._common import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 RECORD_KEY = "rlhf_dist"
 _FRESH_HEAD = "_fresh_head"  # transient marker in the record, consumed by __init__, never saved
-_SUFFIX = "ScalarHeadModel"
+_SUFFIX = "ForSequenceClassification"
 
 # Role -> what its scalar means.  Both roles share one class; the role is recorded in the config.
 ROLES: Dict[str, str] = {
@@ -51,7 +59,7 @@ def check_role(role: Any, field: str = "role") -> str:
 
 
 def head_init_std(hidden_size: int) -> float:
-    """Std of a fresh ``value_head`` weight: ``1 / sqrt(hidden + 1)`` (bias starts at 0).
+    """Std of a fresh ``score`` head weight: ``1 / sqrt(hidden + 1)``.
 
     With unit-scale final hidden states the initial scalar then has std ≈ 1, so the first
     Bradley-Terry / value losses are neither saturated nor vanishing.
@@ -86,22 +94,21 @@ def _check_stat(name: str, value: Any) -> float:
 class ScalarHeadMixin:
     """Methods of every scalar-head class; combined with ``XPreTrainedModel`` by the factory."""
 
-    _backbone_class: type = nn.Module  # set per architecture by the factory
-
     def __init__(self, config: "PretrainedConfig"):
-        super().__init__(config)
         record = getattr(config, RECORD_KEY, None)
         if not is_scalar_head_config(config):
             raise ModelError(f"config.{RECORD_KEY} is missing: build scalar-head models with "
                              "load_scalar_model(model_cfg, tokenizer, role) or give the config "
                              f"config.{RECORD_KEY} = new_head_record(role)")
         check_role(record["head"], f"config.{RECORD_KEY}.head")
-        if record.pop(_FRESH_HEAD, False):
+        if config.num_labels != 1:
+            raise ModelError(f"config.num_labels: a reward / critic head has one output, got "
+                             f"{config.num_labels}")
+        fresh_head = record.pop(_FRESH_HEAD, False)
+        super().__init__(config)
+        if fresh_head:
             # A plain LM checkpoint has no head: its absence is expected, not worth a warning.
-            self._keys_to_ignore_on_load_missing = [r"^value_head\."]
-        setattr(self, self.base_model_prefix, self._backbone_class(config))
-        self.value_head = nn.Linear(config.hidden_size, 1)
-        self.post_init()
+            self._keys_to_ignore_on_load_missing = {r"^score\."}
 
     @classmethod
     def from_config(cls, config: "PretrainedConfig", **kwargs: Any) -> "PreTrainedModel":
@@ -110,11 +117,10 @@ class ScalarHeadMixin:
         return cls._from_config(config, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "value_head", None):
+        if isinstance(module, nn.Linear) and module is getattr(self, "score", None):
             from transformers import initialization as init  # respects already-loaded tensors
 
             init.normal_(module.weight, mean=0.0, std=head_init_std(self.config.hidden_size))
-            init.zeros_(module.bias)
             return
         super()._init_weights(module)
 
@@ -150,57 +156,46 @@ class ScalarHeadMixin:
         backbone = getattr(self, self.base_model_prefix)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False).last_hidden_state
-        return self.value_head(hidden).squeeze(-1).float()
+        return self.score(hidden).squeeze(-1).float()
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              normalize: bool = False) -> torch.Tensor:
-        """Sequence scores ``(B,)``: the scalar at the last non-padding token of each row.
+    def sequence_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        normalize: bool = False) -> torch.Tensor:
+        """Sequence scores ``(B,)``: the scalar where transformers' sequence classifier reads it
+        (:func:`rlhf_dist.algo.score_index`: the last token that is not padding).
 
         ``normalize=True`` returns ``(score - score_mean) / score_std`` from the saved stats.
         """
         values = self(input_ids, attention_mask)
-        index = last_token_index(attention_mask).unsqueeze(-1)
-        scores = values.gather(-1, index).squeeze(-1)
+        index = score_index(input_ids, attention_mask, self.config.pad_token_id)
+        scores = values.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         if not normalize:
             return scores
         mean, std = self.score_stats
         if mean is None or std is None:
-            raise ModelError("score(normalize=True): this model has no score statistics; "
+            raise ModelError("sequence_scores(normalize=True): this model has no score statistics; "
                              "call set_score_stats(mean, std) first")
         return (scores - mean) / std
 
 
-def _pretrained_parent(base_cls: type) -> type:
-    """The architecture's ``XPreTrainedModel`` (the base class below ``PreTrainedModel``)."""
-    from transformers import PreTrainedModel
-
-    for klass in base_cls.__mro__[1:]:
-        if issubclass(klass, PreTrainedModel) and klass is not PreTrainedModel:
-            return klass
-    return PreTrainedModel
-
-
-def _class_name(base_cls: type) -> str:
-    return base_cls.__name__.removesuffix("Model") + _SUFFIX
-
-
 @functools.lru_cache(maxsize=None)
 def _class_for(config_cls: type) -> type:
-    from transformers import MODEL_MAPPING
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     try:
-        base_cls = MODEL_MAPPING[config_cls]
+        parent = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[config_cls]
     except KeyError:
-        raise ModelError(f"no transformers base model for {config_cls.__name__}; scalar heads "
-                         "need an architecture built into transformers") from None
-    parent = _pretrained_parent(base_cls)
-    name = _class_name(base_cls)
-    # An LM checkpoint's head is not ours to load: ignore it quietly.
+        raise ModelError(f"no transformers sequence-classification model for "
+                         f"{config_cls.__name__}; reward and critic models need an architecture "
+                         "with an XForSequenceClassification class") from None
+    name = parent.__name__
+    # An LM checkpoint's head is not ours to load, nor an old export's bias (the loader reads
+    # it): ignore them quietly.
     ignore = list(getattr(parent, "_keys_to_ignore_on_load_unexpected", None) or [])
-    attrs = {"config_class": config_cls, "base_model_prefix": base_cls.base_model_prefix,
-             "_backbone_class": base_cls, "_keys_to_ignore_on_load_unexpected":
-             ignore + [r"(^|\.)lm_head\."], "__module__": __name__, "__qualname__": name,
-             "__doc__": f"{base_cls.__name__} + scalar value_head (critic / reward model)."}
+    attrs = {"_keys_to_ignore_on_load_unexpected": ignore + [r"(^|\.)lm_head\.",
+                                                             r"^value_head\.bias$"],
+             "__module__": __name__, "__qualname__": name,
+             "__doc__": f"transformers' {name} (one label) with per-token scalars from forward "
+                        "(critic / reward model)."}
     cls = type(name, (ScalarHeadMixin, parent), attrs)
     globals()[name] = cls  # so pickle finds the class by name in this process …
     return cls
@@ -215,10 +210,10 @@ def __getattr__(name: str) -> type:
     """… and in a fresh process (e.g. a Ray worker), by rebuilding it from the class name."""
     if name.endswith(_SUFFIX):
         from transformers import CONFIG_MAPPING
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
-        base_name = name.removesuffix(_SUFFIX) + "Model"
-        for model_type, class_name in MODEL_MAPPING_NAMES.items():
-            if class_name == base_name:
+        for model_type, class_name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.items():
+            if class_name == name:
                 return _class_for(CONFIG_MAPPING[model_type])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -113,7 +113,7 @@ class RewardModelJudge:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.score(input_ids.to(device), mask.to(device),
+                out = self.model.sequence_scores(input_ids.to(device), mask.to(device),
                                        normalize=self.normalize)
         finally:
             self.model.train(was_training)

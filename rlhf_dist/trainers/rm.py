@@ -23,19 +23,22 @@ class RMTrainer(LauncherTrainer):
     def build_model(self, tokenizer):
         from rlhf_dist.models import load_scalar_model
 
-        return load_scalar_model(self.cfg.model, tokenizer, role="reward", field_prefix="model")
+        return load_scalar_model(self.cfg.model, tokenizer, role="reward", field_prefix="model",
+                                 train_head=True)
 
     def _forward_scores(self, batch) -> torch.Tensor:
         """Scores at each sequence's last token (2B: chosen first), through the DeepSpeed
         engine's forward (ZeRO hooks); of padded rows or of one padding-free row."""
-        from rlhf_dist.algo import last_token_index, sequence_end_index
+        from rlhf_dist.algo import score_index, sequence_end_index
         from rlhf_dist.data import is_packed
 
+        pad = self.engine.module.config.pad_token_id
+        ids = batch["input_ids"]
         if is_packed(batch):
-            values = self.engine(batch["input_ids"], None, batch["position_ids"])
-            return values[0, sequence_end_index(batch["sequence_ids"])]
-        values = self.engine(batch["input_ids"], batch["attention_mask"])
-        return values.gather(-1, last_token_index(batch["attention_mask"])[:, None]).squeeze(-1)
+            values = self.engine(ids, None, batch["position_ids"])
+            return values[0, sequence_end_index(batch["sequence_ids"], ids, pad)]
+        values = self.engine(ids, batch["attention_mask"])
+        return values.gather(-1, score_index(ids, batch["attention_mask"], pad)[:, None])[:, 0]
 
     def micro_batch_loss(self, batch):
         return reward_objective(self._forward_scores(batch), self.cfg.rm.margin)

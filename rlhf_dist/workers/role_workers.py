@@ -242,11 +242,14 @@ class RewardWorker(ModelWorker):
     @uses_engine
     @torch.no_grad()
     def score(self, batch: Batch) -> Batch:
-        from rlhf_dist.algo import last_token_index
+        from rlhf_dist.algo import score_index
+
+        pad = self.engine.module.config.pad_token_id
 
         def forward(micro: Batch) -> torch.Tensor:
-            values = self.engine(micro["sequences"], micro["attention_mask"])
-            return values.gather(-1, last_token_index(micro["attention_mask"])[:, None])[:, 0]
+            ids, mask = micro["sequences"], micro["attention_mask"]
+            values = self.engine(ids, mask)
+            return values.gather(-1, score_index(ids, mask, pad)[:, None])[:, 0]
 
         scores = in_micro_batches(batch, self.cfg.train.micro_batch_size, forward)
         if self.cfg.ppo.normalize_reward:

@@ -64,7 +64,7 @@ def test_reward_scores_equal_the_value_at_the_last_token(make_rm, tok):
         ids = _ids(tok, prompt) + _ids(tok, response) + [tok.eos_token_id]  # empty: prompt+EOS
         with torch.no_grad():
             hidden = backbone(input_ids=torch.tensor([ids])).last_hidden_state
-            expected = float(rm.model.value_head(hidden)[0, -1, 0])
+            expected = float(rm.model.score(hidden)[0, -1, 0])
         assert score == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="3 prompts but 2 responses"):
         reward_scores(rm, PROMPTS, responses[:2])

@@ -182,4 +182,4 @@ def test_lora_ppo_trains_adapters_only_and_exports_both_forms(lora_run, toy_mode
         assert max(diffs.values()) > 1e-4, exported
         assert PeftConfig.from_pretrained(exported / "adapter").r == 16
     critic_adapter = PeftConfig.from_pretrained(run.out / "critic" / "adapter")
-    assert set(critic_adapter.modules_to_save) == {"value_head"}
+    assert set(critic_adapter.modules_to_save) == {"score"}

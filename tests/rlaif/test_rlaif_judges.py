@@ -79,7 +79,8 @@ def _direct_score(model, tok, prompt, response):
     ids = (tok(prompt, add_special_tokens=False)["input_ids"]
            + tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
     with torch.no_grad():
-        return model.score(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).item()
+        ids = torch.tensor([ids])
+        return model.sequence_scores(ids, torch.ones_like(ids)).item()
 
 
 def test_reward_model_judge_scores_like_direct_scoring(tok, reward_model, rm_dir):
@@ -98,7 +99,8 @@ def test_reward_model_judge_scores_like_direct_scoring(tok, reward_model, rm_dir
 def test_reward_model_judge_scores_an_empty_response_as_prompt_plus_eos(tok, reward_model):
     ids = tok(BREAD, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     with torch.no_grad():
-        expected = reward_model.score(torch.tensor([ids]), torch.ones_like(torch.tensor([ids])))
+        batch = torch.tensor([ids])
+        expected = reward_model.sequence_scores(batch, torch.ones_like(batch))
     judge = RewardModelJudge(reward_model, tok)
     assert judge.input_ids(BREAD, "") == ids
     assert judge([BREAD], [""]) == pytest.approx([expected.item()], abs=1e-6)

@@ -87,7 +87,7 @@ def rollout_layout_scores(rm_dir: Path, prompts, responses) -> list:
     ids = pad(seqs, rm.tokenizer.pad_token_id, "left")
     mask = pad([[1] * len(s) for s in seqs], 0, "left")
     with torch.no_grad():
-        return rm.model.score(ids, mask).tolist()
+        return rm.model.sequence_scores(ids, mask).tolist()
 
 
 def test_served_scores_are_the_in_process_reward_models(server, rm_dir):

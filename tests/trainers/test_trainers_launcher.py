@@ -95,7 +95,7 @@ def test_rm_export_reloads_with_score_stats_and_reproduces_eval(launcher_run):
     correct = loss_sum = pairs = 0.0
     with torch.no_grad():
         for batch in _eval_batches(run, build_preference_dataset, PreferenceCollator, tokenizer):
-            scores = model.score(batch["input_ids"], batch["attention_mask"])
+            scores = model.sequence_scores(batch["input_ids"], batch["attention_mask"])
             chosen, rejected = scores.chunk(2)
             correct += float((chosen > rejected).sum())
             loss_sum += float(bradley_terry_loss(chosen, rejected)) * len(chosen)

@@ -103,7 +103,7 @@ def test_export_merged_and_adapter_give_the_engine_logits(lora_dpo):
     assert (logits(_fresh(trainer).eval()) - want).abs().max() > 1e-3
 
 
-def test_rm_lora_trains_the_value_head_in_full(tmp_path):
+def test_rm_lora_trains_the_score_head_in_full(tmp_path):
     from rlhf_dist.trainers.rm import RMTrainer
 
     trainer = fit_in_process(RMTrainer, "rm", tmp_path, "train.max_steps=4",
@@ -112,7 +112,7 @@ def test_rm_lora_trains_the_value_head_in_full(tmp_path):
     from rlhf_dist.models import load_scalar_model
 
     moved = _moved(trainer)
-    assert "base_model.model.value_head.modules_to_save.default.weight" in moved
+    assert "base_model.model.score.modules_to_save.default.weight" in moved
     assert all(".lora_" in n or ".modules_to_save." in n for n in moved), moved
 
     exported = load_scalar_model(ModelConfig(name_or_path=str(trainer.out / "model")),
