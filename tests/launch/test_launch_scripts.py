@@ -111,7 +111,8 @@ def fake_slurm(tmp_path):
     return {"PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
                     f"{os.environ['PATH']}",
             "SLURM_JOB_NODELIST": "gpu-[a-b]", "SLURM_NNODES": "2",
-            "SLURM_GPUS_PER_NODE": "h100:8", "SLURM_SUBMIT_DIR": str(REPO)}
+            "SLURM_GPUS_PER_NODE": "h100:8", "SLURM_CPUS_PER_TASK": "32",
+            "SLURM_SUBMIT_DIR": str(REPO)}
 
 
 def test_slurm_dry_run(fake_slurm):
@@ -119,7 +120,7 @@ def test_slurm_dry_run(fake_slurm):
     for directive in ("--nodes=", "--ntasks-per-node=1", "--gpus-per-node="):
         assert f"#SBATCH {directive}" in text
     [cmd] = dry("slurm.sbatch", "sft", "configs/tiny/sft.yaml", "seed=2", **fake_slurm)
-    assert cmd.startswith("srun --nodes 2 --ntasks-per-node 1 bash -c ")
+    assert cmd.startswith("srun --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 bash -c ")
     assert cmd.endswith("rlhf-torchrun sft -c configs/tiny/sft.yaml seed=2")
     inner = cmd.replace("\\", "")
     for piece in ('--nnodes "$SLURM_NNODES"', '--node_rank "$SLURM_NODEID"',
@@ -127,10 +128,14 @@ def test_slurm_dry_run(fake_slurm):
                   "-m rlhf_dist.cli"):
         assert piece in inner
     ray = dry("slurm.sbatch", "ppo", "configs/tiny/sft.yaml", RLHF_SLURM_MODE="ray", **fake_slurm)
-    assert ray[0] == ("srun --nodes 1 --ntasks 1 -w gpu-a ray start --head --block --port 6379 "
-                      "--num-gpus 8 --dashboard-host 0.0.0.0 --dashboard-port 8265")
-    assert "--exclude gpu-a ray start --block --address gpu-a:6379 --num-gpus 8" in ray[1]
+    assert ray[0] == ("srun --nodes 1 --ntasks 1 --cpus-per-task 32 -w gpu-a ray start --head "
+                      "--block --port 6379 --num-gpus 8 --dashboard-host 0.0.0.0 "
+                      "--dashboard-port 8265")
+    assert "--cpus-per-task 32 --exclude gpu-a ray start --block --address gpu-a:6379 --num-gpus 8" in ray[1]
     assert ray[2] == ("ray job submit --address http://gpu-a:8265 --working-dir . -- rlhf-dist "
                       "ppo -c configs/tiny/sft.yaml")
+    no_cpus = {**fake_slurm, "SLURM_CPUS_PER_TASK": ""}  # not asked for: srun's own default
+    [cmd] = dry("slurm.sbatch", "sft", "configs/tiny/sft.yaml", **no_cpus)
+    assert cmd.startswith("srun --nodes 2 --ntasks-per-node 1 bash -c ")
     outside = sh("slurm.sbatch", "sft", "configs/tiny/sft.yaml")
     assert outside.returncode == 2 and "sbatch" in outside.stderr
