@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from datetime import timedelta
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as tdist
@@ -156,18 +156,27 @@ def all_reduce_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def standalone_group(store: "tdist.Store", rank: int, world_size: int, backend: str,
-                     timeout_s: float, prefix: str = "weights"):
+                     timeout_s: float, prefix: str = "weights", host: Optional[str] = None):
     """A process group outside the default one (which a rank may already belong to, as the
     actor's ZeRO group): the actor's rank 0 and the rollout engines' workers, gloo on CPU,
     NCCL on GPU.  Gloo's construction waits for all ``world_size`` ranks, NCCL connects on
-    the first collective: callers do one broadcast to know the group is complete."""
+    the first collective: callers do one broadcast to know the group is complete.
+
+    ``host``: the address gloo binds (this rank's node address, from Ray).  Left to itself
+    gloo binds whatever the hostname resolves to — 127.0.1.1 on many clusters, where a peer
+    on another node then waits until the timeout.  ``GLOO_SOCKET_IFNAME``, if set, wins."""
     timeout = timedelta(seconds=timeout_s)
     prefixed = tdist.PrefixStore(prefix, store)
     if backend == "nccl":
         options = tdist.ProcessGroupNCCL.Options()
         options._timeout = timeout
         return tdist.ProcessGroupNCCL(prefixed, rank, world_size, options)
-    return tdist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+    if host is None or os.environ.get("GLOO_SOCKET_IFNAME"):
+        return tdist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+    options = tdist.ProcessGroupGloo._Options()
+    options._timeout = timeout
+    options._devices = [tdist.ProcessGroupGloo.create_device(hostname=host)]
+    return tdist.ProcessGroupGloo(prefixed, rank, world_size, options)
 
 
 def group_store(host: str, port: int, is_master: bool, timeout_s: float) -> "tdist.TCPStore":

@@ -191,9 +191,12 @@ class VLLMRolloutEngine:
 
     # ------------------------------------------------------------------ weights
     def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
-                          backend: str, timeout_s: float) -> None:
-        self.llm.collective_rpc("init_weight_group",
-                                args=(host, port, rank_offset, world_size, backend, timeout_s))
+                          backend: str, timeout_s: float, local_host: Optional[str] = None
+                          ) -> None:
+        """Join the actor's weight group (its store at ``host:port``); gloo binds
+        ``local_host``, this engine's node address."""
+        self.llm.collective_rpc("init_weight_group", args=(host, port, rank_offset, world_size,
+                                                           backend, timeout_s, local_host))
 
     def receive_weights(self, specs: Sequence[WeightSpec]) -> None:
         """Load the broadcast weights; then drop the prefix cache, whose KV blocks were

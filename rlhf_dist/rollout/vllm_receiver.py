@@ -9,7 +9,7 @@ for tensor parallelism and repacks them for its CPU kernels).
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -20,11 +20,13 @@ class WeightReceiver:
     """Methods of a vLLM worker (``self`` is the worker: ``rank``, ``model_runner``)."""
 
     def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
-                          backend: str, timeout_s: float) -> None:
-        """Join the weight group as rank ``rank_offset`` + this worker's rank."""
+                          backend: str, timeout_s: float, local_host: Optional[str] = None
+                          ) -> None:
+        """Join the weight group as rank ``rank_offset`` + this worker's rank (gloo bound to
+        ``local_host``, this node's address)."""
         store = group_store(host, port, is_master=False, timeout_s=timeout_s)
         self._weight_group = standalone_group(store, rank_offset + self.rank, world_size,
-                                              backend, timeout_s)
+                                              backend, timeout_s, host=local_host)
         self._weight_store = store  # the group needs its store alive
         # gloo moves CPU tensors (also what colocated engines use), NCCL device ones
         self._weight_device = self.model_runner.device if backend == "nccl" else "cpu"

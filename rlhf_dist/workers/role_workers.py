@@ -86,7 +86,8 @@ class ActorWorker(ModelWorker):
         from rlhf_dist.engine.dist import local_device, standalone_group
 
         self._weight_group = standalone_group(self._weight_store, 0, world_size, backend,
-                                              self.cfg.resources.timeout_s)
+                                              self.cfg.resources.timeout_s,
+                                              host=self._weight_store.host)
         # gloo sends CPU tensors, NCCL device ones; one broadcast: every engine is connected
         self._weight_device = local_device() if backend == "nccl" else torch.device("cpu")
         self._weight_group.broadcast(torch.zeros(1, device=self._weight_device), 0).wait()
