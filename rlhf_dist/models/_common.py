@@ -75,9 +75,13 @@ def hf_load_kwargs(model_cfg: "ModelConfig", field_prefix: str = "model") -> Dic
     return kwargs
 
 
+# Output heads stay in full precision: a quantised value head could not be trained in full
+# (peft's modules_to_save), and a quantised lm_head costs accuracy for a few MB.
+UNQUANTIZED_MODULES = ["lm_head", "score"]
+
+
 def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
-    """bitsandbytes' 4-bit (NF4, double quantisation, compute in the model dtype) or 8-bit
-    config of a QLoRA base; CUDA only."""
+    """bitsandbytes' config of a QLoRA base (:func:`bnb_config`); CUDA only."""
     import torch
 
     bits = "load_in_4bit" if model_cfg.load_in_4bit else "load_in_8bit"
@@ -90,11 +94,18 @@ def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
     except ImportError:
         raise ModelError(f"{field_prefix}.{bits}: needs the bitsandbytes package "
                          "(pip install bitsandbytes)") from None
+    return bnb_config(model_cfg, field_prefix)
+
+
+def bnb_config(model_cfg: "ModelConfig", field_prefix: str):
+    """bitsandbytes' 4-bit (NF4, double quantisation, compute in the model dtype) or 8-bit
+    config; :data:`UNQUANTIZED_MODULES` kept in full precision."""
     from transformers import BitsAndBytesConfig
 
     if model_cfg.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch_dtype(model_cfg.dtype,
-                                                                 f"{field_prefix}.dtype"))
+                                                                 f"{field_prefix}.dtype"),
+                              llm_int8_skip_modules=UNQUANTIZED_MODULES)

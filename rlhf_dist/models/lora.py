@@ -112,15 +112,47 @@ def base_state(state: Dict[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:
             if hf_name(k, base=True) is not None}
 
 
+_QUANTIZED = ("Params4bit", "Int8Params")  # bitsandbytes' weights of a QLoRA base
+
+
+def _full_weight(owner: "nn.Module", param: "torch.Tensor") -> "torch.Tensor":
+    """``param``'s values in full precision: a QLoRA base's 4-bit weight is packed uint8
+    ``(n/2, 1)`` and its 8-bit one int8 — both dequantised (peft's helper, which unlike
+    ``dequantize_module_weight`` leaves the layer as it is), the rest as is."""
+    if type(param).__name__ not in _QUANTIZED:
+        return param.data
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    state = getattr(param, "quant_state", None)
+    if getattr(state, "packing_format_for_cpu", False):
+        # bitsandbytes repacks a 4-bit weight for its CPU kernels on the first forward there;
+        # dequantise a standard-packed copy (the layer keeps its own)
+        import bitsandbytes.functional as bnb_functional
+
+        data, state = bnb_functional._convert_weight_packed_for_cpu_inverse(param.data, state)
+        return bnb_functional.dequantize_4bit(data, state).detach()
+    return dequantize_bnb_weight(param, state=getattr(owner, "state", None)).detach()
+
+
+def _full_shape(param: "torch.Tensor") -> List[int]:
+    """The unpartitioned (ZeRO-3), unpacked (4-bit) shape of ``param``."""
+    state = getattr(param, "quant_state", None)
+    if state is not None:
+        return list(state.shape)
+    return list(getattr(param, "ds_shape", param.shape))
+
+
 def merged_parameters(module: "nn.Module",
                       gathered) -> Iterator[Tuple[str, "torch.Tensor"]]:
     """``(HF name, merged weight)`` of every parameter of the merged model, in the peft
-    model's order: a LoRA layer's base weight plus peft's ``get_delta_weight``, a saved
-    module's trained copy, the rest as they are.  ``gathered(params)`` is a context that makes
-    the given parameters whole (ZeRO-3's gather; a null context otherwise)."""
+    model's order: a LoRA layer's base weight (dequantised on a QLoRA base) plus peft's
+    ``get_delta_weight``, a saved module's trained copy, the rest as they are.
+    ``gathered(params)`` is a context that makes the given parameters whole (ZeRO-3's gather;
+    a null context otherwise)."""
     from peft.tuners.lora import LoraLayer
 
-    layers = {name: m for name, m in module.named_modules() if isinstance(m, LoraLayer)}
+    modules = dict(module.named_modules())
+    layers = {name: m for name, m in modules.items() if isinstance(m, LoraLayer)}
     for name, param in module.named_parameters():
         merged = hf_name(name)
         if merged is None:
@@ -129,14 +161,15 @@ def merged_parameters(module: "nn.Module",
         layer = layers.get(owner.removesuffix(".base_layer"))
         if layer is None or leaf != "weight" or not owner.endswith(".base_layer"):
             with gathered([param]):
-                yield merged, param.data
+                yield merged, _full_weight(modules[owner], param)
             continue
         adapter = [p for n, p in layer.named_parameters() if n.startswith("lora_")]
         with gathered([param] + adapter):
-            yield merged, param.data + layer.get_delta_weight(ADAPTER).to(param.dtype)
+            delta = layer.get_delta_weight(ADAPTER)
+            yield merged, _full_weight(modules[owner], param).to(delta.dtype) + delta
 
 
 def merged_shapes(module: "nn.Module") -> List[Tuple[str, List[int]]]:
     """``(HF name, full shape)`` in :func:`merged_parameters`' order."""
-    return [(hf_name(n), list(getattr(p, "ds_shape", p.shape)))
+    return [(hf_name(n), _full_shape(p))
             for n, p in module.named_parameters() if hf_name(n) is not None]

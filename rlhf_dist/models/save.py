@@ -28,3 +28,29 @@ def save_model(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenize
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
+
+
+def save_tensors(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenizerBase"],
+                 out_dir: Union[str, Path], tensors: Dict[str, Any]) -> Path:
+    """``tensors`` as a full-precision HF model of ``model``'s architecture in ``out_dir``:
+    its config without the ``quantization_config``, one safetensors file, the tokenizer.
+
+    For a LoRA merge on a quantised (QLoRA) base, whose ``save_pretrained`` would write the
+    quantised weights instead of the ones given."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.__dict__.pop("quantization_config", None)
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(out)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
