@@ -131,7 +131,8 @@ def test_slurm_dry_run(fake_slurm):
     assert ray[0] == ("srun --nodes 1 --ntasks 1 --cpus-per-task 32 -w gpu-a ray start --head "
                       "--block --port 6379 --num-gpus 8 --dashboard-host 0.0.0.0 "
                       "--dashboard-port 8265")
-    assert "--cpus-per-task 32 --exclude gpu-a ray start --block --address gpu-a:6379 --num-gpus 8" in ray[1]
+    assert ("--cpus-per-task 32 --exclude gpu-a ray start --block --address gpu-a:6379 "
+            "--num-gpus 8") in ray[1]
     assert ray[2] == ("ray job submit --address http://gpu-a:8265 --working-dir . -- rlhf-dist "
                       "ppo -c configs/tiny/sft.yaml")
     no_cpus = {**fake_slurm, "SLURM_CPUS_PER_TASK": ""}  # not asked for: srun's own default
