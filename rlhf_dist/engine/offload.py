@@ -3,7 +3,7 @@
 Trained engines at ZeRO 1–3 go through DeepSpeed's own ``offload_states`` / ``reload_states``
 for the states it can move.  Everything it leaves on the device is moved tensor by tensor
 (:class:`TensorHomes`): the whole state of ZeRO-0 and frozen engines (DeepSpeed refuses an
-engine without a ZeRO optimizer), the ZeRO-3 master weights and Adam moments of an optimizer
+engine without a ZeRO optimizer), the frozen parameters of a ZeRO-1/2 engine (a LoRA base), the ZeRO-3 master weights and Adam moments of an optimizer
 other than DeepSpeed's FusedAdam (its ZeRO-3 path asserts FusedAdam), and module buffers.
 ZeRO-3 full parameters (gathered, or persistent small ones) are released first, as
 DeepSpeed's own ZeRO-3 offload does; the next forward gathers them again.  DeepSpeed refuses
@@ -102,6 +102,10 @@ def left_on_device(ds, moved: Set) -> List[torch.Tensor]:
     if State.lp_params not in moved:  # ZeRO-0, frozen engines (ZeRO-3: the shards)
         for param in ds.module.parameters():
             tensors += [param, getattr(param, "ds_tensor", None), param.grad]
+    elif ds.zero_optimization_stage() < 3:
+        # ZeRO-1/2's groups hold the trained parameters only: a LoRA engine's frozen base
+        # (most of its memory) is not among DeepSpeed's lp_params
+        tensors += [p for p in ds.module.parameters() if not p.requires_grad]
     optimizer = _torch_optimizer(ds)
     if optimizer is not None and State.optim_states not in moved:
         tensors += [v for state in optimizer.state.values() for v in state.values()

@@ -118,3 +118,37 @@ def test_frozen_engine_offload_moves_weights_and_keeps_outputs(stage):
         assert all(w.device.type == "cpu" for w in weights)
         engine.reload()
         assert torch.equal(engine(INPUTS).logits, expected)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_lora_offload_moves_the_frozen_base_too(stage):
+    """ZeRO-1/2 hold only the trained (adapter) parameters in DeepSpeed's groups: the frozen
+    base, most of a LoRA model's memory, must move as well — every parameter and buffer gets
+    new storage on CPU, and training goes on bit for bit as without the offload."""
+    from rlhf_dist.config import LoraConfig
+    from rlhf_dist.models.lora import apply_lora
+
+    def run(offload: bool):
+        engine = ModelEngine.trained(lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0)),
+                                     DeepSpeedSection(zero_stage=stage), TRAIN, dp_size=1,
+                                     total_steps=10)
+        losses = []
+        for micro in INPUTS.split(TRAIN.micro_batch_size):
+            loss = engine(micro, labels=micro).loss
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            if offload:
+                tensors = list(engine.module.parameters()) + list(engine.module.buffers())
+                frozen = [p for p in engine.module.parameters() if not p.requires_grad]
+                # the base is most of the model's memory
+                assert sum(p.numel() for p in frozen) > sum(t.numel() for t in tensors) / 2
+                before = storages(tensors)
+                engine.offload()
+                after = storages(tensors)
+                assert all(a != b for a, b in zip(before, after, strict=True))
+                assert all(t.device.type == "cpu" for t in tensors)
+                engine.reload()
+        return losses, {k: v.detach().clone() for k, v in engine.module.named_parameters()}
+
+    assert_identical(run(False), run(True))
