@@ -3,8 +3,9 @@
 Trained engines at ZeRO 1–3 go through DeepSpeed's own ``offload_states`` / ``reload_states``
 for the states it can move.  Everything it leaves on the device is moved tensor by tensor
 (:class:`TensorHomes`): the whole state of ZeRO-0 and frozen engines (DeepSpeed refuses an
-engine without a ZeRO optimizer), the frozen parameters of a ZeRO-1/2 engine (a LoRA base), the ZeRO-3 master weights and Adam moments of an optimizer
-other than DeepSpeed's FusedAdam (its ZeRO-3 path asserts FusedAdam), and module buffers.
+engine without a ZeRO optimizer), the frozen parameters of a ZeRO-1/2 engine (a LoRA base),
+the ZeRO-3 master weights and Adam moments of an optimizer other than DeepSpeed's FusedAdam
+(its ZeRO-3 path asserts FusedAdam), and module buffers.
 ZeRO-3 full parameters (gathered, or persistent small ones) are released first, as
 DeepSpeed's own ZeRO-3 offload does; the next forward gathers them again.  DeepSpeed refuses
 engines whose parameters are already offloaded (``offload_param``): its assertion fires.
