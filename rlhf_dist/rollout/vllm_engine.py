@@ -209,8 +209,10 @@ class VLLMRolloutEngine:
         are discarded, the next sync brings new ones); :meth:`wake_up` before that sync."""
         self.llm.sleep(level=2)
 
-    def wake_up(self) -> None:
-        self.llm.wake_up()
+    def wake_up(self, tags: Optional[Sequence[str]] = None) -> None:
+        """Bring back what :meth:`sleep` freed: ``tags`` ``["weights"]`` or ``["kv_cache"]``
+        (vLLM's), both when None."""
+        self.llm.wake_up(tags=list(tags) if tags else None)
 
 
 def engine_model_config(model_cfg: Any, tokenizer: Any, field: str = "model") -> Any:

@@ -110,6 +110,8 @@ class PPOTrainer(RayJob):
         steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
                                                // cfg.ppo.mini_batch_size)
         total = cfg.ppo.iterations * steps_per_iter
+        if cfg.resources.colocate_rollout:
+            self.roles.rollout.sleep()  # created awake: the device is the roles' until a sync
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
         if self.roles.reference:
@@ -128,8 +130,6 @@ class PPOTrainer(RayJob):
                 total)
         if self.roles.rollout:
             self.roles.rollout.connect(self.roles.actor)
-            if cfg.resources.colocate_rollout:
-                self.roles.rollout.sleep()  # the device is the other roles' until the sync
         if cfg.ppo.reward_workers:
             from rlhf_dist.workers.reward_pool import RewardPool
 
@@ -235,9 +235,9 @@ class PPOTrainer(RayJob):
         engines = self.roles.rollout
         if engines is None:
             return {}
-        if self.cfg.resources.colocate_rollout:
-            engines.wake_up()
-        return {"perf/weight_sync_s": engines.sync_from(self.roles.actor)}
+        sync = engines.sync_colocated if self.cfg.resources.colocate_rollout else \
+            engines.sync_from
+        return {"perf/weight_sync_s": sync(self.roles.actor)}
 
     def score(self, experience: Batch):
         """Reference log-probs, RM scores and values, computed concurrently on their groups,

@@ -118,6 +118,10 @@ class ActorGroup(_ModelGroup):
     def broadcast_weights(self) -> None:
         self._broadcast(lambda w: w.broadcast_weights.remote())
 
+    def release_device_cache(self) -> None:
+        """Every rank returns PyTorch's cached, unused device blocks (before vLLM wakes)."""
+        self._broadcast(lambda w: w.release_device_cache.remote())
+
     def ppo_learner(self, experience: Batch, mini_batch_size: int, epochs: int,
                     seed: int) -> Learner:
         """The actor's PPO updates on ``experience`` (:class:`Learner`)."""

@@ -6,6 +6,7 @@ token t+1 (the critic's value at t is the value of the state that emits token t+
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, Tuple
 
 import torch
@@ -99,18 +100,29 @@ class ActorWorker(ModelWorker):
         dtype = engine_dtype(self.cfg)
         return [(name, dtype, shape) for name, shape in self.engine.parameter_shapes()]
 
-    @uses_engine
     @torch.no_grad()
     def broadcast_weights(self) -> None:
         """Collective on the actor's ranks (ZeRO-3 gathers one parameter at a time); rank 0
-        broadcasts each, in the engines' dtype, to the engines."""
+        broadcasts each, in the engines' dtype, to the engines.
+
+        An idle-offloaded engine whose parameters are whole on each rank (ZeRO ≤ 2) sends its
+        CPU copies as they are when the group is gloo (colocated engines): its optimizer
+        states are never brought back to the device the woken engines are using."""
         from rlhf_dist.workers.rollout_engines import engine_dtype
 
         dtype = getattr(torch, engine_dtype(self.cfg))
-        for _, tensor in self.engine.full_parameters():
-            if self.rank == 0:
-                sent = tensor.to(device=self._weight_device, dtype=dtype).contiguous()
-                self._weight_group.broadcast(sent, 0).wait()
+        in_place = (self.engine.offloaded and self.engine.zero_stage < 3
+                    and self._weight_device.type == "cpu")
+        with contextlib.nullcontext() if in_place else self.engine_in_use():
+            for _, tensor in self.engine.full_parameters():
+                if self.rank == 0:
+                    sent = tensor.to(device=self._weight_device, dtype=dtype).contiguous()
+                    self._weight_group.broadcast(sent, 0).wait()
+
+    def release_device_cache(self) -> None:
+        from rlhf_dist.engine.offload import empty_device_cache
+
+        empty_device_cache()
 
     @uses_engine
     @torch.no_grad()

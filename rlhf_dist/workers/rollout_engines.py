@@ -10,7 +10,7 @@ rank 0 sends each in the engine's dtype, the engines load them as they arrive.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup
@@ -61,8 +61,8 @@ class VLLMEngineWorker:
     def sleep(self) -> None:
         self.engine.sleep()
 
-    def wake_up(self) -> None:
-        self.engine.wake_up()
+    def wake_up(self, tags: Optional[List[str]] = None) -> None:
+        self.engine.wake_up(tags)
 
     def location(self) -> Dict[str, Any]:
         return location()
@@ -150,5 +150,17 @@ class RolloutEngines(RayGroup):
     def sleep(self) -> None:
         self._broadcast(lambda w: w.sleep.remote())
 
-    def wake_up(self) -> None:
-        self._broadcast(lambda w: w.wake_up.remote())
+    def wake_up(self, tags: Optional[List[str]] = None) -> None:
+        self._broadcast(lambda w: w.wake_up.remote(tags))
+
+    def sync_colocated(self, actor: Any) -> float:
+        """The weight sync of sleeping engines that share the actor's devices, in the order
+        that keeps the peak low (verl's and OpenRLHF's): wake the weights only, sync, let the
+        actor return its cached blocks to the device, then wake the KV cache.  The actor
+        sends without reloading an idle-offloaded optimizer (``ActorWorker.broadcast_weights``).
+        The seconds it took."""
+        self.wake_up(["weights"])
+        seconds = self.sync_from(actor)
+        actor.release_device_cache()
+        self.wake_up(["kv_cache"])
+        return seconds
