@@ -1,6 +1,8 @@
 """The sampling settings of ``rlhf-dist eval`` and ``rlhf-dist label`` as the trainers' typed
 sections: ``-c CONFIG.yaml`` and ``key=value`` overrides (``rollout.*``, ``data.max_length``,
-``data.max_prompt_length``, ``seed``) resolved by :func:`~rlhf_dist.config.load_config`, so
+``data.max_prompt_length``, ``seed``; ``model.dtype`` for the policies they load and
+``resources.rollout.*`` for a ``--backend vllm`` engine) resolved by
+:func:`~rlhf_dist.config.load_config`, so
 :class:`~rlhf_dist.config.RolloutConfig`'s own checks apply.  The familiar flags
 (``--max-new-tokens`` …) are shorthands for those keys, declared here once with the key's doc.
 
@@ -48,7 +50,8 @@ def add_section_args(parser: argparse.ArgumentParser, flags: Dict[str, str],
     docs = {k.key: k for k in key_docs()}
     group = parser.add_argument_group("sampling (the typed rollout / data sections)")
     group.add_argument("-c", "--config", default=None, metavar="CONFIG.yaml",
-                       help="a YAML config whose rollout / data / seed keys apply")
+                       help="a YAML config whose rollout / data / seed keys apply (and "
+                            "model.dtype, resources.rollout.* for a vLLM engine)")
     group.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. rollout.top_k=20 (win over the flags)")
     for flag, key in flags.items():

@@ -217,8 +217,11 @@ def run(args: argparse.Namespace) -> int:
     from rlhf_dist.eval.report import report_markdown, write_report
     from rlhf_dist.utils import Tracker
 
-    rollout = resolve_sections(args, FLAGS, DEFAULTS,
-                               ["rollout.do_sample=false"] if args.greedy else []).rollout
+    from rlhf_dist.config import ModelConfig
+
+    cfg = resolve_sections(args, FLAGS, DEFAULTS,
+                           ["rollout.do_sample=false"] if args.greedy else [])
+    rollout = cfg.rollout
     models = check_args(args)
     verifier = load_verifier(args.reward_fn, args.labels_key)
     prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts,
@@ -230,14 +233,17 @@ def run(args: argparse.Namespace) -> int:
                                 project=args.wandb_project, name=args.run_name,
                                 progress_bar=False)
     with Tracker(logging_cfg, args.output_dir, settings, is_main=True, job_type="eval") as tracker:
+        # the policies in model.dtype (and a vllm engine with them); the engine's memory, batch
+        # and length limits from resources.rollout
         report = evaluate_models(
-            {name: path for name, (path, _) in models.items()}, prompt_set.prompts,
+            {name: ModelConfig(name_or_path=path, dtype=cfg.model.dtype)
+             for name, (path, _) in models.items()}, prompt_set.prompts,
             kinds=prompt_set.kinds if prompt_set.has_kinds else None,
             reward_model=args.reward_model, reference=reference, baseline=args.baseline,
             tie_eps=args.tie_eps, rollout=rollout, seed=args.seed, batch_size=args.batch_size,
             max_length=args.max_length, max_prompt_length=args.max_prompt_length,
             device=args.device, backend=args.backend, verifier=verifier,
-            labels=prompt_set.labels)
+            labels=prompt_set.labels, engines=cfg.resources.rollout)
         paths = write_report(report, args.output_dir,
                              {name: path for name, (path, _) in models.items()}, settings)
         tracker.log(_wandb_metrics(report.metrics), step=0)

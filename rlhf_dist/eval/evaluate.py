@@ -71,7 +71,7 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
                        rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
                        batch_size: int = 16, max_prompt_length: int = MAX_PROMPT_LENGTH,
                        device: Optional[str] = None, backend: str = "hf",
-                       model_dir: Optional[str] = None) -> List[str]:
+                       model_dir: Optional[str] = None, engines: Any = None) -> List[str]:
     """Responses to ``prompts`` (texts, e.g. ``"Human: …\\nAssistant:"``) from a causal LM.
 
     ``rollout`` (a :class:`RolloutConfig`, default: its defaults) sets greedy / sampling,
@@ -84,7 +84,8 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     :data:`~rlhf_dist.rollout.backends.BACKENDS`) samples: ``hf`` (HF generate on the loaded
     model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; each
     sampled row gets a seed of its own, see
-    :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`).
+    :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`; ``engines``: its
+    ``resources.rollout`` section, in the loaded model's dtype).
     """
     from rlhf_dist.rollout import make_sampler
     from rlhf_dist.rollout.sampling import sample_texts
@@ -93,7 +94,7 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     rollout = rollout or RolloutConfig()
     sampler = make_sampler(backend, model_dir=model_dir or _source_dir(model),
                            model=policy.model, tokenizer=policy.tokenizer, rollout=rollout,
-                           seed=seed or 0,
+                           seed=seed or 0, engines=engines,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
     return sample_texts(sampler, policy.tokenizer, prompts, batch_size, max_prompt_length, seed)
 
@@ -248,7 +249,8 @@ def run_model(model: ModelSource, prompts: Sequence[str],
               rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
               batch_size: int = 16, max_length: int = MAX_LENGTH,
               max_prompt_length: int = MAX_PROMPT_LENGTH,
-              device: Optional[str] = None, backend: str = "hf") -> ModelRun:
+              device: Optional[str] = None, backend: str = "hf",
+              engines: Any = None) -> ModelRun:
     """Load ``model`` once, answer ``prompts`` (:func:`generate_responses` with ``backend``)
     and measure :func:`perplexity_on` ``reference`` (when given; always on the HF model)."""
     if kinds is not None and len(kinds) != len(prompts):
@@ -257,7 +259,7 @@ def run_model(model: ModelSource, prompts: Sequence[str],
     policy = as_policy(model, device)
     responses = generate_responses(policy, prompts, rollout, seed, batch_size,
                                    max_prompt_length, backend=backend,
-                                   model_dir=_source_dir(model))
+                                   model_dir=_source_dir(model), engines=engines)
     ppl = (perplexity_on(policy.model, policy.tokenizer, reference, batch_size, max_length,
                          max_prompt_length) if reference else None)
     n = rollout.n_samples_per_prompt
@@ -332,8 +334,8 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
                     batch_size: int = 16, max_length: int = MAX_LENGTH,
                     max_prompt_length: int = MAX_PROMPT_LENGTH,
                     device: Optional[str] = None, backend: str = "hf",
-                    verifier: Optional[Any] = None, labels: Optional[Sequence[Any]] = None
-                    ) -> EvalReport:
+                    verifier: Optional[Any] = None, labels: Optional[Sequence[Any]] = None,
+                    engines: Any = None) -> EvalReport:
     """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
     one model in memory at a time, the reward model loaded once), all answering the same
     ``prompts`` with the same seed and ``backend``.  With ``baseline`` (a name in
@@ -341,7 +343,8 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     ``loss`` against the baseline's answers to the same prompts (the baseline itself: all
     ties, 0.5 unless sampling differs).  With ``verifier`` (a reward function of
     ``rlhf_dist.rewards``, called with each answer's prompt ``labels``) every model gets
-    :func:`~metrics.verifier_metrics`: ``accuracy`` (pass@1), ``pass_at_k``."""
+    :func:`~metrics.verifier_metrics`: ``accuracy`` (pass@1), ``pass_at_k``.  ``engines``:
+    the ``resources.rollout`` section of a ``vllm`` backend's engine."""
     if not models:
         raise ValueError("evaluate_models: no models")
     if baseline is not None and baseline not in models:
@@ -352,7 +355,7 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     for name, source in models.items():
         logger.info("eval: %s: generating answers to %d prompts", name, len(prompts))
         runs[name] = run_model(source, prompts, kinds, reference, rollout, seed, batch_size,
-                               max_length, max_prompt_length, device, backend)
+                               max_length, max_prompt_length, device, backend, engines)
         gc.collect()
     scores: Dict[str, List[float]] = {}
     if reward_model is not None:

@@ -102,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:  # the typed rollout section: its checks, named by flag and key
-        rollout = resolve_sections(args, FLAGS, DEFAULTS, ["rollout.do_sample=true"]).rollout
+        cfg = resolve_sections(args, FLAGS, DEFAULTS, ["rollout.do_sample=true"])
     except ConfigError as err:
         parser.error(str(err))
     _check(parser, args)
@@ -121,9 +121,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         prompts = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts).prompts
     except DataError as err:
         parser.error(f"--prompts: {err}")
-    responses = sample_responses(args.policy, prompts, args.k, rollout, args.seed, args.device,
-                                 args.max_prompt_length, show_progress=not args.no_progress,
-                                 backend=args.backend)
+    responses = sample_responses(args.policy, prompts, args.k, cfg.rollout, args.seed,
+                                 args.device, args.max_prompt_length,
+                                 show_progress=not args.no_progress, backend=args.backend,
+                                 engines=cfg.resources.rollout, dtype=cfg.model.dtype)
     try:
         rows, stats = label_with_stats(prompts, responses, judge, args.strategy, args.min_margin)
     except ValueError as err:

@@ -37,7 +37,8 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
                        rollout: "RolloutConfig", seed: int = 0,
                        max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
                        show_progress: bool = False, backend: str = "hf",
-                       model_dir: Optional[str] = None) -> List[List[str]]:
+                       model_dir: Optional[str] = None, engines: Any = None,
+                       dtype: Optional[str] = None) -> List[List[str]]:
     """``k`` sampled responses per prompt from a causal LM.
 
     Batches of ``rollout.rollout_batch_size`` prompts go through
@@ -46,7 +47,8 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
     ``hf`` -- HF generate on the in-memory ``model``; ``vllm`` -- one vLLM engine over
     ``model_dir`` (``model`` may be None; one seed per sampled row, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
-    same texts.
+    same texts.  ``engines`` (``resources.rollout``) and ``dtype`` (``model.dtype``): the
+    vLLM engine's settings.
     """
     from rlhf_dist.rollout import make_sampler
     from rlhf_dist.rollout.sampling import sample_texts
@@ -56,7 +58,7 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
         raise ValueError(f"k must be >= 1, got {k}")
     rollout = dataclasses.replace(rollout, n_samples_per_prompt=k)
     sampler = make_sampler(backend, model_dir=model_dir, model=model, tokenizer=tokenizer,
-                           rollout=rollout, seed=seed,
+                           rollout=rollout, seed=seed, engines=engines, dtype=dtype,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
     bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
     texts = sample_texts(sampler, tokenizer, prompts, rollout.rollout_batch_size,
@@ -69,21 +71,23 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
                      rollout: Optional["RolloutConfig"] = None, seed: int = 0,
                      device: Optional[str] = None,
                      max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                     show_progress: bool = False, backend: str = "hf") -> List[List[str]]:
+                     show_progress: bool = False, backend: str = "hf",
+                     engines: Any = None, dtype: str = "float32") -> List[List[str]]:
     """``k`` responses per prompt from the HF causal LM (and its tokenizer) saved at
     ``policy_path``, sampled with ``rollout`` (default :class:`RolloutConfig`: sampling on,
     temperature 1, 32 new tokens) by ``backend``; the HF model is loaded only for a backend
-    that samples from it (``hf``).  See :func:`generate_responses`."""
+    that samples from it (``hf``), in ``dtype`` (``model.dtype``).  See
+    :func:`generate_responses`."""
     from rlhf_dist.config import ModelConfig, RolloutConfig
     from rlhf_dist.rollout.backends import backend as backend_of
 
     if not os.path.isdir(os.path.expanduser(policy_path)):
         raise FileNotFoundError(f"policy {policy_path!r}: no such directory")
-    section = ModelConfig(name_or_path=os.path.expanduser(policy_path))
+    section = ModelConfig(name_or_path=os.path.expanduser(policy_path), dtype=dtype)
     model, tokenizer = _load_policy(section, device, backend_of(backend).needs_model)
     return generate_responses(model, tokenizer, prompts, k, rollout or RolloutConfig(), seed,
                               max_prompt_length, show_progress, backend,
-                              section.name_or_path)
+                              section.name_or_path, engines, dtype)
 
 
 def _load_policy(section: Any, device: Optional[str], with_model: bool) -> Tuple[Any, Any]:

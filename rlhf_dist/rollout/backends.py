@@ -18,7 +18,7 @@ and greedy decoding gives the same tokens up to floating-point ties.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,24 +71,34 @@ def _hf_sampler(*, model: Any, tokenizer: Any, rollout: Any, **_: Any) -> HFSamp
     return HFSampler(model, tokenizer, rollout)
 
 
-def _dtype_name(model: Any) -> str:
-    """The dtype vLLM computes in: the HF model's when one is loaded, else float32 (the
-    default of ``ModelConfig.dtype``, what the HF model would have been loaded in)."""
-    if model is None:
-        return "float32"
-    return str(next(model.parameters()).dtype).replace("torch.", "")
+def engine_settings(engines: Any, dtype: Optional[str], model: Any,
+                    max_model_len: int) -> Tuple[Any, str]:
+    """The engine section and dtype of an eval / label vLLM engine: ``engines``
+    (``resources.rollout``; its defaults when None) with ``max_model_len`` filled in when
+    unset, and ``dtype`` (``model.dtype``), else the loaded HF model's, else float32."""
+    import dataclasses
+
+    from rlhf_dist.config import RolloutResources
+
+    engines = engines or RolloutResources()
+    if engines.max_model_len is None:
+        engines = dataclasses.replace(engines, max_model_len=max_model_len)
+    if dtype is None:
+        dtype = ("float32" if model is None
+                 else str(next(model.parameters()).dtype).replace("torch.", ""))
+    return engines, dtype
 
 
 def _vllm_sampler(*, model_dir: Optional[str], model: Any, tokenizer: Any, rollout: Any,
-                  seed: int, max_model_len: int) -> Any:
-    from rlhf_dist.config import RolloutResources
+                  seed: int, max_model_len: int, engines: Any = None,
+                  dtype: Optional[str] = None) -> Any:
     from rlhf_dist.rollout.generate import stop_ids
     from rlhf_dist.rollout.vllm_engine import VLLMRolloutEngine
 
-    check_vllm_model(model_dir, max_model_len)
+    engines, dtype = engine_settings(engines, dtype, model, max_model_len)
+    check_vllm_model(model_dir, engines.max_model_len)
     stop = stop_ids(rollout, tokenizer)
-    return VLLMRolloutEngine(os.path.expanduser(model_dir), rollout,
-                             RolloutResources(max_model_len=max_model_len), _dtype_name(model),
+    return VLLMRolloutEngine(os.path.expanduser(model_dir), rollout, engines, dtype,
                              seed=seed, stop=stop, pad_token_id=tokenizer.pad_token_id)
 
 
@@ -128,17 +138,20 @@ def check_backend(name: str, model_dir: Optional[str], max_model_len: int,
 
 
 def make_sampler(name: str, *, model_dir: Optional[str], model: Any, tokenizer: Any,
-                 rollout: Any, seed: int, max_model_len: int) -> Any:
+                 rollout: Any, seed: int, max_model_len: int, engines: Any = None,
+                 dtype: Optional[str] = None) -> Any:
     """A sampler of backend ``name`` with one method ``generate(ids, mask, seed) -> Batch``
     and the ``pad_token_id`` its prompts are padded with.
 
     ``model_dir``: the model's directory (``vllm`` loads it; may be None for ``hf``);
-    ``model``: the loaded HF model (``hf``; ``vllm`` takes its dtype, float32 without one);
-    ``seed``: the engine's seed; ``max_model_len``: longest prompt + response (``vllm``).
+    ``model``: the loaded HF model (``hf``); ``seed``: the engine's seed; ``max_model_len``:
+    longest prompt + response; ``engines`` (``resources.rollout``) and ``dtype``
+    (``model.dtype``): the ``vllm`` engine's settings (:func:`engine_settings`).
     Build it once per model and reuse it for every batch.
     """
     return backend(name).make(model_dir=model_dir, model=model, tokenizer=tokenizer,
-                              rollout=rollout, seed=seed, max_model_len=max_model_len)
+                              rollout=rollout, seed=seed, max_model_len=max_model_len,
+                              engines=engines, dtype=dtype)
 
 
 __all__ = ["BACKENDS", "Backend", "HFSampler", "backend", "check_backend",

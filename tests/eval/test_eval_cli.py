@@ -101,3 +101,44 @@ def test_parse_models_names_and_order(tmp_path):
         parse_models([], ["/x/a"])
     with pytest.raises(UsageError, match="no model"):
         parse_models([], [])
+
+
+def test_eval_loads_the_policies_in_model_dtype(saved_models, tmp_path, monkeypatch):
+    """``model.dtype`` reaches the policies eval loads (and a vLLM engine beside them)."""
+    import torch
+
+    from rlhf_dist.eval import evaluate
+
+    seen = []
+    real = evaluate.as_policy
+
+    def spy(source, device=None):
+        policy = real(source, device)
+        seen.append(next(policy.model.parameters()).dtype)
+        return policy
+
+    monkeypatch.setattr(evaluate, "as_policy", spy)
+    assert main(["--model", saved_models["sft"], "--prompts", "toy", "--max-prompts", "2",
+                 "--max-new-tokens", "3", "--no-wandb", "--output-dir", str(tmp_path),
+                 "model.dtype=bfloat16"]) == 0
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_vllm_engine_settings_come_from_the_typed_sections():
+    """eval / label's vLLM engine: ``resources.rollout`` (memory, batch, length) and
+    ``model.dtype``, not fixed values; max_model_len filled in only when unset."""
+    import torch
+
+    from rlhf_dist.config import RolloutResources
+    from rlhf_dist.rollout.backends import engine_settings
+
+    section = RolloutResources(gpu_memory_utilization=0.3, max_num_seqs=8)
+    engines, dtype = engine_settings(section, "bfloat16", None, max_model_len=96)
+    assert (engines.gpu_memory_utilization, engines.max_num_seqs) == (0.3, 8)
+    assert engines.max_model_len == 96 and dtype == "bfloat16"
+    fixed = RolloutResources(max_model_len=200)
+    assert engine_settings(fixed, None, None, 96)[0].max_model_len == 200
+    assert engine_settings(None, None, None, 96) == (RolloutResources(max_model_len=96),
+                                                     "float32")
+    model = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    assert engine_settings(None, None, model, 96)[1] == "bfloat16"
