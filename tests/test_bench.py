@@ -247,3 +247,38 @@ def test_gpu_mfu_counts_6n_for_sft_and_8n_for_dpo():
     assert line["flops_per_token"] == 8 * 5 * 10**8  # policy fwd + bwd, reference fwd
     assert line["tflops"] == pytest.approx(4.0) and line["mfu"] == pytest.approx(0.004)
     assert mfu.mfu_line({**rec, "job": "sft"}, 1000.0)["flops_per_token"] == 6 * 5 * 10**8
+
+
+# --------------------------------------------------------------------------- bench/gpu
+
+
+def test_gpu_preflight_names_missing_and_mismatched_requirements(tmp_path, monkeypatch):
+    """preflight.unmet: a requirement not installed and one of the wrong version, each named
+    with what was found, read from real distribution metadata (a dist-info on sys.path)."""
+    info = tmp_path / "gpu_probe-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gpu-probe\nVersion: 1.0\n"
+                                   "Requires-Dist: torch<1.0\nRequires-Dist: no-such-dist-xyz\n"
+                                   "Requires-Dist: pytest>=7\n"
+                                   "Requires-Dist: absent-extra-only; extra == 'x'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preflight = _bench_script("gpu/preflight")
+    problems = preflight.unmet(["gpu-probe"])
+    import torch
+
+    assert f"gpu-probe: torch<1.0 (found {torch.__version__})" in problems
+    assert "gpu-probe: no-such-dist-xyz (not installed)" in problems
+    assert not any("pytest" in p or "absent-extra-only" in p for p in problems)
+    assert preflight.unmet(["no-such-dist-xyz"]) == ["no-such-dist-xyz: not installed"]
+
+
+def test_gpu_worker_must_see_exactly_one_device(monkeypatch):
+    import pytest
+
+    from rlhf_dist.engine.dist import require_one_device
+
+    require_one_device(1, "actor rank 0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(RuntimeError, match=r"^critic rank 1: sees 2 CUDA devices "
+                                           r"\(CUDA_VISIBLE_DEVICES=0,1\)"):
+        require_one_device(2, "critic rank 1")

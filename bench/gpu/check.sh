@@ -10,6 +10,10 @@
 # and padding-free batches (train.padding_free), one GPU. Not covered (their packages are too
 # large to carry): flash-attention-2, Ray (PPO/GRPO), vLLM.
 #
+# First, preflight.py: every import and requirement the run needs (reproduced on CPU by
+# bench/gpu/image_env.sh against the image's packages + these wheels); it stops the run there,
+# its JSON line in $OUT/preflight.json, rather than spend device time on a broken environment.
+#
 # Knobs for a dry run on a CPU: SKIP_ENV=1 (use the active environment), SIZE, EXTRA, STEPS.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +25,9 @@ if [ -z "${SKIP_ENV:-}" ]; then
     pip install -q --no-index --no-deps --no-build-isolation -e . >> "$OUT/pip.log" 2>&1
     nvidia-smi > "$OUT/nvidia_smi.txt" 2>&1
 fi
+python3 bench/gpu/preflight.py > "$OUT/preflight.json" 2> "$OUT/preflight.log" || {
+    cat "$OUT/preflight.json"; echo "check.sh: preflight failed (see preflight.json)" >&2
+    exit 1; }
 python3 - > "$OUT/env.json" <<'PY'
 import json, torch, transformers
 info = {"torch": torch.__version__, "transformers": transformers.__version__,

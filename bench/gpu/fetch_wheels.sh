@@ -7,17 +7,21 @@
 #   bash bench/gpu/fetch_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DEST=.gpu-wheels
+DEST=${DEST:-.gpu-wheels}
+PY_VERSION=${PY_VERSION:-3.12}  # the image's Python (image_env.sh asks for its own)
 mkdir -p "$DEST"
 PY=${PYTHON:-.venv/bin/python}
 ver() { "$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+# transformers: the lowest we support (setup.py), whose requirements the image meets
+# (huggingface_hub >= 1.31; newer ones want 2.x and the kernels package the image lacks).
 # pure-Python wheels and sdists (deepspeed and antlr are sdists: built there without isolation)
 "$PY" -m pip download -q --no-deps -d "$DEST" "deepspeed==$(ver deepspeed)" \
-    "transformers==$(ver transformers)" "omegaconf==$(ver omegaconf)" \
+    transformers==5.19.0 "omegaconf==$(ver omegaconf)" \
     antlr4-python3-runtime==4.9.3 hjson "datasets==$(ver datasets)" dill annotated-types \
     typing-inspection "pydantic==$(ver pydantic)"
-# compiled ones, for the GPU machine's CPython 3.12 on x86_64
-"$PY" -m pip download -q --no-deps -d "$DEST" --only-binary=:all: --python-version 3.12 \
-    --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    "pydantic-core==$(ver pydantic-core)" multiprocess
+# compiled ones, for the target CPython on x86_64 (regex: transformers wants >= 2025.10.22)
+"$PY" -m pip download -q --no-deps -d "$DEST" --only-binary=:all: \
+    --python-version "$PY_VERSION" --implementation cp --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+    "pydantic-core==$(ver pydantic-core)" multiprocess "regex==$(ver regex)"
 du -sh "$DEST"; ls "$DEST"

@@ -27,6 +27,16 @@ def _default_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
+def require_one_device(count: int, where: str) -> None:
+    """A GPU worker (one rank of a Ray group) must see exactly one device: Ray sets its
+    ``CUDA_VISIBLE_DEVICES`` to the GPU it was given.  Any other count means a placement or
+    environment fault (ranks would pile onto device 0), reported naming the worker."""
+    if count != 1:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise RuntimeError(f"{where}: sees {count} CUDA devices (CUDA_VISIBLE_DEVICES="
+                           f"{visible}); a GPU worker must see exactly its one")
+
+
 def backend_for_device() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 

@@ -82,12 +82,14 @@ def check_engine_model(hf_config: Any, max_model_len: int, on_gpu: bool,
 
 
 def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
-    """``vllm.SamplingParams`` of ``rollout`` (greedy when ``do_sample`` is false)."""
+    """``vllm.SamplingParams`` of one sampled row of ``rollout`` (greedy when ``do_sample`` is
+    false): ``n=1``, so the row's seed is ``seed`` on every build of vLLM (how a request's
+    ``n`` samples are seeded is the engine's own business and differs between model runners)."""
     from vllm import SamplingParams
 
     sampled = rollout.do_sample
     return SamplingParams(
-        n=rollout.n_samples_per_prompt,
+        n=1,
         temperature=rollout.temperature if sampled else 0.0,
         top_p=rollout.top_p if sampled else 1.0,
         top_k=rollout.top_k if sampled and rollout.top_k > 0 else 0,
@@ -105,7 +107,8 @@ def _response(completion: Any) -> Tuple[List[int], List[float]]:
 def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                      outputs: Sequence[Any], stop: Sequence[int], pad_token_id: int,
                      n: int) -> Batch:
-    """vLLM's ``RequestOutput`` list (one per prompt, ``n`` completions each) as the rollout
+    """vLLM's ``RequestOutput`` list (the ``n`` completions of each prompt in order, as ``n``
+    completions of one output or one completion of each of ``n`` outputs) as the rollout
     Batch of :func:`rollout_batch`, with ``engine_logprobs`` on the action grid."""
     responses = [_response(c) for out in outputs for c in out.outputs]
     R = max(1, max(len(ids) for ids, _ in responses))
@@ -173,20 +176,22 @@ class VLLMRolloutEngine:
         """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt: the HF engine's
         Batch plus ``engine_logprobs``.
 
-        Row ``j`` (sample ``c`` of prompt ``i``, ``j = i·n + c``) is sampled with seed
-        ``seed · SEED_STRIDE + first_row + j`` (vLLM seeds the ``n`` samples of a request
-        ``s, s+1, …``): no two rows of a call, nor of calls with different seeds, share
-        their random numbers, and a row's draw does not depend on how the prompts were split
-        over engines (``first_row``: the index of this part's first row in the whole call).
+        Row ``j`` (sample ``c`` of prompt ``i``, ``j = i·n + c``) is a request of its own
+        (vLLM's prefix cache shares the prompt's KV between a prompt's rows) sampled with seed
+        ``seed · SEED_STRIDE + first_row + j``: no two rows of a call, nor of calls with
+        different seeds, share their random numbers, a row's draw does not depend on how the
+        prompts were split over engines (``first_row``: the index of this part's first row in
+        the whole call), nor on how a vLLM build seeds the samples of one request.
         """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         ids, mask = prompt_input_ids.cpu(), prompt_attention_mask.cpu().long()
-        prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
         n = self.rollout.n_samples_per_prompt
+        rows = [{"prompt_token_ids": row[m.bool()].tolist()}
+                for row, m in zip(ids, mask) for _ in range(n)]
         base = None if seed is None else seed * SEED_STRIDE + first_row
-        params = [sampling_params(self.rollout, self.stop, None if base is None else base + i * n)
-                  for i in range(len(prompts))]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        params = [sampling_params(self.rollout, self.stop, None if base is None else base + j)
+                  for j in range(len(rows))]
+        outputs = self.llm.generate(rows, params, use_tqdm=False)
         return outputs_to_batch(ids, mask, outputs, self.stop, self.pad_token_id, n)
 
     # ------------------------------------------------------------------ weights

@@ -46,7 +46,7 @@ class DistributedWorker:
         import torch.distributed as tdist
         from torch.distributed import TCPStore
 
-        from rlhf_dist.engine.dist import backend_for_device, local_device
+        from rlhf_dist.engine.dist import backend_for_device, local_device, require_one_device
 
         # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local device is 0.
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
@@ -54,6 +54,8 @@ class DistributedWorker:
         store = self._store if rank == 0 else TCPStore(master_addr, master_port, is_master=False,
                                                        timeout=self._timeout)
         if torch.cuda.is_available():
+            require_one_device(torch.cuda.device_count(),
+                               f"{getattr(self, 'role', type(self).__name__)} rank {rank}")
             torch.cuda.set_device(local_device())
         tdist.init_process_group(backend_for_device(), store=store, rank=rank,
                                  world_size=world_size, timeout=self._timeout)
