@@ -99,8 +99,11 @@ class RayGroup:
                     raise err.cause.prefixed(f"{self.role} rank {rank_of[ref]}") from None
                 if isinstance(err.cause, self.passthrough):
                     raise err.cause from None
+                # the worker's own exception and text, not Ray's wrapper (whose first line is
+                # the actor's repr); the full remote traceback stays chained for --debug
+                cause = err.cause if isinstance(err.cause, BaseException) else err
                 raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
-                                  f"{type(err).__name__}: {err}",
+                                  f"{type(cause).__name__}: {str(cause).strip()}",
                                   f"{self.role} rank {rank_of[ref]}") from err
         return [results[ref] for ref in refs]
 

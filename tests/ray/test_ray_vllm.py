@@ -18,8 +18,9 @@ vLLM's CPU attention needs a head size of at least 32, so these models use 2 hea
 (20 iterations, seed 42, one run each): reward gain GAE +1.05, GRPO +0.92 (asserted: >= 0.3),
 max KL 4.3 / 4.4 nats, log-prob gap at most 2.9e-6 per iteration (asserted: < 1e-3), sync
 0.04 s per iteration.  The GRPO run holds the reference in the actor's processes
-(``resources.reference_in_actor``): no reference group, the actor group and the engine only
-(measured so, seed 42: gain +0.92, max KL 3.5).
+(``resources.reference_in_actor``): no reference group, the actor group and the engine only,
+and trains in bf16 (``deepspeed.bf16=true model.dtype=bfloat16``: the engine computes in bf16
+too): gain +0.63 at seed 42, log-prob gap up to 0.061 (asserted: < 0.15).
 """
 from __future__ import annotations
 
@@ -41,8 +42,13 @@ COMMON = ("rollout.backend=vllm", "train.lr=2e-4", "rollout.max_new_tokens=24",
           "ppo.kl_coef=0.1", "ppo.mini_batch_size=16", f"ppo.iterations={ITERATIONS}")
 GAE = (*COMMON, "rollout.rollout_batch_size=32", "deepspeed.role_zero_stage={critic: 2}",
        f"checkpoint.save_every={RESUME_AT}")
+# in bf16 (what a cluster config sets): the actor's DeepSpeed engine and the vLLM engine both
 GROUP_NORM = (*COMMON, "ppo.advantage_estimator=group_norm", "rollout.rollout_batch_size=8",
-              "rollout.n_samples_per_prompt=4", "resources.reference_in_actor=true")
+              "rollout.n_samples_per_prompt=4", "resources.reference_in_actor=true",
+              "deepspeed.bf16=true", "model.dtype=bfloat16")
+# bf16 on both sides (8 bits of mantissa): measured max gap 0.028-0.061 per iteration, mean
+# 0.004 (seed 42; reward gain +0.63, KL as in fp32)
+LOGPROB_BOUND_BF16 = 0.15
 
 
 # --------------------------------------------------------------------------- weight sync
@@ -172,9 +178,9 @@ def reward_gain(run) -> float:
     return sum(rewards[-K:]) / K - sum(rewards[:K]) / K
 
 
-def check_engine_agrees(run) -> None:
+def check_engine_agrees(run, bound: float = LOGPROB_BOUND) -> None:
     gaps = run.series("rollout/logprob_abs_diff_max")
-    assert len(gaps) == ITERATIONS and max(gaps) < LOGPROB_BOUND, gaps
+    assert len(gaps) == ITERATIONS and max(gaps) < bound, gaps
     syncs = run.series("perf/weight_sync_s")
     assert len(syncs) == ITERATIONS and all(0 < s < 30 for s in syncs), syncs
 
@@ -191,7 +197,8 @@ def test_ppo_with_critic_on_vllm_raises_reward(gae_run):
 def test_grpo_on_vllm_raises_reward(group_norm_run):
     gain = reward_gain(group_norm_run)
     assert gain >= REWARD_MARGIN, (gain, group_norm_run.series("reward/score_mean"))
-    check_engine_agrees(group_norm_run)
+    check_engine_agrees(group_norm_run, LOGPROB_BOUND_BF16)
+    assert group_norm_run.series("rollout/logprob_abs_diff_max")[0] > 0  # bf16 rounding seen
     kl = group_norm_run.series("kl/ref_kl")
     assert kl[0] == pytest.approx(0.0, abs=1e-4)   # the in-actor reference is the SFT policy
     assert not group_norm_run.series("placement/reference_nodes")

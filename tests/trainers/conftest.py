@@ -1,10 +1,12 @@
 """Shared, lazily started 2-rank launcher runs (one per job × ZeRO stage, reused by every test
-that needs it: loss curves, exports, W&B, the 2-node comparison)."""
+that needs it: loss curves, exports, W&B, the 2-node comparison).  The ZeRO-2 runs train in
+bf16 (``deepspeed.bf16=true model.dtype=bfloat16``, what every cluster config sets); the
+ZeRO-3 ones in float32, whose exports the tests compare with the run's own eval to 1e-5."""
 from __future__ import annotations
 
 import pytest
 
-from trainer_helpers import JOB_OVERRIDES, WANDB_RUN, Run, launch
+from trainer_helpers import BF16, JOB_OVERRIDES, WANDB_RUN, Run, launch
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,8 @@ def launcher_run(tmp_path_factory):
             backend = "wandb" if (job, stage) == WANDB_RUN else "none"
             done[job, stage] = launch(job, root / f"{job}-zero{stage}",
                                       f"deepspeed.zero_stage={stage}",
-                                      f"logging.backend={backend}", *JOB_OVERRIDES[job]).check()
+                                      f"logging.backend={backend}", *JOB_OVERRIDES[job],
+                                      *(BF16 if stage == 2 else ())).check()
         return done[job, stage]
 
     return get

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from trainer_helpers import CONFIGS, JOB_OVERRIDES, QUIET, finish, free_port, job_env, series, \
-    start, trainer_state
+from trainer_helpers import BF16, CONFIGS, JOB_OVERRIDES, QUIET, finish, free_port, job_env, \
+    series, start, trainer_state
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_two_nodes_without_ssh_train_like_one_node_with_two_ranks(tmp_path, laun
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
     out, port = tmp_path / "out", free_port()
     job = ["sft", "-c", CONFIGS / "sft.yaml", f"output_dir={out}", *QUIET,
-           "deepspeed.zero_stage=2", "logging.backend=none", *JOB_OVERRIDES["sft"]]
+           "deepspeed.zero_stage=2", "logging.backend=none", *JOB_OVERRIDES["sft"], *BF16]
     started = time.monotonic()
     procs = [start([sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", hostfile,
                     "--no_ssh", "--node_rank", node, "--master_addr", "127.0.0.1",

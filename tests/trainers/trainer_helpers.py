@@ -25,6 +25,7 @@ JOB_OVERRIDES = {
     "rm": ("train.epochs=1", "train.eval_every=7"),
     "dpo": ("train.eval_every=14",),
 }
+BF16 = ("deepspeed.bf16=true", "model.dtype=bfloat16")
 WANDB_RUN = ("sft", 3)  # the one run that logs to (offline) W&B; the others use backend none
 
 
