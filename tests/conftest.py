@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["ceiling"]  # tests/ceiling.py: the per-test time ceilings
+
 for key, value in {
     "WANDB_MODE": "offline",
     "WANDB_SILENT": "true",
@@ -26,3 +28,4 @@ def toy_tok(toy_cache):
     from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer(cache_dir=str(toy_cache))
+
