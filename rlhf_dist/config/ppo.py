@@ -121,6 +121,10 @@ class PPOConfig:
     # retries after a failed call (connection error, timeout, 5xx; not a 4xx), with backoff
     # 0.5 s, 1 s, 2 s, ...; 0 = no retry
     reward_url_retries: int = 3
+    # what reward_url speaks: rlhf_dist (POST <url>/score, as rlhf-dist serve-rm) or openrlhf
+    # (POST <url> itself, e.g. http://host:5000/get_reward: {"query", "prompts", "labels"} ->
+    # {"rewards"}, OpenRLHF's --remote_rm_url servers)
+    reward_url_protocol: str = "rlhf_dist"
     # score with the reward_model section's RM in a Ray reward group; false: only reward_fn,
     # rewards and reward_url score (no reward group is created)
     use_reward_model: bool = True

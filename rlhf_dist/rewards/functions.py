@@ -130,5 +130,6 @@ def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
     if ppo.reward_url:
         functions.append(RemoteReward(ppo.reward_url, ppo.reward_url_weight,
                                       ppo.reward_url_token_env, ppo.reward_url_batch_size,
-                                      ppo.reward_url_timeout_s, ppo.reward_url_retries))
+                                      ppo.reward_url_timeout_s, ppo.reward_url_retries,
+                                      protocol=ppo.reward_url_protocol))
     return RewardSum(functions)

@@ -5,6 +5,10 @@ so that many PPO/GRPO jobs (``ppo.reward_url``) can share one copy.
   ``{"scores": [float]}``: each (prompt, response) scored as in RM training
   (``prompt + response + EOS``, :func:`rlhf_dist.eval.evaluate.reward_scores`) -- the
   scores the in-process reward group gives the same rows.
+* ``POST /get_reward`` -- OpenRLHF's remote reward protocol (its ``--remote_rm_url``
+  clients): ``{"query": [prompt + response], "prompts": [str], "labels": [...]?}`` ->
+  ``{"rewards": [float], "scores": [float], "extra_logs": {}}``, each query split into its
+  prompt (which it must start with) and response, then scored as ``/score`` scores.
 * ``GET /health`` -> ``{"status": "ok", "model": ..., "requests": n, "batches": n, ...}``.
 * Concurrent requests are batched: rows of requests waiting up to ``--max-wait-ms`` are
   scored together, up to ``--batch-size`` rows per forward (one forward at a time).
@@ -68,6 +72,24 @@ def parse_score_request(data: Any, max_rows: int) -> Tuple[List[str], List[str]]
         raise BadRequest(f"{len(prompts)} rows in one request: more than --max-rows="
                          f"{max_rows}; send smaller batches", status=413)
     return prompts, responses
+
+
+def parse_get_reward_request(data: Any, max_rows: int) -> Tuple[List[str], List[str]]:
+    """(prompts, responses) of an OpenRLHF ``/get_reward`` body: each ``query`` is its
+    prompt followed by the response; :class:`BadRequest` naming the field and row otherwise."""
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object with 'query' and 'prompts'")
+    queries, prompts = _strings(data, "query"), _strings(data, "prompts")
+    if len(queries) != len(prompts):
+        raise BadRequest(f"'query' has {len(queries)} rows but 'prompts' has {len(prompts)}")
+    for i, (query, prompt) in enumerate(zip(queries, prompts)):
+        if not query.startswith(prompt):
+            raise BadRequest(f"field 'query' row {i}: does not start with its prompt "
+                             f"('prompts' row {i}); a query is the prompt followed by the "
+                             "response")
+    responses = [q[len(p):] for q, p in zip(queries, prompts)]
+    return parse_score_request({"prompts": prompts, "responses": responses,
+                                "labels": data.get("labels")}, max_rows)
 
 
 class Batcher:
@@ -148,24 +170,32 @@ def make_app(score: RewardShaper, model_name: str, token: Optional[str], batch_s
                                   "batches": b.batches, "rows": b.rows,
                                   "batch_size": batch_size, "max_rows": max_rows})
 
-    async def score_route(request: web.Request) -> web.Response:
-        try:
-            data = await request.json()
-        except web.HTTPRequestEntityTooLarge as err:
-            return _error(413, f"request body too large: {err.text}")
-        except ValueError as err:
-            return _error(400, f"the body is not JSON: {err}")
-        try:
-            prompts, responses = parse_score_request(data, max_rows)
-        except BadRequest as err:
-            return _error(err.status, str(err))
-        if not prompts:
-            return web.json_response({"scores": []})
-        scores = await request.app["batcher"].submit(prompts, responses)
-        return web.json_response({"scores": scores})
+    def scoring_route(parse, answer):
+        """A POST route: ``parse(body, max_rows) -> (prompts, responses)``, the scores of the
+        batcher given back as ``answer(scores)``."""
+
+        async def route(request: web.Request) -> web.Response:
+            try:
+                data = await request.json()
+            except web.HTTPRequestEntityTooLarge as err:
+                return _error(413, f"request body too large: {err.text}")
+            except ValueError as err:
+                return _error(400, f"the body is not JSON: {err}")
+            try:
+                prompts, responses = parse(data, max_rows)
+            except BadRequest as err:
+                return _error(err.status, str(err))
+            scores = await request.app["batcher"].submit(prompts, responses) if prompts else []
+            return web.json_response(answer(scores))
+
+        return route
 
     app.router.add_get("/health", health)
-    app.router.add_post("/score", score_route)
+    app.router.add_post("/score", scoring_route(parse_score_request,
+                                                lambda scores: {"scores": scores}))
+    app.router.add_post("/get_reward", scoring_route(
+        parse_get_reward_request,
+        lambda scores: {"rewards": scores, "scores": scores, "extra_logs": {}}))
     app.on_startup.append(start_batcher)
     app.on_cleanup.append(stop_batcher)
     return app

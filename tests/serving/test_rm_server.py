@@ -133,6 +133,27 @@ def test_concurrent_requests_are_batched_and_answered_in_order(server):
     assert after["batches"] - before["batches"] < 8  # joined: fewer forwards than requests
 
 
+def test_get_reward_answers_openrlhf_clients_with_the_score_routes_scores(server):
+    """What an OpenRLHF ``--remote_rm_url`` client posts: ``query`` = prompt + response."""
+    url, _ = server
+    prompts, responses = toy_rows(6)
+    queries = [p + r for p, r in zip(prompts, responses)]
+    answer = requests.post(f"{url}/get_reward", headers=auth(), json={
+        "query": queries, "prompts": prompts, "labels": [None] * 6})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    direct = requests.post(f"{url}/score", headers=auth(),
+                           json={"prompts": prompts, "responses": responses}).json()["scores"]
+    assert body["rewards"] == pytest.approx(direct, abs=1e-6) and body["scores"] == body["rewards"]
+    assert body["extra_logs"] == {}
+    bad = requests.post(f"{url}/get_reward", headers=auth(), json={
+        "query": ["something else entirely"] + queries[1:], "prompts": prompts})
+    assert bad.status_code == 400 and "field 'query' row 0: does not start with its prompt" \
+        in bad.json()["error"]
+    assert requests.post(f"{url}/get_reward", json={"query": queries,
+                                                    "prompts": prompts}).status_code == 401
+
+
 @pytest.mark.parametrize("body,status,message", [
     (b"{not json", 400, "the body is not JSON"),
     (json.dumps({"prompts": ["a"]}).encode(), 400, "field 'responses' is missing"),
@@ -201,3 +222,69 @@ def test_client_scores_through_the_server_and_names_the_url_when_it_fails(rm_dir
     monkeypatch.delenv("RM_TOKEN_FOR_TEST", raising=False)
     with pytest.raises(RewardError, match=r"names \$RM_TOKEN_FOR_TEST, which is not set"):
         RemoteReward(url, token_env="RM_TOKEN_FOR_TEST")
+
+
+# --------------------------------------------------------------------------- OpenRLHF's protocol
+
+
+class _OpenRLHFStyleServer:
+    """A reward server written to OpenRLHF's documented remote-RM format, not with our code:
+    ``POST /get_reward`` ``{"query", "prompts", "labels"}`` -> ``{"rewards", "scores",
+    "extra_logs"}``; the reward of a row is its response's length (query minus prompt) plus 10
+    when the label is "good".  It records each body it got."""
+
+    def __init__(self):
+        import http.server
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                bodies.append(data)
+                rewards = [len(q) - len(p) + (10.0 if lab == "good" else 0.0)
+                           for q, p, lab in zip(data["query"], data["prompts"], data["labels"])]
+                out = json.dumps({"rewards": rewards, "scores": rewards,
+                                  "extra_logs": {"n": len(rewards)}}).encode()
+                self.send_response(200 if self.path == "/get_reward" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/get_reward"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_client_speaks_openrlhfs_protocol_to_such_a_server():
+    from rlhf_dist.config import load_config
+    from rlhf_dist.rewards import RewardError, load_rewards
+    from rlhf_dist.rewards.remote import RemoteReward
+
+    server = _OpenRLHFStyleServer()
+    try:
+        ppo = load_config(None, [f"ppo.reward_url={server.url}", "ppo.reward_url_batch_size=2",
+                                 "ppo.reward_url_protocol=openrlhf"]).ppo
+        rewards = load_rewards(ppo)  # reachability checked here (no /health on such servers)
+        got = rewards(["p1 ", "prompt two ", "x"], ["abc", "", "defg"],
+                      ["good", "bad", "good"], [{}] * 3)
+    finally:
+        server.close()
+    assert got.tolist() == [13.0, 0.0, 14.0]
+    assert server.bodies == [
+        {"query": ["p1 abc", "prompt two "], "prompts": ["p1 ", "prompt two "],
+         "labels": ["good", "bad"]},
+        {"query": ["xdefg"], "prompts": ["x"], "labels": ["good"]}]
+    with pytest.raises(RewardError, match=rf"ppo.reward_url {server.url}: not reachable"):
+        RemoteReward(server.url, protocol="openrlhf")
+    with pytest.raises(RewardError, match=r"ppo.reward_url_protocol: got 'trl', expected one of "
+                                          r"\['openrlhf', 'rlhf_dist'\]"):
+        RemoteReward(server.url, protocol="trl")
