@@ -133,11 +133,16 @@ def parse_models(model_args: Sequence[str], models_args: Sequence[str]
 
 
 def check_model_path(path: str, flag: str) -> None:
-    """A local path that does not exist → :class:`UsageError` naming ``flag`` and the path."""
-    from rlhf_dist.models._common import looks_like_local_path
+    """A local path that does not exist, or a directory that holds no model → :class:`UsageError`
+    naming ``flag`` and the path."""
+    from rlhf_dist.models._common import looks_like_local_path, require_model_dir
 
     if looks_like_local_path(path) and not os.path.exists(os.path.expanduser(path)):
         raise UsageError(f"{flag}: model path {path!r} does not exist")
+    try:
+        require_model_dir(path, flag)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def check_data_path(path: Optional[str], flag: str) -> None:

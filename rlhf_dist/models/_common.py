@@ -41,6 +41,17 @@ def require_existing_path(value: Optional[str], field: str) -> None:
         raise ModelError(f"{field}: {value!r} does not exist")
 
 
+def require_model_dir(value: Optional[str], field: str) -> None:
+    """:func:`require_existing_path`, and a local directory must hold a model (its
+    ``config.json``): a :class:`ModelError` naming ``field`` before anything is loaded."""
+    require_existing_path(value, field)
+    if value is None or not looks_like_local_path(value):
+        return
+    path = os.path.expanduser(value)
+    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelError(f"{field}: {value!r} is not a model directory (no config.json)")
+
+
 def resolve_source(value: str) -> str:
     """``~`` expanded for local paths; hub ids unchanged."""
     return os.path.expanduser(value) if value.startswith("~") else value

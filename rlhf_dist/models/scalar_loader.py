@@ -136,6 +136,22 @@ def _pretrained(model_cfg: "ModelConfig", role: str, kwargs: Dict[str, Any], fie
     return model
 
 
+def check_reward_source(model_cfg: "ModelConfig", field_prefix: str = "reward_model") -> None:
+    """Before any worker starts: the frozen reward model's paths exist and its checkpoint has
+    a reward head (ours or a one-label sequence classifier), read from its ``config.json``."""
+    from transformers import AutoConfig
+
+    from rlhf_dist.models._common import require_model_dir
+
+    require_model_dir(model_cfg.name_or_path, f"{field_prefix}.name_or_path")
+    if model_cfg.name_or_path is None:
+        return
+    source = resolve_source(model_cfg.name_or_path)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=bool(
+        model_cfg.trust_remote_code))
+    _adopt_record(config, "reward", source, False, f"{field_prefix}.name_or_path")
+
+
 def load_scalar_model(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",
                       role: str, field_prefix: str = "model",
                       train_head: bool = False) -> "PreTrainedModel":

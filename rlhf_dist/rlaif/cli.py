@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag errors (exit 2) before anything heavy happens."""
     checks = [
-        (os.path.isdir(os.path.expanduser(args.policy)),
-         f"--policy: {args.policy!r} is not a directory (a saved HF causal LM)"),
+        (os.path.isfile(os.path.join(os.path.expanduser(args.policy), "config.json")),
+         f"--policy: {args.policy!r} is not a model directory (a saved HF causal LM with its "
+         "config.json)"),
         (args.k >= 2, f"-k: must be >= 2 to form pairs, got {args.k}"),
         (args.max_prompts is None or args.max_prompts >= 1,
          f"--max-prompts: must be >= 1, got {args.max_prompts}"),

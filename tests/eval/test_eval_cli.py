@@ -142,3 +142,19 @@ def test_vllm_engine_settings_come_from_the_typed_sections():
                                                      "float32")
     model = torch.nn.Linear(2, 2).to(torch.bfloat16)
     assert engine_settings(None, None, model, 96)[1] == "bfloat16"
+
+
+@pytest.mark.parametrize("flag", ["--model", "--reward-model"])
+def test_a_directory_that_is_not_a_model_is_one_line_exit_2(flag, saved_models, tmp_path, capsys):
+    """A directory without a config.json (a typo'd output dir, a checkpoint folder) is named
+    before any transformers code runs, not a traceback about a slow tokenizer."""
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    args = (["--model", str(empty)] if flag == "--model"
+            else ["--model", saved_models["sft"], "--reward-model", str(empty)])
+    out = tmp_path / "out"
+    assert main(args + ["--no-wandb", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{flag}: '{empty}' is not a model directory (no config.json)" in err

@@ -106,7 +106,7 @@ def no_sampling(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--policy", "/no/such/policy"], "--policy: '/no/such/policy' is not a directory"),
+    (["--policy", "/no/such/policy"], "--policy: '/no/such/policy' is not a model directory"),
     (["-k", "1"], "-k: must be >= 2"),
     (["--temperature", "0"], "--temperature (rollout.temperature): must be > 0"),
     (["--batch-size", "0"], "--batch-size (rollout.rollout_batch_size): must be > 0"),
