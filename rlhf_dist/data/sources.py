@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from contextlib import contextmanager
 import json
 from dataclasses import dataclass, field
@@ -79,36 +80,104 @@ def _load_file(path: str, split: str, kind: str, toy_cfg) -> object:
     builder = FILE_FORMATS.get(Path(path).suffix.lower())
     if builder is None:
         raise DataError(f"{path}: unsupported file type (use one of {sorted(FILE_FORMATS)})")
+    jsonl = Path(path).suffix.lower() == ".jsonl"
+    if jsonl and not _is_utf8(path):  # pyarrow would load the bytes and fail on first use
+        _raise_malformed_lines(path)
     try:
         with _quiet_progress():
             return datasets.load_dataset(builder, data_files=path, split="train")
     except Exception as err:  # noqa: BLE001 — any parse failure becomes a DataError
-        if Path(path).suffix.lower() == ".jsonl":
+        if jsonl:
             _raise_malformed_lines(path)
         raise DataError(f"{path}: could not read it as {builder}: {err}") from err
 
 
+def _is_utf8(path: str, chunk: int = 1 << 20) -> bool:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        try:
+            while block := f.read(chunk):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _json_kind(value) -> Optional[str]:
+    """The JSON type of a value, as a column holds it (None: null fits every column)."""
+    if value is None:
+        return None
+    for kind, types in (("boolean", bool), ("number", (int, float)), ("string", str),
+                        ("list", list), ("object", dict)):
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+def _mixed_types(path: str, numbered: List[Tuple[int, dict]]) -> List[Tuple[int, str]]:
+    """``(line, reason)`` of each row with a field whose JSON type differs from what most rows
+    have there (a column holds one type: pyarrow refuses the file otherwise)."""
+    kinds: dict = {}
+    for _, row in numbered:
+        for key, value in row.items():
+            kind = _json_kind(value)
+            if kind is not None:
+                kinds.setdefault(key, Counter())[kind] += 1
+    usual = {key: counts.most_common(1)[0][0] for key, counts in kinds.items()}
+    bad = []
+    for number, row in numbered:
+        for key, value in row.items():
+            kind = _json_kind(value)
+            if kind is not None and kind != usual[key]:
+                bad.append((number, f"{path} line {number}: field '{key}' is a {kind} where "
+                                    f"the other rows have a {usual[key]}"))
+                break
+    return bad
+
+
 def _raise_malformed_lines(path: str) -> None:
     """A JSON Lines file ``datasets`` could not read: find the lines that are not a JSON
-    object, by number (the rows that parse travel with the error, for ``skip``)."""
-    rows, reasons = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    object, or whose field has another JSON type than the other rows' (one type per column),
+    by number (the rows that remain travel with the error, for ``skip``)."""
+    numbered, bad = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:  # a byte-order mark at the start of the file is not part of the row
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                bad.append((number, f"{path} line {number}: not UTF-8 text (byte "
+                                    f"0x{raw[err.start]:02x} at position {err.start})"))
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                reasons.append(f"{path} line {number}: not valid JSON ({err.msg} at column "
-                               f"{err.colno})")
+                bad.append((number, f"{path} line {number}: not valid JSON ({err.msg} at "
+                                    f"column {err.colno})"))
                 continue
             if isinstance(row, dict):
-                rows.append(row)
+                numbered.append((number, row))
             else:
-                reasons.append(f"{path} line {number}: a JSON {type(row).__name__}, not an "
-                               f"object")
-    if reasons:
-        raise MalformedLines(path, reasons, rows)
+                bad.append((number, f"{path} line {number}: a JSON {type(row).__name__}, "
+                                    "not an object"))
+    bad += _mixed_types(path, numbered)
+    if bad:
+        dropped = {number for number, _ in bad}
+        raise MalformedLines(path, [reason for _, reason in sorted(bad)],
+                             [row for number, row in numbered if number not in dropped])
+
+
+def _dataset_of(rows: List[dict]):
+    """A ``datasets.Dataset`` of ``rows`` with every key any row has (``from_list`` takes the
+    first row's keys only: a first row missing a field would drop it from every row)."""
+    from datasets import Dataset
+
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return Dataset.from_dict({key: [row.get(key) for row in rows] for key in keys})
 
 
 def _pick_split(loaded, path: str, split: str):
@@ -226,9 +295,7 @@ def _row_set(path: str, split: str, kind: str, data_cfg, holdout: Optional[str] 
     except MalformedLines as err:
         if data_cfg.on_bad_row != "skip":
             raise
-        from datasets import Dataset
-
-        rows, skipped = Dataset.from_list(err.rows), err.reasons
+        rows, skipped = _dataset_of(err.rows), err.reasons
     ids = list(range(len(rows)))
     if holdout is not None:
         train_ids, eval_ids = holdout_split(len(rows), data_cfg.eval_ratio)

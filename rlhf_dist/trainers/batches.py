@@ -11,6 +11,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import torch
 
+from rlhf_dist.data.errors import DataError
 from rlhf_dist.data.order import epoch_order
 
 def example_length(example: dict) -> int:
@@ -67,8 +68,8 @@ class StepSampler:
         lengths = [example_length(dataset[i]) for i in range(len(dataset))] \
             if group_by_length else None
         sampler = cls(len(dataset), seed, world_size, micro_batch_size, accumulation, lengths)
-        if sampler.steps_per_epoch == 0:
-            raise ValueError(
+        if sampler.steps_per_epoch == 0:  # a data problem (too few good rows): one line, exit 2
+            raise DataError(
                 f"data: {len(dataset)} training examples make no full step of "
                 f"{world_size} ranks × train.micro_batch_size={micro_batch_size} × "
                 f"{accumulation} accumulation steps (train.train_batch_size)")

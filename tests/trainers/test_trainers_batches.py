@@ -99,6 +99,8 @@ def test_a_dataset_too_small_for_one_step_names_the_sizes():
     import pytest
 
     data = [{"input_ids": [1]}] * 5
-    with pytest.raises(ValueError, match=r"data: 5 training examples make no full step of 2 "
+    from rlhf_dist.data import DataError
+
+    with pytest.raises(DataError, match=r"data: 5 training examples make no full step of 2 "
                                          r"ranks × train.micro_batch_size=2 × 2"):
         B.StepSampler.for_dataset(data, 0, 2, 2, 2, group_by_length=False)
