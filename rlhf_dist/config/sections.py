@@ -343,14 +343,19 @@ class RolloutConfig:
         _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
+LOGGING_BACKENDS = ("wandb", "tensorboard", "mlflow")  # utils.tracking: a sink for each
+
+
 @dataclass
 class LoggingConfig:
-    """Console + ``metrics.jsonl`` always; W&B when ``backend: wandb``.
+    """Console + ``metrics.jsonl`` always; W&B, TensorBoard, MLflow as ``backend`` lists them.
 
     ``mode: auto`` is online when a W&B key is configured, offline otherwise.
     """
 
-    backend: str = "wandb"  # wandb | none (metrics.jsonl and the console are always written)
+    # wandb | tensorboard | mlflow, or a list of them ([wandb, tensorboard]); none = only
+    # metrics.jsonl and the console, which are always written
+    backend: Any = "wandb"
     # auto | online | offline (WANDB_MODE wins): auto is online when a W&B key is configured
     mode: str = "auto"
     project: str = "rlhf_dist"  # W&B project
@@ -360,8 +365,22 @@ class LoggingConfig:
     progress_bar: bool = True  # a progress bar on rank 0's console
 
     def __post_init__(self):
-        _choice("logging.backend", self.backend, ["wandb", "none"])
+        names = [self.backend] if isinstance(self.backend, str) else list(self.backend or [])
+        _require(all(isinstance(n, str) for n in names), "logging.backend",
+                 f"expected a name or a list of names, got {self.backend!r}")
+        _require(len(names) == len(set(names)), "logging.backend",
+                 f"names a backend twice: {names}")
+        _require(names == ["none"] or "none" not in names, "logging.backend",
+                 f"none cannot be combined with other backends: {names}")
+        for name in names:
+            _choice("logging.backend", name, [*LOGGING_BACKENDS, "none"])
         _choice("logging.mode", self.mode, ["auto", "online", "offline"])
+
+    @property
+    def backends(self) -> List[str]:
+        """The backends' names in order ([] for none)."""
+        names = [self.backend] if isinstance(self.backend, str) else list(self.backend)
+        return [n for n in names if n != "none"]
 
 
 @dataclass

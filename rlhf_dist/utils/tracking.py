@@ -1,7 +1,8 @@
-"""Experiment tracking: ``metrics.jsonl`` + console always, W&B when configured; progress bars.
+"""Experiment tracking: ``metrics.jsonl`` + console always; W&B, TensorBoard and MLflow when
+``logging.backend`` lists them (the last two in :mod:`rlhf_dist.utils.sinks`); progress bars.
 
-Only the main rank logs; on other ranks :class:`Tracker` is a no-op.  ``wandb`` is imported
-lazily (it is slow to import) and only when ``logging.backend == "wandb"``.
+Only the main rank logs; on other ranks :class:`Tracker` is a no-op.  Each backend's package is
+imported lazily (they are slow to import) and only when it is listed.
 
 W&B mode: ``WANDB_MODE`` in the environment wins; otherwise ``logging.mode``, where ``auto``
 means online only when a key is configured (``WANDB_API_KEY`` or a netrc entry for the W&B
@@ -90,59 +91,23 @@ def _console_line(metrics: Mapping[str, float], step: int) -> str:
     return " | ".join([f"step {step}"] + parts)
 
 
-class Tracker:
-    """One tracking run per job.  ``log`` writes ``<output_dir>/metrics.jsonl`` (one JSON object
-    per call: ``step`` plus the metric names as given), a console line, and the W&B run.
+class WandbSink:
+    """The W&B run of a job: ``mode`` the mode it really uses ("online"/"offline"/
+    "disabled"), ``run_dir`` its directory (``<output_dir>/wandb/offline-run-*`` offline; None
+    when disabled).  A resumed job resumes the W&B run of its first start (its id is kept in
+    ``<output_dir>/wandb_run_id``); W&B cannot delete rows, so its history keeps the dead
+    run's rows past the checkpoint next to the new ones at the same ``step``."""
 
-    ``resume_step`` (a resumed run: the checkpoint's step) keeps one history per run: rows of
-    ``metrics.jsonl`` after that step (logged by the run that died) are dropped, and the W&B
-    run of the first start is resumed (its id is kept in ``<output_dir>/wandb_run_id``) rather
-    than a second one opened.  W&B cannot delete rows, so its history keeps the dead run's rows
-    past the checkpoint next to the new ones at the same ``step``.
-
-    ``run_dir`` is the W&B run directory (``<output_dir>/wandb/offline-run-*`` offline), or None
-    when W&B is not used or disabled; ``mode`` is the mode the W&B run really uses
-    ("online"/"offline"/"disabled"; None with ``backend: none`` or on non-main ranks).
-    """
-
-    def __init__(self, logging_cfg: LoggingConfig, output_dir: str | os.PathLike,
-                 run_config: Dict[str, Any], is_main: bool, job_type: str,
-                 init_timeout: float = 60.0, resume_step: Optional[int] = None):
-        self.is_main = is_main
-        self.output_dir = Path(output_dir)
-        self.metrics_path = self.output_dir / METRICS_FILE
-        self.mode: Optional[str] = None
-        self.run_dir: Optional[Path] = None
-        self._run = None
-        self._finished = False
-        if not is_main:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None:
-            self.rewind(resume_step)
-        if logging_cfg.backend == "wandb":
-            self._start_wandb(logging_cfg, run_config, job_type, init_timeout,
-                              resumed=resume_step is not None)
-
-    def rewind(self, step: int) -> None:
-        """Drop the ``metrics.jsonl`` rows after ``step`` (work redone after a resume)."""
-        if not self.is_main or not self.metrics_path.is_file():
-            return
-        kept = [row for row in read_metrics(self.metrics_path) if row["step"] <= step]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
-
-    def _start_wandb(self, cfg: LoggingConfig, run_config: Dict[str, Any], job_type: str,
-                     init_timeout: float, resumed: bool) -> None:
+    def __init__(self, cfg: LoggingConfig, output_dir: Path, run_config: Dict[str, Any],
+                 job_type: str, resume_step: Optional[int], init_timeout: float = 60.0):
         import wandb  # lazy: slow import
 
         mode = resolve_wandb_mode(cfg.mode)
         kwargs = dict(project=cfg.project, name=cfg.name, group=cfg.group,
                       tags=list(cfg.tags) or None, config=run_config,
-                      dir=str(self.output_dir), job_type=job_type)
-        id_file = self.output_dir / WANDB_RUN_ID_FILE
-        if resumed and id_file.is_file():
+                      dir=str(output_dir), job_type=job_type)
+        id_file = output_dir / WANDB_RUN_ID_FILE
+        if resume_step is not None and id_file.is_file():
             kwargs.update(id=id_file.read_text().strip(), resume="allow")
         settings = wandb.Settings(init_timeout=init_timeout, reinit="create_new")
         if os.environ.get("WANDB_BASE_URL"):  # read now: wandb caches env at its first init
@@ -160,9 +125,71 @@ class Tracker:
             id_file.write_text(run.id)
         run.define_metric("step")
         run.define_metric("*", step_metric="step")
-        self._run, self.mode = run, mode
+        self.run, self.mode = run, mode
         sync_dir = getattr(run.settings, "sync_dir", None)
         self.run_dir = Path(sync_dir) if sync_dir and mode != "disabled" else None
+
+    def log(self, values: Dict[str, float], step: int) -> None:
+        self.run.log({"step": step, **values})
+
+    def finish(self, exit_code: int) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+def _sink_classes() -> Dict[str, Any]:
+    """``logging.backend`` name -> its sink class (:data:`~rlhf_dist.config.LOGGING_BACKENDS`
+    lists the same names)."""
+    from rlhf_dist.utils.sinks import MlflowSink, TensorBoardSink
+
+    return {"wandb": WandbSink, "tensorboard": TensorBoardSink, "mlflow": MlflowSink}
+
+
+class Tracker:
+    """One tracking run per job.  ``log`` writes ``<output_dir>/metrics.jsonl`` (one JSON object
+    per call: ``step`` plus the metric names as given), a console line, and the same metrics at
+    the same step to each backend of ``logging.backend`` (W&B, TensorBoard, MLflow).
+
+    ``resume_step`` (a resumed run: the checkpoint's step) keeps one history per run: rows of
+    ``metrics.jsonl`` after that step (logged by the run that died) are dropped, TensorBoard's
+    events after it are purged, and the W&B / MLflow run of the first start is continued
+    rather than a second one opened (neither can delete points: the dead run's points past the
+    checkpoint stay next to the new ones at the same ``step``).
+
+    ``run_dir`` / ``mode``: the W&B run's (:class:`WandbSink`), None without W&B or on
+    non-main ranks.
+    """
+
+    def __init__(self, logging_cfg: LoggingConfig, output_dir: str | os.PathLike,
+                 run_config: Dict[str, Any], is_main: bool, job_type: str,
+                 init_timeout: float = 60.0, resume_step: Optional[int] = None):
+        self.is_main = is_main
+        self.output_dir = Path(output_dir)
+        self.metrics_path = self.output_dir / METRICS_FILE
+        self.mode: Optional[str] = None
+        self.run_dir: Optional[Path] = None
+        self._sinks: List[Any] = []
+        self._finished = False
+        if not is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self.rewind(resume_step)
+        classes = _sink_classes()
+        self._sinks = [classes[name](logging_cfg, self.output_dir, run_config, job_type,
+                                     resume_step, init_timeout)
+                       for name in logging_cfg.backends]
+        for sink in self._sinks:
+            if isinstance(sink, WandbSink):
+                self.mode, self.run_dir = sink.mode, sink.run_dir
+
+    def rewind(self, step: int) -> None:
+        """Drop the ``metrics.jsonl`` rows after ``step`` (work redone after a resume)."""
+        if not self.is_main or not self.metrics_path.is_file():
+            return
+        kept = [row for row in read_metrics(self.metrics_path) if row["step"] <= step]
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        os.replace(tmp, self.metrics_path)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record ``metrics`` (names as given, e.g. ``train/loss``) at ``step``."""
@@ -176,16 +203,17 @@ class Tracker:
             f.write(json.dumps(record) + "\n")
             f.flush()
         logger.info(_console_line(values, step))
-        if self._run is not None:
-            self._run.log(record)
+        for sink in self._sinks:
+            sink.log(values, int(step))
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the W&B run (flushes the offline run file).  Safe to call twice."""
+        """Close every backend's run (flushes W&B's offline file, TensorBoard's events).  Safe
+        to call twice."""
         if self._finished:
             return
         self._finished = True
-        if self._run is not None:
-            self._run.finish(exit_code=exit_code)
+        for sink in self._sinks:
+            sink.finish(exit_code)
 
     def __enter__(self) -> "Tracker":
         return self
