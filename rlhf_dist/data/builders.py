@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .convert import Renderer, RowKeys, check_string, preference_texts, prompt_text, sft_text
+from .convert import (ABSENT, Renderer, RowKeys, check_string, field_value, preference_texts,
+                      prompt_text, sft_text)
 from .errors import DataError, RowError
 from .sources import RowSet, select_rows
 from .tokenization import Encoder, Example
@@ -109,15 +110,19 @@ def _prompt(ctx: _Context, row: Mapping) -> List[Example]:
     if isinstance(row.get("kind"), str):
         example["kind"] = row["kind"]
     if ctx.label_key is not None:
-        if row.get(ctx.label_key) is None:
+        label = field_value(row, ctx.label_key)
+        if label is None:
             raise RowError(ctx.label_key, "missing (no label in this row; data.label_key)")
-        example["label"] = row[ctx.label_key]
+        example["label"] = label
     if ctx.extra_keys:
-        absent = [key for key in ctx.extra_keys if key not in row]
+        values = {key: field_value(row, key, ABSENT) for key in ctx.extra_keys}
+        absent = [key for key, value in values.items() if value is ABSENT]
         if absent:
             raise RowError(absent[0], "missing (a column of data.extra_keys)")
-        example["extras"] = {key: row[key] for key in ctx.extra_keys}
+        example["extras"] = values
     return [example]
+
+
 
 
 def _lm(ctx: _Context, row: Mapping) -> List[Example]:

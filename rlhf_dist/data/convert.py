@@ -162,6 +162,22 @@ class Renderer:
 # --------------------------------------------------------------------------- row shapes
 
 
+ABSENT = object()  # field_value's default for "no such field" where None is a value
+
+
+def field_value(row: Mapping, key: str, default: Any = None) -> Any:
+    """``row[key]``, or for a dotted key that is no column, the nested value it names
+    (verl's ``reward_model.ground_truth``: ``row["reward_model"]["ground_truth"]``)."""
+    if key in row:
+        return row[key]
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return default
+        value = value[part]
+    return value
+
+
 def _present(row: Mapping, key: str) -> bool:
     return row.get(key) is not None
 

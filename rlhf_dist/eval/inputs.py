@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, List, NamedTuple, Optional, Tuple
 
-from rlhf_dist.data.convert import Renderer, RowKeys, prompt_text, sft_text
+from rlhf_dist.data.convert import Renderer, RowKeys, field_value, prompt_text, sft_text
 from rlhf_dist.data.errors import DataError, RowError
 from rlhf_dist.data.sources import TOY, load_rows, source_name
 
@@ -59,9 +59,10 @@ def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = N
         try:
             prompts.append(prompt_text(row, keys, Renderer()))
             if labels_key is not None:
-                if row.get(labels_key) is None:
+                label = field_value(row, labels_key)  # a dotted key reaches nested values
+                if label is None:
                     raise RowError(labels_key, "missing (--labels-key names the label column)")
-                labels.append(row[labels_key])
+                labels.append(label)
         except RowError as err:
             raise DataError.bad_row(source, i, err.field, err.reason) from None
         kind = row.get("kind")

@@ -135,3 +135,31 @@ def test_path_classification(tmp_path):
     assert classify_path("imdb") == "hub"
     assert classify_path("org/name.jsonl") == "missing path"
     assert classify_path("~/nope/data") == "missing path"
+
+
+def test_verl_parquet_prompt_set_as_it_is(tmp_path, toy_tok):
+    """verl's prompt-set layout: parquet, ``prompt`` a message list, the answer nested in
+    ``reward_model.ground_truth``, more nested columns beside; read without conversion, the
+    label by a dotted ``data.label_key``, an extra by a dotted ``data.extra_keys`` entry."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_helpers import cfg
+    from rlhf_dist.data import build_prompt_dataset
+
+    rows = [{"data_source": "toy_math", "ability": "math",
+             "prompt": [{"role": "user", "content": f"what is {i} + {i}?"}],
+             "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+             "extra_info": {"split": "train", "index": i}} for i in range(4)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    data = build_prompt_dataset(cfg(path=str(path), label_key="reward_model.ground_truth",
+                                    extra_keys=["data_source", "extra_info.index"]), toy_tok)
+    assert [e["label"] for e in data] == ["0", "2", "4", "6"]
+    assert [e["extras"] for e in data][3] == {"data_source": "toy_math", "extra_info.index": 3}
+    assert data[1]["prompt"] == "Human: what is 1 + 1?\nAssistant:"
+    # a dotted key that names nothing is a missing label, named with its row
+    from rlhf_dist.data import DataError
+
+    with pytest.raises(DataError, match=r"row 0, field 'reward_model.answer': missing"):
+        build_prompt_dataset(cfg(path=str(path), label_key="reward_model.answer"), toy_tok)
