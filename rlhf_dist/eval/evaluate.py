@@ -96,7 +96,11 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
                            model=policy.model, tokenizer=policy.tokenizer, rollout=rollout,
                            seed=seed or 0, engines=engines,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
-    return sample_texts(sampler, policy.tokenizer, prompts, batch_size, max_prompt_length, seed)
+    try:
+        return sample_texts(sampler, policy.tokenizer, prompts, batch_size, max_prompt_length,
+                            seed)
+    finally:
+        sampler.close()
 
 
 # --------------------------------------------------------------------------- reward model

@@ -61,9 +61,12 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
                            rollout=rollout, seed=seed, engines=engines, dtype=dtype,
                            max_model_len=max_prompt_length + rollout.max_new_tokens)
     bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
-    texts = sample_texts(sampler, tokenizer, prompts, rollout.rollout_batch_size,
-                         max_prompt_length, seed, on_batch=bar.update)
-    bar.close()
+    try:
+        texts = sample_texts(sampler, tokenizer, prompts, rollout.rollout_batch_size,
+                             max_prompt_length, seed, on_batch=bar.update)
+    finally:
+        bar.close()
+        sampler.close()
     return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
 

@@ -41,6 +41,9 @@ class HFSampler:
         return self.engine.generate(prompt_input_ids, prompt_attention_mask,
                                     generator_seed=seed)
 
+    def close(self) -> None:
+        """Nothing to release: the HF model belongs to the caller."""
+
 
 def _no_checks(model_dir: Optional[str], max_model_len: int, field: str,
                model_field: str) -> None:
@@ -140,8 +143,9 @@ def check_backend(name: str, model_dir: Optional[str], max_model_len: int,
 def make_sampler(name: str, *, model_dir: Optional[str], model: Any, tokenizer: Any,
                  rollout: Any, seed: int, max_model_len: int, engines: Any = None,
                  dtype: Optional[str] = None) -> Any:
-    """A sampler of backend ``name`` with one method ``generate(ids, mask, seed) -> Batch``
-    and the ``pad_token_id`` its prompts are padded with.
+    """A sampler of backend ``name`` with ``generate(ids, mask, seed) -> Batch``, the
+    ``pad_token_id`` its prompts are padded with, and ``close()`` (releases an engine the
+    sampler started; call it when done).
 
     ``model_dir``: the model's directory (``vllm`` loads it; may be None for ``hf``);
     ``model``: the loaded HF model (``hf``); ``seed``: the engine's seed; ``max_model_len``:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -141,6 +142,23 @@ def config_dir(config_json: str) -> Iterator[str]:
         yield directory
 
 
+class _DropChatWarmup(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Chat template warmup failed"
+
+
+@contextlib.contextmanager
+def _quiet_chat_template_warmup():
+    """vLLM warms its chat template up at every engine start and, with no tokenizer (token ids
+    in, token ids out: we never use its chat rendering), logs the failure with a traceback."""
+    quiet, target = _DropChatWarmup(), logging.getLogger("vllm.renderers.base")
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
+
+
 class VLLMRolloutEngine:
     """One vLLM engine.  ``model`` is a directory: a full HF model (``load_format="auto"``,
     eval and labelling) or a config-only one whose weights come by :meth:`receive_weights`
@@ -161,14 +179,16 @@ class VLLMRolloutEngine:
         # in a Ray actor vLLM would pick its Ray executor and try to place tp more workers;
         # this actor already holds the tp devices: its own worker processes use them
         executor = {"distributed_executor_backend": "mp"} if tp > 1 else {}
-        self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
-                       tensor_parallel_size=tp, **executor,
-                       max_model_len=engines.max_model_len, max_num_seqs=engines.max_num_seqs,
-                       enforce_eager=(not on_gpu if engines.enforce_eager is None
-                                      else engines.enforce_eager),
-                       load_format=load_format, worker_extension_cls=RECEIVER,
-                       logprobs_mode="processed_logprobs", generation_config="vllm",
-                       enable_sleep_mode=sleep_mode, **memory)
+        with _quiet_chat_template_warmup():
+            self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
+                           tensor_parallel_size=tp, **executor,
+                           max_model_len=engines.max_model_len,
+                           max_num_seqs=engines.max_num_seqs,
+                           enforce_eager=(not on_gpu if engines.enforce_eager is None
+                                          else engines.enforce_eager),
+                           load_format=load_format, worker_extension_cls=RECEIVER,
+                           logprobs_mode="processed_logprobs", generation_config="vllm",
+                           enable_sleep_mode=sleep_mode, **memory)
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
@@ -213,6 +233,12 @@ class VLLMRolloutEngine:
         """Free the weights and the KV cache from GPU memory (vLLM sleep level 2: the weights
         are discarded, the next sync brings new ones); :meth:`wake_up` before that sync."""
         self.llm.sleep(level=2)
+
+    def close(self) -> None:
+        """Shut the engine down (its engine core and workers), once; the object is done."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     def wake_up(self, tags: Optional[Sequence[str]] = None) -> None:
         """Bring back what :meth:`sleep` freed: ``tags`` ``["weights"]`` or ``["kv_cache"]``

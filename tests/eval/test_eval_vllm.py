@@ -84,9 +84,19 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
     """The sampler of ``make_sampler("vllm")`` is reused across calls: a seed gives the same
     rows again, another seed other rows, and no two rows of a call share a text (the seeds
     of the engine's own ``n > 1`` sampling would overlap across prompts)."""
+    import logging
+
     rollout = RolloutConfig(max_new_tokens=10, n_samples_per_prompt=3)
-    sampler = make_sampler("vllm", model_dir=llama_dir, model=None, tokenizer=tok,
-                           rollout=rollout, seed=0, max_model_len=64)
+    records = []  # what vLLM's renderer logs while the engine starts
+    recorder = logging.Handler()
+    recorder.emit = records.append
+    logging.getLogger("vllm.renderers.base").addHandler(recorder)
+    try:
+        sampler = make_sampler("vllm", model_dir=llama_dir, model=None, tokenizer=tok,
+                               rollout=rollout, seed=0, max_model_len=64)
+    finally:
+        logging.getLogger("vllm.renderers.base").removeHandler(recorder)
+    assert not [r for r in records if r.levelno >= logging.WARNING]  # no warm-up traceback
     prompts = load_prompts("toy", split="train").prompts[:3]
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     prompt_ids = pad(ids, sampler.pad_token_id, "left")
@@ -101,6 +111,9 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
     assert decode_responses(sampler.generate(prompt_ids, prompt_mask, 5), tok) == texts
     assert set(decode_responses(sampler.generate(prompt_ids, prompt_mask, 6), tok)) & \
         set(texts) == set()
+    sampler.close()  # the engine shut down (eval and label close theirs when done)
+    assert sampler.llm is None
+    sampler.close()
 
 
 def test_an_unknown_backend_names_the_valid_ones(tok):
