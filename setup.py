@@ -36,10 +36,11 @@ setup(
     ],
     extras_require={
         # psutil (also a dependency of deepspeed): the tests and bench/ read processes with it
-        # bitsandbytes: the QLoRA merge tests (its CPU kernels quantise and dequantise)
         "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9",
-                 "bitsandbytes>=0.46", "hypothesis>=6", "tensorboard>=2.14",
-                 "mlflow-skinny>=2.9"],
+                 "hypothesis>=6", "tensorboard>=2.14", "mlflow-skinny>=2.9"],
+        # QLoRA (model.load_in_4bit / load_in_8bit). Its CPU kernels run the QLoRA tests, in
+        # the vLLM test environment: peft imports it with every LoRA model (~3 s a process)
+        "qlora": ["bitsandbytes>=0.46"],
         # logging.backend: tensorboard / mlflow (the full `mlflow` package serves as well)
         "tensorboard": ["tensorboard>=2.14"],
         "mlflow": ["mlflow-skinny>=2.9"],

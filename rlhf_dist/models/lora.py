@@ -70,7 +70,20 @@ def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "mode
     config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=targets, modules_to_save=to_save or None,
                             task_type=None if scalar else "CAUSAL_LM")
-    return get_peft_model(model, config)
+    with _quiet_peft_deprecations():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _quiet_peft_deprecations():
+    """peft reads ``model.is_gradient_checkpointing``, which transformers >= 5.20 deprecates
+    with a FutureWarning in every process that builds a LoRA model (each Ray worker)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def maybe_lora(model: "nn.Module", section: "ModelConfig", field_prefix: str):
@@ -81,9 +94,10 @@ def maybe_lora(model: "nn.Module", section: "ModelConfig", field_prefix: str):
     if section.quantized:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=section.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        with _quiet_peft_deprecations():
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=section.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
     return apply_lora(model, section.lora, field_prefix)
 
 

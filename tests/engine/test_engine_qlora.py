@@ -15,6 +15,7 @@ import pytest
 import torch
 
 pytest.importorskip("bitsandbytes")
+pytestmark = pytest.mark.qlora  # run by the README's second test command (the [qlora] extra)
 
 from rlhf_dist.config import DeepSpeedSection, LoraConfig, ModelConfig, TrainConfig  # noqa: E402
 from rlhf_dist.engine.engine import ModelEngine  # noqa: E402
