@@ -6,6 +6,10 @@ held-out prompts, ``report.md`` with the comparison table and PNG training curve
 verifiable-reward stage (a short SFT, then GRPO with the ``exact_match`` verifier on the
 safe/unsafe labelling task, :mod:`rlhf_dist.demo.verifier_task`) adds its held-out accuracy
 before and after.
+
+``--only ppo`` / ``--only grpo`` runs just the stages one RL run needs (pretrain, SFT, RM, PPO;
+or the verifier SFT and GRPO) and prints its reward per iteration: a first run that shows RL
+learning in a couple of minutes on a laptop CPU.
 """
 from __future__ import annotations
 
@@ -33,7 +37,42 @@ def _parser() -> argparse.ArgumentParser:
                         help="the short preset (CI): fewer steps and PPO iterations")
     parser.add_argument("--output-dir", default="outputs/demo", help="where everything goes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=sorted(ONLY),
+                        help="run just the stages of one RL run (ppo: pretrain, sft, rm, ppo; "
+                             "grpo: the verifier task's sft and GRPO) and print its reward "
+                             "curve, no eval or report")
     return parser
+
+
+# --only: the stages of one RL run, and the stage whose reward curve is printed
+ONLY = {"ppo": (("base", "sft", "rm", "ppo"), "ppo"),
+        "grpo": (("verifier_sft", "grpo_verifier"), "grpo_verifier")}
+
+
+def reward_curve(run_dir: Path, k: int = 5) -> str:
+    """One line: the mean reward (``reward/score_mean``) per iteration and the mean of the last
+    ``k`` iterations minus the first ``k``."""
+    rewards = [row["reward/score_mean"] for row in
+               map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+               if "reward/score_mean" in row]
+    k = min(k, len(rewards) // 2) or 1
+    gain = sum(rewards[-k:]) / k - sum(rewards[:k]) / k
+    return (f"reward per iteration: {' '.join(f'{r:.2f}' for r in rewards)}\n"
+            f"mean of the last {k} minus the first {k}: {gain:+.2f}")
+
+
+def run_only(which: str, out: Path, preset: Preset, seed: int) -> int:
+    names, curve = ONLY[which]
+    chosen = [s for s in stages(out, preset, seed) + verifier_stages(out, seed)
+              if s.name in names]
+    try:
+        seconds = {stage.name: run_stage(stage, out, _say) for stage in chosen}
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{which}: {reward_curve(out / curve)}")
+    _say(f"{which} done in {sum(seconds.values()):.0f}s: {out / curve}")
+    return 0
 
 
 def label_command(out: Path, preset: Preset, seed: int) -> List[str]:
@@ -106,6 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     preset, out = PRESETS[preset_name], Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _say(f"{preset_name} preset → {out}")
+    if args.only:
+        return run_only(args.only, out, preset, args.seed)
     seconds = {}
     try:
         for stage in stages(out, preset, args.seed) + verifier_stages(out, args.seed):
