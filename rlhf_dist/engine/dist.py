@@ -5,11 +5,21 @@ import contextlib
 import os
 import socket
 import sys
+import warnings
 from datetime import timedelta
 from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as tdist
+
+# Every process that builds engines imports this module before DeepSpeed. Without CUDA, tell
+# DeepSpeed the accelerator it would detect anyway, so that each rank does not warn about it;
+# and DeepSpeed's ZeRO collectives call torch.distributed functions that torch 2.13 deprecates
+# with a FutureWarning per process (not ours to change: hidden, by exact message).
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.distributed\."
+                        r"(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated")
 
 
 def free_port() -> int:

@@ -65,6 +65,8 @@ def test_ppo_with_critic_raises_reward_with_bounded_kl(gae_run):
     assert kl[0] == pytest.approx(0.0, abs=1e-4)  # the first rollout is the reference's policy
     assert all(-0.5 < value < KL_BOUND for value in kl), kl
     assert len(gae_run.series("critic/value_loss")) == ITERATIONS
+    for noise in ("Traceback", "FutureWarning", "Setting accelerator to CPU"):  # a quiet console
+        assert noise not in gae_run.log, noise
 
 
 def test_ppo_groups_and_zero_stages(gae_run):
