@@ -32,11 +32,14 @@ class RayDPOTrainer(RayJob):
         self.ref_start: Optional[float] = None
 
     def start(self) -> None:
-        from rlhf_dist.models import load_tokenizer
         from rlhf_dist.data import preference_datasets
+        from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.models._common import require_model_dir
 
         cfg = self.cfg
         seed_everything(cfg.seed)
+        for name in ("model", "ref_model"):  # before Ray starts: one line naming the key
+            require_model_dir(getattr(cfg, name).name_or_path, f"{name}.name_or_path")
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, self.collate = preference_datasets(
             cfg.data, self.tokenizer, cfg.dpo.layout)

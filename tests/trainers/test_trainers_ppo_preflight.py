@@ -1,5 +1,6 @@
-"""``rlhf-dist ppo``: every model path of the job, and the frozen reward model's head, checked on
-the driver before Ray starts -- one line naming the key, exit 2, in seconds (no worker ran)."""
+"""``rlhf-dist ppo`` (and DPO on Ray): every model path of the job, and the frozen reward
+model's head, checked on the driver before Ray starts -- one line naming the key, exit 2, in
+seconds (no worker ran)."""
 import subprocess
 import sys
 import time
@@ -53,3 +54,14 @@ def test_bad_model_paths_fail_before_ray_starts(tmp_path, lm_dir, key, value, me
     assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]  # and no warning
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
     assert seconds < 60
+
+
+def test_dpo_on_ray_checks_the_reference_path_before_ray_starts(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "dpo", "-c",
+                           str(CONFIGS / "dpo_ray.yaml"), f"output_dir={tmp_path / 'out'}",
+                           "logging.backend=none", "ref_model.name_or_path=/nonexistent/ref"],
+                          cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "model error: ref_model.name_or_path: '/nonexistent/ref' does not exist")
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
