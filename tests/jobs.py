@@ -53,6 +53,7 @@ class Run:
     log: str
     out: Path
     seconds: float
+    port: Optional[int] = None  # a launcher job's master port (its shm files are named by it)
 
     def check(self) -> "Run":
         assert self.returncode == 0, f"job failed ({self.returncode}):\n{self.log[-8000:]}"

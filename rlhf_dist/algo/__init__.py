@@ -16,6 +16,7 @@ from .advantages import (
     rloo,
 )
 from .dpo import DPO_LOSSES, dpo_loss
+from .preference import kto_loss, orpo_loss, simpo_loss
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
 from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
@@ -47,6 +48,9 @@ __all__ = [
     "compute_critic_free_advantages",
     "discounted_returns",
     "dpo_loss",
+    "kto_loss",
+    "orpo_loss",
+    "simpo_loss",
     "entropy_from_logits",
     "expand_to_tokens",
     "explained_variance",

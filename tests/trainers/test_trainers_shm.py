@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from trainer_helpers import free_port, launch
-
 pytestmark = pytest.mark.slow
 
 
-def test_two_rank_job_leaves_no_shared_memory_files(tmp_path):
-    port = free_port()
-    launch("sft", tmp_path / "out", "train.max_steps=2", "train.eval_every=0",
-           "logging.backend=none", "checkpoint.export_hf=false", "deepspeed.zero_stage=2",
-           port=port).check()
-    assert sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")) == []
+def test_two_rank_job_leaves_no_shared_memory_files(launcher_run):
+    """The session's 2-rank ZeRO-2 SFT run (no run of its own: CI time), by its master port."""
+    run = launcher_run("sft", 2)
+    assert run.port is not None
+    assert sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{run.port}_*")) == []

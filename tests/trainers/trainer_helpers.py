@@ -38,10 +38,12 @@ def launch(job: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float
     """``python -m deepspeed.launcher.runner --num_gpus N --module rlhf_dist.cli JOB …`` (on a
     CPU the launcher starts N CPU ranks).  Retried once if the picked port was taken."""
     for attempt in range(2):
+        master_port = port or free_port()
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
-               "--master_port", str(port or free_port()), "--module", "rlhf_dist.cli",
+               "--master_port", str(master_port), "--module", "rlhf_dist.cli",
                *cli_args(job, out, overrides)]
         done = run(cmd, out, timeout, env)
+        done.port = master_port
         if done.returncode == 0 or "address already in use" not in done.log.lower() or attempt:
             return done
     return done
