@@ -16,7 +16,7 @@ from .advantages import (
     rloo,
 )
 from .dpo import DPO_LOSSES, dpo_loss
-from .preference import kto_loss, orpo_loss, simpo_loss
+from .preference import REFERENCE_FREE_LOSSES, kto_loss, orpo_loss, simpo_loss
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
 from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
@@ -34,6 +34,7 @@ __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AdaptiveKLController",
     "DPO_LOSSES",
+    "REFERENCE_FREE_LOSSES",
     "FixedKLController",
     "KL_CONTROLLERS",
     "KL_ESTIMATORS",

@@ -12,6 +12,9 @@ import torch.nn.functional as F
 
 from ._common import check_same_shape, to_compute
 
+# the DPO job's loss types that use no reference model (dpo.loss_type; DPO_LOSSES need one)
+REFERENCE_FREE_LOSSES = ("simpo", "orpo")
+
 
 def _check_beta(beta: float) -> None:
     if beta <= 0:

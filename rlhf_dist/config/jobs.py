@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rlhf_dist.algo.dpo import DPO_LOSSES
+from rlhf_dist.algo.preference import REFERENCE_FREE_LOSSES
 from rlhf_dist.config.checks import _choice, _positive, _require
 
 
@@ -12,8 +13,14 @@ from rlhf_dist.config.checks import _choice, _positive, _require
 class DPOConfig:
     """Direct preference optimisation against a frozen reference."""
 
-    beta: float = 0.1  # DPO's beta: strength of the KL constraint to the reference
-    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
+    # DPO's beta: strength of the KL constraint to the reference (SimPO / ORPO: their beta,
+    # e.g. 2.0 for SimPO, 0.1 for ORPO)
+    beta: float = 0.1
+    # sigmoid (DPO) | ipo | hinge, or without a reference model: simpo (Meng et al. 2024,
+    # eq. 6, on mean per-token log-probs) | orpo (Hong et al. 2024, eq. 6-7, plus the chosen
+    # answers' NLL)
+    loss_type: str = "sigmoid"
+    simpo_gamma: float = 0.5  # simpo: the target reward margin gamma (eq. 6), >= 0
     # sigmoid only: conservative DPO's assumed label noise, in [0, 0.5)
     label_smoothing: float = 0.0
     # weight of an NLL loss on the chosen responses added to the DPO loss (RPO)
@@ -34,12 +41,23 @@ class DPOConfig:
 
     def __post_init__(self):
         _positive("dpo.beta", self.beta)
-        _choice("dpo.loss_type", self.loss_type, sorted(DPO_LOSSES))
+        _choice("dpo.loss_type", self.loss_type, sorted(DPO_LOSSES) +
+                list(REFERENCE_FREE_LOSSES))
+        _positive("dpo.simpo_gamma", self.simpo_gamma, allow_zero=True)
+        for key in ("precompute_ref", "ref_offload"):
+            _require(self.needs_reference or not getattr(self, key), f"dpo.{key}",
+                     f"dpo.loss_type={self.loss_type} uses no reference model")
         _require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
                  f"must be in [0, 0.5), got {self.label_smoothing}")
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
         _choice("dpo.mode", self.mode, ["launcher", "ray"])
         _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded", "packed"])
+
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss compares with a frozen reference (not SimPO / ORPO)."""
+        return self.loss_type not in REFERENCE_FREE_LOSSES
 
 
 @dataclass

@@ -19,7 +19,7 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.objectives.dpo import (dpo_batch_loss, dpo_eval_sums, dpo_objective,
-                                          reference_rows)
+                                          no_reference_rows, reference_rows)
     from rlhf_dist.objectives.pairs import PAIR_LAYOUTS, PairLogps
     from rlhf_dist.objectives.ppo import policy_objective, value_objective
     from rlhf_dist.objectives.reward import reward_objective, split_pairs
@@ -31,6 +31,7 @@ _EXPORTS: Dict[str, str] = {
     "dpo_batch_loss": "dpo",
     "dpo_eval_sums": "dpo",
     "reference_rows": "dpo",
+    "no_reference_rows": "dpo",
     "PAIR_LAYOUTS": "pairs",
     "PairLogps": "pairs",
     "reward_objective": "reward",

@@ -13,7 +13,8 @@ from rlhf_dist.config import Config
 from rlhf_dist.engine import dist
 from rlhf_dist.data import preference_datasets
 from rlhf_dist.engine.engine import ModelEngine
-from rlhf_dist.objectives import PAIR_LAYOUTS, dpo_batch_loss, dpo_eval_sums, reference_rows
+from rlhf_dist.objectives import (PAIR_LAYOUTS, dpo_batch_loss, dpo_eval_sums,
+                                  no_reference_rows, reference_rows)
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.base import LauncherTrainer
 
@@ -41,6 +42,13 @@ class DPOTrainer(LauncherTrainer):
     def build_engines(self) -> ModelEngine:
         policy = super().build_engines()
         cfg = self.cfg
+        self.ref_table: Optional[torch.Tensor] = None
+        self.setup_metrics: Dict[str, float] = {}
+        if not cfg.dpo.needs_reference:  # SimPO / ORPO: no reference model at all
+            self.reference = None
+            if self.is_main:
+                log.info("dpo.loss_type=%s: no reference model", cfg.dpo.loss_type)
+            return policy
         if cfg.shared_reference:  # the policy's base, adapter off: no copy of the model
             self.reference = policy.base()
             if self.is_main:
@@ -49,8 +57,6 @@ class DPOTrainer(LauncherTrainer):
         else:
             self.reference = self.build_reference()
         self.ref_checksum_start = self.reference_checksum()
-        self.ref_table: Optional[torch.Tensor] = None
-        self.setup_metrics: Dict[str, float] = {}
         if cfg.dpo.precompute_ref:
             start = time.perf_counter()
             self.ref_table = self.precompute_reference()
@@ -79,12 +85,15 @@ class DPOTrainer(LauncherTrainer):
         return self.reference.state_checksum()
 
     def start_metrics(self):
-        shared = {"resources/reference_shared_base": float(self.cfg.shared_reference)}
+        shared = {"resources/reference_shared_base": float(self.cfg.shared_reference),
+                  "resources/reference_model": float(self.reference is not None)}
         return {**super().start_metrics(), **self.setup_metrics, **shared}
 
     def end_metrics(self):
         """The frozen reference's checksum at start and end (equal unless something wrote
         into it)."""
+        if self.reference is None:
+            return {}
         return {"ref/checksum_start": self.ref_checksum_start,
                 "ref/checksum_end": self.reference_checksum()}
 
@@ -101,6 +110,8 @@ class DPOTrainer(LauncherTrainer):
         """Per-row reference log-probs: precomputed ones when the batch carries them."""
         if "ref_rows" in batch:
             return batch["ref_rows"]
+        if self.reference is None:
+            return no_reference_rows(batch, self.cfg.dpo)
         return reference_rows(self.reference, batch, self.cfg.dpo)
 
     @torch.no_grad()

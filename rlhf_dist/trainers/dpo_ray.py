@@ -59,7 +59,8 @@ class RayDPOTrainer(RayJob):
         self.roles.actor.build(self.cfg.train, self.total_steps)
         if self.roles.reference:
             self.roles.reference.build()
-        self.reference = self.roles.reference_calls()
+        self.reference = (self.roles.reference_calls() if self.cfg.dpo.needs_reference
+                          else NoReference(self.cfg.dpo))
         if self.ref_start is None:
             self.ref_start = self.reference.state_checksum()
 
@@ -88,12 +89,31 @@ class RayDPOTrainer(RayJob):
 
     def end_metrics(self) -> Dict[str, float]:
         """CRC32 of the reference's full weights (roles.state_checksum): equal unless
-        something wrote into the frozen model."""
+        something wrote into the frozen model (none for SimPO / ORPO)."""
+        if self.ref_start is None:
+            return {}
         return {"ref/checksum_start": self.ref_start,
                 "ref/checksum_end": self.reference.state_checksum()}
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))
+
+
+class NoReference:
+    """The reference calls of DPO on Ray for a loss that reads no reference (SimPO, ORPO):
+    zero rows in the layout's shape, no group, no model."""
+
+    def __init__(self, dpo):
+        self.dpo = dpo
+
+    def sequence_logps(self, per_rank: List[List[Batch]]) -> List[List[Batch]]:
+        from rlhf_dist.objectives import no_reference_rows
+
+        return [[m.with_(ref_logps=no_reference_rows(m, self.dpo)) for m in micro]
+                for micro in per_rank]
+
+    def state_checksum(self) -> None:
+        return None
 
 
 def run(cfg: Config):
