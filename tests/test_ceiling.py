@@ -11,7 +11,7 @@ def test_a_test_over_the_ceiling_fails_the_session(pytester, monkeypatch, sleep_
 
     pytester.makepyfile(test_inner=f"import time\n\ndef test_waits():\n"
                                    f"    time.sleep({sleep_s})\n")
-    monkeypatch.setenv("RLHF_TEST_CEILING_SCALE", str(0.2 / 120))  # call ceiling 0.2 s
+    monkeypatch.setenv("RLHF_TEST_CEILING_SCALE", str(0.2 / 150))  # call ceiling 0.2 s
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     result = pytester.runpytest_subprocess("-p", "ceiling", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
