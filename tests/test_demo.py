@@ -76,6 +76,40 @@ def test_demo_grpo_with_a_verifier_raises_heldout_accuracy(demo):
     assert all("actor/kl_loss" in r for r in rows if "dynamic/rounds" in r)
 
 
+@pytest.mark.slow
+def test_grpo_reads_a_verl_format_parquet_prompt_set_as_it_is(demo, tmp_path):
+    """verl's prompt-set layout (parquet, ``prompt`` a message list, the label nested in
+    ``reward_model.ground_truth``) of the demo's verifier task, no conversion: GRPO from the
+    demo's verifier SFT model, the label read by a dotted data.label_key, learns (measured:
+    reward 0.41 -> 0.75 over 12 iterations; asserted over 8, last 3 minus first 3 > 0.1)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out, _ = demo
+    rows = [json.loads(line) for line in (out / "verifier_data" / "train.jsonl").open()]
+    verl = [{"data_source": "toy_safety", "ability": "classification",
+             "prompt": [{"role": "user", "content": r["prompt"].removeprefix("Human: ")
+                         .removesuffix("\nAssistant:")}],
+             "reward_model": {"style": "rule", "ground_truth": r["answer"]}} for r in rows]
+    pq.write_table(pa.Table.from_pylist(verl), tmp_path / "train.parquet")
+    config = Path(__file__).parents[1] / "configs" / "tiny" / "grpo_verifier.yaml"
+    run = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", str(config),
+                          f"output_dir={tmp_path / 'grpo'}", "logging.backend=none",
+                          f"data.path={tmp_path / 'train.parquet'}", "ppo.iterations=8",
+                          "data.label_key=reward_model.ground_truth",
+                          f"model.name_or_path={out / 'verifier_sft' / 'model'}"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reward = [r["reward/score_mean"] for r in map(json.loads, (tmp_path / "grpo" /
+                                                               "metrics.jsonl").open())
+              if "reward/score_mean" in r]
+    assert len(reward) == 8 and sum(reward[-3:]) / 3 - sum(reward[:3]) / 3 > 0.1, reward
+
+
 def test_shipped_verifier_data_is_the_generators(tmp_path):
     """configs/tiny/grpo_verifier.yaml reads configs/tiny/verifier_data: the task's files for
     seed 0, labels by the toy task's kinds (harmful -> unsafe)."""
