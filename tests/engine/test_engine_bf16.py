@@ -11,7 +11,7 @@ import torch
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 
-from engine_helpers import INPUTS, build
+from engine_helpers import build, train_steps
 
 TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2)
 STEPS = 4
@@ -26,17 +26,12 @@ def bf16_engine(stage: int) -> ModelEngine:
 
 
 def train(engine: ModelEngine, steps: int, offload: bool = False):
-    losses = []
-    for _ in range(steps):
-        for micro in INPUTS.split(TRAIN.micro_batch_size):
-            loss = engine(micro, labels=micro).loss
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            if offload:
-                engine.offload()
-                engine.reload()
-    return losses
+    def offload_and_reload(micro):
+        engine.offload()
+        engine.reload()
+
+    return train_steps(engine, TRAIN.micro_batch_size, steps,
+                       after_micro=offload_and_reload if offload else None)
 
 
 def weights(engine: ModelEngine):

@@ -13,7 +13,7 @@ import torch
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
 
-from engine_helpers import INPUTS, build
+from engine_helpers import INPUTS, build, train_steps
 
 STEPS = 2
 TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2)  # 2 micro-batches a step
@@ -53,15 +53,8 @@ def train(stage: int, offload: bool, **extra_zero):
     every micro-batch (idempotent), checking each time what offload() did."""
     ds = DeepSpeedSection(zero_stage=stage, extra={"zero_optimization": extra_zero})
     engine = ModelEngine.trained(build, ds, TRAIN, dp_size=1, total_steps=10)
-    losses = []
-    for _ in range(STEPS):
-        for micro in INPUTS.split(TRAIN.micro_batch_size):
-            loss = engine(micro, labels=micro).loss
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            if offload:
-                check_offload_reload(engine, stage, micro)
+    losses = train_steps(engine, TRAIN.micro_batch_size, STEPS, after_micro=(
+        (lambda micro: check_offload_reload(engine, stage, micro)) if offload else None))
     with engine.gathered():
         weights = {k: v.detach().clone() for k, v in engine.module.named_parameters()}
     return losses, weights
@@ -132,23 +125,20 @@ def test_lora_offload_moves_the_frozen_base_too(stage):
         engine = ModelEngine.trained(lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0)),
                                      DeepSpeedSection(zero_stage=stage), TRAIN, dp_size=1,
                                      total_steps=10)
-        losses = []
-        for micro in INPUTS.split(TRAIN.micro_batch_size):
-            loss = engine(micro, labels=micro).loss
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            if offload:
-                tensors = list(engine.module.parameters()) + list(engine.module.buffers())
-                frozen = [p for p in engine.module.parameters() if not p.requires_grad]
-                # the base is most of the model's memory
-                assert sum(p.numel() for p in frozen) > sum(t.numel() for t in tensors) / 2
-                before = storages(tensors)
-                engine.offload()
-                after = storages(tensors)
-                assert all(a != b for a, b in zip(before, after, strict=True))
-                assert all(t.device.type == "cpu" for t in tensors)
-                engine.reload()
+
+        def moved_every_tensor(micro):
+            tensors = list(engine.module.parameters()) + list(engine.module.buffers())
+            frozen = [p for p in engine.module.parameters() if not p.requires_grad]
+            # the base is most of the model's memory
+            assert sum(p.numel() for p in frozen) > sum(t.numel() for t in tensors) / 2
+            before = storages(tensors)
+            engine.offload()
+            assert all(a != b for a, b in zip(before, storages(tensors), strict=True))
+            assert all(t.device.type == "cpu" for t in tensors)
+            engine.reload()
+
+        losses = train_steps(engine, TRAIN.micro_batch_size,
+                             after_micro=moved_every_tensor if offload else None)
         return losses, {k: v.detach().clone() for k, v in engine.module.named_parameters()}
 
     assert_identical(run(False), run(True))
