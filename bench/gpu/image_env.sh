@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce, on this CPU machine, the environment check.sh makes on the lent GPU machine: a
-# virtualenv holding only the GPU image's packages (image_packages.txt; the local CPU torch
-# stands in for the image's CUDA build), then the wheels fetch_wheels.sh carries installed over
+# virtualenv holding only the GPU image's packages (image_packages.txt; torch==2.13.0, the CPU
+# wheel on these machines' local disk, stands in for the image's CUDA 2.11 build), then the wheels fetch_wheels.sh carries installed over
 # them --no-deps as check.sh does, then preflight.py (imports + requirements). Run here before
 # a GPU session:
 #   bash bench/gpu/image_env.sh          # prints preflight's JSON line; exit 1 if not ok

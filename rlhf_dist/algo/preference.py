@@ -37,6 +37,9 @@ def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor,
     return losses, beta * c.detach(), beta * r.detach()
 
 
+MIN_NEG_LOGP = 1e-6  # orpo_loss: mean log-probs above -this are taken as -this
+
+
 def _log1m_exp(x: torch.Tensor) -> torch.Tensor:
     """``log(1 − e^x)`` for ``x < 0``, accurate near 0 (``log(−expm1(x))``)."""
     return torch.log(-torch.expm1(x))
@@ -47,13 +50,14 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
     """ORPO's odds-ratio term (Hong et al. 2024, eq. 6-7) on mean per-token log-probs ``c``,
     ``r`` ``(B,)``: ``log_odds = (c − r) − (log(1 − e^c) − log(1 − e^r))``, loss
     ``−β log σ(log_odds)``.  The job adds the chosen answers' NLL (``L_SFT + L_OR``); no
-    reference.  Returns ``(losses, β c, β r)``.  Log-probs must be < 0 (probabilities < 1).
+    reference.  Returns ``(losses, β c, β r)``.  A mean log-prob of 0 (a certain answer, which
+    float32 rounding gives a confident one-token answer) has no odds: it is taken as
+    ``-MIN_NEG_LOGP``.
     """
     _check_beta(beta)
     check_same_shape(chosen_avg_logps=chosen_avg_logps, rejected_avg_logps=rejected_avg_logps)
-    c, r = to_compute(chosen_avg_logps, rejected_avg_logps)
-    if bool((c >= 0).any() or (r >= 0).any()):
-        raise ValueError("orpo_loss: mean log-probs must be < 0 (a probability of 1 has no odds)")
+    c, r = (x.clamp(max=-MIN_NEG_LOGP) for x in to_compute(chosen_avg_logps,
+                                                           rejected_avg_logps))
     log_odds = (c - r) - (_log1m_exp(c) - _log1m_exp(r))
     losses = -beta * F.logsigmoid(log_odds)
     return losses, beta * c.detach(), beta * r.detach()

@@ -127,12 +127,10 @@ class Config:
     @property
     def reference_group(self) -> bool:
         """Whether a Ray job creates a reference group: not with a shared LoRA base
-        (:attr:`shared_reference`) nor with ``resources.reference_in_actor`` (the actor's
-        processes answer the reference's calls then), nor for DPO on Ray with a loss that uses
-        no reference (SimPO, ORPO)."""
-        reference_free = self.dpo.mode == "ray" and not self.dpo.needs_reference
-        return not (self.shared_reference or self.resources.reference_in_actor
-                    or reference_free)
+        (:attr:`shared_reference`) nor with ``resources.reference_in_actor``; the actor's
+        processes answer the reference's calls then.  (DPO on Ray with a loss that uses no
+        reference creates none either: ``trainers.dpo_ray``.)"""
+        return not (self.shared_reference or self.resources.reference_in_actor)
 
     def _resolve_dpo_layout(self, flash) -> None:
         """``dpo.layout=auto`` -> packed with ``train.padding_free``, else padded under

@@ -11,7 +11,8 @@ from rlhf_dist.config.checks import _choice, _positive, _require
 
 @dataclass
 class DPOConfig:
-    """Direct preference optimisation against a frozen reference."""
+    """Direct preference optimisation against a frozen reference, or reference-free (SimPO,
+    ORPO)."""
 
     # DPO's beta: strength of the KL constraint to the reference (SimPO / ORPO: their beta,
     # e.g. 2.0 for SimPO, 0.1 for ORPO)

@@ -10,6 +10,9 @@ from rlhf_dist.algo.kl_control import KL_CONTROLLERS
 from rlhf_dist.algo.losses import LOSS_AGGREGATORS, RATIO_LEVELS
 from rlhf_dist.config.checks import _choice, _positive, _require
 
+# what ppo.reward_url may speak (rewards.remote.PROTOCOLS holds how)
+REWARD_URL_PROTOCOLS = ("rlhf_dist", "openrlhf")
+
 
 @dataclass
 class RewardTerm:
@@ -131,6 +134,8 @@ class PPOConfig:
 
     def __post_init__(self):
         _positive("ppo.iterations", self.iterations)
+        _choice("ppo.reward_url_protocol", self.reward_url_protocol,
+                list(REWARD_URL_PROTOCOLS))
         _positive("ppo.ppo_epochs", self.ppo_epochs)
         _positive("ppo.mini_batch_size", self.mini_batch_size)
         _positive("ppo.clip_eps", self.clip_eps)

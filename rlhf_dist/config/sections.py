@@ -365,7 +365,7 @@ class LoggingConfig:
     progress_bar: bool = True  # a progress bar on rank 0's console
 
     def __post_init__(self):
-        names = [self.backend] if isinstance(self.backend, str) else list(self.backend or [])
+        names = self._names()
         _require(all(isinstance(n, str) for n in names), "logging.backend",
                  f"expected a name or a list of names, got {self.backend!r}")
         _require(len(names) == len(set(names)), "logging.backend",
@@ -376,11 +376,13 @@ class LoggingConfig:
             _choice("logging.backend", name, [*LOGGING_BACKENDS, "none"])
         _choice("logging.mode", self.mode, ["auto", "online", "offline"])
 
+    def _names(self) -> List[Any]:
+        return [self.backend] if isinstance(self.backend, str) else list(self.backend or [])
+
     @property
     def backends(self) -> List[str]:
         """The backends' names in order ([] for none)."""
-        names = [self.backend] if isinstance(self.backend, str) else list(self.backend)
-        return [n for n in names if n != "none"]
+        return [n for n in self._names() if n != "none"]
 
 
 @dataclass

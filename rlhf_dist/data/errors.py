@@ -38,8 +38,9 @@ class RowError(Exception):
 
 
 class MalformedLines(DataError):
-    """JSON Lines that do not parse: ``reasons`` names each (file and 1-based line number);
-    ``rows`` holds the lines that do parse (``data.on_bad_row=skip`` trains on them)."""
+    """JSON Lines that cannot be rows: not UTF-8, not JSON, not an object, or a field of another
+    JSON type than the other rows'; ``reasons`` names each (file and 1-based line number);
+    ``rows`` holds the good lines (``data.on_bad_row=skip`` trains on them)."""
 
     def __init__(self, path: str, reasons: list, rows: list):
         more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""

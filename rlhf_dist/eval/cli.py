@@ -135,10 +135,8 @@ def parse_models(model_args: Sequence[str], models_args: Sequence[str]
 def check_model_path(path: str, flag: str) -> None:
     """A local path that does not exist, or a directory that holds no model → :class:`UsageError`
     naming ``flag`` and the path."""
-    from rlhf_dist.models._common import looks_like_local_path, require_model_dir
+    from rlhf_dist.models._common import require_model_dir
 
-    if looks_like_local_path(path) and not os.path.exists(os.path.expanduser(path)):
-        raise UsageError(f"{flag}: model path {path!r} does not exist")
     try:
         require_model_dir(path, flag)
     except ValueError as err:
@@ -157,8 +155,14 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
     models = parse_models(args.model, args.models)
     for path, flag in models.values():
         check_model_path(path, flag)
-    if args.reward_model is not None:
-        check_model_path(args.reward_model, "--reward-model")
+    if args.reward_model is not None:  # its paths and its head, before any answer is sampled
+        from rlhf_dist.config import ModelConfig
+        from rlhf_dist.models.scalar_loader import check_reward_source
+
+        try:
+            check_reward_source(ModelConfig(name_or_path=args.reward_model), "--reward-model")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     check_data_path(args.prompts, "--prompts")
     check_data_path(args.reference, "--reference")
     if args.baseline is not None:

@@ -86,11 +86,6 @@ def hf_load_kwargs(model_cfg: "ModelConfig", field_prefix: str = "model") -> Dic
     return kwargs
 
 
-# Output heads stay in full precision: a quantised value head could not be trained in full
-# (peft's modules_to_save), and a quantised lm_head costs accuracy for a few MB.
-UNQUANTIZED_MODULES = ["lm_head", "score"]
-
-
 def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
     """bitsandbytes' config of a QLoRA base (:func:`bnb_config`); CUDA only."""
     import torch
@@ -110,13 +105,14 @@ def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
 
 def bnb_config(model_cfg: "ModelConfig", field_prefix: str):
     """bitsandbytes' 4-bit (NF4, double quantisation, compute in the model dtype) or 8-bit
-    config; :data:`UNQUANTIZED_MODULES` kept in full precision."""
+    config.  No skip list of our own: transformers then keeps each architecture's output head
+    (``lm_head``, ``embed_out``…, a sequence classifier's ``score``: the last module) in full
+    precision, which a trained-in-full critic head needs (tests/engine/test_engine_qlora.py)."""
     from transformers import BitsAndBytesConfig
 
     if model_cfg.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
+        return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch_dtype(model_cfg.dtype,
-                                                                 f"{field_prefix}.dtype"),
-                              llm_int8_skip_modules=UNQUANTIZED_MODULES)
+                                                                 f"{field_prefix}.dtype"))

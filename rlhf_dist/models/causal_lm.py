@@ -176,10 +176,11 @@ def _refuse_scalar_checkpoint(source: str, trust_remote_code: bool, field_prefix
     """A reward / critic checkpoint has no LM head: loading it as a policy is always a mistake."""
     from transformers import AutoConfig
 
-    from rlhf_dist.models.scalar_head import is_scalar_head_config
+    from rlhf_dist.models.scalar_head import is_scalar_head_config, is_sequence_classifier
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    if is_scalar_head_config(config):
-        raise ModelError(f"{field_prefix}.name_or_path: {source!r} is a "
-                         f"{config.rlhf_dist['head']} model (scalar head, no LM head); "
-                         "it cannot be loaded as a causal LM")
+    if is_scalar_head_config(config) or is_sequence_classifier(config):
+        kind = (f"{config.rlhf_dist['head']} model" if is_scalar_head_config(config)
+                else config.architectures[0])
+        raise ModelError(f"{field_prefix}.name_or_path: {source!r} is a {kind} (a score "
+                         "head, no LM head); it cannot be loaded as a causal LM")

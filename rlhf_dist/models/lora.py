@@ -180,7 +180,10 @@ def merged_parameters(module: "nn.Module",
         adapter = [p for n, p in layer.named_parameters() if n.startswith("lora_")]
         with gathered([param] + adapter):
             delta = layer.get_delta_weight(ADAPTER)
-            yield merged, _full_weight(modules[owner], param).to(delta.dtype) + delta
+            base = _full_weight(modules[owner], param)
+            # the base's dtype, or the adapter's for a dequantised (QLoRA) base
+            dtype = delta.dtype if type(param).__name__ in _QUANTIZED else base.dtype
+            yield merged, base.to(dtype) + delta.to(dtype)
 
 
 def merged_shapes(module: "nn.Module") -> List[Tuple[str, List[int]]]:

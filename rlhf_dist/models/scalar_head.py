@@ -81,6 +81,13 @@ def is_scalar_head_config(config: "PretrainedConfig") -> bool:
     return isinstance(record, dict) and "head" in record
 
 
+def is_sequence_classifier(config: "PretrainedConfig") -> bool:
+    """True for a transformers ``*ForSequenceClassification`` checkpoint's config (ours, the
+    Hub's, TRL's, OpenRLHF's): a model with a score head and no LM head."""
+    return any(name.endswith("ForSequenceClassification")
+               for name in getattr(config, "architectures", None) or [])
+
+
 def _check_stat(name: str, value: Any) -> float:
     try:
         number = float(value)
@@ -92,7 +99,8 @@ def _check_stat(name: str, value: Any) -> float:
 
 
 class ScalarHeadMixin:
-    """Methods of every scalar-head class; combined with ``XPreTrainedModel`` by the factory."""
+    """Methods of every scalar-head class; combined with ``XForSequenceClassification`` by the
+    factory."""
 
     def __init__(self, config: "PretrainedConfig"):
         record = getattr(config, RECORD_KEY, None)
@@ -117,7 +125,7 @@ class ScalarHeadMixin:
         return cls._from_config(config, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear) and module is getattr(self, "score", None):
+        if module is getattr(self, "score", None):
             from transformers import initialization as init  # respects already-loaded tensors
 
             init.normal_(module.weight, mean=0.0, std=head_init_std(self.config.hidden_size))

@@ -25,8 +25,8 @@ from rlhf_dist.models._common import (ModelError, hf_load_kwargs, require_existi
                                       resolve_source)
 from rlhf_dist.models.causal_lm import prepare_model, tiny_config_for
 from rlhf_dist.models.scalar_head import (RECORD_KEY, check_role, head_init_std,
-                                          is_scalar_head_config, new_head_record,
-                                          scalar_head_class)
+                                          is_scalar_head_config, is_sequence_classifier,
+                                          new_head_record, scalar_head_class)
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -44,12 +44,6 @@ def _tiny(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", role: 
     config.num_labels = 1
     setattr(config, RECORD_KEY, new_head_record(role))
     return scalar_head_class(config).from_config(config, **kwargs)
-
-
-def is_sequence_classifier(config: "PretrainedConfig") -> bool:
-    """True for a transformers ``*ForSequenceClassification`` checkpoint's config."""
-    return any(name.endswith("ForSequenceClassification")
-               for name in getattr(config, "architectures", None) or [])
 
 
 def _adopt_record(config: "PretrainedConfig", role: str, source: str, fresh_head_ok: bool,
@@ -133,23 +127,30 @@ def _pretrained(model_cfg: "ModelConfig", role: str, kwargs: Dict[str, Any], fie
                          f"weights lack {missing_head}")
     if any(name.endswith("ScalarHeadModel") for name in config.architectures or []):
         _drop_old_bias(model, source)  # an export from before the head was `score`
+        if config.pad_token_id is not None and config.pad_token_id == config.eos_token_id:
+            logger.warning("%s: an export from before the score head; its pad token is its "
+                           "EOS, so it is now scored at the token before the final EOS (where "
+                           "transformers scores), not at the EOS it was trained on: train or "
+                           "export it again", source)
     return model
 
 
-def check_reward_source(model_cfg: "ModelConfig", field_prefix: str = "reward_model") -> None:
-    """Before any worker starts: the frozen reward model's paths exist and its checkpoint has
-    a reward head (ours or a one-label sequence classifier), read from its ``config.json``."""
+def check_reward_source(model_cfg: "ModelConfig",
+                        field: str = "reward_model.name_or_path") -> None:
+    """Before any model is loaded: the frozen reward model's path exists and its checkpoint has
+    a reward head (ours or a one-label sequence classifier), read from its ``config.json``;
+    errors name ``field``."""
     from transformers import AutoConfig
 
     from rlhf_dist.models._common import require_model_dir
 
-    require_model_dir(model_cfg.name_or_path, f"{field_prefix}.name_or_path")
+    require_model_dir(model_cfg.name_or_path, field)
     if model_cfg.name_or_path is None:
         return
     source = resolve_source(model_cfg.name_or_path)
     config = AutoConfig.from_pretrained(source, trust_remote_code=bool(
         model_cfg.trust_remote_code))
-    _adopt_record(config, "reward", source, False, f"{field_prefix}.name_or_path")
+    _adopt_record(config, "reward", source, False, field)
 
 
 def load_scalar_model(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",

@@ -60,12 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_model_dir(path: str) -> bool:
+    from rlhf_dist.models._common import require_model_dir
+
+    try:
+        require_model_dir(os.path.expanduser(path), "--policy")
+    except ValueError:
+        return False
+    return os.path.isdir(os.path.expanduser(path))
+
+
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag errors (exit 2) before anything heavy happens."""
     checks = [
-        (os.path.isfile(os.path.join(os.path.expanduser(args.policy), "config.json")),
-         f"--policy: {args.policy!r} is not a model directory (a saved HF causal LM with its "
-         "config.json)"),
+        (_is_model_dir(args.policy), f"--policy: {args.policy!r} is not a model directory (a "
+                                     "saved HF causal LM with its config.json)"),
         (args.k >= 2, f"-k: must be >= 2 to form pairs, got {args.k}"),
         (args.max_prompts is None or args.max_prompts >= 1,
          f"--max-prompts: must be >= 1, got {args.max_prompts}"),

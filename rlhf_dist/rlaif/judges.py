@@ -136,15 +136,17 @@ def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int =
     from transformers import AutoConfig
 
     from rlhf_dist.config import ModelConfig
-    from rlhf_dist.models import is_scalar_head_config, load_scalar_model, load_tokenizer
+    from rlhf_dist.models import load_scalar_model, load_tokenizer
+    from rlhf_dist.models.scalar_head import is_scalar_head_config, is_sequence_classifier
 
     try:
         config = AutoConfig.from_pretrained(local)
     except (OSError, ValueError) as err:
         raise JudgeError(f"{spec}: not a Hugging Face model directory: {err}") from None
-    if not is_scalar_head_config(config):
-        raise JudgeError(f"{spec}: not a reward model (its config has no scalar head); train one "
-                         "with `rlhf-dist rm` or pass a scoring function as module:function")
+    if not (is_scalar_head_config(config) or is_sequence_classifier(config)):
+        raise JudgeError(f"{spec}: not a reward model (no score head: neither ours nor a "
+                         "*ForSequenceClassification); train one with `rlhf-dist rm` or pass "
+                         "a scoring function as module:function")
     section = ModelConfig(name_or_path=local)
     try:
         tokenizer = load_tokenizer(section, field_prefix=field)

@@ -84,8 +84,9 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
     from rlhf_dist.config import ModelConfig, RolloutConfig
     from rlhf_dist.rollout.backends import backend as backend_of
 
-    if not os.path.isdir(os.path.expanduser(policy_path)):
-        raise FileNotFoundError(f"policy {policy_path!r}: no such directory")
+    from rlhf_dist.models._common import require_model_dir
+
+    require_model_dir(os.path.expanduser(policy_path), "policy")
     section = ModelConfig(name_or_path=os.path.expanduser(policy_path), dtype=dtype)
     model, tokenizer = _load_policy(section, device, backend_of(backend).needs_model)
     return generate_responses(model, tokenizer, prompts, k, rollout or RolloutConfig(), seed,

@@ -22,7 +22,7 @@ class RayDPOTrainer(RayJob):
         self.world = cfg.resources.actor.world_size
         reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
             else cfg.resources.reference
-        if reference.world_size != self.world and cfg.reference_group:
+        if reference.world_size != self.world and reference_group(cfg):
             # rank r of the reference scores the micro-batches of actor rank r
             raise ConfigError(
                 f"resources.reference: {reference.world_size} ranks, DPO on Ray needs as many "
@@ -34,12 +34,11 @@ class RayDPOTrainer(RayJob):
     def start(self) -> None:
         from rlhf_dist.data import preference_datasets
         from rlhf_dist.models import load_tokenizer
-        from rlhf_dist.models._common import require_model_dir
 
         cfg = self.cfg
         seed_everything(cfg.seed)
-        for name in ("model", "ref_model"):  # before Ray starts: one line naming the key
-            require_model_dir(getattr(cfg, name).name_or_path, f"{name}.name_or_path")
+        self.check_model_paths(["model"] + (["ref_model"] if cfg.dpo.needs_reference and
+                                            not cfg.shared_reference else []))
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, self.collate = preference_datasets(
             cfg.data, self.tokenizer, cfg.dpo.layout)
@@ -49,13 +48,14 @@ class RayDPOTrainer(RayJob):
         self.total_steps = self.sampler.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        groups = 2 if cfg.reference_group else 1
+        groups = 2 if reference_group(cfg) else 1
         self.start_ray(groups * self.world * cfg.resources.actor.cpus_per_worker)
 
     def build(self) -> None:
         from rlhf_dist.workers.cluster import create_roles
 
-        self.roles = create_roles(self.cfg, with_reward=False, with_critic=False)
+        self.roles = create_roles(self.cfg, with_reward=False, with_critic=False,
+                                  with_reference=reference_group(self.cfg))
         self.roles.actor.build(self.cfg.train, self.total_steps)
         if self.roles.reference:
             self.roles.reference.build()
@@ -97,6 +97,12 @@ class RayDPOTrainer(RayJob):
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))
+
+
+def reference_group(cfg: Config) -> bool:
+    """DPO on Ray creates a reference group unless the reference lives in the actor's
+    processes (``Config.reference_group``) or the loss uses none (SimPO, ORPO)."""
+    return cfg.reference_group and cfg.dpo.needs_reference
 
 
 class NoReference:

@@ -61,21 +61,6 @@ def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfi
     return train
 
 
-def check_model_sources(cfg: Config) -> None:
-    """Every model path the job reads, and the reward model's head, checked on
-    the driver before Ray starts: a wrong path is one line naming the key, not a worker's
-    failure half a minute later."""
-    from rlhf_dist.models._common import require_model_dir
-    from rlhf_dist.models.scalar_loader import check_reward_source
-
-    sections = ["model"] + (["ref_model"] if cfg.reference_group else []) + (
-        ["critic_model"] if cfg.ppo.needs_critic else [])
-    for name in sections:  # (the tokenizer is the policy's: model.tokenizer_path, read next)
-        require_model_dir(getattr(cfg, name).name_or_path, f"{name}.name_or_path")
-    if cfg.ppo.use_reward_model:
-        check_reward_source(cfg.reward_model, "reward_model")
-
-
 class PPOTrainer(RayJob):
     job = "ppo"
 
@@ -101,7 +86,14 @@ class PPOTrainer(RayJob):
 
         cfg = self.cfg
         seed_everything(cfg.seed)
-        check_model_sources(cfg)
+        # the reference loads ref_model in its group or in the actor's processes; the
+        # tokenizer is the policy's (model.tokenizer_path, read next)
+        self.check_model_paths(["model"] + (["ref_model"] if not cfg.shared_reference else [])
+                               + (["critic_model"] if cfg.ppo.needs_critic else []))
+        if cfg.ppo.use_reward_model:  # and its head: a frozen RM with a fresh head is noise
+            from rlhf_dist.models.scalar_loader import check_reward_source
+
+            check_reward_source(cfg.reward_model)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)

@@ -13,6 +13,14 @@ class RayJob(Job):
     roles = None          # workers.cluster.RoleGroups, made by build()
     started_ray = False   # whether this job started Ray (and so stops it)
 
+    def check_model_paths(self, sections) -> None:
+        """The ``name_or_path`` of each model section the job's workers will load, checked
+        on the driver before Ray starts: one line naming the key, not a worker's failure."""
+        from rlhf_dist.models._common import require_model_dir
+
+        for name in sections:
+            require_model_dir(getattr(self.cfg, name).name_or_path, f"{name}.name_or_path")
+
     def start_ray(self, num_cpus: float) -> None:
         """Join ``resources.ray_address`` or start a local Ray; lost workers recoverable."""
         from rlhf_dist.workers.cluster import start_ray

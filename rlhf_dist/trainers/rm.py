@@ -27,8 +27,9 @@ class RMTrainer(LauncherTrainer):
                                  train_head=True)
 
     def _forward_scores(self, batch) -> torch.Tensor:
-        """Scores at each sequence's last token (2B: chosen first), through the DeepSpeed
-        engine's forward (ZeRO hooks); of padded rows or of one padding-free row."""
+        """Scores where a sequence classifier reads them (``algo.score_index``: the last
+        non-pad token; 2B: chosen first), through the DeepSpeed engine's forward (ZeRO hooks);
+        of padded rows or of one padding-free row."""
         from rlhf_dist.algo import score_index, sequence_end_index
         from rlhf_dist.data import is_packed
 

@@ -175,9 +175,13 @@ class Tracker:
         if resume_step is not None:
             self.rewind(resume_step)
         classes = _sink_classes()
-        self._sinks = [classes[name](logging_cfg, self.output_dir, run_config, job_type,
-                                     resume_step, init_timeout)
-                       for name in logging_cfg.backends]
+        for name in logging_cfg.backends:
+            try:
+                self._sinks.append(classes[name](logging_cfg, self.output_dir, run_config,
+                                                 job_type, resume_step, init_timeout))
+            except BaseException:
+                self.finish(exit_code=1)  # the backends already started are closed
+                raise
         for sink in self._sinks:
             if isinstance(sink, WandbSink):
                 self.mode, self.run_dir = sink.mode, sink.run_dir
@@ -212,8 +216,14 @@ class Tracker:
         if self._finished:
             return
         self._finished = True
-        for sink in self._sinks:
-            sink.finish(exit_code)
+        failed = None
+        for sink in self._sinks:  # each backend closed, even after another one failed
+            try:
+                sink.finish(exit_code)
+            except Exception as err:  # noqa: BLE001 - raised after the others are closed
+                failed = failed or err
+        if failed is not None:
+            raise failed
 
     def __enter__(self) -> "Tracker":
         return self

@@ -124,9 +124,12 @@ def cpus_needed(cfg: Config, roles) -> float:
 
 
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
-                 engine_model: Optional[Any] = None) -> RoleGroups:
+                 engine_model: Optional[Any] = None,
+                 with_reference: Optional[bool] = None) -> RoleGroups:
     """Placement groups per role (shared by colocated pairs), then the groups, built; with
-    ``engine_model`` (``rollout.vllm_engine.EngineModel``) also the vLLM rollout engines."""
+    ``engine_model`` (``rollout.vllm_engine.EngineModel``) also the vLLM rollout engines.
+    ``with_reference``: a reference group (default ``cfg.reference_group``)."""
+    with_reference = cfg.reference_group if with_reference is None else with_reference
     res, timeout = cfg.resources, cfg.resources.timeout_s
     roles = RoleGroups()
 
@@ -142,7 +145,7 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
         left = 1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
                                  share_ar * left)
-        if cfg.reference_group:
+        if with_reference:
             ref_pg = actor_pg if res.colocate_actor_ref else placed(
                 "reference", role_bundles(res.reference))
             roles.reference = ReferenceGroup(

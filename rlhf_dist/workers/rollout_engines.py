@@ -50,8 +50,6 @@ class VLLMEngineWorker:
 
     def init_weight_group(self, host: str, port: int, world_size: int, backend: str,
                           timeout_s: float) -> None:
-        import ray
-
         self.engine.init_weight_group(host, port, 1 + self.index * self.tp, world_size,
                                       backend, timeout_s, ray.util.get_node_ip_address())
 

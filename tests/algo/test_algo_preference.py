@@ -49,15 +49,17 @@ def test_orpo_by_hand():
                                                                                          -0.03])
 
 
-def test_orpo_gradient_and_a_probability_of_one_refused():
+def test_orpo_gradient_and_a_certain_answer_stays_finite():
     c, r = _t(-0.2).requires_grad_(), _t(-0.9)
     orpo_loss(c, r, beta=0.1)[0].backward()
     log_odds = (-0.2 + 0.9) - (math.log(1 - math.exp(-0.2)) - math.log(1 - math.exp(-0.9)))
     # d log_odds / dc = 1 + e^c / (1 − e^c);  d loss / d log_odds = −β (1 − σ(log_odds))
     expected = -0.1 * (1 - _sigmoid(log_odds)) * (1 + math.exp(-0.2) / (1 - math.exp(-0.2)))
     assert c.grad.item() == pytest.approx(expected, abs=1e-12)
-    with pytest.raises(ValueError, match="mean log-probs must be < 0"):
-        orpo_loss(_t(0.0), _t(-1.0), beta=0.1)
+    # a mean log-prob of 0 (a certain answer) is taken as -1e-6: finite loss, no error
+    losses, _, _ = orpo_loss(_t(0.0, -0.5), _t(-1.0, 0.0), beta=0.1)
+    assert torch.isfinite(losses).all()
+    assert losses[0].item() == pytest.approx(orpo_loss(_t(-1e-6), _t(-1.0), 0.1)[0].item())
 
 
 def test_kto_by_hand():

@@ -13,6 +13,8 @@ from rlhf_dist.engine.engine import ModelEngine
 
 from engine_helpers import build, train_steps
 
+pytestmark = pytest.mark.slow  # three engines per stage
+
 TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2)
 STEPS = 4
 

@@ -150,3 +150,11 @@ def test_old_exports_still_load(bias, tmp_path, tokenizer, tiny_section, ragged_
         assert "value_head.bias = 0.75 dropped" in caplog.text
     else:
         assert loaded.score_stats == (0.5, 2.0) and not caplog.text
+
+
+def test_a_sequence_classifier_is_not_a_policy(tmp_path, tokenizer):
+    """Given as a causal LM (model.name_or_path) a classifier would get a random lm_head."""
+    _hf_classifier("llama", PAD).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=r"^model\.name_or_path: .* is a "
+                                         r"LlamaForSequenceClassification \(a score head"):
+        load_causal_lm(ModelConfig(name_or_path=str(tmp_path)), tokenizer)

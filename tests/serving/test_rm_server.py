@@ -288,3 +288,10 @@ def test_client_speaks_openrlhfs_protocol_to_such_a_server():
     with pytest.raises(RewardError, match=r"ppo.reward_url_protocol: got 'trl', expected one of "
                                           r"\['openrlhf', 'rlhf_dist'\]"):
         RemoteReward(server.url, protocol="trl")
+
+
+def test_the_protocols_config_accepts_are_the_clients():
+    from rlhf_dist.config.ppo import REWARD_URL_PROTOCOLS
+    from rlhf_dist.rewards.remote import PROTOCOLS
+
+    assert set(PROTOCOLS) == set(REWARD_URL_PROTOCOLS)

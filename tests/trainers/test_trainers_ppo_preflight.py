@@ -9,6 +9,8 @@ import pytest
 
 from jobs import CONFIGS, REPO, job_env
 
+pytestmark = pytest.mark.slow  # a CLI process per case
+
 
 def _ppo(tmp_path, *overrides):
     started = time.monotonic()

@@ -56,5 +56,14 @@ def test_reference_options_are_refused_without_a_reference():
                                               "reference model"):
             load_config(None, ["dpo.loss_type=simpo", f"dpo.{key}=true",
                                "deepspeed.zero_stage=3"])
-    cfg = load_config(None, ["dpo.loss_type=orpo", "dpo.mode=ray"])
-    assert not cfg.reference_group  # DPO on Ray with ORPO: no reference group either
+    from rlhf_dist.trainers.dpo_ray import reference_group
+
+    assert not reference_group(load_config(None, ["dpo.loss_type=orpo", "dpo.mode=ray"]))
+    assert reference_group(load_config(None, ["dpo.mode=ray"]))  # sigmoid DPO has one
+
+
+def test_the_reference_free_losses_are_the_objectives():
+    from rlhf_dist.algo import REFERENCE_FREE_LOSSES
+    from rlhf_dist.objectives.dpo import REFERENCE_FREE
+
+    assert set(REFERENCE_FREE) == set(REFERENCE_FREE_LOSSES)

@@ -94,3 +94,38 @@ def test_a_missing_package_names_the_extra(tmp_path, monkeypatch):
                                           r'package is not installed; pip install -e '
                                           r'"\.\[tensorboard\]"'):
         _run(tmp_path / "x", "tensorboard", [1])
+
+
+def test_no_backend_and_a_failing_one(tmp_path, monkeypatch):
+    """``backend: null`` is none; a backend that fails to start closes those already started,
+    and one that fails to finish does not keep the others open."""
+    from rlhf_dist.utils import tracking
+
+    assert LoggingConfig(backend=None).backends == []
+    closed = []
+
+    class Sink:
+        def __init__(self, *args):
+            self.name = args[0].project
+
+        def finish(self, exit_code):
+            closed.append((self.name, exit_code))
+            if self.name == "bad-finish":
+                raise RuntimeError("cannot close")
+
+    class Broken:
+        def __init__(self, *args):
+            raise ConfigError("logging.backend=mlflow: the mlflow package is not installed")
+
+    monkeypatch.setattr(tracking, "_sink_classes",
+                        lambda: {"wandb": Sink, "tensorboard": Sink, "mlflow": Broken})
+    cfg = LoggingConfig(backend=["wandb", "tensorboard", "mlflow"], project="p")
+    with pytest.raises(ConfigError, match="mlflow package is not installed"):
+        Tracker(cfg, tmp_path, RUN_CONFIG, is_main=True, job_type="sft")
+    assert closed == [("p", 1), ("p", 1)]
+    closed.clear()
+    tracker = Tracker(LoggingConfig(backend=["wandb", "tensorboard"], project="bad-finish"),
+                      tmp_path, RUN_CONFIG, is_main=True, job_type="sft")
+    with pytest.raises(RuntimeError, match="cannot close"):
+        tracker.finish()
+    assert closed == [("bad-finish", 0), ("bad-finish", 0)]  # the second closed as well
