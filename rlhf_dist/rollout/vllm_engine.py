@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -140,6 +141,12 @@ def config_dir(config_json: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="rlhf_dist_vllm_") as directory:
         (Path(directory) / "config.json").write_text(config_json)
         yield directory
+
+
+# vLLM's own code touches an attribute torch 2.13 deprecates (once per engine process): not ours
+# to change, hidden by its exact message
+warnings.filterwarnings("ignore", category=FutureWarning,
+                        message=r"`torch\.distributed\.reduce_op` is deprecated")
 
 
 class _DropChatWarmup(logging.Filter):
