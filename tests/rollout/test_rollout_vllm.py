@@ -136,7 +136,7 @@ def test_sampling_seeded_stop_ids_and_min_tokens(engine, tiny32):
         other = engine.generate(ids, mask, seed=8)
         assert len(first) == 12 and torch.equal(first["sequences"], again["sequences"])
         assert not torch.equal(first["sequences"], other["sequences"])
-        # every row its own random numbers (vLLM seeds a request's n samples s, s+1, …)
+        # every row its own random numbers (each row is a request with a seed of its own)
         assert len({tuple(row.tolist()) for row in first["sequences"]}) == 12
         # a part of the prompts, told where its rows start, draws what the whole call drew
         part = engine.generate(ids[2:], mask[2:], seed=7, first_row=6)
