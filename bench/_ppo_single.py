@@ -102,7 +102,7 @@ class ReferenceLoop:
 
     # ------------------------------------------------------------------ phases
     def generate(self, iteration: int):
-        from rlhf_dist.rollout import action_logprobs
+        from rlhf_dist.models import action_logprobs
         from rlhf_dist.trainers.ppo import PPOTrainer
 
         self.state.drawn = iteration
@@ -119,7 +119,8 @@ class ReferenceLoop:
         return experience.with_(old_logprobs=old)
 
     def score(self, experience) -> Tuple[object, Metrics]:
-        from rlhf_dist.rollout import action_logprobs, compute_advantages
+        from rlhf_dist.models import action_logprobs
+        from rlhf_dist.rollout import compute_advantages
 
         micro = self.cfg.train.micro_batch_size
         fields = {"ref_logprobs": forward_in_micro_batches(

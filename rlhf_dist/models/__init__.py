@@ -1,4 +1,5 @@
-"""Models: tokenizers, causal LMs, scalar-head (reward / critic) models, HF-format saving.
+"""Models: tokenizers, causal LMs, scalar-head (reward / critic) models, HF-format saving, and
+the learners' forward (``action_logprobs``: log-probs of a rollout's action tokens).
 
 Exports resolve lazily (PEP 562): ``import rlhf_dist.models`` imports neither torch nor
 transformers; the first use of a name imports its submodule.
@@ -11,6 +12,7 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rlhf_dist.models._common import ModelError, hf_load_kwargs, looks_like_local_path
+    from rlhf_dist.models.action_logprobs import action_logprobs, first_action_column
     from rlhf_dist.models.causal_lm import (causal_lm_logits, enable_gradient_checkpointing,
                                             label_logits, load_causal_lm, model_dtype,
                                             own_aligned_memory, position_ids_from_mask)
@@ -33,6 +35,8 @@ _EXPORTS: Dict[str, str] = {
     "build_tiny_config": "tiny",
     "load_causal_lm": "causal_lm",
     "causal_lm_logits": "causal_lm",
+    "action_logprobs": "action_logprobs",
+    "first_action_column": "action_logprobs",
     "label_logits": "causal_lm",
     "model_dtype": "causal_lm",
     "position_ids_from_mask": "causal_lm",

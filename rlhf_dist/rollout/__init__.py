@@ -1,8 +1,8 @@
 """Rollout side of PPO: generation, scoring, advantages and the replay buffer.
 
 * :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
-  :func:`action_logprobs` (actor, reference and learner log-probs), decoding helpers,
-  :func:`concat_rollouts` for per-rank results.
+  decoding helpers, :func:`concat_rollouts` for per-rank results.  (The learners' forward,
+  ``action_logprobs``, lives with the model code: :mod:`rlhf_dist.models.action_logprobs`.)
 * :class:`RewardShaper` -- scores − β·KL → ``token_rewards``; the KL controller.
 * :func:`compute_advantages` -- GAE or a critic-free estimator → ``advantages``, ``returns``.
 * :class:`ReplayBuffer` -- shuffled minibatches for ``ppo_epochs`` passes.
@@ -20,15 +20,14 @@ from rlhf_dist._lazy import lazy_exports
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
     from rlhf_dist.rollout.backends import BACKENDS, check_backend, make_sampler
-    from rlhf_dist.rollout.generate import (RolloutEngine, action_logprobs, concat_rollouts,
-                                            decode_prompts, decode_responses, response_mask,
+    from rlhf_dist.rollout.generate import (RolloutEngine, concat_rollouts, decode_prompts,
+                                            decode_responses, response_mask,
                                             response_token_ids, stop_ids, truncated_rows)
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
     from rlhf_dist.rollout.reward_shaping import RewardShaper, sequence_kl
 
 _EXPORTS: Dict[str, str] = {
     "RolloutEngine": "generate",
-    "action_logprobs": "generate",
     "sampling_temperature": "generate",
     "concat_rollouts": "generate",
     "decode_prompts": "generate",

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from rlhf_dist.algo import entropy_from_logits, logprobs_from_logits
-from rlhf_dist.models.causal_lm import causal_lm_logits
+from rlhf_dist.algo import logprobs_from_logits
 from rlhf_dist.protocol import Batch, BatchError, pad_and_concat, pad_tensor
 
 
@@ -105,7 +104,8 @@ class _SampledLogprobs:
     """A forward hook on the causal LM that ``generate`` runs: each forward's input ends with
     the token the previous forward's last logits sampled, so its log-prob (at
     ``temperature``, of the raw logits -- before min-new-tokens / top-p / top-k, like
-    :func:`action_logprobs`) is read there; one ``(N, V)`` logits buffer is held."""
+    :func:`~rlhf_dist.models.action_logprobs`) is read there; one ``(N, V)`` logits buffer is
+    held."""
 
     def __init__(self, temperature: float):
         self.temperature, self.last, self.columns = temperature, None, []
@@ -153,7 +153,8 @@ def _model_device(model: Any) -> torch.device:
 
 def sampling_temperature(rollout: Any) -> float:
     """Temperature of the sampling distribution (1.0 when greedy): pass it to
-    :func:`action_logprobs` for the actor, the reference and the learner alike."""
+    :func:`~rlhf_dist.models.action_logprobs` for the actor, the reference and the learner
+    alike."""
     return float(rollout.temperature) if rollout.do_sample else 1.0
 
 
@@ -208,8 +209,8 @@ class RolloutEngine:
         ``generator_seed`` makes sampling reproducible without touching the global RNG state
         (give each data-parallel rank its own seed).  ``with_logprobs=True`` adds
         ``old_logprobs`` ``(N, T−1)`` at :attr:`temperature`, read from generate's own
-        (KV-cached) forwards: :func:`action_logprobs` of the same model up to float
-        rounding, without one more forward.
+        (KV-cached) forwards: :func:`~rlhf_dist.models.action_logprobs` of the same model up to
+        float rounding, without one more forward.
         """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         n = self.rollout.n_samples_per_prompt
@@ -250,53 +251,6 @@ def rollout_batch(sequences: torch.Tensor, prompt_mask: torch.Tensor,
                   "attention_mask": torch.cat([prompt_mask.long(), resp_mask], dim=1),
                   "action_mask": torch.cat([before, resp_mask], dim=1)},
                  meta={"prompt_length": P, "n_samples_per_prompt": n_samples})
-
-
-def first_action_column(action_mask: torch.Tensor) -> int:
-    """The first column of ``action_mask`` ``(N, T−1)`` that any row acts in (``P − 1`` for
-    a rollout batch; the last column when no row acts)."""
-    acting = action_mask.any(0).nonzero()
-    return int(acting[0]) if len(acting) else action_mask.shape[1] - 1
-
-
-def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
-                    return_entropy: bool = False, entropy_grad: bool = True
-                    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-    """Log-probs ``(N, T−1)`` of ``sequences[:, 1:]`` under ``model``, 0 off ``action_mask``.
-
-    One forward with position ids from ``attention_mask`` (:func:`causal_lm_logits`; ``model``
-    is an HF causal LM or anything called the same way, e.g. a DeepSpeed engine), logits
-    divided by ``temperature``.  The actor's behaviour log-probs, the reference's log-probs and
-    the learner's new log-probs all come from here.  Only the positions from the first action
-    column on go through the LM head (transformers' ``logits_to_keep``): the prompt's columns
-    are 0 anyway.  Not wrapped in ``no_grad`` (the learner needs gradients).
-    ``return_entropy=True`` also returns the per-action entropy ``(N, T−1)`` (0 off the
-    mask; ``entropy_grad=False``: a metric only, no gradient -- its backward is skipped).
-    Float32 (float64 for a float64 model).
-    """
-    seq, mask = batch["sequences"], batch["action_mask"]
-    if mask.shape != (seq.shape[0], seq.shape[1] - 1):
-        raise BatchError(f"action_mask {tuple(mask.shape)} must be (N, T-1) for sequences "
-                         f"{tuple(seq.shape)}")
-    first = first_action_column(mask)
-    # positions first .. T-1; the last one predicts nothing
-    logits = causal_lm_logits(model, seq, batch["attention_mask"],
-                              logits_to_keep=seq.shape[1] - first)[:, :-1]
-    if temperature != 1.0:
-        logits = logits / temperature
-    keep = mask[:, first:].bool()
-    logps = logprobs_from_logits(logits, seq[:, first + 1:])
-    logps = torch.where(keep, logps, torch.zeros((), dtype=logps.dtype, device=logps.device))
-    if not return_entropy:
-        return _before(logps, first)
-    entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
-    return _before(logps, first), _before(torch.where(keep, entropy, torch.zeros_like(entropy)),
-                                          first)
-
-
-def _before(columns: torch.Tensor, first: int) -> torch.Tensor:
-    """``columns`` ``(N, C)`` of action columns ``first ..`` back on the ``(N, T−1)`` grid."""
-    return torch.nn.functional.pad(columns, (first, 0)) if first else columns
 
 
 def response_token_ids(batch: Batch) -> List[List[int]]:
@@ -347,6 +301,6 @@ def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
     return pad_and_concat(aligned, pad_values={"sequences": pad_token_id})
 
 
-__all__ = ["RolloutEngine", "action_logprobs", "concat_rollouts", "decode_prompts",
+__all__ = ["RolloutEngine", "concat_rollouts", "decode_prompts",
            "decode_responses", "response_mask", "response_token_ids", "rollout_batch",
            "stop_ids", "truncated_rows"]

@@ -127,7 +127,7 @@ class ActorWorker(ModelWorker):
     @uses_engine
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> Batch:
-        from rlhf_dist.rollout import action_logprobs
+        from rlhf_dist.models import action_logprobs
 
         self.engine.eval()
         temperature = self.rollout.temperature

@@ -50,7 +50,8 @@ def reference_logprobs(cfg: Config, model, batch: Batch) -> Batch:
     """The reference's ``logprobs`` of ``batch`` under ``model`` (a frozen engine, or a LoRA
     actor's base), at the temperature of the actor's behaviour log-probs, so KL compares like
     with like."""
-    from rlhf_dist.rollout import action_logprobs, sampling_temperature
+    from rlhf_dist.models import action_logprobs
+    from rlhf_dist.rollout import sampling_temperature
 
     temperature = sampling_temperature(cfg.rollout)
     return Batch({"logprobs": in_micro_batches(

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from rlhf_dist.models import causal_lm_logits
+from rlhf_dist.models import action_logprobs, causal_lm_logits
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout import (RolloutEngine, action_logprobs, concat_rollouts,
-                               decode_responses, response_token_ids)
+from rlhf_dist.rollout import RolloutEngine, concat_rollouts, decode_responses, response_token_ids
 
 
 def expected_response_mask(responses, eos_id):

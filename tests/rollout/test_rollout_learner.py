@@ -6,7 +6,8 @@ import torch
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.protocol import Batch
 from rlhf_dist.objectives import policy_objective, value_objective
-from rlhf_dist.rollout import RolloutEngine, action_logprobs
+from rlhf_dist.models import action_logprobs
+from rlhf_dist.rollout import RolloutEngine
 
 
 def test_policy_objective_on_the_behaviour_policy(make_lm, tok, rollout_cfg, prompts, left_pad):

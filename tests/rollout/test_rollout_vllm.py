@@ -108,7 +108,8 @@ def _prompts(tokenizer, n=6):
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="needs the [vllm] extra")
 def test_greedy_tokens_and_logprobs_equal_hf(engine, tiny32):
-    from rlhf_dist.rollout import RolloutEngine, action_logprobs
+    from rlhf_dist.models import action_logprobs
+    from rlhf_dist.rollout import RolloutEngine
 
     _, model, tokenizer = tiny32
     ids, mask = _prompts(tokenizer)
