@@ -11,7 +11,6 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["rlhf_dist", "rlhf_dist.*"]),
     include_package_data=True,
-    package_data={"rlhf_dist": ["configs/**/*.yaml"]},
     python_requires=">=3.9",
     # torch is deliberately loose: cluster users bring their own CUDA build.
     install_requires=[
