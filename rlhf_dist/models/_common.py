@@ -1,4 +1,5 @@
-"""Shared pieces of the model loaders: the error type, local-path checks, HF keyword arguments.
+"""Shared pieces of the model loaders: the error type, local-path checks, HF keyword arguments,
+what kind of checkpoint a config describes (scalar head, sequence classifier).
 
 Nothing here imports torch or transformers at module level, so a bad path is reported before
 any heavy import or file read happens.
@@ -9,7 +10,12 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
+
     from rlhf_dist.config import ModelConfig
+
+# a scalar-head model's config attribute recording its head (see models/scalar_head.py)
+RECORD_KEY = "rlhf_dist"
 
 
 class ModelError(ValueError):
@@ -55,6 +61,19 @@ def require_model_dir(value: Optional[str], field: str) -> None:
 def resolve_source(value: str) -> str:
     """``~`` expanded for local paths; hub ids unchanged."""
     return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def is_scalar_head_config(config: "PretrainedConfig") -> bool:
+    """True when ``config`` was saved by a scalar-head model (it carries ``config.rlhf_dist``)."""
+    record = getattr(config, RECORD_KEY, None)
+    return isinstance(record, dict) and "head" in record
+
+
+def is_sequence_classifier(config: "PretrainedConfig") -> bool:
+    """True for a transformers ``*ForSequenceClassification`` checkpoint's config (ours, the
+    Hub's, TRL's, OpenRLHF's): a model with a score head and no LM head."""
+    return any(name.endswith("ForSequenceClassification")
+               for name in getattr(config, "architectures", None) or [])
 
 
 # Config spelling -> torch dtype attribute name.  A registry, so adding "float8_…" is one line.

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Tuple, Union
 
-from rlhf_dist.models._common import (ModelError, hf_load_kwargs, require_existing_path,
+from rlhf_dist.models._common import (ModelError, hf_load_kwargs, is_scalar_head_config,
+                                      is_sequence_classifier, require_existing_path,
                                       resolve_source)
 from rlhf_dist.models.tiny import build_tiny_config
 
@@ -175,8 +176,6 @@ def load_causal_lm(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase
 def _refuse_scalar_checkpoint(source: str, trust_remote_code: bool, field_prefix: str) -> None:
     """A reward / critic checkpoint has no LM head: loading it as a policy is always a mistake."""
     from transformers import AutoConfig
-
-    from rlhf_dist.models.scalar_head import is_scalar_head_config, is_sequence_classifier
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     if is_scalar_head_config(config) or is_sequence_classifier(config):

@@ -33,14 +33,15 @@ import torch
 from torch import nn
 
 from rlhf_dist.algo.kl import last_token_index, score_index  # noqa: F401 (re-exported)
-from rlhf_dist.models._common import ModelError
+from rlhf_dist.models._common import (RECORD_KEY, ModelError,  # noqa: F401 (re-exported)
+                                      is_scalar_head_config, is_sequence_classifier)
+from rlhf_dist.models.causal_lm import forward_positions
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-RECORD_KEY = "rlhf_dist"
 _FRESH_HEAD = "_fresh_head"  # transient marker in the record, consumed by __init__, never saved
 _SUFFIX = "ForSequenceClassification"
 
@@ -73,19 +74,6 @@ def new_head_record(role: str, fresh_head: bool = False) -> Dict[str, Any]:
     if fresh_head:
         record[_FRESH_HEAD] = True
     return record
-
-
-def is_scalar_head_config(config: "PretrainedConfig") -> bool:
-    """True when ``config`` was saved by a scalar-head model (it carries ``config.rlhf_dist``)."""
-    record = getattr(config, RECORD_KEY, None)
-    return isinstance(record, dict) and "head" in record
-
-
-def is_sequence_classifier(config: "PretrainedConfig") -> bool:
-    """True for a transformers ``*ForSequenceClassification`` checkpoint's config (ours, the
-    Hub's, TRL's, OpenRLHF's): a model with a score head and no LM head."""
-    return any(name.endswith("ForSequenceClassification")
-               for name in getattr(config, "architectures", None) or [])
 
 
 def _check_stat(name: str, value: Any) -> float:
@@ -158,8 +146,6 @@ class ScalarHeadMixin:
         Positions come from ``attention_mask`` so left padding does not shift them; a
         padding-free row passes no mask and its own ``position_ids``.
         """
-        from rlhf_dist.models.causal_lm import forward_positions
-
         position_ids = forward_positions(attention_mask, position_ids)
         backbone = getattr(self, self.base_model_prefix)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
