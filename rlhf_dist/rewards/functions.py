@@ -11,20 +11,15 @@ count or a non-number is a :class:`RewardError` naming the function and the row;
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from rlhf_dist.algo.finite import NonFiniteError
 from rlhf_dist.utils.imports import load_callable
 
-from .verifiers import VERIFIERS
-
-
-class RewardError(ValueError):
-    """A reward function that cannot be loaded or returned something unusable."""
+from .remote import RemoteReward
+from .values import RewardError, check_rewards
+from .verifiers import NEEDS_LABELS, VERIFIERS
 
 
 def _takes_labels(fn: Callable) -> bool:
@@ -38,28 +33,6 @@ def _takes_labels(fn: Callable) -> bool:
         return True
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) != 2
-
-
-def check_rewards(values: Any, n: int, where: str, first_row: int = 0) -> torch.Tensor:
-    """``values`` as an (n,) float32 tensor, or the error naming ``where`` (the function)
-    and the row (counted from ``first_row``): a wrong count or a non-number is a
-    :class:`RewardError`, a NaN/inf a skippable ``NonFiniteError``."""
-    try:
-        values = list(values)
-    except TypeError:
-        raise RewardError(f"{where} returned {type(values).__name__}, not a list of "
-                          f"{n} numbers") from None
-    if len(values) != n:
-        raise RewardError(f"{where} returned {len(values)} rewards for {n} responses")
-    for row, value in enumerate(values):
-        if not isinstance(value, numbers.Real) and not (
-                isinstance(value, torch.Tensor) and value.numel() == 1):
-            raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
-                              f"row {first_row + row}: expected a number")
-        if not math.isfinite(float(value)):
-            raise NonFiniteError(f"{where} returned {float(value)} for row "
-                                 f"{first_row + row}", skippable=True)
-    return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
 class RewardFunction:
@@ -117,9 +90,6 @@ def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
     """``ppo.reward_fn`` (weight ``ppo.reward_fn_weight``), every ``ppo.rewards`` term and
     the RM at ``ppo.reward_url``, loaded (built-in args checked, the URL's health checked)
     before Ray starts; a verifier that compares with labels needs ``data.label_key``."""
-    from .remote import RemoteReward
-    from .verifiers import NEEDS_LABELS
-
     functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
     functions += [RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
                   for i, t in enumerate(ppo.rewards)]

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
-from .functions import RewardError, check_rewards
+from .values import RewardError, check_rewards
 
 log = logging.getLogger(__name__)
 BACKOFF_S = 0.5  # first retry after this, doubling
