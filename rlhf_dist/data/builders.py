@@ -10,7 +10,8 @@ reported with one ``logging.warning``.
 
 Example dicts hold python lists of ints (the collators make tensors):
 
-* sft / lm: ``input_ids``, ``labels``, ``prompt_len`` (0 for lm);
+* sft / lm: ``input_ids``, ``labels``, ``prompt_len`` (0 for lm); a ``messages`` row's
+  labels cover every assistant turn (its other turns after the prompt are ``-100`` too);
 * preference: ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
   ``rejected_labels``, ``prompt_len`` — one example per pair (a ranking row gives C(K, 2));
 * prompt: ``input_ids`` (left-truncated prompt), ``prompt`` (its text), ``kind`` when the
@@ -24,7 +25,7 @@ import logging
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .convert import (ABSENT, Renderer, RowKeys, check_string, field_value, preference_texts,
-                      prompt_text, sft_text)
+                      prompt_text, sft_text, sft_turns)
 from .errors import DataError, RowError
 from .sources import RowSet, select_rows
 from .tokenization import Encoder, Example
@@ -95,6 +96,9 @@ class _Context(NamedTuple):
 
 
 def _sft(ctx: _Context, row: Mapping) -> List[Example]:
+    if row.get(ctx.keys.messages) is not None:  # every assistant turn trained
+        prompt, segments = sft_turns(row, ctx.keys, ctx.renderer)
+        return [ctx.encoder.turns(prompt, segments, ctx.keys.messages, ctx.train_on_prompt)]
     prompt, response = sft_text(row, ctx.keys, ctx.renderer)
     return [ctx.encoder.sft(prompt, response.text, response.field, ctx.train_on_prompt)]
 

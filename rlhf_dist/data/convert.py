@@ -3,7 +3,10 @@
 Column names come from :class:`RowKeys` (``DataConfig.*_key``).  Accepted row shapes:
 
 * **SFT** — ``{prompt, response}`` strings; or ``{messages: [{role, content}, …]}`` whose
-  last turn is the assistant's (prompt = every turn before it, response = its content).
+  last turn is the assistant's.  Every assistant turn of a conversation is trained
+  (:func:`sft_turns`: the prompt is every turn before the first assistant turn; the system,
+  user and tool turns between assistant turns are context, masked -- TRL's assistant-only
+  loss); :func:`sft_text` gives the prompt before the last assistant turn and its content.
   A ``messages`` value takes precedence over ``prompt``/``response`` when both are present.
 * **Preference** — ``{prompt, chosen, rejected}`` strings; or ``chosen``/``rejected`` as
   message lists (prompt = their shared turns before the final assistant turn, or the
@@ -20,6 +23,11 @@ verbatim and message lists are rendered in the ``Human:/Assistant:`` format of
 :mod:`.formatting` (response = ``" " + content``).  With it on, a prompt string becomes one user
 turn, prompts are ``tokenizer.apply_chat_template(msgs, add_generation_prompt=True)``, and a
 message response is whatever the template renders after that prompt for the assistant turn.
+The turns between two assistant turns (:meth:`Renderer.continuation`, also what a multi-turn
+rollout appends as an observation) are what the conversation's rendering adds after the
+earlier assistant turn, up to and including the next generation prompt: plain
+``"\nTool: 579\nAssistant:"``; a chat template must render the conversation turn by turn
+(each rendering a prefix of the next), or the row is a bad row.
 Response strings and HH transcripts are always used verbatim.  Bad fields raise
 :class:`~.errors.RowError`.
 """
@@ -40,6 +48,14 @@ class Piece(NamedTuple):
 
     field: str
     text: str
+
+
+class Segment(NamedTuple):
+    """A piece of a conversation after its prompt: an assistant turn (``trained``) or the
+    turns between two assistant turns, up to the next generation prompt (context)."""
+
+    text: str
+    trained: bool
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,25 @@ class Renderer:
             return self._template(messages, True), messages
         return render_messages(messages, add_generation_prompt=True), messages
 
+    def render(self, messages: Messages, add_generation_prompt: bool = False) -> str:
+        """The conversation's text: the chat template, or the plain format."""
+        if self.chat:
+            return self._template(messages, add_generation_prompt)
+        return render_messages(messages, add_generation_prompt)
+
+    def continuation(self, history: Messages, turns: Messages, field: str = "messages") -> str:
+        """The text ``turns`` (tool results, user replies) add after ``history`` (which ends
+        in an assistant turn), through the next assistant turn's generation prompt: plain
+        ``"\\nTool: 579\\nAssistant:"``.  A template that renders ``history`` differently once
+        ``turns`` follow is a :class:`RowError` naming ``field``."""
+        before = self.render(history)
+        after = self.render(list(history) + list(turns), add_generation_prompt=True)
+        if not after.startswith(before):
+            raise RowError(field, f"the chat template renders the {len(history)} turns before "
+                                  "a tool/user turn differently once it follows, so the "
+                                  "conversation cannot be split into turns")
+        return after[len(before):]
+
     def reply(self, prompt_messages: Messages, content: str) -> str:
         """The response text of an assistant turn that follows ``prompt_messages``."""
         if not self.chat:
@@ -203,6 +238,41 @@ def sft_text(row: Mapping, keys: RowKeys, renderer: Renderer) -> Tuple[str, Piec
         return text, Piece(keys.messages, renderer.reply(prompt_msgs, content))
     text, _ = renderer.prompt(row.get(keys.prompt), keys.prompt)
     return text, Piece(keys.response, check_string(row.get(keys.response), keys.response))
+
+
+def conversation_turns(messages: Messages, field: str,
+                       renderer: Renderer) -> Tuple[str, List[Segment]]:
+    """(prompt text, segments) of a conversation ending in an assistant turn: the prompt is
+    every turn before the first assistant turn; then each assistant turn (trained) and each
+    run of other turns between two of them (context, ending in the generation prompt), so
+    that ``prompt + "".join(texts)`` is the whole conversation's rendering."""
+    final_reply(messages, field)
+    first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    if first == 0:
+        raise RowError(field, "no message before the first assistant turn (nothing to "
+                              "prompt with)")
+    prompt, _ = renderer.prompt(messages[:first], field)
+    segments: List[Segment] = []
+    start = first
+    for i in range(first, len(messages)):
+        if messages[i]["role"] != "assistant":
+            continue
+        if i > start:
+            segments.append(Segment(renderer.continuation(messages[:start], messages[start:i],
+                                                          field), False))
+        content = messages[i]["content"]
+        if not content.strip():
+            raise RowError(field, f"message {i} (assistant) is empty")
+        segments.append(Segment(renderer.reply(messages[:i], content), True))
+        start = i + 1
+    return prompt, segments
+
+
+def sft_turns(row: Mapping, keys: RowKeys, renderer: Renderer) -> Tuple[str, List[Segment]]:
+    """(prompt text, segments) of a ``messages`` SFT row: every assistant turn trained
+    (:func:`conversation_turns`)."""
+    messages = check_messages(row.get(keys.messages), keys.messages)
+    return conversation_turns(messages, keys.messages, renderer)
 
 
 Pair = Tuple[str, Piece, Piece]

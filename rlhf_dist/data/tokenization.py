@@ -18,6 +18,13 @@ Rules, for every example kind:
   (:class:`~.errors.RowError`) — never silently dropped.
 * ``labels`` are aligned with ``input_ids`` (the loss shifts): ``-100`` on prompt positions,
   the token id on response positions (eos included).
+* A multi-turn conversation (:func:`turns_example`) is the prompt, then its segments in order:
+  each assistant turn is a response (labelled, ending in eos) and the turns between two
+  assistant turns are context (``-100``), so every assistant turn is trained.  An assistant
+  turn whose text already holds eos (a chat template's end-of-turn token that is the
+  tokenizer's eos) ends at that eos: the rest of its text opens the next context segment, as a
+  rollout that stops at eos continues.  The whole is cut on the right at ``max_length``.
+  Segments are tokenised one by one, as a multi-turn rollout tokenises its observations.
 """
 from __future__ import annotations
 
@@ -91,6 +98,39 @@ def preference_example(prompt: Sequence[int], chosen: Sequence[int], rejected: S
             "rejected_labels": r_labels, "prompt_len": len(prompt)}
 
 
+def _through_eos(ids: List[int], eos_id: int) -> Tuple[List[int], List[int]]:
+    """(an assistant turn's ids through its first eos, or with eos appended; the rest)."""
+    if eos_id in ids:
+        cut = ids.index(eos_id) + 1
+        return ids[:cut], ids[cut:]
+    return ids + [eos_id], []
+
+
+def turns_example(prompt: Sequence[int], segments: Sequence[Tuple[Sequence[int], bool]],
+                  eos_id: int, max_length: int, field: str = "messages",
+                  train_on_prompt: bool = False) -> Example:
+    """``{input_ids, labels, prompt_len}`` of ``prompt`` followed by ``(ids, trained)``
+    segments: trained ones (assistant turns) labelled and ending in eos, the others
+    ``-100``; cut at ``max_length`` (see module)."""
+    input_ids, labels, carry = list(prompt), [IGNORE_INDEX] * len(prompt), []
+    for ids, trained in segments:
+        ids = carry + list(ids)
+        carry = []
+        if trained:
+            ids, carry = _through_eos(ids, eos_id)
+            if ids == [eos_id]:
+                raise RowError(field, "an assistant turn has no tokens")
+        input_ids += ids
+        labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise RowError(field, f"fully truncated: the prompt and context take {len(prompt)}+ "
+                              f"tokens of max_length={max_length}, no assistant token fits")
+    if train_on_prompt:
+        labels = list(input_ids)
+    return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt)}
+
+
 def lm_example(ids: Sequence[int], eos_id: int, max_length: int, field: str = "text") -> Example:
     """Plain language modelling: ``ids + [eos]`` cut at ``max_length``, every token a label."""
     return sft_example([], ids, eos_id, max_length, field)
@@ -119,6 +159,14 @@ class Encoder:
             train_on_prompt: bool = False) -> Example:
         return sft_example(self.prompt(prompt), self.response(response), self.eos_id,
                            self.max_length, field, train_on_prompt)
+
+    def turns(self, prompt: str, segments: Sequence[Tuple[str, bool]],
+              field: str = "messages", train_on_prompt: bool = False) -> Example:
+        """A conversation's ``(text, trained)`` segments after ``prompt``
+        (:func:`turns_example`)."""
+        return turns_example(self.prompt(prompt), [(self.response(text), trained)
+                                                   for text, trained in segments],
+                             self.eos_id, self.max_length, field, train_on_prompt)
 
     def preference(self, prompt: str, chosen: str, rejected: str,
                    fields: Tuple[str, str] = ("chosen", "rejected")) -> Example:
