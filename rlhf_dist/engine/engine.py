@@ -16,6 +16,10 @@ from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
 from rlhf_dist.engine.offload import (TensorHomes, deepspeed_include, empty_device_cache,
                                       left_on_device)
 from rlhf_dist.engine.schedule import lr_multiplier
+from rlhf_dist.models.lora import (adapter_disabled, base_state, is_lora, merged_parameters,
+                                   merged_shapes)
+from rlhf_dist.models.save import save_model, save_tensors
+from rlhf_dist.utils.checksum import state_checksum
 
 ENGINE_TAG = "engine"
 
@@ -47,8 +51,6 @@ class ModelEngine:
 
     def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None,
                  skip_nonfinite: bool = False):
-        from rlhf_dist.models.lora import is_lora
-
         self.ds = ds_engine
         self.lora = is_lora(ds_engine.module)  # a peft model: adapters trained, base frozen
         self.ds_config = ds_config
@@ -232,9 +234,6 @@ class ModelEngine:
         the full state dict -- with ``base``, of a LoRA engine's frozen base under its HF
         names, what a frozen copy of the base gives -- on every rank.  Equal values before
         and after a job show that a frozen model stayed frozen."""
-        from rlhf_dist.models.lora import base_state
-        from rlhf_dist.utils.checksum import state_checksum
-
         state = self.full_state_dict()
         if state is not None:
             state = state_checksum(base_state(state) if base else state)
@@ -280,8 +279,6 @@ class ModelEngine:
         (the weight sync streams these to the rollout engines).  A LoRA engine's are those of
         the merged model (``models.lora.merged_parameters``)."""
         if self.lora:
-            from rlhf_dist.models.lora import merged_parameters
-
             yield from merged_parameters(self.module, self._gathered)
             return
         for name, param in self.module.named_parameters():
@@ -291,8 +288,6 @@ class ModelEngine:
     def parameter_shapes(self) -> List[Tuple[str, List[int]]]:
         """``(name, full shape)`` of every parameter, in :meth:`full_parameters`' order."""
         if self.lora:
-            from rlhf_dist.models.lora import merged_shapes
-
             return merged_shapes(self.module)
         return [(name, list(getattr(p, "ds_shape", p.shape)))
                 for name, p in self.module.named_parameters()]
@@ -309,8 +304,6 @@ class ModelEngine:
         engine writes its adapter (peft format) to ``out_dir/adapter`` and, with
         ``merge_lora``, the merged model -- loadable with plain transformers -- to
         ``out_dir``."""
-        from rlhf_dist.models.save import save_model, save_tensors
-
         state = self.full_state_dict()
         merged = None
         if self.lora and merge_lora:  # collective under ZeRO-3, like full_state_dict()
@@ -340,7 +333,5 @@ class BaseModel:
         self.module = engine.module
 
     def __call__(self, *args, **kwargs):
-        from rlhf_dist.models.lora import adapter_disabled
-
         with adapter_disabled(self.module):
             return self.engine(*args, **kwargs)

@@ -10,9 +10,10 @@ adapter disabled the model *is* its base, bit for bit -- that is the PPO/DPO ref
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
-from rlhf_dist.models._common import ModelError
+from rlhf_dist.models._common import ModelError, is_scalar_head_config
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,8 +59,6 @@ def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "mode
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    from rlhf_dist.models.scalar_head import is_scalar_head_config  # imports torch
-
     targets = lora.target_modules or [n for n in linear_module_names(model)
                                       if n not in OUTPUT_HEADS]
     _check_names(model, targets, f"{field_prefix}.lora.target_modules")
@@ -78,8 +77,6 @@ def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "mode
 def _quiet_peft_deprecations():
     """peft reads ``model.is_gradient_checkpointing``, which transformers >= 5.20 deprecates
     with a FutureWarning in every process that builds a LoRA model (each Ray worker)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
                                 category=FutureWarning)

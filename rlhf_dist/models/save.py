@@ -1,6 +1,7 @@
 """Save a model and its tokenizer in HF format (safetensors), loadable by ``from_pretrained``."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
@@ -37,8 +38,6 @@ def save_tensors(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokeni
 
     For a LoRA merge on a quantised (QLoRA) base, whose ``save_pretrained`` would write the
     quantised weights instead of the ones given."""
-    import copy
-
     from safetensors.torch import save_file
 
     out = Path(out_dir)

@@ -22,7 +22,7 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from rlhf_dist.models._common import (ModelError, hf_load_kwargs, require_existing_path,
-                                      resolve_source)
+                                      require_model_dir, resolve_source)
 from rlhf_dist.models.causal_lm import prepare_model, tiny_config_for
 from rlhf_dist.models.scalar_head import (RECORD_KEY, check_role, head_init_std,
                                           is_scalar_head_config, is_sequence_classifier,
@@ -141,8 +141,6 @@ def check_reward_source(model_cfg: "ModelConfig",
     a reward head (ours or a one-label sequence classifier), read from its ``config.json``;
     errors name ``field``."""
     from transformers import AutoConfig
-
-    from rlhf_dist.models._common import require_model_dir
 
     require_model_dir(model_cfg.name_or_path, field)
     if model_cfg.name_or_path is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from rlhf_dist.models._common import ModelError, require_existing_path, resolve_source
+from rlhf_dist.toy import toy_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -50,8 +51,6 @@ def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
     source, field = tokenizer_source(model_cfg, field_prefix)
     require_existing_path(source, field)
     if source is None:
-        from rlhf_dist.toy import toy_tokenizer
-
         tokenizer = toy_tokenizer()
     else:
         from transformers import AutoTokenizer

@@ -26,6 +26,9 @@ from typing import Dict, Tuple
 import torch
 
 from rlhf_dist.algo import masked_mean, masked_sequence_logps, scored_columns, token_logps
+from rlhf_dist.data import shared_prompt_attention_mask
+from rlhf_dist.data.collate import PROMPT_SEGMENT
+from rlhf_dist.models import causal_lm_logits, label_logits, model_dtype
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 
@@ -54,8 +57,6 @@ class PaddedPairs:
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        from rlhf_dist.models import label_logits
-
         logits, targets, _ = label_logits(model, batch["input_ids"], batch["attention_mask"],
                                           None, batch["labels"])
         logps, mask = token_logps(logits, targets)
@@ -82,8 +83,6 @@ class PackedPairs:
     scored positions."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        from rlhf_dist.models import label_logits
-
         logits, targets, kept = label_logits(model, batch["input_ids"], None,
                                              batch["position_ids"], batch["labels"])
         logps, mask = token_logps(logits, targets)  # (1, K): the K scored tokens
@@ -113,9 +112,6 @@ class SharedPromptPairs:
     rejected ones (``config`` refuses it with flash-attention-2)."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        from rlhf_dist.data import shared_prompt_attention_mask
-        from rlhf_dist.models import causal_lm_logits, model_dtype
-
         _check_no_sliding_window(model, batch["input_ids"].shape[1])
         mask = shared_prompt_attention_mask(batch["segment_ids"], model_dtype(model))
         chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
@@ -137,8 +133,6 @@ class SharedPromptPairs:
     def num_tokens(self, batch) -> int:
         """Tokens of the pairs as texts (the prompt counted twice), as the padded layout
         and other trainers count them: throughput compares like with like."""
-        from rlhf_dist.data.collate import PROMPT_SEGMENT
-
         return int(batch["attention_mask"].sum() + (batch["segment_ids"] == PROMPT_SEGMENT).sum())
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from urllib.parse import urlsplit
 
 import torch
 
@@ -101,9 +103,6 @@ class RemoteReward:
         return answer.json()
 
     def _connect(self) -> Dict[str, Any]:
-        import socket
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.endpoint)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:

@@ -14,6 +14,7 @@ is a :class:`~rlhf_dist.config.ConfigError` naming the extra.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -25,8 +26,6 @@ MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 
 def _require(module: str, extra: str) -> None:
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"logging.backend={extra}: the {module} package is not installed; "
                           f'pip install -e ".[{extra}]"')
