@@ -1,7 +1,11 @@
 """One typed config for every job: YAML merged with ``key.sub=value`` overrides.
 
 Each section is a dataclass that validates itself in ``__post_init__``; cross-section rules
-and derived sizes live in ``Config.__post_init__`` / ``Config.resolve``.  Parsing, type
+live in :meth:`Config.check`, which reads and never assigns.  Derived values are computed in
+three explicit places only: :meth:`Config._derive` at load (``dpo.layout: auto``,
+``resources.rollout.max_model_len: null``), :meth:`Config.resolve` (the batch accumulation
+for a number of ranks) and the size records of :mod:`rlhf_dist.config.sizes` (PPO, DPO on
+Ray), which ``load_config(..., job=...)`` computes at load.  Parsing, type
 coercion and unknown-key detection come from OmegaConf structured configs; every failure is
 re-raised as :class:`ConfigError` naming the field, the bad value and (for unknown keys) the
 closest valid key.
@@ -9,7 +13,6 @@ closest valid key.
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from rlhf_dist.algo.advantages import MIN_GROUP_SIZE
+from rlhf_dist.config import sizes as _sizes
 from rlhf_dist.config.checks import ConfigError, _positive, _require
 from rlhf_dist.config.sections import (LOGGING_BACKENDS, CheckpointConfig, DataConfig,
                                        DeepSpeedSection, DPOConfig, LoggingConfig,
@@ -25,6 +28,9 @@ from rlhf_dist.config.sections import (LOGGING_BACKENDS, CheckpointConfig, DataC
                                        PPOConfig, ResourcesConfig, RMConfig, RoleResources,
                                        RolloutConfig, RolloutResources, SFTConfig,
                                        TinyModelConfig, ToyDataConfig, TrainConfig)
+from rlhf_dist.config.sizes import (PPOSizes, RayDPOSizes, launcher_world_size, ppo_roles,
+                                    ppo_sizes, ray_dpo_sizes, resolve_job)
+from rlhf_dist.config.usage import job_of
 
 __all__ = ["LOGGING_BACKENDS", "CheckpointConfig", "Config", "ConfigError", "DPOConfig",
            "DataConfig",
@@ -33,6 +39,7 @@ __all__ = ["LOGGING_BACKENDS", "CheckpointConfig", "Config", "ConfigError", "DPO
            "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",
            "SFTConfig", "TinyModelConfig",
            "ToyDataConfig", "TrainConfig", "launcher_world_size", "load_config", "ppo_roles",
+           "PPOSizes", "RayDPOSizes", "ppo_sizes", "ray_dpo_sizes", "resolve_job",
            "resolve_ppo_sizes", "save_config", "to_dict", "to_yaml"]
 
 
@@ -63,6 +70,23 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self):
+        self._derive()
+        self.check()
+
+    def _derive(self) -> None:
+        """The resolve step at load: the two keys whose value means "derived" get it --
+        ``dpo.layout: auto`` (:attr:`auto_dpo_layout`) and ``resources.rollout.max_model_len:
+        null`` (data.max_prompt_length + rollout.max_new_tokens).  Nothing else is assigned,
+        so a loaded config derives to itself (saved and loaded again, it is equal)."""
+        if self.dpo.layout == "auto":
+            self.dpo.layout = self.auto_dpo_layout
+        if self.resources.rollout.max_model_len is None:
+            self.resources.rollout.max_model_len = (self.data.max_prompt_length +
+                                                    self.rollout.max_new_tokens)
+
+    def check(self) -> None:
+        """The rules across sections; each error names the key.  Reads, never assigns: run
+        it again on a loaded config and nothing changes."""
         self._check_lora()  # first: "frozen, no adapter" before a section's own lora rules
         for role in ("model", "ref_model", "reward_model", "critic_model"):
             getattr(self, role).check(role)
@@ -70,9 +94,11 @@ class Config:
         _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
                  f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
                  f"{self.deepspeed.zero_stage}")
-        flash = [role for role in ("model", "ref_model")
-                 if getattr(self, role).attn_implementation == "flash_attention_2"]
-        self._resolve_dpo_layout(flash)
+        flash = self._flash_roles()
+        _require(self.dpo.layout == "auto" or
+                 self.train.padding_free == (self.dpo.layout == "packed"), "dpo.layout",
+                 f"{self.dpo.layout} with train.padding_free={self.train.padding_free}: "
+                 "padding-free pairs are dpo.layout=packed (leave dpo.layout=auto)")
         _require(self.dpo.layout != "shared_prompt" or not flash, "dpo.layout",
                  f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
                  ".attn_implementation=flash_attention_2 does not take: use sdpa, "
@@ -132,15 +158,27 @@ class Config:
         reference creates none either: ``trainers.dpo_ray``.)"""
         return not (self.shared_reference or self.resources.reference_in_actor)
 
-    def _resolve_dpo_layout(self, flash) -> None:
-        """``dpo.layout=auto`` -> packed with ``train.padding_free``, else padded under
-        flash-attention-2, else shared_prompt; padding-free batches are the packed layout's."""
-        if self.dpo.layout == "auto":
-            self.dpo.layout = ("packed" if self.train.padding_free else
-                               "padded" if flash else "shared_prompt")
-        _require(self.train.padding_free == (self.dpo.layout == "packed"), "dpo.layout",
-                 f"{self.dpo.layout} with train.padding_free={self.train.padding_free}: "
-                 "padding-free pairs are dpo.layout=packed (leave dpo.layout=auto)")
+    def _flash_roles(self) -> List[str]:
+        return [role for role in ("model", "ref_model")
+                if getattr(self, role).attn_implementation == "flash_attention_2"]
+
+    @property
+    def auto_dpo_layout(self) -> str:
+        """What ``dpo.layout=auto`` means: packed with ``train.padding_free`` (padding-free
+        batches are the packed layout's), else padded under flash-attention-2 (no 4D mask),
+        else shared_prompt."""
+        return ("packed" if self.train.padding_free else
+                "padded" if self._flash_roles() else "shared_prompt")
+
+    @property
+    def ppo_sizes(self) -> PPOSizes:
+        """The PPO iteration's sizes, checked (:func:`rlhf_dist.config.sizes.ppo_sizes`)."""
+        return _sizes.ppo_sizes(self)
+
+    @property
+    def ray_dpo_sizes(self) -> RayDPOSizes:
+        """DPO on Ray's sizes, checked (:func:`rlhf_dist.config.sizes.ray_dpo_sizes`)."""
+        return _sizes.ray_dpo_sizes(self)
 
     def _check_lora(self) -> None:
         """Adapters only on trained models, and only with what can train them."""
@@ -182,12 +220,12 @@ class Config:
 
     def _check_vllm(self) -> None:
         """The vLLM engines' section: ``max_model_len`` defaults to prompt + response and must
-        hold them; colocation needs the vLLM backend and one engine per actor device."""
+        hold them (filled in by :meth:`_derive`); colocation needs the vLLM backend and one
+        engine per actor device."""
         engines, needed = self.resources.rollout, self.data.max_prompt_length + \
             self.rollout.max_new_tokens
-        if engines.max_model_len is None:
-            engines.max_model_len = needed
-        _require(self.rollout.backend != "vllm" or engines.max_model_len >= needed,
+        _require(self.rollout.backend != "vllm" or engines.max_model_len is None or
+                 engines.max_model_len >= needed,
                  "resources.rollout.max_model_len",
                  f"{engines.max_model_len} is below data.max_prompt_length="
                  f"{self.data.max_prompt_length} + rollout.max_new_tokens="
@@ -204,64 +242,17 @@ class Config:
                  f"got {res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
 
     def resolve(self, dp_size: int) -> "Config":
-        """Compute derived sizes once, for ``dp_size`` data-parallel ranks of the trained model."""
+        """The resolve step of a job with one trained model over ``dp_size`` data-parallel
+        ranks: ``train.gradient_accumulation_steps`` (null = derived) filled in and checked
+        (:meth:`TrainConfig.resolve_accumulation`).  Idempotent for one ``dp_size``;
+        ``load_config(..., job=...)`` runs it for the job's ranks."""
         _positive("data-parallel ranks", dp_size)
         self.train.resolve_accumulation(dp_size)
         return self
 
 
-def ppo_roles(cfg: Config) -> List[str]:
-    """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
-    group when only a reward function scores, no reference group when the actor answers
-    for it (:attr:`Config.reference_group`)."""
-    return (["actor"] + (["reference"] if cfg.reference_group else []) +
-            (["reward"] if cfg.ppo.use_reward_model else []) +
-            (["critic"] if cfg.ppo.needs_critic else []))
-
-
-def resolve_ppo_sizes(cfg: Config) -> None:
-    """PPO sizes: each group forwards its equal share of an iteration's experience in
-    micro-batches (ZeRO-3 forwards are collective, so every rank needs the same count), and
-    each minibatch is one optimiser step of the actor and the critic."""
-    n_experience = cfg.rollout.rollout_batch_size * cfg.rollout.n_samples_per_prompt
-    mb, micro = cfg.ppo.mini_batch_size, cfg.train.micro_batch_size
-    _require(n_experience % mb == 0, "ppo.mini_batch_size",
-             f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
-             f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
-             f" = {n_experience}")
-    _require(cfg.ppo.overlong_buffer <= cfg.rollout.max_new_tokens, "ppo.overlong_buffer",
-             f"{cfg.ppo.overlong_buffer} is longer than rollout.max_new_tokens="
-             f"{cfg.rollout.max_new_tokens}")
-    res = cfg.resources
-    # each actor rank samples n_samples_per_prompt responses for an equal share of the prompts
-    # (unequal shares would desynchronise ZeRO-3's collective forwards)
-    _require(cfg.rollout.rollout_batch_size % res.actor.world_size == 0,
-             "rollout.rollout_batch_size", f"{cfg.rollout.rollout_batch_size} prompts do not "
-             f"split evenly over resources.actor ranks={res.actor.world_size}")
-    for role in ppo_roles(cfg):
-        world = getattr(res, role).world_size
-        _require(n_experience % (world * micro) == 0, f"resources.{role}",
-                 f"{world} ranks × train.micro_batch_size={micro} do not divide the "
-                 f"{n_experience} sequences of an iteration (rollout.rollout_batch_size × "
-                 f"rollout.n_samples_per_prompt)")
-        if role in ("actor", "critic"):
-            _require(mb % (world * micro) == 0, "ppo.mini_batch_size",
-                     f"{mb} is not divisible by resources.{role} ranks={world} × "
-                     f"train.micro_batch_size={micro}")
-    for first, second, flag in (("actor", "reference", "colocate_actor_ref"),
-                                ("critic", "reward", "colocate_critic_reward")):
-        if getattr(res, flag):
-            _require(getattr(res, first) == getattr(res, second), f"resources.{flag}",
-                     f"colocated roles need the same resources: resources.{first}="
-                     f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}")
-    need = MIN_GROUP_SIZE.get(cfg.ppo.advantage_estimator, 1)
-    _require(cfg.rollout.n_samples_per_prompt >= need, "rollout.n_samples_per_prompt",
-             f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
-             f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= {need}")
-    if cfg.ppo.dynamic_sampling:
-        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
-                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.dynamic_sampling keeps prompts "
-                 "whose responses' rewards differ and needs >= 2")
+# the old name of ppo_sizes (it never assigned anything); new code reads cfg.ppo_sizes
+resolve_ppo_sizes = ppo_sizes
 
 
 # --------------------------------------------------------------------------- loading
@@ -337,9 +328,11 @@ def _override_list(overrides: Sequence[str]) -> List[str]:
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
-                defaults: Sequence[str] = ()) -> Config:
+                defaults: Sequence[str] = (), job: Optional[str] = None) -> Config:
     """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`;
-    ``defaults`` (``key=value``, a tool's own defaults) sit under the YAML."""
+    ``defaults`` (``key=value``, a tool's own defaults) sit under the YAML.  With ``job``
+    (an ``rlhf-dist`` command: ``dpo`` with ``dpo.mode=ray`` is DPO on Ray) the job's
+    sizes are checked and derived too (:func:`~rlhf_dist.config.sizes.resolve_job`)."""
     schema = OmegaConf.structured(Config)
     layers = [schema]
     if defaults:
@@ -358,6 +351,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
         cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else None
         raise (cause or _translate(err, layers[1:])) from None
     assert isinstance(cfg, Config)
+    if job is not None:
+        resolve_job(cfg, job_of(job, cfg))
     return cfg
 
 
@@ -373,11 +368,6 @@ def save_config(cfg: Config, output_dir: Optional[str] = None) -> Path:
     target = out / "config.yaml"
     target.write_text(to_yaml(cfg))
     return target
-
-
-def launcher_world_size() -> int:
-    """Data-parallel ranks of a launcher (deepspeed / torchrun) job; 1 without a launcher."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:

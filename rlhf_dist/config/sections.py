@@ -237,8 +237,10 @@ class TrainConfig:
         _require(len(self.adam_betas) == 2, "train.adam_betas",
                  f"needs two numbers, got {list(self.adam_betas)}")
 
-    def resolve_accumulation(self, dp_size: int) -> int:
-        """Check ``train = micro × accum × dp`` and return the accumulation steps."""
+    def accumulation_steps(self, dp_size: int) -> int:
+        """The micro-batches per optimiser step on each of ``dp_size`` data-parallel ranks,
+        checked: ``train = micro × accum × dp`` (and equal to ``gradient_accumulation_steps``
+        when that is set).  Assigns nothing."""
         per_step = self.micro_batch_size * dp_size
         _require(self.train_batch_size % per_step == 0, "train.train_batch_size",
                  f"{self.train_batch_size} is not divisible by train.micro_batch_size="
@@ -250,8 +252,14 @@ class TrainConfig:
                      f"{self.gradient_accumulation_steps} conflicts with train.train_batch_size="
                      f"{self.train_batch_size} / (train.micro_batch_size={self.micro_batch_size}"
                      f" × ranks={dp_size}) = {accum}")
-        self.gradient_accumulation_steps = accum
         return accum
+
+    def resolve_accumulation(self, dp_size: int) -> int:
+        """The resolve step of this section for ``dp_size`` ranks: ``gradient_accumulation_steps``
+        (null = derived) set to :meth:`accumulation_steps`, which is returned.  Idempotent for
+        one ``dp_size``."""
+        self.gradient_accumulation_steps = self.accumulation_steps(dp_size)
+        return self.gradient_accumulation_steps
 
 
 @dataclass
