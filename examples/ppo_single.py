@@ -194,11 +194,14 @@ class PPOLoop:
     def _values(self, batch) -> torch.Tensor:
         return self.m.critic(batch["sequences"], batch["attention_mask"])[:, :-1]
 
+    # horizon: the constant of loss_agg=seq_mean_token_sum_norm (Dr. GRPO), as the workers pass
     def _policy_loss(self, micro):
-        return policy_objective(self.m.actor, micro, self.temperature, self.cfg.ppo)
+        return policy_objective(self.m.actor, micro, self.temperature, self.cfg.ppo,
+                                horizon=self.cfg.rollout.max_new_tokens)
 
     def _value_loss(self, micro):
-        return value_objective(self._values(micro), micro, self.cfg.ppo)
+        return value_objective(self._values(micro), micro, self.cfg.ppo,
+                               horizon=self.cfg.rollout.max_new_tokens)
 
 
 @contextmanager
