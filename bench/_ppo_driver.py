@@ -46,9 +46,15 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             with meter.phase("generate"):
                 return super().generate()
 
-        def sync_engines(self):
-            with meter.phase("sync"):
-                return super().sync_engines()
+        def start(self):
+            super().start()
+            sync = self.rollout.sync_weights
+
+            def metered_sync(version):
+                with meter.phase("sync"):
+                    return sync(version)
+
+            self.rollout.sync_weights = metered_sync
 
         def score(self, experience):
             self.experience = experience
@@ -126,9 +132,12 @@ def start_local_ray(cfg) -> None:
     import ray
 
     from rlhf_dist.config import ppo_roles
+    from rlhf_dist.models import load_tokenizer
+    from rlhf_dist.rollout import make_rollout
     from rlhf_dist.workers.cluster import cpus_needed, local_ray_options
 
-    ray.init(**local_ray_options(cpus_needed(cfg, ppo_roles(cfg))))
+    rollout = make_rollout(cfg, load_tokenizer(cfg.model))
+    ray.init(**local_ray_options(cpus_needed(cfg, ppo_roles(cfg), rollout)))
 
 
 class _Done:
@@ -207,12 +216,16 @@ def use_local_roles() -> None:
     from rlhf_dist.workers.role_workers import (ActorWorker, CriticWorker, ReferenceWorker,
                                                 RewardWorker)
 
-    def create_roles(cfg, with_reward: bool, with_critic: bool, engine_model=None):
-        if engine_model is not None:
-            raise ValueError("the in-process driver has no vLLM engines: rollout.backend=hf")
+    def create_roles(cfg, with_reward: bool, with_critic: bool, rollout=None):
+        if rollout is not None and rollout.bundles():
+            raise ValueError("the in-process driver has no processes for the rollout "
+                             "backend: rollout.backend=hf")
         init_distributed()
+        actor = LocalGroup("actor", ActorWorker(cfg))
+        if rollout is not None:
+            rollout.start(actor, None)
         return cluster.RoleGroups(
-            actor=LocalGroup("actor", ActorWorker(cfg)),
+            rollout=rollout, actor=actor,
             reference=LocalGroup("reference", ReferenceWorker(cfg)),
             reward=LocalGroup("reward", RewardWorker(cfg)) if with_reward else None,
             critic=LocalGroup("critic", CriticWorker(cfg)) if with_critic else None)

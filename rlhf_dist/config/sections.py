@@ -6,11 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlhf_dist.config.checks import _choice, _positive, _require
+from rlhf_dist.config.checks import ConfigError, _choice, _positive, _require
 from rlhf_dist.config.jobs import DPOConfig, RMConfig, SFTConfig  # noqa: F401  (re-exported)
 from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-exported)
 from rlhf_dist.config.run import (LOGGING_BACKENDS, CheckpointConfig,  # noqa: F401  (re-exported)
                                   LoggingConfig)
+from rlhf_dist.config.registries import ROLLOUT_BACKENDS
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
 __all__ = ["CheckpointConfig", "DPOConfig", "DataConfig", "DeepSpeedSection", "LoggingConfig",
@@ -327,7 +328,7 @@ class RolloutConfig:
     logprobs_from_generate: bool = False
 
     def __post_init__(self):
-        _choice("rollout.backend", self.backend, ["hf", "vllm"])
+        ROLLOUT_BACKENDS.check(self.backend, ConfigError)  # names, or package.module:Class
         _positive("rollout.tis_cap", self.tis_cap)
         _require(not self.logprobs_from_generate or self.backend == "hf",
                  "rollout.logprobs_from_generate", "needs rollout.backend=hf (with vLLM the "

@@ -1,5 +1,9 @@
-"""Rollout side of PPO: generation, scoring, advantages and the replay buffer.
+"""Rollout side of PPO: the rollout interface and backends, generation, reward shaping,
+advantages and the replay buffer.
 
+* :class:`Rollout` -- the interface every rollout backend implements (the contract:
+  :mod:`rlhf_dist.rollout.interface`), selected by ``rollout.backend`` from
+  :data:`rlhf_dist.config.registries.ROLLOUT_BACKENDS`; :func:`register_rollout` adds one.
 * :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
   decoding helpers, :func:`concat_rollouts` for per-rank results.  (The learners' forward,
   ``action_logprobs``, lives with the model code: :mod:`rlhf_dist.models.action_logprobs`.)
@@ -19,7 +23,8 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
-    from rlhf_dist.rollout.backends import BACKENDS, check_backend, make_sampler
+    from rlhf_dist.rollout.backends import check_backend, make_sampler
+    from rlhf_dist.rollout.interface import Rollout, make_rollout, register_rollout
     from rlhf_dist.rollout.generate import (RolloutEngine, concat_rollouts, decode_prompts,
                                             decode_responses, response_mask,
                                             response_token_ids, stop_ids, truncated_rows)
@@ -42,7 +47,9 @@ _EXPORTS: Dict[str, str] = {
     "compute_advantages": "advantages",
     "ReplayBuffer": "replay",
     "epoch_permutation": "replay",
-    "BACKENDS": "backends",
+    "Rollout": "interface",
+    "make_rollout": "interface",
+    "register_rollout": "interface",
     "check_backend": "backends",
     "make_sampler": "backends",
 }

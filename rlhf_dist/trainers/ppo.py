@@ -15,6 +15,7 @@ import torch
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
 from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout.interface import make_rollout
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.ray_job import RayJob
 from rlhf_dist.utils import Timer, mean_rows, seed_everything
@@ -22,15 +23,6 @@ from rlhf_dist.utils.seeding import SAMPLING, derive_seed
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
-
-
-def logprob_gap(experience: Batch) -> Metrics:
-    """``rollout/logprob_abs_diff_{mean,max}``: |actor − vLLM| log-prob of the sampled tokens
-    over response tokens -- near 0 when the weight sync and the arithmetic agree."""
-    mask = experience["action_mask"].bool()
-    gap = (experience["old_logprobs"] - experience["engine_logprobs"]).abs()[mask]
-    return {"rollout/logprob_abs_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
-            "rollout/logprob_abs_diff_max": float(gap.max()) if gap.numel() else 0.0}
 
 
 def check_experience(experience: Batch) -> None:
@@ -97,13 +89,9 @@ class PPOTrainer(RayJob):
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
-        self.start_ray(cpus_needed(cfg, ppo_roles(cfg)))
-        self.engine_model = None
-        if cfg.rollout.backend == "vllm":
-            from rlhf_dist.rollout.vllm_engine import preflight
-            from rlhf_dist.workers.worker_group import device_per_worker
-
-            self.engine_model = preflight(cfg, self.tokenizer, device_per_worker() == "GPU")
+        self.rollout = make_rollout(cfg, self.tokenizer)
+        self.start_ray(cpus_needed(cfg, ppo_roles(cfg), self.rollout))
+        self.rollout.check()
 
     def build(self) -> None:
         """The groups and the driver's own trained state (the KL controller), fresh."""
@@ -113,13 +101,10 @@ class PPOTrainer(RayJob):
         cfg = self.cfg
         self.shaper, self.timer, self.drawn = RewardShaper(cfg.ppo), Timer(), 0
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
-                                  with_critic=cfg.ppo.needs_critic,
-                                  engine_model=self.engine_model)
+                                  with_critic=cfg.ppo.needs_critic, rollout=self.rollout)
         steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
                                                // cfg.ppo.mini_batch_size)
         total = cfg.ppo.iterations * steps_per_iter
-        if cfg.resources.colocate_rollout:
-            self.roles.rollout.sleep()  # created awake: the device is the roles' until a sync
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
         if self.roles.reference:
@@ -136,8 +121,7 @@ class PPOTrainer(RayJob):
             self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total)
-        if self.roles.rollout:
-            self.roles.rollout.connect(self.roles.actor)
+        self.rollout.connect()
         if cfg.ppo.reward_workers:
             from rlhf_dist.workers.reward_pool import RewardPool
 
@@ -150,7 +134,7 @@ class PPOTrainer(RayJob):
         return self.iterate()
 
     def iterate(self) -> Metrics:
-        sync = self.sync_engines()
+        sync = self.rollout.sync_weights(self.step)
         with self.timer("generate"):
             experience, rollout_metrics = self.sample()
         with self.timer("score"):
@@ -187,24 +171,10 @@ class PPOTrainer(RayJob):
         return batch, seed
 
     def generate(self) -> Tuple[Batch, Metrics]:
-        """The experience of the next prompt batch with the behaviour log-probs
-        ``old_logprobs``: sampled on the actor's ranks (HF), or by the vLLM engines, the actor
-        then recomputing the log-probs (exact) next to vLLM's own
-        (``rollout/logprob_abs_diff_*``)."""
+        """The experience of the next prompt batch, with the behaviour log-probs
+        ``old_logprobs``, from the rollout backend (:mod:`rlhf_dist.rollout.interface`)."""
         prompts, seed = self.prompt_batch()
-        pad = self.tokenizer.pad_token_id
-        engines = self.roles.rollout
-        if engines is None:
-            return self.roles.actor.generate(prompts, seed, pad), {}
-        experience = engines.generate(prompts, seed, pad)
-        if self.cfg.resources.colocate_rollout:
-            engines.sleep()  # the device is the actor's until the next sync
-        experience = experience.with_(
-            old_logprobs=self.roles.actor.logprobs(experience).result())
-        metrics = logprob_gap(experience)
-        if not self.cfg.rollout.use_engine_logprobs:  # only the TIS weights need them later
-            experience = experience.drop(["engine_logprobs"])
-        return experience, metrics
+        return self.rollout.generate(prompts, seed, self.rows)
 
     def sample(self) -> Tuple[Batch, Metrics]:
         """One prompt batch's experience, or with ``ppo.dynamic_sampling`` as many as it
@@ -220,8 +190,8 @@ class PPOTrainer(RayJob):
             return self.generate()
         rounds, rows, informative, metrics = [], [], [], {}
         while len(rounds) <= ppo.dynamic_sampling_extra_rounds:
-            if rounds and self.cfg.resources.colocate_rollout:
-                self.sync_engines()  # generate() put the colocated engines to sleep
+            if rounds:  # the weights are the same; a backend that slept wakes up
+                self.rollout.sync_weights(self.step)
             experience, round_metrics = self.generate()
             metrics = metrics or round_metrics
             rounds.append(experience.with_(scores=self.sequence_rewards(experience)))
@@ -236,16 +206,6 @@ class PPOTrainer(RayJob):
             **metrics, "dynamic/rounds": float(len(rounds)),
             "dynamic/informative_frac": float(sum(m.sum() for m in informative)) / generated,
             "dynamic/filled_uninformative": float(filled)}
-
-    def sync_engines(self) -> Metrics:
-        """The actor's current weights into every vLLM engine, before each generation (so
-        after each update, and after a resume); ``perf/weight_sync_s``."""
-        engines = self.roles.rollout
-        if engines is None:
-            return {}
-        sync = engines.sync_colocated if self.cfg.resources.colocate_rollout else \
-            engines.sync_from
-        return {"perf/weight_sync_s": sync(self.roles.actor)}
 
     def score(self, experience: Batch):
         """Reference log-probs, RM scores and values, computed concurrently on their groups,

@@ -59,7 +59,7 @@ class Registry:
             return
         module, sep, attr = name.partition(":")
         if not (sep and module and attr):
-            raise error(f"{self.field}: unknown name {name!r}; choose one of {self.names()} "
+            raise error(f"{self.field}: got {name!r}, expected one of {self.names()} "
                         f"or {self.expected}")
 
     def get(self, name: str, error: Type[Exception] = ValueError) -> Any:

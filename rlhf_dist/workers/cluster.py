@@ -15,7 +15,6 @@ from rlhf_dist.workers.worker_group import place_bundles, role_bundles
 from rlhf_dist.workers.role_groups import (ActorGroup, ActorReference, CriticGroup,
                                            ReferenceGroup, RewardGroup)
 from rlhf_dist.workers.role_workers import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
-from rlhf_dist.workers.rollout_engines import COLOCATED_SHARE, RolloutEngines, engine_bundles
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class RoleGroups:
     reference: Optional[ReferenceGroup] = None
     reward: Optional[RewardGroup] = None
     critic: Optional[CriticGroup] = None
-    rollout: Optional[RolloutEngines] = None  # rollout.backend=vllm
+    rollout: Optional[Any] = None  # the rollout backend (rlhf_dist.rollout.interface.Rollout)
     placement_groups: List[PlacementGroup] = field(default_factory=list)
 
     def all(self):
@@ -115,20 +114,22 @@ class RoleGroups:
         return {f"placement/{g.role}_nodes": float(len(set(g.node_ids()))) for g in self.all()}
 
 
-def cpus_needed(cfg: Config, roles) -> float:
+def cpus_needed(cfg: Config, roles, rollout: Optional[Any] = None) -> float:
+    """CPUs the job's Ray instance needs: the ``roles``' workers, the reward-function pool
+    and the processes of the ``rollout`` backend (``Rollout.cpus``)."""
     res = cfg.resources
-    own_engines = cfg.rollout.backend == "vllm" and not res.colocate_rollout
-    engines = res.rollout.world_size * res.rollout.cpus_per_worker if own_engines else 0.0
-    return engines + cfg.ppo.reward_workers + sum(
+    return (rollout.cpus() if rollout else 0.0) + cfg.ppo.reward_workers + sum(
         getattr(res, r).world_size * getattr(res, r).cpus_per_worker for r in roles)
 
 
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
-                 engine_model: Optional[Any] = None,
+                 rollout: Optional[Any] = None,
                  with_reference: Optional[bool] = None) -> RoleGroups:
     """Placement groups per role (shared by colocated pairs), then the groups, built; with
-    ``engine_model`` (``rollout.vllm_engine.EngineModel``) also the vLLM rollout engines.
-    ``with_reference``: a reference group (default ``cfg.reference_group``)."""
+    ``rollout`` (a :class:`~rlhf_dist.rollout.interface.Rollout`) also the processes that
+    backend asks for (``bundles``; on the actor's bundles when it shares the actor's
+    devices, ``actor_share``).  ``with_reference``: a reference group (default
+    ``cfg.reference_group``)."""
     with_reference = cfg.reference_group if with_reference is None else with_reference
     res, timeout = cfg.resources, cfg.resources.timeout_s
     roles = RoleGroups()
@@ -142,7 +143,7 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
         actor_pg = placed("actor", role_bundles(res.actor))
         # shares of an actor bundle: halves with a colocated reference, less the engine's
         share_ar = 0.5 if res.colocate_actor_ref else 1.0
-        left = 1.0 - COLOCATED_SHARE if res.colocate_rollout else 1.0
+        left = 1.0 - (rollout.actor_share() if rollout else 0.0)
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
                                  share_ar * left)
         if with_reference:
@@ -164,10 +165,10 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
             roles.reward = RewardGroup("reward", RewardWorker,
                                        res.critic if colocate_cr else res.reward, reward_pg,
                                        (cfg,), timeout, share_cr)
-        if engine_model is not None:
-            engines_pg = actor_pg if res.colocate_rollout else placed("rollout",
-                                                                      engine_bundles(cfg))
-            roles.rollout = RolloutEngines(cfg, engine_model, engines_pg)
+        if rollout is not None:
+            bundles = rollout.bundles()
+            rollout.start(roles.actor, placed("rollout", bundles) if bundles else actor_pg)
+            roles.rollout = rollout
     except BaseException:
         roles.kill()
         raise

@@ -130,7 +130,7 @@ def test_vllm_engine_settings_come_from_the_typed_sections():
     import torch
 
     from rlhf_dist.config import RolloutResources
-    from rlhf_dist.rollout.backends import engine_settings
+    from rlhf_dist.rollout.vllm_sampler import engine_settings
 
     section = RolloutResources(gpu_memory_utilization=0.3, max_num_seqs=8)
     engines, dtype = engine_settings(section, "bfloat16", None, max_model_len=96)

@@ -71,9 +71,9 @@ def _sync_roles(out, *overrides):
 
     from rlhf_dist.config import load_config, resolve_ppo_sizes
     from rlhf_dist.models import load_tokenizer
-    from rlhf_dist.rollout.vllm_engine import preflight
     from rlhf_dist.trainers.ppo import learner_train_section
     from rlhf_dist.workers.cluster import cpus_needed, create_roles, start_ray, stop
+    from rlhf_dist.workers.vllm_rollout import VLLMRollout
 
     cfg = load_config(str(CONFIGS / "ppo.yaml"), [
         f"output_dir={out}", HEADS, "rollout.backend=vllm",
@@ -82,12 +82,13 @@ def _sync_roles(out, *overrides):
         *overrides])
     resolve_ppo_sizes(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    started = start_ray(None, cpus_needed(cfg, ["actor", "reference"]))
-    roles = create_roles(cfg, with_reward=False, with_critic=False,
-                         engine_model=preflight(cfg, tokenizer, on_gpu=False))
+    rollout = VLLMRollout(cfg, tokenizer)
+    started = start_ray(None, cpus_needed(cfg, ["actor", "reference"], rollout))
+    rollout.check()
+    roles = create_roles(cfg, with_reward=False, with_critic=False, rollout=rollout)
     try:
         roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10)
-        roles.rollout.connect(roles.actor)
+        rollout.connect()
         yield cfg, tokenizer, roles
     finally:
         stop(roles, started)
@@ -109,9 +110,9 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
 
     cfg, tokenizer, roles = sync_setup
     prompts, pad = _prompts(cfg, tokenizer), tokenizer.pad_token_id
-    roles.rollout.sync_from(roles.actor)
+    roles.rollout.engines.sync_from(roles.actor)
     hf = roles.actor.generate(prompts, 0, pad)
-    engine = roles.rollout.generate(prompts, 0, pad)
+    engine = roles.rollout.engines.generate(prompts, 0, pad)
     assert torch.equal(engine["sequences"], hf["sequences"])
     assert torch.equal(engine["action_mask"], hf["action_mask"])
     gap = (engine["engine_logprobs"] - hf["old_logprobs"]).abs().max()
@@ -125,10 +126,10 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
     changed = (moved["sequences"] != hf["sequences"]).any(-1)
     assert changed.any(), "three steps left every greedy response unchanged"
 
-    stale = roles.rollout.generate(prompts, 0, pad)
+    stale = roles.rollout.engines.generate(prompts, 0, pad)
     assert torch.equal(stale["sequences"], hf["sequences"])   # no sync: the old weights
-    seconds = roles.rollout.sync_from(roles.actor)
-    synced = roles.rollout.generate(prompts, 0, pad)
+    seconds = roles.rollout.engines.sync_from(roles.actor)
+    synced = roles.rollout.engines.generate(prompts, 0, pad)
     assert torch.equal(synced["sequences"], moved["sequences"])
     assert 0 < seconds < 30
 
@@ -140,9 +141,9 @@ def test_a_dead_engine_is_reported_with_its_index(sync_setup):
     from rlhf_dist.workers.errors import WorkerLost
 
     cfg, tokenizer, roles = sync_setup
-    ray.kill(roles.rollout.workers[0], no_restart=True)
+    ray.kill(roles.rollout.engines.workers[0], no_restart=True)
     with pytest.raises(WorkerLost, match=r"rollout engine rank 0 died: ActorDiedError"):
-        roles.rollout.generate(_prompts(cfg, tokenizer), 0, tokenizer.pad_token_id)
+        roles.rollout.engines.generate(_prompts(cfg, tokenizer), 0, tokenizer.pad_token_id)
 
 
 # --------------------------------------------------------------------------- PPO / GRPO

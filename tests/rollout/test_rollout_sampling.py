@@ -4,7 +4,7 @@ import pytest
 
 from rlhf_dist.data import Encoder, pad
 from rlhf_dist.rollout import decode_responses
-from rlhf_dist.rollout.backends import HFSampler
+from rlhf_dist.rollout.hf import HFSampler
 from rlhf_dist.rollout.sampling import sample_texts
 
 PROMPTS = ["Human: how do I bake bread?\nAssistant:", "Human: hi\nAssistant:",

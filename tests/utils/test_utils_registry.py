@@ -24,7 +24,7 @@ def test_builtin_spec_registered_object_and_user_spec_resolve():
 
 def test_unknown_name_and_bad_spec_name_the_field():
     registry = Registry("env.name", {"calc": "os.path:join"})
-    with pytest.raises(KeyError, match=r"env.name: unknown name 'calculator'; choose one of "
+    with pytest.raises(KeyError, match=r"env.name: got 'calculator', expected one of "
                                        r"\['calc'\] or package.module:Class"):
         registry.check("calculator", KeyError)
     with pytest.raises(ValueError, match="env.name 'os.path:nope': module 'os.path' has no "
