@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhf_dist.config import sizes as _sizes
 from rlhf_dist.config.checks import ConfigError, _positive, _require
+from rlhf_dist.config.env import EnvConfig
 from rlhf_dist.config.sections import (LOGGING_BACKENDS, CheckpointConfig, DataConfig,
                                        DeepSpeedSection, DPOConfig, LoggingConfig,
                                        LoraConfig, ModelConfig,
@@ -33,7 +34,7 @@ from rlhf_dist.config.sizes import (PPOSizes, RayDPOSizes, launcher_world_size, 
 from rlhf_dist.config.usage import job_of
 
 __all__ = ["LOGGING_BACKENDS", "CheckpointConfig", "Config", "ConfigError", "DPOConfig",
-           "DataConfig",
+           "DataConfig", "EnvConfig",
            "DeepSpeedSection", "LoggingConfig", "LoraConfig", "ModelConfig", "PPOConfig",
            "RMConfig",
            "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",
@@ -68,6 +69,7 @@ class Config:
     rm: RMConfig = field(default_factory=RMConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self):
         self._derive()
@@ -112,6 +114,7 @@ class Config:
         self._check_reference_in_actor()
         self._check_idle_offload()
         self._check_vllm()
+        self.env.check_lengths(self.data.max_prompt_length)
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")
