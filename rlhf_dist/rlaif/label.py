@@ -43,7 +43,7 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
 
     Batches of ``rollout.rollout_batch_size`` prompts go through
     :func:`rlhf_dist.rollout.sampling.sample_texts` (eval's sampling path too), sampled with
-    ``n_samples_per_prompt = k`` by ``backend`` (:data:`~rlhf_dist.rollout.backends.BACKENDS`):
+    ``n_samples_per_prompt = k`` by ``backend`` (:data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`):
     ``hf`` -- HF generate on the in-memory ``model``; ``vllm`` -- one vLLM engine over
     ``model_dir`` (``model`` may be None; one seed per sampled row, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
@@ -88,7 +88,7 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
 
     require_model_dir(os.path.expanduser(policy_path), "policy")
     section = ModelConfig(name_or_path=os.path.expanduser(policy_path), dtype=dtype)
-    model, tokenizer = _load_policy(section, device, backend_of(backend).needs_model)
+    model, tokenizer = _load_policy(section, device, backend_of(backend).sampler_needs_model)
     return generate_responses(model, tokenizer, prompts, k, rollout or RolloutConfig(), seed,
                               max_prompt_length, show_progress, backend,
                               section.name_or_path, engines, dtype)

@@ -21,8 +21,6 @@ class HFRollout(Rollout):
     """``rollout.backend=hf``: the actor group's ``generate`` (one call per rank; the
     ranks' parts joined by :func:`~rlhf_dist.rollout.generate.concat_rollouts`)."""
 
-    sampler_needs_model = True
-
     def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
                  ) -> Tuple[Batch, Metrics]:
         return self.actor.generate(prompts, seed, self.pad_token_id), {}
