@@ -11,19 +11,24 @@ import importlib
 import logging
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rlhf_dist.config import ConfigError, load_config, to_yaml
 from rlhf_dist.config.usage import JOBS, job_of, unread_keys, user_keys
 
 # command -> "module:function" taking a Config; imported only when the command runs.
+# `dpo` runs DPO as dpo.mode says (launcher, or ray: DPO on the Ray actor group).
 TRAINERS: Dict[str, str] = {
     "pretrain": "rlhf_dist.trainers.pretrain:run",
     "sft": "rlhf_dist.trainers.sft:run",
     "rm": "rlhf_dist.trainers.rm:run",
     "dpo": "rlhf_dist.trainers.dpo:run",
-    "dpo-ray": "rlhf_dist.trainers.dpo_ray:run",
     "ppo": "rlhf_dist.trainers.ppo:run",
+}
+
+# alias -> (command, the keys it sets, after the user's): a shorthand, nothing more.
+ALIASES: Dict[str, Tuple[str, List[str]]] = {
+    "dpo-ray": ("dpo", ["dpo.mode=ray"]),
 }
 
 # commands with their own argument parser: "module:main" taking argv.
@@ -54,19 +59,20 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_trainer(command: str, argv: List[str]) -> int:
-    args = _trainer_parser(command).parse_args(argv)
-    # `dpo-ray` is `dpo dpo.mode=ray`: the mode is set so that its checks apply
-    forced = ["dpo.mode=ray"] if command == "dpo-ray" else []
-    try:
-        cfg = load_config(args.config, list(args.overrides) + forced)
+def _run_trainer(command: str, argv: List[str], alias: Optional[str] = None) -> int:
+    """``command``'s job on the config of ``argv``; an ``alias`` (:data:`ALIASES`) adds its
+    keys after the user's."""
+    args = _trainer_parser(alias or command).parse_args(argv)
+    forced = ALIASES[alias][1] if alias else []
+    try:  # the job's sizes too: a bad one fails here, before anything starts
+        cfg = load_config(args.config, [*args.overrides, *forced], job=command)
     except ConfigError as err:
-        return _report(command, "config error", str(err), 2)
-    command = job_of(command, cfg)  # `dpo dpo.mode=ray` is `dpo-ray`
+        return _report(alias or command, "config error", str(err), 2)
+    job = job_of(command, cfg)  # its name: `dpo` with dpo.mode=ray is dpo-ray
     if args.help_config:
-        print(_help_config(command), end="")
+        print(_help_config(job), end="")
         return 0
-    _warn_unread(command, cfg, args.config, args.overrides)
+    _warn_unread(job, cfg, args.config, args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
@@ -76,7 +82,7 @@ def _run_trainer(command: str, argv: List[str]) -> int:
     try:
         _resolve(TRAINERS[command])(cfg)
     except Preempted as stop:
-        return _report(command, "preempted", str(stop), PREEMPTED_EXIT)
+        return _report(job, "preempted", str(stop), PREEMPTED_EXIT)
     except Exception as err:  # noqa: BLE001 - sorted below: user errors, workers, bugs
         if args.debug:
             raise
@@ -84,9 +90,9 @@ def _run_trainer(command: str, argv: List[str]) -> int:
         if found is not None:  # the user's to fix (status 2), or a numerical fault (1)
             kind, culprit, status = found
             where = f"{err.where}: " if isinstance(err, WorkerError) and err.where else ""
-            return _report(command, kind, where + first_line(culprit), status)
+            return _report(job, kind, where + first_line(culprit), status)
         if isinstance(err, WorkerError):  # a worker died or failed: named, no traceback
-            return _report(command, "worker failed", first_line(err), 1)
+            return _report(job, "worker failed", first_line(err), 1)
         raise  # a bug: the traceback is what helps
     return 0
 
@@ -139,7 +145,10 @@ def _report(command: str, kind: str, message: str, status: int) -> int:
 
 def _usage() -> str:
     names = ", ".join(sorted(TRAINERS) + sorted(TOOLS))
-    return f"usage: rlhf-dist COMMAND [-c CONFIG] [key=value ...]\ncommands: {names}"
+    aliases = "; ".join(f"{alias} = {command} {' '.join(keys)}"
+                        for alias, (command, keys) in ALIASES.items())
+    return (f"usage: rlhf-dist COMMAND [-c CONFIG] [key=value ...]\ncommands: {names}\n"
+            f"aliases: {aliases}")
 
 
 def _drop_local_rank(argv: List[str]) -> List[str]:
@@ -173,6 +182,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in ALIASES:
+        return _run_trainer(ALIASES[command][0], rest, alias=command)
     if command in TRAINERS:
         return _run_trainer(command, rest)
     if command in TOOLS:

@@ -16,6 +16,7 @@ from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.objectives import (PAIR_LAYOUTS, dpo_batch_loss, dpo_eval_sums,
                                   no_reference_rows, reference_rows)
 from rlhf_dist.trainers import batches as B
+from rlhf_dist.trainers import dpo_ray
 from rlhf_dist.trainers.base import LauncherTrainer
 
 log = logging.getLogger(__name__)
@@ -158,4 +159,8 @@ class DPOTrainer(LauncherTrainer):
 
 
 def run(cfg: Config):
+    """DPO as ``dpo.mode`` says -- the one switch (``rlhf-dist dpo-ray`` only sets it):
+    this deepspeed-launcher trainer, or DPO on the Ray actor group (:mod:`.dpo_ray`)."""
+    if cfg.dpo.mode == "ray":
+        return dpo_ray.run(cfg)
     return DPOTrainer(cfg).fit()

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from rlhf_dist.config import Config, ConfigError
+from rlhf_dist.config import Config
+# whether a reference group is created: decided (and checked) by config
+from rlhf_dist.config.sizes import ray_dpo_reference_group as reference_group
 from rlhf_dist.protocol import Batch
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.ray_job import RayJob
@@ -19,16 +21,8 @@ class RayDPOTrainer(RayJob):
 
     def __init__(self, cfg: Config):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
-        self.world = cfg.resources.actor.world_size
-        reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
-            else cfg.resources.reference
-        if reference.world_size != self.world and reference_group(cfg):
-            # rank r of the reference scores the micro-batches of actor rank r
-            raise ConfigError(
-                f"resources.reference: {reference.world_size} ranks, DPO on Ray needs as many "
-                f"as resources.actor ({self.world})")
-        cfg.resolve(self.world)
-        self.accum = cfg.train.gradient_accumulation_steps
+        sizes = cfg.ray_dpo_sizes  # computed and checked by config, before Ray starts
+        self.world, self.accum = sizes.world, sizes.accumulation
         self.ref_start: Optional[float] = None
 
     def start(self) -> None:
@@ -97,12 +91,6 @@ class RayDPOTrainer(RayJob):
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))
-
-
-def reference_group(cfg: Config) -> bool:
-    """DPO on Ray creates a reference group unless the reference lives in the actor's
-    processes (``Config.reference_group``) or the loss uses none (SimPO, ORPO)."""
-    return cfg.reference_group and cfg.dpo.needs_reference
 
 
 class NoReference:
