@@ -12,7 +12,7 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rlhf_dist.models._common import ModelError, hf_load_kwargs, looks_like_local_path
-    from rlhf_dist.models.action_logprobs import action_logprobs, first_action_column
+    from rlhf_dist.models.learner_forward import action_logprobs, first_action_column
     from rlhf_dist.models.causal_lm import (causal_lm_logits, enable_gradient_checkpointing,
                                             label_logits, load_causal_lm, model_dtype,
                                             own_aligned_memory, position_ids_from_mask)
@@ -35,8 +35,8 @@ _EXPORTS: Dict[str, str] = {
     "build_tiny_config": "tiny",
     "load_causal_lm": "causal_lm",
     "causal_lm_logits": "causal_lm",
-    "action_logprobs": "action_logprobs",
-    "first_action_column": "action_logprobs",
+    "action_logprobs": "learner_forward",
+    "first_action_column": "learner_forward",
     "label_logits": "causal_lm",
     "model_dtype": "causal_lm",
     "position_ids_from_mask": "causal_lm",

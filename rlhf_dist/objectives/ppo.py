@@ -11,7 +11,7 @@ import torch
 from rlhf_dist import algo
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.protocol import Batch
-from rlhf_dist.models.action_logprobs import action_logprobs
+from rlhf_dist.models.learner_forward import action_logprobs
 
 Objective = Tuple[torch.Tensor, Dict[str, float]]
 

@@ -1,6 +1,8 @@
 """The learners' forward: the log-probs (and entropy) of a rollout's action tokens under a
 model -- the actor's behaviour log-probs, the reference's and the learner's new ones.  Next to
-the model code, so that objectives/ and workers/ need nothing of rollout/ for it."""
+the model code, so that objectives/ and workers/ need nothing of rollout/ for it.  (Not named
+``action_logprobs.py``: a submodule named like the function the package exports lazily would
+replace it as the package attribute once imported directly.)"""
 from __future__ import annotations
 
 from typing import Any, Tuple, Union
