@@ -28,7 +28,7 @@ from rlhf_dist.config.checks import ConfigError
 from rlhf_dist.config.registries import TOOL_FORMATS
 from rlhf_dist.data.formatting import render_messages
 
-from .base import Env, Observation, check_messages
+from .base import Env, Observation, StepResult, check_messages
 from .parsers import BadCall
 from .tools import ToolResult, describe_tools, load_tools, run_tool
 
@@ -91,13 +91,14 @@ class ToolEnv(Env):
         text = self.system_prompt.replace("{tools}", describe_tools(self.tools))
         return [{"role": "system", "content": text}] + check_messages(prompt)
 
-    def step(self, action: str):
+    def step(self, action: str) -> StepResult:
         calls = self.parser.parse(action)
         if not calls:  # no call: the final answer
-            return None, self._score(action), True, {"tool_calls": 0, "tool_errors": 0}
+            return StepResult(None, self._score(action), True,
+                              {"tool_calls": 0, "tool_errors": 0})
         results = [self._run(call) for call in calls]
         info = {"tool_calls": len(results), "tool_errors": sum(r.error for r in results)}
-        return self._observe([r.text for r in results]), 0.0, False, info
+        return StepResult(self._observe([r.text for r in results]), 0.0, False, info)
 
     # ------------------------------------------------------------------ parts
 

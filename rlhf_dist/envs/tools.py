@@ -89,14 +89,22 @@ def load_tools(specs: Sequence[str], field: str = "env.tools") -> Dict[str, Tool
     return tools
 
 
+def _signature(fn: Tool) -> str:
+    """``(a: float, b: float) -> float`` (string annotations read back), or ``(...)``."""
+    try:
+        return str(inspect.signature(fn, eval_str=True))
+    except (NameError, TypeError, ValueError, SyntaxError):
+        try:
+            return str(inspect.signature(fn))
+        except (TypeError, ValueError):
+            return "(...)"
+
+
 def describe_tools(tools: Dict[str, Tool]) -> str:
     """One line per tool: ``name(signature): first line of its docstring``."""
     lines = []
     for name, fn in tools.items():
-        try:
-            signature = str(inspect.signature(fn))
-        except (TypeError, ValueError):
-            signature = "(...)"
+        signature = _signature(fn)
         doc = (inspect.getdoc(fn) or "").split("\n")[0]
         lines.append(f"{name}{signature}: {doc}" if doc else f"{name}{signature}")
     return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Environments defined outside the package, named in tests as ``user_envs:Class`` (the way a
+user names theirs): a guessing game that is right by hand, and ones that break the contract."""
+import threading
+
+RELEASE = threading.Event()  # set by the tests to let a hung step's thread finish
+
+
+class GuessEnv:
+    """Guess the row's label: reward 1 for it, -0.25 per wrong guess, at most ``tries``."""
+
+    def __init__(self, tries: int = 3, hint: str = "higher or lower?"):
+        self.tries, self.hint = tries, hint
+
+    def reset(self, row):
+        self.label, self.left = int(row["label"]), self.tries
+        return row["prompt"]
+
+    def step(self, action):
+        self.left -= 1
+        guess = int(action.strip())
+        if guess == self.label:
+            return None, 1.0, True, {"guesses": 1}
+        hint = "higher" if guess < self.label else "lower"
+        return [{"role": "user", "content": hint}], -0.25, self.left == 0, {"guesses": 1}
+
+
+class BadEnv:
+    """``step`` returns whatever ``reply`` is (or raises it when it is an exception)."""
+
+    reply = None
+
+    def __init__(self, reply=None):
+        self.reply = reply
+
+    def reset(self, row):
+        return row["prompt"]
+
+    def step(self, action):
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return self.reply
+
+
+class HangingEnv:
+    """``step`` waits until the test sets :data:`RELEASE` (a hung step)."""
+
+    def reset(self, row):
+        return row["prompt"]
+
+    def step(self, action):
+        RELEASE.wait(30)
+        return None, 1.0, True
+
+
+class BadResetEnv:
+    def __init__(self, value=None):
+        self.value = value
+
+    def reset(self, row):
+        return self.value
+
+    def step(self, action):
+        return None, 0.0, True
+
+
+class NoStep:
+    def reset(self, row):
+        return "x"
+
+
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
