@@ -6,7 +6,7 @@ import contextlib
 import functools
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -55,12 +55,12 @@ class ModelWorker(DistributedWorker):
     """Shared by the roles: the engine, idle offload, checkpointing, and export."""
 
     role: str  # the key of the role's section in ``resources``
-    engine: ModelEngine
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self._depth = 0          # nesting of engine_in_use (generate calls logprobs)
         self._offload_s = 0.0    # seconds spent offloading/reloading since offload_stats()
+        self.engine: Optional[ModelEngine] = None  # set by the role's build()
 
     @contextlib.contextmanager
     def engine_in_use(self):
@@ -79,7 +79,7 @@ class ModelWorker(DistributedWorker):
 
     def _engines(self) -> List[ModelEngine]:
         """The engines this rank holds (none before build())."""
-        return [self.engine] if hasattr(self, "engine") else []
+        return [self.engine] if self.engine is not None else []
 
     def _move_engines(self, move: Callable[[ModelEngine], None]) -> None:
         """``move`` (offload or reload) each engine, the seconds counted for offload_stats."""
