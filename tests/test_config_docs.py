@@ -1,15 +1,24 @@
 """Every config key is documented (one place: the comment at its field), ``--help-config`` shows
-a job's keys, and a key a job would ignore is named in one warning."""
+a job's keys, ``docs/config.md`` is generated from the same docs and up to date, and a key a job
+would ignore is named in one warning.  Also the docs around it: the README links every page of
+``docs/`` and no relative link in them points nowhere."""
+import difflib
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
 
 from rlhf_dist.cli import main
 from rlhf_dist.config import load_config
-from rlhf_dist.config.docs import field_docs, help_text, key_docs
+from rlhf_dist.config.docs import field_docs, help_text, key_docs, markdown
 from rlhf_dist.config.usage import JOBS, job_of, unread_keys, user_keys
+
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
 
 
 def test_every_key_has_a_doc():
@@ -127,3 +136,57 @@ def test_dpo_ray_command_refuses_launcher_only_keys(key, capsys):
     assert key in err and "dpo.mode=launcher only" in err
     assert main(["dpo-ray", "--print-config"]) == 0
     assert "mode: ray" in capsys.readouterr().out
+
+
+def test_docs_config_md_is_the_generated_reference():
+    committed = (DOCS / "config.md").read_text(encoding="utf-8")
+    expected = markdown()
+    if committed != expected:
+        diff = "".join(list(difflib.unified_diff(
+            committed.splitlines(True), expected.splitlines(True), "docs/config.md",
+            "generated"))[:40])
+        pytest.fail("docs/config.md is out of date: run "
+                    "`python -m rlhf_dist.config.docs > docs/config.md`\n" + diff)
+
+
+def test_the_reference_has_one_row_of_four_cells_per_key():
+    text = markdown()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[0][3:-1] for row in rows] == [k.key for k in key_docs()]
+    # a '|' inside a doc or default is escaped, so every row has exactly 4 cells
+    cells = [len(re.split(r"(?<!\\)\|", row)) - 2 for row in rows]
+    assert set(cells) == {4}
+    dtype = next(row for row in rows if row.startswith("| `model.dtype` |"))
+    assert dtype == ("| `model.dtype` | `str` | `float32` | float32 \\| bfloat16 \\| float16: "
+                     "the weights' dtype when loaded |")
+    assert "| `seed` | `int` | `42` |" in text and text.index("## Top-level keys") < \
+        text.index("## `model`") < text.index("## `ppo`")
+
+
+def _links(path):
+    """The relative links of a markdown file as (target, anchor): no URLs; an in-page anchor
+    has the target ''."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8"))
+    return [tuple(t.partition("#")[::2]) for t in targets
+            if not t.startswith(("http://", "https://", "mailto:"))]
+
+
+def _anchors(path):
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces → '-'."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_readme_links_every_doc_and_no_link_is_dead():
+    pages = sorted(DOCS.glob("*.md"))
+    linked = {(REPO / t).resolve() for t, _ in _links(REPO / "README.md")}
+    assert [p.name for p in pages if p.resolve() not in linked] == []
+    dead = []
+    for page in [REPO / "README.md", *pages]:
+        for target, anchor in _links(page):
+            path = page.parent / target if target else page
+            if not path.exists() or (anchor and path.suffix == ".md"
+                                     and anchor not in _anchors(path)):
+                dead.append((str(page.relative_to(REPO)), f"{target}#{anchor}"))
+    assert dead == []
+    assert "padding-free-batches-trainpadding_free" in _anchors(DOCS / "configuration.md")

@@ -1,6 +1,8 @@
 """Every config key with its type, default and one-line doc, read from the comment beside (or
 the comment lines right above) its field in the section's source: one place to document a key,
-shown by ``rlhf-dist <job> --help-config`` and checked by the tests (no field without a doc).
+shown by ``rlhf-dist <job> --help-config``, written to ``docs/config.md`` by
+``python -m rlhf_dist.config.docs > docs/config.md`` and checked by the tests (no field
+without a doc, the committed reference up to date).
 """
 from __future__ import annotations
 
@@ -107,3 +109,42 @@ def help_text(sections: Optional[Sequence[str]] = None, notes: Optional[Dict[str
         doc = (k.doc + (f" [{notes[k.key]}]" if notes and k.key in notes else "")).strip()
         out += textwrap.wrap(doc, width=width, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(out) + "\n"
+
+
+REFERENCE_HEADER = """\
+# Configuration reference
+
+<!-- Generated from the comment at each field of rlhf_dist/config/ by
+     `python -m rlhf_dist.config.docs > docs/config.md`; do not edit by hand
+     (tests/test_config_docs.py fails when this file is out of date). -->
+
+Every key of the typed config, with its type, default and the one-line doc written at its
+field. How the config works (YAML + `key=value` overrides, the sections, warnings and
+errors): [configuration.md](configuration.md). `rlhf-dist <job> --help-config` prints the
+keys one job reads.
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The configuration reference (``docs/config.md``): one table per top-level section,
+    in the order of :class:`rlhf_dist.config.Config`, top-level keys first."""
+    sections: Dict[str, List[KeyDoc]] = {}
+    for k in key_docs():
+        head = k.key.split(".")[0] if "." in k.key else ""
+        sections.setdefault(head, []).append(k)
+    out = [REFERENCE_HEADER]
+    for head, keys in sections.items():
+        out.append(f"## `{head}`\n" if head else "## Top-level keys\n")
+        out.append("| key | type | default | doc |\n|---|---|---|---|")
+        out += [f"| `{k.key}` | `{_cell(k.type)}` | `{_cell(_show(k.default))}` | "
+                f"{_cell(k.doc)} |" for k in keys]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
