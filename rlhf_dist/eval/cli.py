@@ -20,14 +20,14 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from rlhf_dist.config.tool_args import SHORTHANDS, add_section_args, resolve_sections
+from rlhf_dist.config.tool_args import add_section_args, given, resolve_sections, typed_flag
 
 PROG = "rlhf-dist eval"
-# the sampling flags: shorthands for the typed sections' keys (config/tool_args.py)
-FLAGS = {"--num-samples": "rollout.n_samples_per_prompt",
-         **{f: SHORTHANDS[f] for f in ("--max-new-tokens", "--temperature", "--top-p", "--top-k",
-                                       "--batch-size", "--seed", "--backend", "--max-length",
-                                       "--max-prompt-length")}}
+# the typed sections' keys eval reads; each one's flag is generated (config/tool_args.py)
+KEYS = ("rollout.n_samples_per_prompt", "rollout.max_new_tokens", "rollout.temperature",
+        "rollout.top_p", "rollout.top_k", "rollout.rollout_batch_size", "seed",
+        "rollout.backend", "data.max_length", "data.max_prompt_length", "data.prompt_key",
+        "data.response_key", "data.label_key")
 DEFAULTS = {"rollout.rollout_batch_size": 16, "seed": 0}
 
 
@@ -59,10 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reward-fn", metavar="NAME|module:function",
                    help="a verifier scoring each answer 1 (correct) or 0: a built-in (math, "
                         "exact_match, regex_format) or module:function; reports accuracy "
-                        "(pass@1) and pass@k with k = --num-samples")
-    g.add_argument("--labels-key", metavar="KEY",
-                   help="column of each prompt's reference answer, given to --reward-fn "
-                        "(math and exact_match need it)")
+                        "(pass@1) and pass@k with k = --n-samples-per-prompt; each prompt's "
+                        "label comes from the --label-key column")
     g.add_argument("--tie-eps", type=float, default=0.0,
                    help="score differences up to this are ties (default 0)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:0 …")
@@ -70,9 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompts", default="toy", metavar="FILE|toy",
                    help="prompts: 'toy' (held-out toy prompts), a jsonl/json/parquet/csv "
                         "file, a directory or a hub dataset (default toy)")
-    d.add_argument("--prompt-key", default="prompt", help="prompt column (default prompt)")
-    d.add_argument("--response-key", default="response",
-                   help="response column of --reference (default response)")
     d.add_argument("--split", default=None,
                    help="split to read (default: eval for toy, train for files)")
     d.add_argument("--max-prompts", type=_positive_int, default=None, metavar="N",
@@ -81,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt/response rows for perplexity ('toy': held-out SFT answers)")
     p.add_argument("--greedy", action="store_true",
                    help="greedy decoding instead of sampling (rollout.do_sample=false)")
-    add_section_args(p, FLAGS, DEFAULTS)  # perplexity and reward scores stay on the HF model
+    # sampling, lengths and the prompts' columns (data.prompt_key; data.response_key of
+    # --reference; data.label_key for --reward-fn); perplexity and reward scores stay on the
+    # HF model whatever the backend
+    add_section_args(p, KEYS, DEFAULTS, title="sampling, lengths and columns (the typed "
+                     "rollout / data sections)")
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where eval.json, eval.md, samples.jsonl (and the W&B run) go")
@@ -173,8 +172,9 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
             raise UsageError("--baseline needs --reward-model to judge the answers")
     if args.tie_eps < 0:
         raise UsageError(f"--tie-eps must be >= 0, got {args.tie_eps}")
-    if args.labels_key is not None and args.reward_fn is None:
-        raise UsageError("--labels-key gives labels to --reward-fn: name the verifier")
+    if given(args, "data.label_key") and args.reward_fn is None:
+        raise UsageError(f"{typed_flag(args, 'data.label_key')} gives labels to --reward-fn: "
+                         "name the verifier")
     check_backend_args(args, models)
     return models
 
@@ -192,12 +192,17 @@ def check_backend_args(args: argparse.Namespace, models: Dict[str, Tuple[str, st
 # --------------------------------------------------------------------------- run
 
 
+# eval.json's settings under their names there (older flag names), from args' attributes
+_SETTINGS = {"num_samples": "n_samples_per_prompt", "batch_size": "rollout_batch_size",
+             "labels_key": "label_key"}
+
+
 def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dict[str, object]:
     keys = ("prompts", "prompt_key", "split", "max_prompts", "reference", "response_key",
             "reward_model", "baseline", "tie_eps", "max_new_tokens", "num_samples", "greedy",
             "temperature", "top_p", "top_k", "seed", "batch_size", "max_length",
             "max_prompt_length", "device", "backend", "reward_fn", "labels_key")
-    return {**{k: getattr(args, k) for k in keys}, "num_prompts": n_prompts,
+    return {**{k: getattr(args, _SETTINGS.get(k, k)) for k in keys}, "num_prompts": n_prompts,
             "num_reference": n_reference}
 
 
@@ -206,16 +211,16 @@ def _wandb_metrics(metrics: Dict[str, Dict[str, float]]) -> Dict[str, float]:
             for key, value in row.items() if value is not None and math.isfinite(value)}
 
 
-def load_verifier(spec: Optional[str], labels_key: Optional[str]):
+def load_verifier(spec: Optional[str], label_key: Optional[str]):
     """``--reward-fn`` as a reward function (``rlhf_dist.rewards``), or None."""
     if spec is None:
         return None
     from rlhf_dist.rewards import RewardFunction
     from rlhf_dist.rewards.verifiers import NEEDS_LABELS
 
-    if spec in NEEDS_LABELS and labels_key is None:
+    if spec in NEEDS_LABELS and label_key is None:
         raise UsageError(f"--reward-fn {spec} compares answers with each prompt's label: "
-                         "give --labels-key (the label column)")
+                         "give --label-key (data.label_key, the label column)")
     return RewardFunction(spec, field="--reward-fn")
 
 
@@ -228,13 +233,15 @@ def run(args: argparse.Namespace) -> int:
 
     from rlhf_dist.config import ModelConfig
 
-    cfg = resolve_sections(args, FLAGS, DEFAULTS,
+    cfg = resolve_sections(args, KEYS, DEFAULTS,
                            ["rollout.do_sample=false"] if args.greedy else [])
     rollout = cfg.rollout
     models = check_args(args)
-    verifier = load_verifier(args.reward_fn, args.labels_key)
+    # a label column from the YAML (data.label_key) is only read with a verifier
+    label_key = args.label_key if args.reward_fn is not None else None
+    verifier = load_verifier(args.reward_fn, label_key)
     prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts,
-                              args.labels_key)
+                              label_key)
     reference = (load_reference(args.reference, args.prompt_key, args.response_key, args.split)
                  if args.reference is not None else None)
     settings = _settings(args, len(prompt_set.prompts), len(reference or []))
@@ -249,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
              for name, (path, _) in models.items()}, prompt_set.prompts,
             kinds=prompt_set.kinds if prompt_set.has_kinds else None,
             reward_model=args.reward_model, reference=reference, baseline=args.baseline,
-            tie_eps=args.tie_eps, rollout=rollout, seed=args.seed, batch_size=args.batch_size,
+            tie_eps=args.tie_eps, rollout=rollout, seed=args.seed,
+            batch_size=args.rollout_batch_size,
             max_length=args.max_length, max_prompt_length=args.max_prompt_length,
             device=args.device, backend=args.backend, verifier=verifier,
             labels=prompt_set.labels, engines=cfg.resources.rollout)

@@ -23,16 +23,16 @@ import time
 from typing import List, Optional
 
 from rlhf_dist.config import ConfigError
-from rlhf_dist.config.tool_args import SHORTHANDS, add_section_args, resolve_sections
+from rlhf_dist.config.tool_args import add_section_args, resolve_sections, typed_flag
 from rlhf_dist.rlaif.judges import JudgeError, load_judge
 from rlhf_dist.rlaif.ranking import STRATEGIES
 
 PROG = "rlhf-dist label"
-# the sampling flags: shorthands for the typed sections' keys (config/tool_args.py)
-FLAGS = {"-k|--k": "rollout.n_samples_per_prompt",
-         **{f: SHORTHANDS[f] for f in ("--max-new-tokens", "--temperature", "--top-p", "--top-k",
-                                       "--batch-size", "--max-prompt-length", "--seed",
-                                       "--backend")}}
+# the typed sections' keys label reads; each one's flag is generated (config/tool_args.py)
+KEYS = ("rollout.n_samples_per_prompt", "rollout.max_new_tokens", "rollout.temperature",
+        "rollout.top_p", "rollout.top_k", "rollout.rollout_batch_size",
+        "data.max_prompt_length", "seed", "rollout.backend", "data.prompt_key")
+SHORT = {"rollout.n_samples_per_prompt": "-k"}
 DEFAULTS = {"rollout.n_samples_per_prompt": 4, "seed": 0}
 
 
@@ -46,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "rlhf_dist.rlaif.judges:toy_rule_judge")
     p.add_argument("--prompts", required=True,
                    help="'toy', a local jsonl/json/parquet/csv file or directory, or a hub dataset")
-    p.add_argument("--prompt-key", default="prompt", help="prompt column (default: prompt)")
     p.add_argument("--split", default="train", help="split of --prompts (default: train)")
     p.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--strategy", choices=STRATEGIES, default="all_pairs",
@@ -56,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     p.add_argument("--output", required=True, help="pairs file to write (.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_section_args(p, FLAGS, DEFAULTS)
+    add_section_args(p, KEYS, DEFAULTS, SHORT, title="sampling, lengths and the prompt column "
+                     "(the typed rollout / data sections)")
     return p
 
 
@@ -75,7 +75,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     checks = [
         (_is_model_dir(args.policy), f"--policy: {args.policy!r} is not a model directory (a "
                                      "saved HF causal LM with its config.json)"),
-        (args.k >= 2, f"-k: must be >= 2 to form pairs, got {args.k}"),
+        (args.n_samples_per_prompt >= 2,
+         f"{typed_flag(args, 'rollout.n_samples_per_prompt')} (rollout.n_samples_per_prompt): "
+         f"must be >= 2 to form pairs, got {args.n_samples_per_prompt}"),
         (args.max_prompts is None or args.max_prompts >= 1,
          f"--max-prompts: must be >= 1, got {args.max_prompts}"),
         (args.min_margin >= 0, f"--min-margin: must be >= 0, got {args.min_margin}"),
@@ -112,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:  # the typed rollout section: its checks, named by flag and key
-        cfg = resolve_sections(args, FLAGS, DEFAULTS, ["rollout.do_sample=true"])
+        cfg = resolve_sections(args, KEYS, DEFAULTS, ["rollout.do_sample=true"])
     except ConfigError as err:
         parser.error(str(err))
     _check(parser, args)
@@ -131,7 +133,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         prompts = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts).prompts
     except DataError as err:
         parser.error(f"--prompts: {err}")
-    responses = sample_responses(args.policy, prompts, args.k, cfg.rollout, args.seed,
+    responses = sample_responses(args.policy, prompts, args.n_samples_per_prompt, cfg.rollout,
+                                 args.seed,
                                  args.device, args.max_prompt_length,
                                  show_progress=not args.no_progress, backend=args.backend,
                                  engines=cfg.resources.rollout, dtype=cfg.model.dtype)
@@ -143,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     write_pairs(rows, args.output)
     report = {**stats.to_dict(), "settings": {
         "policy": args.policy, "judge": args.judge, "prompts": args.prompts, "split": args.split,
-        "k": args.k, "strategy": args.strategy, "min_margin": args.min_margin,
+        "k": args.n_samples_per_prompt, "strategy": args.strategy, "min_margin": args.min_margin,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
         "backend": args.backend},

@@ -18,7 +18,7 @@ def test_eval_end_to_end_through_the_top_level_cli(saved_models, tmp_path, capsy
     rc = top_cli.main([
         "eval", "--models", f"base={saved_models['base']},sft={saved_models['sft']}",
         "--reward-model", saved_models["rm"], "--prompts", "toy", "--reference", "toy",
-        "--baseline", "base", "--max-prompts", "6", "--num-samples", "2",
+        "--baseline", "base", "--max-prompts", "6", "--n-samples-per-prompt", "2",
         "--max-new-tokens", "6", "--seed", "1", "--no-wandb", "--output-dir", str(out)])
     assert rc == 0
     data = json.loads((out / "eval.json").read_text())
@@ -82,6 +82,9 @@ def test_missing_path_names_the_flag_and_exits_2(flag, saved_models, tmp_path, c
     (["rollout.top_k=-1"], "(rollout.top_k): must be >= 0, got -1"),
     (["rollout.nope=1"], "rollout.nope: unknown key in rollout"),
     (["--model", "SFT"], "model name 'sft' is used twice"),
+    (["--label-key", "answer"], "--label-key gives labels to --reward-fn"),
+    (["--rollout-batch-size", "0"], "--rollout-batch-size (rollout.rollout_batch_size): must "
+                                    "be > 0"),
 ])
 def test_bad_arguments_exit_2(extra, message, saved_models, tmp_path, capsys):
     extra = [saved_models["rm"] if a == "RM" else saved_models["sft"] if a == "SFT" else a
@@ -90,6 +93,24 @@ def test_bad_arguments_exit_2(extra, message, saved_models, tmp_path, capsys):
     assert main(["--model", saved_models["sft"], *extra, "--output-dir", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_columns_come_from_the_data_section(saved_models, tmp_path, capsys):
+    """``-c`` a training config: its data.prompt_key and data.label_key are eval's columns
+    (the label read only with a verifier); an old flag spelling still works, with a warning."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"q": "Human: hi\nAssistant:", "gold": "x"}) + "\n")
+    config = tmp_path / "grpo.yaml"
+    config.write_text("data:\n  prompt_key: q\n  label_key: gold\n")
+    base = ["--model", saved_models["sft"], "--prompts", str(prompts), "-c", str(config),
+            "--max-new-tokens", "2", "--greedy", "--no-wandb"]
+    assert main([*base, "--output-dir", str(tmp_path / "plain")]) == 0  # no verifier: fine
+    assert main([*base, "--reward-fn", "exact_match", "--batch-size", "4",
+                 "--output-dir", str(tmp_path / "verified")]) == 0
+    assert "--batch-size is deprecated, use --rollout-batch-size" in capsys.readouterr().err
+    data = json.loads((tmp_path / "verified" / "eval.json").read_text())
+    assert data["metrics"]["sft"]["accuracy"] in (0.0, 1.0)
+    assert (data["settings"]["labels_key"], data["settings"]["batch_size"]) == ("gold", 4)
 
 
 def test_parse_models_names_and_order(tmp_path):

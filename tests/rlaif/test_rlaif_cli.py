@@ -107,9 +107,12 @@ def no_sampling(monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--policy", "/no/such/policy"], "--policy: '/no/such/policy' is not a model directory"),
-    (["-k", "1"], "-k: must be >= 2"),
+    (["-k", "1"], "-k (rollout.n_samples_per_prompt): must be >= 2"),
     (["--temperature", "0"], "--temperature (rollout.temperature): must be > 0"),
     (["--batch-size", "0"], "--batch-size (rollout.rollout_batch_size): must be > 0"),
+    (["--rollout-batch-size", "0"], "--rollout-batch-size (rollout.rollout_batch_size): must "
+                                    "be > 0"),
+    (["--k", "1"], "--k (rollout.n_samples_per_prompt): must be >= 2"),  # old spelling
     (["--top-p", "0"], "--top-p (rollout.top_p): must be in (0, 1]"),
     (["--min-margin", "-1"], "--min-margin: must be >= 0"),
     (["--output", "pairs.csv"], "--output: 'pairs.csv' must end in .jsonl"),
@@ -141,7 +144,8 @@ def test_sampling_settings_from_a_yaml_and_overrides(tmp_path, capsys, policy_di
     assert "--temperature (rollout.temperature): must be > 0, got 0.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(argv + ["rollout.temperature=0.7", "rollout.n_samples_per_prompt=1"])
-    assert "-k: must be >= 2 to form pairs, got 1" in capsys.readouterr().err
+    assert ("--n-samples-per-prompt (rollout.n_samples_per_prompt): must be >= 2 to form "
+            "pairs, got 1") in capsys.readouterr().err
 
 
 def test_no_pairs_exits_1_but_writes_the_stats(tmp_path, capsys, policy_dir, monkeypatch):
