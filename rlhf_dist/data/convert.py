@@ -185,6 +185,19 @@ class Renderer:
                                   "conversation cannot be split into turns")
         return after[len(before):]
 
+    def observation(self, history: Messages, turns: Messages, eos_text: str = "",
+                    field: str = "observation") -> str:
+        """What a multi-turn rollout appends after a model turn that stopped at its eos
+        token (``eos_text``, e.g. ``"<|im_end|>"``): the rest of the template's rendering of
+        that turn after the eos (a newline, for Qwen's), then :meth:`continuation` -- the
+        same text the SFT rows of :func:`conversation_turns` carry after an eos."""
+        text = self.continuation(history, turns, field)
+        if not (self.chat and eos_text) or not history:
+            return text
+        reply = self.reply(list(history[:-1]), history[-1]["content"])
+        cut = reply.find(eos_text)
+        return (reply[cut + len(eos_text):] if cut >= 0 else "") + text
+
     def reply(self, prompt_messages: Messages, content: str) -> str:
         """The response text of an assistant turn that follows ``prompt_messages``."""
         if not self.chat:

@@ -8,7 +8,7 @@ import pytest
 from data_helpers import cfg, write_rows
 from rlhf_dist.data import Renderer, RowError, RowKeys, build_sft_dataset
 from rlhf_dist.data.convert import Segment, sft_text, sft_turns
-from rlhf_dist.data.tokenization import turns_example
+from rlhf_dist.data.tokenization import encode, turns_example
 
 X = -100
 # <pad>=0 <s>=1 </s>=2 <unk>=3, then the words below from 4
@@ -147,3 +147,21 @@ def test_toy_tokenizer_renders_tool_turns_like_the_plain_format(toy_tok):
     chat = Renderer(toy_tok, apply_chat_template=True)
     assert chat.render(LONG) == Renderer().render(LONG)
     assert chat.continuation(LONG[:3], LONG[3:4]) == "\nHuman: q2\nAssistant:"
+
+
+def test_rollout_observations_give_the_sft_example_token_for_token(tmp_path, tok):
+    """A rollout that keeps the sampled ids (ending at eos) and appends the tokenised
+    Renderer.observation builds exactly the SFT example's ids, template or not."""
+    first = 2  # LONG's first assistant turn
+    for chat in (False, True):
+        renderer = Renderer(tok, apply_chat_template=chat)
+        [ex] = dataset(tmp_path, tok, [{"messages": LONG}], apply_chat_template=chat)
+        trajectory = encode(tok, renderer.prompt(LONG[:first], "messages")[0])
+        turns = [i for i, m in enumerate(LONG) if m["role"] == "assistant"]
+        for turn, following in zip(turns, turns[1:] + [None]):
+            trajectory += encode(tok, " " + LONG[turn]["content"]) + [EOS]  # sampled to eos
+            if following is not None:
+                observation = LONG[turn + 1:following]
+                trajectory += encode(tok, renderer.observation(LONG[:turn + 1], observation,
+                                                               "</s>"))
+        assert trajectory == ex["input_ids"], chat
