@@ -7,7 +7,6 @@ torch.distributed here: callers pass ``is_main`` / ``rank`` and do their own bar
 """
 from __future__ import annotations
 
-
 from rlhf_dist._lazy import lazy_exports
 
 _EXPORTS = {
