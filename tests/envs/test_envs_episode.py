@@ -130,6 +130,20 @@ def test_zero_reward_counts_and_ends_the_failed_trajectories(caplog):
     assert len([r for r in caplog.records if "zero_reward" in r.getMessage()]) == 1
 
 
+def test_zero_reward_ends_a_hung_trajectory_and_counts_it():
+    stats = EnvStats()
+    episode = factory(user_envs.HangingEnv, on_error="zero_reward", timeout=0.2,
+                      stats=stats).episode(ROW, 8)
+    episode.reset()
+    try:
+        result = episode.step("7")
+    finally:
+        user_envs.RELEASE.set()
+    assert (result.reward, result.done, episode.failed) == (0.0, True, True)
+    assert "row 8" in stats.messages[0] and "did not return within 0.2 s" in stats.messages[0]
+    assert stats.metrics()["env/failed"] == 1.0
+
+
 def test_zero_reward_zeroes_the_rewards_already_given():
     episode = factory(user_envs.GuessEnv, on_error="zero_reward", tries=5).episode(ROW, 0)
     episode.reset()
