@@ -57,7 +57,7 @@ class PPOTrainer(RayJob):
     job = "ppo"
 
     def __init__(self, cfg: Config):
-        resolve_ppo_sizes(cfg)  # every size error before Ray starts
+        self.sizes = resolve_ppo_sizes(cfg)  # config's PPOSizes (pure; errors before Ray)
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
         from rlhf_dist.rewards import load_rewards
