@@ -1,5 +1,10 @@
 """Lazy package exports (PEP 562): ``import rlhf_dist.X`` stays cheap; a name's submodule (and
-torch, transformers…) is imported on first use."""
+torch, transformers…) is imported on first use.
+
+A package lists its public names once, in ``_EXPORTS`` (name -> submodule), with
+``__all__ = sorted(_EXPORTS)``; an ``if TYPE_CHECKING:`` import block for IDEs names the same
+names from the same submodules; no submodule is named like a name it exports (importing it
+would replace the name by the module).  tests/test_exports.py checks all three."""
 from __future__ import annotations
 
 import importlib
