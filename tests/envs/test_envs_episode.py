@@ -98,15 +98,20 @@ def test_a_constructor_that_raises_is_named():
         episode.reset()
 
 
-def test_a_hung_step_times_out_named_with_the_row():
+@pytest.fixture
+def hang():
+    """HangingEnv's steps hang until the test ends (then their threads finish)."""
+    user_envs.RELEASE.clear()
+    yield
+    user_envs.RELEASE.set()
+
+
+def test_a_hung_step_times_out_named_with_the_row(hang):
     episode = factory(user_envs.HangingEnv, timeout=0.2).episode(ROW, 5)
     episode.reset()
     start = time.monotonic()
-    try:
-        with pytest.raises(EnvError) as err:
-            episode.step("7")
-    finally:
-        user_envs.RELEASE.set()  # let the abandoned thread finish
+    with pytest.raises(EnvError) as err:
+        episode.step("7")
     assert time.monotonic() - start < 5
     assert "user_envs:HangingEnv', row 5 (prompt 'Human: guess my number Assistant:'): " \
            "step (turn 1) did not return within 0.2 s (env.step_timeout_s" in str(err.value)
@@ -130,15 +135,12 @@ def test_zero_reward_counts_and_ends_the_failed_trajectories(caplog):
     assert len([r for r in caplog.records if "zero_reward" in r.getMessage()]) == 1
 
 
-def test_zero_reward_ends_a_hung_trajectory_and_counts_it():
+def test_zero_reward_ends_a_hung_trajectory_and_counts_it(hang):
     stats = EnvStats()
     episode = factory(user_envs.HangingEnv, on_error="zero_reward", timeout=0.2,
                       stats=stats).episode(ROW, 8)
     episode.reset()
-    try:
-        result = episode.step("7")
-    finally:
-        user_envs.RELEASE.set()
+    result = episode.step("7")
     assert (result.reward, result.done, episode.failed) == (0.0, True, True)
     assert "row 8" in stats.messages[0] and "did not return within 0.2 s" in stats.messages[0]
     assert stats.metrics()["env/failed"] == 1.0
