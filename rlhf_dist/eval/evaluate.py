@@ -81,9 +81,9 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     through :func:`rlhf_dist.rollout.sampling.sample_texts` (the sampling path of ``rlhf-dist
     label`` too): reproducible for a fixed batch size, and two models evaluated with the same
     seed share their random numbers.  ``backend`` (a name in
-    :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`) samples: ``hf`` (HF generate on the loaded
-    model) or ``vllm`` (one engine over ``model_dir``, default: the source's directory; each
-    sampled row gets a seed of its own, see
+    :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`) samples: ``hf`` (HF generate on
+    the loaded model) or ``vllm`` (one engine over ``model_dir``, default: the source's
+    directory; each sampled row gets a seed of its own, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`; ``engines``: its
     ``resources.rollout`` section, in the loaded model's dtype).
     """

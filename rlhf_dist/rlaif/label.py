@@ -43,7 +43,8 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
 
     Batches of ``rollout.rollout_batch_size`` prompts go through
     :func:`rlhf_dist.rollout.sampling.sample_texts` (eval's sampling path too), sampled with
-    ``n_samples_per_prompt = k`` by ``backend`` (:data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`):
+    ``n_samples_per_prompt = k`` by ``backend`` (a name in
+    :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`):
     ``hf`` -- HF generate on the in-memory ``model``; ``vllm`` -- one vLLM engine over
     ``model_dir`` (``model`` may be None; one seed per sampled row, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
