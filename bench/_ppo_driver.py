@@ -25,6 +25,13 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             self.scores: List[float] = []
             self.setup_start = time.perf_counter()
             super().start()
+            sync = self.rollout.sync_weights  # the weight sync is a phase of its own
+
+            def metered_sync(version):
+                with meter.phase("sync"):
+                    return sync(version)
+
+            self.rollout.sync_weights = metered_sync
 
         def build(self) -> None:
             super().build()
@@ -45,16 +52,6 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
         def generate(self):
             with meter.phase("generate"):
                 return super().generate()
-
-        def start(self):
-            super().start()
-            sync = self.rollout.sync_weights
-
-            def metered_sync(version):
-                with meter.phase("sync"):
-                    return sync(version)
-
-            self.rollout.sync_weights = metered_sync
 
         def score(self, experience):
             self.experience = experience
