@@ -6,7 +6,7 @@ advantages and the replay buffer.
   :data:`rlhf_dist.config.registries.ROLLOUT_BACKENDS`; :func:`register_rollout` adds one.
 * :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
   decoding helpers, :func:`concat_rollouts` for per-rank results.  (The learners' forward,
-  ``action_logprobs``, lives with the model code: :mod:`rlhf_dist.models.action_logprobs`.)
+  ``action_logprobs``, lives with the model code: :mod:`rlhf_dist.models.learner_forward`.)
 * :class:`RewardShaper` -- scores − β·KL → ``token_rewards``; the KL controller.
 * :func:`compute_advantages` -- GAE or a critic-free estimator → ``advantages``, ``returns``.
 * :class:`ReplayBuffer` -- shuffled minibatches for ``ppo_epochs`` passes.
@@ -24,10 +24,12 @@ from rlhf_dist._lazy import lazy_exports
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
     from rlhf_dist.rollout.backends import check_backend, make_sampler
-    from rlhf_dist.rollout.interface import Rollout, make_rollout, register_rollout
+    from rlhf_dist.rollout.factory import make_rollout
+    from rlhf_dist.rollout.interface import Rollout, register_rollout
     from rlhf_dist.rollout.generate import (RolloutEngine, concat_rollouts, decode_prompts,
                                             decode_responses, response_mask,
-                                            response_token_ids, stop_ids, truncated_rows)
+                                            response_token_ids, sampling_temperature,
+                                            stop_ids, truncated_rows)
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
     from rlhf_dist.rollout.reward_shaping import RewardShaper, sequence_kl
 
@@ -48,7 +50,7 @@ _EXPORTS: Dict[str, str] = {
     "ReplayBuffer": "replay",
     "epoch_permutation": "replay",
     "Rollout": "interface",
-    "make_rollout": "interface",
+    "make_rollout": "factory",
     "register_rollout": "interface",
     "check_backend": "backends",
     "make_sampler": "backends",

@@ -199,8 +199,9 @@ class RolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 generator_seed: Optional[int] = None, with_logprobs: bool = False) -> Batch:
-        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt.
+                 generator_seed: Optional[int] = None, with_logprobs: bool = False,
+                 n: Optional[int] = None) -> Batch:
+        """Sample ``n`` (default ``n_samples_per_prompt``) responses per (left-padded) prompt.
 
         prompt_input_ids, prompt_attention_mask: ``(B, P)``, left-padded.  Returns a Batch
         of ``N = B · n`` rows (samples of a prompt consecutive) with ``sequences``,
@@ -213,7 +214,7 @@ class RolloutEngine:
         float rounding, without one more forward.
         """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
-        n = self.rollout.n_samples_per_prompt
+        n = self.rollout.n_samples_per_prompt if n is None else n
         device = _model_device(self.model)
         ids = prompt_input_ids.repeat_interleave(n, dim=0).to(device)
         prompt_mask = prompt_attention_mask.repeat_interleave(n, dim=0).to(device).long()
@@ -268,8 +269,12 @@ def truncated_rows(batch: Batch, stop_token_ids: Sequence[int]) -> torch.Tensor:
 
 def decode_responses(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True
                      ) -> List[str]:
-    """Response texts (EOS and other special tokens dropped unless asked)."""
-    return tokenizer.batch_decode(response_token_ids(batch),
+    """Response texts (EOS and other special tokens dropped unless asked): every token after
+    the prompt under ``attention_mask`` -- a multi-turn trajectory's whole transcript, model
+    turns and observations (a single response's tokens are its actions)."""
+    P = batch.meta["prompt_length"]
+    seq, mask = batch["sequences"][:, P:].cpu(), batch["attention_mask"][:, P:].bool().cpu()
+    return tokenizer.batch_decode([seq[i][mask[i]].tolist() for i in range(len(batch))],
                                   skip_special_tokens=skip_special_tokens)
 
 

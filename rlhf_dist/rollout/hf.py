@@ -25,6 +25,9 @@ class HFRollout(Rollout):
                  ) -> Tuple[Batch, Metrics]:
         return self.actor.generate(prompts, seed, self.pad_token_id), {}
 
+    def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
+        return self.actor.generate(prompts, seed, self.pad_token_id, n=n, logprobs=False)
+
     @classmethod
     def make_sampler(cls, *, model: Any, tokenizer: Any, rollout: Any, **_: Any
                      ) -> "HFSampler":

@@ -18,7 +18,9 @@ Life of a backend object (``cfg`` is the whole :class:`~rlhf_dist.config.Config`
    its processes are created (``placement``: its placement group, or the actor's when it has
    no bundles).  Called again after a recovery: ``start`` begins from a clean state.
 4. ``connect()`` -- every learner group is built: e.g. form the weight-sync group.
-5. Per generation: ``sync_weights(version)`` then ``generate(prompts, seed, rows)``.
+5. Per generation: ``sync_weights(version)`` then ``generate(prompts, seed, rows)``
+   (wrappers -- multi-turn trajectories -- instead call ``sample`` as often as they need,
+   then ``release``).
    ``version`` is the driver's iteration: the actor's weights changed since the backend last
    saw a smaller one; a backend that samples from a copy of the weights brings them up to
    date (and wakes what sleeps); metrics such as ``perf/weight_sync_s``.
@@ -40,7 +42,15 @@ Life of a backend object (``cfg`` is the whole :class:`~rlhf_dist.config.Config`
   ``engine_logprobs`` (the sampler's own, for ``rollout.use_engine_logprobs``).  The grid is
   :mod:`rlhf_dist.rollout.generate`'s; :func:`~rlhf_dist.rollout.generate.rollout_batch`
   builds it from token ids.
+  Optionally ``rollout_scores`` ``(N,)`` (a part of the sequence reward the rollout itself
+  observed: an environment's) and ``truncated`` ``(N,)`` bool (rows the backend cut short;
+  else a response without a stop token is).
 * ``metrics``: floats logged with the iteration (``rollout/...``).
+
+``sample(prompts, seed, n) -> Batch``: ``n`` continuations of each prompt row on the same
+grid, without ``old_logprobs`` (``engine_logprobs`` when the sampler has its own); the
+building block of wrappers.  ``release()``: the iteration's sampling is over (engines that
+share the actor's devices go to sleep).
 """
 from __future__ import annotations
 
@@ -103,6 +113,13 @@ class Rollout:
                  ) -> Tuple[Batch, Metrics]:
         raise NotImplementedError
 
+    def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
+        raise NotImplementedError(f"{type(self).__name__} cannot continue token prefixes "
+                                  "(multi-turn rollouts need Rollout.sample)")
+
+    def release(self) -> None:
+        return None
+
     def kill(self) -> None:
         return None
 
@@ -121,13 +138,9 @@ def rollout_backend(name: str) -> Type[Rollout]:
     return cls
 
 
-def make_rollout(cfg: Config, tokenizer: Any) -> Rollout:
-    return rollout_backend(cfg.rollout.backend)(cfg, tokenizer)
-
-
 def register_rollout(name: str, cls: Optional[Type[Rollout]] = None):
     """Register a backend as ``rollout.backend: name`` (usable as a class decorator)."""
     return ROLLOUT_BACKENDS.register(name) if cls is None else ROLLOUT_BACKENDS.register(name)(cls)
 
 
-__all__ = ["Rollout", "make_rollout", "register_rollout", "rollout_backend"]
+__all__ = ["Rollout", "register_rollout", "rollout_backend"]

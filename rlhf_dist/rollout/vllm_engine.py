@@ -199,9 +199,10 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 seed: Optional[int] = None, first_row: int = 0) -> Batch:
-        """Sample ``n_samples_per_prompt`` responses per (left-padded) prompt: the HF engine's
-        Batch plus ``engine_logprobs``.
+                 seed: Optional[int] = None, first_row: int = 0,
+                 n: Optional[int] = None) -> Batch:
+        """Sample ``n`` (default ``n_samples_per_prompt``) responses per (left-padded) prompt:
+        the HF engine's Batch plus ``engine_logprobs``.
 
         Row ``j`` (sample ``c`` of prompt ``i``, ``j = i·n + c``) is a request of its own
         (vLLM's prefix cache shares the prompt's KV between a prompt's rows) sampled with seed
@@ -212,7 +213,7 @@ class VLLMRolloutEngine:
         """
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         ids, mask = prompt_input_ids.cpu(), prompt_attention_mask.cpu().long()
-        n = self.rollout.n_samples_per_prompt
+        n = self.rollout.n_samples_per_prompt if n is None else n
         rows = [{"prompt_token_ids": row[m.bool()].tolist()}
                 for row, m in zip(ids, mask) for _ in range(n)]
         base = None if seed is None else seed * SEED_STRIDE + first_row

@@ -15,7 +15,7 @@ import torch
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.interface import make_rollout
+from rlhf_dist.rollout.factory import make_rollout
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.ray_job import RayJob
 from rlhf_dist.utils import Timer, mean_rows, seed_everything
@@ -233,10 +233,13 @@ class PPOTrainer(RayJob):
 
     def sequence_rewards(self, experience: Batch, rm_scores=None) -> torch.Tensor:
         """(N,) sequence rewards: the RM's score (``rm_scores``, a pending reward-group call,
-        started here when not given) + the reward functions + the overlong penalty."""
+        started here when not given) + the reward functions + the overlong penalty + what
+        the rollout observed itself (``rollout_scores``: an environment's rewards)."""
         if rm_scores is None and self.roles.reward:
             rm_scores = self.roles.reward.score(experience)
         scores = torch.zeros(len(experience)) if rm_scores is None else rm_scores.result()
+        if "rollout_scores" in experience:
+            scores = scores + experience["rollout_scores"]
         return scores + self.custom_rewards(experience) + self.overlong_penalties(experience)
 
     def mask_truncated(self, experience: Batch) -> Tuple[Batch, Metrics]:
@@ -244,7 +247,8 @@ class PPOTrainer(RayJob):
         actions are masked out of the losses (after scoring: rewards and groups unchanged)."""
         from rlhf_dist.rollout import stop_ids, truncated_rows
 
-        truncated = truncated_rows(experience, stop_ids(self.cfg.rollout, self.tokenizer))
+        truncated = experience["truncated"] if "truncated" in experience else \
+            truncated_rows(experience, stop_ids(self.cfg.rollout, self.tokenizer))
         metrics = {"response/truncated_frac": float(truncated.float().mean())}
         if not self.cfg.ppo.mask_truncated:
             return experience, metrics

@@ -90,13 +90,17 @@ class Generation:
         self.learner, self.read = learner, cfg.rollout.logprobs_from_generate
         self.sampler = RolloutEngine(learner.engine.module, tokenizer, cfg.rollout)
 
-    def generate(self, prompts: Batch, seed: int) -> Batch:
+    def generate(self, prompts: Batch, seed: int, n: Optional[int] = None,
+                 logprobs: bool = True) -> Batch:
+        """``n`` samples per prompt (default ``n_samples_per_prompt``), with their behaviour
+        log-probs unless ``logprobs`` is false."""
         engine = self.learner.engine
         engine.eval()
+        read = self.read and logprobs
         with engine.gathered():
             experience = self.sampler.generate(prompts["input_ids"], prompts["attention_mask"],
-                                               generator_seed=seed, with_logprobs=self.read)
-        if self.read:
+                                               generator_seed=seed, with_logprobs=read, n=n)
+        if read or not logprobs:
             return experience
         return experience.with_(old_logprobs=self.learner.logprobs(experience)["logprobs"])
 

@@ -1,7 +1,7 @@
 """Role groups: the driver's view of each role, one explicit method per remote call."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rlhf_dist.config import TrainConfig
 from rlhf_dist.protocol import Batch
@@ -90,12 +90,16 @@ class ActorGroup(_ModelGroup):
     def build(self, train: TrainConfig, total_steps: int) -> None:
         self._broadcast(lambda w: w.build.remote(train, total_steps))
 
-    def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
-        """Each rank samples for its share of the prompts; responses of different lengths are
-        right-padded to the longest before concatenation."""
+    def generate(self, prompts: Batch, seed: int, pad_token_id: int, n: Optional[int] = None,
+                 logprobs: bool = True) -> Batch:
+        """Each rank samples ``n`` responses (default ``n_samples_per_prompt``) for each of its
+        share of the prompts, with the behaviour log-probs unless ``logprobs`` is false;
+        responses of different lengths are right-padded to the longest before
+        concatenation."""
         from rlhf_dist.rollout import concat_rollouts
 
-        parts = self._get(self._scatter_refs(lambda w, c: w.generate.remote(c, seed), prompts))
+        parts = self._get(self._scatter_refs(
+            lambda w, c: w.generate.remote(c, seed, n, logprobs), prompts))
         return concat_rollouts(parts, pad_token_id)
 
     def logprobs(self, batch: Batch) -> Pending:

@@ -65,8 +65,9 @@ class ActorWorker(ModelWorker):
 
     @uses_engine
     @torch.no_grad()
-    def generate(self, prompts: Batch, seed: int) -> Batch:
-        return self.generation.generate(prompts, seed + self.rank)
+    def generate(self, prompts: Batch, seed: int, n: Optional[int] = None,
+                 logprobs: bool = True) -> Batch:
+        return self.generation.generate(prompts, seed + self.rank, n, logprobs)
 
     @uses_engine
     @torch.no_grad()

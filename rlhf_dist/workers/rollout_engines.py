@@ -44,9 +44,10 @@ class VLLMEngineWorker:
                 seed=cfg.seed + index, stop=model.stop, pad_token_id=model.pad_token_id,
                 load_format="dummy", sleep_mode=cfg.resources.colocate_rollout)
 
-    def generate(self, prompts: Batch, seed: int, first_row: int) -> Batch:
+    def generate(self, prompts: Batch, seed: int, first_row: int,
+                 n: Optional[int] = None) -> Batch:
         return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed,
-                                    first_row)
+                                    first_row, n)
 
     def init_weight_group(self, host: str, port: int, world_size: int, backend: str,
                           timeout_s: float) -> None:
@@ -99,16 +100,18 @@ class RolloutEngines(RayGroup):
             self.kill()
             raise
 
-    def generate(self, prompts: Batch, seed: int, pad_token_id: int) -> Batch:
-        """Each engine samples for a contiguous part of the prompts, each row with a seed of
-        its own that does not depend on the split (``VLLMRolloutEngine.generate``); parts are
-        joined as the actor's ranks' are (:func:`concat_rollouts`)."""
+    def generate(self, prompts: Batch, seed: int, pad_token_id: int,
+                 n: Optional[int] = None) -> Batch:
+        """Each engine samples ``n`` (default ``n_samples_per_prompt``) responses for each of
+        a contiguous part of the prompts, each row with a seed of its own that does not
+        depend on the split (``VLLMRolloutEngine.generate``); parts are joined as the actor's
+        ranks' are (:func:`concat_rollouts`)."""
         from rlhf_dist.rollout import concat_rollouts
 
-        n = self.cfg.rollout.n_samples_per_prompt
+        n = self.cfg.rollout.n_samples_per_prompt if n is None else n
         parts = prompts.chunk(min(self.world_size, len(prompts)))
         firsts = [n * sum(len(p) for p in parts[:i]) for i in range(len(parts))]
-        refs = [w.generate.remote(part, seed, first)
+        refs = [w.generate.remote(part, seed, first, n)
                 for w, part, first in zip(self.workers, parts, firsts)]
         return concat_rollouts(self._get(refs), pad_token_id)
 

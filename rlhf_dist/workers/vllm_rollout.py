@@ -86,13 +86,19 @@ class VLLMRollout(Rollout):
     def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
                  ) -> Tuple[Batch, Metrics]:
         experience = self.engines.generate(prompts, seed, self.pad_token_id)
-        if self.colocated:
-            self.engines.sleep()  # the device is the actor's until the next sync
+        self.release()
         experience = self.with_behaviour_logprobs(experience)
         metrics = logprob_gap(experience)
         if not self.cfg.rollout.use_engine_logprobs:  # only the TIS weights need them later
             experience = experience.drop(["engine_logprobs"])
         return experience, metrics
+
+    def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
+        return self.engines.generate(prompts, seed, self.pad_token_id, n)
+
+    def release(self) -> None:
+        if self.colocated:
+            self.engines.sleep()  # the device is the actor's until the next sync
 
     def kill(self) -> None:
         if self.engines is not None:

@@ -1,0 +1,20 @@
+"""The rollout a PPO/GRPO job runs: the backend ``rollout.backend`` names
+(:mod:`rlhf_dist.rollout.interface`), wrapped for what the config asks on top of it --
+multi-turn trajectories when ``env.name`` is set (:mod:`rlhf_dist.rollout.multi_turn`)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rlhf_dist.config import Config
+from rlhf_dist.rollout.interface import Rollout, rollout_backend
+from rlhf_dist.rollout.multi_turn import MultiTurnRollout
+
+
+def make_rollout(cfg: Config, tokenizer: Any) -> Rollout:
+    rollout = rollout_backend(cfg.rollout.backend)(cfg, tokenizer)
+    if cfg.env.enabled:
+        rollout = MultiTurnRollout(rollout)
+    return rollout
+
+
+__all__ = ["make_rollout"]
