@@ -106,14 +106,22 @@ class RolloutEngines(RayGroup):
         a contiguous part of the prompts, each row with a seed of its own that does not
         depend on the split (``VLLMRolloutEngine.generate``); parts are joined as the actor's
         ranks' are (:func:`concat_rollouts`)."""
-        from rlhf_dist.rollout import concat_rollouts
+        return self.collect(self.submit(prompts, seed, n), pad_token_id)
 
+    def submit(self, prompts: Batch, seed: int, n: Optional[int] = None) -> List[Any]:
+        """:meth:`generate` started, not waited for: the engines' pending results (each
+        engine serves its calls in order, so a later sync waits for them)."""
         n = self.cfg.rollout.n_samples_per_prompt if n is None else n
         parts = prompts.chunk(min(self.world_size, len(prompts)))
         firsts = [n * sum(len(p) for p in parts[:i]) for i in range(len(parts))]
-        refs = [w.generate.remote(part, seed, first, n)
+        return [w.generate.remote(part, seed, first, n)
                 for w, part, first in zip(self.workers, parts, firsts)]
-        return concat_rollouts(self._get(refs), pad_token_id)
+
+    def collect(self, pending: List[Any], pad_token_id: int) -> Batch:
+        """The Batch of a :meth:`submit` (waits, ``resources.timeout_s`` at most)."""
+        from rlhf_dist.rollout import concat_rollouts
+
+        return concat_rollouts(self._get(pending), pad_token_id)
 
     def connect(self, actor: Any) -> None:
         """Form the weight group: the actor's rank 0 (rank 0 of the group, its store's host)
