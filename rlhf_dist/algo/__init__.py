@@ -24,8 +24,10 @@ from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequ
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
 from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
                        scored_columns, sequence_logps, shifted_token_logps, token_logps)
-from .losses import (LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss,
-                     truncated_is_weights, value_loss)
+from .importance import (IS_WEIGHTS, importance_stats, importance_weights, masked_is_weights,
+                         truncated_is_weights)
+from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, \
+    value_loss
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 from .shaping import informative_groups, overlong_penalty
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
@@ -36,6 +38,7 @@ __all__ = [
     "DPO_LOSSES",
     "REFERENCE_FREE_LOSSES",
     "FixedKLController",
+    "IS_WEIGHTS",
     "KL_CONTROLLERS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATORS",
@@ -56,6 +59,8 @@ __all__ = [
     "expand_to_tokens",
     "explained_variance",
     "gae",
+    "importance_stats",
+    "importance_weights",
     "get_advantage_estimator",
     "group_norm",
     "kl_estimate",
@@ -64,6 +69,7 @@ __all__ = [
     "sequence_end_index",
     "logprobs_from_logits",
     "make_kl_controller",
+    "masked_is_weights",
     "masked_mean",
     "masked_sequence_logps",
     "masked_sum",

@@ -148,22 +148,6 @@ def ppo_policy_loss(
     return loss, metrics
 
 
-def truncated_is_weights(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
-                         cap: float) -> torch.Tensor:
-    """Truncated importance-sampling weights min(π(a)/π_sampler(a), cap) per token (B, T).
-
-    The rollout engine that sampled the tokens (π_sampler, e.g. vLLM) and the trainer's
-    forward (π) differ slightly; weighting the PPO loss by this ratio corrects the gradient
-    for that mismatch, truncated at ``cap`` for bounded variance (Ionides 2008; applied to
-    RL rollouts by Yao et al. 2025, "Your efficient RL framework secretly brings you
-    off-policy RL training").  No gradient flows through the weights.
-    """
-    if cap <= 0:
-        raise ValueError(f"cap must be > 0, got {cap}")
-    check_same_shape(logprobs=logprobs, sampler_logprobs=sampler_logprobs)
-    return torch.exp(logprobs.detach() - sampler_logprobs.detach()).clamp(max=cap)
-
-
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,

@@ -238,6 +238,9 @@ class Config:
             return
         _require(self.rollout.backend == "vllm", "resources.colocate_rollout",
                  "needs rollout.backend=vllm")
+        _require(self.rollout.max_staleness == 0, "rollout.max_staleness",
+                 "needs engines on devices of their own: colocated engines sleep while the "
+                 "learners train (resources.colocate_rollout=false)")
         _require(res.rollout.tensor_parallel_size == 1 and
                  res.rollout.num_engines == res.actor.world_size, "resources.colocate_rollout",
                  f"one engine per actor device, so resources.rollout.num_engines must equal the "

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlhf_dist.algo.importance import IS_WEIGHTS
 from rlhf_dist.config.checks import ConfigError, _choice, _positive, _require
 from rlhf_dist.config.jobs import DPOConfig, RMConfig, SFTConfig  # noqa: F401  (re-exported)
 from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-exported)
@@ -322,14 +323,30 @@ class RolloutConfig:
     # vllm: weight the policy loss per token by min(pi_actor / pi_vllm, tis_cap), truncated
     # importance sampling for the rollout/training mismatch (Yao et al. 2025)
     use_engine_logprobs: bool = False
-    tis_cap: float = 2.0  # use_engine_logprobs: the cap of the truncated importance weight
+    tis_cap: float = 2.0  # the cap c of the importance weights (use_engine_logprobs, async)
+    # truncate: weight min(r, c) (TIS) | mask: r inside [1/c, c], 0 outside (MIS / IcePop);
+    # r = pi_actor / pi_engine per token
+    tis_mode: str = "truncate"
+    # 0 = synchronous; k >= 1: the engines sample the next batches while the learners train,
+    # with weights at most k policy versions older than the learner's (a backend with
+    # processes of its own, e.g. vllm, not colocated); the policy loss is then weighted by
+    # the engine's log-probs (tis_cap, tis_mode) as with use_engine_logprobs
+    max_staleness: int = 0
     # hf: the behaviour log-probs read from generate's own (KV-cached) forwards instead of
     # one more forward over the sampled sequences (equal up to float rounding, ~1e-6 in fp32)
     logprobs_from_generate: bool = False
 
+    @property
+    def importance_weights(self) -> bool:
+        """The policy loss is weighted by the engine's log-probs: asked for
+        (``use_engine_logprobs``) or needed (``max_staleness`` ≥ 1: stale behaviour)."""
+        return self.use_engine_logprobs or self.max_staleness > 0
+
     def __post_init__(self):
         ROLLOUT_BACKENDS.check(self.backend, ConfigError)  # names, or package.module:Class
         _positive("rollout.tis_cap", self.tis_cap)
+        _choice("rollout.tis_mode", self.tis_mode, sorted(IS_WEIGHTS))
+        _positive("rollout.max_staleness", self.max_staleness, allow_zero=True)
         _require(not self.logprobs_from_generate or self.backend == "hf",
                  "rollout.logprobs_from_generate", "needs rollout.backend=hf (with vLLM the "
                  "actor recomputes the behaviour log-probs; rollout.use_engine_logprobs "
@@ -339,9 +356,9 @@ class RolloutConfig:
                  "behaviour log-probs are the actor's own)")
         # vLLM's log-probs are of the distribution it sampled from: renormalised by top-p /
         # top-k, where the actor's are not (the weights would be biased below 1)
-        _require(not self.use_engine_logprobs or (self.top_p == 1.0 and self.top_k == 0),
-                 "rollout.use_engine_logprobs", f"needs rollout.top_p=1 and rollout.top_k=0, "
-                 f"got {self.top_p} and {self.top_k}")
+        _require(not self.importance_weights or (self.top_p == 1.0 and self.top_k == 0),
+                 "rollout.max_staleness" if self.max_staleness else "rollout.use_engine_logprobs",
+                 f"needs rollout.top_p=1 and rollout.top_k=0, got {self.top_p} and {self.top_k}")
         _positive("rollout.rollout_batch_size", self.rollout_batch_size)
         _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
         _positive("rollout.max_new_tokens", self.max_new_tokens)

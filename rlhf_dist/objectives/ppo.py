@@ -17,24 +17,25 @@ Objective = Tuple[torch.Tensor, Dict[str, float]]
 
 
 def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
-                     tis_cap: Optional[float] = None, horizon: Optional[int] = None
-                     ) -> Objective:
+                     tis_cap: Optional[float] = None, horizon: Optional[int] = None,
+                     tis_mode: str = "truncate") -> Objective:
     """PPO policy loss of ``model`` on ``micro`` (``old_logprobs``, ``advantages``,
     ``action_mask``) minus ``ppo.entropy_coef`` × its mean entropy; ``actor/`` metrics.
     With ``ppo.kl_in_loss`` plus ``ppo.kl_coef`` × the ``ppo.kl_estimator`` KL of the current
     policy from the reference (``ref_logprobs``), aggregated like the policy loss (GRPO,
     Shao et al. 2024, eq. 3, with k3).
-    With ``tis_cap`` each token's loss is weighted by min(π_old/π_engine, tis_cap), the
-    truncated importance ratio of the actor's behaviour log-probs to the rollout engine's
-    (``engine_logprobs``).  ``horizon``: the constant of ``seq_mean_token_sum_norm``, the
-    longest response (``rollout.max_new_tokens``)."""
+    With ``tis_cap`` each token's loss is weighted by the importance ratio π_old/π_engine of
+    the actor's behaviour log-probs to the rollout engine's (``engine_logprobs``), bounded
+    by ``tis_cap`` as ``tis_mode`` says (:mod:`rlhf_dist.algo.importance`).  ``horizon``:
+    the constant of ``seq_mean_token_sum_norm``, the longest response
+    (``rollout.max_new_tokens``)."""
     # without an entropy bonus the entropy is a metric: no backward through it
     logprobs, entropy = action_logprobs(model, micro, temperature, return_entropy=True,
                                         entropy_grad=ppo.entropy_coef != 0)
     weights, extra = None, {}
     if tis_cap is not None:
-        weights = algo.truncated_is_weights(micro["old_logprobs"], micro["engine_logprobs"],
-                                            tis_cap)
+        weights = algo.importance_weights(micro["old_logprobs"], micro["engine_logprobs"],
+                                          tis_cap, tis_mode)
         extra["actor/tis_weight_mean"] = algo.masked_mean(weights, micro["action_mask"]).item()
     low, high = ppo.clip_range
     loss, metrics = algo.ppo_policy_loss(logprobs, micro["old_logprobs"], micro["advantages"],

@@ -1,11 +1,14 @@
 """The rollout a PPO/GRPO job runs: the backend ``rollout.backend`` names
 (:mod:`rlhf_dist.rollout.interface`), wrapped for what the config asks on top of it --
-multi-turn trajectories when ``env.name`` is set (:mod:`rlhf_dist.rollout.multi_turn`)."""
+multi-turn trajectories when ``env.name`` is set (:mod:`rlhf_dist.rollout.multi_turn`), run
+ahead of the learners when ``rollout.max_staleness`` ≥ 1
+(:mod:`rlhf_dist.rollout.async_rollout`)."""
 from __future__ import annotations
 
 from typing import Any
 
 from rlhf_dist.config import Config
+from rlhf_dist.rollout.async_rollout import AsyncRollout
 from rlhf_dist.rollout.interface import Rollout, rollout_backend
 from rlhf_dist.rollout.multi_turn import MultiTurnRollout
 
@@ -14,6 +17,8 @@ def make_rollout(cfg: Config, tokenizer: Any) -> Rollout:
     rollout = rollout_backend(cfg.rollout.backend)(cfg, tokenizer)
     if cfg.env.enabled:
         rollout = MultiTurnRollout(rollout)
+    if cfg.rollout.max_staleness:
+        rollout = AsyncRollout(rollout)
     return rollout
 
 

@@ -18,9 +18,11 @@ Life of a backend object (``cfg`` is the whole :class:`~rlhf_dist.config.Config`
    its processes are created (``placement``: its placement group, or the actor's when it has
    no bundles).  Called again after a recovery: ``start`` begins from a clean state.
 4. ``connect()`` -- every learner group is built: e.g. form the weight-sync group.
-5. Per generation: ``sync_weights(version)`` then ``generate(prompts, seed, rows)``
-   (wrappers -- multi-turn trajectories -- instead call ``sample`` as often as they need,
-   then ``release``).
+5. Per generation: ``sync_weights(version)`` then ``next_batch(draw, version)``, which by
+   default draws one prompt batch (``draw() -> (prompts, seed, rows)``) and returns
+   ``(rows, *generate(prompts, seed, rows))``; an asynchronous wrapper draws ahead
+   (:mod:`rlhf_dist.rollout.async_rollout`).  Wrappers -- multi-turn trajectories -- call
+   ``sample`` as often as they need, then ``release``.
    ``version`` is the driver's iteration: the actor's weights changed since the backend last
    saw a smaller one; a backend that samples from a copy of the weights brings them up to
    date (and wakes what sleeps); metrics such as ``perf/weight_sync_s``.
@@ -51,10 +53,17 @@ Life of a backend object (``cfg`` is the whole :class:`~rlhf_dist.config.Config`
 grid, without ``old_logprobs`` (``engine_logprobs`` when the sampler has its own); the
 building block of wrappers.  ``release()``: the iteration's sampling is over (engines that
 share the actor's devices go to sleep).
+
+Backends that sample in processes of their own (``runs_ahead = True``) split ``generate``
+into ``produce(prompts, seed, rows) -> (experience, metrics)`` -- the sampling alone, no call
+to the actor, so it may run on another thread while the learners train -- and
+``finish(experience) -> (experience, metrics)`` -- the behaviour log-probs, by the actor at
+its version then.  ``pending_state()`` / ``restore_pending(entries)``: experience sampled
+but not yet trained on, saved with a checkpoint (none for a synchronous backend).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from rlhf_dist.config import Config, ConfigError
 from rlhf_dist.config.registries import ROLLOUT_BACKENDS
@@ -72,6 +81,7 @@ class Rollout:
     ``check_sampler`` (what fails before a model is loaded), ``make_sampler``."""
 
     sampler_needs_model = True
+    runs_ahead = False  # produce() needs no actor call: it may run ahead of the learners
 
     @classmethod
     def check_sampler(cls, model_dir: Optional[str], max_model_len: int, field: str,
@@ -109,9 +119,33 @@ class Rollout:
     def sync_weights(self, version: int) -> Metrics:
         return {}
 
+    def next_batch(self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
+                   ) -> Tuple[List[dict], Batch, Metrics]:
+        prompts, seed, rows = draw()
+        experience, metrics = self.generate(prompts, seed, rows)
+        return rows, experience, metrics
+
     def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
                  ) -> Tuple[Batch, Metrics]:
-        raise NotImplementedError
+        experience, sampled = self.produce(prompts, seed, rows)
+        experience, finished = self.finish(experience)
+        return experience, {**sampled, **finished}
+
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
+                ) -> Tuple[Batch, Metrics]:
+        raise NotImplementedError(f"{type(self).__name__} overrides generate only")
+
+    def finish(self, experience: Batch) -> Tuple[Batch, Metrics]:
+        return self.with_behaviour_logprobs(experience), {}
+
+    def pending_state(self) -> List[Any]:
+        return []
+
+    def restore_pending(self, entries: List[Any]) -> None:
+        if entries:
+            raise ConfigError(f"the checkpoint holds {len(entries)} batches of experience "
+                              "sampled ahead (rollout.max_staleness >= 1); this run is "
+                              "synchronous: resume it with the same rollout.max_staleness")
 
     def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
         raise NotImplementedError(f"{type(self).__name__} cannot continue token prefixes "

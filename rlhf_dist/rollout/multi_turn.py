@@ -146,12 +146,15 @@ class MultiTurnRollout(Rollout):
     def kill(self) -> None:
         self.inner.kill()
 
-    # ---------------------------------------------------------------- trajectories
-    def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                 ) -> Tuple[Batch, Metrics]:
-        experience, metrics = self.trajectories(prompts, seed, rows)
-        return self.with_behaviour_logprobs(experience), metrics
+    @property
+    def runs_ahead(self) -> bool:  # the turns are the inner sampler's: no actor call
+        return self.inner.runs_ahead
 
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
+                ) -> Tuple[Batch, Metrics]:
+        return self.trajectories(prompts, seed, rows)
+
+    # ---------------------------------------------------------------- trajectories
     def trajectories(self, prompts: Batch, seed: int, rows: Sequence[dict]
                      ) -> Tuple[Batch, Metrics]:
         """The trajectories of ``n_samples_per_prompt`` episodes per prompt row, without the
@@ -178,7 +181,7 @@ class MultiTurnRollout(Rollout):
         experience = experience.with_(
             rollout_scores=torch.tensor([t.episode.reward for t in trajectories]),
             truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]))
-        if not self.cfg.rollout.use_engine_logprobs:
+        if not self.cfg.rollout.importance_weights:
             experience = experience.drop(["engine_logprobs"])
         return experience, self._metrics(trajectories)
 

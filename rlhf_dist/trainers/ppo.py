@@ -15,6 +15,7 @@ import torch
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
 from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout.async_rollout import check_staleness
 from rlhf_dist.rollout.factory import make_rollout
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.ray_job import RayJob
@@ -23,6 +24,7 @@ from rlhf_dist.utils.seeding import SAMPLING, derive_seed
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
+PENDING_FILE = "rollout_pending.pt"  # a checkpoint's experience sampled ahead (async)
 
 
 def check_experience(experience: Batch) -> None:
@@ -145,6 +147,7 @@ class PPOTrainer(RayJob):
             self.timer.pop()  # a skipped iteration's phases are not the next one's
             raise
         experience, truncation = self.mask_truncated(experience)
+        truncation.update(self.staleness(experience))
         with self.timer("learn"):
             learn_metrics = self.learn(experience)
         self.shaper.update_kl(score_metrics["kl/ref_kl"], len(experience))
@@ -170,11 +173,17 @@ class PPOTrainer(RayJob):
         batch = Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
         return batch, seed
 
+    def draw(self) -> Tuple[Batch, int, List[dict]]:
+        """The next prompt batch, its seed and rows (:meth:`prompt_batch`)."""
+        prompts, seed = self.prompt_batch()
+        return prompts, seed, self.rows
+
     def generate(self) -> Tuple[Batch, Metrics]:
         """The experience of the next prompt batch, with the behaviour log-probs
-        ``old_logprobs``, from the rollout backend (:mod:`rlhf_dist.rollout.interface`)."""
-        prompts, seed = self.prompt_batch()
-        return self.rollout.generate(prompts, seed, self.rows)
+        ``old_logprobs``, from the rollout backend (:mod:`rlhf_dist.rollout.interface`; an
+        asynchronous one drew it ahead); ``self.rows`` becomes its prompt rows."""
+        self.rows, experience, metrics = self.rollout.next_batch(self.draw, self.step)
+        return experience, metrics
 
     def sample(self) -> Tuple[Batch, Metrics]:
         """One prompt batch's experience, or with ``ppo.dynamic_sampling`` as many as it
@@ -255,6 +264,14 @@ class PPOTrainer(RayJob):
         keep = (~truncated).to(experience["action_mask"].dtype)[:, None]
         return experience.with_(action_mask=experience["action_mask"] * keep), metrics
 
+    def staleness(self, experience: Batch) -> Metrics:
+        """``async/staleness_*`` of rows sampled ahead (their ``versions``); a row older than
+        ``rollout.max_staleness`` versions is refused, naming the versions."""
+        if "versions" not in experience:
+            return {}
+        return check_staleness(experience["versions"], self.step,
+                               self.cfg.rollout.max_staleness)
+
     def overlong_penalties(self, experience: Batch) -> torch.Tensor:
         """DAPO's soft overlong punishment of each response (``ppo.overlong_buffer``)."""
         ppo = self.cfg.ppo
@@ -312,6 +329,20 @@ class PPOTrainer(RayJob):
     def driver_state(self) -> Dict[str, Any]:
         return {"iteration": self.step, "reward_shaping": self.shaper.state_dict(),
                 "prompt_batches": self.drawn}
+
+    def save_to(self, staging: Path) -> Dict[str, Any]:
+        """Plus the experience sampled ahead and not yet trained on (async), if any."""
+        state = super().save_to(staging)
+        pending = self.rollout.pending_state()
+        if pending:
+            torch.save(pending, staging / PENDING_FILE)
+        return state
+
+    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
+        super().load_from(path, state)
+        pending = path / PENDING_FILE
+        self.rollout.restore_pending(torch.load(pending, weights_only=False)
+                                     if pending.exists() else [])
 
     def load_driver_state(self, state: Dict[str, Any]) -> None:
         # "scorer": the key of checkpoints written before the RewardShaper had its name

@@ -47,8 +47,8 @@ class PolicyLearner:
 
         rollout = self.cfg.rollout
         return policy_objective(self.engine, micro, self.temperature, self.cfg.ppo,
-                                rollout.tis_cap if rollout.use_engine_logprobs else None,
-                                horizon=rollout.max_new_tokens)
+                                rollout.tis_cap if rollout.importance_weights else None,
+                                horizon=rollout.max_new_tokens, tis_mode=rollout.tis_mode)
 
     def ppo_epoch(self, share: Batch, minibatches: List[torch.Tensor]) -> List[Metrics]:
         """The actor's steps of one PPO epoch (:func:`epoch_updates`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from rlhf_dist.algo.importance import importance_stats
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.interface import Metrics, Rollout
 from rlhf_dist.rollout.vllm_sampler import check_vllm_model, make_vllm_sampler
@@ -29,6 +30,7 @@ class VLLMRollout(Rollout):
     """``rollout.backend=vllm`` (``resources.rollout``: the engines' layout)."""
 
     sampler_needs_model = False
+    runs_ahead = True
     check_sampler = staticmethod(check_vllm_model)
     make_sampler = staticmethod(make_vllm_sampler)
 
@@ -83,15 +85,23 @@ class VLLMRollout(Rollout):
         self.synced = version
         return {"perf/weight_sync_s": seconds}
 
-    def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                 ) -> Tuple[Batch, Metrics]:
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
+                ) -> Tuple[Batch, Metrics]:
         experience = self.engines.generate(prompts, seed, self.pad_token_id)
         self.release()
+        return experience, {}
+
+    def finish(self, experience: Batch) -> Tuple[Batch, Metrics]:
+        """The actor's behaviour log-probs next to vLLM's (``rollout/logprob_abs_diff_*``;
+        with importance weights also their statistics, ``rollout/tis_*``)."""
+        rollout = self.cfg.rollout
         experience = self.with_behaviour_logprobs(experience)
         metrics = logprob_gap(experience)
-        if not self.cfg.rollout.use_engine_logprobs:  # only the TIS weights need them later
-            experience = experience.drop(["engine_logprobs"])
-        return experience, metrics
+        if not rollout.importance_weights:  # only the importance weights need them later
+            return experience.drop(["engine_logprobs"]), metrics
+        stats = importance_stats(experience["old_logprobs"], experience["engine_logprobs"],
+                                 experience["action_mask"], rollout.tis_cap, rollout.tis_mode)
+        return experience, {**metrics, **{f"rollout/{k}": v for k, v in stats.items()}}
 
     def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
         return self.engines.generate(prompts, seed, self.pad_token_id, n)
