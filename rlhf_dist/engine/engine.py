@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,8 +16,8 @@ from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
 from rlhf_dist.engine.offload import (TensorHomes, deepspeed_include, empty_device_cache,
                                       left_on_device)
 from rlhf_dist.engine.schedule import lr_multiplier
-from rlhf_dist.models.lora import (adapter_disabled, base_state, is_lora, merged_parameters,
-                                   merged_shapes)
+from rlhf_dist.models.lora import (adapter_disabled, base_state, hf_name, is_lora,
+                                   merged_parameters, merged_shapes)
 from rlhf_dist.models.save import save_model, save_tensors
 from rlhf_dist.utils.checksum import state_checksum
 
@@ -278,12 +278,62 @@ class ModelEngine:
         from its shards only while it is used, so no rank ever holds the whole model twice
         (the weight sync streams these to the rollout engines).  A LoRA engine's are those of
         the merged model (``models.lora.merged_parameters``)."""
+        yield from self._full_parameters(self._gathered)
+
+    def _full_parameters(self, gathered) -> Iterator[Tuple[str, torch.Tensor]]:
         if self.lora:
-            yield from merged_parameters(self.module, self._gathered)
+            yield from merged_parameters(self.module, gathered)
             return
         for name, param in self.module.named_parameters():
-            with self._gathered([param]):
+            with gathered([param]):
                 yield name, param.data
+
+    def full_parameter_buckets(self, sizes: Sequence[int]
+                               ) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+        """Collective under ZeRO-3: :meth:`full_parameters` in consecutive groups of
+        ``sizes[i]`` entries (the weight sync's buckets), the shards of a group's parameters
+        gathered in one collective and released before the next group's: never the whole
+        model at once.  A group's tensors are valid until the next group is asked for.
+
+        The parameters an entry reads: its own; a LoRA layer's merged weight also every
+        parameter of the layer (its adapter).  Should an entry read one outside its group's,
+        it is gathered on its own as :meth:`full_parameters` does."""
+        sources = self._entry_sources()
+        if sum(sizes) != len(sources):
+            raise ValueError(f"buckets of {sum(sizes)} parameters for {len(sources)}")
+        held: set = set()
+
+        def gathered(params):
+            if all(id(p) in held for p in params):
+                return contextlib.nullcontext()
+            return self._gathered(params)
+
+        stream, start = self._full_parameters(gathered), 0
+        try:
+            for size in sizes:
+                params = list({id(p): p for entry in sources[start:start + size]
+                               for p in entry}.values())
+                with self._gathered(params):
+                    held = {id(p) for p in params}
+                    yield [next(stream) for _ in range(size)]
+                    held = set()
+                start += size
+        finally:
+            stream.close()
+
+    def _entry_sources(self) -> List[List[nn.Parameter]]:
+        """Per entry of :meth:`full_parameters`, the module parameters it reads."""
+        if not self.lora:
+            return [[param] for param in self.module.parameters()]
+        modules = dict(self.module.named_modules())
+        sources = []
+        for name, param in self.module.named_parameters():
+            if hf_name(name) is None:
+                continue
+            owner = name.rpartition(".")[0]
+            layer = owner.removesuffix(".base_layer")
+            sources.append(list(modules[layer].parameters()) if layer != owner else [param])
+        return sources
 
     def parameter_shapes(self) -> List[Tuple[str, List[int]]]:
         """``(name, full shape)`` of every parameter, in :meth:`full_parameters`' order."""
