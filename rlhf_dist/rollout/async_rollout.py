@@ -83,6 +83,8 @@ class AsyncRollout(Rollout):
         self.inner, self.k = inner, self.cfg.rollout.max_staleness
         self.queue: Deque[InFlight] = collections.deque()
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.busy: List[List[float]] = []  # the producer's [start, end] (end 0: running)
+        self.since = time.perf_counter()  # the start of the window perf/rollout_idle_s covers
 
     # ---------------------------------------------------------------- the inner backend's
     def cpus(self) -> float:
@@ -102,6 +104,7 @@ class AsyncRollout(Rollout):
         self.inner.start(actor, placement)
         self._stop_producer()
         self.queue.clear()
+        self.busy, self.since = [], time.perf_counter()
         self.pool = concurrent.futures.ThreadPoolExecutor(1, "rlhf_dist-rollout-producer")
 
     def connect(self) -> None:
@@ -126,7 +129,8 @@ class AsyncRollout(Rollout):
 
     def next_batch(self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
                    ) -> Tuple[List[dict], Batch, Metrics]:
-        metrics = self._refill(draw, version, self.k + 1)  # the first: one to train now
+        metrics = {"perf/rollout_idle_s": self._producer_idle()}
+        metrics.update(self._refill(draw, version, self.k + 1))  # the first: one to train now
         started = time.perf_counter()
         entry = self.queue.popleft()
         experience, sampled = entry.wait()
@@ -146,9 +150,27 @@ class AsyncRollout(Rollout):
         metrics = self.inner.sync_weights(version)
         for _ in range(batches):
             prompts, seed, rows = draw()
-            future = self.pool.submit(self.inner.produce, prompts, seed, rows)
+            future = self.pool.submit(self._produce, prompts, seed, rows)
             self.queue.append(InFlight(rows, version, future))
         return metrics
+
+    def _produce(self, prompts: Batch, seed: int, rows: List[dict]) -> Tuple[Batch, Metrics]:
+        span = [time.perf_counter(), 0.0]
+        self.busy.append(span)
+        try:
+            return self.inner.produce(prompts, seed, rows)
+        finally:
+            span[1] = time.perf_counter()
+
+    def _producer_idle(self) -> float:
+        """Seconds since the last call the producer had nothing to sample (the engines sat
+        idle: syncing, or waiting for the learners to take a batch)."""
+        now = time.perf_counter()
+        busy = sum(max(0.0, min(end or now, now) - max(start, self.since))
+                   for start, end in self.busy)
+        self.busy = [span for span in self.busy if not span[1]]
+        idle, self.since = max(0.0, now - self.since - busy), now
+        return idle
 
     # ---------------------------------------------------------------- checkpoints
     def pending_state(self) -> List[Dict[str, Any]]:
