@@ -332,6 +332,12 @@ class RolloutConfig:
     # processes of its own, e.g. vllm, not colocated); the policy loss is then weighted by
     # the engine's log-probs (tis_cap, tis_mode) as with use_engine_logprobs
     max_staleness: int = 0
+    # vllm: MB of parameters per collective of the weight sync (ZeRO-3 shards gathered per
+    # bucket; a larger parameter goes alone); 0 = one parameter at a time
+    sync_bucket_mb: float = 128.0
+    # vllm: every this many weight syncs (the first included) the engines' CRC32 of every
+    # parameter must equal the actor's, or the run stops naming engine and parameter; 0 = never
+    verify_sync_every: int = 10
     # hf: the behaviour log-probs read from generate's own (KV-cached) forwards instead of
     # one more forward over the sampled sequences (equal up to float rounding, ~1e-6 in fp32)
     logprobs_from_generate: bool = False
@@ -347,6 +353,8 @@ class RolloutConfig:
         _positive("rollout.tis_cap", self.tis_cap)
         _choice("rollout.tis_mode", self.tis_mode, sorted(IS_WEIGHTS))
         _positive("rollout.max_staleness", self.max_staleness, allow_zero=True)
+        _positive("rollout.sync_bucket_mb", self.sync_bucket_mb, allow_zero=True)
+        _positive("rollout.verify_sync_every", self.verify_sync_every, allow_zero=True)
         _require(not self.logprobs_from_generate or self.backend == "hf",
                  "rollout.logprobs_from_generate", "needs rollout.backend=hf (with vLLM the "
                  "actor recomputes the behaviour log-probs; rollout.use_engine_logprobs "
