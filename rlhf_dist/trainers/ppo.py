@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
-from rlhf_dist.config import Config, TrainConfig, ppo_roles, resolve_ppo_sizes
+from rlhf_dist.config import Config, TrainConfig, ppo_roles
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.async_rollout import check_staleness
 from rlhf_dist.rollout.factory import make_rollout
@@ -59,7 +59,7 @@ class PPOTrainer(RayJob):
     job = "ppo"
 
     def __init__(self, cfg: Config):
-        self.sizes = resolve_ppo_sizes(cfg)  # config's PPOSizes (pure; errors before Ray)
+        self.sizes = cfg.ppo_sizes  # checked by config (a size error before Ray starts)
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.n_samples = cfg.rollout.n_samples_per_prompt
         from rlhf_dist.rewards import load_rewards
@@ -104,9 +104,7 @@ class PPOTrainer(RayJob):
         self.shaper, self.timer, self.drawn = RewardShaper(cfg.ppo), Timer(), 0
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic, rollout=self.rollout)
-        steps_per_iter = cfg.ppo.ppo_epochs * (cfg.rollout.rollout_batch_size * self.n_samples
-                                               // cfg.ppo.mini_batch_size)
-        total = cfg.ppo.iterations * steps_per_iter
+        total = self.sizes.total_steps
         self.roles.actor.build(
             learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
         if self.roles.reference:
