@@ -88,15 +88,15 @@ def eval_command(out: Path, names: List[str], preset: Preset, seed: int) -> List
     models = ",".join(f"{n}={out / n / 'model'}" for n in names)
     return ["eval", "--models", models, "--reward-model", str(out / "rm" / "model"),
             "--prompts", "toy", "--reference", "toy", "--baseline", "sft",
-            "--num-samples", str(preset.eval_samples), "--max-new-tokens", "24",
+            "--n-samples-per-prompt", str(preset.eval_samples), "--max-new-tokens", "24",
             "--seed", str(seed), "--output-dir", str(out / "eval")]
 
 
 def verifier_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
     models = ",".join(f"{n}={out / n / 'model'}" for n in ("verifier_sft", "grpo_verifier"))
     return ["eval", "--models", models, "--prompts", str(out / "verifier_data" / "eval.jsonl"),
-            "--reward-fn", "exact_match", "--labels-key", "answer",
-            "--num-samples", str(preset.eval_samples), "--max-new-tokens", "4",
+            "--reward-fn", "exact_match", "--label-key", "answer",
+            "--n-samples-per-prompt", str(preset.eval_samples), "--max-new-tokens", "4",
             "--seed", str(seed), "--output-dir", str(out / "eval_verifier")]
 
 
