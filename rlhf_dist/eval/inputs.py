@@ -61,7 +61,8 @@ def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = N
             if labels_key is not None:
                 label = field_value(row, labels_key)  # a dotted key reaches nested values
                 if label is None:
-                    raise RowError(labels_key, "missing (--labels-key names the label column)")
+                    raise RowError(labels_key, "missing (--label-key, data.label_key, "
+                                              "names the label column)")
                 labels.append(label)
         except RowError as err:
             raise DataError.bad_row(source, i, err.field, err.reason) from None

@@ -33,8 +33,8 @@ COLUMNS = (
 DESCRIPTIONS: Dict[str, str] = {
     "accuracy": "pass@1: answers the --reward-fn verifier accepts (reward > 0.5), mean over "
                 "prompts",
-    "pass_at_k": "pass@k, k = --num-samples: prompts with a correct answer among k (Chen et "
-                 "al. 2021's unbiased estimator)",
+    "pass_at_k": "pass@k, k = --n-samples-per-prompt: prompts with a correct answer among k "
+                 "(Chen et al. 2021's unbiased estimator)",
     "verifier_reward_mean": "mean --reward-fn reward of the answers",
     "reward_mean": "mean reward-model score of the answers (higher is better)",
     "reward_std": "population std of the reward-model scores",

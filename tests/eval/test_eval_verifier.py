@@ -1,4 +1,4 @@
-"""``rlhf-dist eval --reward-fn … --labels-key …``: accuracy (pass@1) and pass@k against a
+"""``rlhf-dist eval --reward-fn … --label-key …``: accuracy (pass@1) and pass@k against a
 verifier, by hand and end to end."""
 import json
 
@@ -51,14 +51,14 @@ def test_eval_reports_exact_match_accuracy_of_the_models_answers(saved_models, t
                                 for p, a in zip(PROMPTS, labels)))
     out = tmp_path / "greedy"
     assert _eval(saved_models["sft"], labelled, out, "--greedy", "--reward-fn", "exact_match",
-                 "--labels-key", "answer") == 0
+                 "--label-key", "answer") == 0
     metrics = json.loads((out / "eval.json").read_text())["metrics"]["sft"]
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert "| model | accuracy |" in (out / "eval.md").read_text()  # the first column
 
     out = tmp_path / "sampled"
-    assert _eval(saved_models["sft"], labelled, out, "--num-samples", "3", "--seed", "5",
-                 "--reward-fn", "exact_match", "--labels-key", "answer") == 0
+    assert _eval(saved_models["sft"], labelled, out, "--n-samples-per-prompt", "3",
+                 "--seed", "5", "--reward-fn", "exact_match", "--label-key", "answer") == 0
     metrics = json.loads((out / "eval.json").read_text())["metrics"]["sft"]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     hits = [[" ".join(s["response"].split()) == " ".join(labels[i].split())
@@ -70,9 +70,9 @@ def test_eval_reports_exact_match_accuracy_of_the_models_answers(saved_models, t
 
 @pytest.mark.parametrize("extra, message", [
     (["--reward-fn", "math"], "--reward-fn math compares answers with each prompt's label"),
-    (["--labels-key", "answer"], "--labels-key gives labels to --reward-fn"),
-    (["--reward-fn", "exact_match", "--labels-key", "nope"],
-     "row 0, field 'nope': missing (--labels-key names the label column)"),
+    (["--label-key", "answer"], "--label-key gives labels to --reward-fn"),
+    (["--reward-fn", "exact_match", "--label-key", "nope"],
+     "row 0, field 'nope': missing (--label-key, data.label_key, names the label column)"),
     (["--reward-fn", "no_such_module_xyz:f"], "--reward-fn 'no_such_module_xyz:f'"),
 ])
 def test_verifier_arguments_errors_exit_2(extra, message, saved_models, tmp_path, capsys):
