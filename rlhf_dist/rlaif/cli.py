@@ -5,7 +5,7 @@
     rlhf-dist label --policy outputs/sft/model \\
         --judge rlhf_dist.rlaif.judges:toy_rule_judge --prompts prompts.jsonl -k 4 \\
         --strategy best_worst --min-margin 0.5 --output pairs.jsonl
-    rlhf-dist dpo -c configs/dpo_tiny.yaml data.path=pairs.jsonl
+    rlhf-dist dpo -c configs/tiny/dpo.yaml data.path=pairs.jsonl
 
 A judge module is imported with the current directory on ``sys.path`` (``--judge
 myjudges:score`` finds ``./myjudges.py``).  Every argument is checked (and the judge loaded)
