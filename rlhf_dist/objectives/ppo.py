@@ -1,6 +1,6 @@
 """The PPO learners' objectives on one micro-batch of experience: the actor's clipped policy
 loss (minus the entropy bonus) and the critic's clipped value loss.  Shared by the Ray role
-workers and any single-process loop (``bench/_ppo_single.py``), so both optimise the same
+workers and any single-process loop (``examples/ppo_single.py``), so both optimise the same
 thing."""
 from __future__ import annotations
 

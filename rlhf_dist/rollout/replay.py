@@ -63,7 +63,7 @@ def learner_plan(size: int, mini_batch_size: int, epochs: int, seed: int,
 class ReplayBuffer:
     """Holds Batches of experience (sequences, masks, old log-probs, values, advantages,
     returns …) on the CPU and serves them as the minibatches of :func:`learner_plan` for one
-    rank (the single-process loop of ``bench/_ppo_single.py``).
+    rank (the single-process loop of ``examples/ppo_single.py``).
 
     Added batches must have the same keys and per-row shapes (they are concatenated).
     """
