@@ -2,7 +2,7 @@
 torch.distributed group (and one DeepSpeed engine) among themselves.  Its base, RayGroup, is
 shared with the vLLM rollout engines (``rollout_engines.py``), which form no such group.
 
-Group methods (in ``groups.py``) are explicit Python methods; this module gives them
+Group methods (in ``role_groups.py``) are explicit Python methods; this module gives them
 ``_scatter_refs`` (a Batch split by data-parallel rank, one call per rank) and ``_broadcast``
 (the same call on every rank), and ``_get``, which waits with a timeout and turns a dead or
 silent worker into :class:`WorkerLost`, a raising one into :class:`WorkerError` (a non-finite
