@@ -16,7 +16,9 @@ from .advantages import (
     rloo,
 )
 from .dpo import DPO_LOSSES, dpo_loss
-from .preference import REFERENCE_FREE_LOSSES, kto_loss, orpo_loss, simpo_loss
+from .preference import (KTO_RECOMMENDED_RATIO, REFERENCE_FREE_LOSSES, UNPAIRED_LOSSES,
+                         best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
+                         orpo_loss, simpo_loss)
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
 from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
@@ -37,6 +39,11 @@ __all__ = [
     "AdaptiveKLController",
     "DPO_LOSSES",
     "REFERENCE_FREE_LOSSES",
+    "KTO_RECOMMENDED_RATIO",
+    "UNPAIRED_LOSSES",
+    "best_worst_pairs",
+    "kto_class_weights",
+    "kto_weight_ratio",
     "FixedKLController",
     "IS_WEIGHTS",
     "KL_CONTROLLERS",

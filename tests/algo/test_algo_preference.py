@@ -1,11 +1,13 @@
 """SimPO, ORPO and KTO against values computed by hand (float64), their gradients for one case
-each, and the errors that name a bad argument."""
+each, KTO's class weights (eq. 9), online DPO's best/worst pairs, and the errors that name a bad
+argument."""
 import math
 
 import pytest
 import torch
 
-from rlhf_dist.algo import kto_loss, orpo_loss, simpo_loss
+from rlhf_dist.algo import (best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
+                            orpo_loss, simpo_loss)
 
 
 def _t(*values):
@@ -85,6 +87,42 @@ def test_kto_gradient_flows_to_the_policy_only():
     s = _sigmoid(0.5 * (1.0 - 0.25))
     assert policy.grad.item() == pytest.approx(-0.5 * s * (1 - s), abs=1e-12)
     assert ref.grad is None and kl.grad is None  # the reference and z0 are constants
+
+
+def test_kto_per_row_weights_are_the_class_weights():
+    policy, ref = _t(-3.0, -5.0, -2.0), _t(-4.0, -4.5, -2.0)
+    desirable = torch.tensor([True, False, True])
+    by_class, _ = kto_loss(policy, ref, desirable, 0.25, 0.5, 2.0, 1.5)
+    per_row, _ = kto_loss(policy, ref, desirable, 0.25, 0.5, _t(2.0, 1.5, 2.0),
+                          _t(2.0, 1.5, 2.0))
+    assert per_row.tolist() == by_class.tolist()
+    assert by_class[0].item() == pytest.approx(2.0 * (1 - _sigmoid(0.5 * 0.75)), abs=1e-12)
+
+
+def test_kto_class_weights_balance_eq_9():
+    # 30 desirable, 90 undesirable rows: lambda_D n_D / (lambda_U n_U) = 30 / 90 as given
+    assert kto_class_weights(30, 90, 1.0, 1.0) == (1.0, 1.0)
+    assert kto_weight_ratio(30, 90, 1.0, 1.0) == pytest.approx(1 / 3)
+    # balance r = 1.2: lambda_D = 1.2 * 0.5 * 90 / 30 = 1.8, lambda_U kept
+    w_d, w_u = kto_class_weights(30, 90, 1.0, 0.5, balance=1.2)
+    assert (w_d, w_u) == (pytest.approx(1.8), 0.5)
+    assert kto_weight_ratio(30, 90, w_d, w_u) == pytest.approx(1.2)
+    assert kto_weight_ratio(5, 0, 1.0, 1.0) == float("inf")
+    with pytest.raises(ValueError, match="needs desirable and undesirable rows, got 4 and 0"):
+        kto_class_weights(4, 0, 1.0, 1.0, balance=1.0)
+
+
+def test_best_worst_pairs_by_hand():
+    # 3 prompts x 3 answers: a clear best/worst, a tie among the best, all equal
+    scores = _t(0.5, 2.0, -1.0,   1.0, 1.0, 0.0,   0.3, 0.3, 0.3)
+    chosen, rejected, decisive = best_worst_pairs(scores, 3)
+    assert chosen.tolist() == [1, 3, 6]      # the first of equal bests
+    assert rejected.tolist() == [2, 5, 6]
+    assert decisive.tolist() == [True, True, False]  # the third prompt is a tie
+    with pytest.raises(ValueError, match="n must be >= 2"):
+        best_worst_pairs(scores, 1)
+    with pytest.raises(ValueError, match=r"scores must be \(P \* n,\) with n=2, got \(9,\)"):
+        best_worst_pairs(scores, 2)
 
 
 @pytest.mark.parametrize("call, message", [
