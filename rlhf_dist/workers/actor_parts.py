@@ -19,6 +19,8 @@ import torch
 from rlhf_dist.config import Config
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
+from rlhf_dist.rollout.weight_buckets import (bucket_bytes, pack, plan_buckets, tensor_crc,
+                                              total_bytes)
 from rlhf_dist.workers.rollout_engines import engine_dtype
 from rlhf_dist.workers.steps import (Metrics, epoch_updates, in_micro_batches,
                                      reference_logprobs, reference_sequence_logps,
@@ -107,13 +109,15 @@ class Generation:
 
 class WeightSender:
     """Rank 0 of the weight group (the engines are ranks 1…): opens the group's store, joins
-    it, and broadcasts the policy's full parameters in the engines' dtype."""
+    it, and broadcasts the policy's full parameters in the engines' dtype, a bucket of
+    ``rollout.sync_bucket_mb`` per collective (:mod:`~rlhf_dist.rollout.weight_buckets`)."""
 
     def __init__(self, cfg: Config, engine: ModelEngine, rank: int):
         self.cfg, self.engine, self.rank = cfg, engine, rank
         self.store: Any = None
         self.group: Any = None
         self.device = torch.device("cpu")
+        self.version: Optional[int] = None  # of the last sync rank 0 sent
 
     def open(self, host: str) -> Tuple[str, int]:
         """Rank 0: start the weight group's store on ``host`` (port picked by the OS)."""
@@ -139,21 +143,76 @@ class WeightSender:
 
     @torch.no_grad()
     def broadcast(self, in_use: Callable[[], ContextManager]) -> None:
-        """Collective on the actor's ranks (ZeRO-3 gathers one parameter at a time); rank 0
-        broadcasts each, in the engines' dtype, to the engines.  ``in_use``: the worker's
-        context that brings an idle-offloaded engine back to the device.
+        """Collective on the actor's ranks: each bucket's ZeRO-3 shards are gathered together
+        (``ModelEngine.full_parameter_buckets``) and rank 0 broadcasts the bucket to the
+        engines as one buffer in their dtype; ``rollout.sync_bucket_mb=0`` sends each
+        parameter as it is, one collective each.  Rank 0 first receives the sync's header from
+        the engines (:meth:`_header`) and, on a checked sync, sends the CRC32 of every
+        parameter after the last bucket.  ``in_use``: the worker's context that brings an
+        idle-offloaded engine back to the device.
 
         An idle-offloaded engine whose parameters are whole on each rank (ZeRO ≤ 2) sends its
         CPU copies as they are when the group is gloo (colocated engines): its optimizer
         states are never brought back to the device the woken engines are using."""
-        dtype = getattr(torch, engine_dtype(self.cfg))
+        size = bucket_bytes(self.cfg.rollout.sync_bucket_mb)
+        plan = plan_buckets(self.specs(), size)
         in_place = (self.engine.offloaded and self.engine.zero_stage < 3
                     and self.device.type == "cpu")
         with contextlib.nullcontext() if in_place else in_use():
-            for _, tensor in self.engine.full_parameters():
-                if self.rank == 0:
-                    sent = tensor.to(device=self.device, dtype=dtype).contiguous()
-                    self.group.broadcast(sent, 0).wait()
+            groups = self.engine.full_parameter_buckets([len(b.specs) for b in plan])
+            if self.rank != 0:
+                for _ in groups:  # the gathers are collective: every rank takes part
+                    pass
+                return
+            verify = self._header(plan)
+            checksums = self._send(plan, groups, packed=size > 0, verify=verify)
+            if verify:
+                self.group.broadcast(torch.tensor(checksums, dtype=torch.int64,
+                                                  device=self.device), 0).wait()
+
+    def _send(self, plan: List[Any], groups: Any, packed: bool, verify: bool) -> List[int]:
+        """Rank 0: broadcast each bucket; the actor's CRC32 of every parameter in the engines'
+        dtype when ``verify`` (from its own tensors, not the bytes sent, so that a fault in
+        packing shows).  A packed bucket is a copy: it is sent while the next one is gathered
+        and packed (two buffers at most); an unpacked parameter is sent from its own memory,
+        which the gather frees, so it is waited for."""
+        dtype = getattr(torch, engine_dtype(self.cfg))
+        checksums: List[int] = []
+        in_flight = None
+        for bucket, tensors in zip(plan, groups):
+            if verify:
+                checksums.extend(tensor_crc(t.to(dtype)) for _, t in tensors)
+            if packed:
+                buffer = pack(bucket, tensors, self.device)
+            else:
+                buffer = tensors[0][1].to(device=self.device, dtype=dtype).contiguous()
+                buffer = buffer.reshape(-1).view(torch.uint8)
+            work = self.group.broadcast(buffer, 0)
+            if in_flight is not None:
+                in_flight[1].wait()
+            in_flight = (buffer, work)
+            if not packed:
+                work.wait()
+                in_flight = None
+        if in_flight is not None:
+            in_flight[1].wait()
+        return checksums
+
+    def _header(self, plan: List[Any]) -> bool:
+        """Rank 0: the sync's header, broadcast by the first engine worker (rank 1): the
+        version, whether the sync is checked, and the engines' plan (buckets, bytes), which
+        must be this one.  Whether it is checked is the driver's decision (its count of
+        syncs); the version is kept (:attr:`version`)."""
+        header = torch.zeros(4, dtype=torch.int64, device=self.device)
+        self.group.broadcast(header, 1).wait()
+        version, verify, buckets, nbytes = header.tolist()
+        if (buckets, nbytes) != (len(plan), total_bytes(plan)):
+            raise RuntimeError(f"weight sync of version {version}: the engines expect {buckets} "
+                               f"buckets of {nbytes} bytes in all, the actor has {len(plan)} of "
+                               f"{total_bytes(plan)} (a different rollout.sync_bucket_mb or "
+                               "model?)")
+        self.version = version
+        return bool(verify)
 
 
 class InActorReference:

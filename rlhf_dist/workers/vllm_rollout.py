@@ -77,11 +77,11 @@ class VLLMRollout(Rollout):
         """Colocated engines sleep between generations (their weights discarded): woken and
         synced before each; others are synced when the actor moved on since."""
         if self.colocated:
-            seconds = self.engines.sync_colocated(self.actor)
+            seconds = self.engines.sync_colocated(self.actor, version)
         elif self.synced == version:
             return {}
         else:
-            seconds = self.engines.sync_from(self.actor)
+            seconds = self.engines.sync_from(self.actor, version)
         self.synced = version
         return {"perf/weight_sync_s": seconds}
 

@@ -25,8 +25,8 @@ class _Recorder:
     def wake_up(self, tags=None):
         self.calls.append(("engines.wake_up", tuple(tags or ())))
 
-    def sync_from(self, actor):
-        self.calls.append(("engines.sync_from", actor.name))
+    def sync_from(self, actor, version):
+        self.calls.append(("engines.sync_from", actor.name, version))
         return 1.5
 
     def release_device_cache(self):
@@ -37,8 +37,8 @@ def test_colocated_sync_wakes_weights_then_syncs_frees_then_wakes_kv_cache():
     calls = []
     engines, actor = _Recorder(calls), _Recorder(calls)
     actor.name = "actor"
-    assert RolloutEngines.sync_colocated(engines, actor) == 1.5
-    assert calls == [("engines.wake_up", ("weights",)), ("engines.sync_from", "actor"),
+    assert RolloutEngines.sync_colocated(engines, actor, 7) == 1.5
+    assert calls == [("engines.wake_up", ("weights",)), ("engines.sync_from", "actor", 7),
                      ("actor.release_device_cache",), ("engines.wake_up", ("kv_cache",))]
 
 
@@ -55,5 +55,11 @@ def test_offloaded_zero2_engine_sends_its_weights_without_reloading():
     sent = dict(engine.full_parameters())
     assert sent.keys() == expected.keys()
     assert all(torch.equal(sent[k], expected[k]) and sent[k].device.type == "cpu" for k in sent)
+    # the same through the bucketed sync's groups (three parameters a group here)
+    n = len(expected)
+    groups = [3] * (n // 3) + ([n % 3] if n % 3 else [])
+    bucketed = {k: t.clone() for group in engine.full_parameter_buckets(groups) for k, t in group}
+    assert list(bucketed) == list(expected)
+    assert all(torch.equal(bucketed[k], expected[k]) for k in bucketed)
     assert engine.offloaded and set(engine.ds.optimizer.offloaded_states) == states
     assert {s.value for s in states} >= {"optim_states", "hp_params", "lp_params"}
