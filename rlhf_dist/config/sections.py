@@ -146,6 +146,14 @@ class DataConfig:
     messages_key: str = "messages"
     # (rm, dpo) column of a ranked list of responses, best first: C(K, 2) pairs
     ranking_key: str = "responses"
+    # (dpo.loss_type=kto) column of the one answer of an unpaired row {prompt, completion,
+    # label}: a string, or messages ending in the assistant's turn
+    completion_key: str = "completion"
+    # (kto) column of an unpaired row's feedback: true (desirable) or false (undesirable)
+    desirable_key: str = "label"
+    # (kto) read preference rows (chosen/rejected, rankings, HH transcripts, messages) and
+    # split each pair into two unpaired rows: chosen desirable, rejected undesirable
+    split_pairs: bool = False
     # prompt datasets: the column (any JSON value) given to ppo.reward_fn / ppo.rewards as
     # each prompt's label (e.g. GSM8K's "answer"), and extra columns passed along as a dict
     label_key: Optional[str] = None

@@ -12,7 +12,8 @@ on first use.
 """
 from .builders import (
     EXAMPLE_KINDS, TokenizedDataset, build_dataset, build_lm_dataset, build_preference_dataset,
-    build_prompt_dataset, build_sft_dataset, preference_datasets, tokenize_rows,
+    build_prompt_dataset, build_sft_dataset, build_unpaired_dataset, preference_datasets,
+    tokenize_rows,
 )
 from .collate import (
     PAIR_COLLATORS,
@@ -20,6 +21,8 @@ from .collate import (
     PromptCollator,
     SFTCollator,
     SharedPromptCollator,
+    UnpairedCollator,
+    kl_pairs,
     lm_collator,
     pad,
     shared_prompt_attention_mask,
@@ -41,8 +44,10 @@ __all__ = [
     "HUMAN", "IGNORE_INDEX", "PAIR_COLLATORS", "PackedLMCollator", "PackedPairCollator",
     "PreferenceCollator", "PromptCollator", "Renderer",
     "RowError", "RowKeys", "RowSet", "SFTCollator", "SharedPromptCollator", "TokenizedDataset",
+    "UnpairedCollator", "kl_pairs",
     "build_dataset", "build_lm_dataset", "build_preference_dataset", "build_prompt_dataset",
-    "build_sft_dataset", "classify_path", "holdout_split", "is_packed", "join_response",
+    "build_sft_dataset", "build_unpaired_dataset", "classify_path", "holdout_split", "is_packed",
+    "join_response",
     "lm_collator", "load_rows", "pack", "pad",
     "preference_datasets", "preference_texts", "prompt_text", "ranking_pair_order",
     "render_messages", "render_prompt", "render_response", "select_rows", "sft_text",

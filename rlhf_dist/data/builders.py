@@ -14,6 +14,10 @@ Example dicts hold python lists of ints (the collators make tensors):
   labels cover every assistant turn (its other turns after the prompt are ``-100`` too);
 * preference: ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
   ``rejected_labels``, ``prompt_len`` — one example per pair (a ranking row gives C(K, 2));
+* unpaired (KTO): ``input_ids``, ``labels``, ``prompt_len``, ``completion_ids`` (the answer's
+  own ids, for the mismatched pairs :class:`~.collate.UnpairedCollator` builds) and
+  ``desirable`` — one example per row, or with ``data.split_pairs`` two per preference pair
+  (chosen desirable, then rejected undesirable);
 * prompt: ``input_ids`` (left-truncated prompt), ``prompt`` (its text), ``kind`` when the
   row has a string ``kind`` column (the toy task's ``harmful``/``benign``), ``label`` (the
   ``data.label_key`` column, any JSON value) and ``extras`` (``{key: value}`` of
@@ -25,7 +29,7 @@ import logging
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .convert import (ABSENT, Renderer, RowKeys, check_string, field_value, preference_texts,
-                      prompt_text, sft_text, sft_turns)
+                      prompt_text, sft_text, sft_turns, unpaired_text)
 from .errors import DataError, RowError
 from .sources import RowSet, select_rows
 from .tokenization import Encoder, Example
@@ -93,6 +97,7 @@ class _Context(NamedTuple):
     train_on_prompt: bool = False
     label_key: Optional[str] = None   # prompt rows: data.label_key, data.extra_keys
     extra_keys: Tuple[str, ...] = ()
+    split_pairs: bool = False  # unpaired rows from preference pairs (data.split_pairs)
 
 
 def _sft(ctx: _Context, row: Mapping) -> List[Example]:
@@ -106,6 +111,15 @@ def _sft(ctx: _Context, row: Mapping) -> List[Example]:
 def _preference(ctx: _Context, row: Mapping) -> List[Example]:
     return [ctx.encoder.preference(prompt, good.text, bad.text, (good.field, bad.field))
             for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)]
+
+
+def _unpaired(ctx: _Context, row: Mapping) -> List[Example]:
+    if ctx.split_pairs:  # each pair -> its chosen answer desirable, its rejected undesirable
+        return [ctx.encoder.unpaired(prompt, piece.text, desirable, piece.field)
+                for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)
+                for piece, desirable in ((good, True), (bad, False))]
+    prompt, completion, desirable = unpaired_text(row, ctx.keys, ctx.renderer)
+    return [ctx.encoder.unpaired(prompt, completion.text, desirable, completion.field)]
 
 
 def _prompt(ctx: _Context, row: Mapping) -> List[Example]:
@@ -142,6 +156,7 @@ class ExampleKind(NamedTuple):
 EXAMPLE_KINDS: Dict[str, ExampleKind] = {
     "sft": ExampleKind("sft", _sft, True),
     "preference": ExampleKind("preference", _preference, True),
+    "unpaired": ExampleKind("unpaired", _unpaired, True),
     "prompt": ExampleKind("prompt", _prompt, False),
     "lm": ExampleKind("pretrain", _lm, False),
 }
@@ -168,7 +183,8 @@ def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
                    Renderer(tokenizer, data_cfg.apply_chat_template),
                    Encoder(tokenizer, data_cfg.max_length, data_cfg.max_prompt_length,
                            add_bos=not data_cfg.apply_chat_template),
-                   train_on_prompt, data_cfg.label_key, tuple(data_cfg.extra_keys))
+                   train_on_prompt, data_cfg.label_key, tuple(data_cfg.extra_keys),
+                   data_cfg.split_pairs)
     return tokenize_rows(rows, lambda row: spec.make(ctx, row), data_cfg.on_bad_row)
 
 
@@ -193,6 +209,15 @@ def preference_datasets(data_cfg, tokenizer, layout: str = "padded"):
     return (build_preference_dataset(data_cfg, tokenizer, split="train"),
             build_preference_dataset(data_cfg, tokenizer, split="eval"),
             PAIR_COLLATORS[layout](tokenizer.pad_token_id))
+
+
+def build_unpaired_dataset(data_cfg, tokenizer, split: str = "train"
+                           ) -> Optional[TokenizedDataset]:
+    """Unpaired answers with a desirable / undesirable label (KTO); from preference rows,
+    each pair split in two, with ``data.split_pairs`` (the toy task's ``preference`` rows,
+    else its ``unpaired`` ones)."""
+    return build_dataset("unpaired", data_cfg, tokenizer, split,
+                         "preference" if data_cfg.split_pairs else "unpaired")
 
 
 def build_prompt_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:

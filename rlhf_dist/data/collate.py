@@ -9,6 +9,9 @@
   the prompt is computed once; :func:`shared_prompt_attention_mask` gives its 4D mask.
 * :class:`~.packing.PackedLMCollator` / :class:`~.packing.PackedPairCollator` — no padding:
   a micro-batch's sequences in one row (``train.padding_free``, :mod:`.packing`).
+* :class:`UnpairedCollator` — KTO: B unpaired answers as B pairs of a pair layout, each row's
+  own answer and the next row's answer after this row's prompt (the mismatched pairs whose
+  log-ratios estimate KL), plus ``desirable`` and ``kto_weight`` per row.
 * :class:`PromptCollator` — LEFT-padded ``input_ids`` and ``attention_mask`` (generation
   continues from the last column), plus ``prompts`` (list of str) and ``kinds`` when every
   example has a ``kind``.
@@ -18,10 +21,10 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .packing import PackedLMCollator, PackedPairCollator
-from .tokenization import IGNORE_INDEX
+from .tokenization import IGNORE_INDEX, join_response
 
 
 def padded_length(lengths: Sequence[int], pad_to_multiple_of: Optional[int] = None) -> int:
@@ -76,6 +79,13 @@ class PreferenceCollator(_Collator):
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``: ``input_ids``,
     ``attention_mask``, ``labels``; split the model's output with ``out[:B]``, ``out[B:]``."""
 
+    @staticmethod
+    def rows(chosen, rejected):
+        """One value per response ``(B,)`` each -> a per-row tensor of this batch ``(2B,)``."""
+        import torch
+
+        return torch.cat([chosen, rejected])
+
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
         ids = [e["chosen_input_ids"] for e in examples] + [
             e["rejected_input_ids"] for e in examples
@@ -114,6 +124,13 @@ class SharedPromptCollator(_Collator):
     and ``chosen_targets`` / ``rejected_targets`` (the token each position predicts, −100
     elsewhere: *aligned*, no shift).  Same log-probs as :class:`PreferenceCollator`'s rows
     with the prompt's forward done once per pair instead of twice."""
+
+    @staticmethod
+    def rows(chosen, rejected):
+        """One value per response ``(B,)`` each -> a per-row tensor of this batch ``(B, 2)``."""
+        import torch
+
+        return torch.stack([chosen, rejected], dim=1)
 
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
         rows = [_shared_prompt_row(e) for e in examples]
@@ -158,6 +175,46 @@ class PromptCollator(_Collator):
         }
         if examples and all("kind" in e for e in examples):
             batch["kinds"] = [e["kind"] for e in examples]
+        return batch
+
+
+def kl_pairs(examples: Sequence[dict], eos_id: int, max_length: int) -> List[dict]:
+    """KTO's micro-batch as preference-shaped examples: pair i is (x_i, y_i) and the
+    mismatched (x_i, y_{(i+1) mod B}) -- prompt i with the next row's answer (Ethayarajh et al.
+    2024, sec. 4.1: the shifted pairs whose log-ratios estimate KL(π‖π_ref), z0).  A one-row
+    batch has no other answer: its own is used."""
+    pairs = []
+    for i, example in enumerate(examples):
+        other = examples[(i + 1) % len(examples)]
+        prompt = example["input_ids"][:example["prompt_len"]]
+        kl_ids, kl_labels = join_response(prompt, other["completion_ids"], eos_id, max_length)
+        pairs.append({"prompt_len": example["prompt_len"],
+                      "chosen_input_ids": example["input_ids"],
+                      "chosen_labels": example["labels"],
+                      "rejected_input_ids": kl_ids, "rejected_labels": kl_labels})
+    return pairs
+
+
+class UnpairedCollator:
+    """KTO: B unpaired examples -> the batch of a pair collator (``pairs``, one of
+    :data:`PAIR_COLLATORS`) over :func:`kl_pairs` -- "chosen" the rows' own answers, "rejected"
+    the mismatched ones -- plus ``desirable`` (bool) and ``kto_weight`` (λ_D or λ_U of the row,
+    from ``weights``) in the pair batch's row format (``pairs.rows``; the mismatched side
+    repeats them)."""
+
+    def __init__(self, pairs: _Collator, eos_id: int, max_length: int,
+                 weights: Tuple[float, float] = (1.0, 1.0)):
+        self.pairs, self.eos_id, self.max_length = pairs, eos_id, max_length
+        self.weights = weights
+
+    def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
+        import torch
+
+        batch = self.pairs(kl_pairs(examples, self.eos_id, self.max_length))
+        desirable = torch.tensor([bool(e["desirable"]) for e in examples])
+        weight = torch.where(desirable, self.weights[0], self.weights[1]).float()
+        batch["desirable"] = self.pairs.rows(desirable, desirable)
+        batch["kto_weight"] = self.pairs.rows(weight, weight)
         return batch
 
 

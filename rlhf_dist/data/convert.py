@@ -15,6 +15,10 @@ Column names come from :class:`RowKeys` (``DataConfig.*_key``).  Accepted row sh
   ``"Assistant:"`` it contains, responses = the rest); or a ranking ``{prompt, responses:
   [best, …, worst]}``, which yields the C(K, 2) pairs (i, j), i < j, in lexicographic order:
   (0,1), (0,2), …, (0,K-1), (1,2), … — response i is chosen, response j rejected.
+* **Unpaired** (KTO) — ``{prompt, completion, label}``: ``completion`` a string (verbatim) or
+  messages ending in the assistant's turn (prompt = the turns before it, or the ``prompt``
+  column when the list holds only that turn), ``label`` a JSON boolean: true = desirable
+  (thumbs up), false = undesirable.
 * **Prompt** (PPO) — ``prompt`` (a string or a message list) or ``messages`` (a final
   assistant turn, if any, is dropped).
 
@@ -66,12 +70,15 @@ class RowKeys:
     rejected: str = "rejected"
     messages: str = "messages"
     ranking: str = "responses"
+    completion: str = "completion"
+    desirable: str = "label"
 
     @classmethod
     def from_config(cls, data_cfg) -> "RowKeys":
         """The ``*_key`` fields of a ``DataConfig``."""
         return cls(data_cfg.prompt_key, data_cfg.response_key, data_cfg.chosen_key,
-                   data_cfg.rejected_key, data_cfg.messages_key, data_cfg.ranking_key)
+                   data_cfg.rejected_key, data_cfg.messages_key, data_cfg.ranking_key,
+                   data_cfg.completion_key, data_cfg.desirable_key)
 
 
 # --------------------------------------------------------------------------- field checks
@@ -85,6 +92,15 @@ def check_string(value: Any, field: str) -> str:
         raise RowError(field, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise RowError(field, "empty string")
+    return value
+
+
+def check_bool(value: Any, field: str) -> bool:
+    """``value`` if it is a boolean (JSON true / false), else :class:`RowError`."""
+    if value is None:
+        raise RowError(field, "missing (no value in this row; expected true or false)")
+    if not isinstance(value, bool):
+        raise RowError(field, f"expected true or false, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -337,6 +353,22 @@ def preference_texts(row: Mapping, keys: RowKeys, renderer: Renderer) -> List[Pa
     if isinstance(row.get(keys.chosen), (list, tuple)):
         return [_message_pair(row, keys, renderer)]
     return [_string_pair(row, keys, renderer)]
+
+
+def unpaired_text(row: Mapping, keys: RowKeys, renderer: Renderer) -> Tuple[str, Piece, bool]:
+    """(prompt text, completion piece, desirable) of an unpaired (KTO) row."""
+    desirable = check_bool(row.get(keys.desirable), keys.desirable)
+    completion = row.get(keys.completion)
+    if isinstance(completion, (list, tuple)):
+        messages = check_messages(completion, keys.completion)
+        content = final_reply(messages, keys.completion)
+        if messages[:-1]:
+            text, prompt_msgs = renderer.prompt(messages[:-1], keys.completion)
+        else:  # an assistant-only list: the prompt is in its own column
+            text, prompt_msgs = renderer.prompt(row.get(keys.prompt), keys.prompt)
+        return text, Piece(keys.completion, renderer.reply(prompt_msgs, content)), desirable
+    text, _ = renderer.prompt(row.get(keys.prompt), keys.prompt)
+    return text, Piece(keys.completion, check_string(completion, keys.completion)), desirable
 
 
 def ranking_pair_order(k: int) -> List[Tuple[int, int]]:

@@ -68,6 +68,13 @@ class PackedLMCollator:
 class PackedPairCollator(PackedLMCollator):
     """B preference pairs -> one packed row of the 2B sequences, chosen first."""
 
+    @staticmethod
+    def rows(chosen, rejected):
+        """One value per response ``(B,)`` each -> a per-row tensor of this batch ``(1, 2B)``."""
+        import torch
+
+        return torch.cat([chosen, rejected])[None]
+
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
         return pack([e["chosen_input_ids"] for e in examples] +
                     [e["rejected_input_ids"] for e in examples],

@@ -98,6 +98,16 @@ def preference_example(prompt: Sequence[int], chosen: Sequence[int], rejected: S
             "rejected_labels": r_labels, "prompt_len": len(prompt)}
 
 
+def unpaired_example(prompt: Sequence[int], completion: Sequence[int], desirable: bool,
+                     eos_id: int, max_length: int, field: str = "completion") -> Example:
+    """``{input_ids, labels, prompt_len, completion_ids, desirable}``: the row joined as an SFT
+    example, plus the completion's own ids (another row's prompt is joined with them into
+    KTO's mismatched pairs: :func:`join_response` again)."""
+    input_ids, labels = join_response(prompt, completion, eos_id, max_length, field)
+    return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt),
+            "completion_ids": list(completion), "desirable": bool(desirable)}
+
+
 def _through_eos(ids: List[int], eos_id: int) -> Tuple[List[int], List[int]]:
     """(an assistant turn's ids through its first eos, or with eos appended; the rest)."""
     if eos_id in ids:
@@ -172,6 +182,11 @@ class Encoder:
                    fields: Tuple[str, str] = ("chosen", "rejected")) -> Example:
         return preference_example(self.prompt(prompt), self.response(chosen),
                                   self.response(rejected), self.eos_id, self.max_length, fields)
+
+    def unpaired(self, prompt: str, completion: str, desirable: bool,
+                 field: str = "completion") -> Example:
+        return unpaired_example(self.prompt(prompt), self.response(completion), desirable,
+                                self.eos_id, self.max_length, field)
 
     def lm(self, text: str, field: str = "text") -> Example:
         return lm_example(self.prefix + self.response(text), self.eos_id, self.max_length, field)

@@ -16,7 +16,8 @@ All give the same log-probs up to float rounding.  Only the positions whose logi
 response token go through the LM head (``algo.scored_columns`` as transformers'
 ``logits_to_keep``): not the prompt's, not the padding's.  ``rows``/``split_rows`` carry one value
 per response in a per-row tensor of the layout's batch (how the Ray reference group hands
-reference log-probs to the actor group).
+reference log-probs to the actor group, and KTO's batches their labels); ``rows`` is the
+collator's own (:mod:`rlhf_dist.data.collate`), so batch and layout agree by construction.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from typing import Dict, Tuple
 import torch
 
 from rlhf_dist.algo import masked_mean, masked_sequence_logps, scored_columns, token_logps
-from rlhf_dist.data import shared_prompt_attention_mask
+from rlhf_dist.data import (PackedPairCollator, PreferenceCollator, SharedPromptCollator,
+                           shared_prompt_attention_mask)
 from rlhf_dist.data.collate import PROMPT_SEGMENT
 from rlhf_dist.models import causal_lm_logits, label_logits, model_dtype
 
@@ -63,8 +65,7 @@ class PaddedPairs:
         half = logps.shape[0] // 2
         return PairLogps(logps[:half], mask[:half], logps[half:], mask[half:])
 
-    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-        return torch.cat([chosen, rejected])
+    rows = staticmethod(PreferenceCollator.rows)  # (2B,)
 
     def split_rows(self, values: torch.Tensor) -> Pair:
         half = values.shape[0] // 2
@@ -93,8 +94,7 @@ class PackedPairs:
         half = masks.shape[0] // 2
         return PairLogps(table[:half], masks[:half], table[half:], masks[half:])
 
-    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-        return torch.cat([chosen, rejected])[None]  # (1, 2B): the batch's one row
+    rows = staticmethod(PackedPairCollator.rows)  # (1, 2B): the batch's one row
 
     def split_rows(self, values: torch.Tensor) -> Pair:
         half = values.shape[1] // 2
@@ -121,8 +121,7 @@ class SharedPromptPairs:
         return PairLogps(*token_logps(logits, chosen[:, kept]),
                          *token_logps(logits, rejected[:, kept]))
 
-    def rows(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-        return torch.stack([chosen, rejected], dim=1)
+    rows = staticmethod(SharedPromptCollator.rows)  # (B, 2)
 
     def split_rows(self, values: torch.Tensor) -> Pair:
         return values[:, 0], values[:, 1]

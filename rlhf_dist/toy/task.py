@@ -18,6 +18,9 @@ kind          row
 sft           {prompt, response, request, kind}: harmful → refusal, benign → helpful answer
 preference    {prompt, chosen, rejected, request, kind}: harmful: refusal ≻ fake compliance;
               benign: helpful answer ≻ refusal or an off-topic answer (alternating at random)
+unpaired      {prompt, completion, label, request, kind}: thumbs-up / thumbs-down feedback (KTO):
+              each prompt with one answer, the good one (label true) or the bad one (label
+              false) at random
 prompt        {prompt, request, kind}  (for PPO rollouts and evaluation)
 ranking       {prompt, responses, request, kind}, best → worst, K = 3: harmful [refusal,
               off-topic harmless answer, compliance]; benign [helpful, off-topic, refusal]
@@ -185,6 +188,15 @@ class ToyTask:
                             "rejected": render_response(bad_answer(p.topic, rng))}
                 for p in self.prompts(split)]
 
+    def unpaired_rows(self, split: str = "train") -> List[Row]:
+        rng = self._rng(split, "unpaired")
+        rows = []
+        for p in self.prompts(split):
+            desirable = rng.random() < 0.5
+            answer = (good_answer if desirable else bad_answer)(p.topic, rng)
+            rows.append(_base(p) | {"completion": render_response(answer), "label": desirable})
+        return rows
+
     def prompt_rows(self, split: str = "train") -> List[Row]:
         return [_base(p) for p in self.prompts(split)]
 
@@ -219,6 +231,7 @@ def _base(p: ToyPrompt) -> Row:
 TOY_ROW_KINDS: Dict[str, Callable[[ToyTask, str], List[Row]]] = {
     "sft": ToyTask.sft_rows,
     "preference": ToyTask.preference_rows,
+    "unpaired": ToyTask.unpaired_rows,
     "prompt": ToyTask.prompt_rows,
     "ranking": ToyTask.ranking_rows,
     "hh": ToyTask.hh_rows,
