@@ -31,9 +31,10 @@ def build_ds_config(ds: DeepSpeedSection, train: TrainConfig, dp_size: int) -> D
     """DeepSpeed config of a trained model over ``dp_size`` data-parallel ranks.
 
     Batch sizes satisfy DeepSpeed's identity ``train = micro × accumulation × ranks``
-    (checked, with a message naming our fields, by ``TrainConfig.resolve_accumulation``).
+    (checked, with a message naming our fields, by ``TrainConfig.accumulation_steps``, which
+    assigns nothing: ``train`` is left as given).
     """
-    accum = train.resolve_accumulation(dp_size)
+    accum = train.accumulation_steps(dp_size)
     config = {
         "train_batch_size": train.train_batch_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,

@@ -19,8 +19,9 @@ def _expected(zero, train=16, micro=2, accum=4, clip=0.5, bf16=False):
 
 def test_stage0_two_ranks_derives_accumulation():
     # 16 = micro 2 × accum 4 × 2 ranks
-    assert build_ds_config(DeepSpeedSection(zero_stage=0), _train(), 2) == \
-        _expected({"stage": 0})
+    train = _train()
+    assert build_ds_config(DeepSpeedSection(zero_stage=0), train, 2) == _expected({"stage": 0})
+    assert train.gradient_accumulation_steps is None  # pure: the section is not filled in
 
 
 def test_stage2_one_rank_with_optimizer_offload():
