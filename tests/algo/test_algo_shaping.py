@@ -19,12 +19,13 @@ def test_overlong_buffer_must_fit_the_limit():
 
 
 def test_config_refuses_a_buffer_longer_than_the_generation():
-    from rlhf_dist.config import ConfigError, load_config, resolve_ppo_sizes
+    from rlhf_dist.config import ConfigError, load_config
+    from rlhf_dist.config.sizes import ppo_sizes
 
     cfg = load_config(None, ["ppo.overlong_buffer=40", "rollout.max_new_tokens=32"])
     with pytest.raises(ConfigError, match="ppo.overlong_buffer: 40 is longer than "
                                           "rollout.max_new_tokens=32"):
-        resolve_ppo_sizes(cfg)
+        ppo_sizes(cfg)
 
 
 def test_informative_groups_by_hand():

@@ -1,6 +1,6 @@
 """The launch kit's configs and hostfile: every YAML under configs/ loads and resolves for the
 data-parallel size it is written for (a ``# dp: N [M …]`` header line, or ``DP_SIZES`` for the
-tiny configs), PPO ones also pass ``resolve_ppo_sizes`` and use the GPUs their ``# gpus: N``
+tiny configs), PPO ones also pass ``cfg.ppo_sizes``'s checks and use the GPUs their ``# gpus: N``
 header promises; the hostfile example parses (ours and DeepSpeed's parser)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from launch_helpers import (CONFIGS, EXAMPLES, REPO, header_value, intended_dp, is_ray_mode,
                             write)
-from rlhf_dist.config import load_config, resolve_ppo_sizes
+from rlhf_dist.config import load_config
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
 def test_config_loads_and_resolves_for_its_dp_size(path):
@@ -22,7 +22,7 @@ def test_config_loads_and_resolves_for_its_dp_size(path):
         if is_ray_mode(path, cfg):
             assert cfg.resources.actor.world_size == dp, "dp header != actor ranks"
         if "ppo" in path.name:  # rollout sizes (a DPO config on Ray has no rollout)
-            resolve_ppo_sizes(cfg)
+            assert cfg.ppo_sizes.sequences > 0
 
 
 def test_the_examples_exist():
