@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import ray
-from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from rlhf_dist.config import Config, ResourcesConfig
+from rlhf_dist.config import Config
 from rlhf_dist.workers.worker_group import place_bundles, role_bundles
-from rlhf_dist.workers.role_groups import (ActorGroup, ActorReference, CriticGroup,
-                                           ReferenceGroup, RewardGroup)
+from rlhf_dist.workers.role_groups import (ActorGroup, CriticGroup, ReferenceGroup,
+                                           RewardGroup, RoleGroups)
 from rlhf_dist.workers.role_workers import ActorWorker, CriticWorker, ReferenceWorker, RewardWorker
 
 log = logging.getLogger(__name__)
@@ -52,66 +49,6 @@ def start_ray(address: Optional[str], num_cpus: float) -> bool:
         return False
     ray.init(**local_ray_options(num_cpus))
     return True
-
-
-@dataclass
-class RoleGroups:
-    """The groups of a job and the placement groups they hold."""
-
-    actor: Optional[ActorGroup] = None
-    reference: Optional[ReferenceGroup] = None
-    reward: Optional[RewardGroup] = None
-    critic: Optional[CriticGroup] = None
-    rollout: Optional[Any] = None  # the rollout backend (rlhf_dist.rollout.interface.Rollout)
-    placement_groups: List[PlacementGroup] = field(default_factory=list)
-
-    def all(self):
-        return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
-
-    def reference_calls(self):
-        """Where reference log-probs come from: the reference group, or the actor's processes
-        when there is none (``Config.reference_group``: a shared LoRA base or
-        ``resources.reference_in_actor``)."""
-        return self.reference or ActorReference(self.actor)
-
-    def size_metrics(self) -> Dict[str, float]:
-        """Parameter counts and per-rank memory of the trained groups (at start)."""
-        return {k: v for group in self.trained() for k, v in group.size_metrics().items()}
-
-    def kill(self) -> None:
-        """Kill every group's workers and give the placement groups' resources back (on a
-        cluster that outlives the job, the next job would otherwise find them reserved)."""
-        for group in self.all() + ([self.rollout] if self.rollout else []):
-            group.kill()
-        for pg in self.placement_groups:
-            remove_placement_group(pg)
-        self.placement_groups = []
-
-    def trained(self):
-        """The groups a checkpoint holds: the actor and, when there is one, the critic."""
-        return [g for g in (self.actor, self.critic) if g]
-
-    def save_trained(self, directory: Path) -> None:
-        for group in self.trained():
-            group.save(str(directory / group.role))
-
-    def load_trained(self, directory: Path) -> None:
-        for group in self.trained():
-            group.load(str(directory / group.role))
-
-    def offload_metrics(self, res: ResourcesConfig) -> Dict[str, float]:
-        """``perf/<role>_offload_s`` (seconds spent offloading and reloading since the last
-        call) and ``perf/<role>_offloaded`` of the roles with ``offload_when_idle``."""
-        metrics: Dict[str, float] = {}
-        for group in self.all():
-            if getattr(res, group.role).offload_when_idle:
-                metrics.update(group.offload_stats())
-        return metrics
-
-    def placement_metrics(self) -> Dict[str, float]:
-        """``placement/<role>_nodes``: on how many Ray nodes each created group's ranks run
-        (logged once per job: shows SPREAD at work, and which groups exist at all)."""
-        return {f"placement/{g.role}_nodes": float(len(set(g.node_ids()))) for g in self.all()}
 
 
 def cpus_needed(cfg: Config, roles, rollout: Optional[Any] = None) -> float:

@@ -1,9 +1,14 @@
-"""Role groups: the driver's view of each role, one explicit method per remote call."""
+"""Role groups: the driver's view of each role, one explicit method per remote call, and
+:class:`RoleGroups`, a job's groups together."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from rlhf_dist.config import TrainConfig
+from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+from rlhf_dist.config import ResourcesConfig, TrainConfig
 from rlhf_dist.protocol import Batch
 from rlhf_dist.utils import mean_rows
 from rlhf_dist.workers.worker_group import WorkerGroup
@@ -202,3 +207,63 @@ class CriticGroup(_ModelGroup):
         """The critic's value updates on ``experience`` (:class:`Learner`)."""
         return Learner(self, lambda w, share, steps: w.value_epoch.remote(share, steps),
                        experience, mini_batch_size, epochs, seed)
+
+
+@dataclass
+class RoleGroups:
+    """The groups of a job and the placement groups they hold."""
+
+    actor: Optional[ActorGroup] = None
+    reference: Optional[ReferenceGroup] = None
+    reward: Optional[RewardGroup] = None
+    critic: Optional[CriticGroup] = None
+    rollout: Optional[Any] = None  # the rollout backend (rlhf_dist.rollout.interface.Rollout)
+    placement_groups: List[PlacementGroup] = field(default_factory=list)
+
+    def all(self):
+        return [g for g in (self.actor, self.reference, self.reward, self.critic) if g]
+
+    def reference_calls(self):
+        """Where reference log-probs come from: the reference group, or the actor's processes
+        when there is none (``Config.reference_group``: a shared LoRA base or
+        ``resources.reference_in_actor``)."""
+        return self.reference or ActorReference(self.actor)
+
+    def size_metrics(self) -> Dict[str, float]:
+        """Parameter counts and per-rank memory of the trained groups (at start)."""
+        return {k: v for group in self.trained() for k, v in group.size_metrics().items()}
+
+    def kill(self) -> None:
+        """Kill every group's workers and give the placement groups' resources back (on a
+        cluster that outlives the job, the next job would otherwise find them reserved)."""
+        for group in self.all() + ([self.rollout] if self.rollout else []):
+            group.kill()
+        for pg in self.placement_groups:
+            remove_placement_group(pg)
+        self.placement_groups = []
+
+    def trained(self):
+        """The groups a checkpoint holds: the actor and, when there is one, the critic."""
+        return [g for g in (self.actor, self.critic) if g]
+
+    def save_trained(self, directory: Path) -> None:
+        for group in self.trained():
+            group.save(str(directory / group.role))
+
+    def load_trained(self, directory: Path) -> None:
+        for group in self.trained():
+            group.load(str(directory / group.role))
+
+    def offload_metrics(self, res: ResourcesConfig) -> Dict[str, float]:
+        """``perf/<role>_offload_s`` (seconds spent offloading and reloading since the last
+        call) and ``perf/<role>_offloaded`` of the roles with ``offload_when_idle``."""
+        metrics: Dict[str, float] = {}
+        for group in self.all():
+            if getattr(res, group.role).offload_when_idle:
+                metrics.update(group.offload_stats())
+        return metrics
+
+    def placement_metrics(self) -> Dict[str, float]:
+        """``placement/<role>_nodes``: on how many Ray nodes each created group's ranks run
+        (logged once per job: shows SPREAD at work, and which groups exist at all)."""
+        return {f"placement/{g.role}_nodes": float(len(set(g.node_ids()))) for g in self.all()}
