@@ -89,7 +89,7 @@ def bench_size(args, size: str) -> dict:
     import torch
 
     from rlhf_dist.config import RolloutConfig, RolloutResources
-    from rlhf_dist.rollout import RolloutEngine
+    from rlhf_dist.rollout import HFGenerator
     from rlhf_dist.rollout.generate import stop_ids
     from rlhf_dist.rollout.vllm_engine import VLLMRolloutEngine
 
@@ -107,7 +107,7 @@ def bench_size(args, size: str) -> dict:
             "float32", seed=0, stop=stop_ids(rollout, tokenizer),
             pad_token_id=tokenizer.pad_token_id)
         startup = time.perf_counter() - started
-        hf = RolloutEngine(model, tokenizer, rollout)
+        hf = HFGenerator(model, tokenizer, rollout)
         run = {"hf": lambda s: hf.generate(ids, mask, generator_seed=s),
                "vllm": lambda s: vllm.generate(ids, mask, seed=s)}
         first = {name: timed(lambda: fn(0))["s"] for name, fn in run.items()}  # warm-up

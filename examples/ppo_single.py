@@ -62,7 +62,7 @@ from rlhf_dist.config import load_config
 from rlhf_dist.data import PromptCollator, build_prompt_dataset
 from rlhf_dist.models import action_logprobs, load_causal_lm, load_scalar_model, load_tokenizer
 from rlhf_dist.objectives import policy_objective, value_objective
-from rlhf_dist.rollout import (ReplayBuffer, RewardShaper, RolloutEngine, compute_advantages,
+from rlhf_dist.rollout import (ReplayBuffer, RewardShaper, HFGenerator, compute_advantages,
                                sampling_temperature)
 from rlhf_dist.trainers.ppo import PPOTrainer
 from rlhf_dist.utils import mean_rows, seed_everything
@@ -135,7 +135,7 @@ class PPOLoop:
         self.actor_opt = adamw(self.m.actor, cfg.train.lr, cfg.train)
         self.critic_opt = adamw(self.m.critic, cfg.ppo.critic_lr, cfg.train) \
             if self.m.critic is not None else None
-        self.rollout = RolloutEngine(self.m.actor, self.tokenizer, cfg.rollout)
+        self.rollout = HFGenerator(self.m.actor, self.tokenizer, cfg.rollout)
         self.temperature = sampling_temperature(cfg.rollout)
         self.shaper, self.replay = RewardShaper(cfg.ppo), ReplayBuffer()
 

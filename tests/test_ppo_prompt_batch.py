@@ -7,7 +7,7 @@ from rlhf_dist.config import ConfigError, load_config
 from rlhf_dist.data import PromptCollator, build_prompt_dataset
 from rlhf_dist.toy import toy_tokenizer
 from rlhf_dist.models import load_causal_lm
-from rlhf_dist.rollout import RolloutEngine
+from rlhf_dist.rollout import HFGenerator
 from rlhf_dist.trainers.ppo import PPOTrainer
 
 GROUP = ["ppo.advantage_estimator=group_norm", "rollout.rollout_batch_size=3",
@@ -30,7 +30,7 @@ def test_iteration_holds_rollout_batch_size_times_n_samples_sequences():
     assert len({tuple(row.tolist()) for row in prompts["input_ids"]}) == 3
     torch.manual_seed(0)
     model = load_causal_lm(cfg.model, trainer.tokenizer)
-    experience = RolloutEngine(model, trainer.tokenizer, cfg.rollout).generate(
+    experience = HFGenerator(model, trainer.tokenizer, cfg.rollout).generate(
         prompts["input_ids"], prompts["attention_mask"], generator_seed=0)
     assert len(experience) == 3 * 4
     # the n samples of a prompt are consecutive rows with that prompt

@@ -1,4 +1,4 @@
-"""Importance weights for the rollout/training mismatch: tokens sampled by a rollout engine
+"""Importance weights for the rollout/training mismatch: tokens sampled by a rollout backend
 (π_sampler: vLLM, possibly with weights some policy versions old in asynchronous training)
 trained against the actor's behaviour log-probs π (recomputed at the learner's version; the
 PPO ratio is taken against those, AReaL's decoupled PPO, Fu et al. 2025).  Each token's policy

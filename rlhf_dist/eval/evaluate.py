@@ -9,7 +9,7 @@ left-truncated to ``max_prompt_length``, EOS appended to responses, sequences cu
 ``max_length``.
 
 * :func:`generate_responses` — batched, left-padded generation through
-  :class:`~rlhf_dist.rollout.RolloutEngine` (greedy or sampled, seeded per batch);
+  :class:`~rlhf_dist.rollout.HFGenerator` (greedy or sampled, seeded per batch);
 * :func:`reward_scores` — the RM's scalar at the last (EOS) token of ``prompt + response +
   EOS``, exactly how the RM scored preference pairs in training;
 * :func:`perplexity_on` — token-weighted perplexity of responses given prompts (SFT labels:

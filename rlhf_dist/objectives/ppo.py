@@ -25,7 +25,7 @@ def policy_objective(model, micro: Batch, temperature: float, ppo: PPOConfig,
     policy from the reference (``ref_logprobs``), aggregated like the policy loss (GRPO,
     Shao et al. 2024, eq. 3, with k3).
     With ``tis_cap`` each token's loss is weighted by the importance ratio π_old/π_engine of
-    the actor's behaviour log-probs to the rollout engine's (``engine_logprobs``), bounded
+    the actor's behaviour log-probs to the rollout sampler's (``engine_logprobs``), bounded
     by ``tis_cap`` as ``tis_mode`` says (:mod:`rlhf_dist.algo.importance`).  ``horizon``:
     the constant of ``seq_mean_token_sum_norm``, the longest response
     (``rollout.max_new_tokens``)."""

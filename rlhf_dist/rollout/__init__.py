@@ -4,7 +4,7 @@ advantages and the replay buffer.
 * :class:`Rollout` -- the interface every rollout backend implements (the contract:
   :mod:`rlhf_dist.rollout.interface`), selected by ``rollout.backend`` from
   :data:`rlhf_dist.config.registries.ROLLOUT_BACKENDS`; :func:`register_rollout` adds one.
-* :class:`RolloutEngine` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
+* :class:`HFGenerator` -- HF ``generate`` → ``Batch{sequences, attention_mask, action_mask}``;
   decoding helpers, :func:`concat_rollouts` for per-rank results.  (The learners' forward,
   ``action_logprobs``, lives with the model code: :mod:`rlhf_dist.models.learner_forward`.)
 * :class:`RewardShaper` -- scores − β·KL → ``token_rewards``; the KL controller.
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.backends import check_backend, make_sampler
     from rlhf_dist.rollout.factory import make_rollout
     from rlhf_dist.rollout.interface import Rollout, register_rollout
-    from rlhf_dist.rollout.generate import (RolloutEngine, concat_rollouts, decode_prompts,
+    from rlhf_dist.rollout.generate import (HFGenerator, concat_rollouts, decode_prompts,
                                             decode_responses, response_mask,
                                             response_token_ids, sampling_temperature,
                                             stop_ids, truncated_rows)
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.reward_shaping import RewardShaper, sequence_kl
 
 _EXPORTS: Dict[str, str] = {
-    "RolloutEngine": "generate",
+    "HFGenerator": "generate",
     "sampling_temperature": "generate",
     "concat_rollouts": "generate",
     "decode_prompts": "generate",

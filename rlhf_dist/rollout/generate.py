@@ -158,7 +158,7 @@ def sampling_temperature(rollout: Any) -> float:
     return float(rollout.temperature) if rollout.do_sample else 1.0
 
 
-class RolloutEngine:
+class HFGenerator:
     """Samples responses from a Hugging Face causal LM with the settings of ``RolloutConfig``.
 
     ``model`` must hold full (gathered) parameters for the call: under ZeRO-3 the actor worker
@@ -174,7 +174,7 @@ class RolloutEngine:
         self.model, self.tokenizer, self.rollout = model, tokenizer, rollout
         self.eos_token_ids = stop_ids(rollout, tokenizer, eos_token_id)
         if not self.eos_token_ids:
-            raise ValueError("RolloutEngine: the tokenizer has no eos_token_id and none was given")
+            raise ValueError("HFGenerator: the tokenizer has no eos_token_id and none was given")
         pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.eos_token_ids[0])
 
@@ -306,6 +306,6 @@ def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
     return pad_and_concat(aligned, pad_values={"sequences": pad_token_id})
 
 
-__all__ = ["RolloutEngine", "concat_rollouts", "decode_prompts",
+__all__ = ["HFGenerator", "concat_rollouts", "decode_prompts",
            "decode_responses", "response_mask", "response_token_ids", "rollout_batch",
            "stop_ids", "truncated_rows"]

@@ -37,12 +37,12 @@ class HFRollout(Rollout):
 
 
 class HFSampler:
-    """HF ``generate`` through :class:`~rlhf_dist.rollout.RolloutEngine`."""
+    """HF ``generate`` through :class:`~rlhf_dist.rollout.HFGenerator`."""
 
     def __init__(self, model: Any, tokenizer: Any, rollout: Any):
-        from rlhf_dist.rollout.generate import RolloutEngine
+        from rlhf_dist.rollout.generate import HFGenerator
 
-        self.engine = RolloutEngine(model, tokenizer, rollout)
+        self.engine = HFGenerator(model, tokenizer, rollout)
         self.pad_token_id = self.engine.pad_token_id
 
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,

@@ -1,11 +1,11 @@
-"""Rollouts with vLLM: the same :class:`~rlhf_dist.protocol.Batch` as the HF engine.
+"""Rollouts with vLLM: the same :class:`~rlhf_dist.protocol.Batch` as the HF generator.
 
 :class:`VLLMRolloutEngine` holds one ``vllm.LLM`` (its engine core in this process) and turns
 ``RolloutConfig`` into ``SamplingParams``: ``n_samples_per_prompt`` samples per prompt,
 temperature / top-p / top-k, min and max new tokens, the stop ids of
 :func:`~rlhf_dist.rollout.generate.stop_ids`, one seed per prompt.  Its results go through
 :func:`~rlhf_dist.rollout.generate.rollout_batch`, so the layout (left-padded prompt,
-right-padded response, masks up to the first stop id) is the HF engine's, plus
+right-padded response, masks up to the first stop id) is the HF generator's, plus
 ``engine_logprobs`` ``(N, T−1)``: vLLM's log-probs of the sampled tokens (after temperature;
 they equal the actor's when the weights and the arithmetic agree).
 
@@ -203,7 +203,7 @@ class VLLMRolloutEngine:
                  seed: Optional[int] = None, first_row: int = 0,
                  n: Optional[int] = None) -> Batch:
         """Sample ``n`` (default ``n_samples_per_prompt``) responses per (left-padded) prompt:
-        the HF engine's Batch plus ``engine_logprobs``.
+        the HF generator's Batch plus ``engine_logprobs``.
 
         Row ``j`` (sample ``c`` of prompt ``i``, ``j = i·n + c``) is a request of its own
         (vLLM's prefix cache shares the prompt's KV between a prompt's rows) sampled with seed

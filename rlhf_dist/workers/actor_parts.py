@@ -87,10 +87,10 @@ class Generation:
     (``rollout.logprobs_from_generate``) or recomputed by the learner."""
 
     def __init__(self, cfg: Config, learner: PolicyLearner, tokenizer: Any):
-        from rlhf_dist.rollout import RolloutEngine
+        from rlhf_dist.rollout import HFGenerator
 
         self.learner, self.read = learner, cfg.rollout.logprobs_from_generate
-        self.sampler = RolloutEngine(learner.engine.module, tokenizer, cfg.rollout)
+        self.sampler = HFGenerator(learner.engine.module, tokenizer, cfg.rollout)
 
     def generate(self, prompts: Batch, seed: int, n: Optional[int] = None,
                  logprobs: bool = True) -> Batch:

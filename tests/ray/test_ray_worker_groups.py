@@ -136,10 +136,10 @@ def prompts(cfg, tokenizer):
 
 def unsharded_rollout(cfg, tokenizer, prompts):
     from rlhf_dist.models import load_causal_lm
-    from rlhf_dist.rollout import RolloutEngine
+    from rlhf_dist.rollout import HFGenerator
 
     model = load_causal_lm(cfg.model, tokenizer)
-    engine = RolloutEngine(model, tokenizer, cfg.rollout)
+    engine = HFGenerator(model, tokenizer, cfg.rollout)
     return engine.generate(prompts["input_ids"], prompts["attention_mask"], generator_seed=0,
                            with_logprobs=True)
 

@@ -1,10 +1,10 @@
-"""RolloutEngine on a tiny random llama: layout, masks, determinism, greedy == manual loop."""
+"""HFGenerator on a tiny random llama: layout, masks, determinism, greedy == manual loop."""
 import pytest
 import torch
 
 from rlhf_dist.models import action_logprobs, causal_lm_logits
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout import RolloutEngine, concat_rollouts, decode_responses, response_token_ids
+from rlhf_dist.rollout import HFGenerator, concat_rollouts, decode_responses, response_token_ids
 
 
 def expected_response_mask(responses, eos_id):
@@ -36,7 +36,7 @@ def manual_greedy(model, prompt, max_new_tokens, eos_id):
 def test_layout_prompts_preserved_and_samples_consecutive(make_lm, tok, rollout_cfg, prompts,
                                                           left_pad):
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(make_lm(), tok, rollout_cfg(n_samples_per_prompt=3, max_new_tokens=5))
+    engine = HFGenerator(make_lm(), tok, rollout_cfg(n_samples_per_prompt=3, max_new_tokens=5))
     out = engine.generate(ids, mask, generator_seed=0)
     N, T = out["sequences"].shape
     P = ids.shape[1]
@@ -53,7 +53,7 @@ def test_action_mask_covers_generated_tokens_up_to_first_eos(make_lm, tok, rollo
                                                              left_pad):
     eos, pad = tok.eos_token_id, tok.pad_token_id
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(make_lm(eos_bias=5.0), tok,
+    engine = HFGenerator(make_lm(eos_bias=5.0), tok,
                            rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
     out = engine.generate(ids, mask, generator_seed=3)
     P = ids.shape[1]
@@ -79,7 +79,7 @@ def test_greedy_equals_manual_argmax_loop_despite_left_padding(make_lm, tok, rol
                                                                prompts, left_pad):
     model = make_lm(eos_bias=0.4)  # EOS becomes the argmax for some prompts, not for others
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8))
+    engine = HFGenerator(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8))
     out = engine.generate(ids, mask)
     again = engine.generate(ids, mask)
     assert torch.equal(out["sequences"], again["sequences"])
@@ -92,7 +92,7 @@ def test_greedy_equals_manual_argmax_loop_despite_left_padding(make_lm, tok, rol
 
 def test_seed_reproducible_and_global_rng_untouched(make_lm, tok, rollout_cfg, prompts, left_pad):
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(make_lm(), tok, rollout_cfg(max_new_tokens=6, n_samples_per_prompt=2))
+    engine = HFGenerator(make_lm(), tok, rollout_cfg(max_new_tokens=6, n_samples_per_prompt=2))
     state = torch.get_rng_state()
     a = engine.generate(ids, mask, generator_seed=11)
     assert torch.equal(torch.get_rng_state(), state)
@@ -107,18 +107,18 @@ def test_seed_reproducible_and_global_rng_untouched(make_lm, tok, rollout_cfg, p
 def test_generation_config_ignores_model_defaults(make_lm, tok, rollout_cfg, prompts, left_pad):
     model = make_lm()
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=6))
+    engine = HFGenerator(model, tok, rollout_cfg(do_sample=False, max_new_tokens=6))
     plain = engine.generate(ids, mask)
     model.generation_config.repetition_penalty = 50.0
     model.generation_config.max_new_tokens = 2
     assert torch.equal(engine.generate(ids, mask)["sequences"], plain["sequences"])
     assert model.generation_config.repetition_penalty == 50.0  # restored
-    cfg = RolloutEngine(model, tok, rollout_cfg(top_k=0, top_p=0.9)).generation_config()
+    cfg = HFGenerator(model, tok, rollout_cfg(top_k=0, top_p=0.9)).generation_config()
     assert (cfg.top_k, cfg.top_p, cfg.do_sample) == (0, 0.9, True)
 
 
 def test_right_padded_prompts_rejected(make_lm, tok, rollout_cfg):
-    engine = RolloutEngine(make_lm(), tok, rollout_cfg())
+    engine = HFGenerator(make_lm(), tok, rollout_cfg())
     ids = torch.tensor([[5, 6, 7], [8, 0, 0]])
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
     with pytest.raises(ValueError, match=r"prompt rows \[1\] are not left-padded"):
@@ -128,14 +128,14 @@ def test_right_padded_prompts_rejected(make_lm, tok, rollout_cfg):
 def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, prompts, left_pad):
     model = make_lm()
     ids, mask = left_pad(prompts)
-    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+    out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
         ids, mask, generator_seed=1)
     seq, am = out["sequences"], out["action_mask"]
     with torch.no_grad():
         logps, entropy = action_logprobs(model, out, return_entropy=True)
         hot = action_logprobs(model, out, temperature=2.0)
         logits = causal_lm_logits(model, seq, out["attention_mask"])
-    engine = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4, temperature=2.0))
+    engine = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4, temperature=2.0))
     with_lp = engine.generate(ids, mask, generator_seed=1, with_logprobs=True)
     with torch.no_grad():  # read from generate's KV-cached forwards: equal up to rounding
         recomputed = action_logprobs(model, with_lp, 2.0)
@@ -165,7 +165,7 @@ def test_action_logprobs_run_the_lm_head_on_action_columns_only(make_lm, tok, ro
     log-probs, entropy and the gradient equal those of the full-width logits."""
     model = make_lm()
     ids, mask = left_pad(prompts)
-    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+    out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
         ids, mask, generator_seed=1)
     seq, am = out["sequences"], out["action_mask"]
     P, T = out.meta["prompt_length"], seq.shape[1]
@@ -214,7 +214,7 @@ def test_rank_split_generation_merges_back_to_one_shot_result(make_lm, tok, roll
     model = make_lm(eos_bias=0.4)
     prompts = [[5, 17, 300, 42, 9], [100, 200, 300], [77, 8], [400, 401, 402, 403]]
     ids, mask = left_pad(prompts)
-    engine = RolloutEngine(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8,
+    engine = HFGenerator(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8,
                                                    n_samples_per_prompt=2))
     whole = engine.generate(ids, mask)
     prompt_batch = Batch({"input_ids": ids, "attention_mask": mask})
@@ -229,8 +229,8 @@ def test_rank_split_generation_merges_back_to_one_shot_result(make_lm, tok, roll
 def test_min_new_tokens_masks_eos_until_then(make_lm, tok, rollout_cfg, prompts, left_pad):
     ids, mask = left_pad(prompts)
     model = make_lm(eos_bias=5.0)  # EOS early in most rows without the floor
-    free = RolloutEngine(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
-    floor = RolloutEngine(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12,
+    free = HFGenerator(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
+    floor = HFGenerator(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12,
                                                   min_new_tokens=7))
     P = ids.shape[1]
     free_lengths = free.generate(ids, mask, generator_seed=3)["attention_mask"][:, P:].sum(-1)
@@ -255,12 +255,12 @@ def test_logprobs_read_from_generation_equal_a_recomputing_forward(make_lm, tok,
     model = make_lm(eos_bias=eos_bias)
     ids, mask = left_pad(prompts)
     cfg = rollout_cfg(max_new_tokens=10, **settings)
-    out = RolloutEngine(model, tok, cfg).generate(ids, mask, generator_seed=4,
+    out = HFGenerator(model, tok, cfg).generate(ids, mask, generator_seed=4,
                                                   with_logprobs=True)
     lengths = out["action_mask"].sum(-1)
     assert lengths.min() < lengths.max()  # some rows ended early
     with torch.no_grad():
-        expected = action_logprobs(model, out, RolloutEngine(model, tok, cfg).temperature)
+        expected = action_logprobs(model, out, HFGenerator(model, tok, cfg).temperature)
     torch.testing.assert_close(out["old_logprobs"], expected, atol=2e-5, rtol=0)
 
 
@@ -276,7 +276,7 @@ def test_logprobs_read_from_generation_of_a_peft_model(make_lm, tok, rollout_cfg
         if "lora_B" in name:  # nonzero adapters, so the adapter path matters
             torch.nn.init.normal_(p, std=0.5)
     ids, mask = left_pad(prompts)
-    out = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=6)).generate(
+    out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=6)).generate(
         ids, mask, generator_seed=2, with_logprobs=True)
     with torch.no_grad():
         expected = action_logprobs(model, out)

@@ -7,14 +7,14 @@ from rlhf_dist.config import PPOConfig
 from rlhf_dist.protocol import Batch
 from rlhf_dist.objectives import policy_objective, value_objective
 from rlhf_dist.models import action_logprobs
-from rlhf_dist.rollout import RolloutEngine
+from rlhf_dist.rollout import HFGenerator
 
 
 def test_policy_objective_on_the_behaviour_policy(make_lm, tok, rollout_cfg, prompts, left_pad):
     """Old log-probs = current ones: ratio 1, no clipping, loss = −mean(A) − c·entropy."""
     model = make_lm()
     ids, mask = left_pad(prompts)
-    experience = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+    experience = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
         ids, mask, generator_seed=0)
     with torch.no_grad():
         old, entropy = action_logprobs(model, experience, 1.0, return_entropy=True)
@@ -51,7 +51,7 @@ def test_kl_in_the_loss_adds_beta_times_the_aggregated_k3(make_lm, tok, rollout_
     reference k3 = 0; a reference shifted by δ on every token gives k3 = e^δ − δ − 1."""
     model = make_lm()
     ids, mask = left_pad(prompts)
-    experience = RolloutEngine(model, tok, rollout_cfg(max_new_tokens=4)).generate(
+    experience = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
         ids, mask, generator_seed=0)
     with torch.no_grad():
         old = action_logprobs(model, experience, 1.0)

@@ -109,11 +109,11 @@ def _prompts(tokenizer, n=6):
 @pytest.mark.skipif(not HAS_VLLM, reason="needs the [vllm] extra")
 def test_greedy_tokens_and_logprobs_equal_hf(engine, tiny32):
     from rlhf_dist.models import action_logprobs
-    from rlhf_dist.rollout import RolloutEngine
+    from rlhf_dist.rollout import HFGenerator
 
     _, model, tokenizer = tiny32
     ids, mask = _prompts(tokenizer)
-    hf = RolloutEngine(model, tokenizer, engine.rollout).generate(ids, mask)
+    hf = HFGenerator(model, tokenizer, engine.rollout).generate(ids, mask)
     got = engine.generate(ids, mask, seed=0)
     for key in ("sequences", "attention_mask", "action_mask"):
         assert torch.equal(got[key], hf[key]), key
