@@ -31,7 +31,7 @@ from .importance import (IS_WEIGHTS, importance_stats, importance_weights, maske
 from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, \
     value_loss
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
-from .shaping import informative_groups, overlong_penalty
+from .dapo import informative_groups, overlong_penalty
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss
 
 __all__ = [

@@ -64,7 +64,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
     "mean_baseline": mean_baseline,
     # Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"): GRPO without the
     # division by the group's std, i.e. the mean baseline -- and never whitened afterwards
-    # (rollout/advantages.py); its other half, no per-response length normalisation, is the
+    # (rollout/estimators.py); its other half, no per-response length normalisation, is the
     # loss aggregation seq_mean_token_sum_norm (token sums over a constant)
     "dr_grpo": mean_baseline,
     "rloo": rloo,
@@ -77,7 +77,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
 MIN_GROUP_SIZE: dict[str, int] = {"reinforce": 1, "mean_baseline": 2, "dr_grpo": 2, "rloo": 2,
                                   "group_norm": 2}
 # Every name ppo.advantage_estimator takes: the critic-free ones above, and the two computed
-# on token rewards (rollout/advantages.py): GAE with a critic, REINFORCE++'s whitened returns.
+# on token rewards (rollout/estimators.py): GAE with a critic, REINFORCE++'s whitened returns.
 ADVANTAGE_NAMES: tuple[str, ...] = tuple(sorted({"gae", "reinforce_pp", *ADVANTAGE_ESTIMATORS}))
 
 

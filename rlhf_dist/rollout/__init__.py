@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Dict, List
 from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rlhf_dist.rollout.advantages import ADVANTAGE_FNS, compute_advantages
+    from rlhf_dist.rollout.estimators import ADVANTAGE_FNS, compute_advantages
     from rlhf_dist.rollout.backends import check_backend, make_sampler
     from rlhf_dist.rollout.factory import make_rollout
     from rlhf_dist.rollout.interface import Rollout, register_rollout
@@ -45,8 +45,8 @@ _EXPORTS: Dict[str, str] = {
     "truncated_rows": "generate",
     "RewardShaper": "reward_shaping",
     "sequence_kl": "reward_shaping",
-    "ADVANTAGE_FNS": "advantages",
-    "compute_advantages": "advantages",
+    "ADVANTAGE_FNS": "estimators",
+    "compute_advantages": "estimators",
     "ReplayBuffer": "replay",
     "epoch_permutation": "replay",
     "Rollout": "interface",

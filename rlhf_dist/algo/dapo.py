@@ -1,4 +1,6 @@
-"""Sequence-reward shaping by response length; which prompt groups carry a learning signal."""
+"""DAPO's two filters on sampled responses (Yu et al. 2025): the soft overlong punishment of
+the sequence reward by response length, and which prompt groups carry a learning signal
+(dynamic sampling)."""
 from __future__ import annotations
 
 import torch

@@ -129,7 +129,7 @@ def test_the_estimator_names_have_one_source():
     """ppo.advantage_estimator's valid names (algo) are exactly the estimators rollout runs;
     every critic-free one has its fewest samples per prompt registered next to it."""
     from rlhf_dist.algo.advantages import ADVANTAGE_ESTIMATORS, ADVANTAGE_NAMES, MIN_GROUP_SIZE
-    from rlhf_dist.rollout.advantages import ADVANTAGE_FNS
+    from rlhf_dist.rollout.estimators import ADVANTAGE_FNS
 
     assert sorted(ADVANTAGE_FNS) == list(ADVANTAGE_NAMES)
     assert set(MIN_GROUP_SIZE) == set(ADVANTAGE_ESTIMATORS)
