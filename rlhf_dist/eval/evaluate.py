@@ -28,6 +28,7 @@ import torch
 from rlhf_dist.config import DataConfig, RolloutConfig
 from rlhf_dist.eval import metrics as M
 from rlhf_dist.eval.loading import ModelSource, RewardSource, as_policy, as_reward_model
+from rlhf_dist.rewards.model_scorer import RewardModelScorer, scoring_ids
 
 logger = logging.getLogger(__name__)
 
@@ -106,41 +107,19 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
 # --------------------------------------------------------------------------- reward model
 
 
-def scoring_ids(encoder: Any, prompt: str, response: str) -> List[int]:
-    """Token ids the RM scores: ``prompt + response + EOS`` as in RM training
-    (:func:`rlhf_dist.data.join_response`); an empty response is ``prompt + EOS``."""
-    from rlhf_dist.data import join_response
-
-    prompt_ids = encoder.prompt(prompt)
-    response_ids = encoder.response(response)
-    if not response_ids or response_ids == [encoder.eos_id]:
-        return (prompt_ids + [encoder.eos_id])[:encoder.max_length]
-    return join_response(prompt_ids, response_ids, encoder.eos_id, encoder.max_length)[0]
-
-
-@torch.no_grad()
 def reward_scores(reward_model: RewardSource, prompts: Sequence[str], responses: Sequence[str],
                   batch_size: int = 16, normalize: bool = False, max_length: int = MAX_LENGTH,
                   max_prompt_length: int = MAX_PROMPT_LENGTH,
                   device: Optional[str] = None) -> List[float]:
-    """RM score of each ``(prompts[i], responses[i])``: ``model.score`` (the scalar at the last
-    real token, the appended EOS) of :func:`scoring_ids`, right-padded batches.
-    ``normalize=True`` applies the RM's saved score statistics."""
-    from rlhf_dist.data import pad
-
+    """RM score of each ``(prompts[i], responses[i])`` by the one text scorer,
+    :class:`~rlhf_dist.rewards.model_scorer.RewardModelScorer` (the scalar at the appended
+    EOS of :func:`scoring_ids`, right-padded batches); ``normalize=True`` applies the RM's
+    saved score statistics."""
     if len(prompts) != len(responses):
         raise ValueError(f"reward_scores: {len(prompts)} prompts but {len(responses)} responses")
     rm = as_reward_model(reward_model, device)
-    encoder = _encoder(rm.tokenizer, max_length, max_prompt_length)
-    pad_id = rm.tokenizer.pad_token_id
-    dev = _device_of(rm.model)
-    scores: List[float] = []
-    for part in _chunks(len(prompts), batch_size):
-        seqs = [scoring_ids(encoder, p, r) for p, r in zip(prompts[part], responses[part])]
-        ids = pad(seqs, pad_id, "right").to(dev)
-        mask = pad([[1] * len(s) for s in seqs], 0, "right").to(dev)
-        scores += rm.model.sequence_scores(ids, mask, normalize=normalize).float().cpu().tolist()
-    return scores
+    return RewardModelScorer(rm.model, rm.tokenizer, batch_size, max_length, max_prompt_length,
+                             normalize)(prompts, responses)
 
 
 # --------------------------------------------------------------------------- perplexity

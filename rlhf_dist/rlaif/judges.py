@@ -6,7 +6,7 @@ the ``--judge`` spec of ``rlhf-dist label`` into one:
 
 * ``rm:PATH`` — a reward model saved by ``rlhf-dist rm`` (a scalar-head checkpoint with its
   tokenizer), scored on ``prompt + response + eos`` tokenised exactly like its training data
-  (:class:`rlhf_dist.data.Encoder`), in batches (:class:`RewardModelJudge`);
+  (:class:`rlhf_dist.data.Encoder`), in batches (:class:`~rlhf_dist.rewards.model_scorer.RewardModelScorer`);
 * ``package.module:function`` — any Python callable by import path, e.g. the built-in
   ``rlhf_dist.rlaif.judges:toy_rule_judge``.
 
@@ -15,13 +15,11 @@ Importing this module is cheap: torch and transformers are imported when a rewar
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
+from rlhf_dist.rewards.model_scorer import RewardModelScorer
 from rlhf_dist.toy import judge
 from rlhf_dist.utils import imports
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 Judge = Callable[[List[str], List[str]], List[float]]
 RM_PREFIX = "rm:"
@@ -64,60 +62,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class RewardModelJudge:
-    """Scores with a scalar-head reward model: ``model.score`` of ``prompt + response + eos``.
-
-    Token ids come from :class:`rlhf_dist.data.Encoder` (left-truncated prompt, eos appended,
-    cut at ``max_length``) — what ``build_preference_dataset`` feeds the reward model in
-    training.  An empty response is scored as ``prompt + eos``.  Rows are right-padded in
-    batches of ``batch_size``, in eval mode (the model's mode is restored afterwards);
-    ``normalize`` uses the model's saved score statistics.  Prompts are expected in the plain
-    format (a reward model trained with ``data.apply_chat_template`` needs templated prompts).
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16,
-                 max_length: int = DEFAULT_MAX_LENGTH,
-                 max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH, normalize: bool = False):
-        from rlhf_dist.data import Encoder
-
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.tokenizer = model, tokenizer
-        self.encoder = Encoder(tokenizer, max_length, max_prompt_length)
-        self.batch_size, self.normalize = batch_size, normalize
-
-    def input_ids(self, prompt: str, response: str) -> List[int]:
-        """The token ids scored for one (prompt, response)."""
-        if not self.encoder.response(response):
-            return (self.encoder.prompt(prompt) + [self.encoder.eos_id])[:self.encoder.max_length]
-        return self.encoder.sft(prompt, response)["input_ids"]
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
-        _check_lengths(prompts, responses)
-        ids = [self.input_ids(p, r) for p, r in zip(prompts, responses)]
-        scores: List[float] = []
-        for start in range(0, len(ids), self.batch_size):
-            scores += self._score(ids[start:start + self.batch_size]).tolist()
-        return scores
-
-    def _score(self, rows: List[List[int]]) -> "torch.Tensor":
-        import torch
-
-        from rlhf_dist.data import pad
-
-        device = next(self.model.parameters()).device
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = pad(rows, self.encoder.eos_id if pad_id is None else pad_id, "right")
-        mask = pad([[1] * len(r) for r in rows], 0, "right")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model.sequence_scores(input_ids.to(device), mask.to(device),
-                                       normalize=self.normalize)
-        finally:
-            self.model.train(was_training)
-        return out.float().cpu()
+# the rm:PATH judge: a reward model scoring ``prompt + response + eos`` tokenised like its
+# training data (the one text scorer of eval, label and serve-rm)
+RewardModelJudge = RewardModelScorer
 
 
 def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int = 16,
