@@ -6,7 +6,8 @@ the ``--judge`` spec of ``rlhf-dist label`` into one:
 
 * ``rm:PATH`` — a reward model saved by ``rlhf-dist rm`` (a scalar-head checkpoint with its
   tokenizer), scored on ``prompt + response + eos`` tokenised exactly like its training data
-  (:class:`rlhf_dist.data.Encoder`), in batches (:class:`~rlhf_dist.rewards.model_scorer.RewardModelScorer`);
+  (:class:`rlhf_dist.data.Encoder`), in batches: the one text scorer,
+  :class:`~rlhf_dist.rewards.model_scorer.RewardModelScorer`;
 * ``package.module:function`` — any Python callable by import path, e.g. the built-in
   ``rlhf_dist.rlaif.judges:toy_rule_judge``.
 
