@@ -105,7 +105,9 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
 # in the actor's process instead of a group of its own
 LORA = ["model.lora.r=16", "model.lora.alpha=32"]
 CASE_OVERRIDES = {"ray_grpo_lora": LORA,
-                  "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"]}
+                  "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"],
+                  "ray_grpo_async1_vllm": ["rollout.max_staleness=1"],
+                  "ray_grpo_async2_vllm": ["rollout.max_staleness=2"]}
 
 
 def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf",

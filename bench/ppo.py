@@ -18,6 +18,9 @@ Cases (each in its own process, run one after the other):
   ``--group-size`` samples per prompt, no critic group);
 * ``ray_vllm``, ``ray_grpo_vllm``: ``ray`` and ``ray_grpo`` with ``rollout.backend=vllm``
   (one vLLM engine; the weight sync is its own phase, ``sync``; needs the ``[vllm]`` extra);
+* ``ray_grpo_async1_vllm``, ``ray_grpo_async2_vllm``: ``ray_grpo_vllm`` with
+  ``rollout.max_staleness`` 1 and 2 (the engine samples the next batches while the actor
+  trains; ``generate`` is then the learner's wait for a batch);
 * ``ray_grpo_lora``: ``ray_grpo`` with a LoRA actor (``_ppo_common.LORA``), whose base with
   the adapter off is the reference: no reference group (3 groups instead of 4);
 * ``ray_grpo_ref_in_actor``: ``ray_grpo`` with ``resources.reference_in_actor=true``: the
@@ -63,19 +66,23 @@ import _ppo_common as C  # noqa: E402
 from _load import pair_spread, speed_probe  # noqa: E402
 
 CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
-         "ray_grpo_vllm", "ray_grpo_lora", "ray_grpo_ref_in_actor")
+         "ray_grpo_vllm", "ray_grpo_async1_vllm", "ray_grpo_async2_vllm", "ray_grpo_lora",
+         "ray_grpo_ref_in_actor")
 TARGET = 1.25  # issue 4: the Ray system within 1.25x of the single-process loop
 # (numerator, denominator, kind): "slowdown" = time ratio, "speed" = tokens/s ratio
 RATIOS = (("ray", "single", "slowdown"), ("ray", "inproc", "slowdown"),
           ("inproc", "single", "slowdown"), ("ray_grpo", "single_grpo", "slowdown"),
           ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"),
           ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"),
+          ("ray_grpo_async1_vllm", "ray_grpo_vllm", "slowdown"),
+          ("ray_grpo_async2_vllm", "ray_grpo_vllm", "slowdown"),
           ("ray_grpo_lora", "ray_grpo", "slowdown"),
           ("ray_grpo_ref_in_actor", "ray_grpo", "slowdown"),
           ("ray_grpo_ref_in_actor", "trl_grpo", "speed"))
 
 
-VERIFIER_CASES = ("ray_grpo", "ray_grpo_vllm", "ray_grpo_ref_in_actor", "trl_grpo")
+VERIFIER_CASES = ("ray_grpo", "ray_grpo_vllm", "ray_grpo_async1_vllm", "ray_grpo_async2_vllm",
+                  "ray_grpo_ref_in_actor", "trl_grpo")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
