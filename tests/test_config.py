@@ -14,6 +14,25 @@ def _error(overrides, path=None):
     return str(info.value)
 
 
+def test_kto_errors_name_the_key():
+    kto = ["dpo.loss_type=kto"]
+    assert _error(kto + ["train.micro_batch_size=1", "train.train_batch_size=4"]) == (
+        "train.micro_batch_size: is 1; dpo.loss_type=kto estimates KL from the mismatched "
+        "pairs of a micro-batch (each row's prompt with another row's answer) and needs >= 2")
+    assert _error(kto + ["train.eval_batch_size=1"]).startswith("train.eval_batch_size: is 1;")
+    assert _error(kto + ["dpo.precompute_ref=true"]).startswith(
+        "dpo.precompute_ref: dpo.loss_type=kto pairs each row with another row of its "
+        "micro-batch")
+    assert _error(kto + ["dpo.nll_coef=0.1"]).startswith("dpo.nll_coef: is for pairs")
+    assert _error(kto + ["dpo.kto_balance=0"]).startswith("dpo.kto_balance: must be > 0")
+    assert _error(kto + ["dpo.kto_balance=1.2", "dpo.kto_desirable_weight=2"]).startswith(
+        "dpo.kto_desirable_weight: is set from the data by dpo.kto_balance")
+    assert _error(kto + ["dpo.kto_undesirable_weight=-1"]).startswith(
+        "dpo.kto_undesirable_weight:")
+    cfg = load_config(None, kto + ["dpo.kto_balance=1.2"])
+    assert cfg.dpo.unpaired and cfg.dpo.needs_reference
+
+
 def test_yaml_then_overrides_win(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 0.5\n  epochs: 3\ndeepspeed:\n  zero_stage: 2\n")
@@ -50,7 +69,7 @@ def test_wrong_type_names_field_and_value():
 
 def test_bad_values_name_the_field():
     assert _error(["deepspeed.zero_stage=5"]).startswith("deepspeed.zero_stage: got 5")
-    assert "dpo.loss_type" in _error(["dpo.loss_type=kto"])
+    assert "dpo.loss_type" in _error(["dpo.loss_type=cpo"])
     assert "ppo.dual_clip" in _error(["ppo.dual_clip=0.5"])
     assert "reward_model.tiny.hidden_size" in _error(["reward_model.tiny.hidden_size=65"])
     assert "deepspeed.offload_param" in _error(["deepspeed.offload_param=true"])

@@ -3,9 +3,10 @@ loops (neither writes its own).
 
 * :func:`policy_objective`, :func:`value_objective` -- the PPO actor's and critic's losses on a
   micro-batch of experience (:mod:`.ppo`).
-* :func:`dpo_batch_loss`, :func:`dpo_eval_sums`, :func:`reference_rows` -- DPO against a frozen
-  reference on a batch of pairs (:mod:`.dpo`), in the layouts of :data:`PAIR_LAYOUTS`
-  (:mod:`.pairs`: padded rows or a shared prompt).
+* :func:`dpo_batch_loss`, :func:`dpo_eval_sums`, :func:`reference_rows`, :func:`dpo_datasets`
+  -- DPO against a frozen reference (or SimPO / ORPO without one) on a batch of pairs
+  (:mod:`.dpo`), in the layouts of :data:`PAIR_LAYOUTS` (:mod:`.pairs`: padded rows or a
+  shared prompt); KTO on unpaired rows through the same layouts (:mod:`.kto`).
 * :func:`reward_objective` -- Bradley-Terry on a reward model's pair scores (:mod:`.reward`).
 
 The maths is in :mod:`rlhf_dist.algo`; an objective runs the model's forward and reads the
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Dict, List
 from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rlhf_dist.objectives.dpo import (dpo_batch_loss, dpo_eval_sums, dpo_objective,
-                                          no_reference_rows, reference_rows)
+    from rlhf_dist.objectives.dpo import (dpo_batch_loss, dpo_datasets, dpo_eval_sums,
+                                          dpo_objective, no_reference_rows, reference_rows)
+    from rlhf_dist.objectives.kto import kto_objective
     from rlhf_dist.objectives.pairs import PAIR_LAYOUTS, PairLogps
     from rlhf_dist.objectives.ppo import policy_objective, value_objective
     from rlhf_dist.objectives.reward import reward_objective, split_pairs
@@ -30,6 +32,8 @@ _EXPORTS: Dict[str, str] = {
     "dpo_objective": "dpo",
     "dpo_batch_loss": "dpo",
     "dpo_eval_sums": "dpo",
+    "dpo_datasets": "dpo",
+    "kto_objective": "kto",
     "reference_rows": "dpo",
     "no_reference_rows": "dpo",
     "PAIR_LAYOUTS": "pairs",

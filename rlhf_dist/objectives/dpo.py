@@ -1,14 +1,19 @@
 """The DPO objective of the project: the launcher trainer (``trainers/dpo.py``) and the Ray
 actor (``workers/role_workers.py``) both call it (through :func:`dpo_batch_loss`) on batches
-of the layout ``dpo.layout`` names (:mod:`rlhf_dist.objectives.pairs`)."""
+of the layout ``dpo.layout`` names (:mod:`rlhf_dist.objectives.pairs`), built by
+:func:`dpo_datasets`.  A loss on unpaired rows (KTO, :mod:`.kto`) brings its own batch loss and
+datasets (:data:`UNPAIRED_OBJECTIVES`).  Pairs may carry a weight each (``pair_weight``: online
+DPO's, 0 for a tie); the loss and metrics are then weighted means."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
 from rlhf_dist.algo import dpo_loss, orpo_loss, simpo_loss
 from rlhf_dist.config import DPOConfig
+from rlhf_dist.data import preference_datasets
+from rlhf_dist.objectives.kto import kto_batch_loss, kto_datasets
 from rlhf_dist.objectives.pairs import PAIR_LAYOUTS, PairLogps
 
 
@@ -47,38 +52,87 @@ def _pair_losses(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torc
             chosen, False)
 
 
+def _mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights.to(values.dtype)).mean()
+
+
+def _chosen_nll(policy: PairLogps, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """The chosen answers' token NLL; weighted, each token counts its pair's weight (a token
+    mean over the pairs of weight > 0 when they share one weight; 0 with none)."""
+    if weights is None:
+        return policy.chosen_nll()
+    per_token = policy.chosen_mask * weights.to(policy.chosen.dtype)[:, None]
+    return -(policy.chosen * per_token).sum() / per_token.sum().clamp(min=1e-12)
+
+
 def dpo_objective(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                  dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+                  dpo: DPOConfig, weights: Optional[torch.Tensor] = None
+                  ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Loss of B pairs, given the policy's token log-probs and the reference's per-response
-    log-probs (ignored by SimPO / ORPO)."""
+    log-probs (ignored by SimPO / ORPO); ``weights`` ``(B,)``: each pair's (default 1)."""
     losses, chosen_rewards, rejected_rewards, policy_chosen, adds_nll = _pair_losses(
         policy, ref_chosen, ref_rejected, dpo)
-    loss = losses.mean()
+    loss = _mean(losses, weights)
     metrics = {"dpo_loss": float(loss.detach()),
-               "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
-               "reward_margin": float((chosen_rewards - rejected_rewards).mean()),
-               "chosen_reward": float(chosen_rewards.mean()),
-               "rejected_reward": float(rejected_rewards.mean()),
-               "chosen_logp": float(policy_chosen.detach().mean())}
+               "reward_accuracy": float(_mean((chosen_rewards > rejected_rewards).float(),
+                                              weights)),
+               "reward_margin": float(_mean(chosen_rewards - rejected_rewards, weights)),
+               "chosen_reward": float(_mean(chosen_rewards, weights)),
+               "rejected_reward": float(_mean(rejected_rewards, weights)),
+               "chosen_logp": float(_mean(policy_chosen.detach(), weights))}
     nll_coef = dpo.nll_coef + (1.0 if adds_nll else 0.0)  # ORPO: L_SFT + L_OR
     if nll_coef > 0:
-        nll = policy.chosen_nll()
+        nll = _chosen_nll(policy, weights)
         loss = loss + nll_coef * nll
         metrics["nll"] = float(nll.detach())
     metrics["loss"] = float(loss.detach())
     return loss, metrics
 
 
+def pair_batch_loss(model, batch, ref_rows: torch.Tensor,
+                    dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """``dpo_objective`` of a collated batch of pairs, the reference's log-probs given as rows
+    (and the pairs' weights, when the batch carries ``pair_weight`` rows)."""
+    layout = PAIR_LAYOUTS[dpo.layout]
+    weights = layout.split_rows(batch["pair_weight"])[0] if "pair_weight" in batch else None
+    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo,
+                         weights)
+
+
+class UnpairedObjective(NamedTuple):
+    """A loss type on unpaired rows: its batch loss and its datasets (``dpo_datasets``'s
+    return)."""
+
+    batch_loss: Callable
+    datasets: Callable
+
+
+# dpo.loss_type -> the objective of a loss on unpaired rows (algo.UNPAIRED_LOSSES)
+UNPAIRED_OBJECTIVES: Dict[str, UnpairedObjective] = {
+    "kto": UnpairedObjective(kto_batch_loss, kto_datasets),
+}
+
+
 def dpo_batch_loss(model, batch, ref_rows: torch.Tensor,
                    dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """``dpo_objective`` of a collated batch, the reference's log-probs given as rows."""
-    layout = PAIR_LAYOUTS[dpo.layout]
-    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo)
+    """The loss of ``dpo.loss_type`` on a collated batch, the reference's log-probs given as
+    rows: pairs (:func:`pair_batch_loss`) or unpaired rows."""
+    unpaired = UNPAIRED_OBJECTIVES.get(dpo.loss_type)
+    return (unpaired.batch_loss if unpaired else pair_batch_loss)(model, batch, ref_rows, dpo)
+
+
+def dpo_datasets(data_cfg, dpo: DPOConfig, tokenizer):
+    """(train, eval or None, collator, start metrics) of the DPO job -- launcher and Ray
+    alike: preference pairs in ``dpo.layout``'s collator, or the unpaired rows of KTO."""
+    unpaired = UNPAIRED_OBJECTIVES.get(dpo.loss_type)
+    if unpaired:
+        return unpaired.datasets(data_cfg, dpo, tokenizer)
+    return (*preference_datasets(data_cfg, tokenizer, dpo.layout), {})
 
 
 def dpo_eval_sums(model, batch, ref_rows: torch.Tensor, dpo: DPOConfig) -> Dict[str, float]:
-    """A batch's DPO metrics times its pairs, plus ``count`` (pairs): summed over batches and
-    ranks, then divided by the count — the eval of the launcher and of the Ray actor."""
+    """A batch's DPO metrics times its pairs (KTO: rows), plus ``count``: summed over batches
+    and ranks, then divided by the count — the eval of the launcher and of the Ray actor."""
     _, metrics = dpo_batch_loss(model, batch, ref_rows, dpo)
     n = float(PAIR_LAYOUTS[dpo.layout].num_pairs(batch))
     return {**{k: v * n for k, v in metrics.items()}, "count": n}

@@ -11,9 +11,8 @@ import torch
 
 from rlhf_dist.config import Config
 from rlhf_dist.engine import dist
-from rlhf_dist.data import preference_datasets
 from rlhf_dist.engine.engine import ModelEngine
-from rlhf_dist.objectives import (PAIR_LAYOUTS, dpo_batch_loss, dpo_eval_sums,
+from rlhf_dist.objectives import (PAIR_LAYOUTS, dpo_batch_loss, dpo_datasets, dpo_eval_sums,
                                   no_reference_rows, reference_rows)
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers import dpo_ray
@@ -26,7 +25,11 @@ class DPOTrainer(LauncherTrainer):
     job = "dpo"
 
     def build_datasets(self, tokenizer):
-        return preference_datasets(self.cfg.data, tokenizer, self.cfg.dpo.layout)
+        """Preference pairs, or KTO's unpaired rows (``data_metrics``: their counts and
+        class weights, logged at the start)."""
+        train, eval_set, collate, self.data_metrics = dpo_datasets(self.cfg.data, self.cfg.dpo,
+                                                                   tokenizer)
+        return train, eval_set, collate
 
     def _model_section(self, reference: bool):
         ref = self.cfg.ref_model
@@ -88,7 +91,8 @@ class DPOTrainer(LauncherTrainer):
     def start_metrics(self):
         shared = {"resources/reference_shared_base": float(self.cfg.shared_reference),
                   "resources/reference_model": float(self.reference is not None)}
-        return {**super().start_metrics(), **self.setup_metrics, **shared}
+        return {**super().start_metrics(), **self.setup_metrics, **shared,
+                **self.data_metrics}
 
     def end_metrics(self):
         """The frozen reference's checksum at start and end (equal unless something wrote

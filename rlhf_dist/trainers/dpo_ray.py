@@ -1,6 +1,7 @@
 """DPO on Ray: the PPO actor group (same ZeRO-sharded policy code path) and the reference
-group, driven with the launcher DPO's data path and loss (``dpo_objective``) — so the same
-data, seed and config give the same losses in both modes."""
+group, driven with the launcher DPO's data path and loss (``dpo_datasets``, ``dpo_batch_loss``:
+DPO, SimPO/ORPO, KTO) — so the same data, seed and config give the same losses in both
+modes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,16 +27,16 @@ class RayDPOTrainer(RayJob):
         self.ref_start: Optional[float] = None
 
     def start(self) -> None:
-        from rlhf_dist.data import preference_datasets
         from rlhf_dist.models import load_tokenizer
+        from rlhf_dist.objectives import dpo_datasets
 
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.check_model_paths(["model"] + (["ref_model"] if cfg.dpo.needs_reference and
                                             not cfg.shared_reference else []))
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
-        self.train_set, self.eval_set, self.collate = preference_datasets(
-            cfg.data, self.tokenizer, cfg.dpo.layout)
+        self.train_set, self.eval_set, self.collate, self.data_metrics = dpo_datasets(
+            cfg.data, cfg.dpo, self.tokenizer)
         self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
                                                  cfg.train.micro_batch_size, self.accum,
                                                  cfg.train.group_by_length)
@@ -57,6 +58,9 @@ class RayDPOTrainer(RayJob):
                           else NoReference(self.cfg.dpo))
         if self.ref_start is None:
             self.ref_start = self.reference.state_checksum()
+
+    def start_metrics(self) -> Dict[str, float]:
+        return {**super().start_metrics(), **self.data_metrics}
 
     def train_step(self) -> Dict[str, float]:
         per_rank = self.reference.sequence_logps(self.step_micro_batches())
