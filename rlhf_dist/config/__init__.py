@@ -105,6 +105,7 @@ class Config:
                  f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
                  ".attn_implementation=flash_attention_2 does not take: use sdpa, "
                  "dpo.layout=padded or auto")
+        self.dpo.check_batch(self.train.micro_batch_size, self.train.eval_batch_size)
         _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
                  "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
         _require(not self.dpo.ref_offload or self.dpo.mode == "launcher", "dpo.ref_offload",
