@@ -10,21 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.async_rollout import check_staleness
 from rlhf_dist.rollout.factory import make_rollout
-from rlhf_dist.trainers import batches as B
-from rlhf_dist.trainers.ray_job import RayJob
+from rlhf_dist.trainers.rollout_job import RolloutJob
 from rlhf_dist.utils import Timer, mean_rows, seed_everything
-from rlhf_dist.utils.seeding import SAMPLING, derive_seed
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, float]
-PENDING_FILE = "rollout_pending.pt"  # a checkpoint's experience sampled ahead (async)
 
 
 def check_experience(experience: Batch) -> None:
@@ -55,7 +50,7 @@ def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfi
     return train
 
 
-class PPOTrainer(RayJob):
+class PPOTrainer(RolloutJob):
     job = "ppo"
 
     def __init__(self, cfg: Config):
@@ -157,32 +152,6 @@ class PPOTrainer(RayJob):
                 **self.roles.offload_metrics(self.cfg.resources),
                 "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
-    def prompt_batch(self) -> Tuple[Batch, int]:
-        """The next batch of prompts, once each (the actor samples ``n_samples_per_prompt``
-        responses per prompt), and its sampling seed; both depend only on (seed, number of
-        batches drawn before), so resume is exact.  ``self.rows`` becomes its rows."""
-        size = self.cfg.rollout.rollout_batch_size
-        per_epoch = len(self.prompts) // size
-        epoch, index = divmod(self.drawn, per_epoch)
-        order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
-        self.rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
-        seed = derive_seed(self.cfg.seed, self.drawn, SAMPLING)
-        self.drawn += 1
-        batch = Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
-        return batch, seed
-
-    def draw(self) -> Tuple[Batch, int, List[dict]]:
-        """The next prompt batch, its seed and rows (:meth:`prompt_batch`)."""
-        prompts, seed = self.prompt_batch()
-        return prompts, seed, self.rows
-
-    def generate(self) -> Tuple[Batch, Metrics]:
-        """The experience of the next prompt batch, with the behaviour log-probs
-        ``old_logprobs``, from the rollout backend (:mod:`rlhf_dist.rollout.interface`; an
-        asynchronous one drew it ahead); ``self.rows`` becomes its prompt rows."""
-        self.rows, experience, metrics = self.rollout.next_batch(self.draw, self.step)
-        return experience, metrics
-
     def sample(self) -> Tuple[Batch, Metrics]:
         """One prompt batch's experience, or with ``ppo.dynamic_sampling`` as many as it
         takes (at most 1 + ``ppo.dynamic_sampling_extra_rounds``) to find
@@ -238,17 +207,6 @@ class PPOTrainer(RayJob):
                 self.overlong_penalties(experience).mean())
         return experience, {**metrics, **adv_metrics}
 
-    def sequence_rewards(self, experience: Batch, rm_scores=None) -> torch.Tensor:
-        """(N,) sequence rewards: the RM's score (``rm_scores``, a pending reward-group call,
-        started here when not given) + the reward functions + the overlong penalty + what
-        the rollout observed itself (``rollout_scores``: an environment's rewards)."""
-        if rm_scores is None and self.roles.reward:
-            rm_scores = self.roles.reward.score(experience)
-        scores = torch.zeros(len(experience)) if rm_scores is None else rm_scores.result()
-        if "rollout_scores" in experience:
-            scores = scores + experience["rollout_scores"]
-        return scores + self.custom_rewards(experience) + self.overlong_penalties(experience)
-
     def mask_truncated(self, experience: Batch) -> Tuple[Batch, Metrics]:
         """``response/truncated_frac``; with ``ppo.mask_truncated`` the truncated responses'
         actions are masked out of the losses (after scoring: rewards and groups unchanged)."""
@@ -261,40 +219,6 @@ class PPOTrainer(RayJob):
             return experience, metrics
         keep = (~truncated).to(experience["action_mask"].dtype)[:, None]
         return experience.with_(action_mask=experience["action_mask"] * keep), metrics
-
-    def staleness(self, experience: Batch) -> Metrics:
-        """``async/staleness_*`` of rows sampled ahead (their ``versions``); a row older than
-        ``rollout.max_staleness`` versions is refused, naming the versions."""
-        if "versions" not in experience:
-            return {}
-        return check_staleness(experience["versions"], self.step,
-                               self.cfg.rollout.max_staleness)
-
-    def overlong_penalties(self, experience: Batch) -> torch.Tensor:
-        """DAPO's soft overlong punishment of each response (``ppo.overlong_buffer``)."""
-        ppo = self.cfg.ppo
-        if not ppo.overlong_buffer:
-            return torch.zeros(len(experience))
-        from rlhf_dist.algo import overlong_penalty
-
-        lengths = experience["action_mask"].sum(-1)
-        return overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, ppo.overlong_buffer,
-                                ppo.overlong_penalty)
-
-    def custom_rewards(self, experience: Batch) -> torch.Tensor:
-        """The reward functions' weighted sum; experience rows are the iteration's prompts in
-        order, ``n_samples_per_prompt`` consecutive rows each, so row i has prompt i // n's
-        label and extras."""
-        if not self.rewards:
-            return torch.zeros(len(experience))
-        from rlhf_dist.rollout import decode_prompts, decode_responses
-
-        rows = [self.rows[i // self.n_samples] for i in range(len(experience))]
-        rewards = self.reward_pool or self.rewards
-        return rewards(decode_prompts(experience, self.tokenizer),
-                            decode_responses(experience, self.tokenizer),
-                            [row.get("label") for row in rows],
-                            [row.get("extras", {}) for row in rows])
 
     def learn(self, experience: Batch) -> Metrics:
         """``ppo.ppo_epochs`` passes of minibatch updates, stopped after an epoch whose mean
@@ -328,42 +252,10 @@ class PPOTrainer(RayJob):
         return {"iteration": self.step, "reward_shaping": self.shaper.state_dict(),
                 "prompt_batches": self.drawn}
 
-    def save_to(self, staging: Path) -> Dict[str, Any]:
-        """Plus the experience sampled ahead and not yet trained on (async), if any."""
-        state = super().save_to(staging)
-        pending = self.rollout.pending_state()
-        if pending:
-            torch.save(pending, staging / PENDING_FILE)
-        return state
-
-    def load_from(self, path: Path, state: Dict[str, Any]) -> None:
-        super().load_from(path, state)
-        pending = path / PENDING_FILE
-        self.rollout.restore_pending(torch.load(pending, weights_only=False)
-                                     if pending.exists() else [])
-
     def load_driver_state(self, state: Dict[str, Any]) -> None:
         # "scorer": the key of checkpoints written before the RewardShaper had its name
         self.shaper.load_state_dict(state.get("reward_shaping", state.get("scorer")))
         self.drawn = state.get("prompt_batches", state["iteration"])
-
-    def teardown(self) -> None:
-        super().teardown()
-        if self.reward_pool:
-            self.reward_pool.kill()
-
-    def frozen_checksums(self) -> Metrics:
-        """CRC32 of the frozen models' full weights: must not change during training."""
-        groups = {"reference": self.roles.reference_calls(), "reward": self.roles.reward}
-        return {name: group.state_checksum() for name, group in groups.items() if group}
-
-    def end_metrics(self) -> Metrics:
-        end = self.frozen_checksums()
-        moved = [k for k in end if end[k] != self.frozen_start[k]]
-        if moved:
-            log.warning("frozen models changed during PPO: %s", moved)
-        return {**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
-                **{f"frozen/{k}_checksum_end": v for k, v in end.items()}}
 
     def export(self) -> None:
         self.roles.actor.export_hf(str(self.out / "model"))
