@@ -129,6 +129,6 @@ class RolloutJob(RayJob):
         end = self.frozen_checksums()
         moved = [k for k in end if end[k] != self.frozen_start[k]]
         if moved:
-            log.warning("frozen models changed during PPO: %s", moved)
+            log.warning("frozen models changed during %s: %s", self.job, moved)
         return {**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
                 **{f"frozen/{k}_checksum_end": v for k, v in end.items()}}
