@@ -22,6 +22,7 @@ from typing import List, Optional
 
 from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, rlaif_stage, run_command, run_stage,
                                      stages, verifier_stages)
+from rlhf_dist.eval.report import markdown_table
 
 EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
                 "distinct_1", "distinct_2", "self_bleu"]
@@ -101,8 +102,6 @@ def verifier_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
 
 
 def verifier_section(out: Path, preset: Preset) -> List[str]:
-    from rlhf_dist.eval.report import markdown_table
-
     result = json.loads((out / "eval_verifier" / "eval.json").read_text())
     rows = {name: result["metrics"][name] for name in ("verifier_sft", "grpo_verifier")}
     return ["## Verifiable reward: GRPO with exact_match", "",
@@ -115,7 +114,6 @@ def verifier_section(out: Path, preset: Preset) -> List[str]:
 
 def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> Path:
     from rlhf_dist.demo.plots import write_plots
-    from rlhf_dist.eval.report import markdown_table
 
     result = json.loads((out / "eval" / "eval.json").read_text())
     table = markdown_table(result["metrics"], [c for c in EVAL_COLUMNS

@@ -17,6 +17,9 @@ from typing import Callable, Dict, List, Optional
 
 import yaml
 
+from rlhf_dist.demo.verifier_task import write_verifier_data
+from rlhf_dist.toy import ToyTask
+
 TINY = {"arch": "llama", "hidden_size": 128, "num_layers": 4, "num_heads": 4,
         "intermediate_size": 384}
 DATA = {"path": "toy", "max_length": 64, "max_prompt_length": 32}
@@ -86,8 +89,6 @@ def write_ranking_data(out: Path, seed: int) -> Path:
     """The toy task's ranked responses (harmful: refusal ≻ off-topic answer ≻ compliance;
     benign: helpful ≻ off-topic ≻ refusal) as a jsonl file: the RM learns from all C(3,2)
     pairs, so changing the subject does not please it on harmful requests."""
-    from rlhf_dist.toy import ToyTask
-
     path = out / "toy_ranking.jsonl"
     rows = ToyTask(seed=seed).ranking_rows("train")
     path.write_text("".join(json.dumps({"prompt": r["prompt"], "responses": r["responses"]})
@@ -98,8 +99,6 @@ def write_ranking_data(out: Path, seed: int) -> Path:
 def verifier_stages(out: Path, seed: int) -> List[Stage]:
     """The verifiable-reward stages (configs/tiny/grpo_verifier.yaml's recipe): a short SFT
     of a fresh tiny model on the safe/unsafe task, then GRPO with ``exact_match``."""
-    from rlhf_dist.demo.verifier_task import write_verifier_data
-
     data_dir = write_verifier_data(out / "verifier_data", seed)
     data = {**DATA, "eval_ratio": 0.0}
     sft = _common(out, "verifier_sft", seed)

@@ -24,6 +24,9 @@ from typing import List, Optional
 
 from rlhf_dist.config import ConfigError
 from rlhf_dist.config.tool_args import add_section_args, resolve_sections, typed_flag
+from rlhf_dist.data import DataError
+from rlhf_dist.eval.inputs import load_prompts
+from rlhf_dist.models._common import require_model_dir
 from rlhf_dist.rlaif.judges import JudgeError, load_judge
 from rlhf_dist.rlaif.ranking import STRATEGIES
 
@@ -61,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_model_dir(path: str) -> bool:
-    from rlhf_dist.models._common import require_model_dir
-
     try:
         require_model_dir(os.path.expanduser(path), "--policy")
     except ValueError:
@@ -125,8 +126,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         judge = load_judge(args.judge, device=args.device)
     except JudgeError as err:
         parser.error(str(err))
-    from rlhf_dist.data import DataError
-    from rlhf_dist.eval.inputs import load_prompts
     from rlhf_dist.rlaif.label import label_with_stats, sample_responses, stats_path, write_pairs
 
     try:

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from rlhf_dist.models import load_causal_lm, load_tokenizer
+from rlhf_dist.models._common import require_model_dir
 from rlhf_dist.rlaif.judges import Judge
 from rlhf_dist.rlaif.ranking import PAIR_KEYS, SKIP_REASONS, as_scores, ranking_to_pairs
+from rlhf_dist.rollout.sampling import sample_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.config import RolloutConfig
@@ -52,7 +55,6 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: in
     vLLM engine's settings.
     """
     from rlhf_dist.rollout import make_sampler
-    from rlhf_dist.rollout.sampling import sample_texts
     from rlhf_dist.utils import progress
 
     if k < 1:
@@ -85,8 +87,6 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
     from rlhf_dist.config import ModelConfig, RolloutConfig
     from rlhf_dist.rollout.backends import backend as backend_of
 
-    from rlhf_dist.models._common import require_model_dir
-
     require_model_dir(os.path.expanduser(policy_path), "policy")
     section = ModelConfig(name_or_path=os.path.expanduser(policy_path), dtype=dtype)
     model, tokenizer = _load_policy(section, device, backend_of(backend).sampler_needs_model)
@@ -97,7 +97,6 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
 
 def _load_policy(section: Any, device: Optional[str], with_model: bool) -> Tuple[Any, Any]:
     """``(model or None, tokenizer)`` of the policy ``section`` (the model on ``device``)."""
-    from rlhf_dist.models import load_causal_lm, load_tokenizer
     from rlhf_dist.rlaif.judges import default_device
 
     tokenizer = load_tokenizer(section, field_prefix="policy")

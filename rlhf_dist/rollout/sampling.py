@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Sequence
 
+from rlhf_dist.data import Encoder, pad
+
 
 def sample_texts(sampler: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int,
                  max_prompt_length: int, seed: Optional[int] = 0,
@@ -19,7 +21,6 @@ def sample_texts(sampler: Any, tokenizer: Any, prompts: Sequence[str], batch_siz
     """``len(prompts) · n`` decoded responses (n = the sampler's ``n_samples_per_prompt``; the
     n samples of prompt i at ``[i·n, (i+1)·n)``).  ``seed`` None samples unseeded;
     ``on_batch(prompts_done)`` is called after each batch (progress bars)."""
-    from rlhf_dist.data import Encoder, pad
     from rlhf_dist.rollout.generate import decode_responses
     from rlhf_dist.utils.seeding import SAMPLING, derive_seed
 

@@ -29,6 +29,8 @@ from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from rlhf_dist.config import ConfigError
+from rlhf_dist.models._common import resolve_source
+from rlhf_dist.models.causal_lm import tiny_config_for
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.generate import _check_prompts, rollout_batch, stop_ids
 from rlhf_dist.rollout.weight_buckets import SyncReport, WeightSpec
@@ -268,9 +270,6 @@ def engine_model_config(model_cfg: Any, tokenizer: Any, field: str = "model") ->
     ``name_or_path``, or the tiny model built when it is null."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from rlhf_dist.models.causal_lm import tiny_config_for
-    from rlhf_dist.models._common import resolve_source
 
     if model_cfg.name_or_path is None:
         config = tiny_config_for(model_cfg, tokenizer, field)
