@@ -116,6 +116,7 @@ class Config:
         self._check_idle_offload()
         self._check_vllm()
         self.env.check_lengths(self.data.max_prompt_length)
+        self.ppo.check_scored(by_env=self.env.enabled)
         resume = self.checkpoint.resume
         _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
                  "must be none, auto or a checkpoint directory")

@@ -162,9 +162,6 @@ class PPOConfig:
         _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
         _positive("ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds,
                   allow_zero=True)
-        _require(self.use_reward_model or self.has_reward_terms, "ppo.use_reward_model",
-                 "is false and ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: "
-                 "nothing would score the responses")
         _require(self.reward_url is None or self.reward_url.startswith(("http://", "https://")),
                  "ppo.reward_url", f"must start with http:// or https://, got "
                  f"{self.reward_url!r}")
@@ -183,6 +180,14 @@ class PPOConfig:
         for i, term in enumerate(self.rewards):
             _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
                      "or module:function")
+
+    def check_scored(self, by_env: bool) -> None:
+        """Something scores the responses: the reward model, reward terms or (``by_env``)
+        the environment's step rewards (``env.name``); the config's cross-section check."""
+        _require(self.use_reward_model or self.has_reward_terms or by_env,
+                 "ppo.use_reward_model",
+                 "is false, ppo.reward_fn, ppo.rewards and ppo.reward_url are empty and no "
+                 "env.name is set: nothing would score the responses")
 
     @property
     def has_reward_terms(self) -> bool:

@@ -60,8 +60,8 @@ JOBS: Dict[str, JobKeys] = {
                                                    "ref_model.tokenizer_path": _OWN_TOKENIZER}),
     "dpo-ray": JobKeys(COMMON + ("ref_model", "dpo") + _RAY, {
         **DATA_UNREAD["dpo"], "ref_model.tokenizer_path": _OWN_TOKENIZER}),
-    "ppo": JobKeys(COMMON + ("ref_model", "reward_model", "critic_model", "rollout", "ppo")
-                   + _RAY, {
+    "ppo": JobKeys(COMMON + ("ref_model", "reward_model", "critic_model", "rollout", "ppo",
+                             "env") + _RAY, {
                        **DATA_UNREAD["ppo"], **_FROZEN_TOKENIZERS,
                        "train.epochs": "PPO runs ppo.iterations prompt batches",
                        "train.max_steps": "PPO runs ppo.iterations prompt batches",

@@ -145,3 +145,22 @@ def test_check_env_accepts_the_builtins_and_a_user_env():
     check_env(EnvConfig(name="toy_calculator"))
     check_env(EnvConfig(name="tools", tools=["add", "user_envs:shout"], tool_format="hermes"))
     check_env(EnvConfig(name="user_envs:GuessEnv", args={"tries": 2}))
+
+
+def test_an_environment_scores_a_ppo_run_without_reward_terms():
+    """env.name is a scorer: no RM and no reward function is fine with it, not without."""
+    no_scorer = ["ppo.use_reward_model=false", "data.max_prompt_length=64"]
+    cfg = load_config(None, [*no_scorer, "env.name=toy_calculator"])
+    assert cfg.env.enabled and not cfg.ppo.use_reward_model
+    with pytest.raises(ConfigError) as err:
+        load_config(None, no_scorer)
+    assert str(err.value).startswith("ppo.use_reward_model: is false, ppo.reward_fn, "
+                                     "ppo.rewards and ppo.reward_url are empty and no env.name")
+
+
+def test_ppo_reads_the_env_section():
+    from rlhf_dist.config.usage import unread_keys
+
+    keys = ["env.name", "env.max_turns", "env.workers"]
+    assert unread_keys("ppo", keys) == []
+    assert [key for key, _ in unread_keys("sft", keys)] == keys
