@@ -1,8 +1,10 @@
 """One trajectory's environment, run with the contract's checks, a time limit per call and
 ``env.on_error``: :class:`EnvFactory` (from ``env.*``) makes an :class:`Episode` per prompt row.
 
-* Every call -- constructing the environment, ``reset``, ``step``, ``close`` -- runs under
-  ``env.step_timeout_s`` (:mod:`.timeout`: a hung call's thread is abandoned, not killed).
+* The environment objects live in an env host (:mod:`.host`): in this process, or in a pool
+  of Ray actors (``env.workers``).  Every call -- constructing the environment, ``reset``,
+  ``step``, ``close`` -- runs under ``env.step_timeout_s`` (:mod:`.timeout`: a hung call's
+  thread is abandoned, not killed).
 * An environment that raises, returns the wrong types or times out is an :class:`EnvError`
   naming ``env.name``, the row (its index and the start of its prompt), the call and the turn.
   With ``env.on_error: zero_reward`` it is counted in :class:`EnvStats` instead (the first few
@@ -14,6 +16,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -22,12 +25,14 @@ from rlhf_dist.config.checks import ConfigError
 from rlhf_dist.config.registries import ENVIRONMENTS
 
 from .base import EnvTypeError, Observation, StepResult, check_observation, check_step
-from .timeout import CallTimeout, call_with_timeout
+from .host import EnvHostLost, LocalEnvHost, RemoteCallError
+from .timeout import CallTimeout
 
 logger = logging.getLogger(__name__)
 ON_ERROR = ("error", "zero_reward")
 MAX_KEPT = 5  # EnvStats keeps this many error messages
 PREVIEW = 60  # characters of the prompt that name a row
+_KEYS = itertools.count()  # episode keys (an env host holds each episode's env by its key)
 
 
 class EnvError(RuntimeError):
@@ -82,7 +87,8 @@ class Episode:
 
     def __init__(self, factory: "EnvFactory", row: Mapping[str, Any], row_id: Any = 0):
         self.factory, self.row, self.row_id = factory, row, row_id
-        self.env: Any = None
+        self.key = factory.new_key()  # the environment's key in the host
+        self.created = False
         self.turns = 0
         self.rewards: List[float] = []
         self.infos: List[Dict[str, Any]] = []
@@ -97,13 +103,21 @@ class Episode:
         return f"env.name {self.factory.name!r}, {describe_row(self.row_id, self.row)}: " \
                f"{call}{turn}"
 
-    def _call(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, call: str, *args: Any) -> Any:
+        """The host's ``create`` (``call == "construction"``) or the environment's method
+        ``call``; what goes wrong is an :class:`EnvError` naming the row and the call."""
+        host = self.factory.host
         try:
-            return call_with_timeout(fn, self.factory.step_timeout_s, *args,
-                                     name=f"rlhf_dist-env-{call}")
+            if call == "construction":
+                return host.create(self.key)
+            return host.call(self.key, call, *args)
         except CallTimeout as err:
             raise EnvError(f"{self._where(call)} {err} (env.step_timeout_s; the call's thread "
                            "is abandoned)") from None
+        except EnvHostLost:  # the environment's process died: not the environment's fault
+            raise
+        except RemoteCallError as err:  # raised in an env worker: its own type's name
+            raise EnvError(f"{self._where(call)} raised {err.kind}: {err}") from None
         except Exception as err:  # the environment's own error, named with the row
             raise EnvError(f"{self._where(call)} raised {type(err).__name__}: {err}") from err
 
@@ -123,8 +137,9 @@ class Episode:
         failed under ``zero_reward`` (then :attr:`done`)."""
         self.factory.stats.started()
         try:
-            self.env = self._call("construction", self.factory.build)
-            value = self._call("reset", self.env.reset, self.row)
+            self._call("construction")
+            self.created = True
+            value = self._call("reset", self.row)
             try:
                 return check_observation(value, first=True)
             except EnvTypeError as err:
@@ -143,7 +158,7 @@ class Episode:
                             f"{type(action).__name__}")
         self.turns += 1
         try:
-            value = self._call("step", self.env.step, action)
+            value = self._call("step", action)
             try:
                 result = check_step(value)
             except EnvTypeError as err:
@@ -164,14 +179,17 @@ class Episode:
         self.done, self.truncated = True, reason
 
     def close(self) -> None:
-        """The environment's ``close`` (if any); a failure here is logged, not raised."""
-        close = getattr(self.env, "close", None)
-        if close is None:
+        """The environment's ``close`` (if any), then the host forgets it; a failure here is
+        logged, not raised."""
+        if not self.created:
             return
         try:
-            self._call("close", close)
+            self._call("close")
         except EnvError as err:
             logger.warning("%s", err)
+        finally:
+            self.created = False
+            self.factory.host.drop(self.key)
 
     @property
     def reward(self) -> float:
@@ -190,32 +208,51 @@ class Episode:
         return out
 
 
+def env_builder(env) -> Callable[[], Any]:
+    """What makes one environment of the ``env`` section (``Env(**env.args)``, or the class's
+    ``from_config(env)``); the class is imported now."""
+    env_cls = ENVIRONMENTS.get(env.name, ConfigError)
+    if hasattr(env_cls, "from_config"):
+        def build() -> Any:
+            return env_cls.from_config(env)
+    else:
+        def build() -> Any:
+            return env_cls(**env.args)
+    return build
+
+
 class EnvFactory:
     """Makes the :class:`Episode` of each prompt row for one environment: ``build`` makes a
-    new environment (``Env(**env.args)``, or the class's ``from_config(env)``)."""
+    new environment, held by ``host`` (default: a :class:`~.host.LocalEnvHost` of ``build``
+    with the ``step_timeout_s`` limit; a remote host builds its own)."""
 
-    def __init__(self, name: str, build: Callable[[], Any], max_turns: int = 4,
+    def __init__(self, name: str, build: Optional[Callable[[], Any]], max_turns: int = 4,
                  step_timeout_s: Optional[float] = 30.0, on_error: str = "error",
-                 stats: Optional[EnvStats] = None):
+                 stats: Optional[EnvStats] = None, host: Any = None):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if host is None and build is None:
+            raise ValueError("EnvFactory needs build (a local host) or a host")
         self.name, self.build, self.max_turns = name, build, max_turns
         self.step_timeout_s, self.on_error = step_timeout_s, on_error
         self.stats = stats or EnvStats()
+        self.host = host if host is not None else LocalEnvHost(build, step_timeout_s)
 
     @classmethod
-    def from_config(cls, env, stats: Optional[EnvStats] = None) -> "EnvFactory":
+    def from_config(cls, env, stats: Optional[EnvStats] = None,
+                    host: Any = None) -> "EnvFactory":
         """From the ``env`` section (:class:`~rlhf_dist.config.env.EnvConfig`); the class is
         imported now (run :func:`~rlhf_dist.envs.checks.check_env` first for the early,
-        clear errors)."""
-        env_cls = ENVIRONMENTS.get(env.name, ConfigError)
-        if hasattr(env_cls, "from_config"):
-            def build() -> Any:
-                return env_cls.from_config(env)
-        else:
-            def build() -> Any:
-                return env_cls(**env.args)
-        return cls(env.name, build, env.max_turns, env.step_timeout_s, env.on_error, stats)
+        clear errors).  ``host``: where the environments live (default: this process)."""
+        build = env_builder(env) if host is None else None
+        return cls(env.name, build, env.max_turns, env.step_timeout_s, env.on_error, stats,
+                   host)
+
+    @staticmethod
+    def new_key() -> int:
+        """A key no other episode of this process has (thread-safe; factories may share a
+        host)."""
+        return next(_KEYS)
 
     def episode(self, row: Mapping[str, Any], row_id: Any = 0) -> Episode:
         """A new (not yet reset) trajectory for ``row`` (``row_id`` names it in errors)."""

@@ -13,10 +13,12 @@ from rlhf_dist.rollout.interface import Rollout, rollout_backend
 from rlhf_dist.rollout.multi_turn import MultiTurnRollout
 
 
-def make_rollout(cfg: Config, tokenizer: Any) -> Rollout:
+def make_rollout(cfg: Config, tokenizer: Any, env_pool: Any = None) -> Rollout:
+    """``env_pool``: the environments' processes (``env.workers``; built by the caller, which
+    may import Ray: ``workers.env_pool.env_pool``), None to step them in this process."""
     rollout = rollout_backend(cfg.rollout.backend)(cfg, tokenizer)
     if cfg.env.enabled:
-        rollout = MultiTurnRollout(rollout)
+        rollout = MultiTurnRollout(rollout, env_pool)
     if cfg.rollout.max_staleness:
         rollout = AsyncRollout(rollout)
     return rollout

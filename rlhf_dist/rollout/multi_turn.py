@@ -108,21 +108,27 @@ def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Ba
 
 class MultiTurnRollout(Rollout):
     """Wraps the ``rollout.backend`` sampler (``inner``): every hook but ``generate`` is
-    the inner backend's; ``generate`` runs the trajectories (see the module)."""
+    the inner backend's; ``generate`` runs the trajectories (see the module).
 
-    def __init__(self, inner: Rollout):
+    ``env_pool``: where the environments live when not in this process (``env.workers``) --
+    an env host (:mod:`rlhf_dist.envs.host`: ``create``/``call``/``drop``) with processes of
+    its own, ``cpus()`` (added to the backend's), ``start()`` (with the backend's, again after
+    a recovery) and ``kill()``; built above this layer (``workers.env_pool.EnvPool``) and
+    handed in by whoever makes the rollout (``rollout.factory.make_rollout``)."""
+
+    def __init__(self, inner: Rollout, env_pool: Any = None):
         super().__init__(inner.cfg, inner.tokenizer)
         check_env(self.cfg.env)  # env.name, its args, tools: before Ray starts
-        self.inner = inner
+        self.inner, self.env_pool = inner, env_pool
         data = self.cfg.data
         self.renderer = Renderer(self.tokenizer, data.apply_chat_template)
         self.encoder = Encoder(self.tokenizer, data.max_length, data.max_prompt_length,
                                add_bos=not data.apply_chat_template)
-        self.factory = EnvFactory.from_config(self.cfg.env)
+        self.factory = EnvFactory.from_config(self.cfg.env, host=env_pool)
 
     # ---------------------------------------------------------------- the inner backend's
     def cpus(self) -> float:
-        return self.inner.cpus()
+        return self.inner.cpus() + (self.env_pool.cpus() if self.env_pool else 0.0)
 
     def check(self) -> None:
         self.inner.check()
@@ -136,6 +142,8 @@ class MultiTurnRollout(Rollout):
     def start(self, actor: Any, placement: Any) -> None:
         super().start(actor, placement)
         self.inner.start(actor, placement)
+        if self.env_pool:
+            self.env_pool.start()
 
     def connect(self) -> None:
         self.inner.connect()
@@ -145,6 +153,8 @@ class MultiTurnRollout(Rollout):
 
     def kill(self) -> None:
         self.inner.kill()
+        if self.env_pool:
+            self.env_pool.kill()
 
     @property
     def runs_ahead(self) -> bool:  # the turns are the inner sampler's: no actor call
@@ -159,6 +169,13 @@ class MultiTurnRollout(Rollout):
                      ) -> Tuple[Batch, Metrics]:
         """The trajectories of ``n_samples_per_prompt`` episodes per prompt row, without the
         behaviour log-probs (evaluation needs none)."""
+        trajectories = self.run(prompts, seed, rows)
+        return self.experience(trajectories), self.metrics(trajectories)
+
+    def run(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> List[Trajectory]:
+        """``n_samples_per_prompt`` finished trajectories per prompt row (the ``n`` of row
+        ``i`` at ``i·n … i·n+n−1``), their environments closed; ``t.episode.metrics()`` is
+        each one's log line (reward, turns, tool calls...)."""
         n = self.cfg.rollout.n_samples_per_prompt
         ids, mask = prompts["input_ids"], prompts["attention_mask"].bool()
         prompt_ids = [ids[i][mask[i]].tolist() for i in range(len(prompts))]
@@ -177,13 +194,19 @@ class MultiTurnRollout(Rollout):
                 turn += 1
             list(pool.map(lambda t: t.episode.close(), trajectories))
         self.inner.release()
+        return trajectories
+
+    def experience(self, trajectories: Sequence[Trajectory]) -> Batch:
+        """The experience of finished trajectories (the module's grid; ``rollout_scores``,
+        ``truncated``; ``engine_logprobs`` when the policy loss is weighted by them)."""
+        n = self.cfg.rollout.n_samples_per_prompt
         experience = trajectory_batch(trajectories, self.pad_token_id, n)
         experience = experience.with_(
             rollout_scores=torch.tensor([t.episode.reward for t in trajectories]),
             truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]))
         if not self.cfg.rollout.importance_weights:
             experience = experience.drop(["engine_logprobs"])
-        return experience, self._metrics(trajectories)
+        return experience
 
     def _reset(self, trajectory: Trajectory) -> None:
         """The first observation: the model's prompt (its text tokenised like a data prompt
@@ -233,7 +256,7 @@ class MultiTurnRollout(Rollout):
         trajectory.history += list(observation)
         return encode(self.tokenizer, text)
 
-    def _metrics(self, trajectories: Sequence[Trajectory]) -> Metrics:
+    def metrics(self, trajectories: Sequence[Trajectory]) -> Metrics:
         """``env/<key>_mean`` over the trajectories (turns, reward, truncated, failed, the
         tools' counts) and the failure counts (``env/failed``)."""
         rows = [t.episode.metrics() for t in trajectories]

@@ -72,6 +72,7 @@ class PPOTrainer(RolloutJob):
         from rlhf_dist.data import PromptCollator, build_prompt_dataset
         from rlhf_dist.models import load_tokenizer
         from rlhf_dist.workers.cluster import cpus_needed
+        from rlhf_dist.workers.env_pool import env_pool
 
         cfg = self.cfg
         seed_everything(cfg.seed)
@@ -86,7 +87,7 @@ class PPOTrainer(RolloutJob):
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.prompts = build_prompt_dataset(cfg.data, self.tokenizer, split="train")
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
-        self.rollout = make_rollout(cfg, self.tokenizer)
+        self.rollout = make_rollout(cfg, self.tokenizer, env_pool(cfg.env))
         self.start_ray(cpus_needed(cfg, ppo_roles(cfg), self.rollout))
         self.rollout.check()
 

@@ -71,3 +71,47 @@ class NoStep:
 def shout(text: str) -> str:
     """Upper-case a text."""
     return text.upper()
+
+
+class WhereEnv:
+    """One step: reward ``len(action)``; info says which process stepped it (``pid``) and
+    how many calls this environment object saw (``calls``: reset + step = 2)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def reset(self, row):
+        self.calls += 1
+        return row["prompt"]
+
+    def step(self, action):
+        import os
+
+        self.calls += 1
+        return None, float(len(action)), True, {"pid": os.getpid(), "calls": self.calls}
+
+
+class RaisingEnv:
+    """``step`` raises a ValueError (``reset`` is fine)."""
+
+    def reset(self, row):
+        return row["prompt"]
+
+    def step(self, action):
+        raise ValueError(f"cannot take {action!r}")
+
+
+class SleepyEnv:
+    """``step`` sleeps ``seconds`` (a hung step when that is past env.step_timeout_s)."""
+
+    def __init__(self, seconds: float = 30.0):
+        self.seconds = seconds
+
+    def reset(self, row):
+        return row["prompt"]
+
+    def step(self, action):
+        import time
+
+        time.sleep(self.seconds)
+        return None, 1.0, True
