@@ -31,7 +31,7 @@ import torch
 
 from rlhf_dist.config import ConfigError
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.interface import Metrics, Rollout
+from rlhf_dist.rollout.interface import Metrics, Rollout, RolloutWrapper
 
 
 class StaleExperienceError(RuntimeError):
@@ -69,50 +69,34 @@ class InFlight:
         return self.result
 
 
-class AsyncRollout(Rollout):
+class AsyncRollout(RolloutWrapper):
     """Runs the ``inner`` backend ``rollout.max_staleness`` batches ahead (see the module);
     every other hook is the inner backend's."""
 
     def __init__(self, inner: Rollout):
-        super().__init__(inner.cfg, inner.tokenizer)
+        super().__init__(inner)
         if not inner.runs_ahead:
             raise ConfigError(
                 f"rollout.max_staleness: the {self.cfg.rollout.backend!r} backend samples with "
                 "the actor's own processes, so nothing can run ahead of the learners; use a "
                 "backend with processes of its own (rollout.backend=vllm)")
-        self.inner, self.k = inner, self.cfg.rollout.max_staleness
+        self.k = self.cfg.rollout.max_staleness
         self.queue: Deque[InFlight] = collections.deque()
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.busy: List[List[float]] = []  # the producer's [start, end] (end 0: running)
         self.since = time.perf_counter()  # the start of the window perf/rollout_idle_s covers
 
-    # ---------------------------------------------------------------- the inner backend's
-    def cpus(self) -> float:
-        return self.inner.cpus()
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def bundles(self) -> List[Dict[str, float]]:
-        return self.inner.bundles()
-
-    def actor_share(self) -> float:
-        return self.inner.actor_share()
-
+    # ---------------------------------------------------------------- lifetime
     def start(self, actor: Any, placement: Any) -> None:
         super().start(actor, placement)
-        self.inner.start(actor, placement)
         self._stop_producer()
         self.queue.clear()
         self.busy, self.since = [], time.perf_counter()
         self.pool = concurrent.futures.ThreadPoolExecutor(1, "rlhf_dist-rollout-producer")
 
-    def connect(self) -> None:
-        self.inner.connect()
-
     def kill(self) -> None:
         self._stop_producer()
-        self.inner.kill()
+        super().kill()
 
     def _stop_producer(self) -> None:
         if self.pool is not None:

@@ -163,6 +163,48 @@ class Rollout:
         return experience.with_(old_logprobs=self.actor.logprobs(experience).result())
 
 
+class RolloutWrapper(Rollout):
+    """A rollout around another (``inner``: multi-turn trajectories, the asynchronous
+    pipeline): the processes, placement, weights and lifetime are the inner backend's; a
+    wrapper overrides how batches are made (``generate`` / ``produce`` / ``next_batch``)."""
+
+    def __init__(self, inner: Rollout):
+        super().__init__(inner.cfg, inner.tokenizer)
+        self.inner = inner
+
+    @property
+    def runs_ahead(self) -> bool:  # type: ignore[override]
+        return self.inner.runs_ahead
+
+    def cpus(self) -> float:
+        return self.inner.cpus()
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def bundles(self) -> List[Dict[str, float]]:
+        return self.inner.bundles()
+
+    def actor_share(self) -> float:
+        return self.inner.actor_share()
+
+    def start(self, actor: Any, placement: Any) -> None:
+        super().start(actor, placement)
+        self.inner.start(actor, placement)
+
+    def connect(self) -> None:
+        self.inner.connect()
+
+    def sync_weights(self, version: int) -> Metrics:
+        return self.inner.sync_weights(version)
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def kill(self) -> None:
+        self.inner.kill()
+
+
 def rollout_backend(name: str) -> Type[Rollout]:
     """The backend class ``rollout.backend`` names (a :class:`ConfigError` otherwise)."""
     cls = ROLLOUT_BACKENDS.get(name, ConfigError)
@@ -177,4 +219,4 @@ def register_rollout(name: str, cls: Optional[Type[Rollout]] = None):
     return ROLLOUT_BACKENDS.register(name) if cls is None else ROLLOUT_BACKENDS.register(name)(cls)
 
 
-__all__ = ["Rollout", "register_rollout", "rollout_backend"]
+__all__ = ["Rollout", "RolloutWrapper", "register_rollout", "rollout_backend"]

@@ -38,7 +38,7 @@ from rlhf_dist.data.tokenization import Encoder, encode
 from rlhf_dist.envs import EnvFactory, Episode, check_env
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.generate import response_token_ids
-from rlhf_dist.rollout.interface import Metrics, Rollout
+from rlhf_dist.rollout.interface import Metrics, Rollout, RolloutWrapper
 from rlhf_dist.utils.seeding import derive_seed
 
 TURN = 10_007  # the seed stream of a trajectory batch's turns (index: the turn)
@@ -106,7 +106,7 @@ def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Ba
                  meta={"prompt_length": P, "n_samples_per_prompt": n})
 
 
-class MultiTurnRollout(Rollout):
+class MultiTurnRollout(RolloutWrapper):
     """Wraps the ``rollout.backend`` sampler (``inner``): every hook but ``generate`` is
     the inner backend's; ``generate`` runs the trajectories (see the module).
 
@@ -117,48 +117,28 @@ class MultiTurnRollout(Rollout):
     handed in by whoever makes the rollout (``rollout.factory.make_rollout``)."""
 
     def __init__(self, inner: Rollout, env_pool: Any = None):
-        super().__init__(inner.cfg, inner.tokenizer)
+        super().__init__(inner)
         check_env(self.cfg.env)  # env.name, its args, tools: before Ray starts
-        self.inner, self.env_pool = inner, env_pool
+        self.env_pool = env_pool
         data = self.cfg.data
         self.renderer = Renderer(self.tokenizer, data.apply_chat_template)
         self.encoder = Encoder(self.tokenizer, data.max_length, data.max_prompt_length,
                                add_bos=not data.apply_chat_template)
         self.factory = EnvFactory.from_config(self.cfg.env, host=env_pool)
 
-    # ---------------------------------------------------------------- the inner backend's
+    # -------------------------------------------- the inner backend's, plus the env pool's
     def cpus(self) -> float:
-        return self.inner.cpus() + (self.env_pool.cpus() if self.env_pool else 0.0)
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def bundles(self) -> List[Dict[str, float]]:
-        return self.inner.bundles()
-
-    def actor_share(self) -> float:
-        return self.inner.actor_share()
+        return super().cpus() + (self.env_pool.cpus() if self.env_pool else 0.0)
 
     def start(self, actor: Any, placement: Any) -> None:
         super().start(actor, placement)
-        self.inner.start(actor, placement)
         if self.env_pool:
             self.env_pool.start()
 
-    def connect(self) -> None:
-        self.inner.connect()
-
-    def sync_weights(self, version: int) -> Metrics:
-        return self.inner.sync_weights(version)
-
     def kill(self) -> None:
-        self.inner.kill()
+        super().kill()
         if self.env_pool:
             self.env_pool.kill()
-
-    @property
-    def runs_ahead(self) -> bool:  # the turns are the inner sampler's: no actor call
-        return self.inner.runs_ahead
 
     def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
                 ) -> Tuple[Batch, Metrics]:
