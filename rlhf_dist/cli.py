@@ -24,6 +24,7 @@ TRAINERS: Dict[str, str] = {
     "rm": "rlhf_dist.trainers.rm:run",
     "dpo": "rlhf_dist.trainers.dpo:run",
     "ppo": "rlhf_dist.trainers.ppo:run",
+    "online-dpo": "rlhf_dist.trainers.online_dpo:run",
 }
 
 # alias -> (command, the keys it sets, after the user's): a shorthand, nothing more.

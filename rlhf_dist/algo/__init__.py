@@ -18,7 +18,7 @@ from .advantages import (
 from .dpo import DPO_LOSSES, dpo_loss
 from .preference import (KTO_RECOMMENDED_RATIO, REFERENCE_FREE_LOSSES, UNPAIRED_LOSSES,
                          best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
-                         orpo_loss, simpo_loss)
+                         online_pair_weights, orpo_loss, simpo_loss)
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
 from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
@@ -44,6 +44,7 @@ __all__ = [
     "best_worst_pairs",
     "kto_class_weights",
     "kto_weight_ratio",
+    "online_pair_weights",
     "FixedKLController",
     "IS_WEIGHTS",
     "KL_CONTROLLERS",

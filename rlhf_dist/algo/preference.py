@@ -134,3 +134,15 @@ def best_worst_pairs(scores: torch.Tensor, n: int
     chosen = offset + groups.argmax(dim=1)
     rejected = offset + groups.argmin(dim=1)
     return chosen, rejected, best.values > worst.values
+
+
+def online_pair_weights(decisive: torch.Tensor, step_size: int) -> torch.Tensor:
+    """Per-pair weights ``(P,)`` that make each optimiser step's mean loss the mean over its
+    decisive pairs: the P pairs go to steps of ``step_size`` in order; in a step with K
+    decisive pairs each weighs ``step_size / K``, a tie 0 (a step of ties: all 0)."""
+    if decisive.dim() != 1 or decisive.shape[0] % step_size:
+        raise ValueError(f"decisive must be (P,) with P a multiple of step_size={step_size}, "
+                         f"got {tuple(decisive.shape)}")
+    steps = decisive.to(torch.float32).reshape(-1, step_size)
+    count = steps.sum(dim=1, keepdim=True)
+    return (steps * step_size / count.clamp(min=1)).reshape(-1)

@@ -2,7 +2,8 @@
 
 Each is a pure function of the :class:`~rlhf_dist.config.Config` (it assigns nothing; a size
 that does not divide is a :class:`ConfigError` naming the key) returning a frozen record:
-:func:`ppo_sizes` for PPO/GRPO on Ray, :func:`ray_dpo_sizes` for DPO on Ray.  The launcher
+:func:`ppo_sizes` for PPO/GRPO on Ray, :func:`ray_dpo_sizes` for DPO on Ray,
+:func:`online_dpo_sizes` for online DPO.  The launcher
 jobs' one derived size, ``train.gradient_accumulation_steps``, is filled by
 ``Config.resolve(dp_size)``.  :func:`resolve_job` is the job's resolve step that
 ``load_config(..., job=...)`` runs at load, so ``rlhf-dist JOB`` refuses bad sizes (even
@@ -136,15 +137,54 @@ def ray_dpo_sizes(cfg: "Config") -> RayDPOSizes:
                        reference_group=group)
 
 
+@dataclass(frozen=True)
+class OnlineDPOSizes:
+    """The sizes of one online DPO iteration (see :func:`online_dpo_sizes`)."""
+
+    world: int  # the actor's ranks (resources.actor); a reference group has as many
+    pairs: int  # pairs an iteration forms: one per prompt (rollout.rollout_batch_size)
+    steps_per_iteration: int  # optimiser steps per iteration: pairs / train.train_batch_size
+    accumulation: int  # micro-batches per optimiser step on each actor rank
+    total_steps: int  # optimiser steps of the run (x ppo.iterations)
+    reference_group: bool  # whether a reference group is created (as DPO on Ray)
+
+
+def online_dpo_sizes(cfg: "Config") -> OnlineDPOSizes:
+    """Online DPO: each iteration samples ``rollout.n_samples_per_prompt`` (>= 2) answers to
+    ``rollout.rollout_batch_size`` prompts and forms one pair per prompt; the pairs go to
+    optimiser steps of ``train.train_batch_size`` pairs, split over the actor's ranks in
+    micro-batches of ``train.micro_batch_size`` pairs."""
+    rollout, train, res = cfg.rollout, cfg.train, cfg.resources
+    _require(rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
+             f"is {rollout.n_samples_per_prompt}; online DPO pairs the best and the worst of "
+             "each prompt's answers and needs >= 2")
+    _require(not cfg.dpo.unpaired, "dpo.loss_type", f"{cfg.dpo.loss_type} learns from "
+             "unpaired rows; online DPO forms pairs (sigmoid, ipo, hinge, simpo, orpo)")
+    pairs, world = rollout.rollout_batch_size, res.actor.world_size
+    _require(pairs % train.train_batch_size == 0, "train.train_batch_size",
+             f"{train.train_batch_size} pairs per optimiser step do not divide the {pairs} "
+             "pairs of an iteration (rollout.rollout_batch_size: one pair per prompt)")
+    _require(pairs % world == 0, "rollout.rollout_batch_size", f"{pairs} prompts do not split "
+             f"evenly over resources.actor ranks={world}")
+    dpo = ray_dpo_sizes(cfg)  # the reference group's ranks, as DPO on Ray
+    steps = pairs // train.train_batch_size
+    return OnlineDPOSizes(world=world, pairs=pairs, steps_per_iteration=steps,
+                          accumulation=dpo.accumulation,
+                          total_steps=cfg.ppo.iterations * steps,
+                          reference_group=dpo.reference_group)
+
+
 def resolve_job(cfg: "Config", job: str) -> "Config":
     """The resolve step of ``job`` (a key of ``config.usage.JOBS``: ``dpo-ray`` for DPO with
     ``dpo.mode=ray``), run at load: its sizes checked, and for a job with one trained model
     ``train.gradient_accumulation_steps`` filled for its data-parallel ranks (the launcher's
-    ``WORLD_SIZE``; DPO on Ray: the actor's ranks).  Idempotent."""
+    ``WORLD_SIZE``; DPO on Ray and online DPO: the actor's ranks).  Idempotent."""
     if job == "ppo":
         ppo_sizes(cfg)
     elif job == "dpo-ray":
         cfg.resolve(ray_dpo_sizes(cfg).world)
+    elif job == "online-dpo":
+        cfg.resolve(online_dpo_sizes(cfg).world)
     elif job in _LAUNCHER_JOBS:
         cfg.resolve(launcher_world_size())
     else:

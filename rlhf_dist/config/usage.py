@@ -34,16 +34,34 @@ def _columns(kind: str, *keys: str) -> Dict[str, str]:
 
 _PAIR_COLUMNS = ("response_key", "messages_key", "label_key", "extra_keys")
 _PROMPT_ONLY = ("label_key", "extra_keys")
+# KTO's unpaired rows (dpo.loss_type=kto): what no other job reads
+_UNPAIRED = ("completion_key", "desirable_key")
+_NOT_KTO = {"data.split_pairs": "only dpo.loss_type=kto reads it (unpaired rows)"}
 DATA_UNREAD: Dict[str, Dict[str, str]] = {
     "pretrain": {**_columns("pretrain (text)", "prompt_key", "response_key", "chosen_key",
-                            "rejected_key", "messages_key", "ranking_key", *_PROMPT_ONLY),
-                 "data.max_prompt_length": "pretrain rows have no prompt"},
-    "sft": _columns("sft", "chosen_key", "rejected_key", "ranking_key", *_PROMPT_ONLY),
-    "rm": _columns("preference", *_PAIR_COLUMNS),
+                            "rejected_key", "messages_key", "ranking_key", *_PROMPT_ONLY,
+                            *_UNPAIRED),
+                 "data.max_prompt_length": "pretrain rows have no prompt", **_NOT_KTO},
+    "sft": {**_columns("sft", "chosen_key", "rejected_key", "ranking_key", *_PROMPT_ONLY,
+                       *_UNPAIRED), **_NOT_KTO},
+    "rm": {**_columns("preference", *_PAIR_COLUMNS, *_UNPAIRED), **_NOT_KTO},
     "dpo": _columns("preference", *_PAIR_COLUMNS),
-    "ppo": {**_columns("prompt", "response_key", "chosen_key", "rejected_key", "ranking_key"),
-            "data.max_length": "responses are cut at rollout.max_new_tokens"},
+    "ppo": {**_columns("prompt", "response_key", "chosen_key", "rejected_key", "ranking_key",
+                       *_UNPAIRED),
+            "data.max_length": "responses are cut at rollout.max_new_tokens", **_NOT_KTO},
 }
+
+
+# online DPO reads ppo.iterations and the scorers' keys; not the PPO learners'
+_ONLINE_PPO = "online DPO takes DPO steps (dpo.*), not PPO's"
+_PPO_LEARNER_KEYS = ("ppo_epochs", "mini_batch_size", "clip_eps", "clip_eps_low",
+                     "clip_eps_high", "dual_clip", "ratio_level", "value_clip", "loss_agg",
+                     "critic_lr", "entropy_coef", "kl_coef", "kl_estimator", "kl_controller",
+                     "kl_target", "kl_horizon", "kl_in_loss", "target_kl", "gamma", "lam",
+                     "advantage_estimator", "whiten_advantages", "reward_clip",
+                     "mask_truncated", "dynamic_sampling", "dynamic_sampling_extra_rounds")
+_DPO_OFFLINE_KEYS = ("mode", "precompute_ref", "ref_offload", "kto_desirable_weight",
+                     "kto_undesirable_weight", "kto_balance")
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,17 @@ JOBS: Dict[str, JobKeys] = {
                        "train.padding_free": "rollout batches are left-padded prompts with "
                                              "their responses",
                    }),
+    "online-dpo": JobKeys(COMMON + ("ref_model", "reward_model", "rollout", "ppo", "dpo", "env")
+                          + _RAY, {
+        **DATA_UNREAD["ppo"], **_FROZEN_TOKENIZERS,
+        **{f"ppo.{key}": _ONLINE_PPO for key in _PPO_LEARNER_KEYS},
+        **{f"dpo.{key}": "online DPO forms pairs on Ray" for key in _DPO_OFFLINE_KEYS},
+        "train.epochs": "online DPO runs ppo.iterations prompt batches",
+        "train.max_steps": "online DPO runs ppo.iterations prompt batches",
+        "train.eval_every": "online DPO has no eval pass (rlhf-dist eval afterwards)",
+        "train.eval_batch_size": "online DPO has no eval pass",
+        "train.group_by_length": "online DPO prompts are drawn in a seeded order",
+    }),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlhf_dist.algo import (best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
-                            orpo_loss, simpo_loss)
+                            online_pair_weights, orpo_loss, simpo_loss)
 
 
 def _t(*values):
@@ -123,6 +123,18 @@ def test_best_worst_pairs_by_hand():
         best_worst_pairs(scores, 1)
     with pytest.raises(ValueError, match=r"scores must be \(P \* n,\) with n=2, got \(9,\)"):
         best_worst_pairs(scores, 2)
+
+
+def test_online_pair_weights_by_hand():
+    # 8 pairs in steps of 4: step 1 has 3 decisive pairs (4/3 each), step 2 none (all 0)
+    decisive = torch.tensor([True, False, True, True, False, False, False, False])
+    weights = online_pair_weights(decisive, 4)
+    assert weights.tolist() == pytest.approx([4 / 3, 0, 4 / 3, 4 / 3, 0, 0, 0, 0])
+    # a step's mean of weighted losses is the mean over its decisive pairs
+    losses = torch.tensor([1.0, 9.0, 2.0, 3.0])
+    assert float((losses * weights[:4]).mean()) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="a multiple of step_size=3"):
+        online_pair_weights(decisive, 3)
 
 
 @pytest.mark.parametrize("call, message", [
