@@ -6,6 +6,7 @@
 * :mod:`.inputs` — prompt sets and perplexity reference sets from ``toy`` / files / the hub;
 * :mod:`.evaluate` — generation, reward scores, perplexity, :func:`evaluate_model`,
   :func:`evaluate_models`, :func:`compare`;
+* :mod:`.agent` — a model as an agent (``--env``): multi-turn trajectories, :func:`run_agent`;
 * :mod:`.report` — :func:`markdown_table`, ``eval.json`` / ``eval.md`` / ``samples.jsonl``;
 * :mod:`.cli` — ``rlhf-dist eval``.
 
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Dict, List
 from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
+    from rlhf_dist.eval.agent import AgentRun, run_agent
     from rlhf_dist.eval.evaluate import (EvalReport, ModelRun, compare, evaluate_model,
                                          evaluate_models, generate_responses, nll_on,
                                          perplexity_on, response_metrics, reward_scores,
@@ -26,17 +28,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.eval.inputs import PromptSet, load_prompts, load_reference
     from rlhf_dist.eval.loading import (Policy, RewardModel, load_policy, load_reward_model,
                                         resolve_device)
-    from rlhf_dist.eval.metrics import (SMOOTHING, brevity_penalty, clipped_matches,
-                                        distinct_n, harmlessness, helpfulness, is_helpful,
-                                        mean_std, ngrams, perplexity, self_bleu, sentence_bleu,
-                                        tokens_of, toy_kinds, win_rate)
+    from rlhf_dist.eval.metrics import (SMOOTHING, agent_metrics, brevity_penalty,
+                                        clipped_matches, distinct_n, harmlessness, helpfulness,
+                                        is_helpful, mean_std, ngrams, perplexity, self_bleu,
+                                        sentence_bleu, tokens_of, toy_kinds, win_rate)
     from rlhf_dist.eval.report import (COLUMNS, markdown_table, report_dict, report_markdown,
                                        write_report)
 
 _MODULES: Dict[str, List[str]] = {
-    "metrics": ["SMOOTHING", "brevity_penalty", "clipped_matches", "distinct_n", "harmlessness",
-                "helpfulness", "is_helpful", "mean_std", "ngrams", "perplexity", "self_bleu",
-                "sentence_bleu", "tokens_of", "toy_kinds", "win_rate"],
+    "agent": ["AgentRun", "run_agent"],
+    "metrics": ["SMOOTHING", "agent_metrics", "brevity_penalty", "clipped_matches",
+                "distinct_n", "harmlessness", "helpfulness", "is_helpful", "mean_std", "ngrams",
+                "perplexity", "self_bleu", "sentence_bleu", "tokens_of", "toy_kinds",
+                "win_rate"],
     "loading": ["Policy", "RewardModel", "load_policy", "load_reward_model", "resolve_device"],
     "inputs": ["PromptSet", "load_prompts", "load_reference"],
     "evaluate": ["EvalReport", "ModelRun", "compare", "evaluate_model", "evaluate_models",

@@ -5,6 +5,11 @@ Example (the toy task's held-out prompts, a reward model as judge, win rates aga
     rlhf-dist eval --models sft=out/sft,ppo=out/ppo,dpo=out/dpo --reward-model out/rm \\
         --prompts toy --reference toy --baseline sft --output-dir out/eval
 
+As an agent (``--env NAME``, or a ``-c`` config whose ``env.name`` is set; the toy calculator
+task: ``-c configs/tiny/agent_calculator.yaml``), every answer is a multi-turn trajectory
+against that environment and the table gains success rate, environment reward, turns, tool
+calls and tool errors per trajectory (:mod:`rlhf_dist.eval.agent`).
+
 Writes ``eval.json``, ``eval.md`` and ``samples.jsonl`` (see :mod:`rlhf_dist.eval.report`)
 into ``--output-dir``, prints the table, and logs every number to W&B (offline unless a key is
 configured; ``--no-wandb`` turns it off) and ``metrics.jsonl``.  Every path is checked before
@@ -27,7 +32,8 @@ PROG = "rlhf-dist eval"
 KEYS = ("rollout.n_samples_per_prompt", "rollout.max_new_tokens", "rollout.temperature",
         "rollout.top_p", "rollout.top_k", "rollout.rollout_batch_size", "seed",
         "rollout.backend", "data.max_length", "data.max_prompt_length", "data.prompt_key",
-        "data.response_key", "data.label_key")
+        "data.response_key", "data.label_key", "env.max_turns", "env.max_trajectory_tokens",
+        "env.step_timeout_s", "env.on_error", "env.tool_format")
 DEFAULTS = {"rollout.rollout_batch_size": 16, "seed": 0}
 
 
@@ -61,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "exact_match, regex_format) or module:function; reports accuracy "
                         "(pass@1) and pass@k with k = --n-samples-per-prompt; each prompt's "
                         "label comes from the --label-key column")
+    g.add_argument("--env", metavar="NAME|module:Class", default=None,
+                   help="evaluate as an agent: each answer is a multi-turn trajectory against "
+                        "this environment (env.name: a built-in such as toy_calculator or "
+                        "module:Class; env.args / env.tools as KEY=VALUE overrides or from -c); "
+                        "reports success_rate, env_reward_mean, turns, tool calls and tool "
+                        "errors per trajectory; the --label-key column is each row's label")
     g.add_argument("--tie-eps", type=float, default=0.0,
                    help="score differences up to this are ties (default 0)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:0 …")
@@ -149,8 +161,10 @@ def check_data_path(path: Optional[str], flag: str) -> None:
         raise UsageError(f"{flag}: {path!r} does not exist")
 
 
-def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
-    """Every check that needs no model loaded; returns the parsed models."""
+def check_args(args: argparse.Namespace, agent: bool = False
+               ) -> Dict[str, Tuple[str, str]]:
+    """Every check that needs no model loaded (``agent``: an environment is named); returns
+    the parsed models."""
     models = parse_models(args.model, args.models)
     for path, flag in models.values():
         check_model_path(path, flag)
@@ -172,9 +186,9 @@ def check_args(args: argparse.Namespace) -> Dict[str, Tuple[str, str]]:
             raise UsageError("--baseline needs --reward-model to judge the answers")
     if args.tie_eps < 0:
         raise UsageError(f"--tie-eps must be >= 0, got {args.tie_eps}")
-    if given(args, "data.label_key") and args.reward_fn is None:
-        raise UsageError(f"{typed_flag(args, 'data.label_key')} gives labels to --reward-fn: "
-                         "name the verifier")
+    if given(args, "data.label_key") and args.reward_fn is None and not agent:
+        raise UsageError(f"{typed_flag(args, 'data.label_key')} gives labels to --reward-fn "
+                         "or an environment (--env): name one")
     check_backend_args(args, models)
     return models
 
@@ -201,7 +215,8 @@ def _settings(args: argparse.Namespace, n_prompts: int, n_reference: int) -> Dic
     keys = ("prompts", "prompt_key", "split", "max_prompts", "reference", "response_key",
             "reward_model", "baseline", "tie_eps", "max_new_tokens", "num_samples", "greedy",
             "temperature", "top_p", "top_k", "seed", "batch_size", "max_length",
-            "max_prompt_length", "device", "backend", "reward_fn", "labels_key")
+            "max_prompt_length", "device", "backend", "reward_fn", "labels_key", "env",
+            "max_turns", "max_trajectory_tokens")
     return {**{k: getattr(args, _SETTINGS.get(k, k)) for k in keys}, "num_prompts": n_prompts,
             "num_reference": n_reference}
 
@@ -233,12 +248,18 @@ def run(args: argparse.Namespace) -> int:
 
     from rlhf_dist.config import ModelConfig
 
+    from rlhf_dist.envs import check_env
+
     cfg = resolve_sections(args, KEYS, DEFAULTS,
-                           ["rollout.do_sample=false"] if args.greedy else [])
+                           (["rollout.do_sample=false"] if args.greedy else []) +
+                           ([f"env.name={args.env}"] if args.env else []))
     rollout = cfg.rollout
-    models = check_args(args)
-    # a label column from the YAML (data.label_key) is only read with a verifier
-    label_key = args.label_key if args.reward_fn is not None else None
+    agent = cfg if cfg.env.enabled else None
+    args.env = cfg.env.name
+    check_env(cfg.env)  # the environment, its args and tools import: before any model loads
+    models = check_args(args, agent=agent is not None)
+    # a label column from the YAML (data.label_key) is only read with a verifier or an env
+    label_key = args.label_key if args.reward_fn is not None or agent else None
     verifier = load_verifier(args.reward_fn, label_key)
     prompt_set = load_prompts(args.prompts, args.prompt_key, args.split, args.max_prompts,
                               label_key)
@@ -260,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.rollout_batch_size,
             max_length=args.max_length, max_prompt_length=args.max_prompt_length,
             device=args.device, backend=args.backend, verifier=verifier,
-            labels=prompt_set.labels, engines=cfg.resources.rollout)
+            labels=prompt_set.labels, engines=cfg.resources.rollout, agent=agent)
         paths = write_report(report, args.output_dir,
                              {name: path for name, (path, _) in models.items()}, settings)
         tracker.log(_wandb_metrics(report.metrics), step=0)
@@ -276,11 +297,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rlhf_dist.config import ConfigError
     from rlhf_dist.data import DataError
     from rlhf_dist.models import ModelError
+    from rlhf_dist.envs import EnvError
     from rlhf_dist.rewards import RewardError
 
     try:
         return run(args)
-    except (UsageError, ConfigError, DataError, ModelError, RewardError) as err:
+    except (UsageError, ConfigError, DataError, ModelError, RewardError, EnvError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 

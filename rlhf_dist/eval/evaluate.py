@@ -214,12 +214,15 @@ def response_metrics(prompts: Sequence[str], responses: Sequence[str],
 
 class ModelRun(NamedTuple):
     """One model's answers: ``prompts`` / ``kinds`` repeated per sample, aligned with
-    ``responses``; ``perplexity`` on the reference set (None without one)."""
+    ``responses``; ``perplexity`` on the reference set (None without one); as an agent
+    (``--env``), ``trajectories``: each answer's trajectory metrics (reward, turns, tool
+    calls...) and the answer its transcript."""
 
     prompts: List[str]
     kinds: Optional[List[Optional[str]]]
     responses: List[str]
     perplexity: Optional[float]
+    trajectories: Optional[List[Dict[str, float]]] = None
 
 
 def _repeat(values: Sequence, n: int) -> List:
@@ -233,27 +236,42 @@ def run_model(model: ModelSource, prompts: Sequence[str],
               batch_size: int = 16, max_length: int = MAX_LENGTH,
               max_prompt_length: int = MAX_PROMPT_LENGTH,
               device: Optional[str] = None, backend: str = "hf",
-              engines: Any = None) -> ModelRun:
+              engines: Any = None, agent: Any = None,
+              labels: Optional[Sequence[Any]] = None) -> ModelRun:
     """Load ``model`` once, answer ``prompts`` (:func:`generate_responses` with ``backend``)
-    and measure :func:`perplexity_on` ``reference`` (when given; always on the HF model)."""
+    and measure :func:`perplexity_on` ``reference`` (when given; always on the HF model).
+    With ``agent`` (a :class:`~rlhf_dist.config.Config` whose ``env`` section names an
+    environment; its ``rollout`` section replaces ``rollout``) each answer is a trajectory
+    against it (:func:`~rlhf_dist.eval.agent.run_agent`, the prompts' ``labels`` given to
+    the environment)."""
     if kinds is not None and len(kinds) != len(prompts):
         raise ValueError(f"{len(kinds)} kinds for {len(prompts)} prompts")
-    rollout = rollout or RolloutConfig()
+    rollout = agent.rollout if agent is not None else (rollout or RolloutConfig())
     policy = as_policy(model, device)
-    responses = generate_responses(policy, prompts, rollout, seed, batch_size,
-                                   max_prompt_length, backend=backend,
-                                   model_dir=_source_dir(model), engines=engines)
+    trajectories = None
+    if agent is not None:
+        from rlhf_dist.eval.agent import run_agent
+
+        responses, trajectories = run_agent(policy, prompts, labels, agent, seed, batch_size,
+                                            backend, _source_dir(model), engines)
+    else:
+        responses = generate_responses(policy, prompts, rollout, seed, batch_size,
+                                       max_prompt_length, backend=backend,
+                                       model_dir=_source_dir(model), engines=engines)
     ppl = (perplexity_on(policy.model, policy.tokenizer, reference, batch_size, max_length,
                          max_prompt_length) if reference else None)
     n = rollout.n_samples_per_prompt
     return ModelRun(_repeat(prompts, n), None if kinds is None else _repeat(kinds, n),
-                    responses, ppl)
+                    responses, ppl, trajectories)
 
 
-def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]]) -> Dict[str, float]:
+def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]], n: int = 1
+                ) -> Dict[str, float]:
     out = response_metrics(run.prompts, run.responses, run.kinds, scores)
     if run.perplexity is not None:
         out["perplexity"] = run.perplexity
+    if run.trajectories is not None:
+        out.update(M.agent_metrics(run.trajectories, n))
     return out
 
 
@@ -318,7 +336,7 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
                     max_prompt_length: int = MAX_PROMPT_LENGTH,
                     device: Optional[str] = None, backend: str = "hf",
                     verifier: Optional[Any] = None, labels: Optional[Sequence[Any]] = None,
-                    engines: Any = None) -> EvalReport:
+                    engines: Any = None, agent: Any = None) -> EvalReport:
     """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
     one model in memory at a time, the reward model loaded once), all answering the same
     ``prompts`` with the same seed and ``backend``.  With ``baseline`` (a name in
@@ -327,7 +345,11 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     ties, 0.5 unless sampling differs).  With ``verifier`` (a reward function of
     ``rlhf_dist.rewards``, called with each answer's prompt ``labels``) every model gets
     :func:`~metrics.verifier_metrics`: ``accuracy`` (pass@1), ``pass_at_k``.  ``engines``:
-    the ``resources.rollout`` section of a ``vllm`` backend's engine."""
+    the ``resources.rollout`` section of a ``vllm`` backend's engine.  With ``agent`` (a
+    config naming an environment, its ``rollout`` section replacing ``rollout``) every answer
+    is a trajectory against it (:func:`run_model`; ``labels`` go to the environment) and every
+    model gets :func:`~metrics.agent_metrics`: ``success_rate``, ``env_reward_mean``,
+    ``turns_mean``, ``tool_calls_mean``, ``tool_errors_mean``..."""
     if not models:
         raise ValueError("evaluate_models: no models")
     if baseline is not None and baseline not in models:
@@ -338,7 +360,8 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     for name, source in models.items():
         logger.info("eval: %s: generating answers to %d prompts", name, len(prompts))
         runs[name] = run_model(source, prompts, kinds, reference, rollout, seed, batch_size,
-                               max_length, max_prompt_length, device, backend, engines)
+                               max_length, max_prompt_length, device, backend, engines, agent,
+                               labels)
         gc.collect()
     scores: Dict[str, List[float]] = {}
     if reward_model is not None:
@@ -350,9 +373,10 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
                                          max_prompt_length=max_prompt_length)
         del rm
         gc.collect()
-    metrics = {name: _metrics_of(run, scores.get(name)) for name, run in runs.items()}
+    rollout = agent.rollout if agent is not None else (rollout or RolloutConfig())
+    n = rollout.n_samples_per_prompt
+    metrics = {name: _metrics_of(run, scores.get(name), n) for name, run in runs.items()}
     if verifier is not None:
-        n = (rollout or RolloutConfig()).n_samples_per_prompt
         for name, run in runs.items():
             rewards = verifier(run.prompts, run.responses, _repeat(labels or [None] * len(
                 prompts), n), [{}] * len(run.responses))

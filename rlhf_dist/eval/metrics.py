@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 Tokens = Sequence[str]
 
@@ -285,8 +285,42 @@ def verifier_metrics(rewards: Sequence[float], n_samples: int,
     return out
 
 
+AGENT_KEYS = ("turns", "tool_calls", "tool_errors")  # per-trajectory counts averaged
+
+
+def agent_metrics(trajectories: Sequence[Mapping[str, float]], n_samples: int
+                  ) -> Dict[str, float]:
+    """Agent metrics of trajectories grouped ``n_samples`` per prompt (consecutive), each a
+    trajectory's log line (:meth:`rlhf_dist.envs.Episode.metrics`: ``reward``, ``turns``,
+    ``truncated``, ``failed``, ``tool_calls``, ``tool_errors``...).  A trajectory succeeds when
+    its environment reward (the sum of its steps') is positive: ``success_rate`` (mean over
+    trajectories), ``success_pass_at_k`` (k = n_samples > 1: a prompt with a success among
+    its k), ``env_reward_mean``, the per-trajectory means ``turns_mean``, ``tool_calls_mean``,
+    ``tool_errors_mean`` (0 for an environment without tools), and the fractions
+    ``truncated_frac``, ``env_failed_frac``."""
+    rows = list(trajectories)
+    if not rows or len(rows) % n_samples:
+        raise ValueError(f"agent_metrics: {len(rows)} trajectories are not groups of "
+                         f"{n_samples}")
+
+    def mean(key: str) -> float:
+        return sum(float(row.get(key, 0.0)) for row in rows) / len(rows)
+
+    wins = [float(row["reward"]) > 0 for row in rows]
+    out = {"success_rate": sum(wins) / len(rows), "env_reward_mean": mean("reward"),
+           **{f"{key}_mean": mean(key) for key in AGENT_KEYS},
+           "truncated_frac": mean("truncated"), "env_failed_frac": mean("failed")}
+    if n_samples > 1:
+        correct = [sum(wins[i:i + n_samples]) for i in range(0, len(wins), n_samples)]
+        out["success_pass_at_k"] = sum(pass_at_k(n_samples, c, n_samples)
+                                       for c in correct) / len(correct)
+    return out
+
+
 __all__ = [
+    "AGENT_KEYS",
     "SMOOTHING",
+    "agent_metrics",
     "brevity_penalty",
     "clipped_matches",
     "distinct_n",

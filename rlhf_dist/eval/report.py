@@ -16,6 +16,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 # Table column order; metrics not measured for any model are left out.
 COLUMNS = (
+    "success_rate",
+    "success_pass_at_k",
+    "env_reward_mean",
+    "turns_mean",
+    "tool_calls_mean",
+    "tool_errors_mean",
     "accuracy",
     "pass_at_k",
     "reward_mean",
@@ -31,6 +37,18 @@ COLUMNS = (
 )
 
 DESCRIPTIONS: Dict[str, str] = {
+    "success_rate": "--env: trajectories whose environment reward (the sum of their steps') "
+                    "is positive",
+    "success_pass_at_k": "--env: prompts with a successful trajectory among their k "
+                         "(k = --n-samples-per-prompt)",
+    "env_reward_mean": "--env: mean environment reward per trajectory",
+    "turns_mean": "--env: model turns per trajectory",
+    "tool_calls_mean": "--env: tool calls per trajectory",
+    "tool_errors_mean": "--env: tool calls per trajectory that gave an error (malformed, "
+                        "unknown tool, exception, timeout)",
+    "truncated_frac": "--env: trajectories cut by env.max_turns or env.max_trajectory_tokens",
+    "env_failed_frac": "--env: trajectories whose environment failed (env.on_error="
+                       "zero_reward)",
     "accuracy": "pass@1: answers the --reward-fn verifier accepts (reward > 0.5), mean over "
                 "prompts",
     "pass_at_k": "pass@k, k = --n-samples-per-prompt: prompts with a correct answer among k "
@@ -56,6 +74,10 @@ DESCRIPTIONS: Dict[str, str] = {
 # Metrics that are fractions, in [0, 1] by construction.
 UNIT_INTERVAL = frozenset(
     {
+        "success_rate",
+        "success_pass_at_k",
+        "truncated_frac",
+        "env_failed_frac",
         "accuracy",
         "pass_at_k",
         "win_rate",
@@ -140,15 +162,21 @@ def report_dict(report, sources: Optional[Mapping[str, str]] = None,
 
 
 def sample_rows(report) -> List[Dict[str, Any]]:
-    """One dict per answer of every model: model, prompt, kind, response, reward (or None)."""
+    """One dict per answer of every model: model, prompt, kind, response, reward (or None);
+    an agent's answer (``--env``: the trajectory's transcript) also has ``trajectory``, its
+    metrics (environment reward, turns, tool calls...)."""
     rows = []
     for name, run in report.runs.items():
         scores = report.scores.get(name)
+        trajectories = run.trajectories
         for i, (prompt, response) in enumerate(zip(run.prompts, run.responses)):
-            rows.append({"model": name, "prompt": prompt,
-                         "kind": run.kinds[i] if run.kinds is not None else None,
-                         "response": response,
-                         "reward": scores[i] if scores is not None else None})
+            row = {"model": name, "prompt": prompt,
+                   "kind": run.kinds[i] if run.kinds is not None else None,
+                   "response": response,
+                   "reward": scores[i] if scores is not None else None}
+            if trajectories is not None:
+                row["trajectory"] = trajectories[i]
+            rows.append(row)
     return rows
 
 

@@ -46,10 +46,11 @@ class HFSampler:
         self.pad_token_id = self.engine.pad_token_id
 
     def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 seed: Optional[int]) -> Batch:
-        """``(B, P)`` left-padded prompts → ``B · n`` rows; ``seed`` seeds the whole batch."""
+                 seed: Optional[int], n: Optional[int] = None) -> Batch:
+        """``(B, P)`` left-padded prompts → ``B · n`` rows (``n`` default
+        ``rollout.n_samples_per_prompt``); ``seed`` seeds the whole batch."""
         return self.engine.generate(prompt_input_ids, prompt_attention_mask,
-                                    generator_seed=seed)
+                                    generator_seed=seed, n=n)
 
     def close(self) -> None:
         """Nothing to release: the HF model belongs to the caller."""
