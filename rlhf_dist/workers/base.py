@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from rlhf_dist.config import Config
+from rlhf_dist.models import load_tokenizer
 
 
 class DistributedWorker:
@@ -69,8 +70,6 @@ class DistributedWorker:
         self.rank, self.world_size = rank, world_size
 
     def tokenizer(self):
-        from rlhf_dist.models import load_tokenizer
-
         if not hasattr(self, "_tokenizer"):
             self._tokenizer = load_tokenizer(self.cfg.model, field_prefix="model")
         return self._tokenizer

@@ -12,6 +12,8 @@ import torch
 
 from rlhf_dist.config import Config, ModelConfig, TrainConfig
 from rlhf_dist.engine.engine import ModelEngine
+from rlhf_dist.models import load_causal_lm
+from rlhf_dist.models.lora import maybe_lora
 from rlhf_dist.protocol import Batch
 from rlhf_dist.workers.actor_parts import (Generation, InActorReference, PolicyLearner,
                                            WeightSender)
@@ -23,8 +25,6 @@ from rlhf_dist.workers.steps import (epoch_updates, in_micro_batches, reference_
 def _reference_engine(cfg: Config, tokenizer, world_size: int) -> ModelEngine:
     """The frozen reference: ``ref_model`` when it names weights, else the policy's own
     initial weights (``model``), built with the policy's seed."""
-    from rlhf_dist.models import load_causal_lm
-
     section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
         else (cfg.model, "model")
     build = seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer,
@@ -45,9 +45,6 @@ class ActorWorker(ModelWorker):
 
     @uses_engine
     def build(self, train: TrainConfig, total_steps: int) -> None:
-        from rlhf_dist.models import load_causal_lm
-        from rlhf_dist.models.lora import maybe_lora
-
         cfg = self.cfg
         build = seeded_build(cfg.seed, lambda: maybe_lora(
             load_causal_lm(cfg.model, self.tokenizer(), field_prefix="model"), cfg.model,
@@ -202,8 +199,6 @@ class CriticWorker(ModelWorker):
     @uses_engine
     def build(self, train: TrainConfig, total_steps: int) -> None:
         from rlhf_dist.models import load_scalar_model
-
-        from rlhf_dist.models.lora import maybe_lora
 
         cfg = self.cfg
         section, prefix = _scalar_section(cfg, "critic")
