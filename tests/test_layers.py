@@ -335,16 +335,8 @@ PENDING_FUNCTION_IMPORTS = {
     "eval.evaluate": {"data", "models.causal_lm", "rollout.sampling"},
     "eval.loading": {"models.tokenizer"},
     "eval.metrics": {"toy"},
-    "trainers.base": {"models.lora", "models.tokenizer"},
     "trainers.dpo": {"models.causal_lm"},
     "trainers.dpo_ray": {"data", "models.tokenizer"},
-    "trainers.ppo": {"data", "models.tokenizer"},
-    "trainers.pretrain": {"data"},
-    "trainers.ray_job": {"models._common", "workers.errors"},
-    "trainers.rm": {"data"},
-    "trainers.sft": {"data", "models.causal_lm"},
-    "workers.base": {"models.tokenizer"},
-    "workers.role_workers": {"models.causal_lm", "models.lora"},
 }
 
 

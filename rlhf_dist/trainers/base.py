@@ -16,6 +16,8 @@ import torch
 from rlhf_dist.config import Config, launcher_world_size
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.engine import ModelEngine
+from rlhf_dist.models import load_tokenizer
+from rlhf_dist.models.lora import maybe_lora
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers.lifecycle import Job, Ranks
 from rlhf_dist.utils import load_rng_state, mean_rows, save_rng_state, seed_everything
@@ -70,8 +72,6 @@ class LauncherTrainer(Job):
         self.ranks = Ranks(self.is_main, dist.barrier, dist.broadcast_object,
                            lambda flag: bool(dist.ranks_with(flag)))
         seed_everything(cfg.seed)
-        from rlhf_dist.models import load_tokenizer
-
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, collate = self.build_datasets(self.tokenizer)
         device = dist.local_device()  # DeepSpeed takes inputs where the model is
@@ -89,8 +89,6 @@ class LauncherTrainer(Job):
         self.engine = self.build_engines()
 
     def build_engines(self) -> ModelEngine:
-        from rlhf_dist.models.lora import maybe_lora
-
         cfg = self.cfg
 
         def build():

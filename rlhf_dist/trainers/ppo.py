@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from rlhf_dist.algo.finite import NonFiniteError, check_finite
 from rlhf_dist.config import Config, TrainConfig, ppo_roles
+from rlhf_dist.data import PromptCollator, build_prompt_dataset
+from rlhf_dist.models import load_tokenizer
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout.factory import make_rollout
 from rlhf_dist.trainers.rollout_job import RolloutJob
@@ -69,8 +71,6 @@ class PPOTrainer(RolloutJob):
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
-        from rlhf_dist.data import PromptCollator, build_prompt_dataset
-        from rlhf_dist.models import load_tokenizer
         from rlhf_dist.workers.cluster import cpus_needed
         from rlhf_dist.workers.env_pool import env_pool
 

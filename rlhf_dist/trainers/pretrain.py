@@ -4,6 +4,7 @@ every token trained."""
 from __future__ import annotations
 
 from rlhf_dist.config import Config
+from rlhf_dist.data import build_lm_dataset, lm_collator
 from rlhf_dist.trainers.sft import SFTTrainer
 
 
@@ -11,8 +12,6 @@ class PretrainTrainer(SFTTrainer):
     job = "pretrain"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import build_lm_dataset, lm_collator
-
         train = build_lm_dataset(self.cfg.data, tokenizer, split="train")
         evals = build_lm_dataset(self.cfg.data, tokenizer, split="eval")
         return train, evals, lm_collator(tokenizer.pad_token_id, self.cfg.train.padding_free)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
+from rlhf_dist.models._common import require_model_dir
 from rlhf_dist.trainers.lifecycle import Job, Metrics
+from rlhf_dist.workers.errors import WorkerLost
 
 
 class RayJob(Job):
@@ -16,15 +18,12 @@ class RayJob(Job):
     def check_model_paths(self, sections) -> None:
         """The ``name_or_path`` of each model section the job's workers will load, checked
         on the driver before Ray starts: one line naming the key, not a worker's failure."""
-        from rlhf_dist.models._common import require_model_dir
-
         for name in sections:
             require_model_dir(getattr(self.cfg, name).name_or_path, f"{name}.name_or_path")
 
     def start_ray(self, num_cpus: float) -> None:
         """Join ``resources.ray_address`` or start a local Ray; lost workers recoverable."""
         from rlhf_dist.workers.cluster import start_ray
-        from rlhf_dist.workers.errors import WorkerLost
 
         res = self.cfg.resources
         self.started_ray = start_ray(res.ray_address, num_cpus)

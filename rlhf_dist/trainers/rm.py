@@ -6,7 +6,7 @@ import math
 import torch
 
 from rlhf_dist.config import Config
-from rlhf_dist.data import preference_datasets
+from rlhf_dist.data import is_packed, preference_datasets
 from rlhf_dist.engine import dist
 from rlhf_dist.objectives import reward_objective
 from rlhf_dist.trainers import batches as B
@@ -31,7 +31,6 @@ class RMTrainer(LauncherTrainer):
         non-pad token; 2B: chosen first), through the DeepSpeed engine's forward (ZeRO hooks);
         of padded rows or of one padding-free row."""
         from rlhf_dist.algo import score_index, sequence_end_index
-        from rlhf_dist.data import is_packed
 
         pad = self.engine.module.config.pad_token_id
         ids = batch["input_ids"]

@@ -5,6 +5,8 @@ import math
 
 from rlhf_dist.algo import sft_loss
 from rlhf_dist.config import Config
+from rlhf_dist.data import build_sft_dataset, lm_collator
+from rlhf_dist.models import label_logits, load_causal_lm
 from rlhf_dist.trainers.base import LauncherTrainer
 
 
@@ -12,8 +14,6 @@ class SFTTrainer(LauncherTrainer):
     job = "sft"
 
     def build_datasets(self, tokenizer):
-        from rlhf_dist.data import build_sft_dataset, lm_collator
-
         data = self.cfg.data
         train = build_sft_dataset(data, tokenizer, split="train",
                                   train_on_prompt=self.cfg.sft.train_on_prompt)
@@ -22,15 +22,11 @@ class SFTTrainer(LauncherTrainer):
         return train, evals, lm_collator(tokenizer.pad_token_id, self.cfg.train.padding_free)
 
     def build_model(self, tokenizer):
-        from rlhf_dist.models import load_causal_lm
-
         return load_causal_lm(self.cfg.model, tokenizer, field_prefix="model")
 
     def _loss(self, batch):
         """Only the positions that predict a label go through the LM head (not the prompt's
         or the padding's)."""
-        from rlhf_dist.models import label_logits
-
         logits, targets, _ = label_logits(self.engine, batch["input_ids"],
                                           batch.get("attention_mask"), batch.get("position_ids"),
                                           batch["labels"])
