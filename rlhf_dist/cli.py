@@ -15,6 +15,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from rlhf_dist.config import ConfigError, load_config, to_yaml
 from rlhf_dist.config.usage import JOBS, job_of, unread_keys, user_keys
+from rlhf_dist.data.errors import DataError
+from rlhf_dist.models._common import ModelError
+from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted
+from rlhf_dist.workers.errors import WorkerError, first_line
 
 # command -> "module:function" taking a Config; imported only when the command runs.
 # `dpo` runs DPO as dpo.mode says (launcher, or ray: DPO on the Ray actor group).
@@ -77,9 +81,6 @@ def _run_trainer(command: str, argv: List[str], alias: Optional[str] = None) -> 
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from rlhf_dist.trainers.preemption import PREEMPTED_EXIT, Preempted
-    from rlhf_dist.workers.errors import WorkerError, first_line
-
     try:
         _resolve(TRAINERS[command])(cfg)
     except Preempted as stop:
@@ -119,8 +120,6 @@ def _known_error(err: Optional[BaseException]):
     """(kind, the mistake or fault behind ``err`` -- itself or what a worker raised, exit
     status) for a user error or a numerical fault, else None."""
     from rlhf_dist.algo.finite import NonFiniteError
-    from rlhf_dist.data.errors import DataError
-    from rlhf_dist.models._common import ModelError
     from rlhf_dist.rewards import RewardError
 
     kinds = {ConfigError: ("config error", 2), DataError: ("data error", 2),

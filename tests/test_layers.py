@@ -328,7 +328,6 @@ PENDING_CYCLES = {frozenset({"rlhf_dist.config", "rlhf_dist.config.usage"})}
 # Function-level imports of cheap modules, module -> what it imports (rlhf_dist. left out);
 # moved to the top by the rollout-layer / config / eval / trainers / cli work on those files.
 PENDING_FUNCTION_IMPORTS = {
-    "cli": {"data.errors", "models._common", "trainers.preemption", "workers.errors"},
     "data.builders": {"data.collate"},
     "data.sources": {"codecs", "toy"},
     "eval.cli": {"data", "eval.inputs", "eval.report", "models._common"},
