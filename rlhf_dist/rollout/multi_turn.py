@@ -28,8 +28,10 @@ log-probs are the actor's over the whole trajectory.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -149,13 +151,27 @@ class MultiTurnRollout(RolloutWrapper):
                      ) -> Tuple[Batch, Metrics]:
         """The trajectories of ``n_samples_per_prompt`` episodes per prompt row, without the
         behaviour log-probs (evaluation needs none)."""
-        trajectories = self.run(prompts, seed, rows)
-        return self.experience(trajectories), self.metrics(trajectories)
+        timings: Dict[str, float] = {}
+        trajectories = self.run(prompts, seed, rows, timings)
+        return self.experience(trajectories), {**self.metrics(trajectories), **timings}
 
-    def run(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> List[Trajectory]:
+    def run(self, prompts: Batch, seed: int, rows: Sequence[dict],
+            timings: Optional[Dict[str, float]] = None) -> List[Trajectory]:
         """``n_samples_per_prompt`` finished trajectories per prompt row (the ``n`` of row
         ``i`` at ``i·n … i·n+n−1``), their environments closed; ``t.episode.metrics()`` is
-        each one's log line (reward, turns, tool calls...)."""
+        each one's log line (reward, turns, tool calls...).  ``timings`` (if given) gets the
+        wall seconds of the model turns (``perf/time_turns``) and of the environments' calls
+        (``perf/time_env``: reset, steps, close and the observations' tokenisation --
+        concurrent over the trajectories).  Both are parts of the driver's
+        ``perf/time_generate``."""
+        clock = {"perf/time_turns": 0.0, "perf/time_env": 0.0}
+
+        @contextlib.contextmanager
+        def timed(key: str):
+            start = time.perf_counter()
+            yield
+            clock[key] += time.perf_counter() - start
+
         n = self.cfg.rollout.n_samples_per_prompt
         ids, mask = prompts["input_ids"], prompts["attention_mask"].bool()
         prompt_ids = [ids[i][mask[i]].tolist() for i in range(len(prompts))]
@@ -164,16 +180,22 @@ class MultiTurnRollout(RolloutWrapper):
                                    budget - len(prompt_ids[i // n]))
                         for i in range(len(prompts) * n)]
         with concurrent.futures.ThreadPoolExecutor(min(32, len(trajectories))) as pool:
-            list(pool.map(self._reset, trajectories))
+            with timed("perf/time_env"):
+                list(pool.map(self._reset, trajectories))
             turn = 0
             live = [t for t in trajectories if not t.episode.done]
             while live:
-                self._model_turn(live, derive_seed(seed, turn, TURN))
-                list(pool.map(self._env_turn, live))
+                with timed("perf/time_turns"):
+                    self._model_turn(live, derive_seed(seed, turn, TURN))
+                with timed("perf/time_env"):
+                    list(pool.map(self._env_turn, live))
                 live = [t for t in live if not t.episode.done]
                 turn += 1
-            list(pool.map(lambda t: t.episode.close(), trajectories))
+            with timed("perf/time_env"):
+                list(pool.map(lambda t: t.episode.close(), trajectories))
         self.inner.release()
+        if timings is not None:
+            timings.update(clock)
         return trajectories
 
     def experience(self, trajectories: Sequence[Trajectory]) -> Batch:
