@@ -94,13 +94,7 @@ class OnlineDPOTrainer(RolloutJob):
             self.roles.reward.build()
         self.reference = (self.roles.reference_calls() if cfg.dpo.needs_reference
                           else NoReference(cfg.dpo))
-        self.rollout.connect()
-        if cfg.ppo.reward_workers:
-            from rlhf_dist.workers.reward_pool import RewardPool
-
-            self.reward_pool = RewardPool(cfg.ppo, cfg.data.label_key)
-        if self.frozen_start is None:
-            self.frozen_start = self.frozen_checksums()
+        self.connect_rollout()
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Metrics:

@@ -117,13 +117,7 @@ class PPOTrainer(RolloutJob):
             self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total)
-        self.rollout.connect()
-        if cfg.ppo.reward_workers:
-            from rlhf_dist.workers.reward_pool import RewardPool
-
-            self.reward_pool = RewardPool(cfg.ppo, cfg.data.label_key)
-        if self.frozen_start is None:
-            self.frozen_start = self.frozen_checksums()
+        self.connect_rollout()
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Metrics:

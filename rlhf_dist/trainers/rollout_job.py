@@ -115,6 +115,18 @@ class RolloutJob(RayJob):
         self.rollout.restore_pending(torch.load(pending, weights_only=False)
                                      if pending.exists() else [])
 
+    def connect_rollout(self) -> None:
+        """The end of ``build()``, once the groups are built: the rollout backend connected
+        (weight group), the reward-function pool (``ppo.reward_workers``) and the frozen
+        models' start checksums (first build only)."""
+        self.rollout.connect()
+        if self.cfg.ppo.reward_workers:
+            from rlhf_dist.workers.reward_pool import RewardPool
+
+            self.reward_pool = RewardPool(self.cfg.ppo, self.cfg.data.label_key)
+        if self.frozen_start is None:
+            self.frozen_start = self.frozen_checksums()
+
     def teardown(self) -> None:
         super().teardown()
         if self.reward_pool:
