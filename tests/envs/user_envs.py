@@ -115,3 +115,29 @@ class SleepyEnv:
 
         time.sleep(self.seconds)
         return None, 1.0, True
+
+
+class TwoTurnEnv:
+    """Two model turns per trajectory: the first is answered "go on" (reward 0.25), the second
+    ends it (reward 1) -- or raises when the row's label is ``broken``.  The last step's info
+    says how many calls this environment object saw (``calls``: reset + 2 steps = 3) and
+    whether it ran in the driver (``in_driver``: the ``rlhf_dist.cli`` process) or elsewhere
+    (an env.workers actor)."""
+
+    def __init__(self):
+        self.calls, self.label = 0, None
+
+    def reset(self, row):
+        self.calls, self.label = self.calls + 1, row["label"]
+        return row["prompt"]
+
+    def step(self, action):
+        import sys
+
+        self.calls += 1
+        if self.calls == 2:
+            return "\nUser: go on\nAssistant:", 0.25, False
+        if self.label == "broken":
+            raise ValueError("this row breaks the environment")
+        return None, 1.0, True, {"calls": self.calls,
+                                 "in_driver": float(sys.argv[0].endswith("cli.py"))}
