@@ -72,6 +72,9 @@ def _run_trainer(command: str, argv: List[str], alias: Optional[str] = None) -> 
     try:  # the job's sizes too: a bad one fails here, before anything starts
         cfg = load_config(args.config, [*args.overrides, *forced], job=command)
     except ConfigError as err:
+        if args.help_config and command in JOBS:  # the keys' docs need no valid config
+            print(_help_config(command), end="")
+            return 0
         return _report(alias or command, "config error", str(err), 2)
     job = job_of(command, cfg)  # its name: `dpo` with dpo.mode=ray is dpo-ray
     if args.help_config:

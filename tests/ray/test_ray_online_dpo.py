@@ -98,3 +98,8 @@ def test_bad_input_is_named_before_ray_starts(capsys):
     assert rlhf_cli.main(["online-dpo", *config, "train.train_batch_size=24"]) == 2
     assert "train.train_batch_size: 24 pairs per optimiser step do not divide the 16 pairs" \
         in capsys.readouterr().err
+    # the keys' docs need no valid config (the defaults sample one answer per prompt)
+    assert rlhf_cli.main(["online-dpo", "--help-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "dpo.loss_type" in shown and "ppo.reward_fn" in shown
+    assert "online-dpo does not read it: online DPO takes DPO steps" in " ".join(shown.split())
