@@ -158,3 +158,22 @@ def test_demo_verifier_stages_are_the_shipped_recipe(tmp_path):
     for section in ("train", "deepspeed"):
         assert asdict(getattr(demo_sft, section)) == asdict(getattr(header_sft, section)), section
     assert asdict(demo_sft.model.tiny) == asdict(header_sft.model.tiny)
+
+
+def test_full_preset_adds_the_preference_family_rows(tmp_path):
+    """The full demo also runs ORPO (no reference) and online DPO from the SFT policy, and
+    evaluates them; the quick preset (this suite's demo) leaves them out for time."""
+    import yaml
+
+    from rlhf_dist.config import load_config
+    from rlhf_dist.demo.pipeline import PRESETS, preference_stages
+
+    assert PRESETS["full"].preference_family and not PRESETS["quick"].preference_family
+    orpo, online = preference_stages(tmp_path, PRESETS["full"], seed=0)
+    assert (orpo.command, online.command) == ("dpo", "online-dpo")
+    assert orpo.config["dpo"]["loss_type"] == "orpo"
+    for stage in (orpo, online):  # each stage's config loads and passes its job's checks
+        path = tmp_path / f"{stage.name}.yaml"
+        path.write_text(yaml.safe_dump(stage.config))
+        load_config(str(path), [], job=stage.command)
+    assert online.config["model"]["name_or_path"] == str(tmp_path / "sft" / "model")

@@ -5,11 +5,11 @@ every stage through the same CLI a user runs; then ``rlhf-dist eval`` of every s
 held-out prompts, ``report.md`` with the comparison table and PNG training curves.  A
 verifiable-reward stage (a short SFT, then GRPO with the ``exact_match`` verifier on the
 safe/unsafe labelling task, :mod:`rlhf_dist.demo.verifier_task`) adds its held-out accuracy
-before and after.
+before and after.  The full preset also runs ORPO and online DPO (rows of the table).
 
-``--only ppo`` / ``--only grpo`` runs just the stages one RL run needs (pretrain, SFT, RM, PPO;
-or the verifier SFT and GRPO) and prints its reward per iteration: a first run that shows RL
-learning in a couple of minutes on a laptop CPU.
+``--only ppo`` / ``--only grpo`` / ``--only online_dpo`` runs just the stages one RL run needs
+(pretrain, SFT, RM, PPO or online DPO; or the verifier SFT and GRPO) and prints its reward per
+iteration: a first run that shows RL learning in a couple of minutes on a laptop CPU.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, rlaif_stage, run_command, run_stage,
-                                     stages, verifier_stages)
+from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, preference_stages, rlaif_stage,
+                                     run_command, run_stage, stages, verifier_stages)
 from rlhf_dist.eval.report import markdown_table
 
 EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
@@ -40,14 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=sorted(ONLY),
                         help="run just the stages of one RL run (ppo: pretrain, sft, rm, ppo; "
-                             "grpo: the verifier task's sft and GRPO) and print its reward "
-                             "curve, no eval or report")
+                             "grpo: the verifier task's sft and GRPO; online_dpo: pretrain, "
+                             "sft, rm, online DPO) and print its reward curve, no eval or "
+                             "report")
     return parser
 
 
 # --only: the stages of one RL run, and the stage whose reward curve is printed
 ONLY = {"ppo": (("base", "sft", "rm", "ppo"), "ppo"),
-        "grpo": (("verifier_sft", "grpo_verifier"), "grpo_verifier")}
+        "grpo": (("verifier_sft", "grpo_verifier"), "grpo_verifier"),
+        "online_dpo": (("base", "sft", "rm", "online_dpo"), "online_dpo")}
 
 
 def reward_curve(run_dir: Path, k: int = 5) -> str:
@@ -65,6 +67,7 @@ def reward_curve(run_dir: Path, k: int = 5) -> str:
 def run_only(which: str, out: Path, preset: Preset, seed: int) -> int:
     names, curve = ONLY[which]
     chosen = [s for s in stages(out, preset, seed) + verifier_stages(out, seed)
+              + preference_stages(out, preset, seed)
               if s.name in names]
     try:
         seconds = {stage.name: run_stage(stage, out, _say) for stage in chosen}
@@ -147,13 +150,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_only(args.only, out, preset, args.seed)
     seconds = {}
     try:
-        for stage in stages(out, preset, args.seed) + verifier_stages(out, args.seed):
+        extra = preference_stages(out, preset, args.seed) if preset.preference_family else []
+        for stage in stages(out, preset, args.seed) + verifier_stages(out, args.seed) + extra:
             seconds[stage.name] = run_stage(stage, out, _say)
         seconds["label"] = run_command("label", label_command(out, preset, args.seed), out,
                                        _say)
         rlaif = rlaif_stage(out, preset, args.seed, out / "rlaif_pairs.jsonl")
         seconds["rlaif"] = run_stage(rlaif, out, _say)
-        names = ["base", "sft", "ppo", "dpo", "rlaif"]
+        names = ["base", "sft", "ppo", "dpo", "rlaif"] + [stage.name for stage in extra]
         seconds["eval"] = run_command(
             "eval", eval_command(out, names, preset, args.seed), out, _say
         )

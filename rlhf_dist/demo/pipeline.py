@@ -1,4 +1,5 @@
-"""The demo pipeline: pretrain → SFT → RM → PPO (Ray) → DPO → RLAIF-DPO, then evaluate.
+"""The demo pipeline: pretrain → SFT → RM → PPO (Ray) → DPO → RLAIF-DPO (full preset: also
+ORPO and online DPO), then evaluate.
 
 Each training stage runs as its own ``python -m rlhf_dist.cli STAGE`` process — the same
 command a user types — with the stage's config written to ``<out>/<stage>/stage.yaml``.
@@ -49,6 +50,9 @@ class Preset:
     rlaif_prompts: int
     rlaif_samples: int
     eval_samples: int
+    # the preference family's extra rows: ORPO (no reference) and online DPO (Ray); left out
+    # of the quick preset (CI) for the test suite's time
+    preference_family: bool = False
 
 
 PRESETS: Dict[str, Preset] = {
@@ -57,7 +61,7 @@ PRESETS: Dict[str, Preset] = {
                     eval_samples=4),
     "full": Preset(pretrain_epochs=12, sft_steps=6, rm_epochs=3, dpo_epochs=2,
                    ppo_iterations=30, rollout_batch_size=32, rlaif_prompts=224,
-                   rlaif_samples=4, eval_samples=4),
+                   rlaif_samples=4, eval_samples=4, preference_family=True),
 }
 
 
@@ -145,6 +149,30 @@ def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
         }),
         Stage("dpo", "dpo", _trainer(out, "dpo", seed, preset.dpo_epochs, 1e-4,
                                      model={"name_or_path": sft}, dpo=DPO)),
+    ]
+
+
+def preference_stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
+    """ORPO (reference-free: the odds-ratio term plus the chosen answers' NLL) on the toy
+    pairs, and online DPO: each iteration 16 prompts × 4 sampled answers scored by the RM,
+    the best and worst of each a pair, a DPO step; both from the SFT policy."""
+    sft, rm = (str(out / s / "model") for s in ("sft", "rm"))
+    return [
+        Stage("orpo", "dpo", _trainer(out, "orpo", seed, preset.dpo_epochs, 1e-4,
+                                      model={"name_or_path": sft},
+                                      dpo={"loss_type": "orpo", "beta": 0.5})),
+        Stage("online_dpo", "online-dpo", {
+            **_common(out, "online_dpo", seed),
+            "model": {"name_or_path": sft}, "reward_model": {"name_or_path": rm},
+            "train": {"lr": 2e-4, "lr_scheduler": "constant", "train_batch_size": 16,
+                      "micro_batch_size": 8},
+            "deepspeed": {"zero_stage": 2},
+            "rollout": {"rollout_batch_size": 16, "n_samples_per_prompt": 4,
+                        "max_new_tokens": 24},
+            "ppo": {"iterations": preset.ppo_iterations},
+            "dpo": DPO,
+            "resources": {"actor": {"devices_per_node": 1}, "reference_in_actor": True},
+        }),
     ]
 
 
