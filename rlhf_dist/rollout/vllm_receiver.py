@@ -19,13 +19,16 @@ everything up to vLLM's loader -- the plan, the wire, the unpacking, the names.)
 """
 from __future__ import annotations
 
+from collections import deque
+from itertools import islice
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from rlhf_dist.engine.dist import group_store, standalone_group
-from rlhf_dist.rollout.weight_buckets import (MISSING, Bucket, SyncReport, WeightSpec,
-                                              plan_buckets, tensor_crc, total_bytes, unpack)
+from rlhf_dist.rollout.weight_buckets import (IN_FLIGHT, MISSING, Bucket, SyncReport,
+                                              WeightSpec, plan_buckets, tensor_crc,
+                                              total_bytes, unpack)
 
 # A test's broken sync: the parameter of this name is dropped before vLLM's loader (the
 # engine keeps its old copy).  Set by tests inside the engine's process; no config reads it.
@@ -56,16 +59,14 @@ class WeightReceiver:
     def _received(self, plan: Sequence[Bucket], crcs: Optional[Dict[str, int]]
                   ) -> Iterator[Tuple[str, torch.Tensor]]:
         """The tensors of every bucket of ``plan`` as they arrive (views of the bucket's
-        buffer); the receive of the next bucket is posted before the current one is loaded.
-        ``crcs``: filled with the CRC32 of each tensor handed on (a checked sync)."""
+        buffer); the receives of the next :data:`IN_FLIGHT` buckets are posted while one is
+        loaded.  ``crcs``: filled with the CRC32 of each tensor handed on (a checked sync)."""
         buckets = iter(plan)
-        first = next(buckets, None)
-        arriving = None if first is None else self._post(first)
-        while arriving is not None:
-            bucket, buffer, work = arriving
+        arriving = deque(self._post(b) for b in islice(buckets, IN_FLIGHT))
+        while arriving:
+            bucket, buffer, work = arriving.popleft()
             work.wait()
-            following = next(buckets, None)
-            arriving = None if following is None else self._post(following)
+            arriving.extend(self._post(b) for b in islice(buckets, 1))
             for name, tensor in unpack(buffer, bucket):
                 if name == SKIP_FOR_TEST:
                     continue

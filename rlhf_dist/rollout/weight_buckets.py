@@ -27,6 +27,9 @@ WeightSpec = Tuple[str, str, List[int]]  # parameter name, dtype name, full shap
 ALIGN = 64  # bytes: each tensor's offset in a bucket is a multiple (any dtype's size divides it)
 MB = 2 ** 20
 MISSING = -1  # the checksum an engine reports for a parameter it did not load
+# buckets on the wire at once: the sender packs the next while these travel, the receiver has
+# their receives posted while vLLM loads the one before (memory: this many buffers a side)
+IN_FLIGHT = 2
 
 
 class Bucket(NamedTuple):

@@ -12,15 +12,16 @@ calls to them):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, ContextManager, Deque, List, Optional, Tuple
 
 import torch
 
 from rlhf_dist.config import Config
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.weight_buckets import (bucket_bytes, pack, plan_buckets, tensor_crc,
-                                              total_bytes)
+from rlhf_dist.rollout.weight_buckets import (IN_FLIGHT, bucket_bytes, pack, plan_buckets,
+                                              tensor_crc, total_bytes)
 from rlhf_dist.workers.rollout_engines import engine_dtype
 from rlhf_dist.workers.steps import (Metrics, epoch_updates, in_micro_batches,
                                      reference_logprobs, reference_sequence_logps,
@@ -173,12 +174,12 @@ class WeightSender:
     def _send(self, plan: List[Any], groups: Any, packed: bool, verify: bool) -> List[int]:
         """Rank 0: broadcast each bucket; the actor's CRC32 of every parameter in the engines'
         dtype when ``verify`` (from its own tensors, not the bytes sent, so that a fault in
-        packing shows).  A packed bucket is a copy: it is sent while the next one is gathered
-        and packed (two buffers at most); an unpacked parameter is sent from its own memory,
+        packing shows).  A packed bucket is a copy: up to :data:`IN_FLIGHT` travel while the
+        next one is gathered and packed; an unpacked parameter is sent from its own memory,
         which the gather frees, so it is waited for."""
         dtype = getattr(torch, engine_dtype(self.cfg))
         checksums: List[int] = []
-        in_flight = None
+        in_flight: Deque[Any] = deque()  # (buffer, work): the buffer lives until sent
         for bucket, tensors in zip(plan, groups):
             if verify:
                 checksums.extend(tensor_crc(t.to(dtype)) for _, t in tensors)
@@ -187,15 +188,11 @@ class WeightSender:
             else:
                 buffer = tensors[0][1].to(device=self.device, dtype=dtype).contiguous()
                 buffer = buffer.reshape(-1).view(torch.uint8)
-            work = self.group.broadcast(buffer, 0)
-            if in_flight is not None:
-                in_flight[1].wait()
-            in_flight = (buffer, work)
-            if not packed:
-                work.wait()
-                in_flight = None
-        if in_flight is not None:
-            in_flight[1].wait()
+            in_flight.append((buffer, self.group.broadcast(buffer, 0)))
+            while in_flight and (not packed or len(in_flight) > IN_FLIGHT):
+                in_flight.popleft()[1].wait()
+        for _, work in in_flight:
+            work.wait()
         return checksums
 
     def _header(self, plan: List[Any]) -> bool:
