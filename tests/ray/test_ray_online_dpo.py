@@ -103,3 +103,22 @@ def test_bad_input_is_named_before_ray_starts(capsys):
     shown = capsys.readouterr().out
     assert "dpo.loss_type" in shown and "ppo.reward_fn" in shown
     assert "online-dpo does not read it: online DPO takes DPO steps" in " ".join(shown.split())
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_online_dpo_samples_through_vllm_engines_synced_every_iteration(tmp_path):
+    """``rollout.backend=vllm`` (random tiny models, heads of 32 for vLLM's CPU kernels): the
+    engine takes the actor's weights before each iteration's sampling, and its log-probs of the
+    sampled tokens are the actor's."""
+    pytest.importorskip("vllm")
+    from ray_helpers import cli
+
+    heads = ("model.tiny.num_heads=2", "reward_model.tiny.num_heads=2")
+    run = cli("online-dpo", "online_dpo", tmp_path / "out", "rollout.backend=vllm", *heads,
+              "ppo.iterations=3", "checkpoint.export_hf=false").check()
+    assert len(run.series("perf/weight_sync_s")) == 3
+    assert all(gap < 1e-3 for gap in run.series("rollout/logprob_abs_diff_max"))
+    assert run.series("train/dpo_loss")[0] == pytest.approx(0.6931472, abs=1e-6)
+    pairs, ties = run.series("online/pairs"), run.series("online/ties")
+    assert all(p + t == PROMPTS for p, t in zip(pairs, ties))
