@@ -17,7 +17,10 @@ seen in training):
   (:class:`~rlhf_dist.envs.ToyCalculatorEnv`: the ``add`` tool, plain syntax, reward
   :func:`answer_reward`);
 * SFT rows ``{messages}``: user question, assistant call, tool result, assistant answer --
-  multi-turn SFT trains both assistant turns.
+  multi-turn SFT trains both assistant turns.  With ``direct_ratio`` > 0 that fraction of the
+  rows (a seeded choice) answers at once, without the tool: a model trained on them calls
+  the tool only part of the time, answers directly otherwise -- and is then almost always
+  wrong, since it cannot add.  What RL has to find is that calling pays.
 
 The toy tokenizer is byte-level, so it encodes this text as it is (each digit one token;
 :func:`tool_task_corpus` holds the task's words without numbers, should the tokenizer be
@@ -25,8 +28,10 @@ trained on them).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -47,9 +52,14 @@ def question(a: int, b: int, template: int = 0) -> str:
     return QUESTIONS[template].format(a=a, b=b)
 
 
-def conversation(a: int, b: int, template: int = 0) -> List[Dict[str, str]]:
-    """The right trajectory as chat messages: question, call, result, answer."""
+def conversation(a: int, b: int, template: int = 0, direct: bool = False
+                 ) -> List[Dict[str, str]]:
+    """The right trajectory as chat messages: question, call, result, answer (``direct``:
+    question, answer -- no tool)."""
     total = str(a + b)
+    if direct:
+        return [{"role": "user", "content": question(a, b, template)},
+                {"role": "assistant", "content": total}]
     return [{"role": "user", "content": question(a, b, template)},
             {"role": "assistant", "content": render_plain_call(TOOL, [a, b])},
             {"role": "tool", "content": total},
@@ -94,8 +104,16 @@ class ToolTask:
         return [{"prompt": render_prompt(question(a, b, t)), "answer": str(a + b),
                  "a": a, "b": b} for a, b, t in self.pairs(split)]
 
-    def sft_rows(self, split: str = "train") -> List[Row]:
-        return [{"messages": conversation(a, b, t)} for a, b, t in self.pairs(split)]
+    def sft_rows(self, split: str = "train", direct_ratio: float = 0.0) -> List[Row]:
+        """The right trajectories of ``split``; ``round(direct_ratio · rows)`` of them (chosen
+        with the task's seed) answer directly, without the tool."""
+        if not 0.0 <= direct_ratio <= 1.0:
+            raise ValueError(f"direct_ratio must be in [0, 1], got {direct_ratio}")
+        pairs = self.pairs(split)
+        rng = random.Random(f"tool-task-direct:{self.seed}")
+        direct = set(rng.sample(range(len(pairs)), round(direct_ratio * len(pairs))))
+        return [{"messages": conversation(a, b, t, i in direct)}
+                for i, (a, b, t) in enumerate(pairs)]
 
 
 def tool_task_corpus() -> List[str]:
@@ -109,12 +127,38 @@ def _write(path: Path, rows: List[Row]) -> None:
 
 
 def write_tool_task_data(directory: Path, seed: int = 0, num_prompts: int = 256,
-                         eval_ratio: float = 0.125) -> Path:
-    """``sft.jsonl`` (the training prompts' right trajectories), ``train.jsonl`` and
-    ``eval.jsonl`` (prompt rows)."""
+                         eval_ratio: float = 0.125, direct_ratio: float = 0.0) -> Path:
+    """``sft.jsonl`` (the training prompts' right trajectories, ``direct_ratio`` of them
+    without the tool), ``train.jsonl`` and ``eval.jsonl`` (prompt rows)."""
     task = ToolTask(seed, num_prompts, eval_ratio)
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / "sft.jsonl", task.sft_rows("train"))
+    _write(directory / "sft.jsonl", task.sft_rows("train", direct_ratio))
     _write(directory / "train.jsonl", task.prompt_rows("train"))
     _write(directory / "eval.jsonl", task.prompt_rows("eval"))
     return directory
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m rlhf_dist.toy.tool_task DIR``: write the task's files (the recipe of
+    ``configs/tiny/agent_calculator.yaml``)."""
+    p = argparse.ArgumentParser(prog="python -m rlhf_dist.toy.tool_task",
+                                description="Write the toy tool task's sft.jsonl, train.jsonl "
+                                            "and eval.jsonl into DIR.")
+    p.add_argument("directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-prompts", type=int, default=256, help="train + eval prompts")
+    p.add_argument("--eval-ratio", type=float, default=0.125, help="share held out for eval")
+    p.add_argument("--direct-ratio", type=float, default=0.0,
+                   help="share of the SFT rows that answer without the tool")
+    args = p.parse_args(argv)
+    directory = write_tool_task_data(Path(args.directory), args.seed, args.num_prompts,
+                                     args.eval_ratio, args.direct_ratio)
+    counts = {name: len((directory / name).read_text().splitlines())
+              for name in ("sft.jsonl", "train.jsonl", "eval.jsonl")}
+    print(f"wrote {directory}: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,3 +99,29 @@ def test_answer_reward_needs_labels():
     assert answer_reward(["p", "p"], ["579", "57"], ["579", "579"]) == [1.0, 0.0]
     with pytest.raises(ValueError, match="data.label_key: answer"):
         answer_reward(["p"], ["579"])
+
+
+def test_direct_ratio_answers_that_many_rows_without_the_tool():
+    task = ToolTask(seed=2, num_prompts=40, eval_ratio=0.0)
+    rows = task.sft_rows("train", direct_ratio=0.25)
+    direct = [i for i, row in enumerate(rows) if len(row["messages"]) == 2]
+    assert len(direct) == 10 and rows == task.sft_rows("train", direct_ratio=0.25)  # seeded
+    for i, (a, b, t) in enumerate(task.pairs("train")):
+        want = conversation(a, b, t)
+        assert rows[i]["messages"] == ([want[0], want[3]] if i in direct else want)
+    assert task.sft_rows("train") == task.sft_rows("train", direct_ratio=0.0)
+    assert all(len(r["messages"]) == 2 for r in task.sft_rows("train", direct_ratio=1.0))
+    with pytest.raises(ValueError, match="direct_ratio must be in"):
+        task.sft_rows("train", direct_ratio=1.5)
+
+
+def test_the_data_command_writes_what_write_tool_task_data_writes(tmp_path, capsys):
+    from rlhf_dist.toy.tool_task import main
+
+    assert main([str(tmp_path / "cmd"), "--seed", "3", "--num-prompts", "40",
+                 "--eval-ratio", "0.25", "--direct-ratio", "0.5"]) == 0
+    assert "sft.jsonl 30 rows, train.jsonl 30 rows, eval.jsonl 10 rows" in capsys.readouterr().out
+    write_tool_task_data(tmp_path / "fn", seed=3, num_prompts=40, eval_ratio=0.25,
+                         direct_ratio=0.5)
+    for name in ("sft.jsonl", "train.jsonl", "eval.jsonl"):
+        assert (tmp_path / "cmd" / name).read_text() == (tmp_path / "fn" / name).read_text()
