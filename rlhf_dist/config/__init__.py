@@ -78,13 +78,23 @@ class Config:
     def _derive(self) -> None:
         """The resolve step at load: the two keys whose value means "derived" get it --
         ``dpo.layout: auto`` (:attr:`auto_dpo_layout`) and ``resources.rollout.max_model_len:
-        null`` (data.max_prompt_length + rollout.max_new_tokens).  Nothing else is assigned,
+        null`` (:attr:`longest_sequence`).  Nothing else is assigned,
         so a loaded config derives to itself (saved and loaded again, it is equal)."""
         if self.dpo.layout == "auto":
             self.dpo.layout = self.auto_dpo_layout
         if self.resources.rollout.max_model_len is None:
-            self.resources.rollout.max_model_len = (self.data.max_prompt_length +
-                                                    self.rollout.max_new_tokens)
+            self.resources.rollout.max_model_len = self.longest_sequence
+
+    @property
+    def longest_sequence(self) -> int:
+        """The longest token sequence a rollout engine serves: prompt + response
+        (data.max_prompt_length + rollout.max_new_tokens); with an environment (``env.name``) a
+        model turn continues a trajectory of up to env.max_trajectory_tokens − 1 tokens, so
+        that + rollout.max_new_tokens when it is longer."""
+        single = self.data.max_prompt_length + self.rollout.max_new_tokens
+        if not self.env.enabled:
+            return single
+        return max(single, self.env.max_trajectory_tokens - 1 + self.rollout.max_new_tokens)
 
     def check(self) -> None:
         """The rules across sections; each error names the key.  Reads, never assigns: run
@@ -227,13 +237,14 @@ class Config:
         """The vLLM engines' section: ``max_model_len`` defaults to prompt + response and must
         hold them (filled in by :meth:`_derive`); colocation needs the vLLM backend and one
         engine per actor device."""
-        engines, needed = self.resources.rollout, self.data.max_prompt_length + \
-            self.rollout.max_new_tokens
+        engines, needed = self.resources.rollout, self.longest_sequence
+        what = (f"env.max_trajectory_tokens={self.env.max_trajectory_tokens} - 1"
+                if needed > self.data.max_prompt_length + self.rollout.max_new_tokens else
+                f"data.max_prompt_length={self.data.max_prompt_length}")
         _require(self.rollout.backend != "vllm" or engines.max_model_len is None or
                  engines.max_model_len >= needed,
                  "resources.rollout.max_model_len",
-                 f"{engines.max_model_len} is below data.max_prompt_length="
-                 f"{self.data.max_prompt_length} + rollout.max_new_tokens="
+                 f"{engines.max_model_len} is below {what} + rollout.max_new_tokens="
                  f"{self.rollout.max_new_tokens} = {needed}")
         res = self.resources
         if not res.colocate_rollout:

@@ -42,7 +42,7 @@ class RolloutResources:
     # GPU: fraction of each device's memory vLLM may take (weights + KV cache)
     gpu_memory_utilization: float = 0.5
     # longest prompt + response an engine serves; null: data.max_prompt_length +
-    # rollout.max_new_tokens
+    # rollout.max_new_tokens (with env.name: env.max_trajectory_tokens - 1 + that, if longer)
     max_model_len: Optional[int] = None
     # CPU: GiB of KV cache per engine (passed as vLLM's kv_cache_memory_bytes)
     kv_cache_gb: float = 1.0

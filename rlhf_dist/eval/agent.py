@@ -46,7 +46,7 @@ def run_agent(policy: Any, prompts: Sequence[str], labels: Optional[Sequence[Any
     tokenizer = policy.tokenizer
     sampler = make_sampler(backend, model_dir=model_dir, model=policy.model,
                            tokenizer=tokenizer, rollout=agent.rollout, seed=seed or 0,
-                           engines=engines, max_model_len=agent.env.max_trajectory_tokens)
+                           engines=engines, max_model_len=agent.longest_sequence)
     rollout = MultiTurnRollout(SamplerRollout(agent, tokenizer, sampler))
     encoder = Encoder(tokenizer, agent.data.max_length, agent.data.max_prompt_length,
                       add_bos=not agent.data.apply_chat_template)

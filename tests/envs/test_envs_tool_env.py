@@ -164,3 +164,19 @@ def test_ppo_reads_the_env_section():
     keys = ["env.name", "env.max_turns", "env.workers"]
     assert unread_keys("ppo", keys) == []
     assert [key for key, _ in unread_keys("sft", keys)] == keys
+
+
+def test_engines_serve_a_whole_trajectory_turn():
+    """With an environment a model turn continues a trajectory: the vLLM engines' derived
+    max_model_len is env.max_trajectory_tokens - 1 + rollout.max_new_tokens (a shorter one
+    cut the last turns short of the HF backend's), and a set one below it is refused."""
+    base = ["data.max_prompt_length=48", "rollout.max_new_tokens=24"]
+    assert load_config(None, base).resources.rollout.max_model_len == 72
+    cfg = load_config(None, [*base, "env.name=toy_calculator", "env.max_trajectory_tokens=128"])
+    assert cfg.longest_sequence == cfg.resources.rollout.max_model_len == 127 + 24
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [*base, "env.name=toy_calculator", "env.max_trajectory_tokens=128",
+                           "rollout.backend=vllm", "resources.rollout.max_model_len=100"])
+    assert str(err.value) == ("resources.rollout.max_model_len: 100 is below "
+                              "env.max_trajectory_tokens=128 - 1 + rollout.max_new_tokens=24 "
+                              "= 151")
