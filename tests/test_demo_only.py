@@ -3,11 +3,14 @@
 import json
 
 from rlhf_dist.demo import ONLY, reward_curve
-from rlhf_dist.demo.pipeline import PRESETS, stages, verifier_stages
+from rlhf_dist.demo.pipeline import (PRESETS, agent_stages, preference_stages, stages,
+                                     verifier_stages)
 
 
 def test_only_names_stages_the_demo_has_in_order(tmp_path):
-    every = [s.name for s in stages(tmp_path, PRESETS["quick"], 0) + verifier_stages(tmp_path, 0)]
+    preset = PRESETS["quick"]
+    every = [s.name for s in stages(tmp_path, preset, 0) + verifier_stages(tmp_path, 0) +
+             preference_stages(tmp_path, preset, 0) + agent_stages(tmp_path, 0)]
     for names, curve in ONLY.values():
         assert [n for n in every if n in names] == list(names) and curve == names[-1]
 
@@ -37,3 +40,46 @@ def test_demo_tool_commands_use_no_deprecated_flag(tmp_path, capsys):
         parser = {"eval": eval_parser, "label": label_parser}[command[0]]()
         parser.parse_args(command[1:])
     assert capsys.readouterr().err == ""
+
+
+def test_demo_agent_stages_are_the_shipped_recipe(tmp_path):
+    """--only agent runs configs/tiny/agent_calculator.yaml's recipe: its data command's
+    files, its header's SFT command, the config's GRPO (paths and logging aside)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import yaml
+
+    from rlhf_dist.config import load_config
+    from rlhf_dist.toy.tool_task import main as write_data
+
+    configs = Path(__file__).parents[1] / "configs" / "tiny"
+    sft_stage, grpo_stage = agent_stages(tmp_path / "demo", seed=0)
+    write_data([str(tmp_path / "cmd"), "--num-prompts", "2048", "--eval-ratio", "0.0625",
+                "--direct-ratio", "0.5"])
+    for name in ("sft.jsonl", "train.jsonl", "eval.jsonl"):
+        assert (tmp_path / "demo" / "agent_data" / name).read_text() == \
+            (tmp_path / "cmd" / name).read_text(), name
+    for stage in (sft_stage, grpo_stage):
+        (tmp_path / f"{stage.name}.yaml").write_text(yaml.safe_dump(stage.config))
+    demo_grpo = load_config(str(tmp_path / "agent_grpo.yaml"))
+    shipped = load_config(str(configs / "agent_calculator.yaml"))
+    for section in ("ppo", "rollout", "train", "deepspeed", "env"):
+        assert asdict(getattr(demo_grpo, section)) == asdict(getattr(shipped, section)), section
+    assert demo_grpo.data.label_key == shipped.data.label_key == "answer"
+    assert demo_grpo.data.max_prompt_length == shipped.data.max_prompt_length
+    assert demo_grpo.resources.reference_in_actor and shipped.resources.reference_in_actor
+    header = (configs / "agent_calculator.yaml").read_text()
+    assert "train.max_steps=400" in header and "--direct-ratio 0.5" in header
+    demo_sft = load_config(str(tmp_path / "agent_sft.yaml"))
+    header_sft = load_config(str(configs / "sft.yaml"), [
+        "data.eval_ratio=0", "data.max_length=128", "data.max_prompt_length=48",
+        "train.epochs=100", "train.max_steps=400", "train.train_batch_size=32",
+        "train.micro_batch_size=32", "train.eval_every=0", "deepspeed.zero_stage=0",
+        "model.tiny={arch: llama, hidden_size: 64, num_layers: 4, num_heads: 2, "
+        "intermediate_size: 256}"])
+    for section in ("train", "deepspeed"):
+        assert asdict(getattr(demo_sft, section)) == asdict(getattr(header_sft, section)), section
+    assert asdict(demo_sft.model.tiny) == asdict(shipped.model.tiny) == \
+        asdict(header_sft.model.tiny)
+    assert (demo_sft.data.max_length, demo_sft.data.max_prompt_length) == (128, 48)

@@ -10,6 +10,10 @@ before and after.  The full preset also runs ORPO and online DPO (rows of the ta
 ``--only ppo`` / ``--only grpo`` / ``--only online_dpo`` runs just the stages one RL run needs
 (pretrain, SFT, RM, PPO or online DPO; or the verifier SFT and GRPO) and prints its reward per
 iteration: a first run that shows RL learning in a couple of minutes on a laptop CPU.
+``--only agent``: the toy agent task's multi-turn SFT and GRPO against the calculator
+environment (configs/tiny/agent_calculator.yaml's recipe; its reward per iteration is the
+success rate) -- not in the full demo's report: its two stages take well over the minute the
+quick demo may grow by.
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, preference_stages, rlaif_stage,
-                                     run_command, run_stage, stages, verifier_stages)
+from rlhf_dist.demo.pipeline import (PRESETS, Preset, Stage, agent_stages, preference_stages,
+                                     rlaif_stage, run_command, run_stage, stages,
+                                     verifier_stages)
 from rlhf_dist.eval.report import markdown_table
 
 EVAL_COLUMNS = ["harmlessness", "helpfulness", "reward_mean", "win_rate", "perplexity",
@@ -41,15 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", choices=sorted(ONLY),
                         help="run just the stages of one RL run (ppo: pretrain, sft, rm, ppo; "
                              "grpo: the verifier task's sft and GRPO; online_dpo: pretrain, "
-                             "sft, rm, online DPO) and print its reward curve, no eval or "
-                             "report")
+                             "sft, rm, online DPO; agent: the tool task's multi-turn sft and "
+                             "GRPO against the calculator environment) and print its reward "
+                             "curve, no eval or report")
     return parser
 
 
 # --only: the stages of one RL run, and the stage whose reward curve is printed
 ONLY = {"ppo": (("base", "sft", "rm", "ppo"), "ppo"),
         "grpo": (("verifier_sft", "grpo_verifier"), "grpo_verifier"),
-        "online_dpo": (("base", "sft", "rm", "online_dpo"), "online_dpo")}
+        "online_dpo": (("base", "sft", "rm", "online_dpo"), "online_dpo"),
+        "agent": (("agent_sft", "agent_grpo"), "agent_grpo")}
 
 
 def reward_curve(run_dir: Path, k: int = 5) -> str:
@@ -67,7 +74,7 @@ def reward_curve(run_dir: Path, k: int = 5) -> str:
 def run_only(which: str, out: Path, preset: Preset, seed: int) -> int:
     names, curve = ONLY[which]
     chosen = [s for s in stages(out, preset, seed) + verifier_stages(out, seed)
-              + preference_stages(out, preset, seed)
+              + preference_stages(out, preset, seed) + agent_stages(out, seed)
               if s.name in names]
     try:
         seconds = {stage.name: run_stage(stage, out, _say) for stage in chosen}

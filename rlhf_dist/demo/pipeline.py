@@ -125,6 +125,44 @@ def verifier_stages(out: Path, seed: int) -> List[Stage]:
     return [Stage("verifier_sft", "sft", sft), Stage("grpo_verifier", "ppo", grpo)]
 
 
+# configs/tiny/agent_calculator.yaml's recipe (its header): the data command's arguments,
+# the multi-turn SFT's model and steps
+AGENT_DATA = {"num_prompts": 2048, "eval_ratio": 0.0625, "direct_ratio": 0.5}
+AGENT_MODEL = {"arch": "llama", "hidden_size": 64, "num_layers": 4, "num_heads": 2,
+               "intermediate_size": 256}
+
+
+def agent_stages(out: Path, seed: int) -> List[Stage]:
+    """The toy agent task (configs/tiny/agent_calculator.yaml's recipe): a multi-turn SFT of a
+    fresh tiny model on the tool task's rows (half of them without the tool), then GRPO
+    against ``env.name: toy_calculator``.  Not in the demo's report: the two stages take
+    over a minute more than the quick demo may (``rlhf-dist demo --only agent`` runs them)."""
+    from rlhf_dist.toy.tool_task import write_tool_task_data
+
+    data_dir = write_tool_task_data(out / "agent_data", seed, **AGENT_DATA)
+    sft = _common(out, "agent_sft", seed)
+    sft.update(model={"tiny": dict(AGENT_MODEL)},
+               data={"path": str(data_dir / "sft.jsonl"), "eval_ratio": 0.0, "max_length": 128,
+                     "max_prompt_length": 48},
+               train={"epochs": 100, "max_steps": 400, "lr": 3e-3, "lr_scheduler": "cosine",
+                      "warmup_ratio": 0.05, "train_batch_size": 32, "micro_batch_size": 32,
+                      "eval_batch_size": 32, "eval_every": 0, **PLAIN_ORDER},
+               deepspeed={"zero_stage": 0})
+    grpo = _common(out, "agent_grpo", seed)
+    grpo.update(model={"name_or_path": str(out / "agent_sft" / "model")},
+                data={"path": str(data_dir / "train.jsonl"), "label_key": "answer",
+                      "eval_ratio": 0.0, "max_prompt_length": 48},
+                train={"lr": 1e-4, "micro_batch_size": 32}, deepspeed={"zero_stage": 0},
+                rollout={"rollout_batch_size": 16, "n_samples_per_prompt": 8,
+                         "max_new_tokens": 24, "temperature": 1.0},
+                env={"name": "toy_calculator", "max_turns": 3, "max_trajectory_tokens": 128},
+                ppo={"iterations": 10, "mini_batch_size": 32, "advantage_estimator": "group_norm",
+                     "kl_coef": 0.01, "kl_in_loss": True, "kl_estimator": "k3",
+                     "use_reward_model": False},
+                resources={"actor": {"devices_per_node": 1}, "reference_in_actor": True})
+    return [Stage("agent_sft", "sft", sft), Stage("agent_grpo", "ppo", grpo)]
+
+
 def stages(out: Path, preset: Preset, seed: int) -> List[Stage]:
     """The training stages in order; later ones start from earlier ones' exported models."""
     base, sft, rm = (str(out / s / "model") for s in ("base", "sft", "rm"))
