@@ -91,32 +91,6 @@ class WhereEnv:
         return None, float(len(action)), True, {"pid": os.getpid(), "calls": self.calls}
 
 
-class RaisingEnv:
-    """``step`` raises a ValueError (``reset`` is fine)."""
-
-    def reset(self, row):
-        return row["prompt"]
-
-    def step(self, action):
-        raise ValueError(f"cannot take {action!r}")
-
-
-class SleepyEnv:
-    """``step`` sleeps ``seconds`` (a hung step when that is past env.step_timeout_s)."""
-
-    def __init__(self, seconds: float = 30.0):
-        self.seconds = seconds
-
-    def reset(self, row):
-        return row["prompt"]
-
-    def step(self, action):
-        import time
-
-        time.sleep(self.seconds)
-        return None, 1.0, True
-
-
 class TwoTurnEnv:
     """Two model turns per trajectory: the first is answered "go on" (reward 0.25), the second
     ends it (reward 1) -- or raises when the row's label is ``broken``.  The last step's info
@@ -141,3 +115,24 @@ class TwoTurnEnv:
             raise ValueError("this row breaks the environment")
         return None, 1.0, True, {"calls": self.calls,
                                  "in_driver": float(sys.argv[0].endswith("cli.py"))}
+
+
+class ProbeEnv:
+    """One step, behaving as the row's label says: ``raise`` -> ValueError, ``hang`` -> sleeps
+    past any test timeout, else reward len(action); info: the process (``pid``) and the calls
+    this environment object saw (``calls``: reset + step = 2)."""
+
+    def reset(self, row):
+        self.label, self.calls = row["label"], 1
+        return row["prompt"]
+
+    def step(self, action):
+        import os
+        import time
+
+        self.calls += 1
+        if self.label == "raise":
+            raise ValueError(f"cannot take {action!r}")
+        if self.label == "hang":
+            time.sleep(30)
+        return None, float(len(action)), True, {"pid": os.getpid(), "calls": self.calls}
