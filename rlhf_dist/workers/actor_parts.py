@@ -159,8 +159,9 @@ class WeightSender:
         plan = plan_buckets(self.specs(), size)
         in_place = (self.engine.offloaded and self.engine.zero_stage < 3
                     and self.device.type == "cpu")
-        with contextlib.nullcontext() if in_place else in_use():
-            groups = self.engine.full_parameter_buckets([len(b.specs) for b in plan])
+        with contextlib.nullcontext() if in_place else in_use(), contextlib.closing(
+                self.engine.full_parameter_buckets([len(b.specs) for b in plan])) as groups:
+            # closing: a failed sync leaves no bucket gathered (the next gather would clash)
             if self.rank != 0:
                 for _ in groups:  # the gathers are collective: every rank takes part
                     pass
@@ -174,16 +175,18 @@ class WeightSender:
     def _send(self, plan: List[Any], groups: Any, packed: bool, verify: bool) -> List[int]:
         """Rank 0: broadcast each bucket; the actor's CRC32 of every parameter in the engines'
         dtype when ``verify`` (from its own tensors, not the bytes sent, so that a fault in
-        packing shows).  A packed bucket is a copy: up to :data:`IN_FLIGHT` travel while the
-        next one is gathered and packed; an unpacked parameter is sent from its own memory,
-        which the gather frees, so it is waited for."""
+        packing shows).  Up to :data:`IN_FLIGHT` buckets travel while the next one is
+        gathered and packed.  A bucket of one parameter is sent from the parameter's own
+        memory when it is already in the engines' dtype and outlives the gather (ZeRO ≤ 2);
+        the rest are packed into buffers of their own.  Unpacked (``sync_bucket_mb=0``),
+        each parameter is sent from its own memory and waited for."""
         dtype = getattr(torch, engine_dtype(self.cfg))
         checksums: List[int] = []
         in_flight: Deque[Any] = deque()  # (buffer, work): the buffer lives until sent
         for bucket, tensors in zip(plan, groups):
             if verify:
                 checksums.extend(tensor_crc(t.to(dtype)) for _, t in tensors)
-            if packed:
+            if packed and not self._sent_as_is(tensors, dtype):
                 buffer = pack(bucket, tensors, self.device)
             else:
                 buffer = tensors[0][1].to(device=self.device, dtype=dtype).contiguous()
@@ -194,6 +197,15 @@ class WeightSender:
         for _, work in in_flight:
             work.wait()
         return checksums
+
+    def _sent_as_is(self, tensors: List[Tuple[str, torch.Tensor]], dtype: torch.dtype) -> bool:
+        """A bucket of one parameter that needs no copy to travel: contiguous, in the
+        engines' dtype, on the group's device, in memory that outlives the gather."""
+        if len(tensors) != 1:
+            return False
+        tensor = tensors[0][1]
+        return (tensor.dtype == dtype and tensor.device == self.device
+                and tensor.is_contiguous() and self.engine.zero_stage < 3)
 
     def _header(self, plan: List[Any]) -> bool:
         """Rank 0: the sync's header, broadcast by the first engine worker (rank 1): the
