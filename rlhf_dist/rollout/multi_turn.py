@@ -59,6 +59,7 @@ class Trajectory:
     engine_logprobs: List[float] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     pending: List[int] = field(default_factory=list)  # the last model turn's ids
+    sampler_logprobs: bool = False  # the sampler gave its own log-probs of the turns
 
     @property
     def ids(self) -> List[int]:
@@ -206,9 +207,15 @@ class MultiTurnRollout(RolloutWrapper):
         experience = experience.with_(
             rollout_scores=torch.tensor([t.episode.reward for t in trajectories]),
             truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]))
-        if not self.cfg.rollout.importance_weights:
-            experience = experience.drop(["engine_logprobs"])
+        if not all(t.sampler_logprobs for t in trajectories if t.tokens):
+            experience = experience.drop(["engine_logprobs"])  # the sampler has none (HF)
         return experience
+
+    def finish(self, experience: Batch) -> Tuple[Batch, Metrics]:
+        """The inner backend's: the actor's behaviour log-probs over the whole trajectories
+        (vLLM: next to the engine's, ``rollout/logprob_abs_diff_*``; the engine's kept only
+        for importance weights)."""
+        return self.inner.finish(experience)
 
     def _reset(self, trajectory: Trajectory) -> None:
         """The first observation: the model's prompt (its text tokenised like a data prompt
@@ -232,6 +239,7 @@ class MultiTurnRollout(RolloutWrapper):
         mask = sampled["action_mask"].bool()  # the engine's log-probs are on the action grid
         for row, (t, turn) in enumerate(zip(live, turns)):
             logprobs = engine[row][mask[row]].tolist() if engine is not None else ()
+            t.sampler_logprobs = engine is not None
             t.pending = turn
             if not t.add(turn, True, logprobs):
                 t.episode.stop("max_trajectory_tokens")

@@ -157,3 +157,36 @@ def test_make_rollout_wraps_the_backend_only_with_an_environment(tok):
     agent = load_config(CONFIG, ["env.name=toy_calculator"])
     wrapped = make_rollout(agent, tok)
     assert isinstance(wrapped, MultiTurnRollout) and type(wrapped.inner).__name__ == "HFRollout"
+
+
+class LoggingSampler(ScriptedSampler):
+    """A sampler with its own log-probs (as vLLM's): -0.5 per sampled token; its finish
+    reports that it ran (the vLLM backend's adds the actor-vs-engine gap there)."""
+
+    def sample(self, prompts, seed, n):
+        batch = super().sample(prompts, seed, n)
+        return batch.with_(engine_logprobs=-0.5 * batch["action_mask"].float())
+
+    def finish(self, experience):
+        experience, metrics = super().finish(experience)
+        return experience, {**metrics, "rollout/finished_by_inner": 1.0}
+
+
+def test_the_samplers_own_logprobs_are_kept_per_turn_and_finish_is_the_backends(tok, make_lm):
+    eos = tok.eos_token_id
+    LoggingSampler.turns = [[40, 41, eos], [42, eos]]
+    cfg = load_config(CONFIG, ["env.name=test_rollout_multi_turn:EchoEnv", "env.max_turns=3",
+                               "rollout.n_samples_per_prompt=1"])
+    rollout = MultiTurnRollout(LoggingSampler(cfg, tok))
+    rollout.start(LocalActor(make_lm()), None)
+    prompts, rows, _ = _prompts(tok, ["hi"])
+    experience, metrics = rollout.generate(prompts, 0, rows)
+    mask = experience["action_mask"].bool()
+    assert experience["engine_logprobs"][mask].tolist() == [-0.5] * 5  # both turns' tokens
+    assert (experience["engine_logprobs"][~mask] == 0).all()  # none on the observation
+    assert metrics["rollout/finished_by_inner"] == 1.0 and "old_logprobs" in experience
+    # a sampler without log-probs of its own (HF): no engine_logprobs in the experience
+    ScriptedSampler.turns = LoggingSampler.turns
+    plain = MultiTurnRollout(ScriptedSampler(cfg, tok))
+    plain.start(LocalActor(make_lm()), None)
+    assert "engine_logprobs" not in plain.generate(prompts, 0, rows)[0]
