@@ -1,8 +1,8 @@
 """Weight sync to a vLLM engine: one parameter per collective against buckets of
 ``rollout.sync_bucket_mb``, in seconds per sync.  One JSON line (every case in ``cases``).
 
-    .venv-vllm/bin/python bench/weight_sync.py                       # 8x512 and qwen0.5b
-    .venv-vllm/bin/python bench/weight_sync.py --sizes 8x512 --repeats 5 --bucket-mb 4,16,64
+    .venv-vllm/bin/python bench/weight_sync.py --repeats 5     # 8x512, actor ZeRO-3 x 2 ranks
+    .venv-vllm/bin/python bench/weight_sync.py --sizes 8x512,qwen0.5b --zero 0 --ranks 1
 
 The real path of a PPO run: a local Ray, the actor group (``--ranks`` ranks, ZeRO
 ``--zero``, fp32, one CPU each) and one vLLM engine (one CPU), the weight group between them
@@ -10,16 +10,19 @@ The real path of a PPO run: a local Ray, the actor group (``--ranks`` ranks, ZeR
 config (no download) and saved with the toy tokenizer: ``LxH`` is a llama of L layers, H
 wide, head size 64, MLP 4 x H (``bench/rollout.py``'s); ``qwen0.5b`` is Qwen2.5-0.5B's shape
 (24 layers x 896, 14 heads, 2 KV heads, MLP 4864, vocab 151936, tied embeddings: 494 M
-parameters).
+parameters; its actor at ZeRO-3 over 2 ranks does not fit beside the engine in 24 GiB, hence
+``--zero 0 --ranks 1`` above).
 
 Per case, after one untimed sync of each mode, ``--repeats`` rounds each time one sync of
 every mode, the order reversed every other round: ``per_parameter`` (``sync_bucket_mb=0``),
 ``bucketed_<MB>`` for each of ``--bucket-mb``, ``checked_<MB>`` (buckets of the first size,
 the engine's CRC32 of every parameter compared with the actor's: the cost of a sync that
-``rollout.verify_sync_every`` checks).  Reported: the median, min and max seconds of each
-mode, each bucket size's per-round speed-up over the per-parameter sync (min, median, max),
-and the 1-minute load average before and after the case (this machine is shared: a load
-above the core count means the numbers waited for a core).
+``rollout.verify_sync_every`` checks), ``vllm_reload_only`` (no sync: vLLM's
+``reload_weights`` of the same tensors, already in the engine's memory -- the floor any
+transfer adds to).  Reported: the median, min and max seconds of each mode, each bucket
+size's per-round speed-up over the per-parameter sync (min, median, max), and the 1-minute
+load average before and after the case (this machine is shared: a load above the core count
+means the numbers waited for a core).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ REPO = HERE.parent
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/weight_sync.py", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="8x512,qwen0.5b", help="comma list: LxH or qwen0.5b")
+    p.add_argument("--sizes", default="8x512", help="comma list: LxH or qwen0.5b")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every mode")
     p.add_argument("--bucket-mb", default="4,16,64",
                    help="comma list: the bucketed modes' sizes in MB (the first also checked)")
@@ -96,6 +99,21 @@ def _set_bucket_mb(roles, mb: float) -> None:
              for w in roles.actor.workers + roles.rollout.engines.workers])
 
 
+def _reload_in_worker(worker, specs) -> float:
+    """In the vLLM worker: seconds of ``reload_weights`` of random tensors of ``specs``."""
+    import torch
+
+    tensors = [(name, torch.randn(shape).to(getattr(torch, dtype)))
+               for name, dtype, shape in specs]
+    started = time.perf_counter()
+    worker.model_runner.reload_weights(weights_iterator=iter(tensors))
+    return time.perf_counter() - started
+
+
+def _reload_only(engine_worker, specs) -> float:
+    return engine_worker.engine.llm.collective_rpc(_reload_in_worker, args=(specs,))[0]
+
+
 def _stats(values: List[float]) -> Dict[str, float]:
     return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
             "max": round(max(values), 4), "all": [round(v, 4) for v in values]}
@@ -135,10 +153,12 @@ def bench_size(args, size: str) -> dict:
             mbs = [float(mb) for mb in args.bucket_mb.split(",")]
             sizes = {"per_parameter": 0.0, **{f"bucketed_{mb:g}": mb for mb in mbs},
                      f"checked_{mbs[0]:g}": mbs[0]}
-            modes, version = list(sizes), 0
+            modes, version = [*sizes, "vllm_reload_only"], 0
 
             def sync(mode: str) -> float:
                 nonlocal version
+                if mode == "vllm_reload_only":
+                    return ray.get(engines.workers[0].__ray_call__.remote(_reload_only, specs))
                 _set_bucket_mb(roles, sizes[mode])
                 checked = mode.startswith("checked")
                 engines.cfg.rollout.verify_sync_every = 1 if checked else 0

@@ -342,7 +342,7 @@ class RolloutConfig:
     max_staleness: int = 0
     # vllm: MB of parameters per collective of the weight sync (ZeRO-3 shards gathered per
     # bucket; a larger parameter goes alone); 0 = one parameter at a time
-    sync_bucket_mb: float = 4.0
+    sync_bucket_mb: float = 16.0
     # vllm: every this many weight syncs (the first included) the engines' CRC32 of every
     # parameter must equal the actor's, or the run stops naming engine and parameter; 0 = never
     verify_sync_every: int = 10
