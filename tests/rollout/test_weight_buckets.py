@@ -125,3 +125,14 @@ def test_a_report_is_checked_for_its_version_and_every_checksum():
     assert sync_problem(short, specs, 4, "rollout engine 0") == (
         "rollout engine 0: checked sync of version 4 came back with 2 engine and no actor "
         "checksums for 3 parameters")
+
+
+def test_the_two_keys_refuse_negative_values():
+    from rlhf_dist.config import ConfigError, RolloutConfig
+
+    assert RolloutConfig().sync_bucket_mb == 16.0 and RolloutConfig().verify_sync_every == 10
+    assert RolloutConfig(sync_bucket_mb=0, verify_sync_every=0).sync_bucket_mb == 0
+    with pytest.raises(ConfigError, match="rollout.sync_bucket_mb"):
+        RolloutConfig(sync_bucket_mb=-1)
+    with pytest.raises(ConfigError, match="rollout.verify_sync_every"):
+        RolloutConfig(verify_sync_every=-2)
