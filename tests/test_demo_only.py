@@ -70,11 +70,11 @@ def test_demo_agent_stages_are_the_shipped_recipe(tmp_path):
     assert demo_grpo.data.max_prompt_length == shipped.data.max_prompt_length
     assert demo_grpo.resources.reference_in_actor and shipped.resources.reference_in_actor
     header = (configs / "agent_calculator.yaml").read_text()
-    assert "train.max_steps=400" in header and "--direct-ratio 0.5" in header
+    assert "train.max_steps=600" in header and "--direct-ratio 0.5" in header
     demo_sft = load_config(str(tmp_path / "agent_sft.yaml"))
     header_sft = load_config(str(configs / "sft.yaml"), [
         "data.eval_ratio=0", "data.max_length=128", "data.max_prompt_length=48",
-        "train.epochs=100", "train.max_steps=400", "train.train_batch_size=32",
+        "train.epochs=100", "train.max_steps=600", "train.train_batch_size=32",
         "train.micro_batch_size=32", "train.eval_every=0", "deepspeed.zero_stage=0",
         "model.tiny={arch: llama, hidden_size: 64, num_layers: 4, num_heads: 2, "
         "intermediate_size: 256}"])

@@ -144,7 +144,7 @@ def agent_stages(out: Path, seed: int) -> List[Stage]:
     sft.update(model={"tiny": dict(AGENT_MODEL)},
                data={"path": str(data_dir / "sft.jsonl"), "eval_ratio": 0.0, "max_length": 128,
                      "max_prompt_length": 48},
-               train={"epochs": 100, "max_steps": 400, "lr": 3e-3, "lr_scheduler": "cosine",
+               train={"epochs": 100, "max_steps": 600, "lr": 3e-3, "lr_scheduler": "cosine",
                       "warmup_ratio": 0.05, "train_batch_size": 32, "micro_batch_size": 32,
                       "eval_batch_size": 32, "eval_every": 0, **PLAIN_ORDER},
                deepspeed={"zero_stage": 0})
