@@ -1,6 +1,12 @@
 """Test-wide environment: nothing touches the network, W&B runs offline; the toy tokenizer
-trained into a temporary cache (``toy_tok``)."""
+trained into a temporary cache (``toy_tok``); DeepSpeed's JIT-built CPU ops cached per Python
+environment (``torch_extensions_dir``)."""
+import hashlib
 import os
+import sys
+import time
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +22,26 @@ for key, value in {
     "RAY_USAGE_STATS_ENABLED": "0",
 }.items():
     os.environ.setdefault(key, value)
+
+STALE_LOCK_S = 600  # DeepSpeed's shm op builds in ~30 s; a lock this old is a killed build's
+
+
+def torch_extensions_dir() -> Path:
+    """DeepSpeed's CPU ops (built on first use) cached per Python environment: two
+    virtualenvs sharing torch's default cache rebuild the op in turn, and one's build under
+    way breaks the other's load.  A build lock left by a killed process makes every later
+    load wait forever (torch's ``FileBaton``): one older than ``STALE_LOCK_S`` is removed."""
+    tag = hashlib.sha1(sys.prefix.encode()).hexdigest()[:10]
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = root / "torch_extensions" / f"rlhf_dist_tests_{tag}"
+    for lock in path.glob("*/lock"):
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            warnings.warn(f"removing the stale build lock {lock}")
+            lock.unlink(missing_ok=True)
+    return path
+
+
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
 
 
 @pytest.fixture(scope="session")

@@ -76,9 +76,12 @@ class Run:
 
 def start(cmd: Sequence[str], out: Path, env: Optional[Dict[str, str]] = None,
           cwd: Optional[Path] = None) -> subprocess.Popen:
-    """Start a job in its own process group (``cwd``: the output's parent by default)."""
+    """Start a job in its own process group (``cwd``: the output's parent by default);
+    ``env``: variables set on top of :func:`job_env`'s (never instead of them: a job without
+    PATH cannot compile DeepSpeed's CPU op)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(list(map(str, cmd)), cwd=cwd or out.parent, env=env or job_env(),
+    return subprocess.Popen(list(map(str, cmd)), cwd=cwd or out.parent,
+                            env=job_env(**(env or {})),
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 

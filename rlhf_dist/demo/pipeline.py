@@ -20,6 +20,7 @@ import yaml
 
 from rlhf_dist.demo.verifier_task import write_verifier_data
 from rlhf_dist.toy import ToyTask
+from rlhf_dist.toy.tool_task import write_tool_task_data
 
 TINY = {"arch": "llama", "hidden_size": 128, "num_layers": 4, "num_heads": 4,
         "intermediate_size": 384}
@@ -137,8 +138,6 @@ def agent_stages(out: Path, seed: int) -> List[Stage]:
     fresh tiny model on the tool task's rows (half of them without the tool), then GRPO
     against ``env.name: toy_calculator``.  Not in the demo's report: the two stages take
     over a minute more than the quick demo may (``rlhf-dist demo --only agent`` runs them)."""
-    from rlhf_dist.toy.tool_task import write_tool_task_data
-
     data_dir = write_tool_task_data(out / "agent_data", seed, **AGENT_DATA)
     sft = _common(out, "agent_sft", seed)
     sft.update(model={"tiny": dict(AGENT_MODEL)},

@@ -36,8 +36,8 @@ def llama_dir(tmp_path_factory, tok):
 
 def run_eval(out, *args):
     return main(["eval", "--prompts", "toy", "--max-prompts", "6", "--max-new-tokens", "12",
-                 "--rollout-batch-size", "4", "--device", "cpu", "--no-wandb", "--output-dir", str(out),
-                 *args])
+                 "--rollout-batch-size", "4", "--device", "cpu", "--no-wandb",
+                 "--output-dir", str(out), *args])
 
 
 def answers(out):
@@ -72,8 +72,8 @@ def test_greedy_vllm_answers_are_hfs_and_the_scores_stay_on_hf(tmp_path, llama_d
 def test_sampled_vllm_answers_repeat_with_the_seed(tmp_path, llama_dir):
     """Two models from the same directory, one engine each (one after the other in this
     process), the same seed: the same texts; two samples of a prompt differ."""
-    rc = run_eval(tmp_path, "--models", f"a={llama_dir},b={llama_dir}", "--n-samples-per-prompt", "2",
-                  "--seed", "7", "--backend", "vllm")
+    rc = run_eval(tmp_path, "--models", f"a={llama_dir},b={llama_dir}",
+                  "--n-samples-per-prompt", "2", "--seed", "7", "--backend", "vllm")
     assert rc == 0
     got = answers(tmp_path)
     assert len(got["a"]) == 12 and got["a"] == got["b"]

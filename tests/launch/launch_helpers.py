@@ -34,8 +34,13 @@ def header_value(path: Path, key: str) -> Optional[List[int]]:
     return None
 
 
+def has_rollout(path: Path) -> bool:
+    """A job that samples (PPO, GRPO, agents, online DPO): a top-level ``rollout:`` section."""
+    return re.search(r"^rollout:", path.read_text(), re.MULTILINE) is not None
+
+
 def is_ray_mode(path: Path, cfg) -> bool:
-    return "ppo" in path.name or cfg.dpo.mode == "ray"
+    return has_rollout(path) or cfg.dpo.mode == "ray"
 
 
 def intended_dp(path: Path) -> List[int]:

@@ -1,6 +1,7 @@
 """The launch kit's configs and hostfile: every YAML under configs/ loads and resolves for the
 data-parallel size it is written for (a ``# dp: N [M …]`` header line, or ``DP_SIZES`` for the
-tiny configs), PPO ones also pass ``cfg.ppo_sizes``'s checks and use the GPUs their ``# gpus: N``
+tiny configs), configs with a rollout (PPO, GRPO, agents, online DPO)
+pass ``cfg.ppo_sizes``'s checks instead of the train-loop sizes and use the GPUs their ``# gpus: N``
 header promises; the hostfile example parses (ours and DeepSpeed's parser)."""
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ import subprocess
 
 import pytest
 
-from launch_helpers import (CONFIGS, EXAMPLES, REPO, header_value, intended_dp, is_ray_mode,
-                            write)
+from launch_helpers import (CONFIGS, EXAMPLES, REPO, has_rollout, header_value, intended_dp,
+                            is_ray_mode, write)
 from rlhf_dist.config import load_config
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
 def test_config_loads_and_resolves_for_its_dp_size(path):
     for dp in intended_dp(path):
-        cfg = load_config(str(path)).resolve(dp)
-        accum = cfg.train.gradient_accumulation_steps
-        assert cfg.train.micro_batch_size * accum * dp == cfg.train.train_batch_size
+        cfg = load_config(str(path))
         if is_ray_mode(path, cfg):
             assert cfg.resources.actor.world_size == dp, "dp header != actor ranks"
-        if "ppo" in path.name:  # rollout sizes (a DPO config on Ray has no rollout)
+        if has_rollout(path):  # PPO / GRPO / online DPO: sized by the rollout, not train.*
             assert cfg.ppo_sizes.sequences > 0
+            continue
+        cfg.resolve(dp)
+        accum = cfg.train.gradient_accumulation_steps
+        assert cfg.train.micro_batch_size * accum * dp == cfg.train.train_batch_size
 
 
 def test_the_examples_exist():

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from jobs import job_env
 from ray_helpers import (COMMON, ITERATIONS, cli, file_checksum, load_tensors, max_abs_diff,
                          models)
 
@@ -48,7 +47,7 @@ def group_norm_run(toy_models, tmp_path_factory):
              "ppo.rewards=[{fn: reward_probe:label_is_own_prompt, weight: 0.0}]",
              "ppo.reward_workers=2", "ppo.dynamic_sampling=true",
              "resources.reference_in_actor=true")
-    env = job_env(PYTHONPATH=str(Path(__file__).parent), REWARD_PROBE_LOG=str(out) + ".probe")
+    env = {"PYTHONPATH": str(Path(__file__).parent), "REWARD_PROBE_LOG": str(out) + ".probe"}
     return cli("ppo", "ppo", out, *models(toy_models), *GROUP_NORM, *probe, env=env).check()
 
 

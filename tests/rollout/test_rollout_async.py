@@ -30,8 +30,8 @@ class AheadSampler(Rollout):
     def __init__(self, cfg, tokenizer):
         super().__init__(cfg, tokenizer)
         self.events, self.weights = [], None
-        self.gate = threading.Event()
-        self.gate.set()
+        self.gate = threading.Event()  # batches from number ``gated_from`` on wait for it
+        self.gated_from, self.calls = None, 0
 
     def sync_weights(self, version):
         self.events.append(("sync", version))
@@ -39,7 +39,9 @@ class AheadSampler(Rollout):
         return {"perf/weight_sync_s": 0.5}
 
     def produce(self, prompts, seed, rows):
-        self.gate.wait(10)
+        if self.gated_from is not None and self.calls >= self.gated_from:
+            self.gate.wait(10)
+        self.calls += 1
         self.events.append(("produce", seed, self.weights))
         eos = self.tokenizer.eos_token_id
         ids = torch.cat([prompts["input_ids"], torch.tensor([[30, eos]] * len(prompts))], 1)
@@ -96,8 +98,8 @@ def test_batches_are_sampled_ahead_never_more_than_k_versions_stale(pipeline, k)
 
 def test_sampling_overlaps_the_caller_and_is_waited_for(pipeline):
     rollout, draw = pipeline(1), Prompts()
+    rollout.inner.gated_from = 1  # the next batch is still being sampled ...
     rollout.next_batch(draw, 0)
-    rollout.inner.gate.clear()   # the next batch is still being sampled ...
     threading.Timer(0.3, rollout.inner.gate.set).start()
     _, _, metrics = rollout.next_batch(draw, 1)   # ... so the learner waits for it
     assert metrics["perf/learner_idle_s"] >= 0.25
