@@ -51,9 +51,11 @@ class RayDPOTrainer(RayJob):
 
         self.roles = create_roles(self.cfg, with_reward=False, with_critic=False,
                                   with_reference=reference_group(self.cfg))
-        self.roles.actor.build(self.cfg.train, self.total_steps)
+        builds = [self.roles.actor.build(self.cfg.train, self.total_steps)]
         if self.roles.reference:
-            self.roles.reference.build()
+            builds.append(self.roles.reference.build())
+        for build in builds:
+            build.result()
         self.reference = (self.roles.reference_calls() if self.cfg.dpo.needs_reference
                           else NoReference(self.cfg.dpo))
         if self.ref_start is None:

@@ -87,11 +87,10 @@ class OnlineDPOTrainer(RolloutJob):
                                   with_reference=self.sizes.reference_group)
         train = dataclasses.replace(cfg.train, gradient_accumulation_steps=None)
         train.resolve_accumulation(self.sizes.world)
-        self.roles.actor.build(train, self.sizes.total_steps)
-        if self.roles.reference:
-            self.roles.reference.build()
-        if self.roles.reward:
-            self.roles.reward.build()
+        builds = [self.roles.actor.build(train, self.sizes.total_steps)]
+        builds += [group.build() for group in (self.roles.reference, self.roles.reward) if group]
+        for build in builds:
+            build.result()
         self.reference = (self.roles.reference_calls() if cfg.dpo.needs_reference
                           else NoReference(cfg.dpo))
         self.connect_rollout()

@@ -101,10 +101,10 @@ class PPOTrainer(RolloutJob):
         self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
                                   with_critic=cfg.ppo.needs_critic, rollout=self.rollout)
         total = self.sizes.total_steps
-        self.roles.actor.build(
-            learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)
+        builds = [self.roles.actor.build(
+            learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)]
         if self.roles.reference:
-            self.roles.reference.build()
+            builds.append(self.roles.reference.build())
         elif cfg.shared_reference:
             log.info("resources/reference=shared_base: the reference log-probs come from the "
                      "actor with its LoRA adapter disabled (no reference group)")
@@ -112,11 +112,13 @@ class PPOTrainer(RolloutJob):
             log.info("resources/reference=in_actor: the reference log-probs come from a frozen "
                      "engine in the actor's processes (no reference group)")
         if self.roles.reward:
-            self.roles.reward.build()
+            builds.append(self.roles.reward.build())
         if self.roles.critic:
-            self.roles.critic.build(
+            builds.append(self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
-                total)
+                total))
+        for build in builds:
+            build.result()
         self.connect_rollout()
 
     # ------------------------------------------------------------------ loop

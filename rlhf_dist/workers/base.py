@@ -42,13 +42,14 @@ class DistributedWorker:
                                timeout=self._timeout)
         return address, self._store.port
 
-    def init_distributed(self, rank: int, world_size: int, master_addr: str,
-                         master_port: int) -> None:
+    def init_distributed(self, rank: int, world_size: int, master: Tuple[str, int]) -> None:
+        """Join the group whose store rank 0's :meth:`master_address` started."""
         import torch.distributed as tdist
         from torch.distributed import TCPStore
 
         from rlhf_dist.engine.dist import backend_for_device, local_device, require_one_device
 
+        master_addr, master_port = master
         # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local device is 0.
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
                            "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})

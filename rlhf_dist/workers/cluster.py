@@ -62,10 +62,11 @@ def cpus_needed(cfg: Config, roles, rollout: Optional[Any] = None) -> float:
 def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
                  rollout: Optional[Any] = None,
                  with_reference: Optional[bool] = None) -> RoleGroups:
-    """Placement groups per role (shared by colocated pairs), then the groups, built; with
-    ``rollout`` (a :class:`~rlhf_dist.rollout.interface.Rollout`) also the processes that
-    backend asks for (``bundles``; on the actor's bundles when it shares the actor's
-    devices, ``actor_share``).  ``with_reference``: a reference group (default
+    """Placement groups per role (shared by colocated pairs), then the groups, their
+    processes started side by side; with ``rollout`` (a
+    :class:`~rlhf_dist.rollout.interface.Rollout`) also the processes that backend asks for
+    (``bundles``; on the actor's bundles when it shares the actor's devices,
+    ``actor_share``).  ``with_reference``: a reference group (default
     ``cfg.reference_group``)."""
     with_reference = cfg.reference_group if with_reference is None else with_reference
     res, timeout = cfg.resources, cfg.resources.timeout_s
@@ -82,26 +83,28 @@ def create_roles(cfg: Config, with_reward: bool, with_critic: bool,
         share_ar = 0.5 if res.colocate_actor_ref else 1.0
         left = 1.0 - (rollout.actor_share() if rollout else 0.0)
         roles.actor = ActorGroup("actor", ActorWorker, res.actor, actor_pg, (cfg,), timeout,
-                                 share_ar * left)
+                                 share_ar * left, wait=False)
         if with_reference:
             ref_pg = actor_pg if res.colocate_actor_ref else placed(
                 "reference", role_bundles(res.reference))
             roles.reference = ReferenceGroup(
                 "reference", ReferenceWorker,
                 res.actor if res.colocate_actor_ref else res.reference, ref_pg, (cfg,), timeout,
-                share_ar * (left if res.colocate_actor_ref else 1.0))
+                share_ar * (left if res.colocate_actor_ref else 1.0), wait=False)
         colocate_cr = res.colocate_critic_reward and with_reward and with_critic
         share_cr = 0.5 if colocate_cr else 1.0
         critic_pg = None
         if with_critic:
             critic_pg = placed("critic", role_bundles(res.critic))
             roles.critic = CriticGroup("critic", CriticWorker, res.critic, critic_pg, (cfg,),
-                                       timeout, share_cr)
+                                       timeout, share_cr, wait=False)
         if with_reward:
             reward_pg = critic_pg if colocate_cr else placed("reward", role_bundles(res.reward))
             roles.reward = RewardGroup("reward", RewardWorker,
                                        res.critic if colocate_cr else res.reward, reward_pg,
-                                       (cfg,), timeout, share_cr)
+                                       (cfg,), timeout, share_cr, wait=False)
+        for group in roles.all():  # their processes started side by side
+            group.wait_started()
         if rollout is not None:
             bundles = rollout.bundles()
             rollout.start(roles.actor, placed("rollout", bundles) if bundles else actor_pg)

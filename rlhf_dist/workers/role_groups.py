@@ -24,6 +24,12 @@ class Pending:
         return self.combine(self.group._get(self.refs))
 
 
+def _built(group: WorkerGroup, call) -> Pending:
+    """The engines' build started on every rank; ``result()`` waits.  Jobs start every
+    group's build before waiting for any: the models load side by side."""
+    return Pending(group, [call(worker) for worker in group.workers], lambda _: None)
+
+
 def _logprobs(group: WorkerGroup, call, batch: Batch) -> Pending:
     """Scatter ``batch`` over the group's ranks with ``call(worker, chunk)``; ``result()``:
     the ranks' ``logprobs`` concatenated."""
@@ -92,8 +98,8 @@ class _ModelGroup(WorkerGroup):
 
 
 class ActorGroup(_ModelGroup):
-    def build(self, train: TrainConfig, total_steps: int) -> None:
-        self._broadcast(lambda w: w.build.remote(train, total_steps))
+    def build(self, train: TrainConfig, total_steps: int) -> Pending:
+        return _built(self, lambda w: w.build.remote(train, total_steps))
 
     def generate(self, prompts: Batch, seed: int, pad_token_id: int, n: Optional[int] = None,
                  logprobs: bool = True) -> Batch:
@@ -152,8 +158,8 @@ class ActorGroup(_ModelGroup):
 
 
 class ReferenceGroup(_ModelGroup):
-    def build(self) -> None:
-        self._broadcast(lambda w: w.build.remote())
+    def build(self) -> Pending:
+        return _built(self, lambda w: w.build.remote())
 
     def logprobs(self, batch: Batch) -> Pending:
         return _logprobs(self, lambda w, c: w.logprobs.remote(c), batch)
@@ -186,8 +192,8 @@ class ActorReference:
 
 
 class RewardGroup(_ModelGroup):
-    def build(self) -> None:
-        self._broadcast(lambda w: w.build.remote())
+    def build(self) -> Pending:
+        return _built(self, lambda w: w.build.remote())
 
     def score(self, batch: Batch) -> Pending:
         refs = self._scatter_refs(lambda w, c: w.score.remote(c), batch)
@@ -195,8 +201,8 @@ class RewardGroup(_ModelGroup):
 
 
 class CriticGroup(_ModelGroup):
-    def build(self, train: TrainConfig, total_steps: int) -> None:
-        self._broadcast(lambda w: w.build.remote(train, total_steps))
+    def build(self, train: TrainConfig, total_steps: int) -> Pending:
+        return _built(self, lambda w: w.build.remote(train, total_steps))
 
     def values(self, batch: Batch) -> Pending:
         refs = self._scatter_refs(lambda w, c: w.values.remote(c), batch)

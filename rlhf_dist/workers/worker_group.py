@@ -146,7 +146,10 @@ class WorkerGroup(RayGroup):
     (1.0 alone, 0.5 when two roles are colocated on the same bundles)."""
 
     def __init__(self, role: str, worker_cls, res: RoleResources, pg: PlacementGroup,
-                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0):
+                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0,
+                 wait: bool = True):
+        """Starts the ranks' processes and their process group; ``wait=False`` returns at once
+        (several groups then start side by side) and :meth:`wait_started` waits."""
         self.role, self.timeout_s, self.world_size = role, timeout_s, res.world_size
         use_gpu = device_per_worker() == "GPU"
         remote_cls = ray.remote(worker_cls)
@@ -157,12 +160,22 @@ class WorkerGroup(RayGroup):
                            scheduling_strategy=PlacementGroupSchedulingStrategy(
                                placement_group=pg, placement_group_bundle_index=rank))
             self.workers.append(remote_cls.options(**options).remote(*worker_args))
+        # rank 0's (address, port) reaches every rank's init_distributed through Ray
+        self._master = self.workers[0].master_address.remote()
+        self._starting = [w.init_distributed.remote(rank, self.world_size, self._master)
+                          for rank, w in enumerate(self.workers)]
+        if wait:
+            self.wait_started()
+
+    def wait_started(self) -> None:
+        """Every rank up and in the group (a no-op once done); a failure kills the group."""
+        if not self._starting:
+            return
         try:
-            master_addr, master_port = self._get([self.workers[0].master_address.remote()])[0]
-            self._get([w.init_distributed.remote(rank, self.world_size, master_addr, master_port)
-                       for rank, w in enumerate(self.workers)])
+            self._get(self._starting)
         except BaseException:
             self.kill()  # no half-formed group left behind
             raise
-        log.info("%s group: %d ranks, master %s:%s", role, self.world_size, master_addr,
-                 master_port)
+        self._starting = []
+        log.info("%s group: %d ranks, master %s:%s", self.role, self.world_size,
+                 *ray.get(self._master))

@@ -59,7 +59,7 @@ def sync_roles(request, tmp_path_factory):
     rollout.check()
     roles = create_roles(cfg, with_reward=False, with_critic=False, rollout=rollout)
     try:
-        roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10)
+        roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10).result()
         rollout.connect()
         yield request.param, cfg, tokenizer, roles
     finally:

@@ -106,7 +106,7 @@ def actor_group(local_ray, cfg):
     pg = make_placement(res.actor, res.placement_strategy, "test-actor", res.timeout_s)
     group = ActorGroup("actor", ActorWorker, res.actor, pg, (cfg,), res.timeout_s)
     try:
-        group.build(learner_train_section(cfg, cfg.train.lr, res.actor.world_size), 1)
+        group.build(learner_train_section(cfg, cfg.train.lr, res.actor.world_size), 1).result()
         yield group
     finally:
         group.kill()
