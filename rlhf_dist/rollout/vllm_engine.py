@@ -188,6 +188,11 @@ class VLLMRolloutEngine:
         # in a Ray actor vLLM would pick its Ray executor and try to place tp more workers;
         # this actor already holds the tp devices: its own worker processes use them
         executor = {"distributed_executor_backend": "mp"} if tp > 1 else {}
+        # On CPU a prompt is never prefilled in chunks: vLLM rewinds a seeded request's random
+        # generator after a partial prefill step, which only CUDA generators can do ("CPU
+        # Generator does not use offset" once a batch's prompts pass the step's token budget)
+        chunking = {} if on_gpu else {"enable_chunked_prefill": False,
+                                      "max_num_batched_tokens": max(engines.max_model_len, 4096)}
         with _quiet_chat_template_warmup():
             self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
                            tensor_parallel_size=tp, **executor,
@@ -197,7 +202,7 @@ class VLLMRolloutEngine:
                                           else engines.enforce_eager),
                            load_format=load_format, worker_extension_cls=RECEIVER,
                            logprobs_mode="processed_logprobs", generation_config="vllm",
-                           enable_sleep_mode=sleep_mode, **memory)
+                           enable_sleep_mode=sleep_mode, **memory, **chunking)
         self.version: Optional[int] = None  # of the weights it holds (None: none synced)
 
     @torch.no_grad()

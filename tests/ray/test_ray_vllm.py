@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import shutil
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("vllm")
@@ -62,6 +64,9 @@ LOGPROB_BOUND_BF16 = 0.15
 # --------------------------------------------------------------------------- weight sync
 
 
+# the multi-turn test's environment (tests/envs/user_envs.py, run in the test process): two
+# model turns, the first answered by a text observation
+AGENT_ENV = ("env.name=user_envs:TwoTurnEnv", "env.max_turns=3", "env.max_trajectory_tokens=80")
 SYNC_ACTORS = {"full": ("train.lr=3e-2",),
                # a LoRA actor: the engine must get the merged weights
                "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16")}
@@ -87,7 +92,7 @@ def _sync_roles(out, *overrides):
         f"output_dir={out}", HEADS, "rollout.backend=vllm",
         "rollout.do_sample=false", "rollout.max_new_tokens=12", "rollout.rollout_batch_size=8",
         "ppo.mini_batch_size=8", "resources.timeout_s=300", "logging.backend=none",
-        *overrides])
+        *AGENT_ENV, *overrides])
     resolve_ppo_sizes(cfg)
     tokenizer = load_tokenizer(cfg.model)
     rollout = VLLMRollout(cfg, tokenizer)
@@ -95,7 +100,7 @@ def _sync_roles(out, *overrides):
     rollout.check()
     roles = create_roles(cfg, with_reward=False, with_critic=False, rollout=rollout)
     try:
-        roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10)
+        roles.actor.build(learner_train_section(cfg, cfg.train.lr, 2), total_steps=10).result()
         rollout.connect()
         yield cfg, tokenizer, roles
     finally:
@@ -140,6 +145,54 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
     synced = roles.rollout.engines.generate(prompts, 0, pad)
     assert torch.equal(synced["sequences"], moved["sequences"])
     assert 0 < seconds < 30
+
+
+def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_setup,
+                                                                       monkeypatch):
+    """Multi-turn (issue 29): the same greedy trajectories -- model turns continued from their
+    token prefixes, observations appended -- from the actor's HF generate and from the vLLM
+    engine, with the weights they share; after the actor moves, the engine's are stale until
+    a sync, then equal again."""
+    import torch
+
+    from rlhf_dist.rollout.hf import HFRollout
+    from rlhf_dist.rollout.multi_turn import MultiTurnRollout
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "envs"))  # user_envs
+    cfg, tokenizer, roles = sync_setup
+    prompts = _prompts(cfg, tokenizer)
+    texts = tokenizer.batch_decode([ids[mask.bool()] for ids, mask in
+                                    zip(prompts["input_ids"], prompts["attention_mask"])])
+    rows = [{"prompt": text, "label": "1"} for text in texts]
+    hf = MultiTurnRollout(HFRollout(cfg, tokenizer))
+    hf.start(roles.actor, None)  # HF samples on the actor's ranks: nothing to start
+    engine = MultiTurnRollout(roles.rollout)  # the engines are running already
+
+    def trajectories(rollout):
+        return [(t.tokens, t.trained) for t in rollout.run(prompts, 0, rows)]
+
+    observation = tokenizer("\nUser: go on\nAssistant:", add_special_tokens=False)["input_ids"]
+    roles.rollout.sync_weights(10)  # engine = actor, whatever ran before
+    before = trajectories(hf)
+    assert trajectories(engine) == before
+    for tokens, trained in before:  # two model turns around the env's observation
+        first = trained.index(False)
+        assert tokens[first:first + len(observation)] == observation
+        assert not any(trained[first:first + len(observation)]) and all(trained[:first])
+        assert any(trained[first + len(observation):])
+
+    experience = hf.experience(hf.run(prompts, 0, rows))
+    experience = experience.with_(old_logprobs=roles.actor.logprobs(experience).result())
+    update = experience.with_(advantages=-experience["action_mask"].float())
+    for step in range(3):  # push the greedy model tokens down
+        roles.actor.ppo_learner(update, len(update), 1, step).epoch(0).result()
+    moved = trajectories(hf)
+    assert moved != before, "three steps left every greedy trajectory unchanged"
+    assert trajectories(engine) == before  # no sync: the old weights
+    roles.rollout.sync_weights(11)
+    assert trajectories(engine) == moved
+    assert torch.equal(engine.experience(engine.run(prompts, 0, rows))["sequences"],
+                       hf.experience(hf.run(prompts, 0, rows))["sequences"])
 
 
 def test_a_dead_engine_is_reported_with_its_index(sync_setup):
