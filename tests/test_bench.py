@@ -223,18 +223,17 @@ def test_ppo_bench_one_process_cases_print_json_and_do_the_same_maths(tmp_path):
 
 @pytest.mark.slow
 def test_ppo_bench_ray_cases_match_the_single_process_loop(tmp_path):
-    cases, ratios = _run_ppo_bench(tmp_path, ["ray", "single", "ray_grpo", "single_grpo"])
-    for ray_case, single_case in (("ray", "single"), ("ray_grpo", "single_grpo")):
-        ray_rec, single_rec = cases[ray_case], cases[single_case]
-        assert ray_rec["rows_per_iter"] == single_rec["rows_per_iter"]
-        assert ray_rec["score_mean_per_iter"][0] == pytest.approx(
-            single_rec["score_mean_per_iter"][0], abs=1e-4)
-        # CPU of the whole tree: the driver, every role worker, Ray's own processes
-        assert {"driver", "worker_actor", "worker_reference", "worker_reward"} <= \
-            set(ray_rec["cpu_by"])
-        assert ray_rec["probe"]["call_ms"] > 0 and ray_rec["probe"]["experience_bytes"] > 0
-    assert "worker_critic" in cases["ray"]["cpu_by"]
-    assert cases["ray_grpo"]["rows_per_iter"] == 2 * 2  # prompts x group size, not x group²
+    """The Ray PPO case (one Ray job: the GRPO cases' Ray plumbing is the same, and GRPO's
+    group sizes on Ray are checked by tests/ray/test_ray_ppo.py)."""
+    cases, ratios = _run_ppo_bench(tmp_path, ["ray", "single"])
+    ray_rec, single_rec = cases["ray"], cases["single"]
+    assert ray_rec["rows_per_iter"] == single_rec["rows_per_iter"]
+    assert ray_rec["score_mean_per_iter"][0] == pytest.approx(
+        single_rec["score_mean_per_iter"][0], abs=1e-4)
+    # CPU of the whole tree: the driver, every role worker, Ray's own processes
+    assert {"driver", "worker_actor", "worker_reference", "worker_reward", "worker_critic"} <= \
+        set(ray_rec["cpu_by"])
+    assert ray_rec["probe"]["call_ms"] > 0 and ray_rec["probe"]["experience_bytes"] > 0
     line = ratios["ray/single"]
     assert line["target"] == 1.25 and isinstance(line["meets_target_cpu"], bool)
 
