@@ -167,8 +167,8 @@ class LocalGroup:
     def __init__(self, role: str, worker):
         self.role, self.worker = role, worker
 
-    def build(self, *args) -> None:
-        self.worker.build(*args)
+    def build(self, *args) -> "_Done":
+        return _Done(self.worker.build(*args))
 
     def generate(self, prompts, seed: int, pad_token_id: int):
         from rlhf_dist.rollout import concat_rollouts

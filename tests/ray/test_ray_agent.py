@@ -131,6 +131,7 @@ def test_the_toy_agent_learns_to_use_its_tool_with_grpo(agent_sft, tmp_path):
 def test_the_toy_agent_learns_on_the_vllm_backend_too(agent_sft, tmp_path):
     """The same recipe with rollout.backend=vllm: the trajectories' turns sampled by the
     engine (synced every iteration), the actor's log-probs close to the engine's."""
+    pytest.importorskip("vllm")
     data, sft = agent_sft
     grpo, metrics = grpo_and_eval(data, sft, tmp_path, "rollout.backend=vllm")
     check_learned(grpo, metrics)
