@@ -147,7 +147,7 @@ def bench_size(args, size: str) -> dict:
                              rollout=rollout)
         try:
             roles.actor.build(learner_train_section(cfg, cfg.train.lr, args.ranks),
-                              total_steps=10)
+                              total_steps=10).result()
             rollout.connect()
             engines, specs = roles.rollout.engines, roles.actor.weight_specs()
             mbs = [float(mb) for mb in args.bucket_mb.split(",")]
