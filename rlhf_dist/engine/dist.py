@@ -22,6 +22,22 @@ warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.dist
                         r"(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated")
 
 
+def import_deepspeed():
+    """``import deepspeed``, without the ``mlflow`` import its autotuner makes at import time
+    where mlflow is installed (~0.85 s of pandas and mlflow in every rank and Ray worker; we
+    never autotune).  ``mlflow`` stays importable afterwards (``logging.backend=mlflow``)."""
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None  # `import mlflow` raises ImportError: has_mlflow = False
+    try:
+        import deepspeed
+    finally:
+        del sys.modules["mlflow"]
+    return deepspeed
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,8 +87,7 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     _default_single_process_env()
     if tdist.is_available() and tdist.is_initialized():
         return
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
     share_cpu_threads()

@@ -64,8 +64,7 @@ class ModelEngine:
     @classmethod
     def trained(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
                 train: TrainConfig, dp_size: int, total_steps: int) -> "ModelEngine":
-        import deepspeed
-
+        deepspeed = dist.import_deepspeed()
         config = build_ds_config(ds, train, dp_size)
         model, keep = _build_under_zero3(build_model, config)
         optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], ds, train)
@@ -82,8 +81,7 @@ class ModelEngine:
     @classmethod
     def frozen(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
                micro_batch_size: int, dp_size: int) -> "ModelEngine":
-        import deepspeed
-
+        deepspeed = dist.import_deepspeed()
         config = build_frozen_ds_config(ds, micro_batch_size, dp_size)
         model, keep = _build_under_zero3(build_model, config)
         model.requires_grad_(False)

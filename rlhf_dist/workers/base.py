@@ -47,7 +47,8 @@ class DistributedWorker:
         import torch.distributed as tdist
         from torch.distributed import TCPStore
 
-        from rlhf_dist.engine.dist import backend_for_device, local_device, require_one_device
+        from rlhf_dist.engine.dist import (backend_for_device, import_deepspeed, local_device,
+                                           require_one_device)
 
         master_addr, master_port = master
         # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local device is 0.
@@ -64,10 +65,9 @@ class DistributedWorker:
         # deepspeed.comm adopts the initialised default group (its "user initialised
         # torch.distributed" path); it must exist before any engine is built (ZeRO-3 reads
         # the world size at model construction).
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
-                                   timeout=self._timeout, verbose=False)
+        import_deepspeed().init_distributed(dist_backend=backend_for_device(),
+                                            auto_mpi_discovery=False, timeout=self._timeout,
+                                            verbose=False)
         self.rank, self.world_size = rank, world_size
 
     def tokenizer(self):
