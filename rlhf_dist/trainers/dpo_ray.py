@@ -48,14 +48,14 @@ class RayDPOTrainer(RayJob):
 
     def build(self) -> None:
         from rlhf_dist.workers.cluster import create_roles
+        from rlhf_dist.workers.role_groups import wait_all
 
         self.roles = create_roles(self.cfg, with_reward=False, with_critic=False,
                                   with_reference=reference_group(self.cfg))
         builds = [self.roles.actor.build(self.cfg.train, self.total_steps)]
         if self.roles.reference:
             builds.append(self.roles.reference.build())
-        for build in builds:
-            build.result()
+        wait_all(builds)
         self.reference = (self.roles.reference_calls() if self.cfg.dpo.needs_reference
                           else NoReference(self.cfg.dpo))
         if self.ref_start is None:

@@ -79,6 +79,7 @@ class OnlineDPOTrainer(RolloutJob):
 
     def build(self) -> None:
         from rlhf_dist.workers.cluster import create_roles
+        from rlhf_dist.workers.role_groups import wait_all
 
         cfg = self.cfg
         self.timer, self.drawn = Timer(), 0
@@ -89,8 +90,7 @@ class OnlineDPOTrainer(RolloutJob):
         train.resolve_accumulation(self.sizes.world)
         builds = [self.roles.actor.build(train, self.sizes.total_steps)]
         builds += [group.build() for group in (self.roles.reference, self.roles.reward) if group]
-        for build in builds:
-            build.result()
+        wait_all(builds)
         self.reference = (self.roles.reference_calls() if cfg.dpo.needs_reference
                           else NoReference(cfg.dpo))
         self.connect_rollout()

@@ -95,6 +95,7 @@ class PPOTrainer(RolloutJob):
         """The groups and the driver's own trained state (the KL controller), fresh."""
         from rlhf_dist.rollout import RewardShaper
         from rlhf_dist.workers.cluster import create_roles
+        from rlhf_dist.workers.role_groups import wait_all
 
         cfg = self.cfg
         self.shaper, self.timer, self.drawn = RewardShaper(cfg.ppo), Timer(), 0
@@ -117,8 +118,7 @@ class PPOTrainer(RolloutJob):
             builds.append(self.roles.critic.build(
                 learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
                 total))
-        for build in builds:
-            build.result()
+        wait_all(builds)
         self.connect_rollout()
 
     # ------------------------------------------------------------------ loop
@@ -223,6 +223,7 @@ class PPOTrainer(RolloutJob):
         the experience once; actor and critic run each epoch at the same time, one call
         per rank."""
         from rlhf_dist.algo import explained_variance
+        from rlhf_dist.workers.role_groups import wait_all
 
         ppo, rows = self.cfg.ppo, []
         plan = (experience, ppo.mini_batch_size, ppo.ppo_epochs, self.cfg.seed + self.step)
@@ -233,7 +234,7 @@ class PPOTrainer(RolloutJob):
             pending = [learner.epoch(epoch) for learner in learners]
             # per minibatch, the actor's and the critic's metrics side by side
             epoch_rows = [{k: v for row in rows_of_step for k, v in row.items()}
-                          for rows_of_step in zip(*(p.result() for p in pending))]
+                          for rows_of_step in zip(*wait_all(pending))]
             rows += epoch_rows
             if past_target_kl(epoch_rows, ppo.target_kl):
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
@@ -22,6 +22,12 @@ class Pending:
 
     def result(self):
         return self.combine(self.group._get(self.refs))
+
+
+def wait_all(pending: Iterable[Pending]) -> list:
+    """The results of calls started side by side (every group's build, every rank's step),
+    in their order."""
+    return [p.result() for p in pending]
 
 
 def _built(group: WorkerGroup, call) -> Pending:
