@@ -44,6 +44,12 @@ def torch_extensions_dir() -> Path:
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    from jobs import stop_shared_ray  # the Ray instance the session's jobs shared
+
+    stop_shared_ray()
+
+
 @pytest.fixture(scope="session")
 def toy_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("rlhf_dist_cache")

@@ -3,7 +3,8 @@ tests (tests/trainers/trainer_helpers.py) and the Ray tests (tests/ray/ray_helpe
 
 A job runs in its own process group (a timeout kills the ranks or Ray workers it spawned), with
 no launcher or Ray-address variables leaking in from the test process, W&B offline, no hub, one
-OpenMP thread per process (2 ranks on a 2-core machine).
+OpenMP thread per process (2 ranks on a 2-core machine).  Ray jobs join one Ray instance
+started for the whole session (:func:`shared_ray_address`) unless they need one of their own.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +32,73 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def job_env(**extra: str) -> Dict[str, str]:
+def _clean_env() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LEAKING_VARS}
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
                 "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "RAY_USAGE_STATS_ENABLED": "0"})
-    env.update(extra)
     return env
+
+
+def job_env(**extra: Optional[str]) -> Dict[str, str]:
+    """A job's environment: this process's, cleaned (above), then ``extra`` (a ``None`` value
+    unsets the variable).  ``RAY_ADDRESS`` is the session's shared Ray unless ``extra`` is
+    given: the shared Ray's workers inherit its environment, not the job's (they get only the
+    variables ``rlhf_dist.workers.cluster.FORWARDED_ENV_PREFIXES`` names), so a job with
+    variables of its own starts a private Ray, whose workers inherit them."""
+    env = _clean_env()
+    if not extra:
+        env["RAY_ADDRESS"] = shared_ray_address()
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- one Ray instance
+
+# env= of a job that needs a Ray instance of its own: a test that finds the job's workers among
+# its driver's child processes (to kill them) needs them there, not under the shared raylet.
+PRIVATE_RAY = {"RAY_ADDRESS": None}
+SHARED_RAY_CPUS = 16  # logical: more than any test job asks for
+_shared_ray: list = []  # the session's head node (ray.cluster_utils.Cluster), once started
+
+
+def shared_ray_address() -> str:
+    """One Ray head node for every Ray job of the test session, started at its first use and
+    stopped by :func:`stop_shared_ray` (``tests/conftest.py``, at the session's end).  Joining
+    it saves each job starting and stopping a private instance (~4.5 s of a ~26 s tiny PPO
+    job).  Its daemons and workers have the jobs' clean environment (one OpenMP thread), its
+    own temporary directory, and the system config of a job's private instance."""
+    if not _shared_ray:
+        from ray.cluster_utils import Cluster
+
+        from rlhf_dist.workers.cluster import LOCAL_SYSTEM_CONFIG
+
+        saved = dict(os.environ)
+        env = _clean_env()
+        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short socket paths
+        os.environ.clear()
+        os.environ.update(env)  # the head's processes, and so its workers, inherit this
+        try:
+            _shared_ray.append(Cluster(initialize_head=True, head_node_args={
+                "num_cpus": SHARED_RAY_CPUS, "include_dashboard": False,
+                "gcs_server_port": free_port(), "dashboard_agent_listen_port": free_port(),
+                "_system_config": dict(LOCAL_SYSTEM_CONFIG)}))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return _shared_ray[0].address
+
+
+def with_shared_ray() -> Dict[str, str]:
+    """This process's environment as it is, joined to the shared Ray (for a command that runs
+    Ray jobs with the environment a user's shell gives it: the demo, the benchmarks)."""
+    return {**os.environ, "RAY_ADDRESS": shared_ray_address()}
+
+
+def stop_shared_ray() -> None:
+    while _shared_ray:
+        _shared_ray.pop().shutdown()
 
 
 def read_metrics(out: Path) -> List[dict]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import with_shared_ray
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "bench_train.py"
 
@@ -189,7 +191,8 @@ def test_pair_spread_pairs_by_repeat_and_flags_foreign_load():
 def _run_ppo_bench(tmp_path, cases):
     cmd = [sys.executable, str(PPO_BENCH), "--cases", ",".join(cases), *PPO_TINY,
            "--out-dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env=with_shared_ray())
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     cases_out = {r["case"]: r for r in lines if r["bench"] == "ppo"}

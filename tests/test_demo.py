@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from jobs import with_shared_ray
+
 # Thresholds (quick preset, 32 held-out toy prompts × 4 samples):
 #   - the reward model beats chance on held-out pairs: accuracy > 0.6;
 #   - PPO and DPO each refuse harmful requests more often than the SFT model they start from;
@@ -24,7 +26,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     proc = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "demo", "--quick",
                            "--output-dir", str(out)], capture_output=True, text=True,
-                          timeout=1500)
+                          timeout=1500, env=with_shared_ray())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -102,7 +104,7 @@ def test_grpo_reads_a_verl_format_parquet_prompt_set_as_it_is(demo, tmp_path):
                           f"data.path={tmp_path / 'train.parquet'}", "ppo.iterations=8",
                           "data.label_key=reward_model.ground_truth",
                           f"model.name_or_path={out / 'verifier_sft' / 'model'}"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=with_shared_ray())
     assert run.returncode == 0, run.stderr[-3000:]
     reward = [r["reward/score_mean"] for r in map(json.loads, (tmp_path / "grpo" /
                                                                "metrics.jsonl").open())

@@ -1,9 +1,10 @@
 """Helpers of the Ray-system tests: run CLI jobs in clean subprocesses, read what they wrote,
 checksum model files, and a private simulated 2-node Ray cluster.
 
-Every job is its own process (``python -m rlhf_dist.cli …``): a private local Ray per PPO /
-DPO-on-Ray job (the code calls ``ray.init(address="local")``), W&B off, no launcher variables
-leaking in from the test process.
+Every job is its own process (``python -m rlhf_dist.cli …``), joined to the session's shared
+Ray instance (``jobs.shared_ray_address``) or, given variables of its own (or ``PRIVATE_RAY``),
+starting a private one (the code calls ``ray.init(address="local")``); W&B off, no launcher
+variables leaking in from the test process.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import ray
     import torch
 
-from jobs import (CONFIGS, REPO, Run, finish, free_port, read_metrics, run,  # noqa: F401
-                  start)
+from jobs import (CONFIGS, PRIVATE_RAY, REPO, Run, finish, free_port, read_metrics,  # noqa: F401
+                  run, start)
 
 QUIET = ("logging.backend=none", "logging.progress_bar=false")
 
@@ -98,7 +99,8 @@ def run_with(out: Path, args: tuple, act, job: str = "ppo", config: str = "ppo")
     runs, return the finished job (its output is drained by a thread meanwhile)."""
     cmd = [sys.executable, "-m", "rlhf_dist.cli", job, "-c", CONFIGS / f"{config}.yaml",
            f"output_dir={out}", *QUIET, *args]
-    proc, started, result = start(cmd, out, cwd=REPO), time.monotonic(), {}
+    # a Ray of its own: the test finds the job's workers among its driver's children
+    proc, started, result = start(cmd, out, PRIVATE_RAY, cwd=REPO), time.monotonic(), {}
     drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))
     drain.start()
     try:
