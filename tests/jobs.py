@@ -49,7 +49,7 @@ def job_env(**extra: Optional[str]) -> Dict[str, str]:
     variables of its own starts a private Ray, whose workers inherit them."""
     env = _clean_env()
     if not extra:
-        env["RAY_ADDRESS"] = shared_ray_address()
+        env.update(shared_ray_env())
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
@@ -60,7 +60,16 @@ def job_env(**extra: Optional[str]) -> Dict[str, str]:
 # its driver's child processes (to kill them) needs them there, not under the shared raylet.
 PRIVATE_RAY = {"RAY_ADDRESS": None}
 SHARED_RAY_CPUS = 16  # logical: more than any test job asks for
+SHARED_RAY_AUTH = "disabled"  # set explicitly on the head and on every job that joins it
 _shared_ray: list = []  # the session's head node (ray.cluster_utils.Cluster), once started
+
+
+def shared_ray_env() -> Dict[str, str]:
+    """The variables that join a job to the shared Ray: its address, and its authentication
+    mode, which must be the head's (a Ray started in this process sets ``RAY_AUTH_MODE=token``
+    here; a job that inherited it would refuse the shared head's unauthenticated calls, and
+    the head would take the job for dead and destroy its actors as they are created)."""
+    return {"RAY_ADDRESS": shared_ray_address(), "RAY_AUTH_MODE": SHARED_RAY_AUTH}
 
 
 def shared_ray_address() -> str:
@@ -77,6 +86,7 @@ def shared_ray_address() -> str:
         saved = dict(os.environ)
         env = _clean_env()
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short socket paths
+        env["RAY_AUTH_MODE"] = SHARED_RAY_AUTH
         os.environ.clear()
         os.environ.update(env)  # the head's processes, and so its workers, inherit this
         try:
@@ -93,7 +103,7 @@ def shared_ray_address() -> str:
 def with_shared_ray() -> Dict[str, str]:
     """This process's environment as it is, joined to the shared Ray (for a command that runs
     Ray jobs with the environment a user's shell gives it: the demo, the benchmarks)."""
-    return {**os.environ, "RAY_ADDRESS": shared_ray_address()}
+    return {**os.environ, **shared_ray_env()}
 
 
 def stop_shared_ray() -> None:
