@@ -41,6 +41,7 @@ def test_throughput_skips_warmup_and_sums_ranks_cpu_time():
     assert out["tokens_per_cpu_s"] == pytest.approx(400 / (3.0 + 3.0))
 
 
+@pytest.mark.slow  # a bench script run end to end in a subprocess
 def test_bench_prints_one_json_line_per_case_on_a_tiny_run(tmp_path):
     cmd = [sys.executable, str(BENCH), "--jobs", "dpo", "--zero", "0", "--ranks", "1",
            "--steps", "2", "--warmup", "1", "--batch", "2", "--pairs", "8",
@@ -210,6 +211,7 @@ def _run_ppo_bench(tmp_path, cases):
     return cases_out, ratios
 
 
+@pytest.mark.slow  # a bench script run end to end in a subprocess
 def test_ppo_bench_one_process_cases_print_json_and_do_the_same_maths(tmp_path):
     cases, ratios = _run_ppo_bench(tmp_path, ["single", "inproc", "trl_grpo"])
     single, inproc = cases["single"], cases["inproc"]

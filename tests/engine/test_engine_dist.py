@@ -15,6 +15,7 @@ print(mlflow.__name__)
 """
 
 
+@pytest.mark.slow  # a fresh process importing DeepSpeed (~4 s)
 def test_deepspeed_imports_without_mlflow_which_stays_importable():
     pytest.importorskip("mlflow")  # the [test] extra installs it (logging.backend=mlflow)
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,

@@ -81,6 +81,7 @@ def assert_identical(a, b):
         assert torch.equal(a[1][name], b[1][name]), name
 
 
+@pytest.mark.slow  # trains two engines step by step (6-12 s)
 @pytest.mark.parametrize("stage", [0, 2])
 def test_trained_offload_keeps_training_bit_identical(stage):
     """ZeRO-2 through DeepSpeed's offload_states; ZeRO-0 (refused by DeepSpeed) by us."""
@@ -89,6 +90,7 @@ def test_trained_offload_keeps_training_bit_identical(stage):
     assert plain[0][-1] < plain[0][0] - 0.2  # it did train (ZeRO-0: 4.18 → 3.86)
 
 
+@pytest.mark.slow  # trains two engines step by step (6-12 s)
 def test_zero3_offload_keeps_training_bit_identical():
     """Every parameter sharded (persistence threshold 0), as in a large model; the default
     (small parameters kept whole) is what the Ray PPO offload test's ZeRO-3 actor runs."""
@@ -113,6 +115,7 @@ def test_frozen_engine_offload_moves_weights_and_keeps_outputs(stage):
         assert torch.equal(engine(INPUTS).logits, expected)
 
 
+@pytest.mark.slow  # trains two engines step by step (6-12 s)
 @pytest.mark.parametrize("stage", [1, 2])
 def test_lora_offload_moves_the_frozen_base_too(stage):
     """ZeRO-1/2 hold only the trained (adapter) parameters in DeepSpeed's groups: the frozen

@@ -185,6 +185,7 @@ def test_the_token_guards_score_and_is_never_printed(server, rm_dir):
     assert "bearer token required" in output and TOKEN not in output
 
 
+@pytest.mark.slow  # starts a server process of its own
 def test_server_listens_on_loopback_by_default_and_refuses_a_bad_model_path(tmp_path):
     from rlhf_dist.serving.rm_server import parser
 
@@ -195,6 +196,7 @@ def test_server_listens_on_loopback_by_default_and_refuses_a_bad_model_path(tmp_
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+@pytest.mark.slow  # starts a server process of its own
 def test_client_scores_through_the_server_and_names_the_url_when_it_fails(rm_dir, monkeypatch):
     from rlhf_dist.config import load_config
     from rlhf_dist.rewards import RewardError, load_rewards
