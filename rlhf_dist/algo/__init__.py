@@ -21,8 +21,8 @@ from .preference import (KTO_RECOMMENDED_RATIO, REFERENCE_FREE_LOSSES, UNPAIRED_
                          online_pair_weights, orpo_loss, simpo_loss)
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
-from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, score_index, sequence_end_index,
-                 shape_rewards)
+from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, place_step_rewards, score_index,
+                 sequence_end_index, shape_rewards)
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
 from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
                        scored_columns, sequence_logps, shifted_token_logps, token_logps)
@@ -73,6 +73,7 @@ __all__ = [
     "group_norm",
     "kl_estimate",
     "last_token_index",
+    "place_step_rewards",
     "score_index",
     "sequence_end_index",
     "logprobs_from_logits",

@@ -125,3 +125,27 @@ def shape_rewards(
     rewards = torch.where(m, -kl_coef * kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     return rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
+
+
+def place_step_rewards(token_rewards: torch.Tensor, step_rewards: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+    """Move the step rewards of multi-turn trajectories from the last action, where
+    :func:`shape_rewards` put them as part of the sequence score, to the actions that earned
+    them: ``r_t − [t = last] · Σ_s step_rewards_s + step_rewards_t``.
+
+    token_rewards: (B, T) from :func:`shape_rewards`, whose scores included each row's sum
+    of ``step_rewards``; step_rewards: (B, T), each step's reward on the last action of the
+    model turn it answered, 0 elsewhere; mask: (B, T) the action mask.  Each row's sum is
+    unchanged (a sequence-level estimator sees the same reward); a per-token one (GAE,
+    REINFORCE++) sees when each reward came.  A step reward off the mask raises ValueError.
+    """
+    check_same_shape(token_rewards=token_rewards, step_rewards=step_rewards, mask=mask)
+    m = as_bool_mask(mask)
+    off = ((step_rewards != 0) & ~m).any(dim=-1).nonzero().flatten().tolist()
+    if off:
+        raise ValueError(f"step_rewards rows {off} have a reward outside the action mask")
+    step = step_rewards.to(token_rewards.dtype)
+    rows = torch.arange(token_rewards.shape[0], device=token_rewards.device)
+    moved = token_rewards.index_put((rows, last_token_index(m)), -step.sum(dim=-1),
+                                    accumulate=True)
+    return moved + step

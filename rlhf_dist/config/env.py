@@ -46,6 +46,10 @@ class EnvConfig:
     tool_format: Optional[str] = None
     # 0 = environments step on the driver (threads); N > 0 = in a pool of N Ray actors
     workers: int = 0
+    # where the step rewards count in the token rewards: false = on the trajectory's last
+    # token, with the rest of its reward; true = each on the last token of the model turn that
+    # earned it (GAE and REINFORCE++ then see when it came; group estimators sum them: the same)
+    turn_rewards: bool = False
 
     def __post_init__(self):
         _positive("env.max_turns", self.max_turns)
@@ -58,7 +62,7 @@ class EnvConfig:
         if self.name is not None:
             ENVIRONMENTS.check(self.name, ConfigError)
         else:
-            for key in ("tools", "tool_format"):
+            for key in ("tools", "tool_format", "turn_rewards"):
                 _require(not getattr(self, key), f"env.{key}",
                          "needs an environment: set env.name (e.g. tools)")
             _require(not self.args, "env.args", "needs an environment: set env.name")

@@ -260,13 +260,21 @@ def _follow(proc: subprocess.Popen, metrics: Path, log_path: Path, name: str,
     """Every few seconds while the stage runs: its step, total and ETA (read from the
     trainer's progress bar in the log) and its latest logged metrics."""
     shown: Optional[str] = None
-    while proc.poll() is None:
-        time.sleep(3)
+    while not _exited(proc, 3.0):
         lines = metrics.read_text().strip().splitlines() if metrics.exists() else []
         line = " ".join(filter(None, [_progress(log_path), _short(lines[-1]) if lines else ""]))
         if line and line != shown:
             shown = line
             say(f"[{name}] {line}")
+
+
+def _exited(proc: subprocess.Popen, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``proc`` to end (returns as soon as it does)."""
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 # tqdm's status: "  14/28 [00:05<00:05, 2.71it/s]"

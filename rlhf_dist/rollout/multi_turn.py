@@ -21,7 +21,9 @@ then the trajectory right-padded; ``action_mask`` is 1 exactly on the model's to
 observation tokens are context only -- no loss, no KL, no value target; GAE walks over them as
 gaps (:func:`~rlhf_dist.algo.gae`: the value after a model turn is the next turn's first
 token's).  Also ``rollout_scores`` (N,): the sum of the trajectory's step rewards (added to
-the RM / reward functions' score of the transcript), and ``truncated`` (N,): cut by
+the RM / reward functions' score of the transcript; with ``env.turn_rewards`` also
+``step_rewards`` (N, T−1): each step's reward on the last action of the model turn it
+answered, where the token rewards put it), and ``truncated`` (N,): cut by
 ``env.max_turns`` or the token budget (``ppo.mask_truncated`` masks those).  The behaviour
 log-probs are the actor's over the whole trajectory.
 """
@@ -59,6 +61,8 @@ class Trajectory:
     engine_logprobs: List[float] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     pending: List[int] = field(default_factory=list)  # the last model turn's ids
+    # where each stepped model turn ends (index in ``tokens``): the step rewards' places
+    turn_ends: List[int] = field(default_factory=list)
     sampler_logprobs: bool = False  # the sampler gave its own log-probs of the turns
 
     @property
@@ -89,7 +93,8 @@ def left_padded(rows: Sequence[Sequence[int]], pad: int) -> Batch:
 
 def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Batch:
     """The experience grid of :mod:`rlhf_dist.rollout.generate` for whole trajectories:
-    prompts left-padded to ``P``, trajectories right-padded, ``action_mask`` on model tokens."""
+    prompts left-padded to ``P``, trajectories right-padded, ``action_mask`` on model tokens,
+    ``step_rewards`` each environment step's reward on the last action of its model turn."""
     P = max(len(t.prompt) for t in trajectories)
     L = max(1, max(len(t.tokens) for t in trajectories))
     N = len(trajectories)
@@ -97,6 +102,7 @@ def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Ba
     attention = torch.zeros((N, P + L), dtype=torch.long)
     action = torch.zeros((N, P + L - 1), dtype=torch.long)
     engine = torch.zeros((N, P + L - 1))
+    steps = torch.zeros((N, P + L - 1))
     for r, t in enumerate(trajectories):
         sequences[r, P - len(t.prompt):P] = torch.tensor(t.prompt, dtype=torch.long)
         attention[r, P - len(t.prompt):P + len(t.tokens)] = 1
@@ -104,8 +110,10 @@ def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Ba
             sequences[r, P:P + len(t.tokens)] = torch.tensor(t.tokens, dtype=torch.long)
             action[r, P - 1:P - 1 + len(t.tokens)] = torch.tensor(t.trained, dtype=torch.long)
             engine[r, P - 1:P - 1 + len(t.tokens)] = torch.tensor(t.engine_logprobs)
+        for end, reward in zip(t.turn_ends, t.episode.rewards):
+            steps[r, P - 1 + end] += reward
     return Batch({"sequences": sequences, "attention_mask": attention, "action_mask": action,
-                  "engine_logprobs": engine * action},
+                  "engine_logprobs": engine * action, "step_rewards": steps},
                  meta={"prompt_length": P, "n_samples_per_prompt": n})
 
 
@@ -201,7 +209,8 @@ class MultiTurnRollout(RolloutWrapper):
 
     def experience(self, trajectories: Sequence[Trajectory]) -> Batch:
         """The experience of finished trajectories (the module's grid; ``rollout_scores``,
-        ``truncated``; ``engine_logprobs`` when the policy loss is weighted by them)."""
+        ``truncated``; ``engine_logprobs`` when the policy loss is weighted by them;
+        ``step_rewards`` with ``env.turn_rewards``)."""
         n = self.cfg.rollout.n_samples_per_prompt
         experience = trajectory_batch(trajectories, self.pad_token_id, n)
         experience = experience.with_(
@@ -209,6 +218,8 @@ class MultiTurnRollout(RolloutWrapper):
             truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]))
         if not all(t.sampler_logprobs for t in trajectories if t.tokens):
             experience = experience.drop(["engine_logprobs"])  # the sampler has none (HF)
+        if not self.cfg.env.turn_rewards:
+            experience = experience.drop(["step_rewards"])  # all on the last token
         return experience
 
     def finish(self, experience: Batch) -> Tuple[Batch, Metrics]:
@@ -250,6 +261,7 @@ class MultiTurnRollout(RolloutWrapper):
         if episode.done:  # cut by the budget: the turn is not an action
             return
         action = self.tokenizer.decode(turn, skip_special_tokens=True)
+        trajectory.turn_ends.append(len(trajectory.tokens) - 1)
         result = episode.step(action)
         trajectory.history.append({"role": "assistant", "content": action})
         if episode.done or result.observation is None:

@@ -7,6 +7,9 @@ Input Batch keys (alignment in :mod:`rlhf_dist.rollout.generate`):
 ``token_rewards`` ``(N, T−1)``:  r_t = −β·KL_t on every action, + score on the last action
 (Ziegler et al. 2019; Ouyang et al. 2022, eq. 2), with β the KL controller's current value
 -- or β = 0 here with ``ppo.kl_in_loss``, where the actor's loss carries the KL instead.
+With ``step_rewards`` ``(N, T−1)`` in the batch (multi-turn rollouts, ``env.turn_rewards``)
+the environment's step rewards, part of the score, sit on the last action of the model turn
+that earned each instead (:func:`~rlhf_dist.algo.place_step_rewards`): the same sum per row.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from rlhf_dist.algo import kl_estimate, make_kl_controller, masked_sum, shape_rewards
+from rlhf_dist.algo import (kl_estimate, make_kl_controller, masked_sum, place_step_rewards,
+                            shape_rewards)
 from rlhf_dist.protocol import Batch
 
 REQUIRED_KEYS = ("scores", "old_logprobs", "ref_logprobs", "action_mask")
@@ -79,6 +83,8 @@ class RewardShaper:
         token_rewards = shape_rewards(scores, batch["old_logprobs"], batch["ref_logprobs"],
                                       mask, kl_coef=0.0 if self.ppo.kl_in_loss else beta,
                                       kind=self.ppo.kl_estimator)
+        if "step_rewards" in batch:
+            token_rewards = place_step_rewards(token_rewards, batch["step_rewards"], mask)
         seq_kl = sequence_kl(batch["old_logprobs"], batch["ref_logprobs"], mask)
         metrics = {
             "reward/score_mean": scores.mean().item(),

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rlhf_dist.algo import KL_ESTIMATORS, kl_estimate, last_token_index, shape_rewards
+from rlhf_dist.algo import (KL_ESTIMATORS, kl_estimate, last_token_index, place_step_rewards,
+                            shape_rewards)
 
 LOGP = torch.tensor([[-1.0, -2.0]])
 REF = torch.tensor([[-1.5, -1.0]])
@@ -82,3 +83,17 @@ def test_shape_rewards_empty_row_and_shape_errors():
         shape_rewards(torch.zeros(3), logp, logp, mask, 0.1)
     with pytest.raises(ValueError, match="scores"):
         shape_rewards(torch.zeros(2), logp, logp, torch.ones(3, 2), 0.1)
+
+
+def test_place_step_rewards_moves_them_from_the_last_action_by_hand():
+    # row 0: turn ends at 1 (reward 0.5) and 3 (1.0), an observation gap at 2; row 1: no step
+    # reward; row 0's score given to shape_rewards, 2.0, is an RM's 0.5 + the steps' 1.5
+    mask = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 0]])
+    steps = torch.tensor([[0.0, 0.5, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    token_rewards = torch.tensor([[-0.1, -0.1, 0.0, 2.0 - 0.1], [0.0, -0.2, 0.3, 0.0]])
+    out = place_step_rewards(token_rewards, steps, mask)
+    torch.testing.assert_close(out, torch.tensor([[-0.1, -0.1 + 0.5, 0.0, -0.1 + 0.5 + 1.0],
+                                                  [0.0, -0.2, 0.3, 0.0]]))
+    torch.testing.assert_close(out.sum(-1), token_rewards.sum(-1))
+    with pytest.raises(ValueError, match=r"step_rewards rows \[1\].*outside the action mask"):
+        place_step_rewards(token_rewards, torch.tensor([[0.0] * 4, [1.0, 0, 0, 0]]), mask)

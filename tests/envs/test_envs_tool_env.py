@@ -91,6 +91,7 @@ def test_tools_env_from_the_config():
                         "package.module:Class"),
     (["env.tools=[add]"], "env.tools: needs an environment: set env.name"),
     (["env.args={a: 1}"], "env.args: needs an environment"),
+    (["env.turn_rewards=true"], "env.turn_rewards: needs an environment"),
     (["env.name=tools", "env.tools=[mul]"], "env.tools: got 'mul'"),
     (["env.name=tools", "env.tools=[add, add]"], "env.tools: names a tool twice"),
     (["env.name=tools", "env.tool_format=xml"], "env.tool_format: got 'xml'"),

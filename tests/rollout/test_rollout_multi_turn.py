@@ -190,3 +190,47 @@ def test_the_samplers_own_logprobs_are_kept_per_turn_and_finish_is_the_backends(
     plain = MultiTurnRollout(ScriptedSampler(cfg, tok))
     plain.start(LocalActor(make_lm()), None)
     assert "engine_logprobs" not in plain.generate(prompts, 0, rows)[0]
+
+
+def test_turn_rewards_sit_where_each_step_was_earned_and_sum_to_the_same(setup, tok):
+    """env.turn_rewards: each step's reward on the last action of its model turn
+    (``step_rewards``); the shaped token rewards put them there instead of all on the last
+    action: group estimators see the same sum, REINFORCE++'s returns-to-go see when."""
+    from rlhf_dist.rollout import RewardShaper, compute_advantages
+
+    eos = tok.eos_token_id
+    first, second = [40, 41, eos], [42, eos]
+    ScriptedSampler.turns = [first, second]
+    prompts, rows, _ = _prompts(tok, ["hi"])
+    shaped = {}
+    for placed in ("false", "true"):
+        ScriptedSampler.turns = [first, second]
+        cfg, rollout = setup(f"env.turn_rewards={placed}", "ppo.kl_coef=0.0", "ppo.gamma=1.0",
+                             "ppo.advantage_estimator=reinforce_pp")
+        experience, _ = rollout.generate(prompts, 0, rows)
+        P, mask = experience.meta["prompt_length"], experience["action_mask"]
+        observation = len(tok("ok", add_special_tokens=False)["input_ids"])
+        first_end, last = P - 1 + len(first) - 1, P - 1 + len(first) + observation + len(second) - 1
+        if placed == "true":
+            want = torch.zeros_like(mask, dtype=torch.float)
+            want[:, first_end], want[:, last] = 0.5, 1.0
+            assert torch.equal(experience["step_rewards"], want)
+        else:
+            assert "step_rewards" not in experience
+        experience = experience.with_(scores=experience["rollout_scores"],
+                                      ref_logprobs=experience["old_logprobs"])
+        shaped[placed], _ = RewardShaper(cfg.ppo)(experience)
+        rewards = shaped[placed]["token_rewards"]
+        assert rewards.sum(-1).tolist() == pytest.approx([1.5, 1.5])
+        assert rewards[0, first_end].item() == (0.5 if placed == "true" else 0.0)
+        assert rewards[0, last].item() == (1.0 if placed == "true" else 1.5)
+        shaped[placed], _ = compute_advantages(shaped[placed], cfg.ppo, 2)
+    # REINFORCE++ (γ = 1): the first turn's actions see 1.5 either way, the second turn's
+    # 1.0 with the turn rewards (the 0.5 came before them), 1.5 without
+    second_turn = torch.zeros_like(mask, dtype=torch.bool)
+    second_turn[:, last - len(second) + 1:last + 1] = True
+    assert (shaped["true"]["returns"][second_turn] == 1.0).all()
+    assert (shaped["false"]["returns"][second_turn] == 1.5).all()
+    first_turn = torch.zeros_like(mask, dtype=torch.bool)
+    first_turn[:, P - 1:first_end + 1] = True
+    assert (shaped["true"]["returns"][first_turn] == 1.5).all()
