@@ -83,3 +83,18 @@ def test_demo_agent_stages_are_the_shipped_recipe(tmp_path):
     assert asdict(demo_sft.model.tiny) == asdict(shipped.model.tiny) == \
         asdict(header_sft.model.tiny)
     assert (demo_sft.data.max_length, demo_sft.data.max_prompt_length) == (128, 48)
+
+
+def test_the_agent_stage_gets_its_plot(tmp_path):
+    """The full demo's agent GRPO curve: success and tool calls per iteration, one PNG (the
+    other stages' plots are left out when their metrics are absent)."""
+    from rlhf_dist.demo.plots import write_plots
+
+    (tmp_path / "agent_grpo").mkdir()
+    rows = [{"step": i + 1, "reward/score_mean": 0.4 + 0.05 * i,
+             "env/tool_calls_mean": 0.5 + i / 20} for i in range(10)]
+    (tmp_path / "agent_grpo" / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    written = write_plots(tmp_path)
+    assert [p.name for p in written] == ["agent_grpo_success.png"]
+    assert written[0].stat().st_size > 1000

@@ -5,15 +5,17 @@ every stage through the same CLI a user runs; then ``rlhf-dist eval`` of every s
 held-out prompts, ``report.md`` with the comparison table and PNG training curves.  A
 verifiable-reward stage (a short SFT, then GRPO with the ``exact_match`` verifier on the
 safe/unsafe labelling task, :mod:`rlhf_dist.demo.verifier_task`) adds its held-out accuracy
-before and after.  The full preset also runs ORPO and online DPO (rows of the table).
+before and after.  The full preset also runs ORPO and online DPO (rows of the table) and the
+toy agent task (a multi-turn SFT, then GRPO against the calculator tool: held-out success,
+tool calls and turns before and after, and a plot).
 
 ``--only ppo`` / ``--only grpo`` / ``--only online_dpo`` runs just the stages one RL run needs
 (pretrain, SFT, RM, PPO or online DPO; or the verifier SFT and GRPO) and prints its reward per
 iteration: a first run that shows RL learning in a couple of minutes on a laptop CPU.
 ``--only agent``: the toy agent task's multi-turn SFT and GRPO against the calculator
 environment (configs/tiny/agent_calculator.yaml's recipe; its reward per iteration is the
-success rate) -- not in the full demo's report: its two stages take well over the minute the
-quick demo may grow by.
+success rate) -- in the full demo's report, not the quick one's: its two stages take well
+over the minute the quick demo may grow by.
 """
 from __future__ import annotations
 
@@ -122,6 +124,27 @@ def verifier_section(out: Path, preset: Preset) -> List[str]:
             markdown_table(rows, ["accuracy", "pass_at_k", "verifier_reward_mean"]), ""]
 
 
+def agent_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
+    """The agent task's SFT and GRPO models as agents on its held-out sums (the GRPO
+    stage's config gives the environment)."""
+    models = ",".join(f"{n}={out / n / 'model'}" for n in ("agent_sft", "agent_grpo"))
+    return ["eval", "-c", str(out / "agent_grpo" / "stage.yaml"), "--models", models,
+            "--prompts", str(out / "agent_data" / "eval.jsonl"),
+            "--n-samples-per-prompt", str(preset.eval_samples), "--seed", str(seed),
+            "--output-dir", str(out / "eval_agent")]
+
+
+def agent_section(out: Path, preset: Preset) -> List[str]:
+    result = json.loads((out / "eval_agent" / "eval.json").read_text())
+    rows = {name: result["metrics"][name] for name in ("agent_sft", "agent_grpo")}
+    return ["## Agent task: GRPO with a calculator tool", "",
+            "The task: add two 3-digit numbers, which the tiny model cannot do alone; it can "
+            "call `CALL add(a, b)`, read the tool's result and answer. Held-out sums, "
+            f"{preset.eval_samples} sampled trajectories each; success = the right sum.", "",
+            markdown_table(rows, ["success_rate", "success_pass_at_k", "tool_calls_mean",
+                                  "tool_errors_mean", "turns_mean"]), ""]
+
+
 def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> Path:
     from rlhf_dist.demo.plots import write_plots
 
@@ -141,6 +164,8 @@ def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> 
              "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
              + f"; total {sum(seconds.values()):.0f}", ""]
     lines += verifier_section(out, preset)
+    if preset.agent_task:
+        lines += agent_section(out, preset)
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -158,7 +183,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     seconds = {}
     try:
         extra = preference_stages(out, preset, args.seed) if preset.preference_family else []
-        for stage in stages(out, preset, args.seed) + verifier_stages(out, args.seed) + extra:
+        agent = agent_stages(out, args.seed) if preset.agent_task else []
+        for stage in (stages(out, preset, args.seed) + verifier_stages(out, args.seed) + extra
+                      + agent):
             seconds[stage.name] = run_stage(stage, out, _say)
         seconds["label"] = run_command("label", label_command(out, preset, args.seed), out,
                                        _say)
@@ -170,6 +197,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
         seconds["eval_verifier"] = run_command(
             "eval_verifier", verifier_eval_command(out, preset, args.seed), out, _say)
+        if agent:
+            seconds["eval_agent"] = run_command(
+                "eval_agent", agent_eval_command(out, preset, args.seed), out, _say)
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1

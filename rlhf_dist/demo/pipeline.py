@@ -54,6 +54,9 @@ class Preset:
     # the preference family's extra rows: ORPO (no reference) and online DPO (Ray); left out
     # of the quick preset (CI) for the test suite's time
     preference_family: bool = False
+    # the toy agent task (multi-turn SFT, GRPO against the calculator tool): its section of
+    # the report; left out of the quick preset (tests/ray/test_ray_agent.py trains it in CI)
+    agent_task: bool = False
 
 
 PRESETS: Dict[str, Preset] = {
@@ -62,7 +65,7 @@ PRESETS: Dict[str, Preset] = {
                     eval_samples=4),
     "full": Preset(pretrain_epochs=12, sft_steps=6, rm_epochs=3, dpo_epochs=2,
                    ppo_iterations=30, rollout_batch_size=32, rlaif_prompts=224,
-                   rlaif_samples=4, eval_samples=4, preference_family=True),
+                   rlaif_samples=4, eval_samples=4, preference_family=True, agent_task=True),
 }
 
 
@@ -136,8 +139,8 @@ AGENT_MODEL = {"arch": "llama", "hidden_size": 64, "num_layers": 4, "num_heads":
 def agent_stages(out: Path, seed: int) -> List[Stage]:
     """The toy agent task (configs/tiny/agent_calculator.yaml's recipe): a multi-turn SFT of a
     fresh tiny model on the tool task's rows (half of them without the tool), then GRPO
-    against ``env.name: toy_calculator``.  Not in the demo's report: the two stages take
-    over a minute more than the quick demo may (``rlhf-dist demo --only agent`` runs them)."""
+    against ``env.name: toy_calculator``.  In the full demo's report (``Preset.agent_task``);
+    the quick one leaves them out: they take minutes (``rlhf-dist demo --only agent``)."""
     data_dir = write_tool_task_data(out / "agent_data", seed, **AGENT_DATA)
     sft = _common(out, "agent_sft", seed)
     sft.update(model={"tiny": dict(AGENT_MODEL)},

@@ -19,7 +19,13 @@ PLOTS: Dict[str, Tuple[str, Sequence[Tuple[str, str]], str]] = {
     "grpo_verifier_reward.png": ("grpo_verifier",
                                  [("reward/score_mean", "exact_match reward (train prompts)")],
                                  "GRPO with a verifier: reward per iteration"),
+    "agent_grpo_success.png": ("agent_grpo",
+                               [("reward/score_mean", "success (train prompts)"),
+                                ("env/tool_calls_mean", "tool calls per trajectory")],
+                               "Agent GRPO with a calculator tool, per iteration"),
 }
+# stages whose steps are RL iterations
+ITERATIONS = ("ppo", "grpo_verifier", "agent_grpo")
 
 
 def series(rows: List[dict], key: str) -> Tuple[List[int], List[float]]:
@@ -45,7 +51,7 @@ def write_plots(out: Path) -> List[Path]:
         for ax, (key, label) in zip(axes, metrics):
             steps, values = series(rows, key)
             ax.plot(steps, values, marker="o" if len(steps) < 40 else None, label=label)
-            ax.set_xlabel("iteration" if stage in ("ppo", "grpo_verifier") else "step")
+            ax.set_xlabel("iteration" if stage in ITERATIONS else "step")
             ax.set_title(label if stage == "ppo" else title)
             ax.grid(alpha=0.3)
             ax.legend()

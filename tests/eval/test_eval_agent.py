@@ -116,3 +116,38 @@ def test_bad_env_flags_exit_2_before_loading(extra, message, saved_models, tmp_p
                  *extra]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_full_demos_agent_eval_runs_and_fills_its_report_section(saved_models, tmp_path,
+                                                                     monkeypatch):
+    """The full preset's agent task: its eval command (the GRPO stage's config through -c)
+    on two saved models standing in for the stages' (8 held-out sums), and the report
+    section's table read from that eval.json."""
+    import shutil
+
+    import yaml
+
+    from rlhf_dist.demo import agent_eval_command, agent_section
+    from rlhf_dist.demo.pipeline import PRESETS, agent_stages
+
+    preset, out = PRESETS["full"], tmp_path / "demo"
+    assert preset.agent_task and not PRESETS["quick"].agent_task
+    for stage in agent_stages(out, seed=0):
+        (out / stage.name).mkdir(parents=True)
+        (out / stage.name / "stage.yaml").write_text(yaml.safe_dump(stage.config))
+        shutil.copytree(saved_models["sft" if stage.name == "agent_sft" else "base"],
+                        out / stage.name / "model")
+    eval_rows = (out / "agent_data" / "eval.jsonl").read_text().splitlines()
+    (out / "agent_data" / "eval.jsonl").write_text("\n".join(eval_rows[:8]) + "\n")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    command = agent_eval_command(out, preset, seed=0)
+    assert command[0] == "eval" and main(command[1:] + ["--no-wandb"]) == 0
+    result = json.loads((out / "eval_agent" / "eval.json").read_text())
+    assert result["settings"]["env"] == "toy_calculator"
+    lines = agent_section(out, preset)
+    assert lines[0] == "## Agent task: GRPO with a calculator tool"
+    table = [line for line in "\n".join(lines).splitlines() if line.startswith("| agent_")]
+    for line, name in zip(table, ("agent_sft", "agent_grpo")):
+        success = result["metrics"][name]["success_rate"]
+        assert line.startswith(f"| {name} | {success:.3f} |"), (line, success)
+    assert len(table) == 2
