@@ -79,29 +79,21 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     temperature, top-p / top-k, ``max_new_tokens`` and ``n_samples_per_prompt`` = n.  Returns
     ``len(prompts) · n`` texts, the n samples of prompt i at ``[i·n, (i+1)·n)``, decoded without
     special tokens (generation stops at the first EOS).  Batches of ``batch_size`` prompts go
-    through :func:`rlhf_dist.rollout.sampling.sample_texts` (the sampling path of ``rlhf-dist
-    label`` too): reproducible for a fixed batch size, and two models evaluated with the same
-    seed share their random numbers.  ``backend`` (a name in
+    through :func:`rlhf_dist.rollout.sampling.sample_with_backend` (the sampling path of
+    ``rlhf-dist label`` too): reproducible for a fixed batch size, and two models evaluated
+    with the same seed share their random numbers.  ``backend`` (a name in
     :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`) samples: ``hf`` (HF generate on
     the loaded model) or ``vllm`` (one engine over ``model_dir``, default: the source's
     directory; each sampled row gets a seed of its own, see
     :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`; ``engines``: its
     ``resources.rollout`` section, in the loaded model's dtype).
     """
-    from rlhf_dist.rollout import make_sampler
-    from rlhf_dist.rollout.sampling import sample_texts
+    from rlhf_dist.rollout.sampling import sample_with_backend
 
     policy = as_policy(model, device)
-    rollout = rollout or RolloutConfig()
-    sampler = make_sampler(backend, model_dir=model_dir or _source_dir(model),
-                           model=policy.model, tokenizer=policy.tokenizer, rollout=rollout,
-                           seed=seed or 0, engines=engines,
-                           max_model_len=max_prompt_length + rollout.max_new_tokens)
-    try:
-        return sample_texts(sampler, policy.tokenizer, prompts, batch_size, max_prompt_length,
-                            seed)
-    finally:
-        sampler.close()
+    return sample_with_backend(backend, policy.tokenizer, prompts, rollout or RolloutConfig(),
+                               batch_size, max_prompt_length, seed, model=policy.model,
+                               model_dir=model_dir or _source_dir(model), engines=engines)
 
 
 # --------------------------------------------------------------------------- reward model

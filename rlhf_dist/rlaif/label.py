@@ -24,7 +24,7 @@ from rlhf_dist.models import load_causal_lm, load_tokenizer
 from rlhf_dist.models._common import require_model_dir
 from rlhf_dist.rlaif.judges import Judge
 from rlhf_dist.rlaif.ranking import PAIR_KEYS, SKIP_REASONS, as_scores, ranking_to_pairs
-from rlhf_dist.rollout.sampling import sample_texts
+from rlhf_dist.rollout.sampling import sample_with_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.config import RolloutConfig
@@ -36,63 +36,40 @@ DEFAULT_MAX_PROMPT_LENGTH = 128  # = DataConfig.max_prompt_length
 # --------------------------------------------------------------------------- sampling
 
 
-def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], k: int,
-                       rollout: "RolloutConfig", seed: int = 0,
-                       max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                       show_progress: bool = False, backend: str = "hf",
-                       model_dir: Optional[str] = None, engines: Any = None,
-                       dtype: Optional[str] = None) -> List[List[str]]:
-    """``k`` sampled responses per prompt from a causal LM.
-
-    Batches of ``rollout.rollout_batch_size`` prompts go through
-    :func:`rlhf_dist.rollout.sampling.sample_texts` (eval's sampling path too), sampled with
-    ``n_samples_per_prompt = k`` by ``backend`` (a name in
-    :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`):
-    ``hf`` -- HF generate on the in-memory ``model``; ``vllm`` -- one vLLM engine over
-    ``model_dir`` (``model`` may be None; one seed per sampled row, see
-    :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`), so a seed gives the
-    same texts.  ``engines`` (``resources.rollout``) and ``dtype`` (``model.dtype``): the
-    vLLM engine's settings.
-    """
-    from rlhf_dist.rollout import make_sampler
-    from rlhf_dist.utils import progress
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    rollout = dataclasses.replace(rollout, n_samples_per_prompt=k)
-    sampler = make_sampler(backend, model_dir=model_dir, model=model, tokenizer=tokenizer,
-                           rollout=rollout, seed=seed, engines=engines, dtype=dtype,
-                           max_model_len=max_prompt_length + rollout.max_new_tokens)
-    bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
-    try:
-        texts = sample_texts(sampler, tokenizer, prompts, rollout.rollout_batch_size,
-                             max_prompt_length, seed, on_batch=bar.update)
-    finally:
-        bar.close()
-        sampler.close()
-    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
-
-
 def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
                      rollout: Optional["RolloutConfig"] = None, seed: int = 0,
                      device: Optional[str] = None,
                      max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
                      show_progress: bool = False, backend: str = "hf",
                      engines: Any = None, dtype: str = "float32") -> List[List[str]]:
-    """``k`` responses per prompt from the HF causal LM (and its tokenizer) saved at
-    ``policy_path``, sampled with ``rollout`` (default :class:`RolloutConfig`: sampling on,
-    temperature 1, 32 new tokens) by ``backend``; the HF model is loaded only for a backend
-    that samples from it (``hf``), in ``dtype`` (``model.dtype``).  See
-    :func:`generate_responses`."""
+    """``k`` sampled responses per prompt (a list of ``k`` texts for each) from the HF causal
+    LM (and its tokenizer) saved at ``policy_path``, sampled with ``rollout`` (default
+    :class:`RolloutConfig`: sampling on, temperature 1, 32 new tokens) by ``backend`` (a name
+    in :data:`~rlhf_dist.config.registries.ROLLOUT_BACKENDS`): ``hf`` -- HF generate on the
+    model, loaded in ``dtype`` (``model.dtype``) -- or ``vllm`` -- one engine over
+    ``policy_path`` (``engines``: its ``resources.rollout`` section; one seed per sampled row,
+    see :meth:`~rlhf_dist.rollout.vllm_engine.VLLMRolloutEngine.generate`).  Batches of
+    ``rollout.rollout_batch_size`` prompts go through eval's sampling path,
+    :func:`rlhf_dist.rollout.sampling.sample_with_backend`: a seed gives the same texts."""
     from rlhf_dist.config import ModelConfig, RolloutConfig
     from rlhf_dist.rollout.backends import backend as backend_of
+    from rlhf_dist.utils import progress
 
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     require_model_dir(os.path.expanduser(policy_path), "policy")
     section = ModelConfig(name_or_path=os.path.expanduser(policy_path), dtype=dtype)
     model, tokenizer = _load_policy(section, device, backend_of(backend).sampler_needs_model)
-    return generate_responses(model, tokenizer, prompts, k, rollout or RolloutConfig(), seed,
-                              max_prompt_length, show_progress, backend,
-                              section.name_or_path, engines, dtype)
+    rollout = dataclasses.replace(rollout or RolloutConfig(), n_samples_per_prompt=k)
+    bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
+    try:
+        texts = sample_with_backend(backend, tokenizer, prompts, rollout,
+                                    rollout.rollout_batch_size, max_prompt_length, seed,
+                                    model=model, model_dir=section.name_or_path,
+                                    engines=engines, dtype=dtype, on_batch=bar.update)
+    finally:
+        bar.close()
+    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
 
 def _load_policy(section: Any, device: Optional[str], with_model: bool) -> Tuple[Any, Any]:

@@ -37,3 +37,24 @@ def sample_texts(sampler: Any, tokenizer: Any, prompts: Sequence[str], batch_siz
         if on_batch is not None:
             on_batch(len(ids))
     return out
+
+
+def sample_with_backend(backend: str, tokenizer: Any, prompts: Sequence[str], rollout: Any,
+                        batch_size: int, max_prompt_length: int, seed: Optional[int] = 0, *,
+                        model: Any = None, model_dir: Optional[str] = None, engines: Any = None,
+                        dtype: Optional[str] = None,
+                        on_batch: Optional[Callable[[int], None]] = None) -> List[str]:
+    """:func:`sample_texts` with a sampler of ``backend`` built for the call
+    (:func:`~rlhf_dist.rollout.backends.make_sampler`: ``model`` for ``hf``, ``model_dir``,
+    ``engines`` and ``dtype`` for ``vllm``; ``rollout`` the sampling settings, its
+    ``n_samples_per_prompt`` the n) and closed after it."""
+    from rlhf_dist.rollout.backends import make_sampler
+
+    sampler = make_sampler(backend, model_dir=model_dir, model=model, tokenizer=tokenizer,
+                           rollout=rollout, seed=seed or 0, engines=engines, dtype=dtype,
+                           max_model_len=max_prompt_length + rollout.max_new_tokens)
+    try:
+        return sample_texts(sampler, tokenizer, prompts, batch_size, max_prompt_length, seed,
+                            on_batch)
+    finally:
+        sampler.close()
