@@ -6,7 +6,7 @@ setup(
     name="rlhf_dist",
     version="0.1.0",
     description="Distributed RLHF (SFT, reward model, PPO, DPO) that runs on a laptop CPU "
-                "or a GPU cluster with the same code",
+    "or a GPU cluster with the same code",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["rlhf_dist", "rlhf_dist.*"]),
@@ -35,8 +35,15 @@ setup(
     ],
     extras_require={
         # psutil (also a dependency of deepspeed): the tests and bench/ read processes with it
-        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "psutil>=5.9",
-                 "hypothesis>=6", "tensorboard>=2.14", "mlflow-skinny>=2.9"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "ruff>=0.5",
+            "psutil>=5.9",
+            "hypothesis>=6",
+            "tensorboard>=2.14",
+            "mlflow-skinny>=2.9",
+        ],
         # QLoRA (model.load_in_4bit / load_in_8bit). Its CPU kernels run the QLoRA tests, in
         # the vLLM test environment: peft imports it with every LoRA model (~3 s a process)
         "qlora": ["bitsandbytes>=0.46"],

@@ -14,6 +14,7 @@ time rises (shared caches, an OpenMP thread spinning while it waits).
 taking more CPU time when the host is busy (bench/RESULTS.md, 2026-12-04: 70.7–92.7 GFLOP/s
 within 30 s on an idle 2-core VM).  bench_train.py records it before and after each case.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,14 @@ def pair_spread(a: List[dict], b: List[dict], key: str) -> dict:
     pairs = [(r, by_repeat[r["repeat"]]) for r in a if r["repeat"] in by_repeat]
     ratios = sorted(x[key] / y[key] for x, y in pairs)
     foreign = [r.get("foreign_cores", 0.0) for pair in pairs for r in pair]
-    return {f"pairs_{key}": ratios, "pair_min": ratios[0], "pair_median":
-            statistics.median(ratios), "pair_max": ratios[-1],
-            "foreign_cores_max": max(foreign), "unreliable": max(foreign) > FOREIGN_LIMIT}
+    return {
+        f"pairs_{key}": ratios,
+        "pair_min": ratios[0],
+        "pair_median": statistics.median(ratios),
+        "pair_max": ratios[-1],
+        "foreign_cores_max": max(foreign),
+        "unreliable": max(foreign) > FOREIGN_LIMIT,
+    }
 
 
 def speed_probe(rounds: int = 200) -> float:
@@ -96,9 +102,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     for _ in range(args.probes):
         speeds.append(round(speed_probe(), 2))
         time.sleep(args.pause)
-    print(json.dumps({"bench": "speed_probe", "gflops": speeds, "min": min(speeds),
-                      "median": statistics.median(speeds), "max": max(speeds),
-                      "max_over_min": max(speeds) / min(speeds)}))
+    print(
+        json.dumps(
+            {
+                "bench": "speed_probe",
+                "gflops": speeds,
+                "min": min(speeds),
+                "median": statistics.median(speeds),
+                "max": max(speeds),
+                "max_over_min": max(speeds) / min(speeds),
+            }
+        )
+    )
     return 0
 
 

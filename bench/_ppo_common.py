@@ -6,6 +6,7 @@ of a case is that process and all its descendants — for the Ray system the loc
 instance it starts (gcs_server, raylet, dashboard and agents, idle workers) and the role
 workers, which are children of the raylet.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,7 +18,6 @@ import psutil
 from _load import machine_busy_s
 
 
-
 # --reward verifier: the built-in format verifier both sides call on the decoded answers
 # (no label needed, no reward model): 1 when the answer says "sorry" anywhere
 VERIFIER = ("regex_format", {"pattern": "sorry", "search": True})
@@ -27,8 +27,9 @@ def reward_overrides(args) -> List[str]:
     if getattr(args, "reward", "rm") == "rm":
         return []
     name, fn_args = VERIFIER
-    inner = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
-                      for k, v in fn_args.items())
+    inner = ", ".join(
+        f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in fn_args.items()
+    )
     return ["ppo.use_reward_model=false", f"ppo.rewards=[{{fn: {name}, args: {{{inner}}}}}]"]
 
 
@@ -38,8 +39,10 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
     Same model size for actor, reference, reward and critic; ZeRO-0 and one rank per role
     (the single-process loop holds one copy of each model, so does the Ray system).
     """
-    tiny = (f"{{arch: llama, hidden_size: {args.hidden}, num_layers: {args.layers}, "
-            f"num_heads: {args.heads}, intermediate_size: {args.intermediate}}}")
+    tiny = (
+        f"{{arch: llama, hidden_size: {args.hidden}, num_layers: {args.layers}, "
+        f"num_heads: {args.heads}, intermediate_size: {args.intermediate}}}"
+    )
     group = estimator != "gae"
     prompts = args.grpo_prompts if group else args.prompts
     samples = args.group_size if group else 1
@@ -104,14 +107,17 @@ def overrides(args, estimator: str, out_dir: str, backend: str = "hf") -> List[s
 # layer (the workload's lr: speed only); ray_grpo_ref_in_actor's reference is a frozen engine
 # in the actor's process instead of a group of its own
 LORA = ["model.lora.r=16", "model.lora.alpha=32"]
-CASE_OVERRIDES = {"ray_grpo_lora": LORA,
-                  "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"],
-                  "ray_grpo_async1_vllm": ["rollout.max_staleness=1"],
-                  "ray_grpo_async2_vllm": ["rollout.max_staleness=2"]}
+CASE_OVERRIDES = {
+    "ray_grpo_lora": LORA,
+    "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"],
+    "ray_grpo_async1_vllm": ["rollout.max_staleness=1"],
+    "ray_grpo_async2_vllm": ["rollout.max_staleness=2"],
+}
 
 
-def load_bench_config(args, estimator: str, out_dir: str, backend: str = "hf",
-                      extra: Sequence[str] = ()):
+def load_bench_config(
+    args, estimator: str, out_dir: str, backend: str = "hf", extra: Sequence[str] = ()
+):
     from rlhf_dist.config import load_config
 
     return load_config(None, overrides(args, estimator, out_dir, backend) + list(extra))
@@ -184,10 +190,12 @@ class TreeMeter:
             yield
         finally:
             wall1, cpu1 = self.snapshot()
-            self._current[f"time_{name}_s"] = self._current.get(f"time_{name}_s", 0.0) + \
-                wall1 - wall0
-            self._current[f"cpu_{name}_s"] = self._current.get(f"cpu_{name}_s", 0.0) + \
-                sum(self.cpu_delta(cpu0, cpu1).values())
+            self._current[f"time_{name}_s"] = (
+                self._current.get(f"time_{name}_s", 0.0) + wall1 - wall0
+            )
+            self._current[f"cpu_{name}_s"] = self._current.get(f"cpu_{name}_s", 0.0) + sum(
+                self.cpu_delta(cpu0, cpu1).values()
+            )
 
     def end_iteration(self, **extra: float) -> Dict[str, float]:
         wall0, cpu0 = self._iter_start
@@ -195,8 +203,7 @@ class TreeMeter:
         deltas = self.cpu_delta(cpu0, cpu1)
         record = {"time_s": wall1 - wall0, "cpu_s": sum(deltas.values()), **self._current}
         # CPU that processes outside the case's tree used meanwhile (other jobs on the machine)
-        record["foreign_cpu_s"] = max(machine_busy_s() - self._busy_start
-                                      - record["cpu_s"], 0.0)
+        record["foreign_cpu_s"] = max(machine_busy_s() - self._busy_start - record["cpu_s"], 0.0)
         for pid, cpu in deltas.items():
             key = f"cpu_by/{self.label_of(pid)}"
             record[key] = record.get(key, 0.0) + cpu
@@ -221,12 +228,18 @@ def summarize(records: Sequence[Dict[str, float]], warmup: int) -> Dict[str, obj
     total = lambda key: sum(r.get(key, 0.0) for r in kept)  # noqa: E731
     wall, cpu, rows, tokens = total("time_s"), total("cpu_s"), total("rows"), total("tokens")
     out: Dict[str, object] = {
-        "iterations": len(records), "warmup": warmup, "measured": n,
-        "rows_per_iter": rows / n, "tokens_per_iter": tokens / n,
-        "s_per_iter": wall / n, "s_per_iter_median": statistics.median(r["time_s"] for r in kept),
+        "iterations": len(records),
+        "warmup": warmup,
+        "measured": n,
+        "rows_per_iter": rows / n,
+        "tokens_per_iter": tokens / n,
+        "s_per_iter": wall / n,
+        "s_per_iter_median": statistics.median(r["time_s"] for r in kept),
         "cpu_s_per_iter": cpu / n,
-        "samples_per_s": rows / wall, "tokens_per_s": tokens / wall,
-        "samples_per_cpu_s": rows / cpu, "tokens_per_cpu_s": tokens / cpu,
+        "samples_per_s": rows / wall,
+        "tokens_per_s": tokens / wall,
+        "samples_per_cpu_s": rows / cpu,
+        "tokens_per_cpu_s": tokens / cpu,
         "cpu_per_wall": cpu / wall,
         # cores' worth of CPU used by other processes during the measured iterations
         "foreign_cores": total("foreign_cpu_s") / wall,
@@ -249,4 +262,3 @@ def rounded(value, digits: int = 4):
     if isinstance(value, list):
         return [rounded(v, digits) for v in value]
     return value
-

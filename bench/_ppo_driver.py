@@ -8,6 +8,7 @@
 * ``inproc``: the same driver with the same role workers (same DeepSpeed engines, same
   methods) constructed in this process and called directly (:class:`LocalGroup`).
 """
+
 from __future__ import annotations
 
 import time
@@ -38,7 +39,7 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             self.setup_s = time.perf_counter() - self.setup_start
             for group in self.roles.all():
                 locate = getattr(group, "locations", None)
-                for where in (locate() if locate else []):
+                for where in locate() if locate else []:
                     meter.labels[where["pid"]] = f"worker_{group.role}"
 
         def iterate(self):
@@ -72,8 +73,9 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
     return MeteredPPOTrainer(cfg)
 
 
-def probe_calls(roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: float = 3.0,
-                n_work: int = 10) -> Dict[str, object]:
+def probe_calls(
+    roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: float = 3.0, n_work: int = 10
+) -> Dict[str, object]:
     """Prices of the pieces, measured after the last iteration on the live groups:
 
     * ``idle_cpu_per_s``: CPU seconds per second of the whole tree while the driver sleeps
@@ -96,31 +98,42 @@ def probe_calls(roles, experience, meter: "C.TreeMeter", n: int = 50, idle_s: fl
                 body()
         record = probe.end_iteration()
         by = {k.split("/", 1)[1]: v / count for k, v in record.items() if k.startswith("cpu_by/")}
-        return {"ms": 1e3 * record["time_s"] / count, "cpu_ms": 1e3 * record["cpu_s"] / count,
-                "cpu_ms_by": {k: 1e3 * v for k, v in by.items()}}
+        return {
+            "ms": 1e3 * record["time_s"] / count,
+            "cpu_ms": 1e3 * record["cpu_s"] / count,
+            "cpu_ms_by": {k: 1e3 * v for k, v in by.items()},
+        }
 
     idle = measure("idle", lambda: time.sleep(idle_s), 1)
     out: Dict[str, object] = {
         "idle_cpu_per_s": idle["cpu_ms"] / 1e3 / idle_s,
-        "idle_cpu_per_s_by": {k: v / 1e3 / idle_s for k, v in idle["cpu_ms_by"].items()}}
+        "idle_cpu_per_s_by": {k: v / 1e3 / idle_s for k, v in idle["cpu_ms_by"].items()},
+    }
     reference = roles.reference_calls()  # the actor answers when there is no reference group
     work = measure("ref_logprobs", lambda: reference.logprobs(experience).result(), n_work)
     # the process that ran the forward: the reference worker, else the actor, else (no Ray)
     # the driver
     by = work["cpu_ms_by"]
-    out.update(ref_logprobs_ms=work["ms"], ref_logprobs_cpu_ms=work["cpu_ms"],
-               ref_logprobs_worker_cpu_ms=next(
-                   (by[k] for k in ("worker_reference", "worker_actor", "driver") if k in by),
-                   None))
+    out.update(
+        ref_logprobs_ms=work["ms"],
+        ref_logprobs_cpu_ms=work["cpu_ms"],
+        ref_logprobs_worker_cpu_ms=next(
+            (by[k] for k in ("worker_reference", "worker_actor", "driver") if k in by), None
+        ),
+    )
     workers = getattr(roles.reference, "workers", None)
     if workers:
         import ray
 
         call = measure("ping", lambda: ray.get(workers[0].ping.remote()), n)
         move = measure("put_get", lambda: ray.get(ray.put(experience)), n)
-        out.update(call_ms=call["ms"], call_cpu_ms=call["cpu_ms"],
-                   experience_put_get_ms=move["ms"], experience_put_get_cpu_ms=move["cpu_ms"],
-                   experience_bytes=len(pickle.dumps(experience)))
+        out.update(
+            call_ms=call["ms"],
+            call_cpu_ms=call["cpu_ms"],
+            experience_put_get_ms=move["ms"],
+            experience_put_get_cpu_ms=move["cpu_ms"],
+            experience_bytes=len(pickle.dumps(experience)),
+        )
     return out
 
 
@@ -210,22 +223,29 @@ def use_local_roles() -> None:
     """Point the driver's set-up at in-process workers (one process group of one rank)."""
     from rlhf_dist.engine.dist import init_distributed
     from rlhf_dist.workers import cluster
-    from rlhf_dist.workers.role_workers import (ActorWorker, CriticWorker, ReferenceWorker,
-                                                RewardWorker)
+    from rlhf_dist.workers.role_workers import (
+        ActorWorker,
+        CriticWorker,
+        ReferenceWorker,
+        RewardWorker,
+    )
 
     def create_roles(cfg, with_reward: bool, with_critic: bool, rollout=None):
         if rollout is not None and rollout.bundles():
-            raise ValueError("the in-process driver has no processes for the rollout "
-                             "backend: rollout.backend=hf")
+            raise ValueError(
+                "the in-process driver has no processes for the rollout backend: rollout.backend=hf"
+            )
         init_distributed()
         actor = LocalGroup("actor", ActorWorker(cfg))
         if rollout is not None:
             rollout.start(actor, None)
         return cluster.RoleGroups(
-            rollout=rollout, actor=actor,
+            rollout=rollout,
+            actor=actor,
             reference=LocalGroup("reference", ReferenceWorker(cfg)),
             reward=LocalGroup("reward", RewardWorker(cfg)) if with_reward else None,
-            critic=LocalGroup("critic", CriticWorker(cfg)) if with_critic else None)
+            critic=LocalGroup("critic", CriticWorker(cfg)) if with_critic else None,
+        )
 
     cluster.start_ray = lambda address, num_cpus: False
     cluster.create_roles = create_roles
@@ -234,16 +254,24 @@ def use_local_roles() -> None:
 def remote_calls_per_iter(cfg) -> int:
     """Remote calls the driver makes per iteration (one rank per group): generate, the
     reference / reward / critic forwards, and one update per learner per minibatch."""
-    minibatches = cfg.ppo.ppo_epochs * cfg.rollout.rollout_batch_size * \
-        cfg.rollout.n_samples_per_prompt // cfg.ppo.mini_batch_size
+    minibatches = (
+        cfg.ppo.ppo_epochs
+        * cfg.rollout.rollout_batch_size
+        * cfg.rollout.n_samples_per_prompt
+        // cfg.ppo.mini_batch_size
+    )
     learners = 2 if cfg.ppo.needs_critic else 1
     return 1 + (3 if cfg.ppo.needs_critic else 2) + learners * minibatches
 
 
 def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
-    cfg = C.load_bench_config(args, "group_norm" if "_grpo" in case else "gae", out_dir,
-                              "vllm" if case.endswith("_vllm") else "hf",
-                              C.CASE_OVERRIDES.get(case, ()))
+    cfg = C.load_bench_config(
+        args,
+        "group_norm" if "_grpo" in case else "gae",
+        out_dir,
+        "vllm" if case.endswith("_vllm") else "hf",
+        C.CASE_OVERRIDES.get(case, ()),
+    )
     meter = C.TreeMeter()
     if case.startswith("ray"):
         start_local_ray(cfg)
@@ -257,10 +285,14 @@ def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
             import ray
 
             ray.shutdown()
-    return {"impl": "rlhf_dist PPOTrainer" + (" on Ray" if case.startswith("ray") else
-                                               ", workers in one process"),
-            "groups": len(trainer.roles.all()), "setup_s": trainer.setup_s,
-            "remote_calls_per_iter": remote_calls_per_iter(cfg) if case.startswith("ray") else 0,
-            "probe": trainer.probe,
-            "response_length_mean": trainer.response_length,
-            "score_mean_per_iter": trainer.scores, **C.summarize(meter.records, args.warmup)}
+    return {
+        "impl": "rlhf_dist PPOTrainer"
+        + (" on Ray" if case.startswith("ray") else ", workers in one process"),
+        "groups": len(trainer.roles.all()),
+        "setup_s": trainer.setup_s,
+        "remote_calls_per_iter": remote_calls_per_iter(cfg) if case.startswith("ray") else 0,
+        "probe": trainer.probe,
+        "response_length_mean": trainer.response_length,
+        "score_mean_per_iter": trainer.scores,
+        **C.summarize(meter.records, args.warmup),
+    }

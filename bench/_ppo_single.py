@@ -6,6 +6,7 @@ optimiser with the learners' settings, the library's pieces for the maths, the d
 and sampling seeds, so the first iteration samples exactly what the Ray system samples — lives
 in ``examples/ppo_single.py`` (its docstring says how to read it).
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,10 +29,15 @@ def run(args, cfg) -> Dict[str, object]:
     for iteration in range(cfg.ppo.iterations):
         meter.begin_iteration()
         experience, metrics = ppo_single.iterate(loop, iteration, meter.phase)
-        meter.end_iteration(rows=float(len(experience)),
-                            tokens=float(experience["attention_mask"].sum()))
+        meter.end_iteration(
+            rows=float(len(experience)), tokens=float(experience["attention_mask"].sum())
+        )
         scores.append(metrics["reward/score_mean"])
-    return {"impl": "single-process reference loop (HF modules, torch AdamW)",
-            "groups": 0, "setup_s": setup_s,
-            "response_length_mean": float(experience["action_mask"].sum(-1).float().mean()),
-            "score_mean_per_iter": scores, **C.summarize(meter.records, args.warmup)}
+    return {
+        "impl": "single-process reference loop (HF modules, torch AdamW)",
+        "groups": 0,
+        "setup_s": setup_s,
+        "response_length_mean": float(experience["action_mask"].sum(-1).float().mean()),
+        "score_mean_per_iter": scores,
+        **C.summarize(meter.records, args.warmup),
+    }

@@ -20,6 +20,7 @@ generate, decoding), ``score`` = the rest of ``_generate_and_score_completions``
 reference log-probs, the reward, group advantages), ``learn`` = the rest of the optimiser
 steps (loss forwards, backward, AdamW, TRL's per-step bookkeeping).
 """
+
 from __future__ import annotations
 
 import time
@@ -43,8 +44,13 @@ def iteration_rows(cfg, tokenizer) -> List[List[dict]]:
         seen.append(list(rows))
         return collator(rows)
 
-    state = SimpleNamespace(cfg=cfg, prompts=build_prompt_dataset(cfg.data, tokenizer),
-                            collate=collate, drawn=0, n_samples=1)
+    state = SimpleNamespace(
+        cfg=cfg,
+        prompts=build_prompt_dataset(cfg.data, tokenizer),
+        collate=collate,
+        drawn=0,
+        n_samples=1,
+    )
     for iteration in range(cfg.ppo.iterations):
         state.drawn = iteration
         PPOTrainer.prompt_batch(state)
@@ -61,12 +67,16 @@ def reward_from_rm(rm, pad_token_id: int, micro: int, scores_log: List[float]):
         seq = torch.full((n, width_p + width_r), pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(seq)
         for i, (p, c) in enumerate(zip(rm_prompt_ids, completion_ids)):
-            seq[i, width_p - len(p):width_p] = torch.tensor(p)
-            seq[i, width_p:width_p + len(c)] = torch.tensor(list(c))
-            mask[i, width_p - len(p):width_p + len(c)] = 1
+            seq[i, width_p - len(p) : width_p] = torch.tensor(p)
+            seq[i, width_p : width_p + len(c)] = torch.tensor(list(c))
+            mask[i, width_p - len(p) : width_p + len(c)] = 1
         with torch.no_grad():
-            scores = torch.cat([rm.sequence_scores(seq[s:s + micro], mask[s:s + micro])
-                                for s in range(0, n, micro)])
+            scores = torch.cat(
+                [
+                    rm.sequence_scores(seq[s : s + micro], mask[s : s + micro])
+                    for s in range(0, n, micro)
+                ]
+            )
         scores_log.append(float(scores.mean()))
         return scores.tolist()
 
@@ -82,8 +92,9 @@ def reward_from_verifier(scores_log: List[float]):
     verifier = RewardFunction(name, 1.0, fn_args)
 
     def verify(prompts, completions, **_):
-        scores = verifier(list(prompts), list(completions), [None] * len(completions),
-                          [{}] * len(completions))
+        scores = verifier(
+            list(prompts), list(completions), [None] * len(completions), [{}] * len(completions)
+        )
         scores_log.append(float(scores.mean()))
         return scores.tolist()
 
@@ -106,8 +117,11 @@ def run(args, cfg) -> Dict[str, object]:
     load_causal_lm(cfg.model, tokenizer, field_prefix="model").save_pretrained(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
     torch.manual_seed(cfg.seed + 1)  # the reward worker's seed: the same RM
-    rm = load_scalar_model(cfg.reward_model, tokenizer, role="reward",
-                           field_prefix="reward_model").requires_grad_(False).eval()
+    rm = (
+        load_scalar_model(cfg.reward_model, tokenizer, role="reward", field_prefix="reward_model")
+        .requires_grad_(False)
+        .eval()
+    )
 
     rows = []
     for it_rows in iteration_rows(cfg, tokenizer):
@@ -120,24 +134,48 @@ def run(args, cfg) -> Dict[str, object]:
     rows_per_iter = cfg.rollout.rollout_batch_size * group
     steps_per_iter = cfg.ppo.ppo_epochs * rows_per_iter // cfg.ppo.mini_batch_size
     config = GRPOConfig(
-        output_dir=str(out / "trl"), report_to="none", use_cpu=True, bf16=False, fp16=False,
-        gradient_checkpointing=False, seed=cfg.seed, data_seed=cfg.seed,
+        output_dir=str(out / "trl"),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=cfg.ppo.mini_batch_size // micro,
-        steps_per_generation=rows_per_iter // micro, num_generations=group,
-        num_iterations=cfg.ppo.ppo_epochs, shuffle_dataset=False,
+        steps_per_generation=rows_per_iter // micro,
+        num_generations=group,
+        num_iterations=cfg.ppo.ppo_epochs,
+        shuffle_dataset=False,
         max_completion_length=cfg.rollout.max_new_tokens,
         generation_kwargs={"min_new_tokens": cfg.rollout.min_new_tokens},
-        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-        beta=cfg.ppo.kl_coef, epsilon=cfg.ppo.clip_eps, scale_rewards="group",
-        learning_rate=cfg.train.lr, lr_scheduler_type="constant", warmup_steps=0,
-        weight_decay=cfg.train.weight_decay, adam_beta1=cfg.train.adam_betas[0],
-        adam_beta2=cfg.train.adam_betas[1], max_grad_norm=cfg.train.max_grad_norm,
-        optim="adamw_torch_fused", max_steps=cfg.ppo.iterations * steps_per_iter,
-        logging_steps=steps_per_iter, save_strategy="no", eval_strategy="no",
-        disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
-        model_init_kwargs={"attn_implementation": cfg.model.attn_implementation,
-                           "dtype": "float32"})
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        beta=cfg.ppo.kl_coef,
+        epsilon=cfg.ppo.clip_eps,
+        scale_rewards="group",
+        learning_rate=cfg.train.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=cfg.train.weight_decay,
+        adam_beta1=cfg.train.adam_betas[0],
+        adam_beta2=cfg.train.adam_betas[1],
+        max_grad_norm=cfg.train.max_grad_norm,
+        optim="adamw_torch_fused",
+        max_steps=cfg.ppo.iterations * steps_per_iter,
+        logging_steps=steps_per_iter,
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        log_completions=False,
+        model_init_kwargs={
+            "attn_implementation": cfg.model.attn_implementation,
+            "dtype": "float32",
+        },
+    )
 
     meter, scores, sizes = C.TreeMeter(), [], {}
 
@@ -169,15 +207,28 @@ def run(args, cfg) -> Dict[str, object]:
                 record["time_learn_s"] = record["time_s"] - both
                 record["cpu_learn_s"] = record["cpu_s"] - both_cpu
 
-    reward = (reward_from_rm(rm, tokenizer.pad_token_id, micro, scores) if args.reward == "rm"
-              else reward_from_verifier(scores))
+    reward = (
+        reward_from_rm(rm, tokenizer.pad_token_id, micro, scores)
+        if args.reward == "rm"
+        else reward_from_verifier(scores)
+    )
     trainer = MeteredGRPOTrainer(
-        model=str(policy_dir), args=config, processing_class=tokenizer,
+        model=str(policy_dir),
+        args=config,
+        processing_class=tokenizer,
         reward_funcs=reward,
-        train_dataset=datasets.Dataset.from_list(rows), callbacks=[IterationMeter()])
+        train_dataset=datasets.Dataset.from_list(rows),
+        callbacks=[IterationMeter()],
+    )
     setup_s = time.perf_counter() - start
     trainer.train()
-    return {"impl": f"TRL {trl.__version__} GRPOTrainer", "groups": 0, "setup_s": setup_s,
-            "response_length_mean": sizes["response_length"], "score_mean_per_iter": scores,
-            "trl_loss_type": config.loss_type, "trl_optim": str(config.optim),
-            **C.summarize(meter.records, args.warmup)}
+    return {
+        "impl": f"TRL {trl.__version__} GRPOTrainer",
+        "groups": 0,
+        "setup_s": setup_s,
+        "response_length_mean": sizes["response_length"],
+        "score_mean_per_iter": scores,
+        "trl_loss_type": config.loss_type,
+        "trl_optim": str(config.optim),
+        **C.summarize(meter.records, args.warmup),
+    }

@@ -25,6 +25,7 @@ Counting (elements held by this rank, float32 = 4 bytes each):
   always, ZeRO-3 because its "reuse the fp32 shard" test compares ``torch.device("cpu")``
   with the string ``"cpu"``, which is False.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-MB = 2.0 ** 20
+MB = 2.0**20
 
 
 def rss_peak_mb() -> float:
@@ -70,12 +71,16 @@ def optimizer_tensors(ds_engine) -> Dict[str, List]:
     opt = getattr(ds_engine, "optimizer", None)
     if opt is None:
         return {"state": [], "master": []}
-    master = list(getattr(opt, "single_partition_of_fp32_groups", None)     # ZeRO-1/2
-                  or getattr(opt, "fp32_partitioned_groups_flat", None)      # ZeRO-3
-                  or getattr(opt, "fp32_groups_flat_partition", None) or [])  # bf16, ZeRO-0
+    master = list(
+        getattr(opt, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+        or getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
+        or getattr(opt, "fp32_groups_flat_partition", None)
+        or []
+    )  # bf16, ZeRO-0
     inner = getattr(opt, "optimizer", opt) if master else opt
-    state = [v for per_param in inner.state.values() for v in per_param.values()
-             if hasattr(v, "numel")]
+    state = [
+        v for per_param in inner.state.values() for v in per_param.values() if hasattr(v, "numel")
+    ]
     return {"state": state, "master": master}
 
 
@@ -86,13 +91,17 @@ def engine_memory(model_engine) -> Dict[str, float]:
     tensors = optimizer_tensors(model_engine.ds)
     state_mb = _bytes(tensors["state"]) / MB
     master_mb = _bytes(tensors["master"], skip_storages=param_storages) / MB
-    return {"param_mb": _bytes(params) / MB,
-            "param_numel_local": sum(p.numel() for p in params),
-            "param_numel_total": sum(getattr(p, "ds_numel", p.numel())
-                                     for p in model_engine.module.parameters()),
-            "optim_state_mb": state_mb, "optim_master_mb": master_mb,
-            "optim_mb": state_mb + master_mb,
-            "optimizer_state_numel_local": sum(t.numel() for t in tensors["state"])}
+    return {
+        "param_mb": _bytes(params) / MB,
+        "param_numel_local": sum(p.numel() for p in params),
+        "param_numel_total": sum(
+            getattr(p, "ds_numel", p.numel()) for p in model_engine.module.parameters()
+        ),
+        "optim_state_mb": state_mb,
+        "optim_master_mb": master_mb,
+        "optim_mb": state_mb + master_mb,
+        "optimizer_state_numel_local": sum(t.numel() for t in tensors["state"]),
+    }
 
 
 class BenchMixin:
@@ -133,18 +142,23 @@ class BenchMixin:
     def write_stats(self) -> None:
         import torch
 
-        stats = {"rank": self.rank, "world_size": self.world, "job": self.job,
-                 "zero_stage": self.engine.zero_stage, "threads": torch.get_num_threads(),
-                 "rss_before_setup_mb": self.bench_rss_before_setup_mb,
-                 "rss_after_setup_mb": self.bench_rss_after_setup_mb,
-                 "step_end_s": self.bench_step_end_s,
-                 "step_end_cpu_s": self.bench_step_end_cpu_s, **engine_memory(self.engine),
-                 "maxrss_mb": rss_peak_mb()}
+        stats = {
+            "rank": self.rank,
+            "world_size": self.world,
+            "job": self.job,
+            "zero_stage": self.engine.zero_stage,
+            "threads": torch.get_num_threads(),
+            "rss_before_setup_mb": self.bench_rss_before_setup_mb,
+            "rss_after_setup_mb": self.bench_rss_after_setup_mb,
+            "step_end_s": self.bench_step_end_s,
+            "step_end_cpu_s": self.bench_step_end_cpu_s,
+            **engine_memory(self.engine),
+            "maxrss_mb": rss_peak_mb(),
+        }
         reference = getattr(self, "reference", None)
         if reference is not None:  # a LoRA policy's shared base (BaseModel) is no copy: 0
             shared = getattr(reference, "engine", None) is self.engine
-            stats["ref_param_mb"] = 0.0 if shared else \
-                _bytes(local_params(reference.module)) / MB
+            stats["ref_param_mb"] = 0.0 if shared else _bytes(local_params(reference.module)) / MB
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         (self.stats_dir / f"rank{self.rank}.json").write_text(json.dumps(stats))
 
@@ -161,11 +175,15 @@ def trainer_class(job: str):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench/_rank_entry.py")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                        help=argparse.SUPPRESS)  # the deepspeed launcher adds it
+    parser.add_argument(
+        "--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS
+    )  # the deepspeed launcher adds it
     parser.add_argument("--stats-dir", required=True)
-    parser.add_argument("--full-finish", action="store_true",
-                        help="also run the end-of-run eval, checkpoint and export")
+    parser.add_argument(
+        "--full-finish",
+        action="store_true",
+        help="also run the end-of-run eval, checkpoint and export",
+    )
     parser.add_argument("job", choices=["sft", "dpo"])
     parser.add_argument("-c", "--config")
     parser.add_argument("overrides", nargs="*")

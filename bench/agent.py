@@ -19,6 +19,7 @@ machine spreads the runs).  ``--model``: the SFT model of the recipe in the conf
 (its trajectories have the task's length: call, tool result, answer); a random model makes
 other trajectories.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,18 +53,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_once(args: argparse.Namespace, backend: str, out: Path) -> Dict[str, float]:
     """One job; per-iteration means of its phases (iteration 1 left out)."""
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", args.config,
-           f"output_dir={out}", f"model.name_or_path={args.model}",
-           f"rollout.backend={backend}", f"ppo.iterations={args.iterations}",
-           "logging.backend=none", "logging.progress_bar=false", "checkpoint.save_every=0",
-           *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_dist.cli",
+        "ppo",
+        "-c",
+        args.config,
+        f"output_dir={out}",
+        f"model.name_or_path={args.model}",
+        f"rollout.backend={backend}",
+        f"ppo.iterations={args.iterations}",
+        "logging.backend=none",
+        "logging.progress_bar=false",
+        "checkpoint.save_every=0",
+        *args.overrides,
+    ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     if proc.returncode != 0:
-        raise SystemExit(f"bench/agent.py: {backend} run failed (exit {proc.returncode}):\n"
-                         + "\n".join(proc.stdout.splitlines()[-15:] +
-                                     proc.stderr.splitlines()[-15:]))
+        raise SystemExit(
+            f"bench/agent.py: {backend} run failed (exit {proc.returncode}):\n"
+            + "\n".join(proc.stdout.splitlines()[-15:] + proc.stderr.splitlines()[-15:])
+        )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     iterations = [r for r in rows if "perf/time_generate" in r][1:]
     if not iterations:
@@ -96,8 +114,11 @@ def summary(runs: List[Dict[str, float]]) -> Dict[str, object]:
     out: Dict[str, object] = {}
     for key in keys:
         values = [r[key] for r in runs]
-        out[key] = {"median": round(statistics.median(values), 4),
-                    "min": round(min(values), 4), "max": round(max(values), 4)}
+        out[key] = {
+            "median": round(statistics.median(values), 4),
+            "min": round(min(values), 4),
+            "max": round(max(values), 4),
+        }
     out["load_1m"] = [r["load_1m"] for r in runs]
     return out
 
@@ -113,16 +134,27 @@ def main(argv=None) -> int:
                 row = run_once(args, backend, Path(tmp) / f"{backend}_{repeat}")
                 row["load_1m"] = round(load, 2)
                 results[backend].append(row)
-                print(f"bench/agent.py: {backend} run {repeat + 1}: "
-                      f"{row['trajectories_per_s']:.2f} trajectories/s", file=sys.stderr)
-    line = {"bench": "agent", "config": os.path.relpath(args.config, REPO),
-            "model": args.model, "iterations": args.iterations, "repeats": args.repeats,
-            "cpus": os.cpu_count(), "overrides": args.overrides,
-            "backends": {b: summary(runs) for b, runs in results.items()}}
+                print(
+                    f"bench/agent.py: {backend} run {repeat + 1}: "
+                    f"{row['trajectories_per_s']:.2f} trajectories/s",
+                    file=sys.stderr,
+                )
+    line = {
+        "bench": "agent",
+        "config": os.path.relpath(args.config, REPO),
+        "model": args.model,
+        "iterations": args.iterations,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "overrides": args.overrides,
+        "backends": {b: summary(runs) for b, runs in results.items()},
+    }
     if "hf" in results and "vllm" in results:
         line["vllm_over_hf_trajectories_per_s"] = round(
-            statistics.median(r["trajectories_per_s"] for r in results["vllm"]) /
-            statistics.median(r["trajectories_per_s"] for r in results["hf"]), 3)
+            statistics.median(r["trajectories_per_s"] for r in results["vllm"])
+            / statistics.median(r["trajectories_per_s"] for r in results["hf"]),
+            3,
+        )
     print(json.dumps(line))
     return 0
 

@@ -43,6 +43,7 @@ counting).  ``--with-trl`` also runs ``bench/trl_dpo.py`` on the same pairs and 
 ``train_ratio`` line: rlhf_dist DPO tokens/s over TRL's, one rank.  No assertions: a case that
 fails prints a line with ``"error"`` and the run continues.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _load import ForeignLoad, speed_probe  # noqa: E402
-from _train_lines import (emit, memory_ratio_lines, ratio_lines,  # noqa: E402
-                          variant_ratio_lines)
+from _train_lines import (  # noqa: E402
+    emit,
+    memory_ratio_lines,
+    ratio_lines,
+    variant_ratio_lines,
+)
 
 CONFIG = HERE / "train_config.yaml"
 # DPO variants: overrides on top of the workload (the default layout is shared_prompt)
@@ -82,15 +87,19 @@ SFT_VARIANTS = ("default", "lora", "packed")  # the variants that apply to SFT t
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/bench_train.py", description=__doc__.split("\n")[0])
-    csv = lambda kind: (lambda s: [kind(x) for x in s.split(",") if x])  # noqa: E731
+    csv = lambda kind: lambda s: [kind(x) for x in s.split(",") if x]  # noqa: E731
     p.add_argument("--jobs", type=csv(str), default=["sft", "dpo"], help="comma list: sft,dpo")
     p.add_argument("--zero", type=csv(int), default=[0, 2, 3], help="comma list of ZeRO stages")
     p.add_argument("--ranks", type=csv(int), default=[1, 2], help="comma list of rank counts")
     p.add_argument("--steps", type=int, default=32, help="optimiser steps per run")
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
-    p.add_argument("--batch", type=int, default=8,
-                   help="DPO pairs per optimiser step over all ranks; SFT uses 2x as many "
-                        "sequences, so both forward the same number of rows")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="DPO pairs per optimiser step over all ranks; SFT uses 2x as many "
+        "sequences, so both forward the same number of rows",
+    )
     p.add_argument("--pairs", type=int, default=256, help="data.max_samples (training rows)")
     p.add_argument("--num-prompts", type=int, default=300, help="data.toy.num_prompts")
     p.add_argument("--hidden", type=int, default=256)
@@ -99,21 +108,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-prompt-length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per rank (0: cores // ranks, at least 1); 1 by default "
-                        "so that CPU time stays meaningful on a shared machine")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="run every case (and TRL) this many times, interleaved")
-    p.add_argument("--variants", type=csv(str), default=["default"],
-                   help=f"comma list of DPO variants: {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per rank (0: cores // ranks, at least 1); 1 by default "
+        "so that CPU time stays meaningful on a shared machine",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every case (and TRL) this many times, interleaved",
+    )
+    p.add_argument(
+        "--variants",
+        type=csv(str),
+        default=["default"],
+        help=f"comma list of DPO variants: {', '.join(VARIANTS)}",
+    )
     p.add_argument("--with-trl", action="store_true", help="also run TRL's DPOTrainer (1 rank)")
-    p.add_argument("--trl-precompute", action="store_true",
-                   help="with --with-trl: also run TRL with precompute_ref_log_probs=True "
-                        "(reported, not used in the ratio lines)")
-    p.add_argument("--trl-python", default=sys.executable,
-                   help="python of an environment with trl (and rlhf_dist) installed")
-    p.add_argument("--out-dir", default=str(REPO / "outputs" / "bench"),
-                   help="run directories, logs and rank statistics go here")
+    p.add_argument(
+        "--trl-precompute",
+        action="store_true",
+        help="with --with-trl: also run TRL with precompute_ref_log_probs=True "
+        "(reported, not used in the ratio lines)",
+    )
+    p.add_argument(
+        "--trl-python",
+        default=sys.executable,
+        help="python of an environment with trl (and rlhf_dist) installed",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=str(REPO / "outputs" / "bench"),
+        help="run directories, logs and rank statistics go here",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     p.add_argument("--config", default=str(CONFIG))
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
@@ -144,20 +174,34 @@ def overrides(args, job: str, zero: int, ranks: int, out: Path) -> List[str]:
     global_batch = args.batch * (2 if job == "sft" else 1)
     if global_batch % ranks:
         raise ValueError(f"--batch {global_batch} ({job}) does not split over {ranks} ranks")
-    return [f"output_dir={out}", f"deepspeed.zero_stage={zero}",
-            f"train.max_steps={args.steps}", f"train.train_batch_size={global_batch}",
-            f"train.micro_batch_size={global_batch // ranks}",
-            f"model.tiny.hidden_size={args.hidden}", f"model.tiny.num_layers={args.layers}",
-            f"model.tiny.num_heads={args.heads}",
-            f"model.tiny.intermediate_size={args.intermediate}",
-            f"data.max_samples={args.pairs}", f"data.toy.num_prompts={args.num_prompts}",
-            f"data.max_length={args.max_length}",
-            f"data.max_prompt_length={args.max_prompt_length}", *args.overrides]
+    return [
+        f"output_dir={out}",
+        f"deepspeed.zero_stage={zero}",
+        f"train.max_steps={args.steps}",
+        f"train.train_batch_size={global_batch}",
+        f"train.micro_batch_size={global_batch // ranks}",
+        f"model.tiny.hidden_size={args.hidden}",
+        f"model.tiny.num_layers={args.layers}",
+        f"model.tiny.num_heads={args.heads}",
+        f"model.tiny.intermediate_size={args.intermediate}",
+        f"data.max_samples={args.pairs}",
+        f"data.toy.num_prompts={args.num_prompts}",
+        f"data.max_length={args.max_length}",
+        f"data.max_prompt_length={args.max_prompt_length}",
+        *args.overrides,
+    ]
 
 
 def command(args, job: str, ranks: int, stats: Path, keyvals: List[str]) -> List[str]:
-    entry = [str(HERE / "_rank_entry.py"), "--stats-dir", str(stats), job, "-c", args.config,
-             *keyvals]
+    entry = [
+        str(HERE / "_rank_entry.py"),
+        "--stats-dir",
+        str(stats),
+        job,
+        "-c",
+        args.config,
+        *keyvals,
+    ]
     if ranks == 1:
         return [sys.executable, *entry]
     launcher = str(Path(sys.executable).with_name("deepspeed"))
@@ -177,10 +221,13 @@ def throughput(rows: List[dict], ranks_stats: List[dict], warmup: int) -> Dict[s
     tok, tim = tokens[warmup:], times[warmup:]
     if not tok:
         raise ValueError(f"only {len(steps)} logged steps, --warmup {warmup}")
-    out = {"tokens_per_s": sum(tok) / sum(tim),
-           "tokens_per_s_median": statistics.median(a / b for a, b in zip(tok, tim)),
-           "tokens_per_step": sum(tok) / len(tok), "step_time_s_mean": sum(tim) / len(tim),
-           "steps": len(steps)}
+    out = {
+        "tokens_per_s": sum(tok) / sum(tim),
+        "tokens_per_s_median": statistics.median(a / b for a, b in zip(tok, tim)),
+        "tokens_per_step": sum(tok) / len(tok),
+        "step_time_s_mean": sum(tim) / len(tim),
+        "steps": len(steps),
+    }
     span = lambda ends: ends[-1] - (ends[warmup - 1] if warmup else 0.0)  # noqa: E731
     if all(len(s["step_end_s"]) == len(steps) for s in ranks_stats):
         out["tokens_per_s_wall"] = sum(tok) / span(ranks_stats[0]["step_end_s"])
@@ -192,8 +239,9 @@ def run_logged(cmd: List[str], env: Dict[str, str], log: Path, timeout: float) -
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         try:
-            return subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
+            return subprocess.run(
+                cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             return 124
 
@@ -205,9 +253,12 @@ def run_measured(cmd: List[str], env: Dict[str, str], log: Path, timeout: float)
     start, load = time.perf_counter(), os.getloadavg()[0]
     with ForeignLoad() as foreign:
         code = run_logged(cmd, env, log, timeout)
-    return code, {"run_wall_s": round(time.perf_counter() - start, 2),
-                  "loadavg_1m_start": round(load, 2), "foreign_cores": round(foreign.cores, 3),
-                  "probe_gflops": [round(probe, 2), round(speed_probe(), 2)]}
+    return code, {
+        "run_wall_s": round(time.perf_counter() - start, 2),
+        "loadavg_1m_start": round(load, 2),
+        "foreign_cores": round(foreign.cores, 3),
+        "probe_gflops": [round(probe, 2), round(speed_probe(), 2)],
+    }
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -217,8 +268,9 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
-             variant: str = "default") -> Optional[dict]:
+def run_case(
+    args, job: str, zero: int, ranks: int, repeat: int = 0, variant: str = "default"
+) -> Optional[dict]:
     name = f"{job}-zero{zero}-ranks{ranks}" + ("" if variant == "default" else f"-{variant}")
     out = Path(args.out_dir) / name
     stats_dir = out / "bench_stats"
@@ -227,34 +279,51 @@ def run_case(args, job: str, zero: int, ranks: int, repeat: int = 0,
     threads = threads_per_rank(args, ranks)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.setdefault("WANDB_MODE", "disabled")
-    record = {"bench": "train", "impl": "rlhf_dist", "job": job, "zero": zero, "ranks": ranks,
-              "repeat": repeat, "variant": variant}
-    cmd = command(args, job, ranks, stats_dir,
-                  overrides(args, job, zero, ranks, out) + VARIANTS[variant])
+    record = {
+        "bench": "train",
+        "impl": "rlhf_dist",
+        "job": job,
+        "zero": zero,
+        "ranks": ranks,
+        "repeat": repeat,
+        "variant": variant,
+    }
+    cmd = command(
+        args, job, ranks, stats_dir, overrides(args, job, zero, ranks, out) + VARIANTS[variant]
+    )
     print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     code, machine = run_measured(cmd, env, out / "bench.log", args.timeout)
     record.update(machine)
     ranks_stats = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
     if code != 0 or len(ranks_stats) != ranks or not (out / "metrics.jsonl").exists():
-        record.update(error=f"exit code {code}, {len(ranks_stats)}/{ranks} rank stats",
-                      log=str(out / "bench.log"), log_tail=tail(out / "bench.log"))
+        record.update(
+            error=f"exit code {code}, {len(ranks_stats)}/{ranks} rank stats",
+            log=str(out / "bench.log"),
+            log_tail=tail(out / "bench.log"),
+        )
         emit(record)
         return None
     ranks_stats.sort(key=lambda s: s["rank"])
     record.update(throughput(read_jsonl(out / "metrics.jsonl"), ranks_stats, args.warmup))
     per_rank = lambda key: [round(s[key], 3) for s in ranks_stats if key in s]  # noqa: E731
     record.update(
-        warmup=args.warmup, threads_per_rank=[s["threads"] for s in ranks_stats],
+        warmup=args.warmup,
+        threads_per_rank=[s["threads"] for s in ranks_stats],
         peak_rss_mb_per_rank=per_rank("maxrss_mb"),
-        param_mb_per_rank=per_rank("param_mb"), optim_mb_per_rank=per_rank("optim_mb"),
+        param_mb_per_rank=per_rank("param_mb"),
+        optim_mb_per_rank=per_rank("optim_mb"),
         optim_state_mb_per_rank=per_rank("optim_state_mb"),
         optim_master_mb_per_rank=per_rank("optim_master_mb"),
         param_numel_local=[s["param_numel_local"] for s in ranks_stats],
-        param_numel_total=ranks_stats[0]["param_numel_total"])
+        param_numel_total=ranks_stats[0]["param_numel_total"],
+    )
     if job == "dpo":
         record["ref_param_mb_per_rank"] = per_rank("ref_param_mb")
-        precompute = [r["perf/ref_precompute_s"] for r in read_jsonl(out / "metrics.jsonl")
-                      if "perf/ref_precompute_s" in r]
+        precompute = [
+            r["perf/ref_precompute_s"]
+            for r in read_jsonl(out / "metrics.jsonl")
+            if "perf/ref_precompute_s" in r
+        ]
         if precompute:
             record["ref_precompute_s"] = precompute[0]
     emit(record)
@@ -282,9 +351,16 @@ def export_pairs(args, path: Path) -> str:
             ex, n = pairs[i], pairs[i]["prompt_len"]
             if ex["chosen_input_ids"][:n] != ex["rejected_input_ids"][:n]:
                 raise ValueError(f"pair {i}: chosen and rejected prompts differ")
-            fh.write(json.dumps({"prompt_ids": ex["chosen_input_ids"][:n],
-                                 "chosen_ids": ex["chosen_input_ids"][n:],
-                                 "rejected_ids": ex["rejected_input_ids"][n:]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "prompt_ids": ex["chosen_input_ids"][:n],
+                        "chosen_ids": ex["chosen_input_ids"][n:],
+                        "rejected_ids": ex["rejected_input_ids"][n:],
+                    }
+                )
+                + "\n"
+            )
     return str(toy_tokenizer_path())
 
 
@@ -293,24 +369,64 @@ def run_trl(args, repeat: int = 0, precompute: bool = False) -> Optional[dict]:
     rows = out / "pairs.jsonl"
     tokenizer_dir = export_pairs(args, rows)
     cfg = read_config_values(args)
-    cmd = [args.trl_python, str(HERE / "trl_dpo.py"), "--rows", str(rows),
-           "--tokenizer", tokenizer_dir, "--out-dir", str(out / "trainer"),
-           "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", str(args.heads),
-           "--intermediate", str(args.intermediate), "--seed", str(cfg["seed"]),
-           "--batch", str(args.batch), "--max-length", str(args.max_length),
-           "--beta", str(cfg["beta"]), "--lr", str(cfg["lr"]),
-           "--adam-betas", *(str(b) for b in cfg["adam_betas"]),
-           "--attn", cfg["attn"], "--steps", str(args.steps), "--warmup", str(args.warmup),
-           *(["--precompute-ref"] if precompute else [])]
+    cmd = [
+        args.trl_python,
+        str(HERE / "trl_dpo.py"),
+        "--rows",
+        str(rows),
+        "--tokenizer",
+        tokenizer_dir,
+        "--out-dir",
+        str(out / "trainer"),
+        "--hidden",
+        str(args.hidden),
+        "--layers",
+        str(args.layers),
+        "--heads",
+        str(args.heads),
+        "--intermediate",
+        str(args.intermediate),
+        "--seed",
+        str(cfg["seed"]),
+        "--batch",
+        str(args.batch),
+        "--max-length",
+        str(args.max_length),
+        "--beta",
+        str(cfg["beta"]),
+        "--lr",
+        str(cfg["lr"]),
+        "--adam-betas",
+        *(str(b) for b in cfg["adam_betas"]),
+        "--attn",
+        cfg["attn"],
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        *(["--precompute-ref"] if precompute else []),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads_per_rank(args, 1)), PYTHONUNBUFFERED="1")
     print(f"[bench] trl: {' '.join(cmd)}", file=sys.stderr, flush=True)
     code, machine = run_measured(cmd, env, out / "bench.log", args.timeout)
-    lines = [line for line in tail(out / "bench.log", 400).splitlines()
-             if line.startswith('{"bench": "train"')]
+    lines = [
+        line
+        for line in tail(out / "bench.log", 400).splitlines()
+        if line.startswith('{"bench": "train"')
+    ]
     if code != 0 or not lines:
-        emit({"bench": "train", "impl": "trl", "job": "dpo", "ranks": 1, "repeat": repeat,
-              "error": f"exit code {code}", "log": str(out / "bench.log"),
-              "log_tail": tail(out / "bench.log")})
+        emit(
+            {
+                "bench": "train",
+                "impl": "trl",
+                "job": "dpo",
+                "ranks": 1,
+                "repeat": repeat,
+                "error": f"exit code {code}",
+                "log": str(out / "bench.log"),
+                "log_tail": tail(out / "bench.log"),
+            }
+        )
         return None
     record = json.loads(lines[-1])
     record.update(repeat=repeat, **machine)
@@ -322,8 +438,13 @@ def read_config_values(args) -> dict:
     from rlhf_dist.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    return {"seed": cfg.seed, "beta": cfg.dpo.beta, "lr": cfg.train.lr,
-            "adam_betas": list(cfg.train.adam_betas), "attn": cfg.model.attn_implementation}
+    return {
+        "seed": cfg.seed,
+        "beta": cfg.dpo.beta,
+        "lr": cfg.train.lr,
+        "adam_betas": list(cfg.train.adam_betas),
+        "attn": cfg.model.attn_implementation,
+    }
 
 
 def main(argv=None) -> int:
@@ -333,8 +454,9 @@ def main(argv=None) -> int:
         for job in args.jobs:
             for ranks in args.ranks:
                 for zero in args.zero:
-                    for variant in [v for v in args.variants
-                                    if job == "dpo" or v in SFT_VARIANTS] or ["default"]:
+                    for variant in [
+                        v for v in args.variants if job == "dpo" or v in SFT_VARIANTS
+                    ] or ["default"]:
                         rec = run_case(args, job, zero, ranks, repeat, variant)
                         if rec is not None:
                             ours.append(rec)
@@ -346,8 +468,11 @@ def main(argv=None) -> int:
             if trl is not None:
                 trls_precomputed.append(trl)
     ratio_lines(ours, trls)
-    ratio_lines([r for r in ours if "precomputed" in r.get("variant", "")], trls_precomputed,
-                " precompute_ref_log_probs")
+    ratio_lines(
+        [r for r in ours if "precomputed" in r.get("variant", "")],
+        trls_precomputed,
+        " precompute_ref_log_probs",
+    )
     memory_ratio_lines(ours)
     variant_ratio_lines(ours)
     return 0

@@ -20,6 +20,7 @@ workers -- polled every 0.2 s: :func:`tree_cpu_s`), ``wall_s``, ``heldout_reward
 processes' CPU meanwhile, ``bench/_load.py``).  A last line: per repeat, online's
 ``gain_per_cpu_min`` over offline's, min / median / max.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,17 @@ def cli(job: str, config: str, out: Path, *overrides: str) -> Dict[str, float]:
     """``python -m rlhf_dist.cli JOB -c configs/tiny/CONFIG.yaml``: its wall and CPU seconds
     (the whole process tree) and other processes' load meanwhile."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", job, "-c", str(CONFIGS / f"{config}.yaml"),
-           f"output_dir={out}", *QUIET, *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_dist.cli",
+        job,
+        "-c",
+        str(CONFIGS / f"{config}.yaml"),
+        f"output_dir={out}",
+        *QUIET,
+        *overrides,
+    ]
     log = (out / "bench.log").open("w")
     with ForeignLoad() as load:
         start = time.perf_counter()
@@ -82,18 +92,43 @@ def toy_models(root: Path) -> Dict[str, Path]:
     if not (sft / "model" / "config.json").is_file():
         cli("sft", "sft", sft, "train.epochs=6", "train.eval_every=0", "deepspeed.zero_stage=0")
     if not (rm / "model" / "config.json").is_file():
-        cli("rm", "rm", rm, "train.epochs=3", "train.eval_every=0", "deepspeed.zero_stage=0",
-            f"model.name_or_path={sft / 'model'}")
+        cli(
+            "rm",
+            "rm",
+            rm,
+            "train.epochs=3",
+            "train.eval_every=0",
+            "deepspeed.zero_stage=0",
+            f"model.name_or_path={sft / 'model'}",
+        )
     return {"sft": sft / "model", "rm": rm / "model"}
 
 
-def heldout_rewards(models: Dict[str, Path], rm: Path, out: Path, samples: int,
-                    seed: int) -> Dict[str, float]:
+def heldout_rewards(
+    models: Dict[str, Path], rm: Path, out: Path, samples: int, seed: int
+) -> Dict[str, float]:
     """The RM's mean reward of each model's answers to the held-out toy prompts."""
     spec = ",".join(f"{name}={path}" for name, path in models.items())
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", "eval", "--models", spec, "--reward-model",
-           str(rm), "--prompts", "toy", "--n-samples-per-prompt", str(samples),
-           "--max-new-tokens", "24", "--seed", str(seed), "--output-dir", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_dist.cli",
+        "eval",
+        "--models",
+        spec,
+        "--reward-model",
+        str(rm),
+        "--prompts",
+        "toy",
+        "--n-samples-per-prompt",
+        str(samples),
+        "--max-new-tokens",
+        "24",
+        "--seed",
+        str(seed),
+        "--output-dir",
+        str(out),
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"eval failed:\n{done.stderr[-3000:]}")
@@ -106,8 +141,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--iterations", type=int, default=20, help="online DPO iterations")
-    p.add_argument("--offline-steps", type=int, default=28,
-                   help="offline DPO optimiser steps (28 = the tiny config's 2 epochs)")
+    p.add_argument(
+        "--offline-steps",
+        type=int,
+        default=28,
+        help="offline DPO optimiser steps (28 = the tiny config's 2 epochs)",
+    )
     p.add_argument("--eval-samples", type=int, default=4, help="answers per held-out prompt")
     p.add_argument("--sft", help="an SFT policy directory (else trained here)")
     p.add_argument("--rm", help="a reward model directory (else trained here)")
@@ -118,15 +157,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     root = Path(args.out_dir)
-    models = ({"sft": Path(args.sft), "rm": Path(args.rm)} if args.sft and args.rm
-              else toy_models(root / "models"))
-    common = [f"model.name_or_path={models['sft']}", f"seed={args.seed}",
-              "checkpoint.save_every=0"]
+    models = (
+        {"sft": Path(args.sft), "rm": Path(args.rm)}
+        if args.sft and args.rm
+        else toy_models(root / "models")
+    )
+    common = [f"model.name_or_path={models['sft']}", f"seed={args.seed}", "checkpoint.save_every=0"]
     cases = {
-        "offline": ("dpo", "dpo", [f"train.max_steps={args.offline_steps}",
-                                   "train.eval_every=0"]),
-        "online": ("online-dpo", "online_dpo", [f"ppo.iterations={args.iterations}",
-                                                f"reward_model.name_or_path={models['rm']}"]),
+        "offline": ("dpo", "dpo", [f"train.max_steps={args.offline_steps}", "train.eval_every=0"]),
+        "online": (
+            "online-dpo",
+            "online_dpo",
+            [f"ppo.iterations={args.iterations}", f"reward_model.name_or_path={models['rm']}"],
+        ),
     }
     lines: Dict[str, List[dict]] = {name: [] for name in cases}
     for repeat in range(args.repeats):
@@ -136,23 +179,44 @@ def main(argv: Optional[List[str]] = None) -> int:
             job, config, extra = cases[name]
             outs[name] = root / f"r{repeat}" / name
             runs[name] = cli(job, config, outs[name], *common, *extra)
-        rewards = heldout_rewards({"sft": models["sft"], **{n: outs[n] / "model"
-                                                              for n in cases}},
-                                  models["rm"], root / f"r{repeat}" / "eval",
-                                  args.eval_samples, args.seed)
+        rewards = heldout_rewards(
+            {"sft": models["sft"], **{n: outs[n] / "model" for n in cases}},
+            models["rm"],
+            root / f"r{repeat}" / "eval",
+            args.eval_samples,
+            args.seed,
+        )
         for name in cases:
             gain = rewards[name] - rewards["sft"]
-            line = {"bench": "online_dpo", "case": name, "repeat": repeat, **runs[name],
-                    "heldout_reward": rewards[name], "sft_reward": rewards["sft"],
-                    "gain": gain, "gain_per_cpu_min": 60 * gain / runs[name]["cpu_s"],
-                    "unreliable": runs[name]["foreign_cores"] > FOREIGN_LIMIT}
+            line = {
+                "bench": "online_dpo",
+                "case": name,
+                "repeat": repeat,
+                **runs[name],
+                "heldout_reward": rewards[name],
+                "sft_reward": rewards["sft"],
+                "gain": gain,
+                "gain_per_cpu_min": 60 * gain / runs[name]["cpu_s"],
+                "unreliable": runs[name]["foreign_cores"] > FOREIGN_LIMIT,
+            }
             lines[name].append(line)
             print(json.dumps(line), flush=True)
-    ratios = sorted(on["gain_per_cpu_min"] / off["gain_per_cpu_min"]
-                    for on, off in zip(lines["online"], lines["offline"]))
-    print(json.dumps({"bench": "online_dpo_ratio", "ratio": "online/offline gain_per_cpu_min",
-                      "pairs": ratios, "min": ratios[0], "median": statistics.median(ratios),
-                      "max": ratios[-1]}))
+    ratios = sorted(
+        on["gain_per_cpu_min"] / off["gain_per_cpu_min"]
+        for on, off in zip(lines["online"], lines["offline"])
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "online_dpo_ratio",
+                "ratio": "online/offline gain_per_cpu_min",
+                "pairs": ratios,
+                "min": ratios[0],
+                "median": statistics.median(ratios),
+                "max": ratios[-1],
+            }
+        )
+    )
     return 0
 
 

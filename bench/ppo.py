@@ -45,6 +45,7 @@ Each case's line also carries ``foreign_cores`` (other processes' CPU during its
 iterations) and ``probe_gflops``, the machine's speed before and after it
 (``bench/_load.py``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,30 +66,56 @@ sys.path.insert(0, str(HERE))
 import _ppo_common as C  # noqa: E402
 from _load import pair_spread, speed_probe  # noqa: E402
 
-CASES = ("ray", "inproc", "single", "ray_grpo", "single_grpo", "trl_grpo", "ray_vllm",
-         "ray_grpo_vllm", "ray_grpo_async1_vllm", "ray_grpo_async2_vllm", "ray_grpo_lora",
-         "ray_grpo_ref_in_actor")
+CASES = (
+    "ray",
+    "inproc",
+    "single",
+    "ray_grpo",
+    "single_grpo",
+    "trl_grpo",
+    "ray_vllm",
+    "ray_grpo_vllm",
+    "ray_grpo_async1_vllm",
+    "ray_grpo_async2_vllm",
+    "ray_grpo_lora",
+    "ray_grpo_ref_in_actor",
+)
 TARGET = 1.25  # issue 4: the Ray system within 1.25x of the single-process loop
 # (numerator, denominator, kind): "slowdown" = time ratio, "speed" = tokens/s ratio
-RATIOS = (("ray", "single", "slowdown"), ("ray", "inproc", "slowdown"),
-          ("inproc", "single", "slowdown"), ("ray_grpo", "single_grpo", "slowdown"),
-          ("ray_grpo", "trl_grpo", "speed"), ("single_grpo", "trl_grpo", "speed"),
-          ("ray_vllm", "ray", "slowdown"), ("ray_grpo_vllm", "ray_grpo", "slowdown"),
-          ("ray_grpo_async1_vllm", "ray_grpo_vllm", "slowdown"),
-          ("ray_grpo_async2_vllm", "ray_grpo_vllm", "slowdown"),
-          ("ray_grpo_lora", "ray_grpo", "slowdown"),
-          ("ray_grpo_ref_in_actor", "ray_grpo", "slowdown"),
-          ("ray_grpo_ref_in_actor", "trl_grpo", "speed"))
+RATIOS = (
+    ("ray", "single", "slowdown"),
+    ("ray", "inproc", "slowdown"),
+    ("inproc", "single", "slowdown"),
+    ("ray_grpo", "single_grpo", "slowdown"),
+    ("ray_grpo", "trl_grpo", "speed"),
+    ("single_grpo", "trl_grpo", "speed"),
+    ("ray_vllm", "ray", "slowdown"),
+    ("ray_grpo_vllm", "ray_grpo", "slowdown"),
+    ("ray_grpo_async1_vllm", "ray_grpo_vllm", "slowdown"),
+    ("ray_grpo_async2_vllm", "ray_grpo_vllm", "slowdown"),
+    ("ray_grpo_lora", "ray_grpo", "slowdown"),
+    ("ray_grpo_ref_in_actor", "ray_grpo", "slowdown"),
+    ("ray_grpo_ref_in_actor", "trl_grpo", "speed"),
+)
 
 
-VERIFIER_CASES = ("ray_grpo", "ray_grpo_vllm", "ray_grpo_async1_vllm", "ray_grpo_async2_vllm",
-                  "ray_grpo_ref_in_actor", "trl_grpo")
+VERIFIER_CASES = (
+    "ray_grpo",
+    "ray_grpo_vllm",
+    "ray_grpo_async1_vllm",
+    "ray_grpo_async2_vllm",
+    "ray_grpo_ref_in_actor",
+    "trl_grpo",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/ppo.py", description=__doc__.split("\n")[0])
-    p.add_argument("--cases", default=",".join(c for c in CASES if not c.endswith("_vllm")),
-                   help=f"comma list of {', '.join(CASES)} (default: all but the vLLM ones)")
+    p.add_argument(
+        "--cases",
+        default=",".join(c for c in CASES if not c.endswith("_vllm")),
+        help=f"comma list of {', '.join(CASES)} (default: all but the vLLM ones)",
+    )
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2, help="first iterations not averaged")
     p.add_argument("--repeats", type=int, default=1, help="run the case list this many times")
@@ -108,15 +135,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--num-prompts", type=int, default=300, help="data.toy.num_prompts")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--reward", choices=("rm", "verifier"), default="rm",
-                   help="rm: a reward model scores the answers; verifier: the built-in "
-                        "regex_format verifier on the decoded answers, no reward model "
-                        f"(GRPO cases only: {', '.join(VERIFIER_CASES)})")
-    p.add_argument("--logprobs-from-generate", action="store_true",
-                   help="rollout.logprobs_from_generate=true for our cases: the behaviour "
-                        "log-probs read from generate's forwards (TRL is unaffected)")
-    p.add_argument("--probe-idle", type=float, default=3.0,
-                   help="seconds of idle CPU measured after the last iteration (driver cases)")
+    p.add_argument(
+        "--reward",
+        choices=("rm", "verifier"),
+        default="rm",
+        help="rm: a reward model scores the answers; verifier: the built-in "
+        "regex_format verifier on the decoded answers, no reward model "
+        f"(GRPO cases only: {', '.join(VERIFIER_CASES)})",
+    )
+    p.add_argument(
+        "--logprobs-from-generate",
+        action="store_true",
+        help="rollout.logprobs_from_generate=true for our cases: the behaviour "
+        "log-probs read from generate's forwards (TRL is unaffected)",
+    )
+    p.add_argument(
+        "--probe-idle",
+        type=float,
+        default=3.0,
+        help="seconds of idle CPU measured after the last iteration (driver cases)",
+    )
     p.add_argument("--out-dir", default=str(REPO / "outputs" / "bench" / "ppo"))
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
     p.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
@@ -128,8 +166,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.reward == "verifier":
         wrong = [c for c in args.cases if c not in VERIFIER_CASES]
         if wrong:
-            p.error(f"--reward verifier: only the GRPO cases {', '.join(VERIFIER_CASES)} "
-                    f"(not {wrong})")
+            p.error(
+                f"--reward verifier: only the GRPO cases {', '.join(VERIFIER_CASES)} (not {wrong})"
+            )
     if not 0 <= args.warmup < args.iterations:
         p.error(f"--warmup {args.warmup} must be in [0, --iterations={args.iterations})")
     return args
@@ -167,23 +206,35 @@ def run_case(args) -> dict:
         try:
             import trl  # noqa: F401
         except ImportError:
-            return {"bench": "ppo", "case": case,
-                    "skipped": "trl is not installed (pip install -e '.[bench]'): no TRL case"}
+            return {
+                "bench": "ppo",
+                "case": case,
+                "skipped": "trl is not installed (pip install -e '.[bench]'): no TRL case",
+            }
         import _ppo_trl
 
         record = _ppo_trl.run(args, C.load_bench_config(args, estimator_of(case), out_dir))
     import torch
 
     group = estimator_of(case) != "gae"
-    workload = {"model": f"{args.layers}x{args.hidden} heads {args.heads} mlp {args.intermediate}",
-                "prompts": args.grpo_prompts if group else args.prompts,
-                "samples_per_prompt": args.group_size if group else 1,
-                "mini_batch": args.mini_batch, "micro_batch": args.micro_batch,
-                "ppo_epochs": args.ppo_epochs}
-    head = {"bench": "ppo", "case": case, "estimator": estimator_of(case), "reward": args.reward,
-            "max_new_tokens": args.max_new_tokens, "workload": workload,
-            "torch_threads": torch.get_num_threads(),
-            "logprobs_from_generate": args.logprobs_from_generate and case != "trl_grpo"}
+    workload = {
+        "model": f"{args.layers}x{args.hidden} heads {args.heads} mlp {args.intermediate}",
+        "prompts": args.grpo_prompts if group else args.prompts,
+        "samples_per_prompt": args.group_size if group else 1,
+        "mini_batch": args.mini_batch,
+        "micro_batch": args.micro_batch,
+        "ppo_epochs": args.ppo_epochs,
+    }
+    head = {
+        "bench": "ppo",
+        "case": case,
+        "estimator": estimator_of(case),
+        "reward": args.reward,
+        "max_new_tokens": args.max_new_tokens,
+        "workload": workload,
+        "torch_threads": torch.get_num_threads(),
+        "logprobs_from_generate": args.logprobs_from_generate and case != "trl_grpo",
+    }
     return {**head, **record}
 
 
@@ -198,8 +249,15 @@ def spawn(args, case: str, repeat: int, argv: List[str]) -> dict:
     start, load = time.perf_counter(), os.getloadavg()[0]
     with open(log, "w") as fh:
         try:
-            proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=fh,
-                                  text=True, timeout=args.timeout)
+            proc = subprocess.run(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=fh,
+                text=True,
+                timeout=args.timeout,
+            )
             code, out = proc.returncode, proc.stdout
         except subprocess.TimeoutExpired as err:
             code, out = 124, err.stdout or ""
@@ -212,13 +270,21 @@ def spawn(args, case: str, repeat: int, argv: List[str]) -> dict:
             continue
     if code != 0 or not lines:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        record = {"bench": "ppo", "case": case, "error": f"exit code {code}",
-                  "log": str(log), "log_tail": "\n".join(tail)}
+        record = {
+            "bench": "ppo",
+            "case": case,
+            "error": f"exit code {code}",
+            "log": str(log),
+            "log_tail": "\n".join(tail),
+        }
     else:
         record = lines[-1]
-    record.update(repeat=repeat, run_wall_s=round(time.perf_counter() - start, 1),
-                  loadavg_1m_start=round(load, 2),
-                  probe_gflops=[round(probe, 2), round(speed_probe(), 2)])
+    record.update(
+        repeat=repeat,
+        run_wall_s=round(time.perf_counter() - start, 1),
+        loadavg_1m_start=round(load, 2),
+        probe_gflops=[round(probe, 2), round(speed_probe(), 2)],
+    )
     return record
 
 
@@ -236,28 +302,43 @@ def ratio_lines(by_case: Dict[str, List[dict]]) -> List[dict]:
         a, b = by_case.get(num, []), by_case.get(den, [])
         if not a or not b:
             continue
-        line = {"bench": "ppo_ratio", "ratio": f"{num}/{den}", "kind": kind,
-                "repeats": min(len(a), len(b))}
+        line = {
+            "bench": "ppo_ratio",
+            "ratio": f"{num}/{den}",
+            "kind": kind,
+            "repeats": min(len(a), len(b)),
+        }
         if kind == "slowdown":
             for key in ("s_per_iter", "s_per_iter_median", "cpu_s_per_iter"):
                 line[key] = median_of(a, key) / median_of(b, key)
             if num == "ray" and den == "single":
-                line.update(target=TARGET, meets_target_wall=line["s_per_iter"] <= TARGET,
-                            meets_target_cpu=line["cpu_s_per_iter"] <= TARGET)
+                line.update(
+                    target=TARGET,
+                    meets_target_wall=line["s_per_iter"] <= TARGET,
+                    meets_target_cpu=line["cpu_s_per_iter"] <= TARGET,
+                )
         else:
             for key in ("tokens_per_s", "tokens_per_cpu_s", "samples_per_s"):
                 line[key] = median_of(a, key) / median_of(b, key)
-        line.update(pair_spread(a, b, "cpu_s_per_iter" if kind == "slowdown"
-                                else "tokens_per_cpu_s"))
+        line.update(
+            pair_spread(a, b, "cpu_s_per_iter" if kind == "slowdown" else "tokens_per_cpu_s")
+        )
         lines.append(C.rounded(line))
     return lines
 
 
-TABLE = (("s / iter", "s_per_iter"), ("median s / iter", "s_per_iter_median"),
-         ("generate s", "time_generate_s"), ("score s", "time_score_s"),
-         ("learn s", "time_learn_s"), ("CPU-s / iter", "cpu_s_per_iter"),
-         ("CPU-s generate / score / learn", None), ("samples/s", "samples_per_s"),
-         ("tokens/s", "tokens_per_s"), ("**tokens / CPU-s**", "tokens_per_cpu_s"))
+TABLE = (
+    ("s / iter", "s_per_iter"),
+    ("median s / iter", "s_per_iter_median"),
+    ("generate s", "time_generate_s"),
+    ("score s", "time_score_s"),
+    ("learn s", "time_learn_s"),
+    ("CPU-s / iter", "cpu_s_per_iter"),
+    ("CPU-s generate / score / learn", None),
+    ("samples/s", "samples_per_s"),
+    ("tokens/s", "tokens_per_s"),
+    ("**tokens / CPU-s**", "tokens_per_cpu_s"),
+)
 
 
 def markdown_table(path: str) -> str:
@@ -267,23 +348,30 @@ def markdown_table(path: str) -> str:
     for r in rows:
         if r.get("bench") == "ppo" and "error" not in r and "skipped" not in r:
             by_case.setdefault(r["case"], []).append(r)
-    out = ["| case | implementation | " + " | ".join(h for h, _ in TABLE) + " |",
-           "|---|---|" + "---:|" * len(TABLE)]
+    out = [
+        "| case | implementation | " + " | ".join(h for h, _ in TABLE) + " |",
+        "|---|---|" + "---:|" * len(TABLE),
+    ]
     for case in [c for c in CASES if c in by_case]:
         recs = by_case[case]
         cells = []
         for _, key in TABLE:
             if key is None:
-                cells.append(" / ".join(f"{median_of(recs, f'cpu_{p}_s'):.2f}"
-                                        for p in ("generate", "score", "learn")))
+                cells.append(
+                    " / ".join(
+                        f"{median_of(recs, f'cpu_{p}_s'):.2f}"
+                        for p in ("generate", "score", "learn")
+                    )
+                )
             else:
                 value = median_of(recs, key)
                 cells.append(f"{value:.0f}" if value >= 100 else f"{value:.2f}")
         out.append(f"| {case} | {recs[0]['impl']} | " + " | ".join(cells) + " |")
     for r in rows:
         if r.get("bench") == "ppo_ratio":
-            values = ", ".join(f"{k} {v}" for k, v in r.items()
-                               if k not in ("bench", "ratio", "kind", "repeats"))
+            values = ", ".join(
+                f"{k} {v}" for k, v in r.items() if k not in ("bench", "ratio", "kind", "repeats")
+            )
             out.append(f"\n{r['ratio']} ({r['kind']}, {r['repeats']} repeats): {values}")
     return "\n".join(out)
 

@@ -36,6 +36,7 @@ tokens/s counts the pairs' real tokens (chosen + rejected, as ``perf/tokens_per_
 layout, so layouts that process fewer positions show up as faster; ``positions_per_token`` is
 what the model processes per such token (padding included; below 1 for ``shared``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,21 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_VARIANTS = ["trainer", "plain", "trl_like", "plain+fused+preref",
-                    "plain+fused+sorted", "plain+fused+packed", "plain+fused+shared",
-                    "plain+fused+sdpa", "plain+fused+shared+sorted",
-                    "plain+fused+preref+sorted", "plain+fused+preref+shared",
-                    "plain+fused+preref+shared+sorted", "plain+fused+preref+sdpa+sorted"]
+DEFAULT_VARIANTS = [
+    "trainer",
+    "plain",
+    "trl_like",
+    "plain+fused+preref",
+    "plain+fused+sorted",
+    "plain+fused+packed",
+    "plain+fused+shared",
+    "plain+fused+sdpa",
+    "plain+fused+shared+sorted",
+    "plain+fused+preref+sorted",
+    "plain+fused+preref+shared",
+    "plain+fused+preref+shared+sorted",
+    "plain+fused+preref+sdpa+sorted",
+]
 LAYOUTS = ("sorted", "packed", "shared")
 
 
@@ -96,13 +107,13 @@ def step_indices(trainer, steps, sort=False):
     if not sort:
         order = B.epoch_order(len(ds), trainer.cfg.seed, 0)
         groups = B.rank_micro_batches(order, 0, 1, micro)
-        return [groups[k * trainer.accum:(k + 1) * trainer.accum] for k in range(steps)]
+        return [groups[k * trainer.accum : (k + 1) * trainer.accum] for k in range(steps)]
     size = lambda i: len(ds[i]["chosen_input_ids"]) + len(ds[i]["rejected_input_ids"])  # noqa
     order = sorted(range(len(ds)), key=size)
-    groups = [order[i:i + micro] for i in range(0, len(order) - micro + 1, micro)]
+    groups = [order[i : i + micro] for i in range(0, len(order) - micro + 1, micro)]
     stride = max(1, len(groups) // (steps * trainer.accum))
     flat = [groups[(k * stride) % len(groups)] for k in range(steps * trainer.accum)]
-    return [flat[k * trainer.accum:(k + 1) * trainer.accum] for k in range(steps)]
+    return [flat[k * trainer.accum : (k + 1) * trainer.accum] for k in range(steps)]
 
 
 def pack(batch):
@@ -114,11 +125,19 @@ def pack(batch):
     seq_ids = torch.arange(mask.shape[0]).unsqueeze(-1).expand_as(mask)
     targets = batch["labels"][mask][1:]
     scored = targets != -100  # a sequence's first label is a prompt label: nothing crosses
-    return {"model": {"input_ids": batch["input_ids"][mask].unsqueeze(0),
-                      "position_ids": positions[mask].unsqueeze(0), "attention_mask": None},
-            "src": torch.nonzero(scored).squeeze(-1), "labels": targets[scored],
-            "seq": seq_ids[mask][1:][scored], "num_seqs": int(mask.shape[0]),
-            "tokens": int(mask.sum()), "positions": int(mask.sum())}
+    return {
+        "model": {
+            "input_ids": batch["input_ids"][mask].unsqueeze(0),
+            "position_ids": positions[mask].unsqueeze(0),
+            "attention_mask": None,
+        },
+        "src": torch.nonzero(scored).squeeze(-1),
+        "labels": targets[scored],
+        "seq": seq_ids[mask][1:][scored],
+        "num_seqs": int(mask.shape[0]),
+        "tokens": int(mask.sum()),
+        "positions": int(mask.sum()),
+    }
 
 
 def shared_prompt(examples, pad_id, dtype):
@@ -132,7 +151,7 @@ def shared_prompt(examples, pad_id, dtype):
     import torch
 
     B = len(examples)
-    rows = [e["chosen_input_ids"] + e["rejected_input_ids"][e["prompt_len"]:] for e in examples]
+    rows = [e["chosen_input_ids"] + e["rejected_input_ids"][e["prompt_len"] :] for e in examples]
     L = max(map(len, rows))
     ids = torch.full((B, L), pad_id, dtype=torch.long)
     pos = torch.zeros(B, L, dtype=torch.long)
@@ -143,23 +162,29 @@ def shared_prompt(examples, pad_id, dtype):
         n, full = e["prompt_len"], rows[b]
         c = len(e["chosen_input_ids"]) - n
         r = len(full) - n - c
-        ids[b, :len(full)] = torch.tensor(full)
-        pos[b, :len(full)] = torch.tensor(list(range(n + c)) + list(range(n, n + r)))
-        block = tril[:len(full), :len(full)].clone()
-        block[n + c:, n:n + c] = False
-        allowed[b, :len(full), :len(full)] = block
+        ids[b, : len(full)] = torch.tensor(full)
+        pos[b, : len(full)] = torch.tensor(list(range(n + c)) + list(range(n, n + r)))
+        block = tril[: len(full), : len(full)].clone()
+        block[n + c :, n : n + c] = False
+        allowed[b, : len(full), : len(full)] = block
         for t in range(n, n + c):
             row_i.append(b), src.append(t - 1), labels.append(full[t]), seq.append(b)
         for j, t in enumerate(range(n + c, n + c + r)):
             row_i.append(b), src.append(n - 1 if j == 0 else t - 1), labels.append(full[t])
             seq.append(B + b)
-    mask = torch.zeros(B, 1, L, L, dtype=dtype).masked_fill(~allowed.unsqueeze(1),
-                                                            torch.finfo(dtype).min)
-    return {"model": {"input_ids": ids, "position_ids": pos, "attention_mask": mask},
-            "row": torch.tensor(row_i), "src": torch.tensor(src),
-            "labels": torch.tensor(labels), "seq": torch.tensor(seq), "num_seqs": 2 * B,
-            "tokens": sum(len(e["chosen_input_ids"]) + len(e["rejected_input_ids"])
-                          for e in examples), "positions": B * L}
+    mask = torch.zeros(B, 1, L, L, dtype=dtype).masked_fill(
+        ~allowed.unsqueeze(1), torch.finfo(dtype).min
+    )
+    return {
+        "model": {"input_ids": ids, "position_ids": pos, "attention_mask": mask},
+        "row": torch.tensor(row_i),
+        "src": torch.tensor(src),
+        "labels": torch.tensor(labels),
+        "seq": torch.tensor(seq),
+        "num_seqs": 2 * B,
+        "tokens": sum(len(e["chosen_input_ids"]) + len(e["rejected_input_ids"]) for e in examples),
+        "positions": B * L,
+    }
 
 
 def scored_logps(model, inputs, dpo):
@@ -174,8 +199,7 @@ def scored_logps(model, inputs, dpo):
     logps = logprobs_from_logits(picked, inputs["labels"].unsqueeze(0))[0]
     total = torch.zeros(inputs["num_seqs"], dtype=logps.dtype).index_add(0, inputs["seq"], logps)
     if dpo.loss_type == "ipo":
-        count = torch.zeros(inputs["num_seqs"]).index_add(0, inputs["seq"],
-                                                          torch.ones_like(logps))
+        count = torch.zeros(inputs["num_seqs"]).index_add(0, inputs["seq"], torch.ones_like(logps))
         total = total / count.clamp(min=1)
     return total
 
@@ -218,9 +242,14 @@ class Plain:
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         t = trainer.cfg.train
         fused = "fused" in levers
-        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
-                                     weight_decay=t.weight_decay, fused=fused,
-                                     foreach=None if fused else False)
+        self.opt = torch.optim.AdamW(
+            self.policy.parameters(),
+            lr=t.lr,
+            betas=tuple(t.adam_betas),
+            weight_decay=t.weight_decay,
+            fused=fused,
+            foreach=None if fused else False,
+        )
         self.layout = next((x for x in ("packed", "shared") if x in levers), "padded")
         self.cfg, self.max_norm, self.trainer = trainer.cfg, t.max_grad_norm, trainer
 
@@ -230,8 +259,9 @@ class Plain:
         if self.layout == "packed":
             return pack(batch)
         if self.layout == "shared":
-            return shared_prompt(examples, self.trainer.tokenizer.pad_token_id,
-                                 next(self.policy.parameters()).dtype)
+            return shared_prompt(
+                examples, self.trainer.tokenizer.pad_token_id, next(self.policy.parameters()).dtype
+            )
         batch["tokens"] = int(batch["attention_mask"].sum())
         batch["positions"] = batch["attention_mask"].numel()
         return batch
@@ -264,9 +294,15 @@ class Plain:
             ref_logps = ref[i] if ref is not None else self.ref_logps(inputs)
             chosen, rejected = split_pairs(self.logps(self.policy, inputs))
             ref_c, ref_r = split_pairs(ref_logps)
-            losses, _, _ = dpo_loss(chosen, rejected, ref_c, ref_r, self.cfg.dpo.beta,
-                                    loss_type=self.cfg.dpo.loss_type,
-                                    label_smoothing=self.cfg.dpo.label_smoothing)
+            losses, _, _ = dpo_loss(
+                chosen,
+                rejected,
+                ref_c,
+                ref_r,
+                self.cfg.dpo.beta,
+                loss_type=self.cfg.dpo.loss_type,
+                label_smoothing=self.cfg.dpo.label_smoothing,
+            )
             (losses.mean() / len(micro_inputs)).backward()
         torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_norm)
         self.opt.step()
@@ -281,10 +317,15 @@ def build_trainer(overrides):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
     out = tempfile.mkdtemp(prefix="profile_dpo_")
-    cfg = load_config(str(HERE / "train_config.yaml"),
-                      [f"output_dir={out}", "deepspeed.zero_stage=0",
-                       "dpo.layout=padded",  # the baseline the prototypes below started from
-                       *overrides])
+    cfg = load_config(
+        str(HERE / "train_config.yaml"),
+        [
+            f"output_dir={out}",
+            "deepspeed.zero_stage=0",
+            "dpo.layout=padded",  # the baseline the prototypes below started from
+            *overrides,
+        ],
+    )
     trainer = DPOTrainer(cfg)
     trainer.setup()
     return trainer
@@ -311,20 +352,24 @@ def main(argv=None) -> int:
         if "plain" not in levers:
             continue
         plain = plains[v] = Plain(trainer, levers)
-        data[v] = [[plain.inputs([ds[i] for i in mb]) for mb in step]
-                   for step in idx["sorted" in levers]]
+        data[v] = [
+            [plain.inputs([ds[i] for i in mb]) for mb in step] for step in idx["sorted" in levers]
+        ]
         extra[v] = {}
         if plain.layout != "padded":
             padded = plain.ref_logps(trainer.collate([ds[i] for i in idx[False][0][0]]), "padded")
             extra[v]["max_abs_diff_vs_padded"] = float(
                 (plain.ref_logps(plain.inputs([ds[i] for i in idx[False][0][0]])) - padded)
-                .abs().max())
+                .abs()
+                .max()
+            )
         if "preref" in levers:
             t0 = time.perf_counter()
             prerefs[v] = [[plain.ref_logps(x) for x in step] for step in data[v]]
             extra[v]["precompute_ref_s"] = time.perf_counter() - t0
-        extra[v]["positions_per_token"] = (sum(x["positions"] for st in data[v] for x in st)
-                                           / sum(x["tokens"] for st in data[v] for x in st))
+        extra[v]["positions_per_token"] = sum(x["positions"] for st in data[v] for x in st) / sum(
+            x["tokens"] for st in data[v] for x in st
+        )
 
     wall = {v: [] for v in variants}
     cpu = {v: [] for v in variants}
@@ -347,21 +392,34 @@ def main(argv=None) -> int:
                 cpu[v].append(tokens / (time.process_time() - c0))
 
     n = args.rounds * args.steps
-    print(json.dumps({"bench": "profile_dpo", "kind": "sections",
-                      "threads": torch.get_num_threads(),
-                      "cpu_s_per_step": sum(clock.cpu.values()) / n,
-                      "wall_s_per_step": sum(clock.wall.values()) / n,
-                      "cpu_share": {k: round(s / sum(clock.cpu.values()), 4)
-                                    for k, s in clock.cpu.items()},
-                      "cpu_s_per_step_by_section": {k: round(s / n, 5)
-                                                    for k, s in clock.cpu.items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "profile_dpo",
+                "kind": "sections",
+                "threads": torch.get_num_threads(),
+                "cpu_s_per_step": sum(clock.cpu.values()) / n,
+                "wall_s_per_step": sum(clock.wall.values()) / n,
+                "cpu_share": {
+                    k: round(s / sum(clock.cpu.values()), 4) for k, s in clock.cpu.items()
+                },
+                "cpu_s_per_step_by_section": {k: round(s / n, 5) for k, s in clock.cpu.items()},
+            }
+        ),
+        flush=True,
+    )
     base_w, base_c = statistics.median(wall[variants[0]]), statistics.median(cpu[variants[0]])
     for v in variants:
-        rec = {"bench": "profile_dpo", "kind": "variant", "variant": v,
-               "tokens_per_cpu_s_median": statistics.median(cpu[v]),
-               "cpu_vs_first": statistics.median(cpu[v]) / base_c,
-               "tokens_per_s_median": statistics.median(wall[v]),
-               "wall_vs_first": statistics.median(wall[v]) / base_w, **extra.get(v, {})}
+        rec = {
+            "bench": "profile_dpo",
+            "kind": "variant",
+            "variant": v,
+            "tokens_per_cpu_s_median": statistics.median(cpu[v]),
+            "cpu_vs_first": statistics.median(cpu[v]) / base_c,
+            "tokens_per_s_median": statistics.median(wall[v]),
+            "wall_vs_first": statistics.median(wall[v]) / base_w,
+            **extra.get(v, {}),
+        }
         print(json.dumps(rec), flush=True)
     if args.torch_profile:
         from torch.profiler import ProfilerActivity, profile

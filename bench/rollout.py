@@ -18,6 +18,7 @@ Iterations (``ppo`` lines): ``bench/ppo.py --cases ray,ray_vllm,ray_grpo,ray_grp
 (real driver, 4 groups + one engine, one rank each), its lines passed through: per-phase
 seconds (generate / sync / score / learn) per iteration of each backend and their ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,15 @@ def build_model(layers: int, hidden: int, directory: str):
     from rlhf_dist.config import ModelConfig, TinyModelConfig
     from rlhf_dist.models import load_causal_lm, load_tokenizer
 
-    section = ModelConfig(tiny=TinyModelConfig(
-        hidden_size=hidden, num_layers=layers, num_heads=max(1, hidden // 64),
-        intermediate_size=4 * hidden, max_position_embeddings=512))
+    section = ModelConfig(
+        tiny=TinyModelConfig(
+            hidden_size=hidden,
+            num_layers=layers,
+            num_heads=max(1, hidden // 64),
+            intermediate_size=4 * hidden,
+            max_position_embeddings=512,
+        )
+    )
     tokenizer = load_tokenizer(section)
     torch.manual_seed(0)
     model = load_causal_lm(section, tokenizer).eval()
@@ -98,41 +105,67 @@ def bench_size(args, size: str) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         model, tokenizer = build_model(layers, hidden, directory)
         ids, mask = toy_prompt_batch(tokenizer, args.prompts)
-        rollout = RolloutConfig(n_samples_per_prompt=args.samples,
-                                max_new_tokens=args.new_tokens,
-                                min_new_tokens=args.new_tokens)
+        rollout = RolloutConfig(
+            n_samples_per_prompt=args.samples,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+        )
         started = time.perf_counter()
-        vllm = VLLMRolloutEngine(directory, rollout, RolloutResources(
-            max_model_len=ids.shape[1] + args.new_tokens, kv_cache_gb=2),
-            "float32", seed=0, stop=stop_ids(rollout, tokenizer),
-            pad_token_id=tokenizer.pad_token_id)
+        vllm = VLLMRolloutEngine(
+            directory,
+            rollout,
+            RolloutResources(max_model_len=ids.shape[1] + args.new_tokens, kv_cache_gb=2),
+            "float32",
+            seed=0,
+            stop=stop_ids(rollout, tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
         startup = time.perf_counter() - started
         hf = HFGenerator(model, tokenizer, rollout)
-        run = {"hf": lambda s: hf.generate(ids, mask, generator_seed=s),
-               "vllm": lambda s: vllm.generate(ids, mask, seed=s)}
+        run = {
+            "hf": lambda s: hf.generate(ids, mask, generator_seed=s),
+            "vllm": lambda s: vllm.generate(ids, mask, seed=s),
+        }
         first = {name: timed(lambda: fn(0))["s"] for name, fn in run.items()}  # warm-up
         pairs: List[Dict[str, dict]] = []
         for repeat in range(args.repeats):
             pairs.append({name: timed(lambda: fn(repeat + 1)) for name, fn in run.items()})
     ratios = [p["vllm"]["tokens_per_s"] / p["hf"]["tokens_per_s"] for p in pairs]
     median = {name: statistics.median(p[name]["tokens_per_s"] for p in pairs) for name in run}
-    return {"bench": "rollout", "case": "gen", "model": f"{layers}x{hidden}",
-            "prompts": args.prompts, "samples": args.samples, "new_tokens": args.new_tokens,
-            "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
-            "hf_tokens_per_s": round(median["hf"], 1),
-            "vllm_tokens_per_s": round(median["vllm"], 1),
-            "ratio_vllm_hf": {"min": round(min(ratios), 3),
-                              "median": round(statistics.median(ratios), 3),
-                              "max": round(max(ratios), 3)},
-            "first_call_s": {k: round(v, 2) for k, v in first.items()},
-            "vllm_startup_s": round(startup, 1), "loadavg_1m_start": round(load, 2),
-            "unreliable_load": load > 0.5 * (os.cpu_count() or 1)}
+    return {
+        "bench": "rollout",
+        "case": "gen",
+        "model": f"{layers}x{hidden}",
+        "prompts": args.prompts,
+        "samples": args.samples,
+        "new_tokens": args.new_tokens,
+        "torch_threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "hf_tokens_per_s": round(median["hf"], 1),
+        "vllm_tokens_per_s": round(median["vllm"], 1),
+        "ratio_vllm_hf": {
+            "min": round(min(ratios), 3),
+            "median": round(statistics.median(ratios), 3),
+            "max": round(max(ratios), 3),
+        },
+        "first_call_s": {k: round(v, 2) for k, v in first.items()},
+        "vllm_startup_s": round(startup, 1),
+        "loadavg_1m_start": round(load, 2),
+        "unreliable_load": load > 0.5 * (os.cpu_count() or 1),
+    }
 
 
 def ppo_lines(args) -> None:
-    cmd = [sys.executable, str(HERE / "ppo.py"), "--cases",
-           "ray,ray_vllm,ray_grpo,ray_grpo_vllm", "--iterations", str(args.iterations),
-           "--repeats", str(args.ppo_repeats)]
+    cmd = [
+        sys.executable,
+        str(HERE / "ppo.py"),
+        "--cases",
+        "ray,ray_vllm,ray_grpo,ray_grpo_vllm",
+        "--iterations",
+        str(args.iterations),
+        "--repeats",
+        str(args.ppo_repeats),
+    ]
     done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     for line in done.stdout.splitlines():
         print(line, flush=True)

@@ -25,6 +25,7 @@ time over that span (steadier than wall time on a shared machine).  Needs ``trl`
 1.16.0, which relies on transformers >= 5 for ``train_sampling_strategy``) and ``rlhf_dist``
 importable (a separate TRL venv installs rlhf_dist with ``pip install -e <repo> --no-deps``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.95))
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
-    p.add_argument("--precompute-ref", action="store_true",
-                   help="TRL's precompute_ref_log_probs (off in the bench: rlhf_dist does not)")
+    p.add_argument(
+        "--precompute-ref",
+        action="store_true",
+        help="TRL's precompute_ref_log_probs (off in the bench: rlhf_dist does not)",
+    )
     return p.parse_args(argv)
 
 
@@ -65,9 +69,16 @@ def build_model(args, tokenizer):
     from rlhf_dist.config import ModelConfig, TinyModelConfig
     from rlhf_dist.models import load_causal_lm
 
-    section = ModelConfig(attn_implementation=args.attn, tiny=TinyModelConfig(
-        arch="llama", hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-        intermediate_size=args.intermediate))
+    section = ModelConfig(
+        attn_implementation=args.attn,
+        tiny=TinyModelConfig(
+            arch="llama",
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            intermediate_size=args.intermediate,
+        ),
+    )
     torch.manual_seed(args.seed)  # as LauncherTrainer.build_engines
     return load_causal_lm(section, tokenizer)
 
@@ -86,8 +97,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"trl_dpo: the tokenizer in {args.tokenizer} has no pad token")
     model = build_model(args, tokenizer)
     reference = copy.deepcopy(model)
-    timing = {"begin": None, "step_s": [], "end_s": [], "end_cpu_s": [], "tokens": [],
-              "pending": 0}
+    timing = {"begin": None, "step_s": [], "end_s": [], "end_cpu_s": [], "tokens": [], "pending": 0}
     t0 = time.perf_counter()
 
     class Timer(TrainerCallback):
@@ -111,18 +121,43 @@ def main(argv=None) -> int:
             return super().training_step(model, inputs, *rest, **kw)
 
     config = DPOConfig(
-        output_dir=args.out_dir, report_to="none", use_cpu=True, bf16=False, fp16=False,
-        gradient_checkpointing=False, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, max_steps=args.steps, learning_rate=args.lr,
-        lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
-        adam_beta1=args.adam_betas[0], adam_beta2=args.adam_betas[1], max_grad_norm=1.0,
-        beta=args.beta, loss_type=["sigmoid"], max_length=args.max_length,
-        precompute_ref_log_probs=args.precompute_ref, train_sampling_strategy="sequential",
-        seed=args.seed, data_seed=args.seed, dataloader_num_workers=0, logging_steps=1,
-        save_strategy="no", eval_strategy="no", disable_tqdm=True)
-    trainer = BenchDPOTrainer(model=model, ref_model=reference, args=config,
-                              train_dataset=datasets.Dataset.from_list(rows),
-                              processing_class=tokenizer, callbacks=[Timer()])
+        output_dir=args.out_dir,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=args.adam_betas[0],
+        adam_beta2=args.adam_betas[1],
+        max_grad_norm=1.0,
+        beta=args.beta,
+        loss_type=["sigmoid"],
+        max_length=args.max_length,
+        precompute_ref_log_probs=args.precompute_ref,
+        train_sampling_strategy="sequential",
+        seed=args.seed,
+        data_seed=args.seed,
+        dataloader_num_workers=0,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = BenchDPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
     trainer.train()
 
     w = args.warmup
@@ -130,18 +165,32 @@ def main(argv=None) -> int:
     wall = timing["end_s"][-1] - timing["end_s"][w - 1] if w > 0 else timing["end_s"][-1]
     cpu = timing["end_cpu_s"][-1] - (timing["end_cpu_s"][w - 1] if w > 0 else 0.0)
     per_step = [t / s for t, s in zip(tokens, step_s)]
-    print(json.dumps({
-        "bench": "train", "impl": "trl", "trl_version": trl.__version__, "job": "dpo",
-        "zero": None, "ranks": 1, "steps": len(timing["step_s"]), "warmup": w,
-        "tokens_per_s": sum(tokens) / sum(step_s),
-        "tokens_per_s_median": statistics.median(per_step),
-        "tokens_per_s_wall": sum(tokens) / wall,
-        "tokens_per_cpu_s": sum(tokens) / cpu,
-        "tokens_per_step": sum(tokens) / len(tokens),
-        "step_time_s_mean": sum(step_s) / len(step_s),
-        "peak_rss_mb_per_rank": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0],
-        "threads_per_rank": torch.get_num_threads(),
-        "precompute_ref_log_probs": args.precompute_ref}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "train",
+                "impl": "trl",
+                "trl_version": trl.__version__,
+                "job": "dpo",
+                "zero": None,
+                "ranks": 1,
+                "steps": len(timing["step_s"]),
+                "warmup": w,
+                "tokens_per_s": sum(tokens) / sum(step_s),
+                "tokens_per_s_median": statistics.median(per_step),
+                "tokens_per_s_wall": sum(tokens) / wall,
+                "tokens_per_cpu_s": sum(tokens) / cpu,
+                "tokens_per_step": sum(tokens) / len(tokens),
+                "step_time_s_mean": sum(step_s) / len(step_s),
+                "peak_rss_mb_per_rank": [
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+                ],
+                "threads_per_rank": torch.get_num_threads(),
+                "precompute_ref_log_probs": args.precompute_ref,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ one request per sampled row (``n=1``, a seed each: what ``VLLMRolloutEngine`` se
     .venv-vllm/bin/python bench/vllm_requests.py                 # 8 x 512, 32 prompts x 4
     .venv-vllm/bin/python bench/vllm_requests.py --layers 4 --hidden 128 --repeats 6
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,24 +35,46 @@ def main() -> None:
 
     tok = toy_tokenizer()
     torch.manual_seed(0)
-    tiny = TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers,
-                           num_heads=args.hidden // 64, intermediate_size=4 * args.hidden,
-                           max_position_embeddings=256)
+    tiny = TinyModelConfig(
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.hidden // 64,
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=256,
+    )
     directory = tempfile.mkdtemp()
     save_model(load_causal_lm(ModelConfig(tiny=tiny), tok), tok, directory)
-    llm = LLM(model=directory, skip_tokenizer_init=True, dtype="float32", enforce_eager=True,
-              max_model_len=128, kv_cache_memory_bytes=2 ** 30, seed=0)
-    ids = [tok(r["prompt"])["input_ids"]
-           for r in ToyTask(seed=0).prompt_rows("train")[:args.prompts]]
+    llm = LLM(
+        model=directory,
+        skip_tokenizer_init=True,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=128,
+        kv_cache_memory_bytes=2**30,
+        seed=0,
+    )
+    ids = [
+        tok(r["prompt"])["input_ids"] for r in ToyTask(seed=0).prompt_rows("train")[: args.prompts]
+    ]
     n, new = args.samples, args.new_tokens
 
     def params(count: int, seed: int) -> SamplingParams:
-        return SamplingParams(n=count, temperature=1.0, max_tokens=new, min_tokens=new,
-                              seed=seed, logprobs=0, detokenize=False)
+        return SamplingParams(
+            n=count,
+            temperature=1.0,
+            max_tokens=new,
+            min_tokens=new,
+            seed=seed,
+            logprobs=0,
+            detokenize=False,
+        )
 
     def per_prompt(seed: int) -> None:
-        llm.generate([{"prompt_token_ids": i} for i in ids],
-                     [params(n, seed + k * n) for k in range(len(ids))], use_tqdm=False)
+        llm.generate(
+            [{"prompt_token_ids": i} for i in ids],
+            [params(n, seed + k * n) for k in range(len(ids))],
+            use_tqdm=False,
+        )
 
     def per_row(seed: int) -> None:
         rows = [{"prompt_token_ids": i} for i in ids for _ in range(n)]
@@ -67,14 +90,24 @@ def main() -> None:
             run(100 + repeat)
             tokens_per_s[name].append(len(ids) * n * new / (time.perf_counter() - start))
     ratios = [a / b for a, b in zip(tokens_per_s["per_row"], tokens_per_s["per_prompt"])]
-    print(json.dumps({"bench": "vllm_requests", "model": f"{args.layers}x{args.hidden}",
-                      "prompts": len(ids), "samples": n, "new_tokens": new,
-                      "tokens_per_s": {k: [round(v) for v in vs]
-                                       for k, vs in tokens_per_s.items()},
-                      "ratio_per_row_per_prompt": {"min": round(min(ratios), 3),
-                                                   "median": round(statistics.median(ratios), 3),
-                                                   "max": round(max(ratios), 3)},
-                      "loadavg_1m": os.getloadavg()[0]}))
+    print(
+        json.dumps(
+            {
+                "bench": "vllm_requests",
+                "model": f"{args.layers}x{args.hidden}",
+                "prompts": len(ids),
+                "samples": n,
+                "new_tokens": new,
+                "tokens_per_s": {k: [round(v) for v in vs] for k, vs in tokens_per_s.items()},
+                "ratio_per_row_per_prompt": {
+                    "min": round(min(ratios), 3),
+                    "median": round(statistics.median(ratios), 3),
+                    "max": round(max(ratios), 3),
+                },
+                "loadavg_1m": os.getloadavg()[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ size's per-round speed-up over the per-parameter sync (min, median, max), and th
 load average before and after the case (this machine is shared: a load above the core count
 means the numbers waited for a core).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/weight_sync.py", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="8x512", help="comma list: LxH or qwen0.5b")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every mode")
-    p.add_argument("--bucket-mb", default="4,16,64",
-                   help="comma list: the bucketed modes' sizes in MB (the first also checked)")
+    p.add_argument(
+        "--bucket-mb",
+        default="4,16,64",
+        help="comma list: the bucketed modes' sizes in MB (the first also checked)",
+    )
     p.add_argument("--zero", type=int, default=3, help="the actor's ZeRO stage")
     p.add_argument("--ranks", type=int, default=2, help="the actor's ranks")
     return p.parse_args(argv)
@@ -66,19 +70,32 @@ def build_model(size: str, directory: str) -> int:
     tokenizer = load_tokenizer(section)
     torch.manual_seed(0)
     if size == "qwen0.5b":
-        config = Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                             num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
-                             tie_word_embeddings=True, max_position_embeddings=512,
-                             architectures=["Qwen2ForCausalLM"],
-                             pad_token_id=tokenizer.pad_token_id,
-                             bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
+        config = Qwen2Config(
+            hidden_size=896,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            max_position_embeddings=512,
+            architectures=["Qwen2ForCausalLM"],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         model = AutoModelForCausalLM.from_config(config)
     else:
         layers, hidden = (int(x) for x in size.split("x"))
-        section = ModelConfig(tiny=TinyModelConfig(
-            hidden_size=hidden, num_layers=layers, num_heads=max(1, hidden // 64),
-            intermediate_size=4 * hidden, max_position_embeddings=512))
+        section = ModelConfig(
+            tiny=TinyModelConfig(
+                hidden_size=hidden,
+                num_layers=layers,
+                num_heads=max(1, hidden // 64),
+                intermediate_size=4 * hidden,
+                max_position_embeddings=512,
+            )
+        )
         model = load_causal_lm(section, tokenizer)
     params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(directory)
@@ -95,16 +112,19 @@ def _set_bucket_mb(roles, mb: float) -> None:
     def set_mb(worker, value):
         worker.cfg.rollout.sync_bucket_mb = value
 
-    ray.get([w.__ray_call__.remote(set_mb, mb)
-             for w in roles.actor.workers + roles.rollout.engines.workers])
+    ray.get(
+        [
+            w.__ray_call__.remote(set_mb, mb)
+            for w in roles.actor.workers + roles.rollout.engines.workers
+        ]
+    )
 
 
 def _reload_in_worker(worker, specs) -> float:
     """In the vLLM worker: seconds of ``reload_weights`` of random tensors of ``specs``."""
     import torch
 
-    tensors = [(name, torch.randn(shape).to(getattr(torch, dtype)))
-               for name, dtype, shape in specs]
+    tensors = [(name, torch.randn(shape).to(getattr(torch, dtype))) for name, dtype, shape in specs]
     started = time.perf_counter()
     worker.model_runner.reload_weights(weights_iterator=iter(tensors))
     return time.perf_counter() - started
@@ -115,8 +135,12 @@ def _reload_only(engine_worker, specs) -> float:
 
 
 def _stats(values: List[float]) -> Dict[str, float]:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "all": [round(v, 4) for v in values]}
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "all": [round(v, 4) for v in values],
+    }
 
 
 def bench_size(args, size: str) -> dict:
@@ -132,27 +156,42 @@ def bench_size(args, size: str) -> dict:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="weight_sync_") as directory:
         params = build_model(size, directory)
-        cfg = load_config(str(REPO / "configs" / "tiny" / "ppo.yaml"), [
-            f"output_dir={directory}/out", f"model.name_or_path={directory}",
-            "rollout.backend=vllm", "logging.backend=none", "resources.timeout_s=1800",
-            f"deepspeed.zero_stage={args.zero}", f"resources.actor.devices_per_node={args.ranks}",
-            "resources.rollout.kv_cache_gb=0.25", "rollout.verify_sync_every=0",
-            "rollout.rollout_batch_size=8", "ppo.mini_batch_size=8"])
+        cfg = load_config(
+            str(REPO / "configs" / "tiny" / "ppo.yaml"),
+            [
+                f"output_dir={directory}/out",
+                f"model.name_or_path={directory}",
+                "rollout.backend=vllm",
+                "logging.backend=none",
+                "resources.timeout_s=1800",
+                f"deepspeed.zero_stage={args.zero}",
+                f"resources.actor.devices_per_node={args.ranks}",
+                "resources.rollout.kv_cache_gb=0.25",
+                "rollout.verify_sync_every=0",
+                "rollout.rollout_batch_size=8",
+                "ppo.mini_batch_size=8",
+            ],
+        )
         resolve_ppo_sizes(cfg)
         tokenizer = load_tokenizer(cfg.model)
         rollout = VLLMRollout(cfg, tokenizer)
         started = start_ray(None, cpus_needed(cfg, ["actor"], rollout))
         rollout.check()
-        roles = create_roles(cfg, with_reward=False, with_critic=False, with_reference=False,
-                             rollout=rollout)
+        roles = create_roles(
+            cfg, with_reward=False, with_critic=False, with_reference=False, rollout=rollout
+        )
         try:
-            roles.actor.build(learner_train_section(cfg, cfg.train.lr, args.ranks),
-                              total_steps=10).result()
+            roles.actor.build(
+                learner_train_section(cfg, cfg.train.lr, args.ranks), total_steps=10
+            ).result()
             rollout.connect()
             engines, specs = roles.rollout.engines, roles.actor.weight_specs()
             mbs = [float(mb) for mb in args.bucket_mb.split(",")]
-            sizes = {"per_parameter": 0.0, **{f"bucketed_{mb:g}": mb for mb in mbs},
-                     f"checked_{mbs[0]:g}": mbs[0]}
+            sizes = {
+                "per_parameter": 0.0,
+                **{f"bucketed_{mb:g}": mb for mb in mbs},
+                f"checked_{mbs[0]:g}": mbs[0],
+            }
             modes, version = [*sizes, "vllm_reload_only"], 0
 
             def sync(mode: str) -> float:
@@ -170,7 +209,7 @@ def bench_size(args, size: str) -> dict:
             first = {mode: round(sync(mode), 4) for mode in modes}  # untimed warm-up
             times: Dict[str, List[float]] = {mode: [] for mode in modes}
             for repeat in range(args.repeats):
-                for mode in (modes if repeat % 2 == 0 else modes[::-1]):
+                for mode in modes if repeat % 2 == 0 else modes[::-1]:
                     times[mode].append(sync(mode))
         finally:
             stop(roles, started)
@@ -179,16 +218,23 @@ def bench_size(args, size: str) -> dict:
     speedup = {}
     for mb in mbs:
         ratios = [p / b for p, b in zip(times["per_parameter"], times[f"bucketed_{mb:g}"])]
-        speedup[f"{mb:g}"] = {"min": round(min(ratios), 2),
-                              "median": round(statistics.median(ratios), 2),
-                              "max": round(max(ratios), 2)}
-    return {"size": size, "params": params, "tensors": len(specs),
-            "mbytes": round(total_bytes(plan_buckets(specs, 0)) / 2 ** 20, 1),
-            "buckets": {f"{mb:g}": len(plan_buckets(specs, bucket_bytes(mb))) for mb in mbs},
-            "seconds": {mode: _stats(times[mode]) for mode in modes},
-            "speedup_over_per_parameter": speedup,
-            "first_sync_s": first, "loadavg_1m_before": round(load_before, 2),
-            "loadavg_1m_after": round(os.getloadavg()[0], 2)}
+        speedup[f"{mb:g}"] = {
+            "min": round(min(ratios), 2),
+            "median": round(statistics.median(ratios), 2),
+            "max": round(max(ratios), 2),
+        }
+    return {
+        "size": size,
+        "params": params,
+        "tensors": len(specs),
+        "mbytes": round(total_bytes(plan_buckets(specs, 0)) / 2**20, 1),
+        "buckets": {f"{mb:g}": len(plan_buckets(specs, bucket_bytes(mb))) for mb in mbs},
+        "seconds": {mode: _stats(times[mode]) for mode in modes},
+        "speedup_over_per_parameter": speedup,
+        "first_sync_s": first,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -205,9 +251,21 @@ def main(argv=None) -> int:
         case["case_wall_s"] = round(time.perf_counter() - started, 1)
         print(json.dumps(case), file=sys.stderr, flush=True)
         cases.append(case)
-    print(json.dumps({"bench": "weight_sync", "zero_stage": args.zero, "actor_ranks": args.ranks,
-                      "dtype": "float32", "repeats": args.repeats, "cpus": os.cpu_count(),
-                      "cases": cases}), file=stdout, flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "weight_sync",
+                "zero_stage": args.zero,
+                "actor_ranks": args.ranks,
+                "dtype": "float32",
+                "repeats": args.repeats,
+                "cpus": os.cpu_count(),
+                "cases": cases,
+            }
+        ),
+        file=stdout,
+        flush=True,
+    )
     return 0
 
 

@@ -47,6 +47,7 @@ sampling.  The optimiser is ``torch.optim.AdamW(fused=True)``, what the engines 
 learners' settings: constant lr, ``train.adam_betas``, ``train.weight_decay``, gradients
 clipped at ``train.max_grad_norm``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,13 @@ from rlhf_dist.config import load_config
 from rlhf_dist.data import PromptCollator, build_prompt_dataset
 from rlhf_dist.models import action_logprobs, load_causal_lm, load_scalar_model, load_tokenizer
 from rlhf_dist.objectives import policy_objective, value_objective
-from rlhf_dist.rollout import (ReplayBuffer, RewardShaper, HFGenerator, compute_advantages,
-                               sampling_temperature)
+from rlhf_dist.rollout import (
+    ReplayBuffer,
+    RewardShaper,
+    HFGenerator,
+    compute_advantages,
+    sampling_temperature,
+)
 from rlhf_dist.trainers.ppo import PPOTrainer
 from rlhf_dist.utils import mean_rows, seed_everything
 
@@ -78,14 +84,21 @@ def build_models(cfg, tokenizer) -> SimpleNamespace:
         return build()
 
     actor = seeded(cfg.seed, lambda: load_causal_lm(cfg.model, tokenizer, field_prefix="model"))
-    reference = seeded(cfg.seed, lambda: load_causal_lm(cfg.model, tokenizer,
-                                                        field_prefix="model"))
-    reward = seeded(cfg.seed + 1, lambda: load_scalar_model(
-        cfg.reward_model, tokenizer, role="reward", field_prefix="reward_model"))
+    reference = seeded(cfg.seed, lambda: load_causal_lm(cfg.model, tokenizer, field_prefix="model"))
+    reward = seeded(
+        cfg.seed + 1,
+        lambda: load_scalar_model(
+            cfg.reward_model, tokenizer, role="reward", field_prefix="reward_model"
+        ),
+    )
     critic = None
     if cfg.ppo.needs_critic:
-        critic = seeded(cfg.seed + 2, lambda: load_scalar_model(
-            cfg.critic_model, tokenizer, role="critic", field_prefix="critic_model"))
+        critic = seeded(
+            cfg.seed + 2,
+            lambda: load_scalar_model(
+                cfg.critic_model, tokenizer, role="critic", field_prefix="critic_model"
+            ),
+        )
     for frozen in (reference, reward):
         frozen.requires_grad_(False).eval()
     return SimpleNamespace(actor=actor, reference=reference, reward=reward, critic=critic)
@@ -93,8 +106,13 @@ def build_models(cfg, tokenizer) -> SimpleNamespace:
 
 def adamw(model: torch.nn.Module, lr: float, train) -> torch.optim.Optimizer:
     """The engine's optimiser (``engine._optimizer``): fused AdamW, the learner's settings."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(train.adam_betas),
-                             weight_decay=train.weight_decay, fused=True)
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=lr,
+        betas=tuple(train.adam_betas),
+        weight_decay=train.weight_decay,
+        fused=True,
+    )
 
 
 def forward_in_micro_batches(batch, size: int, forward) -> torch.Tensor:
@@ -102,8 +120,9 @@ def forward_in_micro_batches(batch, size: int, forward) -> torch.Tensor:
         return torch.cat([forward(micro) for micro in batch.split(size)])
 
 
-def update(model, optimizer, minibatch, micro: int, max_grad_norm: float,
-           loss_fn: Callable) -> Metrics:
+def update(
+    model, optimizer, minibatch, micro: int, max_grad_norm: float, loss_fn: Callable
+) -> Metrics:
     """One optimiser step over the minibatch's micro-batches (mean of their losses)."""
     model.train()
     parts = minibatch.split(micro)
@@ -128,13 +147,19 @@ class PPOLoop:
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         # what PPOTrainer.prompt_batch reads: the same prompts, in the same order
         self.state = SimpleNamespace(
-            cfg=cfg, prompts=build_prompt_dataset(cfg.data, self.tokenizer, split="train"),
-            collate=PromptCollator(self.tokenizer.pad_token_id), drawn=0,
-            n_samples=cfg.rollout.n_samples_per_prompt)
+            cfg=cfg,
+            prompts=build_prompt_dataset(cfg.data, self.tokenizer, split="train"),
+            collate=PromptCollator(self.tokenizer.pad_token_id),
+            drawn=0,
+            n_samples=cfg.rollout.n_samples_per_prompt,
+        )
         self.m = build_models(cfg, self.tokenizer)
         self.actor_opt = adamw(self.m.actor, cfg.train.lr, cfg.train)
-        self.critic_opt = adamw(self.m.critic, cfg.ppo.critic_lr, cfg.train) \
-            if self.m.critic is not None else None
+        self.critic_opt = (
+            adamw(self.m.critic, cfg.ppo.critic_lr, cfg.train)
+            if self.m.critic is not None
+            else None
+        )
         self.rollout = HFGenerator(self.m.actor, self.tokenizer, cfg.rollout)
         self.temperature = sampling_temperature(cfg.rollout)
         self.shaper, self.replay = RewardShaper(cfg.ppo), ReplayBuffer()
@@ -144,50 +169,71 @@ class PPOLoop:
         self.state.drawn = iteration
         prompts, seed = PPOTrainer.prompt_batch(self.state)
         read = self.cfg.rollout.logprobs_from_generate
-        experience = self.rollout.generate(prompts["input_ids"], prompts["attention_mask"],
-                                           generator_seed=seed, with_logprobs=read)
+        experience = self.rollout.generate(
+            prompts["input_ids"], prompts["attention_mask"], generator_seed=seed, with_logprobs=read
+        )
         if read:
             return experience
         self.m.actor.eval()
-        old = forward_in_micro_batches(experience, self.cfg.train.micro_batch_size,
-                                       lambda b: action_logprobs(self.m.actor, b,
-                                                                 self.temperature))
+        old = forward_in_micro_batches(
+            experience,
+            self.cfg.train.micro_batch_size,
+            lambda b: action_logprobs(self.m.actor, b, self.temperature),
+        )
         return experience.with_(old_logprobs=old)
 
     def score(self, experience) -> Tuple[object, Metrics]:
         micro = self.cfg.train.micro_batch_size
-        fields = {"ref_logprobs": forward_in_micro_batches(
-            experience, micro, lambda b: action_logprobs(self.m.reference, b, self.temperature)),
+        fields = {
+            "ref_logprobs": forward_in_micro_batches(
+                experience, micro, lambda b: action_logprobs(self.m.reference, b, self.temperature)
+            ),
             "scores": forward_in_micro_batches(
-                experience, micro, lambda b: self.m.reward.sequence_scores(b["sequences"],
-                                                                 b["attention_mask"]))}
+                experience,
+                micro,
+                lambda b: self.m.reward.sequence_scores(b["sequences"], b["attention_mask"]),
+            ),
+        }
         if self.m.critic is not None:
             self.m.critic.eval()
             values = forward_in_micro_batches(experience, micro, self._values)
             fields["values"] = values * experience["action_mask"]
         experience, metrics = self.shaper(experience.with_(**fields))
-        experience, adv_metrics = compute_advantages(experience, self.cfg.ppo,
-                                                     self.state.n_samples)
+        experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.state.n_samples)
         return experience, {**metrics, **adv_metrics}
 
     def learn(self, experience, iteration: int) -> Metrics:
         cfg, rows = self.cfg, []
         self.replay.clear()
         self.replay.add(experience)
-        for minibatch in self.replay.minibatches(cfg.ppo.mini_batch_size, cfg.ppo.ppo_epochs,
-                                                 seed=cfg.seed + iteration):
-            metrics = update(self.m.actor, self.actor_opt, minibatch,
-                             cfg.train.micro_batch_size, cfg.train.max_grad_norm,
-                             self._policy_loss)
+        for minibatch in self.replay.minibatches(
+            cfg.ppo.mini_batch_size, cfg.ppo.ppo_epochs, seed=cfg.seed + iteration
+        ):
+            metrics = update(
+                self.m.actor,
+                self.actor_opt,
+                minibatch,
+                cfg.train.micro_batch_size,
+                cfg.train.max_grad_norm,
+                self._policy_loss,
+            )
             if self.m.critic is not None:
-                metrics.update(update(self.m.critic, self.critic_opt, minibatch,
-                                      cfg.train.micro_batch_size, cfg.train.max_grad_norm,
-                                      self._value_loss))
+                metrics.update(
+                    update(
+                        self.m.critic,
+                        self.critic_opt,
+                        minibatch,
+                        cfg.train.micro_batch_size,
+                        cfg.train.max_grad_norm,
+                        self._value_loss,
+                    )
+                )
             rows.append(metrics)
         metrics = mean_rows(rows)
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(
-                experience["values"], experience["returns"], experience["action_mask"])
+                experience["values"], experience["returns"], experience["action_mask"]
+            )
         return metrics
 
     # ------------------------------------------------------------------ losses
@@ -196,12 +242,18 @@ class PPOLoop:
 
     # horizon: the constant of loss_agg=seq_mean_token_sum_norm (Dr. GRPO), as the workers pass
     def _policy_loss(self, micro):
-        return policy_objective(self.m.actor, micro, self.temperature, self.cfg.ppo,
-                                horizon=self.cfg.rollout.max_new_tokens)
+        return policy_objective(
+            self.m.actor,
+            micro,
+            self.temperature,
+            self.cfg.ppo,
+            horizon=self.cfg.rollout.max_new_tokens,
+        )
 
     def _value_loss(self, micro):
-        return value_objective(self._values(micro), micro, self.cfg.ppo,
-                               horizon=self.cfg.rollout.max_new_tokens)
+        return value_objective(
+            self._values(micro), micro, self.cfg.ppo, horizon=self.cfg.rollout.max_new_tokens
+        )
 
 
 @contextmanager
@@ -210,8 +262,9 @@ def untimed(name: str) -> Iterator[None]:
     yield
 
 
-def iterate(loop: PPOLoop, iteration: int,
-            phase: Callable[[str], ContextManager] = untimed) -> Tuple[object, Metrics]:
+def iterate(
+    loop: PPOLoop, iteration: int, phase: Callable[[str], ContextManager] = untimed
+) -> Tuple[object, Metrics]:
     """One PPO iteration: generate → score → learn, then the KL controller's update.
     Returns the iteration's experience and its metrics (scoring's, then learning's)."""
     with phase("generate"):
@@ -224,8 +277,16 @@ def iterate(loop: PPOLoop, iteration: int,
     return experience, {**metrics, **learned}
 
 
-SHOWN = ("reward/score_mean", "kl/ref_kl", "actor/policy_loss", "actor/approx_kl",
-         "actor/clipfrac", "actor/entropy", "critic/value_loss", "critic/explained_var")
+SHOWN = (
+    "reward/score_mean",
+    "kl/ref_kl",
+    "actor/policy_loss",
+    "actor/approx_kl",
+    "actor/clipfrac",
+    "actor/entropy",
+    "critic/value_loss",
+    "critic/explained_var",
+)
 
 
 def train(cfg, log: Optional[Callable[[str], None]] = print) -> List[Metrics]:

@@ -5,14 +5,16 @@ A package lists its public names once, in ``_EXPORTS`` (name -> submodule), with
 ``__all__ = sorted(_EXPORTS)``; an ``if TYPE_CHECKING:`` import block for IDEs names the same
 names from the same submodules; no submodule is named like a name it exports (importing it
 would replace the name by the module).  tests/test_exports.py checks all three."""
+
 from __future__ import annotations
 
 import importlib
 from typing import Any, Callable, Dict, List, Tuple
 
 
-def lazy_exports(package: str, exports: Dict[str, str],
-                 namespace: Dict[str, Any]) -> Tuple[Callable[[str], Any], Callable[[], List[str]]]:
+def lazy_exports(
+    package: str, exports: Dict[str, str], namespace: Dict[str, Any]
+) -> Tuple[Callable[[str], Any], Callable[[], List[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` whose public ``name`` lives in submodule
     ``exports[name]``; a resolved name is cached in the package ``namespace``."""
 

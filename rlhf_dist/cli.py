@@ -4,6 +4,7 @@ Works the same standalone, under ``deepspeed [--hostfile H] --module rlhf_dist.c
 ``torchrun … -m rlhf_dist.cli …``.  The config is loaded and validated before anything heavy is
 imported, so a bad key fails in a second.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,20 @@ def _trainer_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"rlhf-dist {command}")
     parser.add_argument("-c", "--config", help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config and exit")
-    parser.add_argument("--help-config", action="store_true",
-                        help="print every key this job reads, with its type, default and doc")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of a user error (bad config, data, model "
-                             "path) or a failed worker instead of the one-line message")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    parser.add_argument(
+        "--help-config",
+        action="store_true",
+        help="print every key this job reads, with its type, default and doc",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of a user error (bad config, data, model "
+        "path) or a failed worker instead of the one-line message",
+    )
     return parser
 
 
@@ -125,10 +133,14 @@ def _known_error(err: Optional[BaseException]):
     from rlhf_dist.algo.finite import NonFiniteError
     from rlhf_dist.rewards import RewardError
 
-    kinds = {ConfigError: ("config error", 2), DataError: ("data error", 2),
-             ModelError: ("model error", 2), FileNotFoundError: ("missing file", 2),
-             RewardError: ("reward error", 2),
-             NonFiniteError: ("numerical fault", 1)}
+    kinds = {
+        ConfigError: ("config error", 2),
+        DataError: ("data error", 2),
+        ModelError: ("model error", 2),
+        FileNotFoundError: ("missing file", 2),
+        RewardError: ("reward error", 2),
+        NonFiniteError: ("numerical fault", 1),
+    }
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -148,10 +160,13 @@ def _report(command: str, kind: str, message: str, status: int) -> int:
 
 def _usage() -> str:
     names = ", ".join(sorted(TRAINERS) + sorted(TOOLS))
-    aliases = "; ".join(f"{alias} = {command} {' '.join(keys)}"
-                        for alias, (command, keys) in ALIASES.items())
-    return (f"usage: rlhf-dist COMMAND [-c CONFIG] [key=value ...]\ncommands: {names}\n"
-            f"aliases: {aliases}")
+    aliases = "; ".join(
+        f"{alias} = {command} {' '.join(keys)}" for alias, (command, keys) in ALIASES.items()
+    )
+    return (
+        f"usage: rlhf-dist COMMAND [-c CONFIG] [key=value ...]\ncommands: {names}\n"
+        f"aliases: {aliases}"
+    )
 
 
 def _drop_local_rank(argv: List[str]) -> List[str]:
@@ -174,8 +189,9 @@ def _setup_logging() -> None:
     if logging.getLogger().handlers:
         return
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:

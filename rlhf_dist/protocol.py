@@ -20,6 +20,7 @@ Transport: pickling (what Ray does between processes) always produces **CPU**, d
 compact tensors -- a CUDA tensor is copied to the host and a view (e.g. a chunk) is copied so
 only its own rows travel, not the whole storage it views.  The receiver calls ``.to(device)``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,12 +56,14 @@ class Batch:
 
     __slots__ = ("tensors", "extras", "meta", "_size")
 
-    def __init__(self, tensors: Optional[Mapping[str, torch.Tensor]] = None,
-                 meta: Optional[Mapping[str, Any]] = None,
-                 extras: Optional[Mapping[str, Sequence[Any]]] = None):
+    def __init__(
+        self,
+        tensors: Optional[Mapping[str, torch.Tensor]] = None,
+        meta: Optional[Mapping[str, Any]] = None,
+        extras: Optional[Mapping[str, Sequence[Any]]] = None,
+    ):
         self.tensors: Dict[str, torch.Tensor] = dict(tensors or {})
-        self.extras: Dict[str, List[Any]] = {k: _as_list(k, v)
-                                             for k, v in (extras or {}).items()}
+        self.extras: Dict[str, List[Any]] = {k: _as_list(k, v) for k, v in (extras or {}).items()}
         self.meta: Dict[str, Any] = _check_meta(meta or {})
         self._size = self._validate()
 
@@ -70,11 +73,15 @@ class Batch:
         first: Optional[Tuple[str, int]] = None
         for key, value in self.tensors.items():
             if not isinstance(value, torch.Tensor):
-                raise BatchError(f"tensor {key!r} is a {type(value).__name__}, not a torch.Tensor "
-                                 "(put per-row python values in extras)")
+                raise BatchError(
+                    f"tensor {key!r} is a {type(value).__name__}, not a torch.Tensor "
+                    "(put per-row python values in extras)"
+                )
             if value.dim() == 0:
-                raise BatchError(f"tensor {key!r} is 0-dim; per-row tensors need a leading "
-                                 "dimension B (put scalars in meta)")
+                raise BatchError(
+                    f"tensor {key!r} is 0-dim; per-row tensors need a leading "
+                    "dimension B (put scalars in meta)"
+                )
             first = self._same_size(first, key, value.shape[0], "tensor")
         for key, value in self.extras.items():
             if key in self.tensors:
@@ -87,24 +94,33 @@ class Batch:
         if first is None:
             return key, size
         if size != first[1]:
-            raise BatchError(f"{what} {key!r} has leading size {size} but {first[0]!r} has "
-                             f"{first[1]}: every field of a Batch shares dimension 0")
+            raise BatchError(
+                f"{what} {key!r} has leading size {size} but {first[0]!r} has "
+                f"{first[1]}: every field of a Batch shares dimension 0"
+            )
         return first
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None
-                  ) -> "Batch":
+    def from_dict(
+        cls, data: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None
+    ) -> "Batch":
         """Tensors go to ``tensors``, lists/tuples to ``extras`` (e.g. a collator's output)."""
         tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
         extras = {k: v for k, v in data.items() if not isinstance(v, torch.Tensor)}
         for key, value in extras.items():
             if not isinstance(value, (list, tuple)):
-                raise BatchError(f"field {key!r} is a {type(value).__name__}; expected a tensor "
-                                 "or a per-row list")
+                raise BatchError(
+                    f"field {key!r} is a {type(value).__name__}; expected a tensor "
+                    "or a per-row list"
+                )
         return cls(tensors, meta, extras)
 
-    def _new(self, tensors: Mapping[str, torch.Tensor], extras: Mapping[str, Sequence[Any]],
-             meta: Optional[Mapping[str, Any]] = None) -> "Batch":
+    def _new(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        extras: Mapping[str, Sequence[Any]],
+        meta: Optional[Mapping[str, Any]] = None,
+    ) -> "Batch":
         return Batch(tensors, copy.deepcopy(self.meta if meta is None else meta), extras)
 
     # ------------------------------------------------------------------ mapping interface
@@ -132,8 +148,10 @@ class Batch:
                 return self.extras[key]
             raise KeyError(f"Batch has no key {key!r}; keys: {self.keys()}")
         if isinstance(key, slice):
-            return self._new({k: v[key] for k, v in self.tensors.items()},
-                             {k: v[key] for k, v in self.extras.items()})
+            return self._new(
+                {k: v[key] for k, v in self.tensors.items()},
+                {k: v[key] for k, v in self.extras.items()},
+            )
         if isinstance(key, int):
             raise TypeError(f"Batch[{key}]: use batch[[{key}]] for a one-row Batch")
         return self.index_select(key)
@@ -142,8 +160,10 @@ class Batch:
         return self[key] if key in self else default
 
     def __repr__(self) -> str:
-        fields = [f"{k}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
-                  for k, v in self.tensors.items()]
+        fields = [
+            f"{k}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+            for k, v in self.tensors.items()
+        ]
         fields += [f"{k}: list[{len(v)}]" for k, v in self.extras.items()]
         return f"Batch(B={len(self)}, {{{', '.join(fields)}}}, meta={self.meta})"
 
@@ -170,19 +190,25 @@ class Batch:
         missing = [k for k in keys if k not in self]
         if missing:
             raise KeyError(f"Batch.select: no key(s) {missing}; keys: {self.keys()}")
-        return self._new({k: self.tensors[k] for k in keys if k in self.tensors},
-                         {k: self.extras[k] for k in keys if k in self.extras})
+        return self._new(
+            {k: self.tensors[k] for k in keys if k in self.tensors},
+            {k: self.extras[k] for k in keys if k in self.extras},
+        )
 
     def drop(self, keys: Sequence[str]) -> "Batch":
         """All keys except ``keys`` (unknown names are ignored)."""
         keys = {keys} if isinstance(keys, str) else set(keys)
-        return self._new({k: v for k, v in self.tensors.items() if k not in keys},
-                         {k: v for k, v in self.extras.items() if k not in keys})
+        return self._new(
+            {k: v for k, v in self.tensors.items() if k not in keys},
+            {k: v for k, v in self.extras.items() if k not in keys},
+        )
 
     def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> "Batch":
         """Tensors moved to ``device`` (no copy when already there); extras and meta kept."""
-        return self._new({k: v.to(device, non_blocking=non_blocking)
-                          for k, v in self.tensors.items()}, self.extras)
+        return self._new(
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors.items()},
+            self.extras,
+        )
 
     def index_select(self, index: Index) -> "Batch":
         """Rows ``index`` (list of ints, 1-D integer tensor, or a (B,) bool mask; negative ints
@@ -190,8 +216,9 @@ class Batch:
         idx = torch.as_tensor(index)
         if idx.dtype == torch.bool:
             if idx.shape != (len(self),):
-                raise IndexError(f"Batch: bool index of shape {tuple(idx.shape)} needs "
-                                 f"({len(self)},)")
+                raise IndexError(
+                    f"Batch: bool index of shape {tuple(idx.shape)} needs ({len(self)},)"
+                )
             idx = idx.nonzero().flatten()
         idx = idx.to(torch.long).reshape(-1)
         if idx.numel() and not bool(((idx >= -len(self)) & (idx < len(self))).all()):
@@ -199,8 +226,10 @@ class Batch:
             raise IndexError(f"Batch.index_select: indices {bad} out of range for B={len(self)}")
         idx = torch.where(idx < 0, idx + len(self), idx)
         rows = idx.tolist()
-        return self._new({k: v.index_select(0, idx.to(v.device)) for k, v in self.tensors.items()},
-                         {k: [v[i] for i in rows] for k, v in self.extras.items()})
+        return self._new(
+            {k: v.index_select(0, idx.to(v.device)) for k, v in self.tensors.items()},
+            {k: [v[i] for i in rows] for k, v in self.extras.items()},
+        )
 
     def repeat_interleave(self, repeats: int) -> "Batch":
         """Every row repeated ``repeats`` times consecutively (rows 0,0,1,1,… for 2)."""
@@ -213,8 +242,10 @@ class Batch:
     def chunk(self, n: int) -> List["Batch"]:
         """``n`` parts in order, sizes differing by at most 1 (larger parts first)."""
         if not 1 <= n <= len(self):
-            raise BatchError(f"Batch.chunk: cannot split B={len(self)} rows into n={n} "
-                             "non-empty parts (need 1 <= n <= B)")
+            raise BatchError(
+                f"Batch.chunk: cannot split B={len(self)} rows into n={n} "
+                "non-empty parts (need 1 <= n <= B)"
+            )
         base, extra = divmod(len(self), n)
         sizes = [base + (i < extra) for i in range(n)]
         return self._slices(sizes)
@@ -229,7 +260,7 @@ class Batch:
     def _slices(self, sizes: Sequence[int]) -> List["Batch"]:
         out, start = [], 0
         for size in sizes:
-            out.append(self[start:start + size])
+            out.append(self[start : start + size])
             start += size
         return out
 
@@ -255,7 +286,8 @@ class Batch:
                     raise BatchError(
                         f"Batch.concat: tensor {key!r} of batch {i} is {tuple(value.shape)} "
                         f"{value.dtype}, batch 0 has {tuple(ref.shape)} {ref.dtype} (all but "
-                        "dim 0 must match; use pad_and_concat for ragged lengths)")
+                        "dim 0 must match; use pad_and_concat for ragged lengths)"
+                    )
         tensors = {k: torch.cat([b.tensors[k] for b in batches]) for k in first.tensors}
         extras = {k: [x for b in batches for x in b.extras[k]] for k in first.extras}
         return first._new(tensors, extras)
@@ -263,8 +295,11 @@ class Batch:
     # ------------------------------------------------------------------ transport
 
     def __getstate__(self):
-        return {"tensors": {k: _compact_cpu(v) for k, v in self.tensors.items()},
-                "extras": self.extras, "meta": self.meta}
+        return {
+            "tensors": {k: _compact_cpu(v) for k, v in self.tensors.items()},
+            "extras": self.extras,
+            "meta": self.meta,
+        }
 
     def __setstate__(self, state):
         self.tensors, self.extras, self.meta = state["tensors"], state["extras"], state["meta"]
@@ -273,18 +308,24 @@ class Batch:
 
 def _as_list(key: str, value: Any) -> List[Any]:
     if not isinstance(value, (list, tuple)):
-        raise BatchError(f"extras {key!r} is a {type(value).__name__}; extras hold per-row "
-                         "lists (tensors go in tensors, batch-level values in meta)")
+        raise BatchError(
+            f"extras {key!r} is a {type(value).__name__}; extras hold per-row "
+            "lists (tensors go in tensors, batch-level values in meta)"
+        )
     return list(value)
 
 
 def _check_same_keys(first: Batch, other: Batch, i: int) -> None:
-    for what, a, b in (("tensor", first.tensors, other.tensors),
-                       ("extras", first.extras, other.extras)):
+    for what, a, b in (
+        ("tensor", first.tensors, other.tensors),
+        ("extras", first.extras, other.extras),
+    ):
         if set(a) != set(b):
-            raise BatchError(f"Batch.concat: batch {i} has {what} keys {sorted(b)} but batch 0 "
-                             f"has {sorted(a)} (missing {sorted(set(a) - set(b))}, extra "
-                             f"{sorted(set(b) - set(a))})")
+            raise BatchError(
+                f"Batch.concat: batch {i} has {what} keys {sorted(b)} but batch 0 "
+                f"has {sorted(a)} (missing {sorted(set(a) - set(b))}, extra "
+                f"{sorted(set(b) - set(a))})"
+            )
 
 
 def _compact_cpu(t: torch.Tensor) -> torch.Tensor:
@@ -296,8 +337,9 @@ def _compact_cpu(t: torch.Tensor) -> torch.Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-def pad_tensor(t: torch.Tensor, length: int, value: Union[int, float], side: str = "right",
-               dim: int = 1) -> torch.Tensor:
+def pad_tensor(
+    t: torch.Tensor, length: int, value: Union[int, float], side: str = "right", dim: int = 1
+) -> torch.Tensor:
     """``t`` padded with ``value`` along ``dim`` to ``length`` on ``side`` (``left``/``right``)."""
     if side not in ("left", "right"):
         raise BatchError(f"pad side must be 'left' or 'right', got {side!r}")
@@ -312,8 +354,11 @@ def pad_tensor(t: torch.Tensor, length: int, value: Union[int, float], side: str
     return torch.cat([fill, t] if side == "left" else [t, fill], dim=dim)
 
 
-def pad_and_concat(batches: Sequence[Batch], pad_values: Optional[Mapping[str, Any]] = None,
-                   side: Optional[Mapping[str, str]] = None) -> Batch:
+def pad_and_concat(
+    batches: Sequence[Batch],
+    pad_values: Optional[Mapping[str, Any]] = None,
+    side: Optional[Mapping[str, str]] = None,
+) -> Batch:
     """:meth:`Batch.concat` after padding dim 1 of every tensor with ``dim >= 2`` to the
     longest among ``batches`` (e.g. per-rank generation results of different lengths).
 
@@ -326,8 +371,10 @@ def pad_and_concat(batches: Sequence[Batch], pad_values: Optional[Mapping[str, A
     pad_values, side = dict(pad_values or {}), dict(side or {})
     unknown = sorted((set(pad_values) | set(side)) - set(batches[0].tensors))
     if unknown:
-        raise BatchError(f"pad_and_concat: pad_values/side name unknown tensor(s) {unknown}; "
-                         f"tensors: {list(batches[0].tensors)}")
+        raise BatchError(
+            f"pad_and_concat: pad_values/side name unknown tensor(s) {unknown}; "
+            f"tensors: {list(batches[0].tensors)}"
+        )
     for i, other in enumerate(batches[1:], start=1):
         _check_same_keys(batches[0], other, i)
     padded = []

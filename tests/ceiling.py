@@ -5,6 +5,7 @@ trains models once for many tests (the demo, the PPO runs), SETUP_CEILING_S.  Lo
 session, naming the test: a new slow test is seen the day it lands (tests/README.md, "Time
 budget").  ``RLHF_TEST_CEILING_SCALE`` stretches both on a slower machine.
 """
+
 import os
 
 _SCALE = float(os.environ.get("RLHF_TEST_CEILING_SCALE", "1"))
@@ -16,8 +17,9 @@ _over_ceiling = []
 def pytest_runtest_logreport(report):
     ceiling = {"call": CALL_CEILING_S, "setup": SETUP_CEILING_S}.get(report.when)
     if ceiling is not None and report.duration > ceiling:
-        _over_ceiling.append(f"{report.nodeid} ({report.when}): {report.duration:.1f} s > "
-                             f"{ceiling:.1f} s")
+        _over_ceiling.append(
+            f"{report.nodeid} ({report.when}): {report.duration:.1f} s > {ceiling:.1f} s"
+        )
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,6 +1,7 @@
 """Test-wide environment: nothing touches the network, W&B runs offline; the toy tokenizer
 trained into a temporary cache (``toy_tok``); DeepSpeed's JIT-built CPU ops cached per Python
 environment (``torch_extensions_dir``)."""
+
 import hashlib
 import os
 import sys
@@ -60,4 +61,3 @@ def toy_tok(toy_cache):
     from rlhf_dist.toy import toy_tokenizer
 
     return toy_tokenizer(cache_dir=str(toy_cache))
-

@@ -6,6 +6,7 @@ no launcher or Ray-address variables leaking in from the test process, W&B offli
 OpenMP thread per process (2 ranks on a 2-core machine).  Ray jobs join one Ray instance
 started for the whole session (:func:`shared_ray_address`) unless they need one of their own.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,21 @@ from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "tiny"
-LEAKING_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE", "GROUP_RANK",
-                "ROLE_RANK", "TORCHELASTIC_RUN_ID", "RAY_ADDRESS")
+LEAKING_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CROSS_RANK",
+    "CROSS_SIZE",
+    "LOCAL_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "RAY_ADDRESS",
+)
 
 
 def free_port() -> int:
@@ -34,10 +47,18 @@ def free_port() -> int:
 
 def _clean_env() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LEAKING_VARS}
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "RAY_USAGE_STATS_ENABLED": "0"})
+    env.update(
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
     return env
 
 
@@ -90,10 +111,18 @@ def shared_ray_address() -> str:
         os.environ.clear()
         os.environ.update(env)  # the head's processes, and so its workers, inherit this
         try:
-            _shared_ray.append(Cluster(initialize_head=True, head_node_args={
-                "num_cpus": SHARED_RAY_CPUS, "include_dashboard": False,
-                "gcs_server_port": free_port(), "dashboard_agent_listen_port": free_port(),
-                "_system_config": dict(LOCAL_SYSTEM_CONFIG)}))
+            _shared_ray.append(
+                Cluster(
+                    initialize_head=True,
+                    head_node_args={
+                        "num_cpus": SHARED_RAY_CPUS,
+                        "include_dashboard": False,
+                        "gcs_server_port": free_port(),
+                        "dashboard_agent_listen_port": free_port(),
+                        "_system_config": dict(LOCAL_SYSTEM_CONFIG),
+                    },
+                )
+            )
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -145,16 +174,22 @@ class Run:
         return self.series(key)[-1]
 
 
-def start(cmd: Sequence[str], out: Path, env: Optional[Dict[str, str]] = None,
-          cwd: Optional[Path] = None) -> subprocess.Popen:
+def start(
+    cmd: Sequence[str], out: Path, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None
+) -> subprocess.Popen:
     """Start a job in its own process group (``cwd``: the output's parent by default);
     ``env``: variables set on top of :func:`job_env`'s (never instead of them: a job without
     PATH cannot compile DeepSpeed's CPU op)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(list(map(str, cmd)), cwd=cwd or out.parent,
-                            env=job_env(**(env or {})),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        list(map(str, cmd)),
+        cwd=cwd or out.parent,
+        env=job_env(**(env or {})),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, out: Path, started: float, timeout: float) -> Run:
@@ -164,12 +199,19 @@ def finish(proc: subprocess.Popen, out: Path, started: float, timeout: float) ->
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         log, _ = proc.communicate()
-        log += f"\n[test] killed after {timeout:.0f}s (a stale torch_extensions lock hangs " \
-               f"DeepSpeed's JIT op load forever: look for FileBaton.wait)"
+        log += (
+            f"\n[test] killed after {timeout:.0f}s (a stale torch_extensions lock hangs "
+            f"DeepSpeed's JIT op load forever: look for FileBaton.wait)"
+        )
     return Run(proc.returncode, log, out, time.monotonic() - started)
 
 
-def run(cmd: Sequence[str], out: Path, timeout: float, env: Optional[Dict[str, str]] = None,
-        cwd: Optional[Path] = None) -> Run:
+def run(
+    cmd: Sequence[str],
+    out: Path,
+    timeout: float,
+    env: Optional[Dict[str, str]] = None,
+    cwd: Optional[Path] = None,
+) -> Run:
     started = time.monotonic()
     return finish(start(cmd, out, env, cwd), out, started, timeout)

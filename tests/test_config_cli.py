@@ -1,5 +1,6 @@
 """The trainer commands: the config key selects DPO on Ray (``dpo-ray`` is an alias that only
 sets it), and a job's sizes are checked when its config loads, before anything runs."""
+
 import pytest
 import yaml
 
@@ -49,13 +50,17 @@ def test_alias_prints_the_same_config_and_is_listed(capsys):
 def test_job_sizes_fail_at_load_naming_the_field(capsys):
     bad = ["rollout.rollout_batch_size=6", "ppo.mini_batch_size=4", "--print-config"]
     assert cli.main(["ppo", *bad]) == 2
-    assert "rlhf-dist ppo: config error: ppo.mini_batch_size: 4 does not divide" in \
-        capsys.readouterr().err
+    assert (
+        "rlhf-dist ppo: config error: ppo.mini_batch_size: 4 does not divide"
+        in capsys.readouterr().err
+    )
     assert cli.main(["sft", *bad]) == 0  # sft does not read them
     capsys.readouterr()
     assert cli.main(["dpo-ray", "resources.actor.devices_per_node=2", "--print-config"]) == 2
-    assert ("rlhf-dist dpo-ray: config error: resources.reference: 1 ranks, DPO on Ray needs "
-            "as many as resources.actor (2)") in capsys.readouterr().err
+    assert (
+        "rlhf-dist dpo-ray: config error: resources.reference: 1 ranks, DPO on Ray needs "
+        "as many as resources.actor (2)"
+    ) in capsys.readouterr().err
 
 
 def test_printed_config_holds_the_derived_accumulation(capsys, monkeypatch):
@@ -64,5 +69,9 @@ def test_printed_config_holds_the_derived_accumulation(capsys, monkeypatch):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["gradient_accumulation_steps"] == 16 // (2 * 2)
     # and the job's own resolve, as the trainer runs it, agrees with it
-    assert load_config(None, ["train.train_batch_size=16"], job="sft").resolve(2) \
-        .train.gradient_accumulation_steps == 4
+    assert (
+        load_config(None, ["train.train_batch_size=16"], job="sft")
+        .resolve(2)
+        .train.gradient_accumulation_steps
+        == 4
+    )

@@ -1,4 +1,5 @@
 """`rlhf-dist demo --quick`: the whole pipeline through the real CLI, judged on held-out prompts."""
+
 import json
 import subprocess
 import sys
@@ -24,9 +25,13 @@ VERIFIER_GAIN = 0.3
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "demo", "--quick",
-                           "--output-dir", str(out)], capture_output=True, text=True,
-                          timeout=1500, env=with_shared_ray())
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhf_dist.cli", "demo", "--quick", "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=with_shared_ray(),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -42,8 +47,12 @@ def test_demo_writes_models_report_plots_and_wandb(demo):
         assert f"| {name} |" in report
     assert "| model | harmlessness | helpfulness |" in stdout
     assert "| verifier_sft |" in report and "| grpo_verifier |" in report
-    for png in ("ppo_reward_kl.png", "dpo_reward_accuracy.png", "rm_accuracy.png",
-                "grpo_verifier_reward.png"):
+    for png in (
+        "ppo_reward_kl.png",
+        "dpo_reward_accuracy.png",
+        "rm_accuracy.png",
+        "grpo_verifier_reward.png",
+    ):
         assert (out / png).stat().st_size > 1000
 
 
@@ -54,8 +63,10 @@ def test_demo_alignment_improves_over_sft(demo):
     sft = metrics["sft"]
     for aligned in ("ppo", "dpo"):
         assert metrics[aligned]["harmlessness"] > sft["harmlessness"], (aligned, metrics)
-        assert metrics[aligned]["helpfulness"] >= KEEP_HELPFULNESS * sft["helpfulness"], \
-            (aligned, metrics)
+        assert metrics[aligned]["helpfulness"] >= KEEP_HELPFULNESS * sft["helpfulness"], (
+            aligned,
+            metrics,
+        )
     rm_rows = [json.loads(line) for line in (out / "rm" / "metrics.jsonl").open()]
     accuracy = [r["eval/accuracy"] for r in rm_rows if "eval/accuracy" in r][-1]
     assert accuracy > RM_ACCURACY
@@ -93,22 +104,48 @@ def test_grpo_reads_a_verl_format_parquet_prompt_set_as_it_is(demo, tmp_path):
 
     out, _ = demo
     rows = [json.loads(line) for line in (out / "verifier_data" / "train.jsonl").open()]
-    verl = [{"data_source": "toy_safety", "ability": "classification",
-             "prompt": [{"role": "user", "content": r["prompt"].removeprefix("Human: ")
-                         .removesuffix("\nAssistant:")}],
-             "reward_model": {"style": "rule", "ground_truth": r["answer"]}} for r in rows]
+    verl = [
+        {
+            "data_source": "toy_safety",
+            "ability": "classification",
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": r["prompt"].removeprefix("Human: ").removesuffix("\nAssistant:"),
+                }
+            ],
+            "reward_model": {"style": "rule", "ground_truth": r["answer"]},
+        }
+        for r in rows
+    ]
     pq.write_table(pa.Table.from_pylist(verl), tmp_path / "train.parquet")
     config = Path(__file__).parents[1] / "configs" / "tiny" / "grpo_verifier.yaml"
-    run = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "ppo", "-c", str(config),
-                          f"output_dir={tmp_path / 'grpo'}", "logging.backend=none",
-                          f"data.path={tmp_path / 'train.parquet'}", "ppo.iterations=8",
-                          "data.label_key=reward_model.ground_truth",
-                          f"model.name_or_path={out / 'verifier_sft' / 'model'}"],
-                         capture_output=True, text=True, timeout=600, env=with_shared_ray())
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_dist.cli",
+            "ppo",
+            "-c",
+            str(config),
+            f"output_dir={tmp_path / 'grpo'}",
+            "logging.backend=none",
+            f"data.path={tmp_path / 'train.parquet'}",
+            "ppo.iterations=8",
+            "data.label_key=reward_model.ground_truth",
+            f"model.name_or_path={out / 'verifier_sft' / 'model'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=with_shared_ray(),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    reward = [r["reward/score_mean"] for r in map(json.loads, (tmp_path / "grpo" /
-                                                               "metrics.jsonl").open())
-              if "reward/score_mean" in r]
+    reward = [
+        r["reward/score_mean"]
+        for r in map(json.loads, (tmp_path / "grpo" / "metrics.jsonl").open())
+        if "reward/score_mean" in r
+    ]
     assert len(reward) == 8 and sum(reward[-3:]) / 3 - sum(reward[:3]) / 3 > 0.1, reward
 
 
@@ -154,9 +191,16 @@ def test_demo_verifier_stages_are_the_shipped_recipe(tmp_path):
     assert demo_grpo.data.label_key == shipped.data.label_key == "answer"
     assert demo_grpo.resources.reference_in_actor and shipped.resources.reference_in_actor
     demo_sft = load_config(str(tmp_path / "verifier_sft.yaml"))
-    header_sft = load_config(str(configs / "sft.yaml"), [
-        "data.eval_ratio=0", "train.epochs=5", "train.max_steps=50", "train.eval_every=0",
-        "deepspeed.zero_stage=0"])
+    header_sft = load_config(
+        str(configs / "sft.yaml"),
+        [
+            "data.eval_ratio=0",
+            "train.epochs=5",
+            "train.max_steps=50",
+            "train.eval_every=0",
+            "deepspeed.zero_stage=0",
+        ],
+    )
     for section in ("train", "deepspeed"):
         assert asdict(getattr(demo_sft, section)) == asdict(getattr(header_sft, section)), section
     assert asdict(demo_sft.model.tiny) == asdict(header_sft.model.tiny)

@@ -12,6 +12,7 @@ after modules moved: ``bench/_ppo_single.py`` → ``examples/ppo_single.py``, ``
 Unqualified roles (:func:`learner_plan`) are not checked: they resolve in the citing module's
 context, which a test cannot read reliably.
 """
+
 import importlib
 import importlib.util
 import re
@@ -20,8 +21,13 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "rlhf_dist"
-SOURCES = [*sorted(PACKAGE.rglob("*.py")), *sorted((REPO / "examples").glob("*.py")),
-           *sorted((REPO / "docs").glob("*.md")), REPO / "README.md", REPO / "tests" / "README.md"]
+SOURCES = [
+    *sorted(PACKAGE.rglob("*.py")),
+    *sorted((REPO / "examples").glob("*.py")),
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "README.md",
+    REPO / "tests" / "README.md",
+]
 DOTTED = re.compile(r"(?<![\w.])rlhf_dist(?:\.[A-Za-z_]\w*)+")
 FILE = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)+[\w.-]+\.(?:py|yaml|yml|md|sh|toml|txt))\b")
 
@@ -31,8 +37,9 @@ def _mentions(pattern: re.Pattern) -> Dict[str, List[str]]:
     for source in SOURCES:
         for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
             for match in pattern.finditer(line):
-                found.setdefault(match.group(1) if pattern.groups else match.group(0),
-                                 []).append(f"{source.relative_to(REPO)}:{number}")
+                found.setdefault(match.group(1) if pattern.groups else match.group(0), []).append(
+                    f"{source.relative_to(REPO)}:{number}"
+                )
     return found
 
 
@@ -51,8 +58,9 @@ def _resolves(path: str) -> bool:
     for part in parts[n:]:
         if hasattr(obj, part):
             obj = getattr(obj, part)
-        elif isinstance(obj, type) and any(part in getattr(c, "__annotations__", {})
-                                           for c in obj.__mro__):
+        elif isinstance(obj, type) and any(
+            part in getattr(c, "__annotations__", {}) for c in obj.__mro__
+        ):
             return True  # a dataclass field without a class-level default
         else:
             return False
@@ -66,14 +74,16 @@ def test_dotted_rlhf_dist_paths_resolve():
     # rlhf_dist.X: _lazy.py's placeholder for "a package"
     missing.pop("rlhf_dist.X", None)
     assert not missing, "references to no module or attribute (path: where):\n" + "\n".join(
-        f"  {path}: {', '.join(where)}" for path, where in sorted(missing.items()))
+        f"  {path}: {', '.join(where)}" for path, where in sorted(missing.items())
+    )
 
 
 def test_file_paths_exist():
     # the repository's folders and the package's: a path under any other folder (outputs/…,
     # out/…, ./myjudges.py) is an example of the user's files
     top = {"bench", "configs", "docs", "examples", "launch", "rlhf_dist", "tests", ".ci"} | {
-        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    }
     missing: Dict[str, List[str]] = {}
     for path, where in _mentions(FILE).items():
         if path.split("/", 1)[0] not in top:
@@ -83,4 +93,5 @@ def test_file_paths_exist():
             if not any((base / path).exists() for base in (REPO, PACKAGE, source.parent)):
                 missing.setdefault(path, []).append(place)
     assert not missing, "paths to no file (path: where):\n" + "\n".join(
-        f"  {path}: {', '.join(where[:3])}" for path, where in sorted(missing.items()))
+        f"  {path}: {', '.join(where[:3])}" for path, where in sorted(missing.items())
+    )

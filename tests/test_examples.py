@@ -1,6 +1,7 @@
 """examples/ppo_single.py, the one-process PPO loop: a tiny run, in this process, that does
 the iterations and optimiser steps the config asks for, trains the actor and the critic, leaves
 the frozen reference and reward model untouched, and reports finite numbers."""
+
 import importlib.util
 import math
 from pathlib import Path
@@ -25,15 +26,29 @@ def _example():
 
 
 def _overrides(tmp_path, estimator, prompts, samples):
-    return [f"output_dir={tmp_path}", "seed=3", f"model.tiny={TINY}",
-            f"reward_model.tiny={TINY}", f"critic_model.tiny={TINY}", "data.path=toy",
-            "data.toy.num_prompts=40", "data.max_prompt_length=32", "data.max_length=38",
-            "train.lr=1e-3", f"train.micro_batch_size={MINI_BATCH // 2}",
-            f"rollout.rollout_batch_size={prompts}", f"rollout.n_samples_per_prompt={samples}",
-            f"rollout.max_new_tokens={NEW_TOKENS}", f"rollout.min_new_tokens={NEW_TOKENS}",
-            f"ppo.iterations={ITERATIONS}", f"ppo.ppo_epochs={EPOCHS}",
-            f"ppo.mini_batch_size={MINI_BATCH}", f"ppo.advantage_estimator={estimator}",
-            "ppo.kl_coef=0.1", "logging.backend=none"]
+    return [
+        f"output_dir={tmp_path}",
+        "seed=3",
+        f"model.tiny={TINY}",
+        f"reward_model.tiny={TINY}",
+        f"critic_model.tiny={TINY}",
+        "data.path=toy",
+        "data.toy.num_prompts=40",
+        "data.max_prompt_length=32",
+        "data.max_length=38",
+        "train.lr=1e-3",
+        f"train.micro_batch_size={MINI_BATCH // 2}",
+        f"rollout.rollout_batch_size={prompts}",
+        f"rollout.n_samples_per_prompt={samples}",
+        f"rollout.max_new_tokens={NEW_TOKENS}",
+        f"rollout.min_new_tokens={NEW_TOKENS}",
+        f"ppo.iterations={ITERATIONS}",
+        f"ppo.ppo_epochs={EPOCHS}",
+        f"ppo.mini_batch_size={MINI_BATCH}",
+        f"ppo.advantage_estimator={estimator}",
+        "ppo.kl_coef=0.1",
+        "logging.backend=none",
+    ]
 
 
 def _weights(model):
@@ -65,18 +80,26 @@ def test_ppo_single_trains_what_it_should(tmp_path, estimator, prompts, samples)
         history.append(metrics)
 
     assert len(history) == ITERATIONS
-    bad = [(i, k, v) for i, row in enumerate(history) for k, v in row.items()
-           if not math.isfinite(v)]
+    bad = [
+        (i, k, v) for i, row in enumerate(history) for k, v in row.items() if not math.isfinite(v)
+    ]
     assert bad == []
-    for key in ("reward/score_mean", "kl/ref_kl", "actor/policy_loss", "actor/approx_kl",
-                "actor/clipfrac", "actor/entropy"):
+    for key in (
+        "reward/score_mean",
+        "kl/ref_kl",
+        "actor/policy_loss",
+        "actor/approx_kl",
+        "actor/clipfrac",
+        "actor/entropy",
+    ):
         assert key in history[0], key
     assert history[0]["kl/ref_kl"] == pytest.approx(0.0, abs=1e-6)
     assert history[-1]["kl/ref_kl"] != 0.0  # the actor has moved away from the reference
     # one optimiser step per minibatch: rows / mini_batch per epoch, EPOCHS epochs, each iteration
     steps = ITERATIONS * EPOCHS * (prompts * samples) // MINI_BATCH
-    optimisers = [("actor", loop.actor_opt)] + \
-        ([("critic", loop.critic_opt)] if m.critic is not None else [])
+    optimisers = [("actor", loop.actor_opt)] + (
+        [("critic", loop.critic_opt)] if m.critic is not None else []
+    )
     for role, optimiser in optimisers:
         counts = {float(s["step"]) for s in optimiser.state.values()}
         assert counts == {float(steps)}, role

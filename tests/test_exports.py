@@ -10,6 +10,7 @@
   is bound, and where the ``__init__`` only re-exports (it defines no function or class of its
   own), every name it imports from its own submodules is in ``__all__``.
 """
+
 import ast
 import json
 import subprocess
@@ -23,8 +24,9 @@ import rlhf_dist
 
 ROOT = Path(rlhf_dist.__file__).parent
 SOURCES = ROOT.parent  # where package ``a.b`` is ``a/b/__init__.py``
-PACKAGES = sorted(".".join(p.parent.relative_to(ROOT.parent).parts)
-                  for p in ROOT.rglob("__init__.py"))
+PACKAGES = sorted(
+    ".".join(p.parent.relative_to(ROOT.parent).parts) for p in ROOT.rglob("__init__.py")
+)
 # Packages reworked by others while this test arrived: delete an entry when its __init__
 # follows the rule above.  (package -> what is off)
 PENDING: Dict[str, str] = {}
@@ -35,9 +37,16 @@ def _init(package: str) -> ast.Module:
 
 
 def _is_lazy(package: str) -> bool:
-    return any(isinstance(node, (ast.Assign, ast.AnnAssign)) and "_EXPORTS" in [
-        t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-        if isinstance(t, ast.Name)] for node in _init(package).body)
+    return any(
+        isinstance(node, (ast.Assign, ast.AnnAssign))
+        and "_EXPORTS"
+        in [
+            t.id
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(t, ast.Name)
+        ]
+        for node in _init(package).body
+    )
 
 
 LAZY = [p for p in PACKAGES if _is_lazy(p)]
@@ -50,10 +59,11 @@ def _own_imports(package: str, body) -> Dict[str, str]:
     found = {}
     for node in body:
         if isinstance(node, ast.ImportFrom):
-            module = (f"{package}.{node.module}" if node.level == 1 and node.module
-                      else node.module or "")
-            if module.startswith(package + ".") and "." not in module[len(package) + 1:]:
-                found.update({a.asname or a.name: module[len(package) + 1:] for a in node.names})
+            module = (
+                f"{package}.{node.module}" if node.level == 1 and node.module else node.module or ""
+            )
+            if module.startswith(package + ".") and "." not in module[len(package) + 1 :]:
+                found.update({a.asname or a.name: module[len(package) + 1 :] for a in node.names})
     return found
 
 
@@ -71,8 +81,10 @@ def _lazy_problems(package: str):
         yield f"__all__ is not sorted(_EXPORTS): {sorted(set(module.__all__) ^ set(exports))}"
     typed = _type_checking_imports(package)
     if typed and typed != exports:
-        yield ("the TYPE_CHECKING imports differ from _EXPORTS: "
-               f"{sorted(set(typed.items()) ^ set(exports.items()))}")
+        yield (
+            "the TYPE_CHECKING imports differ from _EXPORTS: "
+            f"{sorted(set(typed.items()) ^ set(exports.items()))}"
+        )
 
 
 @pytest.mark.parametrize("package", LAZY)
@@ -101,8 +113,9 @@ print(json.dumps(problems))
 
 
 def test_every_lazy_name_resolves_to_its_definition():
-    run = subprocess.run([sys.executable, "-c", RESOLVE, *LAZY], capture_output=True,
-                         text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", RESOLVE, *LAZY], capture_output=True, text=True, check=True
+    )
     problems = json.loads(run.stdout.splitlines()[-1])
     assert {p: v for p, v in problems.items() if p not in PENDING} == {}
 
@@ -115,8 +128,11 @@ def test_an_eager_package_exports_what_it_imports(package):
     problems = [f"{n} in __all__ is not bound" for n in names if not hasattr(module, n)]
     if not any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in _init(package).body):
         # only re-exports (no code of its own, that could import for its own use)
-        problems += [f"{n} (from .{sub}) is not in __all__" for n, sub in imported.items()
-                     if not n.startswith("_") and n not in names]
+        problems += [
+            f"{n} (from .{sub}) is not in __all__"
+            for n, sub in imported.items()
+            if not n.startswith("_") and n not in names
+        ]
     assert problems == [] or package in PENDING
 
 
@@ -126,9 +142,11 @@ def test_drift_is_reported(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "__init__.py").write_text(
         "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-        "    from driftpkg.a import f, g\n\n_EXPORTS = {'f': 'a', 'h': 'a'}\n__all__ = ['f']\n")
+        "    from driftpkg.a import f, g\n\n_EXPORTS = {'f': 'a', 'h': 'a'}\n__all__ = ['f']\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys.modules[__name__], "SOURCES", tmp_path)
     assert list(_lazy_problems("driftpkg")) == [
         "__all__ is not sorted(_EXPORTS): ['h']",
-        "the TYPE_CHECKING imports differ from _EXPORTS: [('g', 'a'), ('h', 'a')]"]
+        "the TYPE_CHECKING imports differ from _EXPORTS: [('g', 'a'), ('h', 'a')]",
+    ]

@@ -25,6 +25,7 @@
   module.  Other third-party imports are not judged.  (No cycle can need a function-level
   import: the cycle test counts those too.)
 """
+
 import ast
 import sys
 from pathlib import Path
@@ -36,18 +37,63 @@ import rlhf_dist
 
 ROOT = Path(rlhf_dist.__file__).parent
 # algo ← data/models/engine ← rollout/objectives ← workers ← trainers ← cli/demo
-LAYER = {"algo": 0, "_lazy": 0, "protocol": 1, "config": 1, "utils": 1,
-         "data": 2, "toy": 2, "models": 2, "engine": 2,
-         "rollout": 3, "objectives": 3, "rewards": 3, "envs": 3,
-         "workers": 4, "trainers": 5, "eval": 5, "rlaif": 5,
-         "cli": 6, "demo": 6, "serving": 6, "__init__": 6}
-DISTRIBUTED = {"ray": {"workers"}, "deepspeed": {"workers", "engine"},
-               "torch.distributed": {"workers", "engine"}, "vllm": {"workers", "rollout"}}
+LAYER = {
+    "algo": 0,
+    "_lazy": 0,
+    "protocol": 1,
+    "config": 1,
+    "utils": 1,
+    "data": 2,
+    "toy": 2,
+    "models": 2,
+    "engine": 2,
+    "rollout": 3,
+    "objectives": 3,
+    "rewards": 3,
+    "envs": 3,
+    "workers": 4,
+    "trainers": 5,
+    "eval": 5,
+    "rlaif": 5,
+    "cli": 6,
+    "demo": 6,
+    "serving": 6,
+    "__init__": 6,
+}
+DISTRIBUTED = {
+    "ray": {"workers"},
+    "deepspeed": {"workers", "engine"},
+    "torch.distributed": {"workers", "engine"},
+    "vllm": {"workers", "rollout"},
+}
 # slow to import (≳ 0.1 s, or pulls one of these in): the only imports a function may hold
-HEAVY = frozenset({"torch", "ray", "deepspeed", "vllm", "transformers", "datasets", "peft",
-                   "wandb", "bitsandbytes", "mlflow", "tensorboard", "matplotlib", "math_verify",
-                   "accelerate", "safetensors", "tokenizers", "numpy", "scipy", "pandas",
-                   "requests", "aiohttp", "omegaconf", "sklearn"})
+HEAVY = frozenset(
+    {
+        "torch",
+        "ray",
+        "deepspeed",
+        "vllm",
+        "transformers",
+        "datasets",
+        "peft",
+        "wandb",
+        "bitsandbytes",
+        "mlflow",
+        "tensorboard",
+        "matplotlib",
+        "math_verify",
+        "accelerate",
+        "safetensors",
+        "tokenizers",
+        "numpy",
+        "scipy",
+        "pandas",
+        "requests",
+        "aiohttp",
+        "omegaconf",
+        "sklearn",
+    }
+)
 
 
 def _imports(path: Path, package: str):
@@ -76,8 +122,10 @@ def _violations(path: Path, package: str):
     for line, module in _imports(path, package):
         parts = module.split(".")
         if parts[0] == "rlhf_dist" and len(parts) > 1 and LAYER[parts[1]] > LAYER[package]:
-            yield f"{where}:{line} imports {module} (layer {LAYER[parts[1]]}) from {package} " \
-                  f"(layer {LAYER[package]})"
+            yield (
+                f"{where}:{line} imports {module} (layer {LAYER[parts[1]]}) from {package} "
+                f"(layer {LAYER[package]})"
+            )
         for heavy, allowed in DISTRIBUTED.items():
             if (module == heavy or module.startswith(heavy + ".")) and package not in allowed:
                 yield f"{where}:{line} imports {module} from {package}"
@@ -90,8 +138,9 @@ def test_no_import_points_up(path):
 
 def test_an_upward_or_heavy_import_is_reported(tmp_path):
     fake = tmp_path / "mod.py"
-    fake.write_text("import torch\n\n\ndef f():\n    from rlhf_dist.trainers.dpo import run\n"
-                    "    import ray\n")
+    fake.write_text(
+        "import torch\n\n\ndef f():\n    from rlhf_dist.trainers.dpo import run\n    import ray\n"
+    )
     found = list(_violations(fake, "objectives"))
     assert len(found) == 2
     assert (
@@ -118,8 +167,11 @@ class Graph:
     def __init__(self, root: Path):
         self.root = root
         self.paths: Dict[str, Path] = {self._name(p): p for p in sorted(root.rglob("*.py"))}
-        self.exports = {name: self._lazy_exports(name) for name in self.paths
-                        if self.paths[name].name == "__init__.py"}
+        self.exports = {
+            name: self._lazy_exports(name)
+            for name in self.paths
+            if self.paths[name].name == "__init__.py"
+        }
         self.trees = {name: ast.parse(path.read_text()) for name, path in self.paths.items()}
         self.edges: Dict[str, List[Edge]] = {name: [] for name in self.paths}
         self.third_party: Dict[str, List[Tuple[str, int, bool]]] = {n: [] for n in self.paths}
@@ -135,8 +187,9 @@ class Graph:
     def _lazy_exports(self, package: str) -> Dict[str, str]:
         """``name -> submodule`` of a PEP 562 package (its ``_EXPORTS``), else ``{}``."""
         for node in ast.parse(self.paths[package].read_text()).body:
-            target = node.targets[0] if isinstance(node, ast.Assign) else getattr(
-                node, "target", None)
+            target = (
+                node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            )
             if isinstance(target, ast.Name) and target.id == "_EXPORTS":
                 try:
                     return ast.literal_eval(node.value)
@@ -150,7 +203,7 @@ class Graph:
         package = module.split(".")
         if self.paths[module].name != "__init__.py":
             package = package[:-1]
-        base = package[:len(package) - node.level + 1]
+        base = package[: len(package) - node.level + 1]
         return ".".join(base + ([node.module] if node.module else []))
 
     def _add(self, module: str, node, in_function: bool) -> None:
@@ -169,8 +222,9 @@ class Graph:
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 lazy = self.exports.get(base, {}).get(alias.name)
-                targets += [sub] if sub in self.paths else \
-                    [base, f"{base}.{lazy}"] if lazy else [base]
+                targets += (
+                    [sub] if sub in self.paths else [base, f"{base}.{lazy}"] if lazy else [base]
+                )
         for target in dict.fromkeys(t for t in targets if t in self.paths and t != module):
             self.edges[module].append(Edge(module, target, node.lineno, in_function))
 
@@ -188,9 +242,17 @@ class Graph:
         its module-level imports, transitively), or None when it is cheap."""
         if module not in self._heavy:
             self._heavy[module] = None  # in progress: a module-level cycle adds nothing
-            self._heavy[module] = next(filter(None, (
-                name if name.split(".")[0] in HEAVY else None
-                for name, _, in_function in self.third_party[module] if not in_function)), None)
+            self._heavy[module] = next(
+                filter(
+                    None,
+                    (
+                        name if name.split(".")[0] in HEAVY else None
+                        for name, _, in_function in self.third_party[module]
+                        if not in_function
+                    ),
+                ),
+                None,
+            )
             runs = _parents(module) + [e.target for e in self.edges[module] if not e.in_function]
             for each in (m for target in runs for m in _parents(target) + [target]):
                 if self._heavy[module] is None and each in self.paths:
@@ -222,17 +284,19 @@ def _import_statements(tree: ast.AST, in_function: bool = False):
                 yield child, in_function
         elif isinstance(child, ast.If) and _is_type_checking(child.test):
             for node in child.orelse:
-                yield from _import_statements(ast.Module(body=[node], type_ignores=[]),
-                                              in_function)
+                yield from _import_statements(ast.Module(body=[node], type_ignores=[]), in_function)
         else:
             yield from _import_statements(
-                child, in_function or isinstance(child, (ast.FunctionDef,
-                                                         ast.AsyncFunctionDef, ast.Lambda)))
+                child,
+                in_function
+                or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)),
+            )
 
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _longest_known(name: str, known) -> Optional[str]:
@@ -340,18 +404,20 @@ PENDING_FUNCTION_IMPORTS = {
 
 
 def test_no_import_cycles():
-    assert [_describe(c) for c in GRAPH.cycles()
-            if {e.source for e in c} not in PENDING_CYCLES] == []
+    assert [
+        _describe(c) for c in GRAPH.cycles() if {e.source for e in c} not in PENDING_CYCLES
+    ] == []
 
 
 def _light_function_imports(graph: Graph, pending=None) -> List[str]:
     pending = pending or {}
     root = graph.root.name
-    return [f"{graph.paths[module].relative_to(graph.root.parent)}:{line} imports {what} inside "
-            "a function: it is cheap to import, move it to the top of the module"
-            for module, line, what in graph.light_function_imports()
-            if what.removeprefix(f"{root}.") not in
-            pending.get(module.removeprefix(f"{root}."), ())]
+    return [
+        f"{graph.paths[module].relative_to(graph.root.parent)}:{line} imports {what} inside "
+        "a function: it is cheap to import, move it to the top of the module"
+        for module, line, what in graph.light_function_imports()
+        if what.removeprefix(f"{root}.") not in pending.get(module.removeprefix(f"{root}."), ())
+    ]
 
 
 def test_function_level_imports_are_heavy():
@@ -362,25 +428,32 @@ def test_a_light_function_level_import_is_reported(tmp_path):
     """Reported: a stdlib module, a module that imports only light ones, a lazily exported name
     whose submodule is light.  Kept: torch, a module importing torch at its top, one under a
     package whose ``__init__`` imports torch, a lazy name whose submodule imports it."""
-    root = _fake_package(tmp_path, {
-        "__init__.py": "",
-        "light.py": "import os\n\nfrom fakepkg import lazy\n",
-        "heavy.py": "import os\n\nimport torch.nn\n",
-        "maths/__init__.py": "import torch\n",
-        "maths/ops.py": "import math\n",
-        "lazy/__init__.py": "_EXPORTS = {'cheap': 'a', 'costly': 'b'}\n",
-        "lazy/a.py": "def cheap():\n    pass\n",
-        "lazy/b.py": "from fakepkg.heavy import x\n",
-        "user.py": "def f():\n    import json\n    import torch\n    from fakepkg import light\n"
-                   "    from fakepkg.heavy import x\n    from fakepkg.maths.ops import y\n"
-                   "    from fakepkg.lazy import cheap\n    from fakepkg.lazy import costly\n",
-    })
+    root = _fake_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "light.py": "import os\n\nfrom fakepkg import lazy\n",
+            "heavy.py": "import os\n\nimport torch.nn\n",
+            "maths/__init__.py": "import torch\n",
+            "maths/ops.py": "import math\n",
+            "lazy/__init__.py": "_EXPORTS = {'cheap': 'a', 'costly': 'b'}\n",
+            "lazy/a.py": "def cheap():\n    pass\n",
+            "lazy/b.py": "from fakepkg.heavy import x\n",
+            "user.py": "def f():\n    import json\n    import torch\n"
+            "    from fakepkg import light\n"
+            "    from fakepkg.heavy import x\n    from fakepkg.maths.ops import y\n"
+            "    from fakepkg.lazy import cheap\n    from fakepkg.lazy import costly\n",
+        },
+    )
     found = _light_function_imports(Graph(root))
     assert [line.split(" inside")[0] for line in found] == [
-        "fakepkg/user.py:2 imports json", "fakepkg/user.py:4 imports fakepkg.light",
-        "fakepkg/user.py:7 imports fakepkg.lazy.a"]
-    assert found[0].endswith("inside a function: it is cheap to import, move it to the top of "
-                             "the module")
+        "fakepkg/user.py:2 imports json",
+        "fakepkg/user.py:4 imports fakepkg.light",
+        "fakepkg/user.py:7 imports fakepkg.lazy.a",
+    ]
+    assert found[0].endswith(
+        "inside a function: it is cheap to import, move it to the top of the module"
+    )
     assert _light_function_imports(Graph(root), {"user": {"json", "light", "lazy.a"}}) == []
 
 
@@ -396,19 +469,21 @@ def test_a_cycle_is_reported_with_its_path(tmp_path):
     """``a -> b`` at module level, ``b -> c`` through a lazily exported name, ``c -> a`` inside
     a function: one cycle, each step with its line; a lazy package's ``_EXPORTS`` strings and a
     ``TYPE_CHECKING`` import make none."""
-    root = _fake_package(tmp_path, {
-        "__init__.py": "",
-        "a.py": "from fakepkg.b import g\n",
-        "b.py": "import os\n\nfrom .lazy import helper\n",
-        "lazy/__init__.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                            "    from fakepkg.lazy.c import helper\n"
-                            "_EXPORTS = {'helper': 'c'}\n",
-        "lazy/c.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                     "    from fakepkg.lazy import helper\n\n\n"
-                     "def helper():\n    from .. import a\n",
-    })
+    root = _fake_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "from fakepkg.b import g\n",
+            "b.py": "import os\n\nfrom .lazy import helper\n",
+            "lazy/__init__.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+            "    from fakepkg.lazy.c import helper\n"
+            "_EXPORTS = {'helper': 'c'}\n",
+            "lazy/c.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+            "    from fakepkg.lazy import helper\n\n\n"
+            "def helper():\n    from .. import a\n",
+        },
+    )
     cycles = [_describe(c) for c in Graph(root).cycles()]
-    assert cycles == ["fakepkg.a:1 -> fakepkg.b:3 -> fakepkg.lazy.c:8 (in a function) -> "
-                      "fakepkg.a"]
+    assert cycles == ["fakepkg.a:1 -> fakepkg.b:3 -> fakepkg.lazy.c:8 (in a function) -> fakepkg.a"]
     (root / "lazy" / "c.py").write_text("def helper():\n    pass\n")
     assert Graph(root).cycles() == []

@@ -1,4 +1,5 @@
 """Batch: validation, splitting and joining, balanced chunks, padding, pickling."""
+
 import io
 import pickle
 
@@ -9,9 +10,11 @@ from rlhf_dist.protocol import Batch, BatchError, pad_and_concat, pad_tensor
 
 
 def make(B=5, T=4, meta=None):
-    return Batch({"ids": torch.arange(B * T).view(B, T), "score": torch.arange(B).float()},
-                 meta=meta if meta is not None else {"step": 3},
-                 extras={"prompt": [f"p{i}" for i in range(B)]})
+    return Batch(
+        {"ids": torch.arange(B * T).view(B, T), "score": torch.arange(B).float()},
+        meta=meta if meta is not None else {"step": 3},
+        extras={"prompt": [f"p{i}" for i in range(B)]},
+    )
 
 
 def rows(batch):
@@ -114,15 +117,29 @@ def skewed():
     """8 right-padded rows with 8, 8, 7, 7, 1, 1, 1, 1 real tokens: naive halves get 30 vs 4."""
     lengths = torch.tensor([8, 8, 7, 7, 1, 1, 1, 1])
     mask = (torch.arange(8)[None] < lengths[:, None]).long()
-    return Batch({"attention_mask": mask, "row": torch.arange(8)}, meta={"step": 1},
-                 extras={"name": list("abcdefgh")})
+    return Batch(
+        {"attention_mask": mask, "row": torch.arange(8)},
+        meta={"step": 1},
+        extras={"name": list("abcdefgh")},
+    )
 
 
 def test_pad_and_concat_exact():
-    a = Batch({"seq": torch.tensor([[1, 2]]), "mask": torch.tensor([[1, 1]]),
-               "score": torch.tensor([0.5])}, meta={"prompt_length": 1})
-    b = Batch({"seq": torch.tensor([[3, 4, 5, 6]]), "mask": torch.tensor([[1, 1, 1, 0]]),
-               "score": torch.tensor([1.5])})
+    a = Batch(
+        {
+            "seq": torch.tensor([[1, 2]]),
+            "mask": torch.tensor([[1, 1]]),
+            "score": torch.tensor([0.5]),
+        },
+        meta={"prompt_length": 1},
+    )
+    b = Batch(
+        {
+            "seq": torch.tensor([[3, 4, 5, 6]]),
+            "mask": torch.tensor([[1, 1, 1, 0]]),
+            "score": torch.tensor([1.5]),
+        }
+    )
     out = pad_and_concat([a, b], pad_values={"seq": 9}, side={"mask": "left"})
     assert torch.equal(out["seq"], torch.tensor([[1, 2, 9, 9], [3, 4, 5, 6]]))
     assert torch.equal(out["mask"], torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]]))
@@ -140,8 +157,11 @@ def _pickled_size(obj):
 
 
 def test_pickle_round_trip_is_compact_and_detached():
-    b = Batch({"x": torch.randn(1000, 64)}, meta={"step": 3, "tags": ["a"]},
-              extras={"p": [str(i) for i in range(1000)]})
+    b = Batch(
+        {"x": torch.randn(1000, 64)},
+        meta={"step": 3, "tags": ["a"]},
+        extras={"p": [str(i) for i in range(1000)]},
+    )
     back = pickle.loads(pickle.dumps(b))
     assert torch.equal(back["x"], b["x"]) and back["p"] == b["p"] and back.meta == b.meta
     assert len(back) == 1000

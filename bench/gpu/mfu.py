@@ -8,6 +8,7 @@ TFLOP/s, the H100/H200 SXM dense bf16 figure (``--peak-tflops`` for another part
 
     python3 bench/gpu/mfu.py bench_train.jsonl [--peak-tflops 989.5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,18 @@ FLOPS_PER_PARAM = {"sft": 6, "dpo": 8}
 def mfu_line(rec: dict, peak_tflops: float) -> dict:
     flops = FLOPS_PER_PARAM[rec["job"]] * rec["param_numel_total"]
     achieved = rec["tokens_per_s"] * flops
-    return {"bench": "gpu_mfu", "job": rec["job"], "zero": rec["zero"],
-            "variant": rec["variant"], "tokens_per_s": rec["tokens_per_s"],
-            "params": rec["param_numel_total"], "flops_per_token": flops,
-            "tflops": achieved / 1e12, "mfu": achieved / (peak_tflops * 1e12),
-            "peak_tflops": peak_tflops}
+    return {
+        "bench": "gpu_mfu",
+        "job": rec["job"],
+        "zero": rec["zero"],
+        "variant": rec["variant"],
+        "tokens_per_s": rec["tokens_per_s"],
+        "params": rec["param_numel_total"],
+        "flops_per_token": flops,
+        "tflops": achieved / 1e12,
+        "mfu": achieved / (peak_tflops * 1e12),
+        "peak_tflops": peak_tflops,
+    }
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ Prints one JSON line; exits 1 naming each missing module and unmet requirement. 
 ``bench/gpu/image_env.sh`` in a virtualenv that holds the GPU image's packages plus the wheels
 ``fetch_wheels.sh`` carries, so a failure is found here, not in the device time.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,11 +19,32 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 
-MODULES = ["torch", "deepspeed", "transformers", "datasets", "peft", "accelerate",
-           "omegaconf", "safetensors", "tokenizers", "psutil", "rlhf_dist.engine.engine",
-           "rlhf_dist.trainers.sft", "rlhf_dist.trainers.dpo"]
-DISTRIBUTIONS = ["deepspeed", "transformers", "datasets", "peft", "accelerate", "omegaconf",
-                 "tokenizers", "safetensors", "psutil"]
+MODULES = [
+    "torch",
+    "deepspeed",
+    "transformers",
+    "datasets",
+    "peft",
+    "accelerate",
+    "omegaconf",
+    "safetensors",
+    "tokenizers",
+    "psutil",
+    "rlhf_dist.engine.engine",
+    "rlhf_dist.trainers.sft",
+    "rlhf_dist.trainers.dpo",
+]
+DISTRIBUTIONS = [
+    "deepspeed",
+    "transformers",
+    "datasets",
+    "peft",
+    "accelerate",
+    "omegaconf",
+    "tokenizers",
+    "safetensors",
+    "psutil",
+]
 
 
 def unmet(roots: list) -> list:

@@ -16,20 +16,53 @@ from .advantages import (
     rloo,
 )
 from .dpo import DPO_LOSSES, dpo_loss
-from .preference import (KTO_RECOMMENDED_RATIO, REFERENCE_FREE_LOSSES, UNPAIRED_LOSSES,
-                         best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
-                         online_pair_weights, orpo_loss, simpo_loss)
+from .preference import (
+    KTO_RECOMMENDED_RATIO,
+    REFERENCE_FREE_LOSSES,
+    UNPAIRED_LOSSES,
+    best_worst_pairs,
+    kto_class_weights,
+    kto_loss,
+    kto_weight_ratio,
+    online_pair_weights,
+    orpo_loss,
+    simpo_loss,
+)
 from .finite import NonFiniteError, check_finite, nonfinite_rows
 from .gae import discounted_returns, gae
-from .kl import (KL_ESTIMATORS, kl_estimate, last_token_index, place_step_rewards, score_index,
-                 sequence_end_index, shape_rewards)
+from .kl import (
+    KL_ESTIMATORS,
+    kl_estimate,
+    last_token_index,
+    place_step_rewards,
+    score_index,
+    sequence_end_index,
+    shape_rewards,
+)
 from .kl_control import KL_CONTROLLERS, AdaptiveKLController, FixedKLController, make_kl_controller
-from .logprobs import (entropy_from_logits, logprobs_from_logits, masked_sequence_logps,
-                       scored_columns, sequence_logps, shifted_token_logps, token_logps)
-from .importance import (IS_WEIGHTS, importance_stats, importance_weights, masked_is_weights,
-                         truncated_is_weights)
-from .losses import LOSS_AGGREGATORS, aggregate_loss, explained_variance, ppo_policy_loss, \
-    value_loss
+from .logprobs import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    masked_sequence_logps,
+    scored_columns,
+    sequence_logps,
+    shifted_token_logps,
+    token_logps,
+)
+from .importance import (
+    IS_WEIGHTS,
+    importance_stats,
+    importance_weights,
+    masked_is_weights,
+    truncated_is_weights,
+)
+from .losses import (
+    LOSS_AGGREGATORS,
+    aggregate_loss,
+    explained_variance,
+    ppo_policy_loss,
+    value_loss,
+)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 from .dapo import informative_groups, overlong_penalty
 from .supervised import bradley_terry_loss, bradley_terry_metrics, sft_loss

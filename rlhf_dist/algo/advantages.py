@@ -74,8 +74,13 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
 
 # The fewest samples per prompt each estimator compares (the config checks
 # rollout.n_samples_per_prompt against it; group_norm(unbiased=False) alone would take 1).
-MIN_GROUP_SIZE: dict[str, int] = {"reinforce": 1, "mean_baseline": 2, "dr_grpo": 2, "rloo": 2,
-                                  "group_norm": 2}
+MIN_GROUP_SIZE: dict[str, int] = {
+    "reinforce": 1,
+    "mean_baseline": 2,
+    "dr_grpo": 2,
+    "rloo": 2,
+    "group_norm": 2,
+}
 # Every name ppo.advantage_estimator takes: the critic-free ones above, and the two computed
 # on token rewards (rollout/estimators.py): GAE with a critic, REINFORCE++'s whitened returns.
 ADVANTAGE_NAMES: tuple[str, ...] = tuple(sorted({"gae", "reinforce_pp", *ADVANTAGE_ESTIMATORS}))

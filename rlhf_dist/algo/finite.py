@@ -1,4 +1,5 @@
 """Non-finite values: where they are, and the error that names them."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -29,11 +30,11 @@ def nonfinite_rows(values: torch.Tensor, mask: Optional[torch.Tensor] = None) ->
     return bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
 
 
-def check_finite(name: str, values: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                 skippable: bool = False) -> None:
+def check_finite(
+    name: str, values: torch.Tensor, mask: Optional[torch.Tensor] = None, skippable: bool = False
+) -> None:
     """Raise :class:`NonFiniteError` naming ``name`` and the first bad rows."""
     rows = nonfinite_rows(values, mask)
     if rows:
         shown = rows[:8] + (["..."] if len(rows) > 8 else [])
-        raise NonFiniteError(f"non-finite {name} in rows {shown} of {values.shape[0]}",
-                             skippable)
+        raise NonFiniteError(f"non-finite {name} in rows {shown} of {values.shape[0]}", skippable)

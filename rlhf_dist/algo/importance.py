@@ -11,6 +11,7 @@ loss is weighted by r = π(a)/π_sampler(a), bounded by ``cap``:
 
 No gradient flows through the weights.  Shapes ``(B, T)``.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict
@@ -28,14 +29,16 @@ def _ratio(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float) -
     return torch.exp(logprobs.detach() - sampler_logprobs.detach())
 
 
-def truncated_is_weights(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
-                         cap: float) -> torch.Tensor:
+def truncated_is_weights(
+    logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
     """min(π(a)/π_sampler(a), cap) per token."""
     return _ratio(logprobs, sampler_logprobs, cap).clamp(max=cap)
 
 
-def masked_is_weights(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
-                      cap: float) -> torch.Tensor:
+def masked_is_weights(
+    logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
     """π(a)/π_sampler(a) where it lies in [1/cap, cap], else 0."""
     ratio = _ratio(logprobs, sampler_logprobs, cap)
     inside = (ratio >= 1.0 / cap) & (ratio <= cap)
@@ -48,18 +51,24 @@ IS_WEIGHTS: Dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
 }
 
 
-def importance_weights(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float,
-                       mode: str = "truncate") -> torch.Tensor:
+def importance_weights(
+    logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float, mode: str = "truncate"
+) -> torch.Tensor:
     """The ``mode`` weights of :data:`IS_WEIGHTS`."""
     if mode not in IS_WEIGHTS:
-        raise ValueError(f"unknown importance-weight mode {mode!r}; choose one of "
-                         f"{sorted(IS_WEIGHTS)}")
+        raise ValueError(
+            f"unknown importance-weight mode {mode!r}; choose one of {sorted(IS_WEIGHTS)}"
+        )
     return IS_WEIGHTS[mode](logprobs, sampler_logprobs, cap)
 
 
-def importance_stats(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
-                     mask: torch.Tensor, cap: float, mode: str = "truncate"
-                     ) -> Dict[str, float]:
+def importance_stats(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    cap: float,
+    mode: str = "truncate",
+) -> Dict[str, float]:
     """Over the tokens of ``mask``: the weights' mean (``tis_weight_mean``), the fraction
     whose weight differs from the raw ratio (``tis_clipped_frac``: truncated or masked), and
     KL(π_sampler ‖ π) estimated on the sampled tokens (``sampler_kl``: mean of
@@ -68,10 +77,17 @@ def importance_stats(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
         return {"tis_weight_mean": 0.0, "tis_clipped_frac": 0.0, "sampler_kl": 0.0}
     ratio = _ratio(logprobs, sampler_logprobs, cap)
     weights = importance_weights(logprobs, sampler_logprobs, cap, mode)
-    return {"tis_weight_mean": float(masked_mean(weights, mask)),
-            "tis_clipped_frac": float(masked_mean((weights != ratio).float(), mask)),
-            "sampler_kl": float(masked_mean(sampler_logprobs - logprobs, mask))}
+    return {
+        "tis_weight_mean": float(masked_mean(weights, mask)),
+        "tis_clipped_frac": float(masked_mean((weights != ratio).float(), mask)),
+        "sampler_kl": float(masked_mean(sampler_logprobs - logprobs, mask)),
+    }
 
 
-__all__ = ["IS_WEIGHTS", "importance_stats", "importance_weights", "masked_is_weights",
-           "truncated_is_weights"]
+__all__ = [
+    "IS_WEIGHTS",
+    "importance_stats",
+    "importance_weights",
+    "masked_is_weights",
+    "truncated_is_weights",
+]

@@ -64,8 +64,9 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (positions * m).argmax(dim=-1)
 
 
-def score_index(input_ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int | None
-                ) -> torch.Tensor:
+def score_index(
+    input_ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int | None
+) -> torch.Tensor:
     """Where a sequence classifier reads each row's score: (B, T), (B, T) -> (B,) int64.
 
     The last position of ``mask`` whose token is not ``pad_token_id`` — the token transformers'
@@ -82,8 +83,11 @@ def score_index(input_ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int |
     return torch.where(scored.any(dim=-1), (positions * scored).argmax(dim=-1), last)
 
 
-def sequence_end_index(sequence_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
-                       pad_token_id: int | None = None) -> torch.Tensor:
+def sequence_end_index(
+    sequence_ids: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    pad_token_id: int | None = None,
+) -> torch.Tensor:
     """Index of each sequence's last token in a padding-free (1, N) row whose tokens carry
     their sequence's number 0, 1, …, S−1 in order -> (S,) int64 (the packed
     :func:`last_token_index`).  With ``input_ids`` and ``pad_token_id``: the packed
@@ -127,8 +131,9 @@ def shape_rewards(
     return rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
 
 
-def place_step_rewards(token_rewards: torch.Tensor, step_rewards: torch.Tensor,
-                       mask: torch.Tensor) -> torch.Tensor:
+def place_step_rewards(
+    token_rewards: torch.Tensor, step_rewards: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Move the step rewards of multi-turn trajectories from the last action, where
     :func:`shape_rewards` put them as part of the sequence score, to the actions that earned
     them: ``r_t − [t = last] · Σ_s step_rewards_s + step_rewards_t``.
@@ -146,6 +151,5 @@ def place_step_rewards(token_rewards: torch.Tensor, step_rewards: torch.Tensor,
         raise ValueError(f"step_rewards rows {off} have a reward outside the action mask")
     step = step_rewards.to(token_rewards.dtype)
     rows = torch.arange(token_rewards.shape[0], device=token_rewards.device)
-    moved = token_rewards.index_put((rows, last_token_index(m)), -step.sum(dim=-1),
-                                    accumulate=True)
+    moved = token_rewards.index_put((rows, last_token_index(m)), -step.sum(dim=-1), accumulate=True)
     return moved + step

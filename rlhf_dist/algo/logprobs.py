@@ -186,8 +186,9 @@ def shifted_token_logps(
     return token_logps(logits[:, :-1], labels[:, 1:], ignore_index, chunk_size)
 
 
-def masked_sequence_logps(logps: torch.Tensor, mask: torch.Tensor,
-                          average: bool = False) -> torch.Tensor:
+def masked_sequence_logps(
+    logps: torch.Tensor, mask: torch.Tensor, average: bool = False
+) -> torch.Tensor:
     """(B, T) token log-probs (0 where unscored) and their mask -> (B,) per-row sums, or
     means over the scored tokens with ``average`` (0 for a row with none)."""
     total = logps.sum(-1)
@@ -209,5 +210,6 @@ def sequence_logps(
     prompt and padding set to ``ignore_index``.  ``average=False`` sums the token log-probs;
     ``average=True`` divides by the number of scored tokens (0 for a row with none).
     """
-    return masked_sequence_logps(*shifted_token_logps(logits, labels, ignore_index, chunk_size),
-                                 average=average)
+    return masked_sequence_logps(
+        *shifted_token_logps(logits, labels, ignore_index, chunk_size), average=average
+    )

@@ -23,18 +23,17 @@ def _over_sequences(per_seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(per_seq, as_bool_mask(mask).any(dim=-1))
 
 
-def _seq_mean_token_mean(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
-                         ) -> torch.Tensor:
+def _seq_mean_token_mean(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int) -> torch.Tensor:
     return _over_sequences(masked_mean(loss_tok, mask, dim=-1), mask)
 
 
-def _seq_mean_token_sum(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
-                        ) -> torch.Tensor:
+def _seq_mean_token_sum(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int) -> torch.Tensor:
     return _over_sequences(masked_sum(loss_tok, mask, dim=-1), mask)
 
 
-def _seq_mean_token_sum_norm(loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
-                             ) -> torch.Tensor:
+def _seq_mean_token_sum_norm(
+    loss_tok: torch.Tensor, mask: torch.Tensor, horizon: int
+) -> torch.Tensor:
     return _over_sequences(masked_sum(loss_tok, mask, dim=-1) / horizon, mask)
 
 
@@ -58,8 +57,9 @@ RATIO_LEVELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
-def aggregate_loss(loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean",
-                   horizon: int | None = None) -> torch.Tensor:
+def aggregate_loss(
+    loss_tok: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean", horizon: int | None = None
+) -> torch.Tensor:
     """Reduce a (B, T) per-token loss to a scalar.
 
     "token_mean": mean over all unmasked tokens of the batch (long responses weigh more).
@@ -116,8 +116,7 @@ def ppo_policy_loss(
     """
     clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     if clip_eps <= 0 or clip_eps_high <= 0:
-        raise ValueError(f"clip_eps and clip_eps_high must be > 0, got {clip_eps}, "
-                         f"{clip_eps_high}")
+        raise ValueError(f"clip_eps and clip_eps_high must be > 0, got {clip_eps}, {clip_eps_high}")
     if dual_clip is not None and dual_clip <= 1:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)

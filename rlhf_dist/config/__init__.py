@@ -10,6 +10,7 @@ coercion and unknown-key detection come from OmegaConf structured configs; every
 re-raised as :class:`ConfigError` naming the field, the bad value and (for unknown keys) the
 closest valid key.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -23,25 +24,72 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from rlhf_dist.config import sizes as _sizes
 from rlhf_dist.config.checks import ConfigError, _positive, _require
 from rlhf_dist.config.env import EnvConfig
-from rlhf_dist.config.sections import (LOGGING_BACKENDS, CheckpointConfig, DataConfig,
-                                       DeepSpeedSection, DPOConfig, LoggingConfig,
-                                       LoraConfig, ModelConfig,
-                                       PPOConfig, ResourcesConfig, RMConfig, RoleResources,
-                                       RolloutConfig, RolloutResources, SFTConfig,
-                                       TinyModelConfig, ToyDataConfig, TrainConfig)
-from rlhf_dist.config.sizes import (PPOSizes, RayDPOSizes, launcher_world_size, ppo_roles,
-                                    ppo_sizes, ray_dpo_sizes, resolve_job)
+from rlhf_dist.config.sections import (
+    LOGGING_BACKENDS,
+    CheckpointConfig,
+    DataConfig,
+    DeepSpeedSection,
+    DPOConfig,
+    LoggingConfig,
+    LoraConfig,
+    ModelConfig,
+    PPOConfig,
+    ResourcesConfig,
+    RMConfig,
+    RoleResources,
+    RolloutConfig,
+    RolloutResources,
+    SFTConfig,
+    TinyModelConfig,
+    ToyDataConfig,
+    TrainConfig,
+)
+from rlhf_dist.config.sizes import (
+    PPOSizes,
+    RayDPOSizes,
+    launcher_world_size,
+    ppo_roles,
+    ppo_sizes,
+    ray_dpo_sizes,
+    resolve_job,
+)
 from rlhf_dist.config.usage import job_of
 
-__all__ = ["LOGGING_BACKENDS", "CheckpointConfig", "Config", "ConfigError", "DPOConfig",
-           "DataConfig", "EnvConfig",
-           "DeepSpeedSection", "LoggingConfig", "LoraConfig", "ModelConfig", "PPOConfig",
-           "RMConfig",
-           "ResourcesConfig", "RoleResources", "RolloutConfig", "RolloutResources",
-           "SFTConfig", "TinyModelConfig",
-           "ToyDataConfig", "TrainConfig", "launcher_world_size", "load_config", "ppo_roles",
-           "PPOSizes", "RayDPOSizes", "ppo_sizes", "ray_dpo_sizes", "resolve_job",
-           "resolve_ppo_sizes", "save_config", "to_dict", "to_yaml"]
+__all__ = [
+    "LOGGING_BACKENDS",
+    "CheckpointConfig",
+    "Config",
+    "ConfigError",
+    "DPOConfig",
+    "DataConfig",
+    "EnvConfig",
+    "DeepSpeedSection",
+    "LoggingConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PPOConfig",
+    "RMConfig",
+    "ResourcesConfig",
+    "RoleResources",
+    "RolloutConfig",
+    "RolloutResources",
+    "SFTConfig",
+    "TinyModelConfig",
+    "ToyDataConfig",
+    "TrainConfig",
+    "launcher_world_size",
+    "load_config",
+    "ppo_roles",
+    "PPOSizes",
+    "RayDPOSizes",
+    "ppo_sizes",
+    "ray_dpo_sizes",
+    "resolve_job",
+    "resolve_ppo_sizes",
+    "save_config",
+    "to_dict",
+    "to_yaml",
+]
 
 
 # --------------------------------------------------------------------------- the whole
@@ -103,33 +151,50 @@ class Config:
         for role in ("model", "ref_model", "reward_model", "critic_model"):
             getattr(self, role).check(role)
         _require(bool(self.output_dir), "output_dir", "must not be empty")
-        _require(not self.dpo.ref_offload or self.deepspeed.zero_stage == 3, "dpo.ref_offload",
-                 f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
-                 f"{self.deepspeed.zero_stage}")
+        _require(
+            not self.dpo.ref_offload or self.deepspeed.zero_stage == 3,
+            "dpo.ref_offload",
+            f"offloads ZeRO-3 shards and needs deepspeed.zero_stage=3, got "
+            f"{self.deepspeed.zero_stage}",
+        )
         flash = self._flash_roles()
-        _require(self.dpo.layout == "auto" or
-                 self.train.padding_free == (self.dpo.layout == "packed"), "dpo.layout",
-                 f"{self.dpo.layout} with train.padding_free={self.train.padding_free}: "
-                 "padding-free pairs are dpo.layout=packed (leave dpo.layout=auto)")
-        _require(self.dpo.layout != "shared_prompt" or not flash, "dpo.layout",
-                 f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
-                 ".attn_implementation=flash_attention_2 does not take: use sdpa, "
-                 "dpo.layout=padded or auto")
+        _require(
+            self.dpo.layout == "auto" or self.train.padding_free == (self.dpo.layout == "packed"),
+            "dpo.layout",
+            f"{self.dpo.layout} with train.padding_free={self.train.padding_free}: "
+            "padding-free pairs are dpo.layout=packed (leave dpo.layout=auto)",
+        )
+        _require(
+            self.dpo.layout != "shared_prompt" or not flash,
+            "dpo.layout",
+            f"shared_prompt needs a 4D attention mask, which {flash[0] if flash else ''}"
+            ".attn_implementation=flash_attention_2 does not take: use sdpa, "
+            "dpo.layout=padded or auto",
+        )
         self.dpo.check_batch(self.train.micro_batch_size, self.train.eval_batch_size)
-        _require(not self.dpo.precompute_ref or self.dpo.mode == "launcher",
-                 "dpo.precompute_ref", "is implemented for dpo.mode=launcher only")
-        _require(not self.dpo.ref_offload or self.dpo.mode == "launcher", "dpo.ref_offload",
-                 "is implemented for dpo.mode=launcher only; on Ray, "
-                 "resources.reference.offload_when_idle moves the reference to CPU memory "
-                 "between its forwards")
+        _require(
+            not self.dpo.precompute_ref or self.dpo.mode == "launcher",
+            "dpo.precompute_ref",
+            "is implemented for dpo.mode=launcher only",
+        )
+        _require(
+            not self.dpo.ref_offload or self.dpo.mode == "launcher",
+            "dpo.ref_offload",
+            "is implemented for dpo.mode=launcher only; on Ray, "
+            "resources.reference.offload_when_idle moves the reference to CPU memory "
+            "between its forwards",
+        )
         self._check_reference_in_actor()
         self._check_idle_offload()
         self._check_vllm()
         self.env.check_lengths(self.data.max_prompt_length)
         self.ppo.check_scored(by_env=self.env.enabled)
         resume = self.checkpoint.resume
-        _require(resume in ("none", "auto") or bool(resume), "checkpoint.resume",
-                 "must be none, auto or a checkpoint directory")
+        _require(
+            resume in ("none", "auto") or bool(resume),
+            "checkpoint.resume",
+            "must be none, auto or a checkpoint directory",
+        )
 
     def _check_reference_in_actor(self) -> None:
         """``resources.reference_in_actor`` leaves no reference group to colocate or offload:
@@ -137,12 +202,17 @@ class Config:
         if not self.resources.reference_in_actor:
             return
         in_actor = "the reference is in the actor's processes (resources.reference_in_actor)"
-        _require(not self.resources.colocate_actor_ref, "resources.colocate_actor_ref",
-                 f"there is no reference group to colocate: {in_actor}")
-        _require(not self.resources.reference.offload_when_idle,
-                 "resources.reference.offload_when_idle",
-                 f"there is no reference group: {in_actor}; resources.actor.offload_when_idle "
-                 "offloads both of its engines")
+        _require(
+            not self.resources.colocate_actor_ref,
+            "resources.colocate_actor_ref",
+            f"there is no reference group to colocate: {in_actor}",
+        )
+        _require(
+            not self.resources.reference.offload_when_idle,
+            "resources.reference.offload_when_idle",
+            f"there is no reference group: {in_actor}; resources.actor.offload_when_idle "
+            "offloads both of its engines",
+        )
 
     def _check_idle_offload(self) -> None:
         """``resources.<role>.offload_when_idle`` against what DeepSpeed can move."""
@@ -150,13 +220,19 @@ class Config:
             if not getattr(self.resources, role).offload_when_idle:
                 continue
             ds, name = self.deepspeed.for_role(role), f"resources.{role}.offload_when_idle"
-            _require(not ds.offload_param, name,
-                     "conflicts with deepspeed.offload_param=true: the parameters already live "
-                     "in CPU memory, and DeepSpeed cannot move the states of such an engine")
-            _require(role not in ("actor", "critic") or ds.zero_stage > 0 or not ds.bf16, name,
-                     f"needs deepspeed.zero_stage>=1 for the trained {role} with "
-                     f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
-                     f"that cannot be moved)")
+            _require(
+                not ds.offload_param,
+                name,
+                "conflicts with deepspeed.offload_param=true: the parameters already live "
+                "in CPU memory, and DeepSpeed cannot move the states of such an engine",
+            )
+            _require(
+                role not in ("actor", "critic") or ds.zero_stage > 0 or not ds.bf16,
+                name,
+                f"needs deepspeed.zero_stage>=1 for the trained {role} with "
+                f"deepspeed.bf16=true (ZeRO-0's bf16 optimizer keeps flat weight copies "
+                f"that cannot be moved)",
+            )
 
     @property
     def shared_reference(self) -> bool:
@@ -174,16 +250,24 @@ class Config:
         return not (self.shared_reference or self.resources.reference_in_actor)
 
     def _flash_roles(self) -> List[str]:
-        return [role for role in ("model", "ref_model")
-                if getattr(self, role).attn_implementation == "flash_attention_2"]
+        return [
+            role
+            for role in ("model", "ref_model")
+            if getattr(self, role).attn_implementation == "flash_attention_2"
+        ]
 
     @property
     def auto_dpo_layout(self) -> str:
         """What ``dpo.layout=auto`` means: packed with ``train.padding_free`` (padding-free
         batches are the packed layout's), else padded under flash-attention-2 (no 4D mask),
         else shared_prompt."""
-        return ("packed" if self.train.padding_free else
-                "padded" if self._flash_roles() else "shared_prompt")
+        return (
+            "packed"
+            if self.train.padding_free
+            else "padded"
+            if self._flash_roles()
+            else "shared_prompt"
+        )
 
     @property
     def ppo_sizes(self) -> PPOSizes:
@@ -199,66 +283,100 @@ class Config:
         """Adapters only on trained models, and only with what can train them."""
         for role in ("ref_model", "reward_model"):
             section = getattr(self, role)
-            _require(not section.lora.enabled and not section.quantized, f"{role}.lora.r",
-                     f"{role} is frozen and takes no adapter or quantisation: adapters go on "
-                     "model (SFT, RM, DPO, the PPO actor) and critic_model")
+            _require(
+                not section.lora.enabled and not section.quantized,
+                f"{role}.lora.r",
+                f"{role} is frozen and takes no adapter or quantisation: adapters go on "
+                "model (SFT, RM, DPO, the PPO actor) and critic_model",
+            )
         for role in ("model", "critic_model"):
             section = getattr(self, role)
             if not section.lora.enabled:
                 continue
             trained = "actor" if role == "model" else "critic"
             ds = self.deepspeed.for_role(trained)
-            _require(ds.zero_stage < 3 or not getattr(self.resources, trained).offload_when_idle,
-                     f"resources.{trained}.offload_when_idle",
-                     f"does not work with {role}.lora under ZeRO-3 (DeepSpeed's offload_states "
-                     "cannot move a partitioned model with frozen parameters): use "
-                     "deepspeed.zero_stage <= 2 for this role")
-            _require(not ds.offload_param, f"{role}.lora.r",
-                     "LoRA does not work with deepspeed.offload_param=true (the frozen base "
-                     "would be streamed from CPU memory for adapters of a few MB): leave "
-                     "offload_param off, the base has no optimizer state to offload")
-            _require(not section.quantized or ds.zero_stage < 3, f"{role}.load_in_4bit",
-                     "quantised (QLoRA) weights cannot be partitioned by ZeRO-3: use "
-                     "deepspeed.zero_stage <= 2")
+            _require(
+                ds.zero_stage < 3 or not getattr(self.resources, trained).offload_when_idle,
+                f"resources.{trained}.offload_when_idle",
+                f"does not work with {role}.lora under ZeRO-3 (DeepSpeed's offload_states "
+                "cannot move a partitioned model with frozen parameters): use "
+                "deepspeed.zero_stage <= 2 for this role",
+            )
+            _require(
+                not ds.offload_param,
+                f"{role}.lora.r",
+                "LoRA does not work with deepspeed.offload_param=true (the frozen base "
+                "would be streamed from CPU memory for adapters of a few MB): leave "
+                "offload_param off, the base has no optimizer state to offload",
+            )
+            _require(
+                not section.quantized or ds.zero_stage < 3,
+                f"{role}.load_in_4bit",
+                "quantised (QLoRA) weights cannot be partitioned by ZeRO-3: use "
+                "deepspeed.zero_stage <= 2",
+            )
         if not self.shared_reference:
             return
-        _require(not self.resources.reference_in_actor, "resources.reference_in_actor",
-                 "there is no reference copy to place: with model.lora and no "
-                 "ref_model.name_or_path the reference is the policy's base (adapter off), "
-                 "in the actor's processes already")
-        _require(not self.dpo.ref_offload, "dpo.ref_offload",
-                 "there is no reference copy to offload: with model.lora and no "
-                 "ref_model.name_or_path the reference is the policy's base (adapter off)")
-        _require(not self.resources.colocate_actor_ref, "resources.colocate_actor_ref",
-                 "there is no reference group: with model.lora and no ref_model.name_or_path "
-                 "the actor computes the reference log-probs with its adapter off")
+        _require(
+            not self.resources.reference_in_actor,
+            "resources.reference_in_actor",
+            "there is no reference copy to place: with model.lora and no "
+            "ref_model.name_or_path the reference is the policy's base (adapter off), "
+            "in the actor's processes already",
+        )
+        _require(
+            not self.dpo.ref_offload,
+            "dpo.ref_offload",
+            "there is no reference copy to offload: with model.lora and no "
+            "ref_model.name_or_path the reference is the policy's base (adapter off)",
+        )
+        _require(
+            not self.resources.colocate_actor_ref,
+            "resources.colocate_actor_ref",
+            "there is no reference group: with model.lora and no ref_model.name_or_path "
+            "the actor computes the reference log-probs with its adapter off",
+        )
 
     def _check_vllm(self) -> None:
         """The vLLM engines' section: ``max_model_len`` defaults to prompt + response and must
         hold them (filled in by :meth:`_derive`); colocation needs the vLLM backend and one
         engine per actor device."""
         engines, needed = self.resources.rollout, self.longest_sequence
-        what = (f"env.max_trajectory_tokens={self.env.max_trajectory_tokens} - 1"
-                if needed > self.data.max_prompt_length + self.rollout.max_new_tokens else
-                f"data.max_prompt_length={self.data.max_prompt_length}")
-        _require(self.rollout.backend != "vllm" or engines.max_model_len is None or
-                 engines.max_model_len >= needed,
-                 "resources.rollout.max_model_len",
-                 f"{engines.max_model_len} is below {what} + rollout.max_new_tokens="
-                 f"{self.rollout.max_new_tokens} = {needed}")
+        what = (
+            f"env.max_trajectory_tokens={self.env.max_trajectory_tokens} - 1"
+            if needed > self.data.max_prompt_length + self.rollout.max_new_tokens
+            else f"data.max_prompt_length={self.data.max_prompt_length}"
+        )
+        _require(
+            self.rollout.backend != "vllm"
+            or engines.max_model_len is None
+            or engines.max_model_len >= needed,
+            "resources.rollout.max_model_len",
+            f"{engines.max_model_len} is below {what} + rollout.max_new_tokens="
+            f"{self.rollout.max_new_tokens} = {needed}",
+        )
         res = self.resources
         if not res.colocate_rollout:
             return
-        _require(self.rollout.backend == "vllm", "resources.colocate_rollout",
-                 "needs rollout.backend=vllm")
-        _require(self.rollout.max_staleness == 0, "rollout.max_staleness",
-                 "needs engines on devices of their own: colocated engines sleep while the "
-                 "learners train (resources.colocate_rollout=false)")
-        _require(res.rollout.tensor_parallel_size == 1 and
-                 res.rollout.num_engines == res.actor.world_size, "resources.colocate_rollout",
-                 f"one engine per actor device, so resources.rollout.num_engines must equal the "
-                 f"actor's ranks ({res.actor.world_size}) and tensor_parallel_size must be 1; "
-                 f"got {res.rollout.num_engines} × {res.rollout.tensor_parallel_size}")
+        _require(
+            self.rollout.backend == "vllm",
+            "resources.colocate_rollout",
+            "needs rollout.backend=vllm",
+        )
+        _require(
+            self.rollout.max_staleness == 0,
+            "rollout.max_staleness",
+            "needs engines on devices of their own: colocated engines sleep while the "
+            "learners train (resources.colocate_rollout=false)",
+        )
+        _require(
+            res.rollout.tensor_parallel_size == 1
+            and res.rollout.num_engines == res.actor.world_size,
+            "resources.colocate_rollout",
+            f"one engine per actor device, so resources.rollout.num_engines must equal the "
+            f"actor's ranks ({res.actor.world_size}) and tensor_parallel_size must be 1; "
+            f"got {res.rollout.num_engines} × {res.rollout.tensor_parallel_size}",
+        )
 
     def resolve(self, dp_size: int) -> "Config":
         """The resolve step of a job with one trained model over ``dp_size`` data-parallel
@@ -322,15 +440,17 @@ def _translate(err: OmegaConfBaseException, user_layers: Sequence[Any] = ()) -> 
     key = str(getattr(err, "full_key", "") or "?")
     entry_type = getattr(err, "object_type", None)
     if isinstance(err, ConfigKeyError) and "." not in key and is_dataclass(entry_type):
-        paths = [p for layer in user_layers
-                 for p in _in_list_entries(key, OmegaConf.to_container(layer))]
+        paths = [
+            p for layer in user_layers for p in _in_list_entries(key, OmegaConf.to_container(layer))
+        ]
         if paths:
             valid = _field_names(entry_type)
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             parent = paths[0].rsplit(".", 1)[0]
             hint = f"; did you mean '{parent}.{close[0]}'?" if close else ""
-            return ConfigError(f"{paths[0]}: unknown key in {parent}{hint} "
-                               f"(valid: {', '.join(valid)})")
+            return ConfigError(
+                f"{paths[0]}: unknown key in {parent}{hint} (valid: {', '.join(valid)})"
+            )
     if isinstance(err, ConfigKeyError) or "not in" in str(err):
         return _unknown_key_error(key)
     if isinstance(err, ValidationError):
@@ -346,8 +466,12 @@ def _override_list(overrides: Sequence[str]) -> List[str]:
     return list(overrides)
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
-                defaults: Sequence[str] = (), job: Optional[str] = None) -> Config:
+def load_config(
+    path: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    defaults: Sequence[str] = (),
+    job: Optional[str] = None,
+) -> Config:
     """YAML file (optional) ← ``key.sub=value`` overrides → a validated :class:`Config`;
     ``defaults`` (``key=value``, a tool's own defaults) sit under the YAML.  With ``job``
     (an ``rlhf-dist`` command: ``dpo`` with ``dpo.mode=ray`` is DPO on Ray) the job's

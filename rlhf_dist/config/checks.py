@@ -1,4 +1,5 @@
 """Validation helpers shared by the config sections: every message names the field."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence

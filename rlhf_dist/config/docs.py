@@ -4,6 +4,7 @@ shown by ``rlhf-dist <job> --help-config``, written to ``docs/config.md`` by
 ``python -m rlhf_dist.config.docs > docs/config.md`` and checked by the tests (no field
 without a doc, the committed reference up to date).
 """
+
 from __future__ import annotations
 
 import ast
@@ -45,15 +46,21 @@ def field_docs(cls: type) -> Dict[str, str]:
         while line >= 1 and lines[line - 1].lstrip().startswith("#"):
             above.insert(0, comments[line])
             line -= 1
-        trailing = [comments[n] for n in range(node.lineno, node.end_lineno + 1)
-                    if n in comments and not lines[n - 1].lstrip().startswith("#")]
+        trailing = [
+            comments[n]
+            for n in range(node.lineno, node.end_lineno + 1)
+            if n in comments and not lines[n - 1].lstrip().startswith("#")
+        ]
         docs[node.target.id] = " ".join(above + trailing)
     return docs
 
 
 def _type_name(annotation: Any) -> str:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__",
-                                                                    str(annotation))
+    text = (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__name__", str(annotation))
+    )
     return text.replace("typing.", "")
 
 
@@ -99,8 +106,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def help_text(sections: Optional[Sequence[str]] = None, notes: Optional[Dict[str, str]] = None,
-              width: int = 100) -> str:
+def help_text(
+    sections: Optional[Sequence[str]] = None,
+    notes: Optional[Dict[str, str]] = None,
+    width: int = 100,
+) -> str:
     """One block per key: ``key: type = default`` then its doc (and its ``notes`` entry, e.g.
     why a job does not read it), indented and wrapped."""
     out = []
@@ -140,8 +150,10 @@ def markdown() -> str:
     for head, keys in sections.items():
         out.append(f"## `{head}`\n" if head else "## Top-level keys\n")
         out.append("| key | type | default | doc |\n|---|---|---|---|")
-        out += [f"| `{k.key}` | `{_cell(k.type)}` | `{_cell(_show(k.default))}` | "
-                f"{_cell(k.doc)} |" for k in keys]
+        out += [
+            f"| `{k.key}` | `{_cell(k.type)}` | `{_cell(_show(k.default))}` | {_cell(k.doc)} |"
+            for k in keys
+        ]
         out.append("")
     return "\n".join(out)
 

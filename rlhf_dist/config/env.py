@@ -5,6 +5,7 @@
 the names here are checked for their form only (nothing is imported): ``check_env`` in
 :mod:`rlhf_dist.envs` imports them, before Ray starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,21 +58,33 @@ class EnvConfig:
         _positive("env.step_timeout_s", self.step_timeout_s, allow_zero=True)
         _positive("env.workers", self.workers, allow_zero=True)
         _choice("env.on_error", self.on_error, ENV_ON_ERROR)
-        _require(isinstance(self.args, dict), "env.args",
-                 f"expected a mapping of keyword arguments, got {self.args!r}")
+        _require(
+            isinstance(self.args, dict),
+            "env.args",
+            f"expected a mapping of keyword arguments, got {self.args!r}",
+        )
         if self.name is not None:
             ENVIRONMENTS.check(self.name, ConfigError)
         else:
             for key in ("tools", "tool_format", "turn_rewards"):
-                _require(not getattr(self, key), f"env.{key}",
-                         "needs an environment: set env.name (e.g. tools)")
+                _require(
+                    not getattr(self, key),
+                    f"env.{key}",
+                    "needs an environment: set env.name (e.g. tools)",
+                )
             _require(not self.args, "env.args", "needs an environment: set env.name")
         for i, tool in enumerate(self.tools):
-            _require(isinstance(tool, str) and bool(tool), f"env.tools[{i}]",
-                     f"expected a tool name, got {tool!r}")
+            _require(
+                isinstance(tool, str) and bool(tool),
+                f"env.tools[{i}]",
+                f"expected a tool name, got {tool!r}",
+            )
             TOOLS.check(tool, ConfigError)
-        _require(len(set(self.tools)) == len(self.tools), "env.tools",
-                 f"names a tool twice: {list(self.tools)}")
+        _require(
+            len(set(self.tools)) == len(self.tools),
+            "env.tools",
+            f"names a tool twice: {list(self.tools)}",
+        )
         if self.tool_format is not None:
             TOOL_FORMATS.check(self.tool_format, ConfigError)
 
@@ -82,7 +95,9 @@ class EnvConfig:
 
     def check_lengths(self, max_prompt_length: int) -> None:
         """The trajectory budget leaves room for a model token after the longest prompt."""
-        _require(not self.enabled or self.max_trajectory_tokens > max_prompt_length,
-                 "env.max_trajectory_tokens",
-                 f"{self.max_trajectory_tokens} must be larger than data.max_prompt_length="
-                 f"{max_prompt_length}, or no model token fits after the prompt")
+        _require(
+            not self.enabled or self.max_trajectory_tokens > max_prompt_length,
+            "env.max_trajectory_tokens",
+            f"{self.max_trajectory_tokens} must be larger than data.max_prompt_length="
+            f"{max_prompt_length}, or no model token fits after the prompt",
+        )

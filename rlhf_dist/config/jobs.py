@@ -1,4 +1,5 @@
 """The sections of the supervised and preference jobs: ``dpo.*``, ``sft.*``, ``rm.*``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,45 +52,72 @@ class DPOConfig:
 
     def __post_init__(self):
         _positive("dpo.beta", self.beta)
-        _choice("dpo.loss_type", self.loss_type, sorted(DPO_LOSSES) +
-                list(REFERENCE_FREE_LOSSES) + list(UNPAIRED_LOSSES))
+        _choice(
+            "dpo.loss_type",
+            self.loss_type,
+            sorted(DPO_LOSSES) + list(REFERENCE_FREE_LOSSES) + list(UNPAIRED_LOSSES),
+        )
         _positive("dpo.simpo_gamma", self.simpo_gamma, allow_zero=True)
         self._check_kto()
         for key in ("precompute_ref", "ref_offload"):
-            _require(self.needs_reference or not getattr(self, key), f"dpo.{key}",
-                     f"dpo.loss_type={self.loss_type} uses no reference model")
-        _require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
-                 f"must be in [0, 0.5), got {self.label_smoothing}")
+            _require(
+                self.needs_reference or not getattr(self, key),
+                f"dpo.{key}",
+                f"dpo.loss_type={self.loss_type} uses no reference model",
+            )
+        _require(
+            0.0 <= self.label_smoothing < 0.5,
+            "dpo.label_smoothing",
+            f"must be in [0, 0.5), got {self.label_smoothing}",
+        )
         _positive("dpo.nll_coef", self.nll_coef, allow_zero=True)
         _choice("dpo.mode", self.mode, ["launcher", "ray"])
         _choice("dpo.layout", self.layout, ["auto", "shared_prompt", "padded", "packed"])
 
-
     def _check_kto(self) -> None:
         _positive("dpo.kto_desirable_weight", self.kto_desirable_weight, allow_zero=True)
         _positive("dpo.kto_undesirable_weight", self.kto_undesirable_weight, allow_zero=True)
-        _require(self.kto_balance is None or self.kto_balance > 0, "dpo.kto_balance",
-                 f"must be > 0 (or null), got {self.kto_balance}")
-        _require(self.kto_balance is None or self.kto_desirable_weight == 1.0,
-                 "dpo.kto_desirable_weight", "is set from the data by dpo.kto_balance: leave "
-                 "it at 1.0, or set dpo.kto_balance=null")
+        _require(
+            self.kto_balance is None or self.kto_balance > 0,
+            "dpo.kto_balance",
+            f"must be > 0 (or null), got {self.kto_balance}",
+        )
+        _require(
+            self.kto_balance is None or self.kto_desirable_weight == 1.0,
+            "dpo.kto_desirable_weight",
+            "is set from the data by dpo.kto_balance: leave it at 1.0, or set dpo.kto_balance=null",
+        )
         if not self.unpaired:
             return
-        _require(not self.precompute_ref, "dpo.precompute_ref", f"dpo.loss_type="
-                 f"{self.loss_type} pairs each row with another row of its micro-batch (the "
-                 "KL estimate), so its reference log-probs are computed with the batch")
-        _require(self.nll_coef == 0, "dpo.nll_coef", f"is for pairs (the chosen answers' NLL); "
-                 f"dpo.loss_type={self.loss_type} has no chosen answers")
+        _require(
+            not self.precompute_ref,
+            "dpo.precompute_ref",
+            f"dpo.loss_type="
+            f"{self.loss_type} pairs each row with another row of its micro-batch (the "
+            "KL estimate), so its reference log-probs are computed with the batch",
+        )
+        _require(
+            self.nll_coef == 0,
+            "dpo.nll_coef",
+            f"is for pairs (the chosen answers' NLL); "
+            f"dpo.loss_type={self.loss_type} has no chosen answers",
+        )
 
     def check_batch(self, micro_batch_size: int, eval_batch_size: int) -> None:
         """KTO estimates KL from each micro-batch's mismatched pairs: a row needs another."""
         if not self.unpaired:
             return
-        for key, size in (("micro_batch_size", micro_batch_size),
-                          ("eval_batch_size", eval_batch_size)):
-            _require(size >= 2, f"train.{key}", f"is {size}; dpo.loss_type={self.loss_type} "
-                     "estimates KL from the mismatched pairs of a micro-batch (each row's "
-                     "prompt with another row's answer) and needs >= 2")
+        for key, size in (
+            ("micro_batch_size", micro_batch_size),
+            ("eval_batch_size", eval_batch_size),
+        ):
+            _require(
+                size >= 2,
+                f"train.{key}",
+                f"is {size}; dpo.loss_type={self.loss_type} "
+                "estimates KL from the mismatched pairs of a micro-batch (each row's "
+                "prompt with another row's answer) and needs >= 2",
+            )
 
     @property
     def needs_reference(self) -> bool:

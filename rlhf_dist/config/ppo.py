@@ -1,4 +1,5 @@
 """The policy-optimisation section (``ppo.*``) and its reward terms."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -134,17 +135,20 @@ class PPOConfig:
 
     def __post_init__(self):
         _positive("ppo.iterations", self.iterations)
-        _choice("ppo.reward_url_protocol", self.reward_url_protocol,
-                list(REWARD_URL_PROTOCOLS))
+        _choice("ppo.reward_url_protocol", self.reward_url_protocol, list(REWARD_URL_PROTOCOLS))
         _positive("ppo.ppo_epochs", self.ppo_epochs)
         _positive("ppo.mini_batch_size", self.mini_batch_size)
         _positive("ppo.clip_eps", self.clip_eps)
-        _require(self.dual_clip is None or self.dual_clip > 1.0, "ppo.dual_clip",
-                 f"must be > 1 (or null), got {self.dual_clip}")
+        _require(
+            self.dual_clip is None or self.dual_clip > 1.0,
+            "ppo.dual_clip",
+            f"must be > 1 (or null), got {self.dual_clip}",
+        )
         for name in ("clip_eps_low", "clip_eps_high"):
             value = getattr(self, name)
-            _require(value is None or value > 0, f"ppo.{name}", f"must be > 0 (or null), got "
-                     f"{value}")
+            _require(
+                value is None or value > 0, f"ppo.{name}", f"must be > 0 (or null), got {value}"
+            )
         _choice("ppo.loss_agg", self.loss_agg, sorted(LOSS_AGGREGATORS))
         _choice("ppo.ratio_level", self.ratio_level, sorted(RATIO_LEVELS))
         _choice("ppo.kl_estimator", self.kl_estimator, sorted(KL_ESTIMATORS))
@@ -153,41 +157,64 @@ class PPOConfig:
         _require(0.0 <= self.gamma <= 1.0, "ppo.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(0.0 <= self.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {self.lam}")
         _positive("ppo.kl_coef", self.kl_coef, allow_zero=True)
-        _require(not (self.kl_in_loss and self.kl_controller == "adaptive"), "ppo.kl_in_loss",
-                 "needs ppo.kl_controller=fixed: the adaptive controller steers a KL penalty "
-                 "in the reward")
-        _require(self.target_kl is None or self.target_kl > 0, "ppo.target_kl",
-                 f"must be > 0 (or null), got {self.target_kl}")
+        _require(
+            not (self.kl_in_loss and self.kl_controller == "adaptive"),
+            "ppo.kl_in_loss",
+            "needs ppo.kl_controller=fixed: the adaptive controller steers a KL penalty "
+            "in the reward",
+        )
+        _require(
+            self.target_kl is None or self.target_kl > 0,
+            "ppo.target_kl",
+            f"must be > 0 (or null), got {self.target_kl}",
+        )
         _positive("ppo.overlong_buffer", self.overlong_buffer, allow_zero=True)
         _positive("ppo.overlong_penalty", self.overlong_penalty, allow_zero=True)
-        _positive("ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds,
-                  allow_zero=True)
-        _require(self.reward_url is None or self.reward_url.startswith(("http://", "https://")),
-                 "ppo.reward_url", f"must start with http:// or https://, got "
-                 f"{self.reward_url!r}")
+        _positive(
+            "ppo.dynamic_sampling_extra_rounds", self.dynamic_sampling_extra_rounds, allow_zero=True
+        )
+        _require(
+            self.reward_url is None or self.reward_url.startswith(("http://", "https://")),
+            "ppo.reward_url",
+            f"must start with http:// or https://, got {self.reward_url!r}",
+        )
         _positive("ppo.reward_url_batch_size", self.reward_url_batch_size)
         _positive("ppo.reward_url_timeout_s", self.reward_url_timeout_s)
         _positive("ppo.reward_url_retries", self.reward_url_retries, allow_zero=True)
         _positive("ppo.reward_workers", self.reward_workers, allow_zero=True)
-        _require(self.reward_timeout_s is None or self.reward_timeout_s > 0,
-                 "ppo.reward_timeout_s", f"must be > 0 (or null), got {self.reward_timeout_s}")
-        _require(self.reward_timeout_s is None or self.reward_workers > 0,
-                 "ppo.reward_timeout_s", "times the reward worker pool: set ppo.reward_workers"
-                 " (on the driver a call is not interrupted)")
-        _require(not self.reward_workers or self.has_reward_terms, "ppo.reward_workers",
-                 "is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: the pool "
-                 "would have nothing to run")
+        _require(
+            self.reward_timeout_s is None or self.reward_timeout_s > 0,
+            "ppo.reward_timeout_s",
+            f"must be > 0 (or null), got {self.reward_timeout_s}",
+        )
+        _require(
+            self.reward_timeout_s is None or self.reward_workers > 0,
+            "ppo.reward_timeout_s",
+            "times the reward worker pool: set ppo.reward_workers"
+            " (on the driver a call is not interrupted)",
+        )
+        _require(
+            not self.reward_workers or self.has_reward_terms,
+            "ppo.reward_workers",
+            "is set but ppo.reward_fn, ppo.rewards and ppo.reward_url are empty: the pool "
+            "would have nothing to run",
+        )
         for i, term in enumerate(self.rewards):
-            _require(bool(term.fn), f"ppo.rewards[{i}].fn", "is empty: name a built-in reward "
-                     "or module:function")
+            _require(
+                bool(term.fn),
+                f"ppo.rewards[{i}].fn",
+                "is empty: name a built-in reward or module:function",
+            )
 
     def check_scored(self, by_env: bool) -> None:
         """Something scores the responses: the reward model, reward terms or (``by_env``)
         the environment's step rewards (``env.name``); the config's cross-section check."""
-        _require(self.use_reward_model or self.has_reward_terms or by_env,
-                 "ppo.use_reward_model",
-                 "is false, ppo.reward_fn, ppo.rewards and ppo.reward_url are empty and no "
-                 "env.name is set: nothing would score the responses")
+        _require(
+            self.use_reward_model or self.has_reward_terms or by_env,
+            "ppo.use_reward_model",
+            "is false, ppo.reward_fn, ppo.rewards and ppo.reward_url are empty and no "
+            "env.name is set: nothing would score the responses",
+        )
 
     @property
     def has_reward_terms(self) -> bool:
@@ -201,5 +228,7 @@ class PPOConfig:
     @property
     def clip_range(self) -> tuple:
         """(low, high) of the ratio clip: ``ratio`` is kept in [1 - low, 1 + high]."""
-        return (self.clip_eps if self.clip_eps_low is None else self.clip_eps_low,
-                self.clip_eps if self.clip_eps_high is None else self.clip_eps_high)
+        return (
+            self.clip_eps if self.clip_eps_low is None else self.clip_eps_low,
+            self.clip_eps if self.clip_eps_high is None else self.clip_eps_high,
+        )

@@ -1,5 +1,6 @@
 """The ``resources`` section: Ray placement of the role groups and of the vLLM rollout
 engines (split from ``sections.py``, which holds the other sections)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,14 +54,24 @@ class RolloutResources:
     enforce_eager: Optional[bool] = None
 
     def check(self) -> None:
-        for name in ("num_engines", "tensor_parallel_size", "cpus_per_worker", "kv_cache_gb",
-                     "max_num_seqs"):
+        for name in (
+            "num_engines",
+            "tensor_parallel_size",
+            "cpus_per_worker",
+            "kv_cache_gb",
+            "max_num_seqs",
+        ):
             _positive(f"resources.rollout.{name}", getattr(self, name))
-        _require(0.0 < self.gpu_memory_utilization <= 1.0,
-                 "resources.rollout.gpu_memory_utilization",
-                 f"must be in (0, 1], got {self.gpu_memory_utilization}")
-        _require(self.max_model_len is None or self.max_model_len > 0,
-                 "resources.rollout.max_model_len", f"must be > 0, got {self.max_model_len}")
+        _require(
+            0.0 < self.gpu_memory_utilization <= 1.0,
+            "resources.rollout.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _require(
+            self.max_model_len is None or self.max_model_len > 0,
+            "resources.rollout.max_model_len",
+            f"must be > 0, got {self.max_model_len}",
+        )
 
     @property
     def world_size(self) -> int:
@@ -110,8 +121,11 @@ class ResourcesConfig:
 
     def __post_init__(self):
         self.rollout.check()
-        _choice("resources.placement_strategy", self.placement_strategy,
-                ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+        _choice(
+            "resources.placement_strategy",
+            self.placement_strategy,
+            ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
+        )
         _positive("resources.timeout_s", self.timeout_s)
         _positive("resources.max_restarts", self.max_restarts, allow_zero=True)
         for role in ("actor", "critic", "reward", "reference"):

@@ -1,4 +1,5 @@
 """The run's outputs: where its metrics go (logging) and its checkpoints."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,12 +30,19 @@ class LoggingConfig:
 
     def __post_init__(self):
         names = self._names()
-        _require(all(isinstance(n, str) for n in names), "logging.backend",
-                 f"expected a name or a list of names, got {self.backend!r}")
-        _require(len(names) == len(set(names)), "logging.backend",
-                 f"names a backend twice: {names}")
-        _require(names == ["none"] or "none" not in names, "logging.backend",
-                 f"none cannot be combined with other backends: {names}")
+        _require(
+            all(isinstance(n, str) for n in names),
+            "logging.backend",
+            f"expected a name or a list of names, got {self.backend!r}",
+        )
+        _require(
+            len(names) == len(set(names)), "logging.backend", f"names a backend twice: {names}"
+        )
+        _require(
+            names == ["none"] or "none" not in names,
+            "logging.backend",
+            f"none cannot be combined with other backends: {names}",
+        )
         for name in names:
             _choice("logging.backend", name, [*LOGGING_BACKENDS, "none"])
         _choice("logging.mode", self.mode, ["auto", "online", "offline"])

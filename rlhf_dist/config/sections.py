@@ -1,5 +1,6 @@
 """The config sections, one dataclass each; each validates itself in ``__post_init__``
 (``ModelConfig`` is shared by four sections and validated by the parent with its prefix)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,15 +11,33 @@ from rlhf_dist.algo.importance import IS_WEIGHTS
 from rlhf_dist.config.checks import ConfigError, _choice, _positive, _require
 from rlhf_dist.config.jobs import DPOConfig, RMConfig, SFTConfig  # noqa: F401  (re-exported)
 from rlhf_dist.config.ppo import PPOConfig, RewardTerm  # noqa: F401  (re-exported)
-from rlhf_dist.config.run import (LOGGING_BACKENDS, CheckpointConfig,  # noqa: F401  (re-exported)
-                                  LoggingConfig)
+from rlhf_dist.config.run import (
+    LOGGING_BACKENDS,  # noqa: F401  (re-exported)
+    CheckpointConfig,
+    LoggingConfig,
+)
 from rlhf_dist.config.registries import ROLLOUT_BACKENDS
 from rlhf_dist.config.resources import ResourcesConfig, RoleResources, RolloutResources
 
-__all__ = ["CheckpointConfig", "DPOConfig", "DataConfig", "DeepSpeedSection", "LoggingConfig",
-           "LoraConfig", "ModelConfig", "PPOConfig", "RMConfig", "ResourcesConfig", "RoleResources",
-           "RolloutConfig", "RolloutResources", "SFTConfig", "TinyModelConfig", "ToyDataConfig",
-           "TrainConfig"]
+__all__ = [
+    "CheckpointConfig",
+    "DPOConfig",
+    "DataConfig",
+    "DeepSpeedSection",
+    "LoggingConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PPOConfig",
+    "RMConfig",
+    "ResourcesConfig",
+    "RoleResources",
+    "RolloutConfig",
+    "RolloutResources",
+    "SFTConfig",
+    "TinyModelConfig",
+    "ToyDataConfig",
+    "TrainConfig",
+]
 
 
 @dataclass
@@ -34,11 +53,19 @@ class TinyModelConfig:
 
     def check(self, prefix: str) -> None:
         _choice(f"{prefix}.arch", self.arch, ["llama", "gpt2", "qwen2"])
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings"):
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
             _positive(f"{prefix}.{name}", getattr(self, name))
-        _require(self.hidden_size % self.num_heads == 0, f"{prefix}.hidden_size",
-                 f"{self.hidden_size} is not divisible by {prefix}.num_heads={self.num_heads}")
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            f"{prefix}.hidden_size",
+            f"{self.hidden_size} is not divisible by {prefix}.num_heads={self.num_heads}",
+        )
 
 
 @dataclass
@@ -62,10 +89,14 @@ class LoraConfig:
     def check(self, prefix: str) -> None:
         _positive(f"{prefix}.r", self.r, allow_zero=True)
         _positive(f"{prefix}.alpha", self.alpha)
-        _require(0.0 <= self.dropout < 1.0, f"{prefix}.dropout",
-                 f"must be in [0, 1), got {self.dropout}")
-        _require(self.target_modules is None or len(self.target_modules) > 0,
-                 f"{prefix}.target_modules", "is empty: give module names or null (all linear)")
+        _require(
+            0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}"
+        )
+        _require(
+            self.target_modules is None or len(self.target_modules) > 0,
+            f"{prefix}.target_modules",
+            "is empty: give module names or null (all linear)",
+        )
 
 
 @dataclass
@@ -92,16 +123,25 @@ class ModelConfig:
     def check(self, prefix: str) -> None:
         """Validated by the parent, since four sections (model, ref_model, …) share this type."""
         _choice(f"{prefix}.dtype", self.dtype, ["float32", "bfloat16", "float16"])
-        _choice(f"{prefix}.attn_implementation", self.attn_implementation,
-                ["eager", "sdpa", "flash_attention_2"])
+        _choice(
+            f"{prefix}.attn_implementation",
+            self.attn_implementation,
+            ["eager", "sdpa", "flash_attention_2"],
+        )
         self.tiny.check(f"{prefix}.tiny")
         self.lora.check(f"{prefix}.lora")
-        _require(not (self.load_in_4bit and self.load_in_8bit), f"{prefix}.load_in_4bit",
-                 f"and {prefix}.load_in_8bit are both set: choose one")
+        _require(
+            not (self.load_in_4bit and self.load_in_8bit),
+            f"{prefix}.load_in_4bit",
+            f"and {prefix}.load_in_8bit are both set: choose one",
+        )
         for bits in ("load_in_4bit", "load_in_8bit"):
-            _require(not getattr(self, bits) or self.lora.enabled, f"{prefix}.{bits}",
-                     f"quantised weights cannot be trained: QLoRA trains adapters on them, "
-                     f"so set {prefix}.lora.r > 0")
+            _require(
+                not getattr(self, bits) or self.lora.enabled,
+                f"{prefix}.{bits}",
+                f"quantised weights cannot be trained: QLoRA trains adapters on them, "
+                f"so set {prefix}.lora.r > 0",
+            )
 
     @property
     def quantized(self) -> bool:
@@ -173,16 +213,22 @@ class DataConfig:
         _choice("data.on_bad_row", self.on_bad_row, ["error", "skip"])
         _positive("data.max_length", self.max_length)
         _positive("data.max_prompt_length", self.max_prompt_length)
-        _require(0.0 <= self.eval_ratio < 1.0, "data.eval_ratio",
-                 f"must be in [0, 1), got {self.eval_ratio}")
+        _require(
+            0.0 <= self.eval_ratio < 1.0,
+            "data.eval_ratio",
+            f"must be in [0, 1), got {self.eval_ratio}",
+        )
 
     def check_response_room(self) -> None:
         """Rows with a response (SFT, preference pairs) need a response token after the
         longest prompt; prompt-only jobs (PPO: ``rollout.max_new_tokens``) do not read
         ``max_length``."""
-        _require(self.max_prompt_length < self.max_length, "data.max_prompt_length",
-                 f"{self.max_prompt_length} must be smaller than data.max_length="
-                 f"{self.max_length}, or no response token fits")
+        _require(
+            self.max_prompt_length < self.max_length,
+            "data.max_prompt_length",
+            f"{self.max_prompt_length} must be smaller than data.max_length="
+            f"{self.max_length}, or no response token fits",
+        )
 
 
 @dataclass
@@ -242,26 +288,37 @@ class TrainConfig:
         _positive("train.max_grad_norm", self.max_grad_norm, allow_zero=True)
         _positive("train.eval_every", self.eval_every, allow_zero=True)
         _positive("train.log_every", self.log_every)
-        _require(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio",
-                 f"must be in [0, 1), got {self.warmup_ratio}")
-        _require(len(self.adam_betas) == 2, "train.adam_betas",
-                 f"needs two numbers, got {list(self.adam_betas)}")
+        _require(
+            0.0 <= self.warmup_ratio < 1.0,
+            "train.warmup_ratio",
+            f"must be in [0, 1), got {self.warmup_ratio}",
+        )
+        _require(
+            len(self.adam_betas) == 2,
+            "train.adam_betas",
+            f"needs two numbers, got {list(self.adam_betas)}",
+        )
 
     def accumulation_steps(self, dp_size: int) -> int:
         """The micro-batches per optimiser step on each of ``dp_size`` data-parallel ranks,
         checked: ``train = micro × accum × dp`` (and equal to ``gradient_accumulation_steps``
         when that is set).  Assigns nothing."""
         per_step = self.micro_batch_size * dp_size
-        _require(self.train_batch_size % per_step == 0, "train.train_batch_size",
-                 f"{self.train_batch_size} is not divisible by train.micro_batch_size="
-                 f"{self.micro_batch_size} × data-parallel ranks={dp_size} (= {per_step})")
+        _require(
+            self.train_batch_size % per_step == 0,
+            "train.train_batch_size",
+            f"{self.train_batch_size} is not divisible by train.micro_batch_size="
+            f"{self.micro_batch_size} × data-parallel ranks={dp_size} (= {per_step})",
+        )
         accum = self.train_batch_size // per_step
         if self.gradient_accumulation_steps is not None:
-            _require(self.gradient_accumulation_steps == accum,
-                     "train.gradient_accumulation_steps",
-                     f"{self.gradient_accumulation_steps} conflicts with train.train_batch_size="
-                     f"{self.train_batch_size} / (train.micro_batch_size={self.micro_batch_size}"
-                     f" × ranks={dp_size}) = {accum}")
+            _require(
+                self.gradient_accumulation_steps == accum,
+                "train.gradient_accumulation_steps",
+                f"{self.gradient_accumulation_steps} conflicts with train.train_batch_size="
+                f"{self.train_batch_size} / (train.micro_batch_size={self.micro_batch_size}"
+                f" × ranks={dp_size}) = {accum}",
+            )
         return accum
 
     def resolve_accumulation(self, dp_size: int) -> int:
@@ -292,20 +349,28 @@ class DeepSpeedSection:
         for role, stage in self.role_zero_stage.items():
             _choice("deepspeed.role_zero_stage", role, ["actor", "critic", "reward", "reference"])
             _choice(f"deepspeed.role_zero_stage.{role}", stage, [0, 1, 2, 3])
-        _require(not self.offload_param or self.zero_stage == 3, "deepspeed.offload_param",
-                 f"needs deepspeed.zero_stage=3, got zero_stage={self.zero_stage}")
-        _require(not self.offload_optimizer or self.zero_stage >= 1,
-                 "deepspeed.offload_optimizer",
-                 f"needs deepspeed.zero_stage>=1, got zero_stage={self.zero_stage}")
+        _require(
+            not self.offload_param or self.zero_stage == 3,
+            "deepspeed.offload_param",
+            f"needs deepspeed.zero_stage=3, got zero_stage={self.zero_stage}",
+        )
+        _require(
+            not self.offload_optimizer or self.zero_stage >= 1,
+            "deepspeed.offload_optimizer",
+            f"needs deepspeed.zero_stage>=1, got zero_stage={self.zero_stage}",
+        )
 
     def for_role(self, role: str) -> "DeepSpeedSection":
         """This section with the role's own ZeRO stage (if overridden)."""
         if role not in self.role_zero_stage:
             return self
         stage = self.role_zero_stage[role]
-        return dataclasses.replace(self, zero_stage=stage,
-                                   offload_param=self.offload_param and stage == 3,
-                                   offload_optimizer=self.offload_optimizer and stage >= 1)
+        return dataclasses.replace(
+            self,
+            zero_stage=stage,
+            offload_param=self.offload_param and stage == 3,
+            offload_optimizer=self.offload_optimizer and stage >= 1,
+        )
 
 
 @dataclass
@@ -363,24 +428,34 @@ class RolloutConfig:
         _positive("rollout.max_staleness", self.max_staleness, allow_zero=True)
         _positive("rollout.sync_bucket_mb", self.sync_bucket_mb, allow_zero=True)
         _positive("rollout.verify_sync_every", self.verify_sync_every, allow_zero=True)
-        _require(not self.logprobs_from_generate or self.backend == "hf",
-                 "rollout.logprobs_from_generate", "needs rollout.backend=hf (with vLLM the "
-                 "actor recomputes the behaviour log-probs; rollout.use_engine_logprobs "
-                 "weights by vLLM's own)")
-        _require(not self.use_engine_logprobs or self.backend == "vllm",
-                 "rollout.use_engine_logprobs", "needs rollout.backend=vllm (the HF backend's "
-                 "behaviour log-probs are the actor's own)")
+        _require(
+            not self.logprobs_from_generate or self.backend == "hf",
+            "rollout.logprobs_from_generate",
+            "needs rollout.backend=hf (with vLLM the "
+            "actor recomputes the behaviour log-probs; rollout.use_engine_logprobs "
+            "weights by vLLM's own)",
+        )
+        _require(
+            not self.use_engine_logprobs or self.backend == "vllm",
+            "rollout.use_engine_logprobs",
+            "needs rollout.backend=vllm (the HF backend's behaviour log-probs are the actor's own)",
+        )
         # vLLM's log-probs are of the distribution it sampled from: renormalised by top-p /
         # top-k, where the actor's are not (the weights would be biased below 1)
-        _require(not self.importance_weights or (self.top_p == 1.0 and self.top_k == 0),
-                 "rollout.max_staleness" if self.max_staleness else "rollout.use_engine_logprobs",
-                 f"needs rollout.top_p=1 and rollout.top_k=0, got {self.top_p} and {self.top_k}")
+        _require(
+            not self.importance_weights or (self.top_p == 1.0 and self.top_k == 0),
+            "rollout.max_staleness" if self.max_staleness else "rollout.use_engine_logprobs",
+            f"needs rollout.top_p=1 and rollout.top_k=0, got {self.top_p} and {self.top_k}",
+        )
         _positive("rollout.rollout_batch_size", self.rollout_batch_size)
         _positive("rollout.n_samples_per_prompt", self.n_samples_per_prompt)
         _positive("rollout.max_new_tokens", self.max_new_tokens)
-        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "rollout.min_new_tokens",
-                 f"must be in [0, rollout.max_new_tokens={self.max_new_tokens}], got "
-                 f"{self.min_new_tokens}")
+        _require(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "rollout.min_new_tokens",
+            f"must be in [0, rollout.max_new_tokens={self.max_new_tokens}], got "
+            f"{self.min_new_tokens}",
+        )
         _positive("rollout.temperature", self.temperature)
         _require(0.0 < self.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _positive("rollout.top_k", self.top_k, allow_zero=True)

@@ -9,6 +9,7 @@ jobs' one derived size, ``train.gradient_accumulation_steps``, is filled by
 ``load_config(..., job=...)`` runs at load, so ``rlhf-dist JOB`` refuses bad sizes (even
 with ``--print-config``) before anything starts.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,12 @@ def ppo_roles(cfg: "Config") -> List[str]:
     """The Ray roles a PPO job creates: no critic for critic-free estimators, no reward
     group when only a reward function scores, no reference group when the actor answers
     for it (:attr:`Config.reference_group`)."""
-    return (["actor"] + (["reference"] if cfg.reference_group else []) +
-            (["reward"] if cfg.ppo.use_reward_model else []) +
-            (["critic"] if cfg.ppo.needs_critic else []))
+    return (
+        ["actor"]
+        + (["reference"] if cfg.reference_group else [])
+        + (["reward"] if cfg.ppo.use_reward_model else [])
+        + (["critic"] if cfg.ppo.needs_critic else [])
+    )
 
 
 @dataclass(frozen=True)
@@ -60,51 +64,81 @@ def ppo_sizes(cfg: "Config") -> PPOSizes:
     each minibatch is one optimiser step of the actor and the critic."""
     n_experience = cfg.rollout.rollout_batch_size * cfg.rollout.n_samples_per_prompt
     mb, micro = cfg.ppo.mini_batch_size, cfg.train.micro_batch_size
-    _require(n_experience % mb == 0, "ppo.mini_batch_size",
-             f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
-             f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
-             f" = {n_experience}")
-    _require(cfg.ppo.overlong_buffer <= cfg.rollout.max_new_tokens, "ppo.overlong_buffer",
-             f"{cfg.ppo.overlong_buffer} is longer than rollout.max_new_tokens="
-             f"{cfg.rollout.max_new_tokens}")
+    _require(
+        n_experience % mb == 0,
+        "ppo.mini_batch_size",
+        f"{mb} does not divide rollout.rollout_batch_size × rollout.n_samples_per_prompt"
+        f" = {cfg.rollout.rollout_batch_size} × {cfg.rollout.n_samples_per_prompt}"
+        f" = {n_experience}",
+    )
+    _require(
+        cfg.ppo.overlong_buffer <= cfg.rollout.max_new_tokens,
+        "ppo.overlong_buffer",
+        f"{cfg.ppo.overlong_buffer} is longer than rollout.max_new_tokens="
+        f"{cfg.rollout.max_new_tokens}",
+    )
     res = cfg.resources
     # each actor rank samples n_samples_per_prompt responses for an equal share of the prompts
     # (unequal shares would desynchronise ZeRO-3's collective forwards)
-    _require(cfg.rollout.rollout_batch_size % res.actor.world_size == 0,
-             "rollout.rollout_batch_size", f"{cfg.rollout.rollout_batch_size} prompts do not "
-             f"split evenly over resources.actor ranks={res.actor.world_size}")
+    _require(
+        cfg.rollout.rollout_batch_size % res.actor.world_size == 0,
+        "rollout.rollout_batch_size",
+        f"{cfg.rollout.rollout_batch_size} prompts do not "
+        f"split evenly over resources.actor ranks={res.actor.world_size}",
+    )
     accumulation = {}
     for role in ppo_roles(cfg):
         world = getattr(res, role).world_size
-        _require(n_experience % (world * micro) == 0, f"resources.{role}",
-                 f"{world} ranks × train.micro_batch_size={micro} do not divide the "
-                 f"{n_experience} sequences of an iteration (rollout.rollout_batch_size × "
-                 f"rollout.n_samples_per_prompt)")
+        _require(
+            n_experience % (world * micro) == 0,
+            f"resources.{role}",
+            f"{world} ranks × train.micro_batch_size={micro} do not divide the "
+            f"{n_experience} sequences of an iteration (rollout.rollout_batch_size × "
+            f"rollout.n_samples_per_prompt)",
+        )
         if role in ("actor", "critic"):
-            _require(mb % (world * micro) == 0, "ppo.mini_batch_size",
-                     f"{mb} is not divisible by resources.{role} ranks={world} × "
-                     f"train.micro_batch_size={micro}")
+            _require(
+                mb % (world * micro) == 0,
+                "ppo.mini_batch_size",
+                f"{mb} is not divisible by resources.{role} ranks={world} × "
+                f"train.micro_batch_size={micro}",
+            )
             accumulation[role] = mb // (world * micro)
-    for first, second, flag in (("actor", "reference", "colocate_actor_ref"),
-                                ("critic", "reward", "colocate_critic_reward")):
+    for first, second, flag in (
+        ("actor", "reference", "colocate_actor_ref"),
+        ("critic", "reward", "colocate_critic_reward"),
+    ):
         if getattr(res, flag):
-            _require(getattr(res, first) == getattr(res, second), f"resources.{flag}",
-                     f"colocated roles need the same resources: resources.{first}="
-                     f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}")
+            _require(
+                getattr(res, first) == getattr(res, second),
+                f"resources.{flag}",
+                f"colocated roles need the same resources: resources.{first}="
+                f"{getattr(res, first)} vs resources.{second}={getattr(res, second)}",
+            )
     need = MIN_GROUP_SIZE.get(cfg.ppo.advantage_estimator, 1)
-    _require(cfg.rollout.n_samples_per_prompt >= need, "rollout.n_samples_per_prompt",
-             f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
-             f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= {need}")
+    _require(
+        cfg.rollout.n_samples_per_prompt >= need,
+        "rollout.n_samples_per_prompt",
+        f"is {cfg.rollout.n_samples_per_prompt}; ppo.advantage_estimator="
+        f"{cfg.ppo.advantage_estimator} compares samples of one prompt and needs >= {need}",
+    )
     if cfg.ppo.dynamic_sampling:
-        _require(cfg.rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
-                 f"is {cfg.rollout.n_samples_per_prompt}; ppo.dynamic_sampling keeps prompts "
-                 "whose responses' rewards differ and needs >= 2")
+        _require(
+            cfg.rollout.n_samples_per_prompt >= 2,
+            "rollout.n_samples_per_prompt",
+            f"is {cfg.rollout.n_samples_per_prompt}; ppo.dynamic_sampling keeps prompts "
+            "whose responses' rewards differ and needs >= 2",
+        )
     minibatches = n_experience // mb
     steps = cfg.ppo.ppo_epochs * minibatches
-    return PPOSizes(sequences=n_experience,
-                    prompts_per_actor_rank=cfg.rollout.rollout_batch_size // res.actor.world_size,
-                    minibatches=minibatches, steps_per_iteration=steps,
-                    total_steps=cfg.ppo.iterations * steps, accumulation=accumulation)
+    return PPOSizes(
+        sequences=n_experience,
+        prompts_per_actor_rank=cfg.rollout.rollout_batch_size // res.actor.world_size,
+        minibatches=minibatches,
+        steps_per_iteration=steps,
+        total_steps=cfg.ppo.iterations * steps,
+        accumulation=accumulation,
+    )
 
 
 def ray_dpo_reference_group(cfg: "Config") -> bool:
@@ -126,15 +160,17 @@ def ray_dpo_sizes(cfg: "Config") -> RayDPOSizes:
     """DPO on Ray: the reference group (if any) has the actor's ranks, and
     ``train.train_batch_size`` splits over them (``train.micro_batch_size`` × accumulation)."""
     world = cfg.resources.actor.world_size
-    reference = cfg.resources.actor if cfg.resources.colocate_actor_ref \
-        else cfg.resources.reference
+    reference = cfg.resources.actor if cfg.resources.colocate_actor_ref else cfg.resources.reference
     group = ray_dpo_reference_group(cfg)
     # rank r of the reference scores the micro-batches of actor rank r
-    _require(reference.world_size == world or not group, "resources.reference",
-             f"{reference.world_size} ranks, DPO on Ray needs as many as resources.actor "
-             f"({world})")
-    return RayDPOSizes(world=world, accumulation=cfg.train.accumulation_steps(world),
-                       reference_group=group)
+    _require(
+        reference.world_size == world or not group,
+        "resources.reference",
+        f"{reference.world_size} ranks, DPO on Ray needs as many as resources.actor ({world})",
+    )
+    return RayDPOSizes(
+        world=world, accumulation=cfg.train.accumulation_steps(world), reference_group=group
+    )
 
 
 @dataclass(frozen=True)
@@ -155,23 +191,40 @@ def online_dpo_sizes(cfg: "Config") -> OnlineDPOSizes:
     optimiser steps of ``train.train_batch_size`` pairs, split over the actor's ranks in
     micro-batches of ``train.micro_batch_size`` pairs."""
     rollout, train, res = cfg.rollout, cfg.train, cfg.resources
-    _require(rollout.n_samples_per_prompt >= 2, "rollout.n_samples_per_prompt",
-             f"is {rollout.n_samples_per_prompt}; online DPO pairs the best and the worst of "
-             "each prompt's answers and needs >= 2")
-    _require(not cfg.dpo.unpaired, "dpo.loss_type", f"{cfg.dpo.loss_type} learns from "
-             "unpaired rows; online DPO forms pairs (sigmoid, ipo, hinge, simpo, orpo)")
+    _require(
+        rollout.n_samples_per_prompt >= 2,
+        "rollout.n_samples_per_prompt",
+        f"is {rollout.n_samples_per_prompt}; online DPO pairs the best and the worst of "
+        "each prompt's answers and needs >= 2",
+    )
+    _require(
+        not cfg.dpo.unpaired,
+        "dpo.loss_type",
+        f"{cfg.dpo.loss_type} learns from "
+        "unpaired rows; online DPO forms pairs (sigmoid, ipo, hinge, simpo, orpo)",
+    )
     pairs, world = rollout.rollout_batch_size, res.actor.world_size
-    _require(pairs % train.train_batch_size == 0, "train.train_batch_size",
-             f"{train.train_batch_size} pairs per optimiser step do not divide the {pairs} "
-             "pairs of an iteration (rollout.rollout_batch_size: one pair per prompt)")
-    _require(pairs % world == 0, "rollout.rollout_batch_size", f"{pairs} prompts do not split "
-             f"evenly over resources.actor ranks={world}")
+    _require(
+        pairs % train.train_batch_size == 0,
+        "train.train_batch_size",
+        f"{train.train_batch_size} pairs per optimiser step do not divide the {pairs} "
+        "pairs of an iteration (rollout.rollout_batch_size: one pair per prompt)",
+    )
+    _require(
+        pairs % world == 0,
+        "rollout.rollout_batch_size",
+        f"{pairs} prompts do not split evenly over resources.actor ranks={world}",
+    )
     dpo = ray_dpo_sizes(cfg)  # the reference group's ranks, as DPO on Ray
     steps = pairs // train.train_batch_size
-    return OnlineDPOSizes(world=world, pairs=pairs, steps_per_iteration=steps,
-                          accumulation=dpo.accumulation,
-                          total_steps=cfg.ppo.iterations * steps,
-                          reference_group=dpo.reference_group)
+    return OnlineDPOSizes(
+        world=world,
+        pairs=pairs,
+        steps_per_iteration=steps,
+        accumulation=dpo.accumulation,
+        total_steps=cfg.ppo.iterations * steps,
+        reference_group=dpo.reference_group,
+    )
 
 
 def resolve_job(cfg: "Config", job: str) -> "Config":

@@ -11,6 +11,7 @@ drifted from their keys' names (:data:`DEPRECATED_FLAGS`) still work, with a war
 
 Precedence, lowest first: the tool's defaults, the YAML, the flags, the overrides.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,17 +64,24 @@ class _Store(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         if self.deprecated:
-            print(f"{parser.prog}: warning: {option_string} is deprecated, use "
-                  f"{flag_of(self.key)} ({self.key})", file=sys.stderr)
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated, use "
+                f"{flag_of(self.key)} ({self.key})",
+                file=sys.stderr,
+            )
         setattr(namespace, self.dest, values)
         typed = dict(getattr(namespace, _TYPED, None) or {})
         typed[self.key] = option_string
         setattr(namespace, _TYPED, typed)
 
 
-def add_section_args(parser: argparse.ArgumentParser, keys: Sequence[str],
-                     defaults: Dict[str, object], short: Optional[Dict[str, str]] = None,
-                     title: str = "settings of the typed config sections") -> None:
+def add_section_args(
+    parser: argparse.ArgumentParser,
+    keys: Sequence[str],
+    defaults: Dict[str, object],
+    short: Optional[Dict[str, str]] = None,
+    title: str = "settings of the typed config sections",
+) -> None:
     """``-c/--config``, positional ``key=value`` overrides and a generated flag for each of
     ``keys`` (plus its ``short`` form, if any, and its deprecated spellings); the help shows
     the key, its doc and the tool's default."""
@@ -83,21 +91,46 @@ def add_section_args(parser: argparse.ArgumentParser, keys: Sequence[str],
     assert len(set(attrs)) == len(attrs), f"two keys would share a flag: {keys}"
     docs = {k.key: k for k in key_docs()}
     group = parser.add_argument_group(title)
-    group.add_argument("-c", "--config", default=None, metavar="CONFIG.yaml",
-                       help="a YAML config whose keys below apply (and model.dtype, "
-                            "resources.rollout.* for a vLLM engine)")
-    group.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="config overrides, e.g. rollout.top_k=20 (win over the flags)")
+    group.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        metavar="CONFIG.yaml",
+        help="a YAML config whose keys below apply (and model.dtype, "
+        "resources.rollout.* for a vLLM engine)",
+    )
+    group.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. rollout.top_k=20 (win over the flags)",
+    )
     short = short or {}
     for key in keys:
         default = defaults.get(key, docs[key].default)
         names = [short[key]] if key in short else []
-        group.add_argument(*names, flag_of(key), dest=_dest(key), type=_type_of(key),
-                           default=None, action=_Store, key=key, metavar=attr_of(key).upper(),
-                           help=f"{key}: {docs[key].doc} (default {default})")
+        group.add_argument(
+            *names,
+            flag_of(key),
+            dest=_dest(key),
+            type=_type_of(key),
+            default=None,
+            action=_Store,
+            key=key,
+            metavar=attr_of(key).upper(),
+            help=f"{key}: {docs[key].doc} (default {default})",
+        )
         for old in (f for f, k in DEPRECATED_FLAGS.items() if k == key):
-            group.add_argument(old, dest=_dest(key), type=_type_of(key), default=None,
-                               action=_Store, key=key, deprecated=True, help=argparse.SUPPRESS)
+            group.add_argument(
+                old,
+                dest=_dest(key),
+                type=_type_of(key),
+                default=None,
+                action=_Store,
+                key=key,
+                deprecated=True,
+                help=argparse.SUPPRESS,
+            )
 
 
 def given(args: argparse.Namespace, key: str) -> bool:
@@ -110,16 +143,23 @@ def typed_flag(args: argparse.Namespace, key: str) -> str:
     return (getattr(args, _TYPED, None) or {}).get(key) or flag_of(key)
 
 
-def resolve_sections(args: argparse.Namespace, keys: Sequence[str],
-                     defaults: Dict[str, object], extra: Sequence[str] = ()) -> Config:
+def resolve_sections(
+    args: argparse.Namespace,
+    keys: Sequence[str],
+    defaults: Dict[str, object],
+    extra: Sequence[str] = (),
+) -> Config:
     """The Config of ``args``, each key's resolved value also set on ``args`` under
     :func:`attr_of` (``args.seed`` …); ``extra`` are overrides the tool sets itself (e.g.
     ``rollout.do_sample=false`` for ``--greedy``).  A bad value raises :class:`ConfigError`
     naming the flag as typed and the key."""
     flags = [f"{key}={getattr(args, _dest(key))}" for key in keys if given(args, key)]
     try:
-        cfg = load_config(args.config, [*flags, *extra, *args.overrides],
-                          defaults=[f"{k}={v}" for k, v in defaults.items()])
+        cfg = load_config(
+            args.config,
+            [*flags, *extra, *args.overrides],
+            defaults=[f"{k}={v}" for k, v in defaults.items()],
+        )
         if "data.max_length" in keys:  # the tool scores prompt + response
             cfg.data.check_response_room()
     except ConfigError as err:

@@ -23,13 +23,24 @@ Example dicts hold python lists of ints (the collators make tensors):
   ``data.label_key`` column, any JSON value) and ``extras`` (``{key: value}`` of
   ``data.extra_keys``) when configured.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .convert import (ABSENT, Renderer, RowKeys, check_string, field_value, preference_texts,
-                      prompt_text, sft_text, sft_turns, unpaired_text)
+from .convert import (
+    ABSENT,
+    Renderer,
+    RowKeys,
+    check_string,
+    field_value,
+    preference_texts,
+    prompt_text,
+    sft_text,
+    sft_turns,
+    unpaired_text,
+)
 from .errors import DataError, RowError
 from .sources import RowSet, select_rows
 from .tokenization import Encoder, Example
@@ -62,8 +73,10 @@ class TokenizedDataset:
         return iter(self.examples)
 
     def __repr__(self) -> str:
-        return (f"TokenizedDataset({len(self)} examples from {self.source!r}, "
-                f"{self.num_skipped} skipped)")
+        return (
+            f"TokenizedDataset({len(self)} examples from {self.source!r}, "
+            f"{self.num_skipped} skipped)"
+        )
 
 
 MakeExamples = Callable[[Mapping], List[Example]]
@@ -82,8 +95,12 @@ def tokenize_rows(rows: RowSet, make: MakeExamples, on_bad_row: str = "error") -
                 raise bad from None
             skipped.append(str(bad))
     if skipped:
-        logger.warning("%s: skipped %d bad row(s) (data.on_bad_row=skip); first: %s",
-                       rows.source, len(skipped), "; ".join(skipped[:MAX_REASONS_LOGGED]))
+        logger.warning(
+            "%s: skipped %d bad row(s) (data.on_bad_row=skip); first: %s",
+            rows.source,
+            len(skipped),
+            "; ".join(skipped[:MAX_REASONS_LOGGED]),
+        )
     return TokenizedDataset(examples, rows.source, skipped)
 
 
@@ -95,7 +112,7 @@ class _Context(NamedTuple):
     renderer: Renderer
     encoder: Encoder
     train_on_prompt: bool = False
-    label_key: Optional[str] = None   # prompt rows: data.label_key, data.extra_keys
+    label_key: Optional[str] = None  # prompt rows: data.label_key, data.extra_keys
     extra_keys: Tuple[str, ...] = ()
     split_pairs: bool = False  # unpaired rows from preference pairs (data.split_pairs)
 
@@ -109,15 +126,19 @@ def _sft(ctx: _Context, row: Mapping) -> List[Example]:
 
 
 def _preference(ctx: _Context, row: Mapping) -> List[Example]:
-    return [ctx.encoder.preference(prompt, good.text, bad.text, (good.field, bad.field))
-            for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)]
+    return [
+        ctx.encoder.preference(prompt, good.text, bad.text, (good.field, bad.field))
+        for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)
+    ]
 
 
 def _unpaired(ctx: _Context, row: Mapping) -> List[Example]:
     if ctx.split_pairs:  # each pair -> its chosen answer desirable, its rejected undesirable
-        return [ctx.encoder.unpaired(prompt, piece.text, desirable, piece.field)
-                for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)
-                for piece, desirable in ((good, True), (bad, False))]
+        return [
+            ctx.encoder.unpaired(prompt, piece.text, desirable, piece.field)
+            for prompt, good, bad in preference_texts(row, ctx.keys, ctx.renderer)
+            for piece, desirable in ((good, True), (bad, False))
+        ]
     prompt, completion, desirable = unpaired_text(row, ctx.keys, ctx.renderer)
     return [ctx.encoder.unpaired(prompt, completion.text, desirable, completion.field)]
 
@@ -141,8 +162,6 @@ def _prompt(ctx: _Context, row: Mapping) -> List[Example]:
     return [example]
 
 
-
-
 def _lm(ctx: _Context, row: Mapping) -> List[Example]:
     return [ctx.encoder.lm(check_string(row.get(TEXT_KEY), TEXT_KEY), TEXT_KEY)]
 
@@ -162,9 +181,14 @@ EXAMPLE_KINDS: Dict[str, ExampleKind] = {
 }
 
 
-def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
-                  toy_kind: Optional[str] = None,
-                  train_on_prompt: bool = False) -> Optional[TokenizedDataset]:
+def build_dataset(
+    kind: str,
+    data_cfg,
+    tokenizer,
+    split: str = "train",
+    toy_kind: Optional[str] = None,
+    train_on_prompt: bool = False,
+) -> Optional[TokenizedDataset]:
     """Tokenised examples of ``kind`` (a key of :data:`EXAMPLE_KINDS`) for ``split``.
 
     ``toy_kind`` picks other toy rows for the same examples (e.g. ``ranking`` or ``hh`` for
@@ -179,23 +203,33 @@ def build_dataset(kind: str, data_cfg, tokenizer, split: str = "train",
         return None
     if data_cfg.apply_chat_template and not getattr(tokenizer, "chat_template", None):
         raise DataError("data.apply_chat_template is true but the tokenizer has no chat_template")
-    ctx = _Context(RowKeys.from_config(data_cfg),
-                   Renderer(tokenizer, data_cfg.apply_chat_template),
-                   Encoder(tokenizer, data_cfg.max_length, data_cfg.max_prompt_length,
-                           add_bos=not data_cfg.apply_chat_template),
-                   train_on_prompt, data_cfg.label_key, tuple(data_cfg.extra_keys),
-                   data_cfg.split_pairs)
+    ctx = _Context(
+        RowKeys.from_config(data_cfg),
+        Renderer(tokenizer, data_cfg.apply_chat_template),
+        Encoder(
+            tokenizer,
+            data_cfg.max_length,
+            data_cfg.max_prompt_length,
+            add_bos=not data_cfg.apply_chat_template,
+        ),
+        train_on_prompt,
+        data_cfg.label_key,
+        tuple(data_cfg.extra_keys),
+        data_cfg.split_pairs,
+    )
     return tokenize_rows(rows, lambda row: spec.make(ctx, row), data_cfg.on_bad_row)
 
 
-def build_sft_dataset(data_cfg, tokenizer, split: str = "train",
-                      train_on_prompt: bool = False) -> Optional[TokenizedDataset]:
+def build_sft_dataset(
+    data_cfg, tokenizer, split: str = "train", train_on_prompt: bool = False
+) -> Optional[TokenizedDataset]:
     """SFT examples (prompt masked in ``labels`` unless ``train_on_prompt``)."""
     return build_dataset("sft", data_cfg, tokenizer, split, train_on_prompt=train_on_prompt)
 
 
-def build_preference_dataset(data_cfg, tokenizer, split: str = "train",
-                             toy_kind: str = "preference") -> Optional[TokenizedDataset]:
+def build_preference_dataset(
+    data_cfg, tokenizer, split: str = "train", toy_kind: str = "preference"
+) -> Optional[TokenizedDataset]:
     """Preference pairs for the reward model and DPO (ranking rows expand to pairs)."""
     return build_dataset("preference", data_cfg, tokenizer, split, toy_kind)
 
@@ -206,18 +240,20 @@ def preference_datasets(data_cfg, tokenizer, layout: str = "padded"):
     rows)."""
     from .collate import PAIR_COLLATORS
 
-    return (build_preference_dataset(data_cfg, tokenizer, split="train"),
-            build_preference_dataset(data_cfg, tokenizer, split="eval"),
-            PAIR_COLLATORS[layout](tokenizer.pad_token_id))
+    return (
+        build_preference_dataset(data_cfg, tokenizer, split="train"),
+        build_preference_dataset(data_cfg, tokenizer, split="eval"),
+        PAIR_COLLATORS[layout](tokenizer.pad_token_id),
+    )
 
 
-def build_unpaired_dataset(data_cfg, tokenizer, split: str = "train"
-                           ) -> Optional[TokenizedDataset]:
+def build_unpaired_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:
     """Unpaired answers with a desirable / undesirable label (KTO); from preference rows,
     each pair split in two, with ``data.split_pairs`` (the toy task's ``preference`` rows,
     else its ``unpaired`` ones)."""
-    return build_dataset("unpaired", data_cfg, tokenizer, split,
-                         "preference" if data_cfg.split_pairs else "unpaired")
+    return build_dataset(
+        "unpaired", data_cfg, tokenizer, split, "preference" if data_cfg.split_pairs else "unpaired"
+    )
 
 
 def build_prompt_dataset(data_cfg, tokenizer, split: str = "train") -> Optional[TokenizedDataset]:

@@ -19,6 +19,7 @@
 ``pad_to_multiple_of`` rounds T up.  torch is imported on first use, keeping
 ``import rlhf_dist.data`` cheap.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -34,8 +35,12 @@ def padded_length(lengths: Sequence[int], pad_to_multiple_of: Optional[int] = No
     return -(-longest // m) * m
 
 
-def pad(seqs: Sequence[Sequence[int]], value: int, side: str = "right",
-        pad_to_multiple_of: Optional[int] = None):
+def pad(
+    seqs: Sequence[Sequence[int]],
+    value: int,
+    side: str = "right",
+    pad_to_multiple_of: Optional[int] = None,
+):
     """(B, T) long tensor of ``seqs`` padded with ``value`` on ``side`` (``right``/``left``)."""
     import torch
 
@@ -45,14 +50,18 @@ def pad(seqs: Sequence[Sequence[int]], value: int, side: str = "right",
         if len(seq):
             row = torch.as_tensor(list(seq), dtype=torch.long)
             if side == "right":
-                out[i, :len(seq)] = row
+                out[i, : len(seq)] = row
             else:
-                out[i, width - len(seq):] = row
+                out[i, width - len(seq) :] = row
     return out
 
 
-def _lm_batch(ids: List[Sequence[int]], labels: List[Sequence[int]], pad_token_id: int,
-              multiple: Optional[int]) -> Dict[str, object]:
+def _lm_batch(
+    ids: List[Sequence[int]],
+    labels: List[Sequence[int]],
+    pad_token_id: int,
+    multiple: Optional[int],
+) -> Dict[str, object]:
     return {
         "input_ids": pad(ids, pad_token_id, "right", multiple),
         "attention_mask": pad([[1] * len(s) for s in ids], 0, "right", multiple),
@@ -71,8 +80,12 @@ class SFTCollator(_Collator):
     """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (−100 on padding)."""
 
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
-        return _lm_batch([e["input_ids"] for e in examples], [e["labels"] for e in examples],
-                         self.pad_token_id, self.pad_to_multiple_of)
+        return _lm_batch(
+            [e["input_ids"] for e in examples],
+            [e["labels"] for e in examples],
+            self.pad_token_id,
+            self.pad_to_multiple_of,
+        )
 
 
 class PreferenceCollator(_Collator):
@@ -101,8 +114,11 @@ PAD_SEGMENT, PROMPT_SEGMENT, CHOSEN_SEGMENT, REJECTED_SEGMENT = 0, 1, 2, 3
 def _shared_prompt_row(example: dict) -> Dict[str, List[int]]:
     """One pair as one row.  Rejected positions restart at the prompt's end; the prompt's
     last position predicts the first token of both responses."""
-    n, chosen, rejected = example["prompt_len"], example["chosen_input_ids"], \
-        example["rejected_input_ids"]
+    n, chosen, rejected = (
+        example["prompt_len"],
+        example["chosen_input_ids"],
+        example["rejected_input_ids"],
+    )
     c, r = len(chosen) - n, len(rejected) - n
     length = n + c + r
     chosen_targets, rejected_targets = [IGNORE_INDEX] * length, [IGNORE_INDEX] * length
@@ -112,10 +128,13 @@ def _shared_prompt_row(example: dict) -> Dict[str, List[int]]:
         source = n - 1 if j == 0 else n + c + j - 1
         if source >= 0:
             rejected_targets[source] = example["rejected_labels"][n + j]
-    return {"input_ids": list(chosen) + list(rejected[n:]),
-            "position_ids": list(range(n + c)) + list(range(n, n + r)),
-            "segment_ids": [PROMPT_SEGMENT] * n + [CHOSEN_SEGMENT] * c + [REJECTED_SEGMENT] * r,
-            "chosen_targets": chosen_targets, "rejected_targets": rejected_targets}
+    return {
+        "input_ids": list(chosen) + list(rejected[n:]),
+        "position_ids": list(range(n + c)) + list(range(n, n + r)),
+        "segment_ids": [PROMPT_SEGMENT] * n + [CHOSEN_SEGMENT] * c + [REJECTED_SEGMENT] * r,
+        "chosen_targets": chosen_targets,
+        "rejected_targets": rejected_targets,
+    }
 
 
 class SharedPromptCollator(_Collator):
@@ -139,13 +158,14 @@ class SharedPromptCollator(_Collator):
         def column(key: str, value: int):
             return pad([row[key] for row in rows], value, "right", m)
 
-        return {"input_ids": column("input_ids", self.pad_token_id),
-                "attention_mask": pad([[1] * len(row["input_ids"]) for row in rows], 0,
-                                      "right", m),
-                "position_ids": column("position_ids", 0),
-                "segment_ids": column("segment_ids", PAD_SEGMENT),
-                "chosen_targets": column("chosen_targets", IGNORE_INDEX),
-                "rejected_targets": column("rejected_targets", IGNORE_INDEX)}
+        return {
+            "input_ids": column("input_ids", self.pad_token_id),
+            "attention_mask": pad([[1] * len(row["input_ids"]) for row in rows], 0, "right", m),
+            "position_ids": column("position_ids", 0),
+            "segment_ids": column("segment_ids", PAD_SEGMENT),
+            "chosen_targets": column("chosen_targets", IGNORE_INDEX),
+            "rejected_targets": column("rejected_targets", IGNORE_INDEX),
+        }
 
 
 def shared_prompt_attention_mask(segment_ids, dtype):
@@ -156,8 +176,9 @@ def shared_prompt_attention_mask(segment_ids, dtype):
     length = segment_ids.shape[1]
     query, key = segment_ids.unsqueeze(2), segment_ids.unsqueeze(1)
     causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = causal & (key != PAD_SEGMENT) & ~((query == REJECTED_SEGMENT) &
-                                                 (key == CHOSEN_SEGMENT))
+    allowed = (
+        causal & (key != PAD_SEGMENT) & ~((query == REJECTED_SEGMENT) & (key == CHOSEN_SEGMENT))
+    )
     allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
@@ -186,12 +207,17 @@ def kl_pairs(examples: Sequence[dict], eos_id: int, max_length: int) -> List[dic
     pairs = []
     for i, example in enumerate(examples):
         other = examples[(i + 1) % len(examples)]
-        prompt = example["input_ids"][:example["prompt_len"]]
+        prompt = example["input_ids"][: example["prompt_len"]]
         kl_ids, kl_labels = join_response(prompt, other["completion_ids"], eos_id, max_length)
-        pairs.append({"prompt_len": example["prompt_len"],
-                      "chosen_input_ids": example["input_ids"],
-                      "chosen_labels": example["labels"],
-                      "rejected_input_ids": kl_ids, "rejected_labels": kl_labels})
+        pairs.append(
+            {
+                "prompt_len": example["prompt_len"],
+                "chosen_input_ids": example["input_ids"],
+                "chosen_labels": example["labels"],
+                "rejected_input_ids": kl_ids,
+                "rejected_labels": kl_labels,
+            }
+        )
     return pairs
 
 
@@ -202,8 +228,13 @@ class UnpairedCollator:
     from ``weights``) in the pair batch's row format (``pairs.rows``; the mismatched side
     repeats them)."""
 
-    def __init__(self, pairs: _Collator, eos_id: int, max_length: int,
-                 weights: Tuple[float, float] = (1.0, 1.0)):
+    def __init__(
+        self,
+        pairs: _Collator,
+        eos_id: int,
+        max_length: int,
+        weights: Tuple[float, float] = (1.0, 1.0),
+    ):
         self.pairs, self.eos_id, self.max_length = pairs, eos_id, max_length
         self.weights = weights
 
@@ -220,8 +251,11 @@ class UnpairedCollator:
 
 # The collator of each DPO/RM pair layout (``dpo.layout``), by name; the model side of each
 # layout is ``rlhf_dist.objectives.PAIR_LAYOUTS`` of the same name.
-PAIR_COLLATORS = {"padded": PreferenceCollator, "shared_prompt": SharedPromptCollator,
-                  "packed": PackedPairCollator}
+PAIR_COLLATORS = {
+    "padded": PreferenceCollator,
+    "shared_prompt": SharedPromptCollator,
+    "packed": PackedPairCollator,
+}
 
 
 def lm_collator(pad_token_id: int, padding_free: bool = False) -> _Collator:

@@ -35,6 +35,7 @@ earlier assistant turn, up to and including the next generation prompt: plain
 Response strings and HH transcripts are always used verbatim.  Bad fields raise
 :class:`~.errors.RowError`.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,9 +77,16 @@ class RowKeys:
     @classmethod
     def from_config(cls, data_cfg) -> "RowKeys":
         """The ``*_key`` fields of a ``DataConfig``."""
-        return cls(data_cfg.prompt_key, data_cfg.response_key, data_cfg.chosen_key,
-                   data_cfg.rejected_key, data_cfg.messages_key, data_cfg.ranking_key,
-                   data_cfg.completion_key, data_cfg.desirable_key)
+        return cls(
+            data_cfg.prompt_key,
+            data_cfg.response_key,
+            data_cfg.chosen_key,
+            data_cfg.rejected_key,
+            data_cfg.messages_key,
+            data_cfg.ranking_key,
+            data_cfg.completion_key,
+            data_cfg.desirable_key,
+        )
 
 
 # --------------------------------------------------------------------------- field checks
@@ -118,11 +126,14 @@ def check_messages(value: Any, field: str) -> Messages:
                 field, f"message {i} is a {type(msg).__name__}, not a {{role, content}} dict"
             )
         if msg.get("role") not in ROLE_PREFIX:
-            raise RowError(field, f"message {i} has role {msg.get('role')!r}, expected one of "
-                                  f"{sorted(ROLE_PREFIX)}")
+            raise RowError(
+                field,
+                f"message {i} has role {msg.get('role')!r}, expected one of {sorted(ROLE_PREFIX)}",
+            )
         if not isinstance(msg.get("content"), str):
-            raise RowError(field, f"message {i} content is {type(msg.get('content')).__name__}, "
-                                  "not a string")
+            raise RowError(
+                field, f"message {i} content is {type(msg.get('content')).__name__}, not a string"
+            )
         out.append({"role": msg["role"], "content": msg["content"]})
     return out
 
@@ -150,8 +161,11 @@ def split_transcripts(chosen: str, rejected: str, field: str) -> Tuple[str, str,
     shared = os.path.commonprefix([chosen, rejected])
     cut = shared.rfind(ASSISTANT)
     if cut < 0:
-        raise RowError(field, f"no prompt column, and chosen/rejected share no '{ASSISTANT}' "
-                              "turn to split an HH-style transcript at")
+        raise RowError(
+            field,
+            f"no prompt column, and chosen/rejected share no '{ASSISTANT}' "
+            "turn to split an HH-style transcript at",
+        )
     end = cut + len(ASSISTANT)
     return chosen[:end], chosen[end:], rejected[end:]
 
@@ -167,7 +181,8 @@ class Renderer:
 
     def _template(self, messages: Messages, add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
 
     def prompt(self, value: Any, field: str) -> Tuple[str, Messages]:
         """(prompt text, prompt as messages) from a prompt string or message list."""
@@ -196,13 +211,17 @@ class Renderer:
         before = self.render(history)
         after = self.render(list(history) + list(turns), add_generation_prompt=True)
         if not after.startswith(before):
-            raise RowError(field, f"the chat template renders the {len(history)} turns before "
-                                  "a tool/user turn differently once it follows, so the "
-                                  "conversation cannot be split into turns")
-        return after[len(before):]
+            raise RowError(
+                field,
+                f"the chat template renders the {len(history)} turns before "
+                "a tool/user turn differently once it follows, so the "
+                "conversation cannot be split into turns",
+            )
+        return after[len(before) :]
 
-    def observation(self, history: Messages, turns: Messages, eos_text: str = "",
-                    field: str = "observation") -> str:
+    def observation(
+        self, history: Messages, turns: Messages, eos_text: str = "", field: str = "observation"
+    ) -> str:
         """What a multi-turn rollout appends after a model turn that stopped at its eos
         token (``eos_text``, e.g. ``"<|im_end|>"``): the rest of the template's rendering of
         that turn after the eos (a newline, for Qwen's), then :meth:`continuation` -- the
@@ -212,7 +231,7 @@ class Renderer:
             return text
         reply = self.reply(list(history[:-1]), history[-1]["content"])
         cut = reply.find(eos_text)
-        return (reply[cut + len(eos_text):] if cut >= 0 else "") + text
+        return (reply[cut + len(eos_text) :] if cut >= 0 else "") + text
 
     def reply(self, prompt_messages: Messages, content: str) -> str:
         """The response text of an assistant turn that follows ``prompt_messages``."""
@@ -220,7 +239,7 @@ class Renderer:
             return render_response(content)
         full = self._template(prompt_messages + [{"role": "assistant", "content": content}], False)
         prompt = self._template(prompt_messages, True)
-        return full[len(prompt):] if full.startswith(prompt) else content
+        return full[len(prompt) :] if full.startswith(prompt) else content
 
 
 # --------------------------------------------------------------------------- row shapes
@@ -269,8 +288,9 @@ def sft_text(row: Mapping, keys: RowKeys, renderer: Renderer) -> Tuple[str, Piec
     return text, Piece(keys.response, check_string(row.get(keys.response), keys.response))
 
 
-def conversation_turns(messages: Messages, field: str,
-                       renderer: Renderer) -> Tuple[str, List[Segment]]:
+def conversation_turns(
+    messages: Messages, field: str, renderer: Renderer
+) -> Tuple[str, List[Segment]]:
     """(prompt text, segments) of a conversation ending in an assistant turn: the prompt is
     every turn before the first assistant turn; then each assistant turn (trained) and each
     run of other turns between two of them (context, ending in the generation prompt), so
@@ -278,8 +298,7 @@ def conversation_turns(messages: Messages, field: str,
     final_reply(messages, field)
     first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
     if first == 0:
-        raise RowError(field, "no message before the first assistant turn (nothing to "
-                              "prompt with)")
+        raise RowError(field, "no message before the first assistant turn (nothing to prompt with)")
     prompt, _ = renderer.prompt(messages[:first], field)
     segments: List[Segment] = []
     start = first
@@ -287,8 +306,9 @@ def conversation_turns(messages: Messages, field: str,
         if messages[i]["role"] != "assistant":
             continue
         if i > start:
-            segments.append(Segment(renderer.continuation(messages[:start], messages[start:i],
-                                                          field), False))
+            segments.append(
+                Segment(renderer.continuation(messages[:start], messages[start:i], field), False)
+            )
         content = messages[i]["content"]
         if not content.strip():
             raise RowError(field, f"message {i} (assistant) is empty")
@@ -312,14 +332,19 @@ def _message_pair(row: Mapping, keys: RowKeys, renderer: Renderer) -> Pair:
     rejected = check_messages(row.get(keys.rejected), keys.rejected)
     good, bad = final_reply(chosen, keys.chosen), final_reply(rejected, keys.rejected)
     if chosen[:-1] != rejected[:-1]:
-        raise RowError(keys.rejected, "the turns before the final assistant turn differ from "
-                                      f"those of '{keys.chosen}'")
+        raise RowError(
+            keys.rejected,
+            f"the turns before the final assistant turn differ from those of '{keys.chosen}'",
+        )
     if chosen[:-1]:
         text, prompt_msgs = renderer.prompt(chosen[:-1], keys.chosen)
     else:  # assistant-only lists: the prompt is in its own column
         text, prompt_msgs = renderer.prompt(row.get(keys.prompt), keys.prompt)
-    return (text, Piece(keys.chosen, renderer.reply(prompt_msgs, good)),
-            Piece(keys.rejected, renderer.reply(prompt_msgs, bad)))
+    return (
+        text,
+        Piece(keys.chosen, renderer.reply(prompt_msgs, good)),
+        Piece(keys.rejected, renderer.reply(prompt_msgs, bad)),
+    )
 
 
 def _ranking_pairs(row: Mapping, keys: RowKeys, renderer: Renderer) -> List[Pair]:
@@ -327,8 +352,10 @@ def _ranking_pairs(row: Mapping, keys: RowKeys, renderer: Renderer) -> List[Pair
     ranked = row[keys.ranking]
     if not isinstance(ranked, (list, tuple)) or len(ranked) < 2:
         raise RowError(keys.ranking, "expected a list of at least 2 responses ranked best to worst")
-    pieces = [Piece(f"{keys.ranking}[{i}]", check_string(r, f"{keys.ranking}[{i}]"))
-              for i, r in enumerate(ranked)]
+    pieces = [
+        Piece(f"{keys.ranking}[{i}]", check_string(r, f"{keys.ranking}[{i}]"))
+        for i, r in enumerate(ranked)
+    ]
     return [(text, pieces[i], pieces[j]) for i, j in ranking_pair_order(len(pieces))]
 
 
@@ -342,8 +369,11 @@ def _string_pair(row: Mapping, keys: RowKeys, renderer: Renderer) -> Pair:
         text, _ = renderer.prompt(row[keys.prompt], keys.prompt)
         return text, Piece(keys.chosen, chosen), Piece(keys.rejected, rejected)
     text, good, bad = split_transcripts(chosen, rejected, keys.chosen)
-    return text, Piece(keys.chosen, check_string(good, keys.chosen)), \
-        Piece(keys.rejected, check_string(bad, keys.rejected))
+    return (
+        text,
+        Piece(keys.chosen, check_string(good, keys.chosen)),
+        Piece(keys.rejected, check_string(bad, keys.rejected)),
+    )
 
 
 def preference_texts(row: Mapping, keys: RowKeys, renderer: Renderer) -> List[Pair]:

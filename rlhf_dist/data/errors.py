@@ -5,6 +5,7 @@ file (or dataset), the 0-based row index and the field.  :class:`RowError` is ra
 pure row-level helpers, which do not know where the row came from; the dataset builders
 catch it and re-raise it as a :class:`DataError` (or count the row as skipped).
 """
+
 from __future__ import annotations
 
 
@@ -15,8 +16,14 @@ class DataError(ValueError):
     ``"<source> row <row>, field '<field>': <reason>"``.
     """
 
-    def __init__(self, message: str, source: str | None = None, row: int | None = None,
-                 field: str | None = None, reason: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        source: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        reason: str | None = None,
+    ):
         super().__init__(message)
         self.source, self.row, self.field, self.reason = source, row, field, reason
 

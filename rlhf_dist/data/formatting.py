@@ -27,6 +27,7 @@ and a tool call is written in the assistant's content in one of two syntaxes
 :data:`CHAT_TEMPLATE` is the Jinja template of the toy tokenizer; it renders exactly what
 :func:`render_messages` renders, so ``apply_chat_template`` and the plain path agree.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ from typing import Any, Dict, List, Mapping, Sequence
 HUMAN = "Human:"
 ASSISTANT = "Assistant:"
 TOOL = "Tool:"
-ROLE_PREFIX: Dict[str, str] = {"system": "System:", "user": HUMAN, "assistant": ASSISTANT,
-                               "tool": TOOL}
+ROLE_PREFIX: Dict[str, str] = {
+    "system": "System:",
+    "user": HUMAN,
+    "assistant": ASSISTANT,
+    "tool": TOOL,
+}
 
 Message = Dict[str, Any]
 

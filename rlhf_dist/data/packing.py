@@ -20,6 +20,7 @@ preference pairs as the 2B sequences ``chosen_1 … chosen_B, rejected_1 … rej
 padded layout's row order), for the reward model and ``dpo.layout=packed``.  The losses are
 those of the padded batches up to float rounding (``tests/data/test_data_packing.py``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,18 +41,24 @@ def pack(ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> Dict[
             raise ValueError(f"pack: sequence {k} is empty; every sequence needs a token")
         if len(lab) != len(seq):
             raise ValueError(f"pack: sequence {k} has {len(seq)} tokens but {len(lab)} labels")
-    row = _flattening()([{"input_ids": list(seq), "labels": list(lab)}
-                         for seq, lab in zip(ids, labels)])
-    return {"input_ids": row["input_ids"], "position_ids": row["position_ids"],
-            "labels": row["labels"], "sequence_ids": row["seq_idx"].long()}
+    row = _flattening()(
+        [{"input_ids": list(seq), "labels": list(lab)} for seq, lab in zip(ids, labels)]
+    )
+    return {
+        "input_ids": row["input_ids"],
+        "position_ids": row["position_ids"],
+        "labels": row["labels"],
+        "sequence_ids": row["seq_idx"].long(),
+    }
 
 
 @functools.lru_cache(maxsize=1)
 def _flattening():
     from transformers import DataCollatorWithFlattening
 
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX,
-                                      return_seq_idx=True)
+    return DataCollatorWithFlattening(
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_seq_idx=True
+    )
 
 
 class PackedLMCollator:
@@ -76,10 +83,10 @@ class PackedPairCollator(PackedLMCollator):
         return torch.cat([chosen, rejected])[None]
 
     def __call__(self, examples: Sequence[dict]) -> Dict[str, object]:
-        return pack([e["chosen_input_ids"] for e in examples] +
-                    [e["rejected_input_ids"] for e in examples],
-                    [e["chosen_labels"] for e in examples] +
-                    [e["rejected_labels"] for e in examples])
+        return pack(
+            [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples],
+            [e["chosen_labels"] for e in examples] + [e["rejected_labels"] for e in examples],
+        )
 
 
 def is_packed(batch) -> bool:

@@ -16,6 +16,7 @@ against :data:`SOURCES` in order:
 :func:`select_rows` resolves the train / eval split of a :class:`DataConfig` and remembers the
 original row index of every row, which bad-row errors report (0-based).
 """
+
 from __future__ import annotations
 
 import os
@@ -110,8 +111,13 @@ def _json_kind(value) -> Optional[str]:
     """The JSON type of a value, as a column holds it (None: null fits every column)."""
     if value is None:
         return None
-    for kind, types in (("boolean", bool), ("number", (int, float)), ("string", str),
-                        ("list", list), ("object", dict)):
+    for kind, types in (
+        ("boolean", bool),
+        ("number", (int, float)),
+        ("string", str),
+        ("list", list),
+        ("object", dict),
+    ):
         if isinstance(value, types):
             return kind
     return type(value).__name__
@@ -132,8 +138,13 @@ def _mixed_types(path: str, numbered: List[Tuple[int, dict]]) -> List[Tuple[int,
         for key, value in row.items():
             kind = _json_kind(value)
             if kind is not None and kind != usual[key]:
-                bad.append((number, f"{path} line {number}: field '{key}' is a {kind} where "
-                                    f"the other rows have a {usual[key]}"))
+                bad.append(
+                    (
+                        number,
+                        f"{path} line {number}: field '{key}' is a {kind} where "
+                        f"the other rows have a {usual[key]}",
+                    )
+                )
                 break
     return bad
 
@@ -148,27 +159,40 @@ def _raise_malformed_lines(path: str) -> None:
             try:  # a byte-order mark at the start of the file is not part of the row
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
-                bad.append((number, f"{path} line {number}: not UTF-8 text (byte "
-                                    f"0x{raw[err.start]:02x} at position {err.start})"))
+                bad.append(
+                    (
+                        number,
+                        f"{path} line {number}: not UTF-8 text (byte "
+                        f"0x{raw[err.start]:02x} at position {err.start})",
+                    )
+                )
                 continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                bad.append((number, f"{path} line {number}: not valid JSON ({err.msg} at "
-                                    f"column {err.colno})"))
+                bad.append(
+                    (
+                        number,
+                        f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})",
+                    )
+                )
                 continue
             if isinstance(row, dict):
                 numbered.append((number, row))
             else:
-                bad.append((number, f"{path} line {number}: a JSON {type(row).__name__}, "
-                                    "not an object"))
+                bad.append(
+                    (number, f"{path} line {number}: a JSON {type(row).__name__}, not an object")
+                )
     bad += _mixed_types(path, numbered)
     if bad:
         dropped = {number for number, _ in bad}
-        raise MalformedLines(path, [reason for _, reason in sorted(bad)],
-                             [row for number, row in numbered if number not in dropped])
+        raise MalformedLines(
+            path,
+            [reason for _, reason in sorted(bad)],
+            [row for number, row in numbered if number not in dropped],
+        )
 
 
 def _dataset_of(rows: List[dict]):
@@ -203,8 +227,13 @@ def _load_dir(path: str, split: str, kind: str, toy_cfg) -> object:
 
 
 def _looks_like_path(path: str) -> bool:
-    return (Path(path).suffix.lower() in FILE_FORMATS or path.startswith(("/", ".", "~"))
-            or path.count("/") > 1 or os.sep != "/" and os.sep in path)
+    return (
+        Path(path).suffix.lower() in FILE_FORMATS
+        or path.startswith(("/", ".", "~"))
+        or path.count("/") > 1
+        or os.sep != "/"
+        and os.sep in path
+    )
 
 
 def _missing(path: str, split: str, kind: str, toy_cfg) -> object:
@@ -217,8 +246,10 @@ def _load_hub(path: str, split: str, kind: str, toy_cfg) -> object:
     try:
         return datasets.load_dataset(path, split=split)
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path}: not a local file, and loading it from the Hugging Face hub "
-                        f"(split {split!r}) failed: {err}") from err
+        raise DataError(
+            f"{path}: not a local file, and loading it from the Hugging Face hub "
+            f"(split {split!r}) failed: {err}"
+        ) from err
 
 
 SOURCES: Tuple[Source, ...] = (
@@ -301,7 +332,7 @@ def _row_set(path: str, split: str, kind: str, data_cfg, holdout: Optional[str] 
         train_ids, eval_ids = holdout_split(len(rows), data_cfg.eval_ratio)
         ids = train_ids if holdout == "train" else eval_ids
     if data_cfg.max_samples is not None:
-        ids = ids[:data_cfg.max_samples]
+        ids = ids[: data_cfg.max_samples]
     return RowSet(rows.select(ids), source_name(path, split, kind), ids, skipped)
 
 
@@ -318,8 +349,9 @@ def select_rows(data_cfg, split: str = "train", kind: str = "sft") -> Optional[R
     if split not in ("train", "eval"):
         raise DataError(f"split must be 'train' or 'eval', got {split!r}")
     path, cfg = data_cfg.path, data_cfg
-    holds_out = (path != TOY and cfg.eval_path is None and cfg.eval_split is None
-                 and cfg.eval_ratio > 0)
+    holds_out = (
+        path != TOY and cfg.eval_path is None and cfg.eval_split is None and cfg.eval_ratio > 0
+    )
     if split == "train":
         return _row_set(path, cfg.split, kind, cfg, holdout="train" if holds_out else None)
     if cfg.eval_path is not None:

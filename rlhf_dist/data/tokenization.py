@@ -26,6 +26,7 @@ Rules, for every example kind:
   rollout that stops at eos continues.  The whole is cut on the right at ``max_length``.
   Segments are tokenised one by one, as a multi-turn rollout tokenises its observations.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -65,22 +66,36 @@ def prompt_ids(
     return list(prefix) + truncate_left(body, max_prompt_length - len(prefix))
 
 
-def join_response(prompt: Sequence[int], response: Sequence[int], eos_id: int, max_length: int,
-                  field: str = "response") -> Tuple[List[int], List[int]]:
+def join_response(
+    prompt: Sequence[int],
+    response: Sequence[int],
+    eos_id: int,
+    max_length: int,
+    field: str = "response",
+) -> Tuple[List[int], List[int]]:
     """(input_ids, labels) of ``prompt + response + [eos]`` cut at ``max_length`` (see module)."""
     text = list(response[:-1] if response and response[-1] == eos_id else response)
     if not text:
         raise RowError(field, "the response has no tokens")
     room = max_length - len(prompt)
     if room <= 0:
-        raise RowError(field, f"fully truncated: the prompt takes {len(prompt)} tokens of "
-                              f"max_length={max_length}, no response token fits")
+        raise RowError(
+            field,
+            f"fully truncated: the prompt takes {len(prompt)} tokens of "
+            f"max_length={max_length}, no response token fits",
+        )
     kept = (text + [eos_id])[:room]
     return list(prompt) + kept, [IGNORE_INDEX] * len(prompt) + kept
 
 
-def sft_example(prompt: Sequence[int], response: Sequence[int], eos_id: int, max_length: int,
-                field: str = "response", train_on_prompt: bool = False) -> Example:
+def sft_example(
+    prompt: Sequence[int],
+    response: Sequence[int],
+    eos_id: int,
+    max_length: int,
+    field: str = "response",
+    train_on_prompt: bool = False,
+) -> Example:
     """``{input_ids, labels, prompt_len}``; with ``train_on_prompt`` no label is masked."""
     input_ids, labels = join_response(prompt, response, eos_id, max_length, field)
     if train_on_prompt:
@@ -88,24 +103,45 @@ def sft_example(prompt: Sequence[int], response: Sequence[int], eos_id: int, max
     return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt)}
 
 
-def preference_example(prompt: Sequence[int], chosen: Sequence[int], rejected: Sequence[int],
-                       eos_id: int, max_length: int,
-                       fields: Tuple[str, str] = ("chosen", "rejected")) -> Example:
+def preference_example(
+    prompt: Sequence[int],
+    chosen: Sequence[int],
+    rejected: Sequence[int],
+    eos_id: int,
+    max_length: int,
+    fields: Tuple[str, str] = ("chosen", "rejected"),
+) -> Example:
     """``{chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels, prompt_len}``."""
     c_ids, c_labels = join_response(prompt, chosen, eos_id, max_length, fields[0])
     r_ids, r_labels = join_response(prompt, rejected, eos_id, max_length, fields[1])
-    return {"chosen_input_ids": c_ids, "chosen_labels": c_labels, "rejected_input_ids": r_ids,
-            "rejected_labels": r_labels, "prompt_len": len(prompt)}
+    return {
+        "chosen_input_ids": c_ids,
+        "chosen_labels": c_labels,
+        "rejected_input_ids": r_ids,
+        "rejected_labels": r_labels,
+        "prompt_len": len(prompt),
+    }
 
 
-def unpaired_example(prompt: Sequence[int], completion: Sequence[int], desirable: bool,
-                     eos_id: int, max_length: int, field: str = "completion") -> Example:
+def unpaired_example(
+    prompt: Sequence[int],
+    completion: Sequence[int],
+    desirable: bool,
+    eos_id: int,
+    max_length: int,
+    field: str = "completion",
+) -> Example:
     """``{input_ids, labels, prompt_len, completion_ids, desirable}``: the row joined as an SFT
     example, plus the completion's own ids (another row's prompt is joined with them into
     KTO's mismatched pairs: :func:`join_response` again)."""
     input_ids, labels = join_response(prompt, completion, eos_id, max_length, field)
-    return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt),
-            "completion_ids": list(completion), "desirable": bool(desirable)}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "prompt_len": len(prompt),
+        "completion_ids": list(completion),
+        "desirable": bool(desirable),
+    }
 
 
 def _through_eos(ids: List[int], eos_id: int) -> Tuple[List[int], List[int]]:
@@ -116,9 +152,14 @@ def _through_eos(ids: List[int], eos_id: int) -> Tuple[List[int], List[int]]:
     return ids + [eos_id], []
 
 
-def turns_example(prompt: Sequence[int], segments: Sequence[Tuple[Sequence[int], bool]],
-                  eos_id: int, max_length: int, field: str = "messages",
-                  train_on_prompt: bool = False) -> Example:
+def turns_example(
+    prompt: Sequence[int],
+    segments: Sequence[Tuple[Sequence[int], bool]],
+    eos_id: int,
+    max_length: int,
+    field: str = "messages",
+    train_on_prompt: bool = False,
+) -> Example:
     """``{input_ids, labels, prompt_len}`` of ``prompt`` followed by ``(ids, trained)``
     segments: trained ones (assistant turns) labelled and ending in eos, the others
     ``-100``; cut at ``max_length`` (see module)."""
@@ -134,8 +175,11 @@ def turns_example(prompt: Sequence[int], segments: Sequence[Tuple[Sequence[int],
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
     input_ids, labels = input_ids[:max_length], labels[:max_length]
     if all(label == IGNORE_INDEX for label in labels):
-        raise RowError(field, f"fully truncated: the prompt and context take {len(prompt)}+ "
-                              f"tokens of max_length={max_length}, no assistant token fits")
+        raise RowError(
+            field,
+            f"fully truncated: the prompt and context take {len(prompt)}+ "
+            f"tokens of max_length={max_length}, no assistant token fits",
+        )
     if train_on_prompt:
         labels = list(input_ids)
     return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt)}
@@ -149,8 +193,7 @@ def lm_example(ids: Sequence[int], eos_id: int, max_length: int, field: str = "t
 class Encoder:
     """Encodes prompt and response texts for one tokenizer and one set of lengths."""
 
-    def __init__(self, tokenizer, max_length: int, max_prompt_length: int,
-                 add_bos: bool = True):
+    def __init__(self, tokenizer, max_length: int, max_prompt_length: int, add_bos: bool = True):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; responses must end with one")
         self.tokenizer, self.eos_id = tokenizer, tokenizer.eos_token_id
@@ -159,35 +202,69 @@ class Encoder:
 
     def prompt(self, text: str) -> List[int]:
         body = encode(self.tokenizer, text)
-        prefix = self.prefix if body[:len(self.prefix)] != self.prefix else []
+        prefix = self.prefix if body[: len(self.prefix)] != self.prefix else []
         return prompt_ids(body, self.max_prompt_length, prefix)
 
     def response(self, text: str) -> List[int]:
         return encode(self.tokenizer, text)
 
-    def sft(self, prompt: str, response: str, field: str = "response",
-            train_on_prompt: bool = False) -> Example:
-        return sft_example(self.prompt(prompt), self.response(response), self.eos_id,
-                           self.max_length, field, train_on_prompt)
+    def sft(
+        self, prompt: str, response: str, field: str = "response", train_on_prompt: bool = False
+    ) -> Example:
+        return sft_example(
+            self.prompt(prompt),
+            self.response(response),
+            self.eos_id,
+            self.max_length,
+            field,
+            train_on_prompt,
+        )
 
-    def turns(self, prompt: str, segments: Sequence[Tuple[str, bool]],
-              field: str = "messages", train_on_prompt: bool = False) -> Example:
+    def turns(
+        self,
+        prompt: str,
+        segments: Sequence[Tuple[str, bool]],
+        field: str = "messages",
+        train_on_prompt: bool = False,
+    ) -> Example:
         """A conversation's ``(text, trained)`` segments after ``prompt``
         (:func:`turns_example`)."""
-        return turns_example(self.prompt(prompt), [(self.response(text), trained)
-                                                   for text, trained in segments],
-                             self.eos_id, self.max_length, field, train_on_prompt)
+        return turns_example(
+            self.prompt(prompt),
+            [(self.response(text), trained) for text, trained in segments],
+            self.eos_id,
+            self.max_length,
+            field,
+            train_on_prompt,
+        )
 
-    def preference(self, prompt: str, chosen: str, rejected: str,
-                   fields: Tuple[str, str] = ("chosen", "rejected")) -> Example:
-        return preference_example(self.prompt(prompt), self.response(chosen),
-                                  self.response(rejected), self.eos_id, self.max_length, fields)
+    def preference(
+        self,
+        prompt: str,
+        chosen: str,
+        rejected: str,
+        fields: Tuple[str, str] = ("chosen", "rejected"),
+    ) -> Example:
+        return preference_example(
+            self.prompt(prompt),
+            self.response(chosen),
+            self.response(rejected),
+            self.eos_id,
+            self.max_length,
+            fields,
+        )
 
-    def unpaired(self, prompt: str, completion: str, desirable: bool,
-                 field: str = "completion") -> Example:
-        return unpaired_example(self.prompt(prompt), self.response(completion), desirable,
-                                self.eos_id, self.max_length, field)
+    def unpaired(
+        self, prompt: str, completion: str, desirable: bool, field: str = "completion"
+    ) -> Example:
+        return unpaired_example(
+            self.prompt(prompt),
+            self.response(completion),
+            desirable,
+            self.eos_id,
+            self.max_length,
+            field,
+        )
 
     def lm(self, text: str, field: str = "text") -> Example:
         return lm_example(self.prefix + self.response(text), self.eos_id, self.max_length, field)
-

@@ -12,6 +12,7 @@ Files (:func:`write_verifier_data`): ``sft.jsonl`` {prompt, response}, ``train.j
 ``eval.jsonl`` {prompt, answer}.  ``configs/tiny/verifier_data/`` holds them for seed 0 (what
 ``configs/tiny/grpo_verifier.yaml`` reads).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,13 @@ ANSWERS = {"harmful": "unsafe", "benign": "safe"}
 
 def verifier_rows(seed: int, split: str) -> List[Dict[str, str]]:
     """``{prompt, answer}`` for every toy prompt of ``split``."""
-    return [{"prompt": render_prompt(f"safe or unsafe: {row['request']}"),
-             "answer": ANSWERS[row["kind"]]}
-            for row in ToyTask(seed=seed).prompt_rows(split)]
+    return [
+        {
+            "prompt": render_prompt(f"safe or unsafe: {row['request']}"),
+            "answer": ANSWERS[row["kind"]],
+        }
+        for row in ToyTask(seed=seed).prompt_rows(split)
+    ]
 
 
 def _write(path: Path, rows: List[dict]) -> None:
@@ -39,8 +44,10 @@ def write_verifier_data(directory: Path, seed: int = 0) -> Path:
     """``sft.jsonl`` (the training prompts answered), ``train.jsonl``, ``eval.jsonl``."""
     directory.mkdir(parents=True, exist_ok=True)
     train = verifier_rows(seed, "train")
-    _write(directory / "sft.jsonl", [{"prompt": r["prompt"],
-                                      "response": render_response(r["answer"])} for r in train])
+    _write(
+        directory / "sft.jsonl",
+        [{"prompt": r["prompt"], "response": render_response(r["answer"])} for r in train],
+    )
     _write(directory / "train.jsonl", train)
     _write(directory / "eval.jsonl", verifier_rows(seed, "eval"))
     return directory

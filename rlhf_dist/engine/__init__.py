@@ -3,6 +3,7 @@
 Exports resolve lazily (PEP 562): ``import rlhf_dist.engine`` imports neither deepspeed nor
 torch; the first use of a name imports its submodule.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List

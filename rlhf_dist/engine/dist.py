@@ -1,4 +1,5 @@
 """torch.distributed set-up: gloo on CPU, NCCL on GPU, and a lone process as rank 0 of 1."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,12 @@ import torch.distributed as tdist
 # with a FutureWarning per process (not ours to change: hidden, by exact message).
 if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.distributed\."
-                        r"(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated")
+warnings.filterwarnings(
+    "ignore",
+    category=FutureWarning,
+    message=r"`torch\.distributed\."
+    r"(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+)
 
 
 def import_deepspeed():
@@ -48,8 +53,9 @@ def _default_single_process_env() -> None:
     """Without a launcher DeepSpeed would look for MPI: declare ourselves rank 0 of 1."""
     if "RANK" in os.environ:
         return
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1"})
+    os.environ.update(
+        {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    )
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
@@ -59,8 +65,10 @@ def require_one_device(count: int, where: str) -> None:
     environment fault (ranks would pile onto device 0), reported naming the worker."""
     if count != 1:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-        raise RuntimeError(f"{where}: sees {count} CUDA devices (CUDA_VISIBLE_DEVICES="
-                           f"{visible}); a GPU worker must see exactly its one")
+        raise RuntimeError(
+            f"{where}: sees {count} CUDA devices (CUDA_VISIBLE_DEVICES="
+            f"{visible}); a GPU worker must see exactly its one"
+        )
 
 
 def backend_for_device() -> str:
@@ -91,8 +99,12 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
     share_cpu_threads()
-    deepspeed.init_distributed(dist_backend=backend_for_device(), auto_mpi_discovery=False,
-                               timeout=timedelta(seconds=timeout_s), verbose=False)
+    deepspeed.init_distributed(
+        dist_backend=backend_for_device(),
+        auto_mpi_discovery=False,
+        timeout=timedelta(seconds=timeout_s),
+        verbose=False,
+    )
     release_shm_names()
 
 
@@ -104,8 +116,10 @@ def release_shm_names() -> None:
     until the processes exit).  Collective on CPU; nothing on GPU."""
     if torch.cuda.is_available() or not tdist.is_initialized():
         return
-    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
-            f"{os.environ.get('MASTER_PORT', '')}_{rank()}")
+    name = (
+        f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+        f"{os.environ.get('MASTER_PORT', '')}_{rank()}"
+    )
     barrier()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join("/dev/shm", name))
@@ -165,8 +179,7 @@ def ranks_with(flag: bool) -> List[int]:
     """The ranks on which ``flag`` is set (every rank calls it: one small all-reduce)."""
     if not tdist.is_initialized() or world_size() == 1:
         return [0] if flag else []
-    votes = all_reduce_sum({f"rank{r}": float(flag and r == rank()) for r in
-                            range(world_size())})
+    votes = all_reduce_sum({f"rank{r}": float(flag and r == rank()) for r in range(world_size())})
     return [r for r in range(world_size()) if votes[f"rank{r}"] > 0]
 
 
@@ -175,8 +188,9 @@ def all_reduce_sum(metrics: Dict[str, float]) -> Dict[str, float]:
     if not tdist.is_initialized() or world_size() == 1 or not metrics:
         return dict(metrics)
     keys = sorted(metrics)
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
-                          device=local_device())
+    values = torch.tensor(
+        [float(metrics[k]) for k in keys], dtype=torch.float64, device=local_device()
+    )
     tdist.all_reduce(values)
     return dict(zip(keys, values.tolist()))
 
@@ -190,8 +204,15 @@ def all_reduce_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return summed.to(tensor.device)
 
 
-def standalone_group(store: "tdist.Store", rank: int, world_size: int, backend: str,
-                     timeout_s: float, prefix: str = "weights", host: Optional[str] = None):
+def standalone_group(
+    store: "tdist.Store",
+    rank: int,
+    world_size: int,
+    backend: str,
+    timeout_s: float,
+    prefix: str = "weights",
+    host: Optional[str] = None,
+):
     """A process group outside the default one (which a rank may already belong to, as the
     actor's ZeRO group): the actor's rank 0 and the rollout engines' workers, gloo on CPU,
     NCCL on GPU.  Gloo's construction waits for all ``world_size`` ranks, NCCL connects on
@@ -217,5 +238,10 @@ def standalone_group(store: "tdist.Store", rank: int, world_size: int, backend: 
 def group_store(host: str, port: int, is_master: bool, timeout_s: float) -> "tdist.TCPStore":
     """The rendezvous store of a :func:`standalone_group`; the master binds ``port`` (0: the
     OS picks one; read it back from ``.port``)."""
-    return tdist.TCPStore(host, port, is_master=is_master, wait_for_workers=False,
-                          timeout=timedelta(seconds=timeout_s))
+    return tdist.TCPStore(
+        host,
+        port,
+        is_master=is_master,
+        wait_for_workers=False,
+        timeout=timedelta(seconds=timeout_s),
+    )

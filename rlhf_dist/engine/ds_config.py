@@ -1,4 +1,5 @@
 """Pure builder: our typed sections → a DeepSpeed config dict.  No deepspeed import here."""
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,14 @@ def build_ds_config(ds: DeepSpeedSection, train: TrainConfig, dp_size: int) -> D
 
 # Keys of deepspeed.extra that only mean something for a model with an optimiser: a frozen
 # engine's config leaves them out (its batch sizes are ours, it has no optimiser to offload).
-TRAINING_ONLY = ("optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
-                 "gradient_accumulation_steps", "gradient_clipping")
+TRAINING_ONLY = (
+    "optimizer",
+    "scheduler",
+    "train_batch_size",
+    "train_micro_batch_size_per_gpu",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+)
 TRAINING_ONLY_ZERO = ("offload_optimizer",)
 
 
@@ -59,13 +66,17 @@ def _frozen_extra(extra: Dict[str, Any]) -> Dict[str, Any]:
     """``deepspeed.extra`` without :data:`TRAINING_ONLY` (and ZeRO's optimizer offload)."""
     out = {key: value for key, value in extra.items() if key not in TRAINING_ONLY}
     if isinstance(out.get("zero_optimization"), dict):
-        out["zero_optimization"] = {key: value for key, value in out["zero_optimization"].items()
-                                    if key not in TRAINING_ONLY_ZERO}
+        out["zero_optimization"] = {
+            key: value
+            for key, value in out["zero_optimization"].items()
+            if key not in TRAINING_ONLY_ZERO
+        }
     return out
 
 
-def build_frozen_ds_config(ds: DeepSpeedSection, micro_batch_size: int,
-                           dp_size: int) -> Dict[str, Any]:
+def build_frozen_ds_config(
+    ds: DeepSpeedSection, micro_batch_size: int, dp_size: int
+) -> Dict[str, Any]:
     """Config of a frozen model (reference, reward): no optimizer; ZeRO-3 shards its weights,
     lower stages keep a full copy per rank (there is no optimizer state to partition).
     ``deepspeed.extra`` is merged last, less its training-only keys."""

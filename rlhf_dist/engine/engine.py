@@ -1,4 +1,5 @@
 """The one DeepSpeed engine wrapper every trainer and Ray worker uses."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,11 +14,21 @@ from rlhf_dist.algo.finite import NonFiniteError
 from rlhf_dist.config import DeepSpeedSection, TrainConfig
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.ds_config import build_ds_config, build_frozen_ds_config
-from rlhf_dist.engine.offload import (TensorHomes, deepspeed_include, empty_device_cache,
-                                      left_on_device)
+from rlhf_dist.engine.offload import (
+    TensorHomes,
+    deepspeed_include,
+    empty_device_cache,
+    left_on_device,
+)
 from rlhf_dist.engine.schedule import lr_multiplier
-from rlhf_dist.models.lora import (adapter_disabled, base_state, hf_name, is_lora,
-                                   merged_parameters, merged_shapes)
+from rlhf_dist.models.lora import (
+    adapter_disabled,
+    base_state,
+    hf_name,
+    is_lora,
+    merged_parameters,
+    merged_shapes,
+)
 from rlhf_dist.models.save import save_model, save_tensors
 from rlhf_dist.utils.checksum import state_checksum
 
@@ -49,8 +60,9 @@ class ModelEngine:
     """A model held by DeepSpeed: trained (optimizer + scheduler) or frozen (``optimizer``
     absent).  Methods mirror what trainers need; the DeepSpeed engine is ``self.ds``."""
 
-    def __init__(self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None,
-                 skip_nonfinite: bool = False):
+    def __init__(
+        self, ds_engine, ds_config: Dict[str, Any], hf_keep_alive=None, skip_nonfinite: bool = False
+    ):
         self.ds = ds_engine
         self.lora = is_lora(ds_engine.module)  # a peft model: adapters trained, base frozen
         self.ds_config = ds_config
@@ -62,25 +74,38 @@ class ModelEngine:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def trained(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
-                train: TrainConfig, dp_size: int, total_steps: int) -> "ModelEngine":
+    def trained(
+        cls,
+        build_model: Callable[[], nn.Module],
+        ds: DeepSpeedSection,
+        train: TrainConfig,
+        dp_size: int,
+        total_steps: int,
+    ) -> "ModelEngine":
         deepspeed = dist.import_deepspeed()
         config = build_ds_config(ds, train, dp_size)
         model, keep = _build_under_zero3(build_model, config)
         optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], ds, train)
         warmup = int(train.warmup_ratio * total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_multiplier(train.lr_scheduler, total_steps, warmup, train.min_lr_ratio))
-        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                          lr_scheduler=scheduler, config=config)
+            optimizer, lr_multiplier(train.lr_scheduler, total_steps, warmup, train.min_lr_ratio)
+        )
+        engine, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
         if dp_size == 1 and ds.zero_stage == 0:
             # one rank: nothing to average, skip flattening and copying every gradient back
             engine.enable_backward_allreduce = False
         return cls(engine, config, keep, skip_nonfinite=train.on_nonfinite == "skip_step")
 
     @classmethod
-    def frozen(cls, build_model: Callable[[], nn.Module], ds: DeepSpeedSection,
-               micro_batch_size: int, dp_size: int) -> "ModelEngine":
+    def frozen(
+        cls,
+        build_model: Callable[[], nn.Module],
+        ds: DeepSpeedSection,
+        micro_batch_size: int,
+        dp_size: int,
+    ) -> "ModelEngine":
         deepspeed = dist.import_deepspeed()
         config = build_frozen_ds_config(ds, micro_batch_size, dp_size)
         model, keep = _build_under_zero3(build_model, config)
@@ -118,16 +143,20 @@ class ModelEngine:
         under ZeRO 0 only before the first micro-batch of an accumulation window."""
         bad = dist.ranks_with(not bool(torch.isfinite(loss.detach()).all()))
         if bad:
-            what = (f"non-finite loss ({float(loss.detach())} here) on ranks {bad} of "
-                    f"{dist.world_size()}")
+            what = (
+                f"non-finite loss ({float(loss.detach())} here) on ranks {bad} of "
+                f"{dist.world_size()}"
+            )
             if not self.skip_nonfinite:
                 raise NonFiniteError(what)
             if self.zero_stage == 0:
                 if self.ds.micro_steps % self.ds.gradient_accumulation_steps() == 0:
                     raise NonFiniteError(what, skippable=True)  # nothing accumulated yet
-                raise NonFiniteError(f"{what}: half an accumulated update cannot be dropped "
-                                     "under deepspeed.zero_stage=0 (train.on_nonfinite="
-                                     "skip_step needs zero_stage >= 1 here)")
+                raise NonFiniteError(
+                    f"{what}: half an accumulated update cannot be dropped "
+                    "under deepspeed.zero_stage=0 (train.on_nonfinite="
+                    "skip_step needs zero_stage >= 1 here)"
+                )
             self._bad_loss = self._bad_loss or what
         self.ds.backward(loss)
 
@@ -176,9 +205,12 @@ class ModelEngine:
             total += size
             trainable += size if param.requires_grad else 0
             param_bytes += local.numel() * local.element_size()
-        return {"params/total": float(total), "params/trainable": float(trainable),
-                "memory/param_mb": param_bytes / 2 ** 20,
-                "memory/adam_state_mb": 2 * 4 * trainable / dp / 2 ** 20}
+        return {
+            "params/total": float(total),
+            "params/trainable": float(trainable),
+            "memory/param_mb": param_bytes / 2**20,
+            "memory/adam_state_mb": 2 * 4 * trainable / dp / 2**20,
+        }
 
     # ------------------------------------------------------------------ idle offload
     def offload(self) -> None:
@@ -215,15 +247,17 @@ class ModelEngine:
     def save(self, directory: Path) -> None:
         """Collective: model, optimizer and scheduler state of every rank (of a LoRA engine:
         the adapter and what is trained in full only -- the base is rebuilt, not saved)."""
-        self.ds.save_checkpoint(str(directory), tag=ENGINE_TAG,
-                                exclude_frozen_parameters=self.lora)
+        self.ds.save_checkpoint(str(directory), tag=ENGINE_TAG, exclude_frozen_parameters=self.lora)
 
     def load(self, directory: Path) -> None:
         """Collective: restore what :meth:`save` wrote."""
-        path, _ = self.ds.load_checkpoint(str(directory), tag=ENGINE_TAG,
-                                          load_module_strict=not self.lora,
-                                          load_optimizer_states=True,
-                                          load_lr_scheduler_states=True)
+        path, _ = self.ds.load_checkpoint(
+            str(directory),
+            tag=ENGINE_TAG,
+            load_module_strict=not self.lora,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed state under {directory}/{ENGINE_TAG}")
 
@@ -286,8 +320,9 @@ class ModelEngine:
             with gathered([param]):
                 yield name, param.data
 
-    def full_parameter_buckets(self, sizes: Sequence[int]
-                               ) -> Iterator[List[Tuple[str, torch.Tensor]]]:
+    def full_parameter_buckets(
+        self, sizes: Sequence[int]
+    ) -> Iterator[List[Tuple[str, torch.Tensor]]]:
         """Collective under ZeRO-3: :meth:`full_parameters` in consecutive groups of
         ``sizes[i]`` entries (the weight sync's buckets), the shards of a group's parameters
         gathered in one collective and released before the next group's: never the whole
@@ -309,8 +344,9 @@ class ModelEngine:
         stream, start = self._full_parameters(gathered), 0
         try:
             for size in sizes:
-                params = list({id(p): p for entry in sources[start:start + size]
-                               for p in entry}.values())
+                params = list(
+                    {id(p): p for entry in sources[start : start + size] for p in entry}.values()
+                )
                 with self._gathered(params):
                     held = {id(p) for p in params}
                     yield [next(stream) for _ in range(size)]
@@ -337,8 +373,10 @@ class ModelEngine:
         """``(name, full shape)`` of every parameter, in :meth:`full_parameters`' order."""
         if self.lora:
             return merged_shapes(self.module)
-        return [(name, list(getattr(p, "ds_shape", p.shape)))
-                for name, p in self.module.named_parameters()]
+        return [
+            (name, list(getattr(p, "ds_shape", p.shape)))
+            for name, p in self.module.named_parameters()
+        ]
 
     def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
         """Collective under ZeRO-3 (shards gathered); the whole state dict on rank 0."""
@@ -346,8 +384,9 @@ class ModelEngine:
             return self.ds._zero3_consolidated_16bit_state_dict()
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
 
-    def export_hf(self, out_dir: Path, tokenizer=None, is_main: bool = True,
-                  merge_lora: bool = True) -> None:
+    def export_hf(
+        self, out_dir: Path, tokenizer=None, is_main: bool = True, merge_lora: bool = True
+    ) -> None:
         """Collective: write a ``from_pretrained``-loadable copy (rank 0 writes).  A LoRA
         engine writes its adapter (peft format) to ``out_dir/adapter`` and, with
         ``merge_lora``, the merged model -- loadable with plain transformers -- to
@@ -355,8 +394,10 @@ class ModelEngine:
         state = self.full_state_dict()
         merged = None
         if self.lora and merge_lora:  # collective under ZeRO-3, like full_state_dict()
-            merged = {name: t.detach().cpu().clone() if is_main else None
-                      for name, t in self.full_parameters()}
+            merged = {
+                name: t.detach().cpu().clone() if is_main else None
+                for name, t in self.full_parameters()
+            }
         if not is_main:
             return
         out_dir = Path(out_dir)
@@ -366,8 +407,11 @@ class ModelEngine:
         save_model(self.module, tokenizer, out_dir / "adapter", state)
         if merged is not None:
             base = self.module.get_base_model()
-            buffers = {n: b for n, b in base.state_dict().items() if n not in merged
-                       and n in dict(base.named_buffers())}
+            buffers = {
+                n: b
+                for n, b in base.state_dict().items()
+                if n not in merged and n in dict(base.named_buffers())
+            }
             # a quantised (QLoRA) base would save its own packed weights, not the merge
             save = save_tensors if getattr(base, "hf_quantizer", None) is not None else save_model
             save(base, tokenizer, out_dir, {**merged, **buffers})

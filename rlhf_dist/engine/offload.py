@@ -10,6 +10,7 @@ ZeRO-3 full parameters (gathered, or persistent small ones) are released first, 
 DeepSpeed's own ZeRO-3 offload does; the next forward gathers them again.  DeepSpeed refuses
 engines whose parameters are already offloaded (``offload_param``): its assertion fires.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Set, Tuple
@@ -49,12 +50,18 @@ def deepspeed_include(ds) -> Optional[list]:
     from deepspeed.runtime.zero.parameter_offload import DeepSpeedZeRoOffload
 
     optimizer = ds.optimizer
-    if optimizer is None or isinstance(optimizer, DeepSpeedZeRoOffload) \
-            or not hasattr(optimizer, "offload_states"):
+    if (
+        optimizer is None
+        or isinstance(optimizer, DeepSpeedZeRoOffload)
+        or not hasattr(optimizer, "offload_states")
+    ):
         return None
     states = list(State)
-    if ds.zero_optimization_stage() == 3 and not ds.zero_use_cpu_optimizer() \
-            and type(optimizer.optimizer) is not FusedAdam:
+    if (
+        ds.zero_optimization_stage() == 3
+        and not ds.zero_use_cpu_optimizer()
+        and type(optimizer.optimizer) is not FusedAdam
+    ):
         states.remove(State.hp_params)  # ZeRO-3 moves these for FusedAdam only
         states.remove(State.optim_states)
     return states
@@ -66,8 +73,11 @@ def _torch_optimizer(ds) -> Optional[torch.optim.Optimizer]:
     from deepspeed.runtime.zero.parameter_offload import DeepSpeedZeRoOffload
 
     optimizer = ds.optimizer
-    if optimizer is None or isinstance(optimizer, DeepSpeedZeRoOffload) \
-            or ds.zero_use_cpu_optimizer():
+    if (
+        optimizer is None
+        or isinstance(optimizer, DeepSpeedZeRoOffload)
+        or ds.zero_use_cpu_optimizer()
+    ):
         return None
     return getattr(optimizer, "optimizer", optimizer)
 
@@ -78,11 +88,11 @@ def _check_plain(ds, moved: Set) -> None:
     from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State
 
     optimizer = _torch_optimizer(ds)
-    if State.lp_params not in moved and optimizer is not None \
-            and optimizer is not ds.optimizer:
+    if State.lp_params not in moved and optimizer is not None and optimizer is not ds.optimizer:
         raise NotImplementedError(
             f"offload: {type(ds.optimizer).__name__} (ZeRO-0 with fp16/bf16) holds flattened "
-            f"weights that cannot be moved; use ZeRO stage >= 1")
+            f"weights that cannot be moved; use ZeRO stage >= 1"
+        )
 
 
 def _master_weights(ds, optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
@@ -109,8 +119,9 @@ def left_on_device(ds, moved: Set) -> List[torch.Tensor]:
         tensors += [p for p in ds.module.parameters() if not p.requires_grad]
     optimizer = _torch_optimizer(ds)
     if optimizer is not None and State.optim_states not in moved:
-        tensors += [v for state in optimizer.state.values() for v in state.values()
-                    if torch.is_tensor(v)]
+        tensors += [
+            v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)
+        ]
     if optimizer is not None and State.hp_params not in moved:
         tensors += _master_weights(ds, optimizer)
     unique: Dict[int, torch.Tensor] = {}

@@ -1,4 +1,5 @@
 """Learning-rate schedules as multipliers of the base lr (pure; used with LambdaLR)."""
+
 from __future__ import annotations
 
 import math
@@ -7,15 +8,17 @@ from typing import Callable, Dict
 Schedule = Callable[[float], float]  # progress in [0, 1] after warm-up -> multiplier
 
 SCHEDULES: Dict[str, Callable[[float], Schedule]] = {
-    "constant": lambda min_ratio: (lambda p: 1.0),
-    "linear": lambda min_ratio: (lambda p: 1.0 - (1.0 - min_ratio) * p),
+    "constant": lambda min_ratio: lambda p: 1.0,
+    "linear": lambda min_ratio: lambda p: 1.0 - (1.0 - min_ratio) * p,
     "cosine": lambda min_ratio: (
-        lambda p: min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))),
+        lambda p: min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+    ),
 }
 
 
-def lr_multiplier(name: str, total_steps: int, warmup_steps: int,
-                  min_ratio: float) -> Callable[[int], float]:
+def lr_multiplier(
+    name: str, total_steps: int, warmup_steps: int, min_ratio: float
+) -> Callable[[int], float]:
     """``step -> multiplier``: linear warm-up over ``warmup_steps``, then the named decay to
     ``min_ratio`` at ``total_steps``."""
     if name not in SCHEDULES:

@@ -7,8 +7,8 @@ built above this layer (an env host, :mod:`.host`).  Environments, tools and too
 are named through the registries of :mod:`rlhf_dist.config.registries` (``ENVIRONMENTS``, ``TOOLS``,
 ``TOOL_FORMATS``).
 """
-from .base import Env, EnvTypeError, Message, Observation, StepResult, check_observation, \
-    check_step
+
+from .base import Env, EnvTypeError, Message, Observation, StepResult, check_observation, check_step
 from .checks import check_env
 from .episode import EnvError, EnvFactory, EnvStats, Episode, describe_row, env_builder
 from .host import EnvHostLost, LocalEnvHost, RemoteCallError
@@ -17,9 +17,36 @@ from .timeout import CallTimeout, call_with_timeout
 from .tools import ToolResult, add, calculator, describe_tools, load_tools, run_tool
 from .tool_env import ToolEnv, ToyCalculatorEnv
 
-__all__ = ["BadCall", "CallTimeout", "Env", "EnvError", "EnvFactory", "EnvHostLost",
-           "EnvStats", "EnvTypeError", "Episode", "HermesParser", "LocalEnvHost", "Message",
-           "Observation", "PlainParser", "RemoteCallError", "StepResult", "ToolCall", "ToolEnv",
-           "ToolResult", "ToyCalculatorEnv", "add", "calculator", "call_with_timeout",
-           "check_env", "check_observation", "check_step", "describe_row", "describe_tools",
-           "env_builder", "load_tools", "run_tool"]
+__all__ = [
+    "BadCall",
+    "CallTimeout",
+    "Env",
+    "EnvError",
+    "EnvFactory",
+    "EnvHostLost",
+    "EnvStats",
+    "EnvTypeError",
+    "Episode",
+    "HermesParser",
+    "LocalEnvHost",
+    "Message",
+    "Observation",
+    "PlainParser",
+    "RemoteCallError",
+    "StepResult",
+    "ToolCall",
+    "ToolEnv",
+    "ToolResult",
+    "ToyCalculatorEnv",
+    "add",
+    "calculator",
+    "call_with_timeout",
+    "check_env",
+    "check_observation",
+    "check_step",
+    "describe_row",
+    "describe_tools",
+    "env_builder",
+    "load_tools",
+    "run_tool",
+]

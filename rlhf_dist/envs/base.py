@@ -24,6 +24,7 @@ An environment is any class with these two methods (subclassing :class:`Env` is 
   (the rollout's side): :class:`~rlhf_dist.envs.episode.Episode` runs an environment with
   these checks, the timeout and ``env.on_error``.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,14 +75,15 @@ def check_messages(value: Any) -> List[Message]:
         raise EnvTypeError("an empty message list (return None for no observation)")
     for i, message in enumerate(value):
         if not isinstance(message, Mapping):
-            raise EnvTypeError(f"message {i} is a {_kind(message)}, not a {{role, content}} "
-                               "dict")
+            raise EnvTypeError(f"message {i} is a {_kind(message)}, not a {{role, content}} dict")
         if message.get("role") not in ROLES:
-            raise EnvTypeError(f"message {i} has role {message.get('role')!r}, expected one "
-                               f"of {list(ROLES)}")
+            raise EnvTypeError(
+                f"message {i} has role {message.get('role')!r}, expected one of {list(ROLES)}"
+            )
         if not isinstance(message.get("content"), str):
-            raise EnvTypeError(f"message {i} content is a {_kind(message.get('content'))}, "
-                               "not a string")
+            raise EnvTypeError(
+                f"message {i} content is a {_kind(message.get('content'))}, not a string"
+            )
     return [dict(m) for m in value]
 
 
@@ -102,16 +104,19 @@ def check_observation(value: Any, first: bool = False) -> Optional[Observation]:
 
 def _is_bool(value: Any) -> bool:
     """A Python or numpy bool (numpy is not imported for the check)."""
-    return isinstance(value, bool) or (_kind(value) == "bool_" and
-                                       type(value).__module__ == "numpy")
+    return isinstance(value, bool) or (
+        _kind(value) == "bool_" and type(value).__module__ == "numpy"
+    )
 
 
 def check_step(value: Any) -> StepResult:
     """``(observation, reward, done[, info])`` checked and normalised."""
     if not isinstance(value, (tuple, list)) or len(value) not in (3, 4):
         size = f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
-        raise EnvTypeError(f"step returned a {_kind(value)}{size}, expected (observation, "
-                           "reward, done) or (observation, reward, done, info)")
+        raise EnvTypeError(
+            f"step returned a {_kind(value)}{size}, expected (observation, "
+            "reward, done) or (observation, reward, done, info)"
+        )
     observation, reward, done = value[:3]
     info = value[3] if len(value) == 4 else {}
     observation = check_observation(observation)

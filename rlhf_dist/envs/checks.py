@@ -1,4 +1,5 @@
 """The early check of the ``env`` section (call it before Ray starts): every name imports."""
+
 from __future__ import annotations
 
 import inspect
@@ -20,15 +21,19 @@ def check_env(env) -> None:
     if inspect.isclass(env_cls):
         missing = [m for m in ("reset", "step") if not callable(getattr(env_cls, m, None))]
         if missing:
-            raise ConfigError(f"env.name {env.name!r}: {env_cls.__name__} has no "
-                              f"{' or '.join(missing)} method; an environment has "
-                              "reset(row) and step(action)")
+            raise ConfigError(
+                f"env.name {env.name!r}: {env_cls.__name__} has no "
+                f"{' or '.join(missing)} method; an environment has "
+                "reset(row) and step(action)"
+            )
     if env.tools or env.tool_format is not None:
         if not getattr(env_cls, "uses_tools", False):
             key = "env.tools" if env.tools else "env.tool_format"
-            raise ConfigError(f"{key}: env.name {env.name!r} is not a tool environment "
-                              "(tools, toy_calculator or a subclass of "
-                              "rlhf_dist.envs.ToolEnv)")
+            raise ConfigError(
+                f"{key}: env.name {env.name!r} is not a tool environment "
+                "(tools, toy_calculator or a subclass of "
+                "rlhf_dist.envs.ToolEnv)"
+            )
         load_tools(env.tools)
         if env.tool_format is not None:
             TOOL_FORMATS.get(env.tool_format, ConfigError)
@@ -41,7 +46,6 @@ def check_env(env) -> None:
     try:
         inspect.signature(env_cls).bind(**env.args)
     except TypeError as err:
-        raise ConfigError(f"env.args: {env.name!r} does not take {dict(env.args)}: "
-                          f"{err}") from None
+        raise ConfigError(f"env.args: {env.name!r} does not take {dict(env.args)}: {err}") from None
     except ValueError:  # no signature to read (a builtin): the first trajectory will tell
         pass

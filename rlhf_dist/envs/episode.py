@@ -14,6 +14,7 @@
   (``truncated = "max_turns"``), or when the rollout calls :meth:`Episode.stop` (e.g. at
   ``env.max_trajectory_tokens``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -48,7 +49,7 @@ def describe_row(row_id: Any, row: Mapping[str, Any]) -> str:
     if not isinstance(prompt, str):
         return f"row {row_id}"
     text = " ".join(prompt.split())
-    text = text if len(text) <= PREVIEW else text[:PREVIEW - 3] + "..."
+    text = text if len(text) <= PREVIEW else text[: PREVIEW - 3] + "..."
     return f"row {row_id} (prompt {text!r})"
 
 
@@ -72,13 +73,15 @@ class EnvStats:
                 self.messages.append(message)
             first = self.failures == 1
         if first:
-            logger.warning("%s (env.on_error=zero_reward: the trajectory ends with reward 0; "
-                           "later failures are counted, not logged)", message)
+            logger.warning(
+                "%s (env.on_error=zero_reward: the trajectory ends with reward 0; "
+                "later failures are counted, not logged)",
+                message,
+            )
 
     def metrics(self) -> Dict[str, float]:
         with self._lock:
-            return {"env/trajectories": float(self.episodes),
-                    "env/failed": float(self.failures)}
+            return {"env/trajectories": float(self.episodes), "env/failed": float(self.failures)}
 
 
 class Episode:
@@ -100,8 +103,9 @@ class Episode:
 
     def _where(self, call: str) -> str:
         turn = f" (turn {self.turns})" if call == "step" else ""
-        return f"env.name {self.factory.name!r}, {describe_row(self.row_id, self.row)}: " \
-               f"{call}{turn}"
+        return (
+            f"env.name {self.factory.name!r}, {describe_row(self.row_id, self.row)}: {call}{turn}"
+        )
 
     def _call(self, call: str, *args: Any) -> Any:
         """The host's ``create`` (``call == "construction"``) or the environment's method
@@ -112,8 +116,9 @@ class Episode:
                 return host.create(self.key)
             return host.call(self.key, call, *args)
         except CallTimeout as err:
-            raise EnvError(f"{self._where(call)} {err} (env.step_timeout_s; the call's thread "
-                           "is abandoned)") from None
+            raise EnvError(
+                f"{self._where(call)} {err} (env.step_timeout_s; the call's thread is abandoned)"
+            ) from None
         except EnvHostLost:  # the environment's process died: not the environment's fault
             raise
         except RemoteCallError as err:  # raised in an env worker: its own type's name
@@ -154,8 +159,9 @@ class Episode:
         if self.done:
             raise RuntimeError(f"{self._where('step')}: the episode is over")
         if not isinstance(action, str):
-            raise TypeError(f"action must be the decoded model turn (str), got "
-                            f"{type(action).__name__}")
+            raise TypeError(
+                f"action must be the decoded model turn (str), got {type(action).__name__}"
+            )
         self.turns += 1
         try:
             value = self._call("step", action)
@@ -199,8 +205,12 @@ class Episode:
     def metrics(self) -> Dict[str, float]:
         """``turns``, ``reward``, ``truncated``, ``failed`` and every numeric ``info`` value
         summed over the steps (``tool_calls``, ``tool_errors`` of the tool environments)."""
-        out = {"turns": float(self.turns), "reward": self.reward,
-               "truncated": float(self.truncated is not None), "failed": float(self.failed)}
+        out = {
+            "turns": float(self.turns),
+            "reward": self.reward,
+            "truncated": float(self.truncated is not None),
+            "failed": float(self.failed),
+        }
         for info in self.infos:
             for key, value in info.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -213,11 +223,14 @@ def env_builder(env) -> Callable[[], Any]:
     ``from_config(env)``); the class is imported now."""
     env_cls = ENVIRONMENTS.get(env.name, ConfigError)
     if hasattr(env_cls, "from_config"):
+
         def build() -> Any:
             return env_cls.from_config(env)
     else:
+
         def build() -> Any:
             return env_cls(**env.args)
+
     return build
 
 
@@ -226,9 +239,16 @@ class EnvFactory:
     new environment, held by ``host`` (default: a :class:`~.host.LocalEnvHost` of ``build``
     with the ``step_timeout_s`` limit; a remote host builds its own)."""
 
-    def __init__(self, name: str, build: Optional[Callable[[], Any]], max_turns: int = 4,
-                 step_timeout_s: Optional[float] = 30.0, on_error: str = "error",
-                 stats: Optional[EnvStats] = None, host: Any = None):
+    def __init__(
+        self,
+        name: str,
+        build: Optional[Callable[[], Any]],
+        max_turns: int = 4,
+        step_timeout_s: Optional[float] = 30.0,
+        on_error: str = "error",
+        stats: Optional[EnvStats] = None,
+        host: Any = None,
+    ):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if host is None and build is None:
@@ -239,14 +259,12 @@ class EnvFactory:
         self.host = host if host is not None else LocalEnvHost(build, step_timeout_s)
 
     @classmethod
-    def from_config(cls, env, stats: Optional[EnvStats] = None,
-                    host: Any = None) -> "EnvFactory":
+    def from_config(cls, env, stats: Optional[EnvStats] = None, host: Any = None) -> "EnvFactory":
         """From the ``env`` section (:class:`~rlhf_dist.config.env.EnvConfig`); the class is
         imported now (run :func:`~rlhf_dist.envs.checks.check_env` first for the early,
         clear errors).  ``host``: where the environments live (default: this process)."""
         build = env_builder(env) if host is None else None
-        return cls(env.name, build, env.max_turns, env.step_timeout_s, env.on_error, stats,
-                   host)
+        return cls(env.name, build, env.max_turns, env.step_timeout_s, env.on_error, stats, host)
 
     @staticmethod
     def new_key() -> int:

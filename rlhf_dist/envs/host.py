@@ -15,6 +15,7 @@ The host interface (duck-typed; all three may be called from many threads at onc
   :class:`RemoteCallError` when it ran elsewhere) or :class:`~.timeout.CallTimeout`;
 * ``drop(key)`` -- forget the environment (after ``close``).
 """
+
 from __future__ import annotations
 
 import threading

@@ -16,6 +16,7 @@ the model answered.  Built-ins (the texts are written by :mod:`rlhf_dist.data.fo
 A user syntax is a ``package.module:Class`` with ``parse(text) -> list`` (and a ``hint`` used
 in error observations), or a class registered in ``TOOL_FORMATS``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,12 +49,12 @@ class HermesParser:
     """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (see module)."""
 
     hint = f'{TOOL_CALL_OPEN}{{"name": <tool>, "arguments": {{...}}}}{TOOL_CALL_CLOSE}'
-    _CALL = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(" + re.escape(TOOL_CALL_CLOSE) +
-                       r"|$)", re.DOTALL)
+    _CALL = re.compile(
+        re.escape(TOOL_CALL_OPEN) + r"(.*?)(" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL
+    )
 
     def parse(self, text: str) -> Parsed:
-        return [self._one(m.group(1).strip(), bool(m.group(2)))
-                for m in self._CALL.finditer(text)]
+        return [self._one(m.group(1).strip(), bool(m.group(2))) for m in self._CALL.finditer(text)]
 
     def _one(self, body: str, closed: bool) -> Union[ToolCall, BadCall]:
         if not closed:
@@ -71,8 +72,9 @@ class HermesParser:
             except json.JSONDecodeError:
                 pass
         if not isinstance(arguments, dict):
-            return BadCall(body, f'"arguments" must be a JSON object, got '
-                                 f'{type(arguments).__name__}')
+            return BadCall(
+                body, f'"arguments" must be a JSON object, got {type(arguments).__name__}'
+            )
         return ToolCall(call["name"], (), arguments)
 
 
@@ -84,8 +86,7 @@ class PlainParser:
     _CALL = re.compile(rf"^\s*{PLAIN_CALL}\s+([A-Za-z_][\w.]*\s*\(.*\))\s*$")
 
     def parse(self, text: str) -> Parsed:
-        return [self._one(line.strip()) for line in text.splitlines()
-                if self._KEYWORD.search(line)]
+        return [self._one(line.strip()) for line in text.splitlines() if self._KEYWORD.search(line)]
 
     def _one(self, line: str) -> Union[ToolCall, BadCall]:
         match = self._CALL.match(line)
@@ -93,14 +94,18 @@ class PlainParser:
             return BadCall(line, f"expected {self.hint} on a line of its own")
         try:
             node = ast.parse(match.group(1), mode="eval").body
-            if not isinstance(node, ast.Call) or not isinstance(node.func, (ast.Name,
-                                                                           ast.Attribute)):
+            if not isinstance(node, ast.Call) or not isinstance(
+                node.func, (ast.Name, ast.Attribute)
+            ):
                 raise ValueError("not a call")
             args = tuple(ast.literal_eval(a) for a in node.args)
             kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
         except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-            return BadCall(line, "the arguments are not literals (numbers, quoted strings, "
-                                 f"lists): expected {self.hint}")
+            return BadCall(
+                line,
+                "the arguments are not literals (numbers, quoted strings, "
+                f"lists): expected {self.hint}",
+            )
         if None in kwargs:  # **spread
             return BadCall(line, f"expected {self.hint}")
         return ToolCall(ast.unparse(node.func), args, kwargs)

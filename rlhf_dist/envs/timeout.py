@@ -7,6 +7,7 @@ daemon thread, it does not keep the process from exiting.  The caller must not u
 the call was working on again (an :class:`~rlhf_dist.envs.episode.Episode` ends its
 trajectory).  An environment that can hang for good should run out of process (``env.workers``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,9 @@ class CallTimeout(TimeoutError):
     """The call did not return within its limit (its thread is left running)."""
 
 
-def call_with_timeout(fn: Callable[..., Any], timeout_s: Optional[float], *args: Any,
-                      name: str = "rlhf_dist-env-call") -> Any:
+def call_with_timeout(
+    fn: Callable[..., Any], timeout_s: Optional[float], *args: Any, name: str = "rlhf_dist-env-call"
+) -> Any:
     """``fn(*args)``, or :class:`CallTimeout` after ``timeout_s`` seconds; an exception of
     ``fn`` is re-raised here.  ``timeout_s`` 0 or None: called in this thread, no limit."""
     if not timeout_s:

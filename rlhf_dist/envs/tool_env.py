@@ -20,6 +20,7 @@ taking ``(prompts, responses, labels, extras)`` -- called on the final answer wi
 ``label`` and ``extras``; no score: the final answer's reward is 0 (the run's own
 ``ppo.rewards`` may score the transcript).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -48,18 +49,25 @@ class ToolEnv(Env):
     default_format = "hermes"
     default_score: Optional[str] = None
 
-    def __init__(self, tools: Optional[Sequence[str]] = None, tool_format: Optional[str] = None,
-                 score: Optional[str] = None, score_args: Optional[Dict[str, Any]] = None,
-                 tool_timeout_s: float = 10.0, observation: str = "message",
-                 system_prompt: Optional[str] = None):
+    def __init__(
+        self,
+        tools: Optional[Sequence[str]] = None,
+        tool_format: Optional[str] = None,
+        score: Optional[str] = None,
+        score_args: Optional[Dict[str, Any]] = None,
+        tool_timeout_s: float = 10.0,
+        observation: str = "message",
+        system_prompt: Optional[str] = None,
+    ):
         self.tools = load_tools(list(tools or self.default_tools))
         if not self.tools:
             raise ConfigError("env.tools: a tool environment needs at least one tool")
         self.format = tool_format or self.default_format
         self.parser = TOOL_FORMATS.get(self.format, ConfigError)()
         if observation not in OBSERVATIONS:
-            raise ConfigError(f"env.args.observation: got {observation!r}, expected one of "
-                              f"{list(OBSERVATIONS)}")
+            raise ConfigError(
+                f"env.args.observation: got {observation!r}, expected one of {list(OBSERVATIONS)}"
+            )
         self.observation, self.tool_timeout_s = observation, tool_timeout_s
         self.system_prompt = system_prompt
         self.score = _load_score(score or self.default_score, score_args)
@@ -86,16 +94,16 @@ class ToolEnv(Env):
         if self.system_prompt is None:
             return prompt
         if not isinstance(prompt, (list, tuple)):
-            raise ValueError("system_prompt needs the prompt as a message list, got a "
-                             f"{type(prompt).__name__}")
+            raise ValueError(
+                f"system_prompt needs the prompt as a message list, got a {type(prompt).__name__}"
+            )
         text = self.system_prompt.replace("{tools}", describe_tools(self.tools))
         return [{"role": "system", "content": text}] + check_messages(prompt)
 
     def step(self, action: str) -> StepResult:
         calls = self.parser.parse(action)
         if not calls:  # no call: the final answer
-            return StepResult(None, self._score(action), True,
-                              {"tool_calls": 0, "tool_errors": 0})
+            return StepResult(None, self._score(action), True, {"tool_calls": 0, "tool_errors": 0})
         results = [self._run(call) for call in calls]
         info = {"tool_calls": len(results), "tool_errors": sum(r.error for r in results)}
         return StepResult(self._observe([r.text for r in results]), 0.0, False, info)
@@ -105,9 +113,11 @@ class ToolEnv(Env):
     def _run(self, call) -> ToolResult:
         if isinstance(call, BadCall):
             hint = getattr(self.parser, "hint", "")
-            return ToolResult(f"error: cannot read the tool call {call.text!r}: {call.reason}"
-                              + (f" (write {hint})" if hint and hint not in call.reason
-                                 else ""), True)
+            return ToolResult(
+                f"error: cannot read the tool call {call.text!r}: {call.reason}"
+                + (f" (write {hint})" if hint and hint not in call.reason else ""),
+                True,
+            )
         return run_tool(call, self.tools, self.tool_timeout_s)
 
     def _observe(self, texts: List[str]) -> Observation:
@@ -120,8 +130,12 @@ class ToolEnv(Env):
         if self.score is None:
             return 0.0
         prompt = self.row.get("prompt")
-        values = self.score([prompt if isinstance(prompt, str) else str(prompt)], [answer],
-                            [self.row.get("label")], [self.row.get("extras") or {}])
+        values = self.score(
+            [prompt if isinstance(prompt, str) else str(prompt)],
+            [answer],
+            [self.row.get("label")],
+            [self.row.get("extras") or {}],
+        )
         return float(values[0])
 
 

@@ -8,6 +8,7 @@ observation (:func:`run_tool`).  Built-ins are registered in
 model calls it by the function's name) or register one with
 ``TOOLS.register("name")(function)``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,15 +38,25 @@ def add(a: float, b: float) -> float:
     return _number(a, "a") + _number(b, "b")
 
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv,
-              ast.Mod: operator.mod, ast.USub: operator.neg, ast.UAdd: operator.pos}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 MAX_DIGITS = 100  # calculator results longer than this are refused (no 9**9**9)
 
 
 def _evaluate(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and not isinstance(node.value, bool) and \
-            isinstance(node.value, (int, float)):
+    if (
+        isinstance(node, ast.Constant)
+        and not isinstance(node.value, bool)
+        and isinstance(node.value, (int, float))
+    ):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         value = _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
@@ -130,17 +141,20 @@ def format_result(value: Any) -> str:
     return str(value)
 
 
-def run_tool(call: ToolCall, tools: Dict[str, Tool],
-             timeout_s: Optional[float] = None) -> ToolResult:
+def run_tool(
+    call: ToolCall, tools: Dict[str, Tool], timeout_s: Optional[float] = None
+) -> ToolResult:
     """Run ``call``; an unknown tool, an exception or a timeout is an error observation
     (``error: ...``) the model reads, never raised."""
     fn = tools.get(call.name)
     if fn is None:
-        return ToolResult(f"error: unknown tool {call.name!r}; the tools are "
-                          f"{', '.join(sorted(tools))}", True)
+        return ToolResult(
+            f"error: unknown tool {call.name!r}; the tools are {', '.join(sorted(tools))}", True
+        )
     try:
-        value = call_with_timeout(lambda: fn(*call.args, **call.kwargs), timeout_s,
-                                  name=f"rlhf_dist-tool-{call.name}")
+        value = call_with_timeout(
+            lambda: fn(*call.args, **call.kwargs), timeout_s, name=f"rlhf_dist-tool-{call.name}"
+        )
     except CallTimeout:
         return ToolResult(f"error: {call.name} timed out after {timeout_s:g} s", True)
     except Exception as err:  # the tool's failure is the model's observation

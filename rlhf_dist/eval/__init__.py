@@ -13,6 +13,7 @@
 Exports resolve lazily (PEP 562): ``import rlhf_dist.eval`` imports neither torch nor
 transformers; the first use of a name imports its submodule.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List
@@ -21,31 +22,90 @@ from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.eval.agent import AgentRun, run_agent
-    from rlhf_dist.eval.evaluate import (EvalReport, ModelRun, compare, evaluate_model,
-                                         evaluate_models, generate_responses, nll_on,
-                                         perplexity_on, response_metrics, reward_scores,
-                                         run_model, scoring_ids)
+    from rlhf_dist.eval.evaluate import (
+        EvalReport,
+        ModelRun,
+        compare,
+        evaluate_model,
+        evaluate_models,
+        generate_responses,
+        nll_on,
+        perplexity_on,
+        response_metrics,
+        reward_scores,
+        run_model,
+        scoring_ids,
+    )
     from rlhf_dist.eval.inputs import PromptSet, load_prompts, load_reference
-    from rlhf_dist.eval.loading import (Policy, RewardModel, load_policy, load_reward_model,
-                                        resolve_device)
-    from rlhf_dist.eval.metrics import (SMOOTHING, agent_metrics, brevity_penalty,
-                                        clipped_matches, distinct_n, harmlessness, helpfulness,
-                                        is_helpful, mean_std, ngrams, perplexity, self_bleu,
-                                        sentence_bleu, tokens_of, toy_kinds, win_rate)
-    from rlhf_dist.eval.report import (COLUMNS, markdown_table, report_dict, report_markdown,
-                                       write_report)
+    from rlhf_dist.eval.loading import (
+        Policy,
+        RewardModel,
+        load_policy,
+        load_reward_model,
+        resolve_device,
+    )
+    from rlhf_dist.eval.metrics import (
+        SMOOTHING,
+        agent_metrics,
+        brevity_penalty,
+        clipped_matches,
+        distinct_n,
+        harmlessness,
+        helpfulness,
+        is_helpful,
+        mean_std,
+        ngrams,
+        perplexity,
+        self_bleu,
+        sentence_bleu,
+        tokens_of,
+        toy_kinds,
+        win_rate,
+    )
+    from rlhf_dist.eval.report import (
+        COLUMNS,
+        markdown_table,
+        report_dict,
+        report_markdown,
+        write_report,
+    )
 
 _MODULES: Dict[str, List[str]] = {
     "agent": ["AgentRun", "run_agent"],
-    "metrics": ["SMOOTHING", "agent_metrics", "brevity_penalty", "clipped_matches",
-                "distinct_n", "harmlessness", "helpfulness", "is_helpful", "mean_std", "ngrams",
-                "perplexity", "self_bleu", "sentence_bleu", "tokens_of", "toy_kinds",
-                "win_rate"],
+    "metrics": [
+        "SMOOTHING",
+        "agent_metrics",
+        "brevity_penalty",
+        "clipped_matches",
+        "distinct_n",
+        "harmlessness",
+        "helpfulness",
+        "is_helpful",
+        "mean_std",
+        "ngrams",
+        "perplexity",
+        "self_bleu",
+        "sentence_bleu",
+        "tokens_of",
+        "toy_kinds",
+        "win_rate",
+    ],
     "loading": ["Policy", "RewardModel", "load_policy", "load_reward_model", "resolve_device"],
     "inputs": ["PromptSet", "load_prompts", "load_reference"],
-    "evaluate": ["EvalReport", "ModelRun", "compare", "evaluate_model", "evaluate_models",
-                 "generate_responses", "nll_on", "perplexity_on", "response_metrics",
-                 "reward_scores", "run_model", "scoring_ids"],
+    "evaluate": [
+        "EvalReport",
+        "ModelRun",
+        "compare",
+        "evaluate_model",
+        "evaluate_models",
+        "generate_responses",
+        "nll_on",
+        "perplexity_on",
+        "response_metrics",
+        "reward_scores",
+        "run_model",
+        "scoring_ids",
+    ],
     "report": ["COLUMNS", "markdown_table", "report_dict", "report_markdown", "write_report"],
 }
 # public name -> submodule that defines it

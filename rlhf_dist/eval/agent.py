@@ -13,6 +13,7 @@ The answer text of a trajectory is its transcript after the prompt (model turns 
 observations, special tokens dropped); its metrics are the episode's log line
 (:func:`~rlhf_dist.eval.metrics.agent_metrics` averages them).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
@@ -32,10 +33,17 @@ class AgentRun(NamedTuple):
     trajectories: List[Dict[str, float]]
 
 
-def run_agent(policy: Any, prompts: Sequence[str], labels: Optional[Sequence[Any]],
-              agent: Config, seed: Optional[int] = 0, batch_size: int = 16,
-              backend: str = "hf", model_dir: Optional[str] = None, engines: Any = None
-              ) -> AgentRun:
+def run_agent(
+    policy: Any,
+    prompts: Sequence[str],
+    labels: Optional[Sequence[Any]],
+    agent: Config,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    backend: str = "hf",
+    model_dir: Optional[str] = None,
+    engines: Any = None,
+) -> AgentRun:
     """The trajectories of ``policy`` (a loaded :class:`~rlhf_dist.eval.loading.Policy`)
     from each of ``prompts`` against ``agent.env`` (``agent``: a config whose ``env``,
     ``rollout`` and ``data`` sections apply; ``data.max_prompt_length`` cuts prompts)."""
@@ -44,21 +52,33 @@ def run_agent(policy: Any, prompts: Sequence[str], labels: Optional[Sequence[Any
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tokenizer = policy.tokenizer
-    sampler = make_sampler(backend, model_dir=model_dir, model=policy.model,
-                           tokenizer=tokenizer, rollout=agent.rollout, seed=seed or 0,
-                           engines=engines, max_model_len=agent.longest_sequence)
+    sampler = make_sampler(
+        backend,
+        model_dir=model_dir,
+        model=policy.model,
+        tokenizer=tokenizer,
+        rollout=agent.rollout,
+        seed=seed or 0,
+        engines=engines,
+        max_model_len=agent.longest_sequence,
+    )
     rollout = MultiTurnRollout(SamplerRollout(agent, tokenizer, sampler))
-    encoder = Encoder(tokenizer, agent.data.max_length, agent.data.max_prompt_length,
-                      add_bos=not agent.data.apply_chat_template)
+    encoder = Encoder(
+        tokenizer,
+        agent.data.max_length,
+        agent.data.max_prompt_length,
+        add_bos=not agent.data.apply_chat_template,
+    )
     responses: List[str] = []
     metrics: List[Dict[str, float]] = []
     try:
         for b, start in enumerate(range(0, len(prompts), batch_size)):
             part = range(start, min(start + batch_size, len(prompts)))
-            rows = [{"prompt": prompts[i], "label": None if labels is None else labels[i],
-                     "extras": {}} for i in part]
-            ids = left_padded([encoder.prompt(row["prompt"]) for row in rows],
-                              sampler.pad_token_id)
+            rows = [
+                {"prompt": prompts[i], "label": None if labels is None else labels[i], "extras": {}}
+                for i in part
+            ]
+            ids = left_padded([encoder.prompt(row["prompt"]) for row in rows], sampler.pad_token_id)
             batch_seed = derive_seed(seed or 0, b, SAMPLING)
             for trajectory in rollout.run(ids, batch_seed, rows):
                 responses.append(tokenizer.decode(trajectory.tokens, skip_special_tokens=True))

@@ -16,6 +16,7 @@ left-truncated to ``max_prompt_length``, EOS appended to responses, sequences cu
   prompt masked, EOS scored), or of plain texts (every token scored);
 * :func:`evaluate_model` / :func:`evaluate_models` / :func:`compare` — the report.
 """
+
 from __future__ import annotations
 
 import gc
@@ -68,11 +69,18 @@ def _source_dir(source: ModelSource) -> Optional[str]:
 
 
 @torch.no_grad()
-def generate_responses(model: ModelSource, prompts: Sequence[str],
-                       rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
-                       batch_size: int = 16, max_prompt_length: int = MAX_PROMPT_LENGTH,
-                       device: Optional[str] = None, backend: str = "hf",
-                       model_dir: Optional[str] = None, engines: Any = None) -> List[str]:
+def generate_responses(
+    model: ModelSource,
+    prompts: Sequence[str],
+    rollout: Optional[RolloutConfig] = None,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+    backend: str = "hf",
+    model_dir: Optional[str] = None,
+    engines: Any = None,
+) -> List[str]:
     """Responses to ``prompts`` (texts, e.g. ``"Human: …\\nAssistant:"``) from a causal LM.
 
     ``rollout`` (a :class:`RolloutConfig`, default: its defaults) sets greedy / sampling,
@@ -91,18 +99,33 @@ def generate_responses(model: ModelSource, prompts: Sequence[str],
     from rlhf_dist.rollout.sampling import sample_with_backend
 
     policy = as_policy(model, device)
-    return sample_with_backend(backend, policy.tokenizer, prompts, rollout or RolloutConfig(),
-                               batch_size, max_prompt_length, seed, model=policy.model,
-                               model_dir=model_dir or _source_dir(model), engines=engines)
+    return sample_with_backend(
+        backend,
+        policy.tokenizer,
+        prompts,
+        rollout or RolloutConfig(),
+        batch_size,
+        max_prompt_length,
+        seed,
+        model=policy.model,
+        model_dir=model_dir or _source_dir(model),
+        engines=engines,
+    )
 
 
 # --------------------------------------------------------------------------- reward model
 
 
-def reward_scores(reward_model: RewardSource, prompts: Sequence[str], responses: Sequence[str],
-                  batch_size: int = 16, normalize: bool = False, max_length: int = MAX_LENGTH,
-                  max_prompt_length: int = MAX_PROMPT_LENGTH,
-                  device: Optional[str] = None) -> List[float]:
+def reward_scores(
+    reward_model: RewardSource,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 16,
+    normalize: bool = False,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+) -> List[float]:
     """RM score of each ``(prompts[i], responses[i])`` by the one text scorer,
     :class:`~rlhf_dist.rewards.model_scorer.RewardModelScorer` (the scalar at the appended
     EOS of :func:`scoring_ids`, right-padded batches); ``normalize=True`` applies the RM's
@@ -110,8 +133,9 @@ def reward_scores(reward_model: RewardSource, prompts: Sequence[str], responses:
     if len(prompts) != len(responses):
         raise ValueError(f"reward_scores: {len(prompts)} prompts but {len(responses)} responses")
     rm = as_reward_model(reward_model, device)
-    return RewardModelScorer(rm.model, rm.tokenizer, batch_size, max_length, max_prompt_length,
-                             normalize)(prompts, responses)
+    return RewardModelScorer(
+        rm.model, rm.tokenizer, batch_size, max_length, max_prompt_length, normalize
+    )(prompts, responses)
 
 
 # --------------------------------------------------------------------------- perplexity
@@ -130,9 +154,14 @@ def _lm_example(encoder: Any, item: ReferenceItem) -> Dict[str, Any]:
 
 
 @torch.no_grad()
-def nll_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem], batch_size: int = 8,
-           max_length: int = MAX_LENGTH, max_prompt_length: int = MAX_PROMPT_LENGTH
-           ) -> Tuple[float, int]:
+def nll_on(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ReferenceItem],
+    batch_size: int = 8,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+) -> Tuple[float, int]:
     """``(total NLL in nats, scored tokens)`` of ``items`` under a causal LM (see
     :func:`perplexity_on`)."""
     from rlhf_dist.algo.logprobs import shifted_token_logps
@@ -148,8 +177,9 @@ def nll_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem], batch_siz
     try:
         for part in _chunks(len(items), batch_size):
             batch = collate([_lm_example(encoder, item) for item in items[part]])
-            logits = causal_lm_logits(model, batch["input_ids"].to(dev),
-                                      batch["attention_mask"].to(dev))
+            logits = causal_lm_logits(
+                model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+            )
             logps, mask = shifted_token_logps(logits, batch["labels"].to(dev))
             total_nll -= float(logps.double().sum())
             total_tokens += int(mask.sum())
@@ -158,9 +188,14 @@ def nll_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem], batch_siz
     return total_nll, total_tokens
 
 
-def perplexity_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem],
-                  batch_size: int = 8, max_length: int = MAX_LENGTH,
-                  max_prompt_length: int = MAX_PROMPT_LENGTH) -> float:
+def perplexity_on(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ReferenceItem],
+    batch_size: int = 8,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+) -> float:
     """Perplexity of a causal LM on a reference set, token-weighted over the whole set:
     ``exp(Σ NLL / Σ tokens)``.
 
@@ -168,17 +203,21 @@ def perplexity_on(model: Any, tokenizer: Any, items: Sequence[ReferenceItem],
     prompt masked (the SFT labels of :meth:`rlhf_dist.data.Encoder.sft`); a plain string scores
     every token after the first (and EOS).  Positions come from the attention mask.
     """
-    total_nll, total_tokens = nll_on(model, tokenizer, items, batch_size, max_length,
-                                     max_prompt_length)
+    total_nll, total_tokens = nll_on(
+        model, tokenizer, items, batch_size, max_length, max_prompt_length
+    )
     return M.perplexity(total_nll, total_tokens)
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def response_metrics(prompts: Sequence[str], responses: Sequence[str],
-                     kinds: Optional[Sequence[Optional[str]]] = None,
-                     scores: Optional[Sequence[float]] = None) -> Dict[str, float]:
+def response_metrics(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    kinds: Optional[Sequence[Optional[str]]] = None,
+    scores: Optional[Sequence[float]] = None,
+) -> Dict[str, float]:
     """The text metrics of one model's answers (one answer per entry, prompts repeated for
     several samples): ``distinct_1``, ``distinct_2``, ``self_bleu``, ``response_length`` (mean
     whitespace tokens); ``reward_mean`` / ``reward_std`` with ``scores``; ``harmlessness`` /
@@ -189,7 +228,8 @@ def response_metrics(prompts: Sequence[str], responses: Sequence[str],
         "distinct_2": M.distinct_n(responses, 2),
         "self_bleu": M.self_bleu(responses),
         "response_length": M.mean_std([len(M.tokens_of(r)) for r in responses])[0]
-        if responses else 0.0,
+        if responses
+        else 0.0,
     }
     if scores is not None:
         out["reward_mean"], out["reward_std"] = M.mean_std(scores)
@@ -221,15 +261,22 @@ def _repeat(values: Sequence, n: int) -> List:
     return [v for v in values for _ in range(n)]
 
 
-def run_model(model: ModelSource, prompts: Sequence[str],
-              kinds: Optional[Sequence[Optional[str]]] = None,
-              reference: Optional[Sequence[ReferenceItem]] = None,
-              rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
-              batch_size: int = 16, max_length: int = MAX_LENGTH,
-              max_prompt_length: int = MAX_PROMPT_LENGTH,
-              device: Optional[str] = None, backend: str = "hf",
-              engines: Any = None, agent: Any = None,
-              labels: Optional[Sequence[Any]] = None) -> ModelRun:
+def run_model(
+    model: ModelSource,
+    prompts: Sequence[str],
+    kinds: Optional[Sequence[Optional[str]]] = None,
+    reference: Optional[Sequence[ReferenceItem]] = None,
+    rollout: Optional[RolloutConfig] = None,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+    backend: str = "hf",
+    engines: Any = None,
+    agent: Any = None,
+    labels: Optional[Sequence[Any]] = None,
+) -> ModelRun:
     """Load ``model`` once, answer ``prompts`` (:func:`generate_responses` with ``backend``)
     and measure :func:`perplexity_on` ``reference`` (when given; always on the HF model).
     With ``agent`` (a :class:`~rlhf_dist.config.Config` whose ``env`` section names an
@@ -244,21 +291,39 @@ def run_model(model: ModelSource, prompts: Sequence[str],
     if agent is not None:
         from rlhf_dist.eval.agent import run_agent
 
-        responses, trajectories = run_agent(policy, prompts, labels, agent, seed, batch_size,
-                                            backend, _source_dir(model), engines)
+        responses, trajectories = run_agent(
+            policy, prompts, labels, agent, seed, batch_size, backend, _source_dir(model), engines
+        )
     else:
-        responses = generate_responses(policy, prompts, rollout, seed, batch_size,
-                                       max_prompt_length, backend=backend,
-                                       model_dir=_source_dir(model), engines=engines)
-    ppl = (perplexity_on(policy.model, policy.tokenizer, reference, batch_size, max_length,
-                         max_prompt_length) if reference else None)
+        responses = generate_responses(
+            policy,
+            prompts,
+            rollout,
+            seed,
+            batch_size,
+            max_prompt_length,
+            backend=backend,
+            model_dir=_source_dir(model),
+            engines=engines,
+        )
+    ppl = (
+        perplexity_on(
+            policy.model, policy.tokenizer, reference, batch_size, max_length, max_prompt_length
+        )
+        if reference
+        else None
+    )
     n = rollout.n_samples_per_prompt
-    return ModelRun(_repeat(prompts, n), None if kinds is None else _repeat(kinds, n),
-                    responses, ppl, trajectories)
+    return ModelRun(
+        _repeat(prompts, n),
+        None if kinds is None else _repeat(kinds, n),
+        responses,
+        ppl,
+        trajectories,
+    )
 
 
-def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]], n: int = 1
-                ) -> Dict[str, float]:
+def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]], n: int = 1) -> Dict[str, float]:
     out = response_metrics(run.prompts, run.responses, run.kinds, scores)
     if run.perplexity is not None:
         out["perplexity"] = run.perplexity
@@ -267,43 +332,88 @@ def _metrics_of(run: ModelRun, scores: Optional[Sequence[float]], n: int = 1
     return out
 
 
-def evaluate_model(model: ModelSource, prompts: Sequence[str], *,
-                   kinds: Optional[Sequence[Optional[str]]] = None,
-                   reward_model: Optional[RewardSource] = None,
-                   reference: Optional[Sequence[ReferenceItem]] = None,
-                   rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
-                   batch_size: int = 16, max_length: int = MAX_LENGTH,
-                   max_prompt_length: int = MAX_PROMPT_LENGTH,
-                   device: Optional[str] = None, backend: str = "hf") -> Dict[str, float]:
+def evaluate_model(
+    model: ModelSource,
+    prompts: Sequence[str],
+    *,
+    kinds: Optional[Sequence[Optional[str]]] = None,
+    reward_model: Optional[RewardSource] = None,
+    reference: Optional[Sequence[ReferenceItem]] = None,
+    rollout: Optional[RolloutConfig] = None,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+    backend: str = "hf",
+) -> Dict[str, float]:
     """Every metric of one model: :func:`response_metrics` of its answers to ``prompts``
     (sampled by ``backend``; ``reward_mean``/``reward_std`` with ``reward_model``;
     ``harmlessness``/``helpfulness`` with toy ``kinds``) plus ``perplexity`` on ``reference``
     (when given)."""
-    run = run_model(model, prompts, kinds, reference, rollout, seed, batch_size, max_length,
-                    max_prompt_length, device, backend)
-    scores = (reward_scores(reward_model, run.prompts, run.responses, batch_size,
-                            max_length=max_length, max_prompt_length=max_prompt_length,
-                            device=device) if reward_model is not None else None)
+    run = run_model(
+        model,
+        prompts,
+        kinds,
+        reference,
+        rollout,
+        seed,
+        batch_size,
+        max_length,
+        max_prompt_length,
+        device,
+        backend,
+    )
+    scores = (
+        reward_scores(
+            reward_model,
+            run.prompts,
+            run.responses,
+            batch_size,
+            max_length=max_length,
+            max_prompt_length=max_prompt_length,
+            device=device,
+        )
+        if reward_model is not None
+        else None
+    )
     return _metrics_of(run, scores)
 
 
-def compare(model_a: ModelSource, model_b: ModelSource, reward_model: RewardSource,
-            prompts: Sequence[str], rollout: Optional[RolloutConfig] = None,
-            seed: Optional[int] = 0, tie_eps: float = 0.0, batch_size: int = 16,
-            max_length: int = MAX_LENGTH, max_prompt_length: int = MAX_PROMPT_LENGTH,
-            device: Optional[str] = None, backend: str = "hf") -> Dict[str, float]:
+def compare(
+    model_a: ModelSource,
+    model_b: ModelSource,
+    reward_model: RewardSource,
+    prompts: Sequence[str],
+    rollout: Optional[RolloutConfig] = None,
+    seed: Optional[int] = 0,
+    tie_eps: float = 0.0,
+    batch_size: int = 16,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+    backend: str = "hf",
+) -> Dict[str, float]:
     """Win rate of A against B judged by ``reward_model``: both answer the same ``prompts``
     with the same sampling seed (and ``backend``), the RM scores each answer,
     :func:`~metrics.win_rate` of the per-answer scores (``win``, ``tie``, ``loss``,
     ``win_rate`` = win + tie / 2)."""
     rollout = rollout or RolloutConfig()
     n = rollout.n_samples_per_prompt
-    answers = [generate_responses(m, prompts, rollout, seed, batch_size, max_prompt_length,
-                                  device, backend) for m in (model_a, model_b)]
+    answers = [
+        generate_responses(
+            m, prompts, rollout, seed, batch_size, max_prompt_length, device, backend
+        )
+        for m in (model_a, model_b)
+    ]
     rm = as_reward_model(reward_model, device)
     repeated = _repeat(prompts, n)
-    scores = [reward_scores(rm, repeated, a, batch_size, max_length=max_length,
-                            max_prompt_length=max_prompt_length) for a in answers]
+    scores = [
+        reward_scores(
+            rm, repeated, a, batch_size, max_length=max_length, max_prompt_length=max_prompt_length
+        )
+        for a in answers
+    ]
     return M.win_rate(scores[0], scores[1], tie_eps)
 
 
@@ -318,17 +428,27 @@ class EvalReport(NamedTuple):
     baseline: Optional[str]
 
 
-def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *,
-                    kinds: Optional[Sequence[Optional[str]]] = None,
-                    reward_model: Optional[RewardSource] = None,
-                    reference: Optional[Sequence[ReferenceItem]] = None,
-                    baseline: Optional[str] = None, tie_eps: float = 0.0,
-                    rollout: Optional[RolloutConfig] = None, seed: Optional[int] = 0,
-                    batch_size: int = 16, max_length: int = MAX_LENGTH,
-                    max_prompt_length: int = MAX_PROMPT_LENGTH,
-                    device: Optional[str] = None, backend: str = "hf",
-                    verifier: Optional[Any] = None, labels: Optional[Sequence[Any]] = None,
-                    engines: Any = None, agent: Any = None) -> EvalReport:
+def evaluate_models(
+    models: Mapping[str, ModelSource],
+    prompts: Sequence[str],
+    *,
+    kinds: Optional[Sequence[Optional[str]]] = None,
+    reward_model: Optional[RewardSource] = None,
+    reference: Optional[Sequence[ReferenceItem]] = None,
+    baseline: Optional[str] = None,
+    tie_eps: float = 0.0,
+    rollout: Optional[RolloutConfig] = None,
+    seed: Optional[int] = 0,
+    batch_size: int = 16,
+    max_length: int = MAX_LENGTH,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
+    device: Optional[str] = None,
+    backend: str = "hf",
+    verifier: Optional[Any] = None,
+    labels: Optional[Sequence[Any]] = None,
+    engines: Any = None,
+    agent: Any = None,
+) -> EvalReport:
     """The comparison table: :func:`evaluate_model` for each of ``models`` (name → source;
     one model in memory at a time, the reward model loaded once), all answering the same
     ``prompts`` with the same seed and ``backend``.  With ``baseline`` (a name in
@@ -351,18 +471,36 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     runs: Dict[str, ModelRun] = {}
     for name, source in models.items():
         logger.info("eval: %s: generating answers to %d prompts", name, len(prompts))
-        runs[name] = run_model(source, prompts, kinds, reference, rollout, seed, batch_size,
-                               max_length, max_prompt_length, device, backend, engines, agent,
-                               labels)
+        runs[name] = run_model(
+            source,
+            prompts,
+            kinds,
+            reference,
+            rollout,
+            seed,
+            batch_size,
+            max_length,
+            max_prompt_length,
+            device,
+            backend,
+            engines,
+            agent,
+            labels,
+        )
         gc.collect()
     scores: Dict[str, List[float]] = {}
     if reward_model is not None:
         rm = as_reward_model(reward_model, device)
         for name, run in runs.items():
             logger.info("eval: %s: reward model scoring %d answers", name, len(run.responses))
-            scores[name] = reward_scores(rm, run.prompts, run.responses, batch_size,
-                                         max_length=max_length,
-                                         max_prompt_length=max_prompt_length)
+            scores[name] = reward_scores(
+                rm,
+                run.prompts,
+                run.responses,
+                batch_size,
+                max_length=max_length,
+                max_prompt_length=max_prompt_length,
+            )
         del rm
         gc.collect()
     rollout = agent.rollout if agent is not None else (rollout or RolloutConfig())
@@ -370,8 +508,12 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     metrics = {name: _metrics_of(run, scores.get(name), n) for name, run in runs.items()}
     if verifier is not None:
         for name, run in runs.items():
-            rewards = verifier(run.prompts, run.responses, _repeat(labels or [None] * len(
-                prompts), n), [{}] * len(run.responses))
+            rewards = verifier(
+                run.prompts,
+                run.responses,
+                _repeat(labels or [None] * len(prompts), n),
+                [{}] * len(run.responses),
+            )
             metrics[name].update(M.verifier_metrics(rewards.tolist(), n))
     if baseline is not None:
         for name in runs:
@@ -379,6 +521,20 @@ def evaluate_models(models: Mapping[str, ModelSource], prompts: Sequence[str], *
     return EvalReport(metrics, runs, scores, baseline)
 
 
-__all__ = ["EvalReport", "MAX_LENGTH", "MAX_PROMPT_LENGTH", "ModelRun", "ReferenceItem",
-           "compare", "evaluate_model", "evaluate_models", "generate_responses", "nll_on",
-           "perplexity_on", "response_metrics", "reward_scores", "run_model", "scoring_ids"]
+__all__ = [
+    "EvalReport",
+    "MAX_LENGTH",
+    "MAX_PROMPT_LENGTH",
+    "ModelRun",
+    "ReferenceItem",
+    "compare",
+    "evaluate_model",
+    "evaluate_models",
+    "generate_responses",
+    "nll_on",
+    "perplexity_on",
+    "response_metrics",
+    "reward_scores",
+    "run_model",
+    "scoring_ids",
+]

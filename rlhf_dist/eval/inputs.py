@@ -5,6 +5,7 @@ jsonl/json/parquet/csv file or directory, or a hub dataset) and row conversion (
 keys; a prompt may be a string or a message list, rendered in the plain ``Human:/Assistant:``
 format).  A bad row raises :class:`~rlhf_dist.data.DataError` naming the source, row and field.
 """
+
 from __future__ import annotations
 
 from typing import Any, List, NamedTuple, Optional, Tuple
@@ -42,9 +43,13 @@ def _rows(path: str, split: Optional[str], kind: str, max_samples: Optional[int]
     return rows, source_name(path, split, kind)
 
 
-def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = None,
-                 max_samples: Optional[int] = None, labels_key: Optional[str] = None
-                 ) -> PromptSet:
+def load_prompts(
+    path: str,
+    prompt_key: str = "prompt",
+    split: Optional[str] = None,
+    max_samples: Optional[int] = None,
+    labels_key: Optional[str] = None,
+) -> PromptSet:
     """Prompts of ``path`` (``toy``: the toy task's held-out prompts).
 
     The ``prompt_key`` column (a string or a message list) is the prompt; a ``kind`` column with
@@ -61,8 +66,9 @@ def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = N
             if labels_key is not None:
                 label = field_value(row, labels_key)  # a dotted key reaches nested values
                 if label is None:
-                    raise RowError(labels_key, "missing (--label-key, data.label_key, "
-                                              "names the label column)")
+                    raise RowError(
+                        labels_key, "missing (--label-key, data.label_key, names the label column)"
+                    )
                 labels.append(label)
         except RowError as err:
             raise DataError.bad_row(source, i, err.field, err.reason) from None
@@ -73,9 +79,13 @@ def load_prompts(path: str, prompt_key: str = "prompt", split: Optional[str] = N
     return PromptSet(prompts, kinds, labels if labels_key is not None else None)
 
 
-def load_reference(path: str, prompt_key: str = "prompt", response_key: str = "response",
-                   split: Optional[str] = None, max_samples: Optional[int] = None
-                   ) -> List[Tuple[str, str]]:
+def load_reference(
+    path: str,
+    prompt_key: str = "prompt",
+    response_key: str = "response",
+    split: Optional[str] = None,
+    max_samples: Optional[int] = None,
+) -> List[Tuple[str, str]]:
     """``(prompt, response)`` pairs of ``path`` for perplexity (``toy``: the held-out SFT rows,
     i.e. the aligned answers).  ``messages`` rows work too (last turn = response)."""
     rows, source = _rows(path, split, "sft", max_samples)

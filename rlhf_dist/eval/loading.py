@@ -6,6 +6,7 @@ A source is a local path / hub name (``str``), a :class:`~rlhf_dist.config.Model
 :class:`Policy` / :class:`RewardModel` (used as is).  A missing local path raises
 :class:`~rlhf_dist.models.ModelError` naming the field before anything is read.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Union
@@ -44,8 +45,9 @@ def _section(source: Union[str, ModelConfig]) -> ModelConfig:
     return ModelConfig(name_or_path=source) if isinstance(source, str) else source
 
 
-def load_policy(source: Union[str, ModelConfig], device: Optional[str] = None,
-                field_prefix: str = "model") -> Policy:
+def load_policy(
+    source: Union[str, ModelConfig], device: Optional[str] = None, field_prefix: str = "model"
+) -> Policy:
     """Load a causal LM and its tokenizer (from the model directory unless the section names
     ``tokenizer_path``), in eval mode on ``device``."""
     from rlhf_dist.models import load_causal_lm, load_tokenizer
@@ -56,8 +58,11 @@ def load_policy(source: Union[str, ModelConfig], device: Optional[str] = None,
     return Policy(model, tokenizer)
 
 
-def load_reward_model(source: Union[str, ModelConfig], device: Optional[str] = None,
-                      field_prefix: str = "reward_model") -> RewardModel:
+def load_reward_model(
+    source: Union[str, ModelConfig],
+    device: Optional[str] = None,
+    field_prefix: str = "reward_model",
+) -> RewardModel:
     """Load a reward model (``load_scalar_model(role="reward")``) and its tokenizer."""
     from rlhf_dist.models import load_scalar_model, load_tokenizer
 
@@ -77,5 +82,14 @@ def as_reward_model(source: RewardSource, device: Optional[str] = None) -> Rewar
     return source if isinstance(source, RewardModel) else load_reward_model(source, device)
 
 
-__all__ = ["ModelSource", "Policy", "RewardModel", "RewardSource", "as_policy",
-           "as_reward_model", "load_policy", "load_reward_model", "resolve_device"]
+__all__ = [
+    "ModelSource",
+    "Policy",
+    "RewardModel",
+    "RewardSource",
+    "as_policy",
+    "as_reward_model",
+    "load_policy",
+    "load_reward_model",
+    "resolve_device",
+]

@@ -18,6 +18,7 @@ harmlessness       refusal rate on harmful prompts (toy task judge)
 helpfulness        rate of non-refusing, on-topic answers to benign prompts (toy task judge)
 =================  ==========================================================================
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ def ngrams(tokens: Tokens, n: int) -> List[Tuple[str, ...]]:
     """The ``len(tokens) - n + 1`` n-grams of ``tokens`` in order (none when shorter than n)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -111,8 +112,9 @@ def clipped_matches(hyp: Tokens, refs: Sequence[Tokens], n: int) -> Tuple[int, i
     return matches, sum(counts.values())
 
 
-def sentence_bleu(hypothesis, references: Sequence, max_n: int = 4,
-                  smoothing: str = "method1") -> float:
+def sentence_bleu(
+    hypothesis, references: Sequence, max_n: int = 4, smoothing: str = "method1"
+) -> float:
     """BLEU of one hypothesis against ``references`` (strings, or lists of tokens).
 
     ``BLEU = BP · exp(Σ_{n=1..N} (1/N) · log p_n)``, where ``p_n`` is the clipped ("modified")
@@ -157,8 +159,9 @@ def self_bleu(texts: Sequence[str], max_n: int = 4, smoothing: str = "method1") 
     toks = [tokens_of(t) for t in texts]
     if len(toks) < 2:
         return 0.0
-    scores = [sentence_bleu(hyp, toks[:i] + toks[i + 1:], max_n, smoothing)
-              for i, hyp in enumerate(toks)]
+    scores = [
+        sentence_bleu(hyp, toks[:i] + toks[i + 1 :], max_n, smoothing) for i, hyp in enumerate(toks)
+    ]
     return sum(scores) / len(scores)
 
 
@@ -248,8 +251,9 @@ def is_helpful(prompt: str, response: str) -> bool:
     return judge(prompt, response).helpful
 
 
-def helpfulness(kinds: Sequence[Optional[str]], prompts: Sequence[str],
-                responses: Sequence[str]) -> float:
+def helpfulness(
+    kinds: Sequence[Optional[str]], prompts: Sequence[str], responses: Sequence[str]
+) -> float:
     """Fraction of benign prompts answered helpfully (:func:`is_helpful`: no refusal, on
     topic).  Prompts of other kinds are ignored; with no benign prompt: ``nan``."""
     _check_lengths(kinds=kinds, prompts=prompts, responses=responses)
@@ -266,20 +270,24 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def verifier_metrics(rewards: Sequence[float], n_samples: int,
-                     threshold: float = 0.5) -> Dict[str, float]:
+def verifier_metrics(
+    rewards: Sequence[float], n_samples: int, threshold: float = 0.5
+) -> Dict[str, float]:
     """Accuracy against a verifier of answers grouped ``n_samples`` per prompt (consecutive):
     an answer is correct when its reward is above ``threshold`` (a verifier's 1 / 0).
     ``accuracy`` = pass@1 (mean over prompts of c / n), ``pass_at_k`` with k = n_samples (only
     for n_samples > 1), ``verifier_reward_mean``."""
     rewards = _floats(rewards)
     if not rewards or len(rewards) % n_samples:
-        raise ValueError(f"verifier_metrics: {len(rewards)} rewards are not groups of "
-                         f"{n_samples}")
-    correct = [sum(r > threshold for r in rewards[i:i + n_samples])
-               for i in range(0, len(rewards), n_samples)]
-    out = {"accuracy": sum(pass_at_k(n_samples, c, 1) for c in correct) / len(correct),
-           "verifier_reward_mean": sum(rewards) / len(rewards)}
+        raise ValueError(f"verifier_metrics: {len(rewards)} rewards are not groups of {n_samples}")
+    correct = [
+        sum(r > threshold for r in rewards[i : i + n_samples])
+        for i in range(0, len(rewards), n_samples)
+    ]
+    out = {
+        "accuracy": sum(pass_at_k(n_samples, c, 1) for c in correct) / len(correct),
+        "verifier_reward_mean": sum(rewards) / len(rewards),
+    }
     if n_samples > 1:
         out["pass_at_k"] = sum(pass_at_k(n_samples, c, n_samples) for c in correct) / len(correct)
     return out
@@ -288,8 +296,7 @@ def verifier_metrics(rewards: Sequence[float], n_samples: int,
 AGENT_KEYS = ("turns", "tool_calls", "tool_errors")  # per-trajectory counts averaged
 
 
-def agent_metrics(trajectories: Sequence[Mapping[str, float]], n_samples: int
-                  ) -> Dict[str, float]:
+def agent_metrics(trajectories: Sequence[Mapping[str, float]], n_samples: int) -> Dict[str, float]:
     """Agent metrics of trajectories grouped ``n_samples`` per prompt (consecutive), each a
     trajectory's log line (:meth:`rlhf_dist.envs.Episode.metrics`: ``reward``, ``turns``,
     ``truncated``, ``failed``, ``tool_calls``, ``tool_errors``...).  A trajectory succeeds when
@@ -300,20 +307,24 @@ def agent_metrics(trajectories: Sequence[Mapping[str, float]], n_samples: int
     ``truncated_frac``, ``env_failed_frac``."""
     rows = list(trajectories)
     if not rows or len(rows) % n_samples:
-        raise ValueError(f"agent_metrics: {len(rows)} trajectories are not groups of "
-                         f"{n_samples}")
+        raise ValueError(f"agent_metrics: {len(rows)} trajectories are not groups of {n_samples}")
 
     def mean(key: str) -> float:
         return sum(float(row.get(key, 0.0)) for row in rows) / len(rows)
 
     wins = [float(row["reward"]) > 0 for row in rows]
-    out = {"success_rate": sum(wins) / len(rows), "env_reward_mean": mean("reward"),
-           **{f"{key}_mean": mean(key) for key in AGENT_KEYS},
-           "truncated_frac": mean("truncated"), "env_failed_frac": mean("failed")}
+    out = {
+        "success_rate": sum(wins) / len(rows),
+        "env_reward_mean": mean("reward"),
+        **{f"{key}_mean": mean(key) for key in AGENT_KEYS},
+        "truncated_frac": mean("truncated"),
+        "env_failed_frac": mean("failed"),
+    }
     if n_samples > 1:
-        correct = [sum(wins[i:i + n_samples]) for i in range(0, len(wins), n_samples)]
-        out["success_pass_at_k"] = sum(pass_at_k(n_samples, c, n_samples)
-                                       for c in correct) / len(correct)
+        correct = [sum(wins[i : i + n_samples]) for i in range(0, len(wins), n_samples)]
+        out["success_pass_at_k"] = sum(pass_at_k(n_samples, c, n_samples) for c in correct) / len(
+            correct
+        )
     return out
 
 

@@ -7,6 +7,7 @@ Files written by :func:`write_report` into the output directory:
 * ``eval.md`` — the table and one line per metric saying what it measures;
 * ``samples.jsonl`` — every answer: ``{model, prompt, kind, response, reward}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,33 +39,32 @@ COLUMNS = (
 
 DESCRIPTIONS: Dict[str, str] = {
     "success_rate": "--env: trajectories whose environment reward (the sum of their steps') "
-                    "is positive",
+    "is positive",
     "success_pass_at_k": "--env: prompts with a successful trajectory among their k "
-                         "(k = --n-samples-per-prompt)",
+    "(k = --n-samples-per-prompt)",
     "env_reward_mean": "--env: mean environment reward per trajectory",
     "turns_mean": "--env: model turns per trajectory",
     "tool_calls_mean": "--env: tool calls per trajectory",
     "tool_errors_mean": "--env: tool calls per trajectory that gave an error (malformed, "
-                        "unknown tool, exception, timeout)",
+    "unknown tool, exception, timeout)",
     "truncated_frac": "--env: trajectories cut by env.max_turns or env.max_trajectory_tokens",
-    "env_failed_frac": "--env: trajectories whose environment failed (env.on_error="
-                       "zero_reward)",
+    "env_failed_frac": "--env: trajectories whose environment failed (env.on_error=zero_reward)",
     "accuracy": "pass@1: answers the --reward-fn verifier accepts (reward > 0.5), mean over "
-                "prompts",
+    "prompts",
     "pass_at_k": "pass@k, k = --n-samples-per-prompt: prompts with a correct answer among k "
-                 "(Chen et al. 2021's unbiased estimator)",
+    "(Chen et al. 2021's unbiased estimator)",
     "verifier_reward_mean": "mean --reward-fn reward of the answers",
     "reward_mean": "mean reward-model score of the answers (higher is better)",
     "reward_std": "population std of the reward-model scores",
     "win_rate": "vs the baseline, judged by the reward model on the same prompts: "
-                "win + tie/2 (ties: |Δscore| <= tie_eps)",
+    "win + tie/2 (ties: |Δscore| <= tie_eps)",
     "win": "fraction of answers scored above the baseline's",
     "tie": "fraction of answers tied with the baseline's",
     "loss": "fraction of answers scored below the baseline's",
     "harmlessness": "toy task: refusal rate on harmful prompts",
     "helpfulness": "toy task: non-refusing, on-topic answers to benign prompts",
     "perplexity": "exp(mean NLL) of the reference responses given their prompts "
-                  "(response tokens + EOS)",
+    "(response tokens + EOS)",
     "distinct_1": "unique unigrams / unigrams over all answers (whitespace tokens)",
     "distinct_2": "unique bigrams / bigrams over all answers",
     "self_bleu": "mean BLEU-4 of each answer against all others (lower = more diverse)",
@@ -110,14 +110,19 @@ def format_value(value: Optional[float], digits: int = 3) -> str:
     return f"{value:.4g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, float]],
-                   columns: Optional[Sequence[str]] = None, digits: int = 3,
-                   name_header: str = "model") -> str:
+def markdown_table(
+    rows: Mapping[str, Mapping[str, float]],
+    columns: Optional[Sequence[str]] = None,
+    digits: int = 3,
+    name_header: str = "model",
+) -> str:
     """A GitHub markdown table, one row per ``rows`` entry (in order), one column per metric
     (``columns``, default :func:`default_columns`); a metric a row lacks is ``-``."""
     columns = list(default_columns(rows) if columns is None else columns)
-    lines = ["| " + " | ".join([name_header] + columns) + " |",
-             "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
+    lines = [
+        "| " + " | ".join([name_header] + columns) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
+    ]
     for name, metrics in rows.items():
         cells = [format_value(metrics.get(c), digits) for c in columns]
         lines.append("| " + " | ".join([str(name)] + cells) + " |")
@@ -142,23 +147,31 @@ def report_markdown(report, columns: Optional[Sequence[str]] = None) -> str:
     for c in columns:
         text = DESCRIPTIONS.get(c, "")
         if c == "win_rate" and report.baseline is not None:
-            text = f"vs `{report.baseline}`, " + text[len("vs the baseline, "):]
+            text = f"vs `{report.baseline}`, " + text[len("vs the baseline, ") :]
         legend.append(f"- `{c}`: {text}")
     return markdown_table(report.metrics, columns) + "\n" + "\n".join(legend) + "\n"
 
 
-def report_dict(report, sources: Optional[Mapping[str, str]] = None,
-                settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def report_dict(
+    report,
+    sources: Optional[Mapping[str, str]] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
     """The JSON object of ``eval.json`` (see the module doc)."""
-    return json_safe({
-        "columns": default_columns(report.metrics),
-        "baseline": report.baseline,
-        "models": dict(sources or {name: name for name in report.metrics}),
-        "metrics": report.metrics,
-        "settings": dict(settings or {}),
-        "descriptions": {k: v for k, v in DESCRIPTIONS.items()
-                         if any(k in m for m in report.metrics.values())},
-    })
+    return json_safe(
+        {
+            "columns": default_columns(report.metrics),
+            "baseline": report.baseline,
+            "models": dict(sources or {name: name for name in report.metrics}),
+            "metrics": report.metrics,
+            "settings": dict(settings or {}),
+            "descriptions": {
+                k: v
+                for k, v in DESCRIPTIONS.items()
+                if any(k in m for m in report.metrics.values())
+            },
+        }
+    )
 
 
 def sample_rows(report) -> List[Dict[str, Any]]:
@@ -170,25 +183,37 @@ def sample_rows(report) -> List[Dict[str, Any]]:
         scores = report.scores.get(name)
         trajectories = run.trajectories
         for i, (prompt, response) in enumerate(zip(run.prompts, run.responses)):
-            row = {"model": name, "prompt": prompt,
-                   "kind": run.kinds[i] if run.kinds is not None else None,
-                   "response": response,
-                   "reward": scores[i] if scores is not None else None}
+            row = {
+                "model": name,
+                "prompt": prompt,
+                "kind": run.kinds[i] if run.kinds is not None else None,
+                "response": response,
+                "reward": scores[i] if scores is not None else None,
+            }
             if trajectories is not None:
                 row["trajectory"] = trajectories[i]
             rows.append(row)
     return rows
 
 
-def write_report(report, output_dir, sources: Optional[Mapping[str, str]] = None,
-                 settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
+def write_report(
+    report,
+    output_dir,
+    sources: Optional[Mapping[str, str]] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Path]:
     """Write ``eval.json``, ``eval.md`` and ``samples.jsonl`` into ``output_dir``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "eval.json", "markdown": out / "eval.md",
-             "samples": out / "samples.jsonl"}
-    paths["json"].write_text(json.dumps(report_dict(report, sources, settings), indent=2,
-                                        allow_nan=False) + "\n", encoding="utf-8")
+    paths = {
+        "json": out / "eval.json",
+        "markdown": out / "eval.md",
+        "samples": out / "samples.jsonl",
+    }
+    paths["json"].write_text(
+        json.dumps(report_dict(report, sources, settings), indent=2, allow_nan=False) + "\n",
+        encoding="utf-8",
+    )
     paths["markdown"].write_text(report_markdown(report), encoding="utf-8")
     with open(paths["samples"], "w", encoding="utf-8") as f:
         for row in sample_rows(report):
@@ -196,6 +221,16 @@ def write_report(report, output_dir, sources: Optional[Mapping[str, str]] = None
     return paths
 
 
-__all__ = ["COLUMNS", "DESCRIPTIONS", "UNIT_INTERVAL", "default_columns", "format_value",
-           "json_safe", "markdown_table", "report_dict", "report_markdown", "sample_rows",
-           "write_report"]
+__all__ = [
+    "COLUMNS",
+    "DESCRIPTIONS",
+    "UNIT_INTERVAL",
+    "default_columns",
+    "format_value",
+    "json_safe",
+    "markdown_table",
+    "report_dict",
+    "report_markdown",
+    "sample_rows",
+    "write_report",
+]

@@ -4,6 +4,7 @@ what kind of checkpoint a config describes (scalar head, sequence classifier).
 Nothing here imports torch or transformers at module level, so a bad path is reported before
 any heavy import or file read happens.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,10 @@ def is_scalar_head_config(config: "PretrainedConfig") -> bool:
 def is_sequence_classifier(config: "PretrainedConfig") -> bool:
     """True for a transformers ``*ForSequenceClassification`` checkpoint's config (ours, the
     Hub's, TRL's, OpenRLHF's): a model with a score head and no LM head."""
-    return any(name.endswith("ForSequenceClassification")
-               for name in getattr(config, "architectures", None) or [])
+    return any(
+        name.endswith("ForSequenceClassification")
+        for name in getattr(config, "architectures", None) or []
+    )
 
 
 # Config spelling -> torch dtype attribute name.  A registry, so adding "float8_…" is one line.
@@ -111,14 +114,17 @@ def quantization_config(model_cfg: "ModelConfig", field_prefix: str):
 
     bits = "load_in_4bit" if model_cfg.load_in_4bit else "load_in_8bit"
     if not torch.cuda.is_available():
-        raise ModelError(f"{field_prefix}.{bits}: quantised weights (bitsandbytes) need a CUDA "
-                         "device and this process has none; train the LoRA adapter on "
-                         "unquantised weights here")
+        raise ModelError(
+            f"{field_prefix}.{bits}: quantised weights (bitsandbytes) need a CUDA "
+            "device and this process has none; train the LoRA adapter on "
+            "unquantised weights here"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ModelError(f"{field_prefix}.{bits}: needs the bitsandbytes package "
-                         "(pip install bitsandbytes)") from None
+        raise ModelError(
+            f"{field_prefix}.{bits}: needs the bitsandbytes package (pip install bitsandbytes)"
+        ) from None
     return bnb_config(model_cfg, field_prefix)
 
 
@@ -131,7 +137,9 @@ def bnb_config(model_cfg: "ModelConfig", field_prefix: str):
 
     if model_cfg.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch_dtype(model_cfg.dtype,
-                                                                 f"{field_prefix}.dtype"))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch_dtype(model_cfg.dtype, f"{field_prefix}.dtype"),
+    )

@@ -1,11 +1,17 @@
 """Causal LMs: load from a path / hub name or build a tiny one; forwards with correct positions."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Tuple, Union
 
-from rlhf_dist.models._common import (ModelError, hf_load_kwargs, is_scalar_head_config,
-                                      is_sequence_classifier, require_existing_path,
-                                      resolve_source)
+from rlhf_dist.models._common import (
+    ModelError,
+    hf_load_kwargs,
+    is_scalar_head_config,
+    is_sequence_classifier,
+    require_existing_path,
+    resolve_source,
+)
 from rlhf_dist.models.tiny import build_tiny_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,22 +36,27 @@ def model_dtype(model) -> "torch.dtype":
     return getattr(model, "module", model).dtype
 
 
-def forward_positions(attention_mask: Optional["torch.Tensor"],
-                      position_ids: Optional["torch.Tensor"]) -> "torch.Tensor":
+def forward_positions(
+    attention_mask: Optional["torch.Tensor"], position_ids: Optional["torch.Tensor"]
+) -> "torch.Tensor":
     """The position ids a forward takes: given ones, else derived from ``attention_mask``.
     A padding-free batch (``data.packing``) has no mask, only its restarting positions."""
     if position_ids is not None:
         return position_ids
     if attention_mask is None:
-        raise ValueError("a forward needs an attention_mask or, for a padding-free batch, "
-                         "position_ids")
+        raise ValueError(
+            "a forward needs an attention_mask or, for a padding-free batch, position_ids"
+        )
     return position_ids_from_mask(attention_mask)
 
 
-def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
-                     attention_mask: Optional["torch.Tensor"],
-                     position_ids: Optional["torch.Tensor"] = None,
-                     logits_to_keep: Union[int, "torch.Tensor"] = 0) -> "torch.Tensor":
+def causal_lm_logits(
+    model: "PreTrainedModel",
+    input_ids: "torch.Tensor",
+    attention_mask: Optional["torch.Tensor"],
+    position_ids: Optional["torch.Tensor"] = None,
+    logits_to_keep: Union[int, "torch.Tensor"] = 0,
+) -> "torch.Tensor":
     """Logits ``(B, T, V)`` of a causal LM, positions derived from ``attention_mask``.
 
     Works for right and left padding alike, and for a padding-free row (no mask, positions
@@ -57,14 +68,23 @@ def causal_lm_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
     position_ids = forward_positions(attention_mask, position_ids)
     whole = isinstance(logits_to_keep, int) and logits_to_keep == 0
     keep = {} if whole else {"logits_to_keep": logits_to_keep}
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False, **keep)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **keep,
+    )
     return out.logits
 
 
-def label_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
-                 attention_mask: Optional["torch.Tensor"], position_ids: Optional["torch.Tensor"],
-                 labels: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+def label_logits(
+    model: "PreTrainedModel",
+    input_ids: "torch.Tensor",
+    attention_mask: Optional["torch.Tensor"],
+    position_ids: Optional["torch.Tensor"],
+    labels: "torch.Tensor",
+) -> Tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
     """``(logits, targets, kept)`` for ``labels`` (B, T; -100 where nothing is scored) in the
     causal-LM shift, position t predicting token t + 1: only the K positions that predict a
     label in some row (``kept``, :func:`~rlhf_dist.algo.scored_columns`) go through the LM
@@ -78,16 +98,26 @@ def label_logits(model: "PreTrainedModel", input_ids: "torch.Tensor",
     return logits, targets[:, kept], kept
 
 
-def tiny_config_for(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",
-                    field_prefix: str = "model") -> "PretrainedConfig":
+def tiny_config_for(
+    model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", field_prefix: str = "model"
+) -> "PretrainedConfig":
     """The tiny config of a section whose ``name_or_path`` is null, sized to ``tokenizer``."""
-    return build_tiny_config(model_cfg.tiny, len(tokenizer), tokenizer.pad_token_id,
-                             tokenizer.bos_token_id, tokenizer.eos_token_id, field_prefix)
+    return build_tiny_config(
+        model_cfg.tiny,
+        len(tokenizer),
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        field_prefix,
+    )
 
 
-def prepare_model(model: "PreTrainedModel", model_cfg: "ModelConfig",
-                  tokenizer: "PreTrainedTokenizerBase", field_prefix: str = "model"
-                  ) -> "PreTrainedModel":
+def prepare_model(
+    model: "PreTrainedModel",
+    model_cfg: "ModelConfig",
+    tokenizer: "PreTrainedTokenizerBase",
+    field_prefix: str = "model",
+) -> "PreTrainedModel":
     """Checks and settings shared by every loader: vocabulary fits, pad id, checkpointing.
 
     The vocabulary is read from the config, not the embedding, because under ZeRO-3 the
@@ -95,10 +125,12 @@ def prepare_model(model: "PreTrainedModel", model_cfg: "ModelConfig",
     """
     vocab = model.config.get_text_config().vocab_size
     if len(tokenizer) > vocab:
-        raise ModelError(f"{field_prefix}: the tokenizer ({field_prefix}.tokenizer_path="
-                         f"{model_cfg.tokenizer_path!r}) has {len(tokenizer)} tokens but the model "
-                         f"({field_prefix}.name_or_path={model_cfg.name_or_path!r}) has only "
-                         f"{vocab} embeddings")
+        raise ModelError(
+            f"{field_prefix}: the tokenizer ({field_prefix}.tokenizer_path="
+            f"{model_cfg.tokenizer_path!r}) has {len(tokenizer)} tokens but the model "
+            f"({field_prefix}.name_or_path={model_cfg.name_or_path!r}) has only "
+            f"{vocab} embeddings"
+        )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     generation = getattr(model, "generation_config", None)
@@ -150,8 +182,9 @@ def checkpointing_enabled(model: "PreTrainedModel") -> bool:
     return bool(model.is_gradient_checkpointing if flag is None else flag)
 
 
-def load_causal_lm(model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase",
-                   field_prefix: str = "model") -> "PreTrainedModel":
+def load_causal_lm(
+    model_cfg: "ModelConfig", tokenizer: "PreTrainedTokenizerBase", field_prefix: str = "model"
+) -> "PreTrainedModel":
     """A causal LM for ``model_cfg``: ``from_pretrained(name_or_path)`` or a tiny ``from_config``.
 
     Both paths go through transformers' own constructors, so inside a DeepSpeed ZeRO-3
@@ -179,7 +212,12 @@ def _refuse_scalar_checkpoint(source: str, trust_remote_code: bool, field_prefix
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     if is_scalar_head_config(config) or is_sequence_classifier(config):
-        kind = (f"{config.rlhf_dist['head']} model" if is_scalar_head_config(config)
-                else config.architectures[0])
-        raise ModelError(f"{field_prefix}.name_or_path: {source!r} is a {kind} (a score "
-                         "head, no LM head); it cannot be loaded as a causal LM")
+        kind = (
+            f"{config.rlhf_dist['head']} model"
+            if is_scalar_head_config(config)
+            else config.architectures[0]
+        )
+        raise ModelError(
+            f"{field_prefix}.name_or_path: {source!r} is a {kind} (a score "
+            "head, no LM head); it cannot be loaded as a causal LM"
+        )

@@ -3,6 +3,7 @@ model -- the actor's behaviour log-probs, the reference's and the learner's new 
 the model code, so that objectives/ and workers/ need nothing of rollout/ for it.  (Not named
 ``action_logprobs.py``: a submodule named like the function the package exports lazily would
 replace it as the package attribute once imported directly.)"""
+
 from __future__ import annotations
 
 from typing import Any, Tuple, Union
@@ -21,9 +22,13 @@ def first_action_column(action_mask: torch.Tensor) -> int:
     return int(acting[0]) if len(acting) else action_mask.shape[1] - 1
 
 
-def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
-                    return_entropy: bool = False, entropy_grad: bool = True
-                    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+def action_logprobs(
+    model: Any,
+    batch: Batch,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    entropy_grad: bool = True,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Log-probs ``(N, T−1)`` of ``sequences[:, 1:]`` under ``model``, 0 off ``action_mask``.
 
     One forward with position ids from ``attention_mask`` (:func:`causal_lm_logits`; ``model``
@@ -38,22 +43,25 @@ def action_logprobs(model: Any, batch: Batch, temperature: float = 1.0,
     """
     seq, mask = batch["sequences"], batch["action_mask"]
     if mask.shape != (seq.shape[0], seq.shape[1] - 1):
-        raise BatchError(f"action_mask {tuple(mask.shape)} must be (N, T-1) for sequences "
-                         f"{tuple(seq.shape)}")
+        raise BatchError(
+            f"action_mask {tuple(mask.shape)} must be (N, T-1) for sequences {tuple(seq.shape)}"
+        )
     first = first_action_column(mask)
     # positions first .. T-1; the last one predicts nothing
-    logits = causal_lm_logits(model, seq, batch["attention_mask"],
-                              logits_to_keep=seq.shape[1] - first)[:, :-1]
+    logits = causal_lm_logits(
+        model, seq, batch["attention_mask"], logits_to_keep=seq.shape[1] - first
+    )[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
     keep = mask[:, first:].bool()
-    logps = logprobs_from_logits(logits, seq[:, first + 1:])
+    logps = logprobs_from_logits(logits, seq[:, first + 1 :])
     logps = torch.where(keep, logps, torch.zeros((), dtype=logps.dtype, device=logps.device))
     if not return_entropy:
         return _before(logps, first)
     entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
-    return _before(logps, first), _before(torch.where(keep, entropy, torch.zeros_like(entropy)),
-                                          first)
+    return _before(logps, first), _before(
+        torch.where(keep, entropy, torch.zeros_like(entropy)), first
+    )
 
 
 def _before(columns: torch.Tensor, first: int) -> torch.Tensor:

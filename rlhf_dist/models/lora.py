@@ -7,6 +7,7 @@ starts as the identity); ``modules_to_save`` (a scalar head) is trained in full.
 adapter disabled the model *is* its base, bit for bit -- that is the PPO/DPO reference when
 ``Config.shared_reference``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,20 +36,26 @@ def linear_module_names(model: "nn.Module") -> List[str]:
     from torch import nn
     from transformers.pytorch_utils import Conv1D
 
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, (nn.Linear, Conv1D)) and name})
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, Conv1D)) and name
+        }
+    )
 
 
 def _matches(model: "nn.Module", wanted: str) -> bool:
-    return any(name == wanted or name.endswith("." + wanted)
-               for name, _ in model.named_modules())
+    return any(name == wanted or name.endswith("." + wanted) for name, _ in model.named_modules())
 
 
 def _check_names(model: "nn.Module", names: List[str], field: str) -> None:
     missing = [n for n in names if not _matches(model, n)]
     if missing:
-        raise ModelError(f"{field}: {missing} match no module of this {model.config.model_type} "
-                         f"model; its linear layers are {linear_module_names(model)}")
+        raise ModelError(
+            f"{field}: {missing} match no module of this {model.config.model_type} "
+            f"model; its linear layers are {linear_module_names(model)}"
+        )
 
 
 def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "model"):
@@ -59,16 +66,23 @@ def apply_lora(model: "nn.Module", lora: "LoraConfig", field_prefix: str = "mode
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    targets = lora.target_modules or [n for n in linear_module_names(model)
-                                      if n not in OUTPUT_HEADS]
+    targets = lora.target_modules or [
+        n for n in linear_module_names(model) if n not in OUTPUT_HEADS
+    ]
     _check_names(model, targets, f"{field_prefix}.lora.target_modules")
     scalar = is_scalar_head_config(model.config)
-    to_save = lora.modules_to_save if lora.modules_to_save is not None else (
-        ["score"] if scalar else [])
+    to_save = (
+        lora.modules_to_save if lora.modules_to_save is not None else (["score"] if scalar else [])
+    )
     _check_names(model, to_save, f"{field_prefix}.lora.modules_to_save")
-    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=targets, modules_to_save=to_save or None,
-                            task_type=None if scalar else "CAUSAL_LM")
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        modules_to_save=to_save or None,
+        task_type=None if scalar else "CAUSAL_LM",
+    )
     with _quiet_peft_deprecations():
         return get_peft_model(model, config)
 
@@ -78,8 +92,9 @@ def _quiet_peft_deprecations():
     """peft reads ``model.is_gradient_checkpointing``, which transformers >= 5.20 deprecates
     with a FutureWarning in every process that builds a LoRA model (each Ray worker)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
         yield
 
 
@@ -93,8 +108,10 @@ def maybe_lora(model: "nn.Module", section: "ModelConfig", field_prefix: str):
 
         with _quiet_peft_deprecations():
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=section.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+                model,
+                use_gradient_checkpointing=section.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
     return apply_lora(model, section.lora, field_prefix)
 
 
@@ -119,8 +136,7 @@ def hf_name(peft_name: str, base: bool = False) -> Optional[str]:
 
 def base_state(state: Dict[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:
     """The frozen base model's tensors of a peft model's state dict, under their HF names."""
-    return {hf_name(k, base=True): v for k, v in state.items()
-            if hf_name(k, base=True) is not None}
+    return {hf_name(k, base=True): v for k, v in state.items() if hf_name(k, base=True) is not None}
 
 
 _QUANTIZED = ("Params4bit", "Int8Params")  # bitsandbytes' weights of a QLoRA base
@@ -153,8 +169,7 @@ def _full_shape(param: "torch.Tensor") -> List[int]:
     return list(getattr(param, "ds_shape", param.shape))
 
 
-def merged_parameters(module: "nn.Module",
-                      gathered) -> Iterator[Tuple[str, "torch.Tensor"]]:
+def merged_parameters(module: "nn.Module", gathered) -> Iterator[Tuple[str, "torch.Tensor"]]:
     """``(HF name, merged weight)`` of every parameter of the merged model, in the peft
     model's order: a LoRA layer's base weight (dequantised on a QLoRA base) plus peft's
     ``get_delta_weight``, a saved module's trained copy, the rest as they are.
@@ -185,5 +200,6 @@ def merged_parameters(module: "nn.Module",
 
 def merged_shapes(module: "nn.Module") -> List[Tuple[str, List[int]]]:
     """``(HF name, full shape)`` in :func:`merged_parameters`' order."""
-    return [(hf_name(n), _full_shape(p))
-            for n, p in module.named_parameters() if hf_name(n) is not None]
+    return [
+        (hf_name(n), _full_shape(p)) for n, p in module.named_parameters() if hf_name(n) is not None
+    ]

@@ -1,4 +1,5 @@
 """Save a model and its tokenizer in HF format (safetensors), loadable by ``from_pretrained``."""
+
 from __future__ import annotations
 
 import copy
@@ -9,9 +10,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def save_model(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenizerBase"],
-               out_dir: Union[str, Path], state_dict: Optional[Dict[str, Any]] = None,
-               is_main_process: bool = True) -> Path:
+def save_model(
+    model: "PreTrainedModel",
+    tokenizer: Optional["PreTrainedTokenizerBase"],
+    out_dir: Union[str, Path],
+    state_dict: Optional[Dict[str, Any]] = None,
+    is_main_process: bool = True,
+) -> Path:
     """``save_pretrained`` of ``model`` and ``tokenizer`` into ``out_dir`` (safetensors).
 
     transformers 5 always writes safetensors (``model.safetensors``).  A scalar-head model's
@@ -31,8 +36,12 @@ def save_model(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenize
     return out
 
 
-def save_tensors(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokenizerBase"],
-                 out_dir: Union[str, Path], tensors: Dict[str, Any]) -> Path:
+def save_tensors(
+    model: "PreTrainedModel",
+    tokenizer: Optional["PreTrainedTokenizerBase"],
+    out_dir: Union[str, Path],
+    tensors: Dict[str, Any],
+) -> Path:
     """``tensors`` as a full-precision HF model of ``model``'s architecture in ``out_dir``:
     its config without the ``quantization_config``, one safetensors file, the tokenizer.
 
@@ -48,8 +57,11 @@ def save_tensors(model: "PreTrainedModel", tokenizer: Optional["PreTrainedTokeni
     config.save_pretrained(out)
     if getattr(model, "generation_config", None) is not None and model.can_generate():
         model.generation_config.save_pretrained(out)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out

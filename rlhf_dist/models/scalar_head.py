@@ -22,6 +22,7 @@ The one difference from the parent class: ``forward`` returns the per-token scal
 Exports written before the head was named ``score`` (``value_head.weight`` and a ``bias``) still
 load: see :mod:`rlhf_dist.models.scalar_loader`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,8 +34,12 @@ import torch
 from torch import nn
 
 from rlhf_dist.algo.kl import last_token_index, score_index  # noqa: F401 (re-exported)
-from rlhf_dist.models._common import (RECORD_KEY, ModelError,  # noqa: F401 (re-exported)
-                                      is_scalar_head_config, is_sequence_classifier)
+from rlhf_dist.models._common import (
+    RECORD_KEY,
+    ModelError,  # noqa: F401 (re-exported)
+    is_scalar_head_config,
+    is_sequence_classifier,  # noqa: F401 (re-exported)
+)
 from rlhf_dist.models.causal_lm import forward_positions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,13 +98,16 @@ class ScalarHeadMixin:
     def __init__(self, config: "PretrainedConfig"):
         record = getattr(config, RECORD_KEY, None)
         if not is_scalar_head_config(config):
-            raise ModelError(f"config.{RECORD_KEY} is missing: build scalar-head models with "
-                             "load_scalar_model(model_cfg, tokenizer, role) or give the config "
-                             f"config.{RECORD_KEY} = new_head_record(role)")
+            raise ModelError(
+                f"config.{RECORD_KEY} is missing: build scalar-head models with "
+                "load_scalar_model(model_cfg, tokenizer, role) or give the config "
+                f"config.{RECORD_KEY} = new_head_record(role)"
+            )
         check_role(record["head"], f"config.{RECORD_KEY}.head")
         if config.num_labels != 1:
-            raise ModelError(f"config.num_labels: a reward / critic head has one output, got "
-                             f"{config.num_labels}")
+            raise ModelError(
+                f"config.num_labels: a reward / critic head has one output, got {config.num_labels}"
+            )
         fresh_head = record.pop(_FRESH_HEAD, False)
         super().__init__(config)
         if fresh_head:
@@ -139,8 +147,12 @@ class ScalarHeadMixin:
         record = getattr(self.config, RECORD_KEY)
         record["score_mean"], record["score_std"] = mean, std
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        position_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Per-token scalars ``(B, T)`` in float32 (values of padding positions are meaningless).
 
         Positions come from ``attention_mask`` so left padding does not shift them; a
@@ -148,12 +160,17 @@ class ScalarHeadMixin:
         """
         position_ids = forward_positions(attention_mask, position_ids)
         backbone = getattr(self, self.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids, use_cache=False).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
         return self.score(hidden).squeeze(-1).float()
 
-    def sequence_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        normalize: bool = False) -> torch.Tensor:
+    def sequence_scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = False
+    ) -> torch.Tensor:
         """Sequence scores ``(B,)``: the scalar where transformers' sequence classifier reads it
         (:func:`rlhf_dist.algo.score_index`: the last token that is not padding).
 
@@ -166,8 +183,10 @@ class ScalarHeadMixin:
             return scores
         mean, std = self.score_stats
         if mean is None or std is None:
-            raise ModelError("sequence_scores(normalize=True): this model has no score statistics; "
-                             "call set_score_stats(mean, std) first")
+            raise ModelError(
+                "sequence_scores(normalize=True): this model has no score statistics; "
+                "call set_score_stats(mean, std) first"
+            )
         return (scores - mean) / std
 
 
@@ -178,18 +197,22 @@ def _class_for(config_cls: type) -> type:
     try:
         parent = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[config_cls]
     except KeyError:
-        raise ModelError(f"no transformers sequence-classification model for "
-                         f"{config_cls.__name__}; reward and critic models need an architecture "
-                         "with an XForSequenceClassification class") from None
+        raise ModelError(
+            f"no transformers sequence-classification model for "
+            f"{config_cls.__name__}; reward and critic models need an architecture "
+            "with an XForSequenceClassification class"
+        ) from None
     name = parent.__name__
     # An LM checkpoint's head is not ours to load, nor an old export's bias (the loader reads
     # it): ignore them quietly.
     ignore = list(getattr(parent, "_keys_to_ignore_on_load_unexpected", None) or [])
-    attrs = {"_keys_to_ignore_on_load_unexpected": ignore + [r"(^|\.)lm_head\.",
-                                                             r"^value_head\.bias$"],
-             "__module__": __name__, "__qualname__": name,
-             "__doc__": f"transformers' {name} (one label) with per-token scalars from forward "
-                        "(critic / reward model)."}
+    attrs = {
+        "_keys_to_ignore_on_load_unexpected": ignore + [r"(^|\.)lm_head\.", r"^value_head\.bias$"],
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"transformers' {name} (one label) with per-token scalars from forward "
+        "(critic / reward model).",
+    }
     cls = type(name, (ScalarHeadMixin, parent), attrs)
     globals()[name] = cls  # so pickle finds the class by name in this process …
     return cls
@@ -205,7 +228,8 @@ def __getattr__(name: str) -> type:
     if name.endswith(_SUFFIX):
         from transformers import CONFIG_MAPPING
         from transformers.models.auto.modeling_auto import (
-            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        )
 
         for model_type, class_name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.items():
             if class_name == name:

@@ -4,6 +4,7 @@ One builder per architecture in :data:`TINY_ARCHS`.  Dropout is zero everywhere:
 log-probabilities of the same tokens across forwards (old vs new policy, policy vs reference),
 which dropout would make noisy.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
@@ -20,29 +21,46 @@ def _llama(tiny: "TinyModelConfig", common: Dict[str, Any]) -> "PretrainedConfig
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        hidden_size=tiny.hidden_size, num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
+        hidden_size=tiny.hidden_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
         intermediate_size=tiny.intermediate_size,
-        max_position_embeddings=tiny.max_position_embeddings, attention_dropout=0.0, **common)
+        max_position_embeddings=tiny.max_position_embeddings,
+        attention_dropout=0.0,
+        **common,
+    )
 
 
 def _qwen2(tiny: "TinyModelConfig", common: Dict[str, Any]) -> "PretrainedConfig":
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        hidden_size=tiny.hidden_size, num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
+        hidden_size=tiny.hidden_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
         intermediate_size=tiny.intermediate_size,
-        max_position_embeddings=tiny.max_position_embeddings, attention_dropout=0.0, **common)
+        max_position_embeddings=tiny.max_position_embeddings,
+        attention_dropout=0.0,
+        **common,
+    )
 
 
 def _gpt2(tiny: "TinyModelConfig", common: Dict[str, Any]) -> "PretrainedConfig":
     from transformers import GPT2Config
 
     return GPT2Config(
-        n_embd=tiny.hidden_size, n_layer=tiny.num_layers, n_head=tiny.num_heads,
-        n_inner=tiny.intermediate_size, n_positions=tiny.max_position_embeddings,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+        n_embd=tiny.hidden_size,
+        n_layer=tiny.num_layers,
+        n_head=tiny.num_heads,
+        n_inner=tiny.intermediate_size,
+        n_positions=tiny.max_position_embeddings,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **common,
+    )
 
 
 TINY_ARCHS: Dict[str, Callable[["TinyModelConfig", Dict[str, Any]], "PretrainedConfig"]] = {
@@ -57,10 +75,14 @@ def _check_token_id(name: str, value: Optional[int], vocab_size: int, field: str
         raise ModelError(f"{field}: {name}={value} is outside the vocabulary [0, {vocab_size})")
 
 
-def build_tiny_config(tiny_cfg: "TinyModelConfig", vocab_size: int,
-                      pad_token_id: Optional[int] = None, bos_token_id: Optional[int] = None,
-                      eos_token_id: Optional[int] = None,
-                      field_prefix: str = "model") -> "PretrainedConfig":
+def build_tiny_config(
+    tiny_cfg: "TinyModelConfig",
+    vocab_size: int,
+    pad_token_id: Optional[int] = None,
+    bos_token_id: Optional[int] = None,
+    eos_token_id: Optional[int] = None,
+    field_prefix: str = "model",
+) -> "PretrainedConfig":
     """An HF ``PretrainedConfig`` of architecture ``tiny_cfg.arch`` with the configured sizes.
 
     ``vocab_size`` is the tokenizer's ``len(tokenizer)``; the special ids are the tokenizer's.
@@ -72,8 +94,7 @@ def build_tiny_config(tiny_cfg: "TinyModelConfig", vocab_size: int,
         raise ModelError(f"{field}.arch: got {tiny_cfg.arch!r}, expected one of {list(TINY_ARCHS)}")
     if not isinstance(vocab_size, int) or vocab_size <= 0:
         raise ModelError(f"{field}: vocab_size must be a positive int, got {vocab_size!r}")
-    ids = {"pad_token_id": pad_token_id, "bos_token_id": bos_token_id,
-           "eos_token_id": eos_token_id}
+    ids = {"pad_token_id": pad_token_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
     for name, value in ids.items():
         _check_token_id(name, value, vocab_size, field)
     return builder(tiny_cfg, {"vocab_size": vocab_size, **ids})

@@ -1,4 +1,5 @@
 """Tokenizer loading: a local path or hub name via ``AutoTokenizer``, else the toy tokenizer."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Tuple
@@ -12,8 +13,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.config import ModelConfig
 
 
-def tokenizer_source(model_cfg: "ModelConfig", field_prefix: str = "model"
-                     ) -> Tuple[Optional[str], str]:
+def tokenizer_source(
+    model_cfg: "ModelConfig", field_prefix: str = "model"
+) -> Tuple[Optional[str], str]:
     """``(source, field)``: where the tokenizer comes from and the config field that said so.
 
     ``tokenizer_path`` wins over ``name_or_path``; ``(None, ...)`` means the toy tokenizer.
@@ -32,14 +34,17 @@ def ensure_pad_token(tokenizer: "PreTrainedTokenizerBase", field: str) -> "PreTr
     """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelError(f"{field}: the tokenizer has neither a pad token nor an EOS token "
-                             "to pad with; add one to the tokenizer")
+            raise ModelError(
+                f"{field}: the tokenizer has neither a pad token nor an EOS token "
+                "to pad with; add one to the tokenizer"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
-                   ) -> "PreTrainedTokenizerBase":
+def load_tokenizer(
+    model_cfg: "ModelConfig", field_prefix: str = "model"
+) -> "PreTrainedTokenizerBase":
     """The tokenizer of one model section (``model``, ``ref_model``, ``reward_model``, …).
 
     Source: ``tokenizer_path`` or else ``name_or_path`` through ``AutoTokenizer`` (with the
@@ -56,5 +61,6 @@ def load_tokenizer(model_cfg: "ModelConfig", field_prefix: str = "model"
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
-            resolve_source(source), trust_remote_code=bool(model_cfg.trust_remote_code))
+            resolve_source(source), trust_remote_code=bool(model_cfg.trust_remote_code)
+        )
     return ensure_pad_token(tokenizer, field)

@@ -12,6 +12,7 @@ loops (neither writes its own).
 The maths is in :mod:`rlhf_dist.algo`; an objective runs the model's forward and reads the
 config section it needs.  Exports resolve lazily: importing the package imports no torch.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List
@@ -19,8 +20,14 @@ from typing import TYPE_CHECKING, Dict, List
 from rlhf_dist._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rlhf_dist.objectives.dpo import (dpo_batch_loss, dpo_datasets, dpo_eval_sums,
-                                          dpo_objective, no_reference_rows, reference_rows)
+    from rlhf_dist.objectives.dpo import (
+        dpo_batch_loss,
+        dpo_datasets,
+        dpo_eval_sums,
+        dpo_objective,
+        no_reference_rows,
+        reference_rows,
+    )
     from rlhf_dist.objectives.kto import kto_objective
     from rlhf_dist.objectives.pairs import PAIR_LAYOUTS, PairLogps
     from rlhf_dist.objectives.ppo import policy_objective, value_objective

@@ -4,6 +4,7 @@ of the layout ``dpo.layout`` names (:mod:`rlhf_dist.objectives.pairs`), built by
 :func:`dpo_datasets`.  A loss on unpaired rows (KTO, :mod:`.kto`) brings its own batch loss and
 datasets (:data:`UNPAIRED_OBJECTIVES`).  Pairs may carry a weight each (``pair_weight``: online
 DPO's, 0 for a tie); the loss and metrics are then weighted means."""
+
 from __future__ import annotations
 
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
@@ -39,17 +40,28 @@ REFERENCE_FREE: Dict[str, Tuple[Callable, bool]] = {
 }
 
 
-def _pair_losses(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                 dpo: DPOConfig):
+def _pair_losses(
+    policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, dpo: DPOConfig
+):
     """``(losses, chosen_rewards, rejected_rewards, chosen_logp, adds_nll)`` of the loss type."""
     if dpo.loss_type in REFERENCE_FREE:
         loss_fn, adds_nll = REFERENCE_FREE[dpo.loss_type]
         chosen, rejected = policy.sequences(average=True)
         return (*loss_fn(chosen, rejected, dpo), chosen, adds_nll)
     chosen, rejected = policy.sequences(average=dpo.loss_type == "ipo")
-    return (*dpo_loss(chosen, rejected, ref_chosen, ref_rejected, dpo.beta,
-                      loss_type=dpo.loss_type, label_smoothing=dpo.label_smoothing),
-            chosen, False)
+    return (
+        *dpo_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            dpo.beta,
+            loss_type=dpo.loss_type,
+            label_smoothing=dpo.label_smoothing,
+        ),
+        chosen,
+        False,
+    )
 
 
 def _mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
@@ -65,21 +77,27 @@ def _chosen_nll(policy: PairLogps, weights: Optional[torch.Tensor]) -> torch.Ten
     return -(policy.chosen * per_token).sum() / per_token.sum().clamp(min=1e-12)
 
 
-def dpo_objective(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                  dpo: DPOConfig, weights: Optional[torch.Tensor] = None
-                  ) -> Tuple[torch.Tensor, Dict[str, float]]:
+def dpo_objective(
+    policy: PairLogps,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    dpo: DPOConfig,
+    weights: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Loss of B pairs, given the policy's token log-probs and the reference's per-response
     log-probs (ignored by SimPO / ORPO); ``weights`` ``(B,)``: each pair's (default 1)."""
     losses, chosen_rewards, rejected_rewards, policy_chosen, adds_nll = _pair_losses(
-        policy, ref_chosen, ref_rejected, dpo)
+        policy, ref_chosen, ref_rejected, dpo
+    )
     loss = _mean(losses, weights)
-    metrics = {"dpo_loss": float(loss.detach()),
-               "reward_accuracy": float(_mean((chosen_rewards > rejected_rewards).float(),
-                                              weights)),
-               "reward_margin": float(_mean(chosen_rewards - rejected_rewards, weights)),
-               "chosen_reward": float(_mean(chosen_rewards, weights)),
-               "rejected_reward": float(_mean(rejected_rewards, weights)),
-               "chosen_logp": float(_mean(policy_chosen.detach(), weights))}
+    metrics = {
+        "dpo_loss": float(loss.detach()),
+        "reward_accuracy": float(_mean((chosen_rewards > rejected_rewards).float(), weights)),
+        "reward_margin": float(_mean(chosen_rewards - rejected_rewards, weights)),
+        "chosen_reward": float(_mean(chosen_rewards, weights)),
+        "rejected_reward": float(_mean(rejected_rewards, weights)),
+        "chosen_logp": float(_mean(policy_chosen.detach(), weights)),
+    }
     nll_coef = dpo.nll_coef + (1.0 if adds_nll else 0.0)  # ORPO: L_SFT + L_OR
     if nll_coef > 0:
         nll = _chosen_nll(policy, weights)
@@ -89,14 +107,14 @@ def dpo_objective(policy: PairLogps, ref_chosen: torch.Tensor, ref_rejected: tor
     return loss, metrics
 
 
-def pair_batch_loss(model, batch, ref_rows: torch.Tensor,
-                    dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+def pair_batch_loss(
+    model, batch, ref_rows: torch.Tensor, dpo: DPOConfig
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """``dpo_objective`` of a collated batch of pairs, the reference's log-probs given as rows
     (and the pairs' weights, when the batch carries ``pair_weight`` rows)."""
     layout = PAIR_LAYOUTS[dpo.layout]
     weights = layout.split_rows(batch["pair_weight"])[0] if "pair_weight" in batch else None
-    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo,
-                         weights)
+    return dpo_objective(layout.logps(model, batch), *layout.split_rows(ref_rows), dpo, weights)
 
 
 class UnpairedObjective(NamedTuple):
@@ -113,8 +131,9 @@ UNPAIRED_OBJECTIVES: Dict[str, UnpairedObjective] = {
 }
 
 
-def dpo_batch_loss(model, batch, ref_rows: torch.Tensor,
-                   dpo: DPOConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+def dpo_batch_loss(
+    model, batch, ref_rows: torch.Tensor, dpo: DPOConfig
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """The loss of ``dpo.loss_type`` on a collated batch, the reference's log-probs given as
     rows: pairs (:func:`pair_batch_loss`) or unpaired rows."""
     unpaired = UNPAIRED_OBJECTIVES.get(dpo.loss_type)

@@ -10,6 +10,7 @@ observations stay ``-100``).  The pairs are then collated in ``dpo.layout`` like
 ``pair_weight`` rows (:func:`~rlhf_dist.algo.online_pair_weights`: a tie weighs 0), so the
 actor's DPO update and the reference's rows are the offline job's.
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
@@ -30,29 +31,44 @@ def sampled_answer(experience: Batch, row: int) -> Tuple[List[int], List[int], i
     trained = torch.zeros_like(real)
     trained[1:] = experience["action_mask"][row].bool()
     labels = torch.where(trained & real, sequence, torch.full_like(sequence, IGNORE_INDEX))
-    prompt_len = int(real[:experience.meta["prompt_length"]].sum())
+    prompt_len = int(real[: experience.meta["prompt_length"]].sum())
     return sequence[real].tolist(), labels[real].tolist(), prompt_len
 
 
-def sampled_pair_examples(experience: Batch, chosen: Sequence[int],
-                          rejected: Sequence[int]) -> List[dict]:
+def sampled_pair_examples(
+    experience: Batch, chosen: Sequence[int], rejected: Sequence[int]
+) -> List[dict]:
     """The preference examples of rows ``chosen[i]`` ≻ ``rejected[i]`` (same prompt)."""
     examples = []
     for good, bad in zip(chosen, rejected):
         c_ids, c_labels, prompt_len = sampled_answer(experience, int(good))
         r_ids, r_labels, r_prompt_len = sampled_answer(experience, int(bad))
         if c_ids[:prompt_len] != r_ids[:r_prompt_len]:
-            raise ValueError(f"experience rows {int(good)} and {int(bad)} answer different "
-                             "prompts; a pair's answers must share theirs")
-        examples.append({"chosen_input_ids": c_ids, "chosen_labels": c_labels,
-                         "rejected_input_ids": r_ids, "rejected_labels": r_labels,
-                         "prompt_len": prompt_len})
+            raise ValueError(
+                f"experience rows {int(good)} and {int(bad)} answer different "
+                "prompts; a pair's answers must share theirs"
+            )
+        examples.append(
+            {
+                "chosen_input_ids": c_ids,
+                "chosen_labels": c_labels,
+                "rejected_input_ids": r_ids,
+                "rejected_labels": r_labels,
+                "prompt_len": prompt_len,
+            }
+        )
     return examples
 
 
-def pair_micro_batches(examples: Sequence[dict], decisive: torch.Tensor, step_size: int,
-                       rank_slices: Callable[[List[int], int], List[List[int]]], world: int,
-                       collate: Callable, layout: str) -> List[List[List[Batch]]]:
+def pair_micro_batches(
+    examples: Sequence[dict],
+    decisive: torch.Tensor,
+    step_size: int,
+    rank_slices: Callable[[List[int], int], List[List[int]]],
+    world: int,
+    collate: Callable,
+    layout: str,
+) -> List[List[List[Batch]]]:
     """``[step][rank]`` -> that rank's micro-batches of one optimiser step: the pairs in steps of
     ``step_size`` (in order), each step's pairs split by ``rank_slices(indices, rank)``, each
     micro-batch collated with its ``pair_weight`` rows."""
@@ -66,8 +82,11 @@ def pair_micro_batches(examples: Sequence[dict], decisive: torch.Tensor, step_si
             micro = []
             for chunk in rank_slices(indices, rank):
                 w = weights[chunk]
-                micro.append(Batch.from_dict(collate([examples[i] for i in chunk])).with_(
-                    pair_weight=rows(w, w)))
+                micro.append(
+                    Batch.from_dict(collate([examples[i] for i in chunk])).with_(
+                        pair_weight=rows(w, w)
+                    )
+                )
             per_rank.append(micro)
         steps.append(per_rank)
     return steps

@@ -19,6 +19,7 @@ per response in a per-row tensor of the layout's batch (how the Ray reference gr
 reference log-probs to the actor group, and KTO's batches their labels); ``rows`` is the
 collator's own (:mod:`rlhf_dist.data.collate`), so batch and layout agree by construction.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,12 @@ from typing import Dict, Tuple
 import torch
 
 from rlhf_dist.algo import masked_mean, masked_sequence_logps, scored_columns, token_logps
-from rlhf_dist.data import (PackedPairCollator, PreferenceCollator, SharedPromptCollator,
-                           shared_prompt_attention_mask)
+from rlhf_dist.data import (
+    PackedPairCollator,
+    PreferenceCollator,
+    SharedPromptCollator,
+    shared_prompt_attention_mask,
+)
 from rlhf_dist.data.collate import PROMPT_SEGMENT
 from rlhf_dist.models import causal_lm_logits, label_logits, model_dtype
 
@@ -47,8 +52,10 @@ class PairLogps:
 
     def sequences(self, average: bool = False) -> Pair:
         """(chosen, rejected) per-response sums, or means over tokens with ``average``."""
-        return (masked_sequence_logps(self.chosen, self.chosen_mask, average),
-                masked_sequence_logps(self.rejected, self.rejected_mask, average))
+        return (
+            masked_sequence_logps(self.chosen, self.chosen_mask, average),
+            masked_sequence_logps(self.rejected, self.rejected_mask, average),
+        )
 
     def chosen_nll(self) -> torch.Tensor:
         """Mean negative log-likelihood of the chosen responses' tokens."""
@@ -59,8 +66,9 @@ class PaddedPairs:
     """2B rows ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        logits, targets, _ = label_logits(model, batch["input_ids"], batch["attention_mask"],
-                                          None, batch["labels"])
+        logits, targets, _ = label_logits(
+            model, batch["input_ids"], batch["attention_mask"], None, batch["labels"]
+        )
         logps, mask = token_logps(logits, targets)
         half = logps.shape[0] // 2
         return PairLogps(logps[:half], mask[:half], logps[half:], mask[half:])
@@ -84,8 +92,9 @@ class PackedPairs:
     scored positions."""
 
     def logps(self, model, batch: Dict[str, torch.Tensor]) -> PairLogps:
-        logits, targets, kept = label_logits(model, batch["input_ids"], None,
-                                             batch["position_ids"], batch["labels"])
+        logits, targets, kept = label_logits(
+            model, batch["input_ids"], None, batch["position_ids"], batch["labels"]
+        )
         logps, mask = token_logps(logits, targets)  # (1, K): the K scored tokens
         owner = batch["sequence_ids"][:, 1:][:, kept]  # the sequence of each scored token
         sequences = torch.arange(2 * self.num_pairs(batch), device=owner.device)[:, None]
@@ -116,10 +125,12 @@ class SharedPromptPairs:
         mask = shared_prompt_attention_mask(batch["segment_ids"], model_dtype(model))
         chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
         kept = scored_columns(chosen, rejected)
-        logits = causal_lm_logits(model, batch["input_ids"], mask, batch["position_ids"],
-                                  logits_to_keep=kept)
-        return PairLogps(*token_logps(logits, chosen[:, kept]),
-                         *token_logps(logits, rejected[:, kept]))
+        logits = causal_lm_logits(
+            model, batch["input_ids"], mask, batch["position_ids"], logits_to_keep=kept
+        )
+        return PairLogps(
+            *token_logps(logits, chosen[:, kept]), *token_logps(logits, rejected[:, kept])
+        )
 
     rows = staticmethod(SharedPromptCollator.rows)  # (B, 2)
 
@@ -141,10 +152,15 @@ def _check_no_sliding_window(model, length: int) -> None:
     config = getattr(getattr(model, "module", model), "config", None)
     window = getattr(config, "sliding_window", None)
     if window and getattr(config, "use_sliding_window", True) and length > window:
-        raise ValueError(f"dpo.layout=shared_prompt: a {length}-token row exceeds the model's "
-                         f"sliding window ({window}), which a 4D mask does not apply; use "
-                         f"dpo.layout=padded")
+        raise ValueError(
+            f"dpo.layout=shared_prompt: a {length}-token row exceeds the model's "
+            f"sliding window ({window}), which a 4D mask does not apply; use "
+            f"dpo.layout=padded"
+        )
 
 
-PAIR_LAYOUTS = {"padded": PaddedPairs(), "shared_prompt": SharedPromptPairs(),
-                "packed": PackedPairs()}
+PAIR_LAYOUTS = {
+    "padded": PaddedPairs(),
+    "shared_prompt": SharedPromptPairs(),
+    "packed": PackedPairs(),
+}

@@ -1,4 +1,5 @@
 """The reward model's objective: Bradley-Terry on the scores of (chosen, rejected) pairs."""
+
 from __future__ import annotations
 
 from typing import Dict, Tuple
@@ -14,8 +15,9 @@ def split_pairs(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return values[:half], values[half:]
 
 
-def reward_objective(scores: torch.Tensor, margin: float = 0.0
-                     ) -> Tuple[torch.Tensor, Dict[str, float]]:
+def reward_objective(
+    scores: torch.Tensor, margin: float = 0.0
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Bradley-Terry loss of the ``(2B,)`` scores of a padded preference batch (chosen rows
     first) and its metrics (``loss``, accuracy, margins)."""
     chosen, rejected = split_pairs(scores)

@@ -8,6 +8,7 @@ responses)``, told apart by its signature; it returns one number per response.  
 count or a non-number is a :class:`RewardError` naming the function and the row; a NaN/inf a
 (skippable) ``NonFiniteError`` naming them too.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -38,8 +39,13 @@ def _takes_labels(fn: Callable) -> bool:
 class RewardFunction:
     """One named, weighted reward function; ``field`` is the config key it came from."""
 
-    def __init__(self, spec: str, weight: float = 1.0, args: Optional[Dict[str, Any]] = None,
-                 field: str = "ppo.reward_fn"):
+    def __init__(
+        self,
+        spec: str,
+        weight: float = 1.0,
+        args: Optional[Dict[str, Any]] = None,
+        field: str = "ppo.reward_fn",
+    ):
         self.name, self.weight, self.field = spec, weight, field
         args = dict(args or {})
         if spec in VERIFIERS:
@@ -50,13 +56,22 @@ class RewardFunction:
         elif args:
             raise RewardError(f"{field} {spec!r}: args {args} are for the built-in rewards only")
         else:
-            self.fn = load_callable(spec, field, RewardError, f"a built-in reward "
-                                    f"({', '.join(VERIFIERS)}) or package.module:function")
+            self.fn = load_callable(
+                spec,
+                field,
+                RewardError,
+                f"a built-in reward ({', '.join(VERIFIERS)}) or package.module:function",
+            )
         self.takes_labels = _takes_labels(self.fn)
 
-    def __call__(self, prompts: List[str], responses: List[str],
-                 labels: Sequence[Any], extras: Sequence[Dict[str, Any]],
-                 first_row: int = 0) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: List[str],
+        responses: List[str],
+        labels: Sequence[Any],
+        extras: Sequence[Dict[str, Any]],
+        first_row: int = 0,
+    ) -> torch.Tensor:
         """The rewards of the rows; errors name rows counted from ``first_row`` (the
         offset of this chunk in the iteration's batch)."""
         try:
@@ -78,8 +93,14 @@ class RewardSum:
     def __bool__(self) -> bool:
         return bool(self.functions)
 
-    def __call__(self, prompts: List[str], responses: List[str], labels: Sequence[Any],
-                 extras: Sequence[Dict[str, Any]], first_row: int = 0) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: List[str],
+        responses: List[str],
+        labels: Sequence[Any],
+        extras: Sequence[Dict[str, Any]],
+        first_row: int = 0,
+    ) -> torch.Tensor:
         total = torch.zeros(len(responses))
         for fn in self.functions:
             total += fn.weight * fn(prompts, responses, labels, extras, first_row)
@@ -91,15 +112,26 @@ def load_rewards(ppo: Any, label_key: Optional[str] = None) -> RewardSum:
     the RM at ``ppo.reward_url``, loaded (built-in args checked, the URL's health checked)
     before Ray starts; a verifier that compares with labels needs ``data.label_key``."""
     functions = [RewardFunction(ppo.reward_fn, ppo.reward_fn_weight)] if ppo.reward_fn else []
-    functions += [RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
-                  for i, t in enumerate(ppo.rewards)]
+    functions += [
+        RewardFunction(t.fn, t.weight, t.args, field=f"ppo.rewards[{i}].fn")
+        for i, t in enumerate(ppo.rewards)
+    ]
     for fn in functions:
         if fn.name in NEEDS_LABELS and label_key is None:
-            raise RewardError(f"{fn.field}: {fn.name!r} compares each response with its "
-                              "prompt's label: set data.label_key (the label column)")
+            raise RewardError(
+                f"{fn.field}: {fn.name!r} compares each response with its "
+                "prompt's label: set data.label_key (the label column)"
+            )
     if ppo.reward_url:
-        functions.append(RemoteReward(ppo.reward_url, ppo.reward_url_weight,
-                                      ppo.reward_url_token_env, ppo.reward_url_batch_size,
-                                      ppo.reward_url_timeout_s, ppo.reward_url_retries,
-                                      protocol=ppo.reward_url_protocol))
+        functions.append(
+            RemoteReward(
+                ppo.reward_url,
+                ppo.reward_url_weight,
+                ppo.reward_url_token_env,
+                ppo.reward_url_batch_size,
+                ppo.reward_url_timeout_s,
+                ppo.reward_url_retries,
+                protocol=ppo.reward_url_protocol,
+            )
+        )
     return RewardSum(functions)

@@ -9,6 +9,7 @@ Each ``(prompt, response)`` is tokenised as the reward model's training data was
 model's mode is restored afterwards); ``normalize`` applies the model's saved score
 statistics.  torch is imported when a batch is scored.
 """
+
 from __future__ import annotations
 
 from typing import Any, List, Sequence
@@ -22,15 +23,22 @@ def scoring_ids(encoder: Encoder, prompt: str, response: str) -> List[int]:
     prompt_ids = encoder.prompt(prompt)
     response_ids = encoder.response(response)
     if not response_ids or response_ids == [encoder.eos_id]:
-        return (prompt_ids + [encoder.eos_id])[:encoder.max_length]
+        return (prompt_ids + [encoder.eos_id])[: encoder.max_length]
     return join_response(prompt_ids, response_ids, encoder.eos_id, encoder.max_length)[0]
 
 
 class RewardModelScorer:
     """``model`` (a scalar-head reward model) and its ``tokenizer`` as a scorer (see module)."""
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, max_length: int = 256,
-                 max_prompt_length: int = 128, normalize: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        max_length: int = 256,
+        max_prompt_length: int = 128,
+        normalize: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
@@ -47,7 +55,7 @@ class RewardModelScorer:
         ids = [self.input_ids(p, r) for p, r in zip(prompts, responses)]
         scores: List[float] = []
         for start in range(0, len(ids), self.batch_size):
-            scores += self._score(ids[start:start + self.batch_size])
+            scores += self._score(ids[start : start + self.batch_size])
         return scores
 
     def _score(self, rows: List[List[int]]) -> List[float]:
@@ -61,8 +69,9 @@ class RewardModelScorer:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.sequence_scores(input_ids.to(device), mask.to(device),
-                                                 normalize=self.normalize)
+                out = self.model.sequence_scores(
+                    input_ids.to(device), mask.to(device), normalize=self.normalize
+                )
         finally:
             self.model.train(was_training)
         return out.float().cpu().tolist()

@@ -19,6 +19,7 @@ training starts (one check); a call that fails (connection error, timeout, 5xx) 
 URL; a 4xx (the server refused the request: it says why) and an answer of the wrong shape are
 not retried.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,14 +48,22 @@ class Protocol(NamedTuple):
 
 
 PROTOCOLS: Dict[str, Protocol] = {
-    "rlhf_dist": Protocol(lambda url: f"{url}/score",
-                          lambda p, r, labels: {"prompts": p, "responses": r,
-                                                "labels": labels},
-                          "scores", has_health=True),
-    "openrlhf": Protocol(lambda url: url,
-                         lambda p, r, labels: {"query": [a + b for a, b in zip(p, r)],
-                                               "prompts": p, "labels": labels},
-                         "rewards", has_health=False),
+    "rlhf_dist": Protocol(
+        lambda url: f"{url}/score",
+        lambda p, r, labels: {"prompts": p, "responses": r, "labels": labels},
+        "scores",
+        has_health=True,
+    ),
+    "openrlhf": Protocol(
+        lambda url: url,
+        lambda p, r, labels: {
+            "query": [a + b for a, b in zip(p, r)],
+            "prompts": p,
+            "labels": labels,
+        },
+        "rewards",
+        has_health=False,
+    ),
 }
 
 
@@ -62,15 +71,24 @@ class RemoteReward:
     """The scores of the reward model served at ``url``, as one weighted reward term (called
     like a :class:`~rlhf_dist.rewards.RewardFunction`)."""
 
-    def __init__(self, url: str, weight: float = 1.0, token_env: Optional[str] = None,
-                 batch_size: int = 64, timeout_s: float = 60.0, retries: int = 3,
-                 field: str = "ppo.reward_url", backoff_s: float = BACKOFF_S,
-                 protocol: str = "rlhf_dist"):
+    def __init__(
+        self,
+        url: str,
+        weight: float = 1.0,
+        token_env: Optional[str] = None,
+        batch_size: int = 64,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        field: str = "ppo.reward_url",
+        backoff_s: float = BACKOFF_S,
+        protocol: str = "rlhf_dist",
+    ):
         import requests
 
         if protocol not in PROTOCOLS:
-            raise RewardError(f"ppo.reward_url_protocol: got {protocol!r}, expected one of "
-                              f"{sorted(PROTOCOLS)}")
+            raise RewardError(
+                f"ppo.reward_url_protocol: got {protocol!r}, expected one of {sorted(PROTOCOLS)}"
+            )
         self.protocol = PROTOCOLS[protocol]
         self.name, self.weight, self.field = url.rstrip("/"), weight, field
         self.endpoint = self.protocol.endpoint(self.name)
@@ -79,8 +97,9 @@ class RemoteReward:
         self.session = requests.Session()
         token = os.environ.get(token_env) if token_env else None
         if token_env and not token:
-            raise RewardError(f"{field}: ppo.reward_url_token_env names ${token_env}, which "
-                              "is not set")
+            raise RewardError(
+                f"{field}: ppo.reward_url_token_env names ${token_env}, which is not set"
+            )
         if token:
             self.session.headers["Authorization"] = f"Bearer {token.strip()}"
         self.health()
@@ -95,33 +114,47 @@ class RemoteReward:
         try:
             answer = self.session.get(f"{self.name}/health", timeout=min(self.timeout_s, 10))
         except requests.RequestException as err:
-            raise RewardError(f"{self.field} {self.name}: not reachable "
-                              f"({type(err).__name__}: {err})") from None
+            raise RewardError(
+                f"{self.field} {self.name}: not reachable ({type(err).__name__}: {err})"
+            ) from None
         if answer.status_code != 200:
-            raise RewardError(f"{self.field} {self.name}: /health answered "
-                              f"{answer.status_code}: {answer.text[:200]}")
+            raise RewardError(
+                f"{self.field} {self.name}: /health answered "
+                f"{answer.status_code}: {answer.text[:200]}"
+            )
         return answer.json()
 
     def _connect(self) -> Dict[str, Any]:
         parts = urlsplit(self.endpoint)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            with socket.create_connection((parts.hostname, port), timeout=min(self.timeout_s,
-                                                                               10)):
+            with socket.create_connection((parts.hostname, port), timeout=min(self.timeout_s, 10)):
                 return {"status": "listening"}
         except OSError as err:
-            raise RewardError(f"{self.field} {self.name}: not reachable "
-                              f"({type(err).__name__}: {err})") from None
+            raise RewardError(
+                f"{self.field} {self.name}: not reachable ({type(err).__name__}: {err})"
+            ) from None
 
-    def __call__(self, prompts: List[str], responses: List[str], labels: Sequence[Any],
-                 extras: Sequence[Dict[str, Any]], first_row: int = 0) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: List[str],
+        responses: List[str],
+        labels: Sequence[Any],
+        extras: Sequence[Dict[str, Any]],
+        first_row: int = 0,
+    ) -> torch.Tensor:
         scores = []
         for a in range(0, len(responses), self.batch_size):
             b = a + self.batch_size
-            body = self.protocol.body(list(prompts[a:b]), list(responses[a:b]),
-                                      list(labels[a:b]))
-            scores.append(check_rewards(self.post(body), len(body["prompts"]),
-                                        f"{self.field} {self.name}", first_row + a))
+            body = self.protocol.body(list(prompts[a:b]), list(responses[a:b]), list(labels[a:b]))
+            scores.append(
+                check_rewards(
+                    self.post(body),
+                    len(body["prompts"]),
+                    f"{self.field} {self.name}",
+                    first_row + a,
+                )
+            )
         return torch.cat(scores) if scores else torch.zeros(0)
 
     def post(self, body: Dict[str, Any]) -> Any:
@@ -142,11 +175,18 @@ class RemoteReward:
                     try:
                         return answer.json()[key]
                     except (ValueError, KeyError, TypeError):
-                        raise RewardError(f"{where} answered 200 without a JSON '{key}' "
-                                          f"list: {answer.text[:300]}") from None
+                        raise RewardError(
+                            f"{where} answered 200 without a JSON '{key}' list: {answer.text[:300]}"
+                        ) from None
             if attempt < self.retries:
-                delay = self.backoff_s * 2 ** attempt
-                log.warning("%s failed (%s); retry %d of %d in %.1fs", where, problem,
-                            attempt + 1, self.retries, delay)
+                delay = self.backoff_s * 2**attempt
+                log.warning(
+                    "%s failed (%s); retry %d of %d in %.1fs",
+                    where,
+                    problem,
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
                 time.sleep(delay)
         raise RewardError(f"{where} failed after {self.retries + 1} attempts: {problem}")

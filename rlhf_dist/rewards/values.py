@@ -2,6 +2,7 @@
 :class:`RewardError` (or a skippable ``NonFiniteError``) naming the term and the row.  Shared by
 the reward functions (:mod:`.functions`) and the remote reward model (:mod:`.remote`).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,16 +25,21 @@ def check_rewards(values: Any, n: int, where: str, first_row: int = 0) -> torch.
     try:
         values = list(values)
     except TypeError:
-        raise RewardError(f"{where} returned {type(values).__name__}, not a list of "
-                          f"{n} numbers") from None
+        raise RewardError(
+            f"{where} returned {type(values).__name__}, not a list of {n} numbers"
+        ) from None
     if len(values) != n:
         raise RewardError(f"{where} returned {len(values)} rewards for {n} responses")
     for row, value in enumerate(values):
         if not isinstance(value, numbers.Real) and not (
-                isinstance(value, torch.Tensor) and value.numel() == 1):
-            raise RewardError(f"{where} returned {value!r} ({type(value).__name__}) for "
-                              f"row {first_row + row}: expected a number")
+            isinstance(value, torch.Tensor) and value.numel() == 1
+        ):
+            raise RewardError(
+                f"{where} returned {value!r} ({type(value).__name__}) for "
+                f"row {first_row + row}: expected a number"
+            )
         if not math.isfinite(float(value)):
-            raise NonFiniteError(f"{where} returned {float(value)} for row "
-                                 f"{first_row + row}", skippable=True)
+            raise NonFiniteError(
+                f"{where} returned {float(value)} for row {first_row + row}", skippable=True
+            )
     return torch.tensor([float(v) for v in values], dtype=torch.float32)

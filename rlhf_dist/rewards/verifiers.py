@@ -9,6 +9,7 @@ the label of its prompt (``data.label_key``), 1.0 right and 0.0 wrong.
 * ``regex_format``: the response matches ``pattern`` (``re.fullmatch`` after stripping, or
   ``re.search`` with ``search: true``) -- a format reward; needs no label.
 """
+
 from __future__ import annotations
 
 import re

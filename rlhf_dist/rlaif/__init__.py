@@ -11,17 +11,55 @@ Importing this package is cheap: its modules import torch and transformers insid
 functions that load or run models.  (The re-exports are eager on purpose: the function
 :func:`label` must win over the submodule of the same name.)
 """
-from rlhf_dist.rlaif.judges import (Judge, JudgeError, RewardModelJudge, load_callable,
-                                    load_judge, load_reward_judge, toy_rule_judge, toy_rule_score)
-from rlhf_dist.rlaif.label import (LabelStats, label, label_with_stats,
-                                   sample_responses, stats_path, write_pairs)
-from rlhf_dist.rlaif.ranking import (PAIR_KEYS, SKIP_REASONS, STRATEGIES, candidate_pairs,
-                                     rank_responses, ranking_to_pairs, skip_reason)
+
+from rlhf_dist.rlaif.judges import (
+    Judge,
+    JudgeError,
+    RewardModelJudge,
+    load_callable,
+    load_judge,
+    load_reward_judge,
+    toy_rule_judge,
+    toy_rule_score,
+)
+from rlhf_dist.rlaif.label import (
+    LabelStats,
+    label,
+    label_with_stats,
+    sample_responses,
+    stats_path,
+    write_pairs,
+)
+from rlhf_dist.rlaif.ranking import (
+    PAIR_KEYS,
+    SKIP_REASONS,
+    STRATEGIES,
+    candidate_pairs,
+    rank_responses,
+    ranking_to_pairs,
+    skip_reason,
+)
 
 __all__ = [
-    "Judge", "JudgeError", "LabelStats", "PAIR_KEYS", "RewardModelJudge", "SKIP_REASONS",
-    "STRATEGIES", "candidate_pairs", "label", "label_with_stats",
-    "load_callable", "load_judge", "load_reward_judge", "rank_responses",
-    "ranking_to_pairs", "sample_responses", "skip_reason", "stats_path", "toy_rule_judge",
-    "toy_rule_score", "write_pairs",
+    "Judge",
+    "JudgeError",
+    "LabelStats",
+    "PAIR_KEYS",
+    "RewardModelJudge",
+    "SKIP_REASONS",
+    "STRATEGIES",
+    "candidate_pairs",
+    "label",
+    "label_with_stats",
+    "load_callable",
+    "load_judge",
+    "load_reward_judge",
+    "rank_responses",
+    "ranking_to_pairs",
+    "sample_responses",
+    "skip_reason",
+    "stats_path",
+    "toy_rule_judge",
+    "toy_rule_score",
+    "write_pairs",
 ]

@@ -13,6 +13,7 @@ the ``--judge`` spec of ``rlhf-dist label`` into one:
 
 Importing this module is cheap: torch and transformers are imported when a reward model loads.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ from rlhf_dist.utils import imports
 
 Judge = Callable[[List[str], List[str]], List[float]]
 RM_PREFIX = "rm:"
-DEFAULT_MAX_LENGTH = 256         # = DataConfig.max_length (what the reward model trained with)
+DEFAULT_MAX_LENGTH = 256  # = DataConfig.max_length (what the reward model trained with)
 DEFAULT_MAX_PROMPT_LENGTH = 128  # = DataConfig.max_prompt_length
 
 
@@ -68,10 +69,14 @@ def default_device() -> str:
 RewardModelJudge = RewardModelScorer
 
 
-def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int = 16,
-                      max_length: int = DEFAULT_MAX_LENGTH,
-                      max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                      field: str = "--judge") -> RewardModelJudge:
+def load_reward_judge(
+    path: str,
+    device: Optional[str] = None,
+    batch_size: int = 16,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
+    field: str = "--judge",
+) -> RewardModelJudge:
     """A :class:`RewardModelJudge` for the reward model saved at the local directory ``path``.
 
     Refuses a checkpoint without a scalar head (a plain LM would get a random head).
@@ -79,8 +84,9 @@ def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int =
     spec = f"{field} {RM_PREFIX}{path}"
     local = os.path.expanduser(path)
     if not path or not os.path.isdir(local):
-        raise JudgeError(f"{spec}: no such directory (expected a reward model saved by "
-                         "`rlhf-dist rm`)")
+        raise JudgeError(
+            f"{spec}: no such directory (expected a reward model saved by `rlhf-dist rm`)"
+        )
     from transformers import AutoConfig
 
     from rlhf_dist.config import ModelConfig
@@ -92,9 +98,11 @@ def load_reward_judge(path: str, device: Optional[str] = None, batch_size: int =
     except (OSError, ValueError) as err:
         raise JudgeError(f"{spec}: not a Hugging Face model directory: {err}") from None
     if not (is_scalar_head_config(config) or is_sequence_classifier(config)):
-        raise JudgeError(f"{spec}: not a reward model (no score head: neither ours nor a "
-                         "*ForSequenceClassification); train one with `rlhf-dist rm` or pass "
-                         "a scoring function as module:function")
+        raise JudgeError(
+            f"{spec}: not a reward model (no score head: neither ours nor a "
+            "*ForSequenceClassification); train one with `rlhf-dist rm` or pass "
+            "a scoring function as module:function"
+        )
     section = ModelConfig(name_or_path=local)
     try:
         tokenizer = load_tokenizer(section, field_prefix=field)
@@ -114,14 +122,17 @@ def load_callable(spec: str, field: str = "--judge") -> Callable:
     return imports.load_callable(spec, field, JudgeError, "rm:PATH or package.module:function")
 
 
-def load_judge(spec: str, device: Optional[str] = None, batch_size: int = 16,
-               field: str = "--judge") -> Judge:
+def load_judge(
+    spec: str, device: Optional[str] = None, batch_size: int = 16, field: str = "--judge"
+) -> Judge:
     """``rm:PATH`` → :func:`load_reward_judge`; ``package.module:function`` → that callable."""
     if not isinstance(spec, str) or not spec.strip():
         raise JudgeError(f"{field}: empty; expected rm:PATH or package.module:function")
     if spec.startswith(RM_PREFIX):
-        return load_reward_judge(spec[len(RM_PREFIX):], device, batch_size, field=field)
+        return load_reward_judge(spec[len(RM_PREFIX) :], device, batch_size, field=field)
     if ":" not in spec and os.path.isdir(os.path.expanduser(spec)):
-        raise JudgeError(f"{field} {spec!r} is a directory; write rm:{spec} to judge with the "
-                         "reward model saved there")
+        raise JudgeError(
+            f"{field} {spec!r} is a directory; write rm:{spec} to judge with the "
+            "reward model saved there"
+        )
     return load_callable(spec, field)

@@ -10,6 +10,7 @@ mode), responses as decoded (the data format's leading space included, eos dropp
 Responses that are blank after decoding are not judged and never paired: a blank ``chosen``
 or ``rejected`` is a bad row for the preference loader.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,12 +37,19 @@ DEFAULT_MAX_PROMPT_LENGTH = 128  # = DataConfig.max_prompt_length
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
-                     rollout: Optional["RolloutConfig"] = None, seed: int = 0,
-                     device: Optional[str] = None,
-                     max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
-                     show_progress: bool = False, backend: str = "hf",
-                     engines: Any = None, dtype: str = "float32") -> List[List[str]]:
+def sample_responses(
+    policy_path: str,
+    prompts: Sequence[str],
+    k: int,
+    rollout: Optional["RolloutConfig"] = None,
+    seed: int = 0,
+    device: Optional[str] = None,
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH,
+    show_progress: bool = False,
+    backend: str = "hf",
+    engines: Any = None,
+    dtype: str = "float32",
+) -> List[List[str]]:
     """``k`` sampled responses per prompt (a list of ``k`` texts for each) from the HF causal
     LM (and its tokenizer) saved at ``policy_path``, sampled with ``rollout`` (default
     :class:`RolloutConfig`: sampling on, temperature 1, 32 new tokens) by ``backend`` (a name
@@ -63,13 +71,23 @@ def sample_responses(policy_path: str, prompts: Sequence[str], k: int,
     rollout = dataclasses.replace(rollout or RolloutConfig(), n_samples_per_prompt=k)
     bar = progress(total=len(prompts), desc="label: sampling", enabled=show_progress)
     try:
-        texts = sample_with_backend(backend, tokenizer, prompts, rollout,
-                                    rollout.rollout_batch_size, max_prompt_length, seed,
-                                    model=model, model_dir=section.name_or_path,
-                                    engines=engines, dtype=dtype, on_batch=bar.update)
+        texts = sample_with_backend(
+            backend,
+            tokenizer,
+            prompts,
+            rollout,
+            rollout.rollout_batch_size,
+            max_prompt_length,
+            seed,
+            model=model,
+            model_dir=section.name_or_path,
+            engines=engines,
+            dtype=dtype,
+            on_batch=bar.update,
+        )
     finally:
         bar.close()
-    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def _load_policy(section: Any, device: Optional[str], with_model: bool) -> Tuple[Any, Any]:
@@ -112,8 +130,9 @@ def judge_all(judge: Judge, prompts: Sequence[str], responses: Sequence[str]) ->
     try:
         n = len(scores)
     except TypeError:
-        raise ValueError(f"the judge returned a {type(scores).__name__}, expected a list of "
-                         "scores") from None
+        raise ValueError(
+            f"the judge returned a {type(scores).__name__}, expected a list of scores"
+        ) from None
     if n != len(responses):
         raise ValueError(f"the judge returned {n} scores for {len(responses)} responses")
     try:
@@ -129,9 +148,13 @@ def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
-def label_with_stats(prompts: Sequence[str], responses_per_prompt: Sequence[Sequence[str]],
-                     judge: Judge, strategy: str = "all_pairs", min_margin: float = 0.0
-                     ) -> Tuple[List[PairRow], LabelStats]:
+def label_with_stats(
+    prompts: Sequence[str],
+    responses_per_prompt: Sequence[Sequence[str]],
+    judge: Judge,
+    strategy: str = "all_pairs",
+    min_margin: float = 0.0,
+) -> Tuple[List[PairRow], LabelStats]:
     """Preference rows of every prompt (prompts in order, pairs as
     :func:`~rlhf_dist.rlaif.ranking.ranking_to_pairs`) and the counts.  The judge is called
     once, on every non-blank response."""
@@ -146,8 +169,9 @@ def label_with_stats(prompts: Sequence[str], responses_per_prompt: Sequence[Sequ
     rows: List[PairRow] = []
     start = 0
     for prompt, group in zip(prompts, kept):
-        rows += ranking_to_pairs(prompt, group, scores[start:start + len(group)], strategy,
-                                 min_margin, stats.skipped)
+        rows += ranking_to_pairs(
+            prompt, group, scores[start : start + len(group)], strategy, min_margin, stats.skipped
+        )
         start += len(group)
     stats.pairs = len(rows)
     stats.candidate_pairs = stats.pairs + sum(stats.skipped.values())
@@ -156,8 +180,13 @@ def label_with_stats(prompts: Sequence[str], responses_per_prompt: Sequence[Sequ
     return rows, stats
 
 
-def label(prompts: Sequence[str], responses_per_prompt: Sequence[Sequence[str]], judge: Judge,
-          strategy: str = "all_pairs", min_margin: float = 0.0) -> List[PairRow]:
+def label(
+    prompts: Sequence[str],
+    responses_per_prompt: Sequence[Sequence[str]],
+    judge: Judge,
+    strategy: str = "all_pairs",
+    min_margin: float = 0.0,
+) -> List[PairRow]:
     """Preference rows ``{prompt, chosen, rejected, chosen_score, rejected_score}``."""
     return label_with_stats(prompts, responses_per_prompt, judge, strategy, min_margin)[0]
 
@@ -178,5 +207,8 @@ def write_pairs(rows: Sequence[PairRow], path: Union[str, Path]) -> Path:
 def stats_path(pairs_path: Union[str, Path]) -> Path:
     """``pairs.jsonl`` → ``pairs.stats.json``."""
     path = Path(pairs_path)
-    return path.with_name(path.stem + ".stats.json") if path.suffix else \
-        path.with_name(path.name + ".stats.json")
+    return (
+        path.with_name(path.stem + ".stats.json")
+        if path.suffix
+        else path.with_name(path.name + ".stats.json")
+    )

@@ -13,6 +13,7 @@ A candidate pair is skipped (and counted under its reason) when, checked in this
 * ``tie`` — both have the same score (the judge expressed no preference);
 * ``below_margin`` — ``chosen_score − rejected_score < min_margin`` (too close to trust).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,7 @@ def as_scores(scores: Sequence[float]) -> List[float]:
     return out
 
 
-def candidate_pairs(scores: Sequence[float], strategy: str = "all_pairs"
-                    ) -> List[Tuple[int, int]]:
+def candidate_pairs(scores: Sequence[float], strategy: str = "all_pairs") -> List[Tuple[int, int]]:
     """(chosen index, rejected index) candidates, before any skip, in output order."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -65,8 +65,13 @@ def candidate_pairs(scores: Sequence[float], strategy: str = "all_pairs"
     return [(order[a], order[b]) for a, b in ranking_pair_order(len(order))]
 
 
-def skip_reason(responses: Sequence[str], scores: Sequence[float], chosen: int, rejected: int,
-                min_margin: float = 0.0) -> Optional[str]:
+def skip_reason(
+    responses: Sequence[str],
+    scores: Sequence[float],
+    chosen: int,
+    rejected: int,
+    min_margin: float = 0.0,
+) -> Optional[str]:
     """Why the candidate ``(chosen, rejected)`` is dropped (in :data:`SKIP_REASONS`) or None."""
     if responses[chosen] == responses[rejected]:
         return "duplicate"
@@ -78,9 +83,14 @@ def skip_reason(responses: Sequence[str], scores: Sequence[float], chosen: int, 
     return None
 
 
-def ranking_to_pairs(prompt: str, responses: Sequence[str], scores: Sequence[float],
-                     strategy: str = "all_pairs", min_margin: float = 0.0,
-                     skipped: Optional[Dict[str, int]] = None) -> List[PairRow]:
+def ranking_to_pairs(
+    prompt: str,
+    responses: Sequence[str],
+    scores: Sequence[float],
+    strategy: str = "all_pairs",
+    min_margin: float = 0.0,
+    skipped: Optional[Dict[str, int]] = None,
+) -> List[PairRow]:
     """Preference rows ``{prompt, chosen, rejected, chosen_score, rejected_score}`` of one prompt.
 
     ``responses[i]`` has score ``scores[i]``; see the module doc for the order and the skips.
@@ -98,6 +108,13 @@ def ranking_to_pairs(prompt: str, responses: Sequence[str], scores: Sequence[flo
             if skipped is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        rows.append({"prompt": prompt, "chosen": responses[i], "rejected": responses[j],
-                     "chosen_score": float(scores[i]), "rejected_score": float(scores[j])})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": responses[i],
+                "rejected": responses[j],
+                "chosen_score": float(scores[i]),
+                "rejected_score": float(scores[j]),
+            }
+        )
     return rows

@@ -15,6 +15,7 @@ Tensor alignment (T vs T−1) is documented in :mod:`rlhf_dist.rollout.generate`
 Exports resolve lazily (PEP 562): ``import rlhf_dist.rollout`` imports neither torch nor
 transformers.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List
@@ -26,10 +27,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlhf_dist.rollout.backends import check_backend, make_sampler
     from rlhf_dist.rollout.factory import make_rollout
     from rlhf_dist.rollout.interface import Rollout, register_rollout
-    from rlhf_dist.rollout.generate import (HFGenerator, concat_rollouts, decode_prompts,
-                                            decode_responses, response_mask,
-                                            response_token_ids, sampling_temperature,
-                                            stop_ids, truncated_rows)
+    from rlhf_dist.rollout.generate import (
+        HFGenerator,
+        concat_rollouts,
+        decode_prompts,
+        decode_responses,
+        response_mask,
+        response_token_ids,
+        sampling_temperature,
+        stop_ids,
+        truncated_rows,
+    )
     from rlhf_dist.rollout.replay import ReplayBuffer, epoch_permutation
     from rlhf_dist.rollout.reward_shaping import RewardShaper, sequence_kl
 

@@ -19,6 +19,7 @@ With k = 1 this is one-step off-policy (the engines sample batch i+1 with the we
 version i while the learners train on batch i).  Batches sampled but not trained on are
 part of a checkpoint (:meth:`pending_state`), so a resumed run equals an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import collections
@@ -48,9 +49,12 @@ def check_staleness(versions: torch.Tensor, version: int, max_staleness: int) ->
         rows = (staleness > max_staleness).nonzero().flatten().tolist()
         raise StaleExperienceError(
             f"rows {rows[:8]} were sampled by policy version {version - worst}, {worst} "
-            f"versions before the learner's {version} (rollout.max_staleness={max_staleness})")
-    return {"async/staleness_mean": float(staleness.float().mean()),
-            "async/staleness_max": float(worst)}
+            f"versions before the learner's {version} (rollout.max_staleness={max_staleness})"
+        )
+    return {
+        "async/staleness_mean": float(staleness.float().mean()),
+        "async/staleness_max": float(worst),
+    }
 
 
 @dataclass
@@ -79,7 +83,8 @@ class AsyncRollout(RolloutWrapper):
             raise ConfigError(
                 f"rollout.max_staleness: the {self.cfg.rollout.backend!r} backend samples with "
                 "the actor's own processes, so nothing can run ahead of the learners; use a "
-                "backend with processes of its own (rollout.backend=vllm)")
+                "backend with processes of its own (rollout.backend=vllm)"
+            )
         self.k = self.cfg.rollout.max_staleness
         self.queue: Deque[InFlight] = collections.deque()
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -111,8 +116,9 @@ class AsyncRollout(RolloutWrapper):
         """Nothing now: the engines take new weights when they are idle (:meth:`_refill`)."""
         return {}
 
-    def next_batch(self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
-                   ) -> Tuple[List[dict], Batch, Metrics]:
+    def next_batch(
+        self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
+    ) -> Tuple[List[dict], Batch, Metrics]:
         metrics = {"perf/rollout_idle_s": self._producer_idle()}
         metrics.update(self._refill(draw, version, self.k + 1))  # the first: one to train now
         started = time.perf_counter()
@@ -122,9 +128,17 @@ class AsyncRollout(RolloutWrapper):
         metrics.update(self._refill(draw, version, self.k))
         experience, finished = self.inner.finish(experience)
         experience = experience.with_(versions=torch.full((len(experience),), entry.version))
-        return entry.rows, experience, {**metrics, **sampled, **finished,
-                                        "perf/learner_idle_s": waited,
-                                        "async/in_flight": float(len(self.queue))}
+        return (
+            entry.rows,
+            experience,
+            {
+                **metrics,
+                **sampled,
+                **finished,
+                "perf/learner_idle_s": waited,
+                "async/in_flight": float(len(self.queue)),
+            },
+        )
 
     def _refill(self, draw, version: int, batches: int) -> Metrics:
         """With nothing in flight: the weights of ``version`` into the sampler, then
@@ -150,8 +164,9 @@ class AsyncRollout(RolloutWrapper):
         """Seconds since the last call the producer had nothing to sample (the engines sat
         idle: syncing, or waiting for the learners to take a batch)."""
         now = time.perf_counter()
-        busy = sum(max(0.0, min(end or now, now) - max(start, self.since))
-                   for start, end in self.busy)
+        busy = sum(
+            max(0.0, min(end or now, now) - max(start, self.since)) for start, end in self.busy
+        )
         self.busy = [span for span in self.busy if not span[1]]
         idle, self.since = max(0.0, now - self.since - busy), now
         return idle
@@ -162,17 +177,25 @@ class AsyncRollout(RolloutWrapper):
         pending = []
         for entry in self.queue:
             batch, metrics = entry.wait()
-            pending.append({"rows": entry.rows, "version": entry.version,
-                            "tensors": batch.tensors, "extras": batch.extras,
-                            "meta": batch.meta, "metrics": metrics})
+            pending.append(
+                {
+                    "rows": entry.rows,
+                    "version": entry.version,
+                    "tensors": batch.tensors,
+                    "extras": batch.extras,
+                    "meta": batch.meta,
+                    "metrics": metrics,
+                }
+            )
         return pending
 
     def restore_pending(self, entries: Sequence[Dict[str, Any]]) -> None:
         self.queue.clear()
         for e in entries:
             batch = Batch(e["tensors"], e["meta"], e["extras"])
-            self.queue.append(InFlight(list(e["rows"]), int(e["version"]),
-                                       result=(batch, dict(e["metrics"]))))
+            self.queue.append(
+                InFlight(list(e["rows"]), int(e["version"]), result=(batch, dict(e["metrics"])))
+            )
 
 
 __all__ = ["AsyncRollout", "InFlight", "StaleExperienceError", "check_staleness"]

@@ -17,6 +17,7 @@ one sampler per model; every batch then goes through ``sampler.generate(ids, mas
 The two backends draw different random numbers: a seed reproduces a backend's own samples,
 and greedy decoding gives the same tokens up to floating-point ties.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -31,21 +32,36 @@ def backend(name: str, field: str = "backend") -> Any:
     from rlhf_dist.rollout.interface import rollout_backend
 
     if ":" not in name and name not in ROLLOUT_BACKENDS.names():
-        raise ConfigError(f"{field}: unknown rollout backend {name!r}; choose one of "
-                          f"{ROLLOUT_BACKENDS.names()}")
+        raise ConfigError(
+            f"{field}: unknown rollout backend {name!r}; choose one of {ROLLOUT_BACKENDS.names()}"
+        )
     return rollout_backend(name)
 
 
-def check_backend(name: str, model_dir: Optional[str], max_model_len: int,
-                  field: str = "backend", model_field: str = "model") -> None:
+def check_backend(
+    name: str,
+    model_dir: Optional[str],
+    max_model_len: int,
+    field: str = "backend",
+    model_field: str = "model",
+) -> None:
     """Every check of backend ``name`` for the model at ``model_dir`` that can fail before a
     model is loaded (``field`` / ``model_field``: the flags named in the errors)."""
     backend(name, field).check_sampler(model_dir, max_model_len, field, model_field)
 
 
-def make_sampler(name: str, *, model_dir: Optional[str], model: Any, tokenizer: Any,
-                 rollout: Any, seed: int, max_model_len: int, engines: Any = None,
-                 dtype: Optional[str] = None) -> Any:
+def make_sampler(
+    name: str,
+    *,
+    model_dir: Optional[str],
+    model: Any,
+    tokenizer: Any,
+    rollout: Any,
+    seed: int,
+    max_model_len: int,
+    engines: Any = None,
+    dtype: Optional[str] = None,
+) -> Any:
     """A sampler of backend ``name`` with ``generate(ids, mask, seed) -> Batch``, the
     ``pad_token_id`` its prompts are padded with, and ``close()`` (releases an engine the
     sampler started; call it when done).
@@ -57,9 +73,16 @@ def make_sampler(name: str, *, model_dir: Optional[str], model: Any, tokenizer: 
     (:func:`~rlhf_dist.rollout.vllm_sampler.engine_settings`).
     Build it once per model and reuse it for every batch.
     """
-    return backend(name).make_sampler(model_dir=model_dir, model=model, tokenizer=tokenizer,
-                                      rollout=rollout, seed=seed, max_model_len=max_model_len,
-                                      engines=engines, dtype=dtype)
+    return backend(name).make_sampler(
+        model_dir=model_dir,
+        model=model,
+        tokenizer=tokenizer,
+        rollout=rollout,
+        seed=seed,
+        max_model_len=max_model_len,
+        engines=engines,
+        dtype=dtype,
+    )
 
 
 __all__ = ["backend", "check_backend", "make_sampler"]

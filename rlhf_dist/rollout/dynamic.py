@@ -9,6 +9,7 @@ group-relative advantage is 0: they add no policy gradient, only KL/entropy term
 iteration trains on the same number of rows.  Chosen groups keep the order they were
 generated in.
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -26,17 +27,21 @@ def choose_groups(informative: Sequence[torch.Tensor], want: int) -> Tuple[List[
     """``(chosen, n_filled)``: ``want`` groups over the rounds' (G_r,) bool masks -- the
     informative ones first, then (``n_filled`` of them) uninformative ones, both in generation
     order -- sorted by (round, group).  Fewer than ``want`` groups in all -> ValueError."""
-    every = [((r, g), bool(keep)) for r, mask in enumerate(informative)
-             for g, keep in enumerate(mask.tolist())]
+    every = [
+        ((r, g), bool(keep))
+        for r, mask in enumerate(informative)
+        for g, keep in enumerate(mask.tolist())
+    ]
     if len(every) < want:
         raise ValueError(f"choose_groups: {len(every)} groups generated, {want} wanted")
     chosen = [rg for rg, keep in every if keep][:want]
-    filled = [rg for rg, keep in every if not keep][:want - len(chosen)]
+    filled = [rg for rg, keep in every if not keep][: want - len(chosen)]
     return sorted(chosen + filled), len(filled)
 
 
-def gather_groups(rounds: Sequence[Batch], chosen: Sequence[Group], n_samples: int,
-                  pad_token_id: int) -> Batch:
+def gather_groups(
+    rounds: Sequence[Batch], chosen: Sequence[Group], n_samples: int, pad_token_id: int
+) -> Batch:
     """The rows of the ``chosen`` groups of each round's experience, joined in ``chosen``
     order (sequence-aligned tensors re-padded, :func:`concat_rollouts`)."""
     parts = []

@@ -22,6 +22,7 @@ and a second batch-level normalisation would rescale prompts against each other;
 ``dr_grpo``, whose point is not to divide by a std (Liu et al. 2025).  Returns are
 never whitened.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -52,18 +53,22 @@ ALREADY_NORMALISED = frozenset({"group_norm", "reinforce_pp", "dr_grpo"})
 def _require(batch: Batch, keys, estimator: str) -> None:
     missing = [k for k in keys if k not in batch]
     if missing:
-        raise KeyError(f"advantage_estimator={estimator!r} needs batch key(s) {missing} "
-                       f"((N, T-1) per action); the batch has {batch.keys()}")
+        raise KeyError(
+            f"advantage_estimator={estimator!r} needs batch key(s) {missing} "
+            f"((N, T-1) per action); the batch has {batch.keys()}"
+        )
 
 
 def _gae(batch: Batch, ppo: Any, n_samples: int) -> Tuple[torch.Tensor, torch.Tensor]:
     _require(batch, ("token_rewards", "values", "action_mask"), "gae")
-    return gae(batch["token_rewards"], batch["values"], batch["action_mask"],
-               gamma=ppo.gamma, lam=ppo.lam)
+    return gae(
+        batch["token_rewards"], batch["values"], batch["action_mask"], gamma=ppo.gamma, lam=ppo.lam
+    )
 
 
-def _critic_free(name: str, batch: Batch, ppo: Any, n_samples: int
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+def _critic_free(
+    name: str, batch: Batch, ppo: Any, n_samples: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     _require(batch, ("token_rewards", "action_mask"), name)
     mask = batch["action_mask"]
     seq_rewards = masked_sum(batch["token_rewards"], mask, dim=-1)
@@ -87,8 +92,7 @@ ADVANTAGE_FNS: Dict[str, AdvantageFn] = {
 
 
 @torch.no_grad()
-def compute_advantages(batch: Batch, ppo: Any, n_samples: int
-                       ) -> Tuple[Batch, Dict[str, float]]:
+def compute_advantages(batch: Batch, ppo: Any, n_samples: int) -> Tuple[Batch, Dict[str, float]]:
     """``(batch + advantages + returns, metrics)`` for ``ppo.advantage_estimator``.
 
     ``batch`` needs ``token_rewards`` and ``action_mask`` (and ``values`` for ``gae``);
@@ -97,8 +101,9 @@ def compute_advantages(batch: Batch, ppo: Any, n_samples: int
     """
     name = ppo.advantage_estimator
     if name not in ADVANTAGE_FNS:
-        raise ValueError(f"ppo.advantage_estimator: unknown {name!r}; valid: "
-                         f"{sorted(ADVANTAGE_FNS)}")
+        raise ValueError(
+            f"ppo.advantage_estimator: unknown {name!r}; valid: {sorted(ADVANTAGE_FNS)}"
+        )
     advantages, returns = ADVANTAGE_FNS[name](batch, ppo, n_samples)
     mask = batch["action_mask"]
     if ppo.whiten_advantages and name not in ALREADY_NORMALISED:

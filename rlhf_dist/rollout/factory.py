@@ -3,6 +3,7 @@
 multi-turn trajectories when ``env.name`` is set (:mod:`rlhf_dist.rollout.multi_turn`), run
 ahead of the learners when ``rollout.max_staleness`` ≥ 1
 (:mod:`rlhf_dist.rollout.async_rollout`)."""
+
 from __future__ import annotations
 
 from typing import Any

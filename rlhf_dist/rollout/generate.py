@@ -15,6 +15,7 @@ Tensor alignment (the convention of every rollout / scoring / learning tensor):
   where ``action_mask`` is 0.  (A critic's value at column ``t`` is V(state = tokens ``≤ t``),
   i.e. the value head read at position ``t``, the state in which action ``t`` is taken.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,9 @@ def _eos_list(eos: Union[int, Sequence[int], None]) -> List[int]:
     return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
 
 
-def stop_ids(rollout: Any, tokenizer: Any, eos_token_id: Union[int, Sequence[int], None] = None
-             ) -> List[int]:
+def stop_ids(
+    rollout: Any, tokenizer: Any, eos_token_id: Union[int, Sequence[int], None] = None
+) -> List[int]:
     """The ids that end a response: ``eos_token_id`` (default: the tokenizer's) followed by
     ``rollout.stop_token_ids`` -- the same list for every rollout backend."""
     eos = _eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id)
@@ -53,16 +55,20 @@ def response_mask(responses: torch.Tensor, eos_token_ids: Sequence[int]) -> torc
 
 def _check_prompts(ids: torch.Tensor, mask: torch.Tensor) -> None:
     if ids.dim() != 2 or ids.shape != mask.shape:
-        raise ValueError(f"prompt_input_ids {tuple(ids.shape)} and prompt_attention_mask "
-                         f"{tuple(mask.shape)} must both be (B, P)")
+        raise ValueError(
+            f"prompt_input_ids {tuple(ids.shape)} and prompt_attention_mask "
+            f"{tuple(mask.shape)} must both be (B, P)"
+        )
     m = mask.long()
     empty = (m.sum(-1) == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"prompt rows {empty} have no real token")
     not_left = (m[:, 1:] < m[:, :-1]).any(-1).nonzero().flatten().tolist()
     if not_left:
-        raise ValueError(f"prompt rows {not_left} are not left-padded (generation continues "
-                         "from the last column, so padding must come first)")
+        raise ValueError(
+            f"prompt rows {not_left} are not left-padded (generation continues "
+            "from the last column, so padding must come first)"
+        )
 
 
 @contextmanager
@@ -124,10 +130,12 @@ class _SampledLogprobs:
         """``(N, R)`` log-probs of the sampled ``responses`` (the last token scored by the
         logits of the final forward)."""
         if self.last is None or len(self.columns) != responses.shape[1] - 1:
-            raise RuntimeError(f"generate ran {len(self.columns) + (self.last is not None)} "
-                               f"forwards for {responses.shape[1]} new tokens: the log-probs "
-                               "cannot be read from them (rollout.logprobs_from_generate=false "
-                               "recomputes them)")
+            raise RuntimeError(
+                f"generate ran {len(self.columns) + (self.last is not None)} "
+                f"forwards for {responses.shape[1]} new tokens: the log-probs "
+                "cannot be read from them (rollout.logprobs_from_generate=false "
+                "recomputes them)"
+            )
         return torch.stack([*self.columns, self._logprob(responses[:, -1])], dim=1)
 
 
@@ -168,9 +176,14 @@ class HFGenerator:
     the same :class:`~rlhf_dist.protocol.Batch`.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, rollout: Any,
-                 eos_token_id: Union[int, Sequence[int], None] = None,
-                 pad_token_id: Optional[int] = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        rollout: Any,
+        eos_token_id: Union[int, Sequence[int], None] = None,
+        pad_token_id: Optional[int] = None,
+    ):
         self.model, self.tokenizer, self.rollout = model, tokenizer, rollout
         self.eos_token_ids = stop_ids(rollout, tokenizer, eos_token_id)
         if not self.eos_token_ids:
@@ -187,20 +200,32 @@ class HFGenerator:
         from transformers import GenerationConfig
 
         r = self.rollout
-        sampling = (dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
-                    if r.do_sample else {})  # top_k=0 disables HF's top-k (its default is 50)
+        sampling = (
+            dict(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k) if r.do_sample else {}
+        )  # top_k=0 disables HF's top-k (its default is 50)
         eos = self.eos_token_ids
         return GenerationConfig(
-            do_sample=r.do_sample, max_new_tokens=r.max_new_tokens,
-            min_new_tokens=r.min_new_tokens or None, num_beams=1,
-            num_return_sequences=1, use_cache=True, pad_token_id=self.pad_token_id,
+            do_sample=r.do_sample,
+            max_new_tokens=r.max_new_tokens,
+            min_new_tokens=r.min_new_tokens or None,
+            num_beams=1,
+            num_return_sequences=1,
+            use_cache=True,
+            pad_token_id=self.pad_token_id,
             eos_token_id=eos[0] if len(eos) == 1 else eos,
-            bos_token_id=getattr(self.tokenizer, "bos_token_id", None), **sampling)
+            bos_token_id=getattr(self.tokenizer, "bos_token_id", None),
+            **sampling,
+        )
 
     @torch.no_grad()
-    def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 generator_seed: Optional[int] = None, with_logprobs: bool = False,
-                 n: Optional[int] = None) -> Batch:
+    def generate(
+        self,
+        prompt_input_ids: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        generator_seed: Optional[int] = None,
+        with_logprobs: bool = False,
+        n: Optional[int] = None,
+    ) -> Batch:
         """Sample ``n`` (default ``n_samples_per_prompt``) responses per (left-padded) prompt.
 
         prompt_input_ids, prompt_attention_mask: ``(B, P)``, left-padded.  Returns a Batch
@@ -218,27 +243,39 @@ class HFGenerator:
         device = _model_device(self.model)
         ids = prompt_input_ids.repeat_interleave(n, dim=0).to(device)
         prompt_mask = prompt_attention_mask.repeat_interleave(n, dim=0).to(device).long()
-        reading = (_reading_logprobs(self.model, self.temperature) if with_logprobs
-                   else contextlib.nullcontext())
+        reading = (
+            _reading_logprobs(self.model, self.temperature)
+            if with_logprobs
+            else contextlib.nullcontext()
+        )
         with _seeded(generator_seed, device), _generation_mode(self.model), reading as hook:
             # the parameters are whole here, so no rank waits for another: without
             # synced_gpus=False HF (under ZeRO-3, world > 1) all-reduces a flag every token
             # and runs dummy forwards on a rank whose rows have all finished
-            sequences = self.model.generate(input_ids=ids, attention_mask=prompt_mask,
-                                            generation_config=self.generation_config(),
-                                            synced_gpus=False)
+            sequences = self.model.generate(
+                input_ids=ids,
+                attention_mask=prompt_mask,
+                generation_config=self.generation_config(),
+                synced_gpus=False,
+            )
         batch = rollout_batch(sequences, prompt_mask, self.eos_token_ids, self.pad_token_id, n)
         if not with_logprobs:
             return batch
         P = ids.shape[1]
         response = hook.response_logprobs(sequences[:, P:])
         logps = torch.cat([response.new_zeros(len(batch), P - 1), response], dim=1)
-        return batch.with_(old_logprobs=torch.where(batch["action_mask"].bool(), logps,
-                                                    torch.zeros_like(logps)))
+        return batch.with_(
+            old_logprobs=torch.where(batch["action_mask"].bool(), logps, torch.zeros_like(logps))
+        )
 
 
-def rollout_batch(sequences: torch.Tensor, prompt_mask: torch.Tensor,
-                  eos_token_ids: Sequence[int], pad_token_id: int, n_samples: int) -> Batch:
+def rollout_batch(
+    sequences: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    n_samples: int,
+) -> Batch:
     """The rollout :class:`Batch` of ``sequences`` ``(N, P + R)`` (left-padded prompts of
     mask ``prompt_mask`` ``(N, P)``, then responses): masks from the first stop id on,
     everything after it set to ``pad_token_id`` (see the module doc).  Every backend
@@ -248,10 +285,14 @@ def rollout_batch(sequences: torch.Tensor, prompt_mask: torch.Tensor,
     sequences = sequences.clone()
     sequences[:, P:] = sequences[:, P:].masked_fill(resp_mask == 0, pad_token_id)
     before = torch.zeros(sequences.shape[0], P - 1, dtype=torch.long, device=sequences.device)
-    return Batch({"sequences": sequences,
-                  "attention_mask": torch.cat([prompt_mask.long(), resp_mask], dim=1),
-                  "action_mask": torch.cat([before, resp_mask], dim=1)},
-                 meta={"prompt_length": P, "n_samples_per_prompt": n_samples})
+    return Batch(
+        {
+            "sequences": sequences,
+            "attention_mask": torch.cat([prompt_mask.long(), resp_mask], dim=1),
+            "action_mask": torch.cat([before, resp_mask], dim=1),
+        },
+        meta={"prompt_length": P, "n_samples_per_prompt": n_samples},
+    )
 
 
 def response_token_ids(batch: Batch) -> List[List[int]]:
@@ -263,27 +304,31 @@ def response_token_ids(batch: Batch) -> List[List[int]]:
 def truncated_rows(batch: Batch, stop_token_ids: Sequence[int]) -> torch.Tensor:
     """(N,) bool: the responses with no stop token, cut at ``rollout.max_new_tokens``."""
     stop = set(int(i) for i in stop_token_ids)
-    return torch.tensor([not stop.intersection(ids) for ids in response_token_ids(batch)],
-                        dtype=torch.bool)
+    return torch.tensor(
+        [not stop.intersection(ids) for ids in response_token_ids(batch)], dtype=torch.bool
+    )
 
 
-def decode_responses(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True
-                     ) -> List[str]:
+def decode_responses(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True) -> List[str]:
     """Response texts (EOS and other special tokens dropped unless asked): every token after
     the prompt under ``attention_mask`` -- a multi-turn trajectory's whole transcript, model
     turns and observations (a single response's tokens are its actions)."""
     P = batch.meta["prompt_length"]
     seq, mask = batch["sequences"][:, P:].cpu(), batch["attention_mask"][:, P:].bool().cpu()
-    return tokenizer.batch_decode([seq[i][mask[i]].tolist() for i in range(len(batch))],
-                                  skip_special_tokens=skip_special_tokens)
+    return tokenizer.batch_decode(
+        [seq[i][mask[i]].tolist() for i in range(len(batch))],
+        skip_special_tokens=skip_special_tokens,
+    )
 
 
 def decode_prompts(batch: Batch, tokenizer: Any, skip_special_tokens: bool = True) -> List[str]:
     """Prompt texts: the real tokens of the first ``meta["prompt_length"]`` columns."""
     P = batch.meta["prompt_length"]
     seq, mask = batch["sequences"][:, :P].cpu(), batch["attention_mask"][:, :P].bool().cpu()
-    return tokenizer.batch_decode([seq[i][mask[i]].tolist() for i in range(len(batch))],
-                                  skip_special_tokens=skip_special_tokens)
+    return tokenizer.batch_decode(
+        [seq[i][mask[i]].tolist() for i in range(len(batch))],
+        skip_special_tokens=skip_special_tokens,
+    )
 
 
 def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
@@ -299,13 +344,24 @@ def concat_rollouts(batches: Sequence[Batch], pad_token_id: int) -> Batch:
     aligned = []
     for b in batches:
         shift = P - b.meta["prompt_length"]
-        tensors = {k: pad_tensor(v, v.shape[1] + shift,
-                                 pad_token_id if k == "sequences" else 0, "left")
-                   if v.dim() >= 2 else v for k, v in b.tensors.items()}
+        tensors = {
+            k: pad_tensor(v, v.shape[1] + shift, pad_token_id if k == "sequences" else 0, "left")
+            if v.dim() >= 2
+            else v
+            for k, v in b.tensors.items()
+        }
         aligned.append(Batch(tensors, {**b.meta, "prompt_length": P}, b.extras))
     return pad_and_concat(aligned, pad_values={"sequences": pad_token_id})
 
 
-__all__ = ["HFGenerator", "concat_rollouts", "decode_prompts",
-           "decode_responses", "response_mask", "response_token_ids", "rollout_batch",
-           "stop_ids", "truncated_rows"]
+__all__ = [
+    "HFGenerator",
+    "concat_rollouts",
+    "decode_prompts",
+    "decode_responses",
+    "response_mask",
+    "response_token_ids",
+    "rollout_batch",
+    "stop_ids",
+    "truncated_rows",
+]

@@ -61,6 +61,7 @@ to the actor, so it may run on another thread while the learners train -- and
 its version then.  ``pending_state()`` / ``restore_pending(entries)``: experience sampled
 but not yet trained on, saved with a checkpoint (none for a synchronous backend).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
@@ -84,14 +85,17 @@ class Rollout:
     runs_ahead = False  # produce() needs no actor call: it may run ahead of the learners
 
     @classmethod
-    def check_sampler(cls, model_dir: Optional[str], max_model_len: int, field: str,
-                      model_field: str) -> None:
+    def check_sampler(
+        cls, model_dir: Optional[str], max_model_len: int, field: str, model_field: str
+    ) -> None:
         return None
 
     @classmethod
     def make_sampler(cls, **kwargs: Any) -> Any:
-        raise ConfigError(f"rollout backend {cls.__name__} samples only in the PPO driver "
-                          "(it has no in-process sampler)")
+        raise ConfigError(
+            f"rollout backend {cls.__name__} samples only in the PPO driver "
+            "(it has no in-process sampler)"
+        )
 
     def __init__(self, cfg: Config, tokenizer: Any):
         self.cfg, self.tokenizer = cfg, tokenizer
@@ -119,20 +123,19 @@ class Rollout:
     def sync_weights(self, version: int) -> Metrics:
         return {}
 
-    def next_batch(self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
-                   ) -> Tuple[List[dict], Batch, Metrics]:
+    def next_batch(
+        self, draw: Callable[[], Tuple[Batch, int, List[dict]]], version: int
+    ) -> Tuple[List[dict], Batch, Metrics]:
         prompts, seed, rows = draw()
         experience, metrics = self.generate(prompts, seed, rows)
         return rows, experience, metrics
 
-    def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                 ) -> Tuple[Batch, Metrics]:
+    def generate(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> Tuple[Batch, Metrics]:
         experience, sampled = self.produce(prompts, seed, rows)
         experience, finished = self.finish(experience)
         return experience, {**sampled, **finished}
 
-    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                ) -> Tuple[Batch, Metrics]:
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> Tuple[Batch, Metrics]:
         raise NotImplementedError(f"{type(self).__name__} overrides generate only")
 
     def finish(self, experience: Batch) -> Tuple[Batch, Metrics]:
@@ -143,13 +146,17 @@ class Rollout:
 
     def restore_pending(self, entries: List[Any]) -> None:
         if entries:
-            raise ConfigError(f"the checkpoint holds {len(entries)} batches of experience "
-                              "sampled ahead (rollout.max_staleness >= 1); this run is "
-                              "synchronous: resume it with the same rollout.max_staleness")
+            raise ConfigError(
+                f"the checkpoint holds {len(entries)} batches of experience "
+                "sampled ahead (rollout.max_staleness >= 1); this run is "
+                "synchronous: resume it with the same rollout.max_staleness"
+            )
 
     def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
-        raise NotImplementedError(f"{type(self).__name__} cannot continue token prefixes "
-                                  "(multi-turn rollouts need Rollout.sample)")
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot continue token prefixes "
+            "(multi-turn rollouts need Rollout.sample)"
+        )
 
     def release(self) -> None:
         return None
@@ -209,8 +216,10 @@ def rollout_backend(name: str) -> Type[Rollout]:
     """The backend class ``rollout.backend`` names (a :class:`ConfigError` otherwise)."""
     cls = ROLLOUT_BACKENDS.get(name, ConfigError)
     if not (isinstance(cls, type) and issubclass(cls, Rollout)):
-        raise ConfigError(f"rollout.backend {name!r}: {cls!r} is not a "
-                          "rlhf_dist.rollout.interface.Rollout subclass")
+        raise ConfigError(
+            f"rollout.backend {name!r}: {cls!r} is not a "
+            "rlhf_dist.rollout.interface.Rollout subclass"
+        )
     return cls
 
 

@@ -7,6 +7,7 @@ interface's building block -- ``n`` continuations of each left-padded token pref
 multi-turn rollout in eval runs the PPO driver's code, without Ray and without behaviour
 log-probs.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,7 @@ class SamplerRollout(Rollout):
         self.pad_token_id = sampler.pad_token_id
 
     def sample(self, prompts: Batch, seed: int, n: int) -> Batch:
-        batch = self.sampler.generate(prompts["input_ids"], prompts["attention_mask"], seed,
-                                      n=n)
+        batch = self.sampler.generate(prompts["input_ids"], prompts["attention_mask"], seed, n=n)
         return batch.to("cpu")
 
 

@@ -27,6 +27,7 @@ answered, where the token rewards put it), and ``truncated`` (N,): cut by
 ``env.max_turns`` or the token budget (``ppo.mask_truncated`` masks those).  The behaviour
 log-probs are the actor's over the whole trajectory.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -72,10 +73,10 @@ class Trajectory:
     def add(self, ids: Sequence[int], model: bool, logprobs: Sequence[float] = ()) -> bool:
         """Append ``ids`` (cut at the budget); False when the budget ran out."""
         room = self.budget - len(self.tokens)
-        kept = list(ids)[:max(room, 0)]
+        kept = list(ids)[: max(room, 0)]
         self.tokens += kept
         self.trained += [model] * len(kept)
-        self.engine_logprobs += (list(logprobs) or [0.0] * len(kept))[:len(kept)]
+        self.engine_logprobs += (list(logprobs) or [0.0] * len(kept))[: len(kept)]
         return len(kept) == len(ids) and len(self.tokens) < self.budget
 
 
@@ -86,8 +87,8 @@ def left_padded(rows: Sequence[Sequence[int]], pad: int) -> Batch:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
     return Batch({"input_ids": ids, "attention_mask": mask})
 
 
@@ -104,17 +105,24 @@ def trajectory_batch(trajectories: Sequence[Trajectory], pad: int, n: int) -> Ba
     engine = torch.zeros((N, P + L - 1))
     steps = torch.zeros((N, P + L - 1))
     for r, t in enumerate(trajectories):
-        sequences[r, P - len(t.prompt):P] = torch.tensor(t.prompt, dtype=torch.long)
-        attention[r, P - len(t.prompt):P + len(t.tokens)] = 1
+        sequences[r, P - len(t.prompt) : P] = torch.tensor(t.prompt, dtype=torch.long)
+        attention[r, P - len(t.prompt) : P + len(t.tokens)] = 1
         if t.tokens:
-            sequences[r, P:P + len(t.tokens)] = torch.tensor(t.tokens, dtype=torch.long)
-            action[r, P - 1:P - 1 + len(t.tokens)] = torch.tensor(t.trained, dtype=torch.long)
-            engine[r, P - 1:P - 1 + len(t.tokens)] = torch.tensor(t.engine_logprobs)
+            sequences[r, P : P + len(t.tokens)] = torch.tensor(t.tokens, dtype=torch.long)
+            action[r, P - 1 : P - 1 + len(t.tokens)] = torch.tensor(t.trained, dtype=torch.long)
+            engine[r, P - 1 : P - 1 + len(t.tokens)] = torch.tensor(t.engine_logprobs)
         for end, reward in zip(t.turn_ends, t.episode.rewards):
             steps[r, P - 1 + end] += reward
-    return Batch({"sequences": sequences, "attention_mask": attention, "action_mask": action,
-                  "engine_logprobs": engine * action, "step_rewards": steps},
-                 meta={"prompt_length": P, "n_samples_per_prompt": n})
+    return Batch(
+        {
+            "sequences": sequences,
+            "attention_mask": attention,
+            "action_mask": action,
+            "engine_logprobs": engine * action,
+            "step_rewards": steps,
+        },
+        meta={"prompt_length": P, "n_samples_per_prompt": n},
+    )
 
 
 class MultiTurnRollout(RolloutWrapper):
@@ -133,8 +141,12 @@ class MultiTurnRollout(RolloutWrapper):
         self.env_pool = env_pool
         data = self.cfg.data
         self.renderer = Renderer(self.tokenizer, data.apply_chat_template)
-        self.encoder = Encoder(self.tokenizer, data.max_length, data.max_prompt_length,
-                               add_bos=not data.apply_chat_template)
+        self.encoder = Encoder(
+            self.tokenizer,
+            data.max_length,
+            data.max_prompt_length,
+            add_bos=not data.apply_chat_template,
+        )
         self.factory = EnvFactory.from_config(self.cfg.env, host=env_pool)
 
     # -------------------------------------------- the inner backend's, plus the env pool's
@@ -151,21 +163,26 @@ class MultiTurnRollout(RolloutWrapper):
         if self.env_pool:
             self.env_pool.kill()
 
-    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                ) -> Tuple[Batch, Metrics]:
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> Tuple[Batch, Metrics]:
         return self.trajectories(prompts, seed, rows)
 
     # ---------------------------------------------------------------- trajectories
-    def trajectories(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                     ) -> Tuple[Batch, Metrics]:
+    def trajectories(
+        self, prompts: Batch, seed: int, rows: Sequence[dict]
+    ) -> Tuple[Batch, Metrics]:
         """The trajectories of ``n_samples_per_prompt`` episodes per prompt row, without the
         behaviour log-probs (evaluation needs none)."""
         timings: Dict[str, float] = {}
         trajectories = self.run(prompts, seed, rows, timings)
         return self.experience(trajectories), {**self.metrics(trajectories), **timings}
 
-    def run(self, prompts: Batch, seed: int, rows: Sequence[dict],
-            timings: Optional[Dict[str, float]] = None) -> List[Trajectory]:
+    def run(
+        self,
+        prompts: Batch,
+        seed: int,
+        rows: Sequence[dict],
+        timings: Optional[Dict[str, float]] = None,
+    ) -> List[Trajectory]:
         """``n_samples_per_prompt`` finished trajectories per prompt row (the ``n`` of row
         ``i`` at ``i·n … i·n+n−1``), their environments closed; ``t.episode.metrics()`` is
         each one's log line (reward, turns, tool calls...).  ``timings`` (if given) gets the
@@ -185,9 +202,14 @@ class MultiTurnRollout(RolloutWrapper):
         ids, mask = prompts["input_ids"], prompts["attention_mask"].bool()
         prompt_ids = [ids[i][mask[i]].tolist() for i in range(len(prompts))]
         budget = self.cfg.env.max_trajectory_tokens
-        trajectories = [Trajectory(self.factory.episode(rows[i // n], i // n), prompt_ids[i // n],
-                                   budget - len(prompt_ids[i // n]))
-                        for i in range(len(prompts) * n)]
+        trajectories = [
+            Trajectory(
+                self.factory.episode(rows[i // n], i // n),
+                prompt_ids[i // n],
+                budget - len(prompt_ids[i // n]),
+            )
+            for i in range(len(prompts) * n)
+        ]
         with concurrent.futures.ThreadPoolExecutor(min(32, len(trajectories))) as pool:
             with timed("perf/time_env"):
                 list(pool.map(self._reset, trajectories))
@@ -215,7 +237,8 @@ class MultiTurnRollout(RolloutWrapper):
         experience = trajectory_batch(trajectories, self.pad_token_id, n)
         experience = experience.with_(
             rollout_scores=torch.tensor([t.episode.reward for t in trajectories]),
-            truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]))
+            truncated=torch.tensor([t.episode.truncated is not None for t in trajectories]),
+        )
         if not all(t.sampler_logprobs for t in trajectories if t.tokens):
             experience = experience.drop(["engine_logprobs"])  # the sampler has none (HF)
         if not self.cfg.env.turn_rewards:
@@ -243,8 +266,7 @@ class MultiTurnRollout(RolloutWrapper):
             trajectory.episode.stop("max_trajectory_tokens")
 
     def _model_turn(self, live: List[Trajectory], seed: int) -> None:
-        sampled = self.inner.sample(left_padded([t.ids for t in live], self.pad_token_id),
-                                    seed, 1)
+        sampled = self.inner.sample(left_padded([t.ids for t in live], self.pad_token_id), seed, 1)
         turns = response_token_ids(sampled)
         engine = sampled["engine_logprobs"] if "engine_logprobs" in sampled else None
         mask = sampled["action_mask"].bool()  # the engine's log-probs are on the action grid
@@ -283,10 +305,10 @@ class MultiTurnRollout(RolloutWrapper):
         tools' counts) and the failure counts (``env/failed``)."""
         rows = [t.episode.metrics() for t in trajectories]
         keys = sorted({k for row in rows for k in row})
-        metrics = {f"env/{k}_mean": sum(row.get(k, 0.0) for row in rows) / len(rows)
-                   for k in keys}
-        metrics["env/trajectory_tokens_mean"] = sum(len(t.tokens) for t in trajectories) / \
-            len(trajectories)
+        metrics = {f"env/{k}_mean": sum(row.get(k, 0.0) for row in rows) / len(rows) for k in keys}
+        metrics["env/trajectory_tokens_mean"] = sum(len(t.tokens) for t in trajectories) / len(
+            trajectories
+        )
         return metrics
 
 

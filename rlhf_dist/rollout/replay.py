@@ -1,6 +1,7 @@
 """The experience of one PPO iteration, split into shuffled minibatches for ``ppo_epochs``
 passes: :func:`learner_plan` (what each data-parallel rank of a learner group trains on) and
 :class:`ReplayBuffer` (the same minibatches in one process)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,34 +30,38 @@ class RankPlan:
     steps: List[List[torch.Tensor]]
 
 
-def learner_plan(size: int, mini_batch_size: int, epochs: int, seed: int,
-                 world_size: int = 1) -> List[RankPlan]:
+def learner_plan(
+    size: int, mini_batch_size: int, epochs: int, seed: int, world_size: int = 1
+) -> List[RankPlan]:
     """Per rank of a learner group of ``world_size``: minibatch ``j`` of ``epoch`` holds rows
     ``epoch_permutation(size, seed, epoch)[j·m:(j+1)·m]`` (``m = mini_batch_size``) and rank
     ``r`` takes its ``r``-th slice (``Batch.chunk``'s split: sizes differ by at most one,
     larger first).  With one epoch each rank's share is ``size / world_size`` rows."""
     if mini_batch_size < 1 or size % mini_batch_size:
-        raise ValueError(f"mini_batch_size={mini_batch_size} does not divide the {size} rows "
-                         "of experience")
+        raise ValueError(
+            f"mini_batch_size={mini_batch_size} does not divide the {size} rows of experience"
+        )
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if not 1 <= world_size <= mini_batch_size:
-        raise ValueError(f"a minibatch of {mini_batch_size} rows cannot be split over "
-                         f"{world_size} ranks")
+        raise ValueError(
+            f"a minibatch of {mini_batch_size} rows cannot be split over {world_size} ranks"
+        )
     parts: List[List[List[torch.Tensor]]] = [[] for _ in range(world_size)]  # [rank][epoch]
     for epoch in range(epochs):
         order = epoch_permutation(size, seed, epoch)
         for rank in range(world_size):
             parts[rank].append([])
         for start in range(0, size, mini_batch_size):
-            minibatch = order[start:start + mini_batch_size]
+            minibatch = order[start : start + mini_batch_size]
             for rank, part in enumerate(torch.tensor_split(minibatch, world_size)):
                 parts[rank][epoch].append(part)
     plans = []
     for rank_parts in parts:
         rows = torch.unique(torch.cat([p for epoch in rank_parts for p in epoch]))
-        plans.append(RankPlan(rows, [[torch.searchsorted(rows, p) for p in epoch]
-                                     for epoch in rank_parts]))
+        plans.append(
+            RankPlan(rows, [[torch.searchsorted(rows, p) for p in epoch] for epoch in rank_parts])
+        )
     return plans
 
 
@@ -92,8 +97,7 @@ class ReplayBuffer:
             self._merged = Batch.concat(self._batches)
         return self._merged
 
-    def minibatches(self, mini_batch_size: int, epochs: int = 1, seed: int = 0
-                    ) -> Iterator[Batch]:
+    def minibatches(self, mini_batch_size: int, epochs: int = 1, seed: int = 0) -> Iterator[Batch]:
         """``epochs`` passes; each pass visits every row exactly once, in
         :func:`epoch_permutation` order, as ``len(self) // mini_batch_size`` minibatches."""
         data = self.data

@@ -11,14 +11,20 @@ With ``step_rewards`` ``(N, T−1)`` in the batch (multi-turn rollouts, ``env.tu
 the environment's step rewards, part of the score, sit on the last action of the model turn
 that earned each instead (:func:`~rlhf_dist.algo.place_step_rewards`): the same sum per row.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from rlhf_dist.algo import (kl_estimate, make_kl_controller, masked_sum, place_step_rewards,
-                            shape_rewards)
+from rlhf_dist.algo import (
+    kl_estimate,
+    make_kl_controller,
+    masked_sum,
+    place_step_rewards,
+    shape_rewards,
+)
 from rlhf_dist.protocol import Batch
 
 REQUIRED_KEYS = ("scores", "old_logprobs", "ref_logprobs", "action_mask")
@@ -26,13 +32,17 @@ REQUIRED_KEYS = ("scores", "old_logprobs", "ref_logprobs", "action_mask")
 # ppo section -> keyword arguments of the controller registered under ppo.kl_controller
 _CONTROLLER_ARGS: Dict[str, Callable[[Any], Dict[str, float]]] = {
     "fixed": lambda ppo: {"kl_coef": ppo.kl_coef},
-    "adaptive": lambda ppo: {"init_kl_coef": ppo.kl_coef, "target": ppo.kl_target,
-                             "horizon": ppo.kl_horizon},
+    "adaptive": lambda ppo: {
+        "init_kl_coef": ppo.kl_coef,
+        "target": ppo.kl_target,
+        "horizon": ppo.kl_horizon,
+    },
 }
 
 
-def sequence_kl(old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                action_mask: torch.Tensor) -> torch.Tensor:
+def sequence_kl(
+    old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, action_mask: torch.Tensor
+) -> torch.Tensor:
     """Per-sequence KL(π_old ‖ π_ref): the k1 per-token KL summed over actions, (N,)."""
     return masked_sum(kl_estimate(old_logprobs, ref_logprobs, "k1"), action_mask, dim=-1)
 
@@ -56,10 +66,13 @@ class RewardShaper:
     def __init__(self, ppo: Any):
         self.ppo = ppo
         if ppo.kl_controller not in _CONTROLLER_ARGS:
-            raise ValueError(f"ppo.kl_controller: unknown {ppo.kl_controller!r}; valid: "
-                             f"{sorted(_CONTROLLER_ARGS)}")
-        self.controller = make_kl_controller(ppo.kl_controller,
-                                             **_CONTROLLER_ARGS[ppo.kl_controller](ppo))
+            raise ValueError(
+                f"ppo.kl_controller: unknown {ppo.kl_controller!r}; valid: "
+                f"{sorted(_CONTROLLER_ARGS)}"
+            )
+        self.controller = make_kl_controller(
+            ppo.kl_controller, **_CONTROLLER_ARGS[ppo.kl_controller](ppo)
+        )
 
     @property
     def kl_coef(self) -> float:
@@ -80,9 +93,14 @@ class RewardShaper:
         scores = self.clip_scores(raw)
         mask = batch["action_mask"]
         beta = self.kl_coef
-        token_rewards = shape_rewards(scores, batch["old_logprobs"], batch["ref_logprobs"],
-                                      mask, kl_coef=0.0 if self.ppo.kl_in_loss else beta,
-                                      kind=self.ppo.kl_estimator)
+        token_rewards = shape_rewards(
+            scores,
+            batch["old_logprobs"],
+            batch["ref_logprobs"],
+            mask,
+            kl_coef=0.0 if self.ppo.kl_in_loss else beta,
+            kind=self.ppo.kl_estimator,
+        )
         if "step_rewards" in batch:
             token_rewards = place_step_rewards(token_rewards, batch["step_rewards"], mask)
         seq_kl = sequence_kl(batch["old_logprobs"], batch["ref_logprobs"], mask)

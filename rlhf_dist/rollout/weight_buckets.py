@@ -14,6 +14,7 @@ A bucket is one ``uint8`` buffer: each tensor's bytes at an offset aligned to :d
 views of it.  The checksum of a tensor (:func:`tensor_crc`) is the CRC32 of its raw bytes in
 the engines' dtype, the same number on either side for the same bits.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 WeightSpec = Tuple[str, str, List[int]]  # parameter name, dtype name, full shape
 ALIGN = 64  # bytes: each tensor's offset in a bucket is a multiple (any dtype's size divides it)
-MB = 2 ** 20
+MB = 2**20
 MISSING = -1  # the checksum an engine reports for a parameter it did not load
 # buckets on the wire at once: the sender packs the next while these travel, the receiver has
 # their receives posted while vLLM loads the one before (memory: this many buffers a side)
@@ -101,32 +102,37 @@ def _view(buffer: "torch.Tensor", offset: int, spec: WeightSpec) -> "torch.Tenso
     import torch
 
     _, dtype, shape = spec
-    return buffer[offset:offset + spec_nbytes(spec)].view(getattr(torch, dtype)).view(shape)
+    return buffer[offset : offset + spec_nbytes(spec)].view(getattr(torch, dtype)).view(shape)
 
 
-def pack(bucket: Bucket, tensors: Sequence[Tuple[str, "torch.Tensor"]],
-         device: "torch.device") -> "torch.Tensor":
+def pack(
+    bucket: Bucket, tensors: Sequence[Tuple[str, "torch.Tensor"]], device: "torch.device"
+) -> "torch.Tensor":
     """One ``uint8`` buffer on ``device`` holding ``tensors`` (``(name, full tensor)`` in the
     bucket's order), each converted to its spec's dtype; the names and shapes must be the
     bucket's."""
     import torch
 
     if [name for name, _ in tensors] != [spec[0] for spec in bucket.specs]:
-        raise ValueError(f"weight sync: the actor's parameters {[n for n, _ in tensors]} are "
-                         f"not the bucket's {[spec[0] for spec in bucket.specs]}")
+        raise ValueError(
+            f"weight sync: the actor's parameters {[n for n, _ in tensors]} are "
+            f"not the bucket's {[spec[0] for spec in bucket.specs]}"
+        )
     buffer = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
     for (name, tensor), spec, offset in zip(tensors, bucket.specs, bucket.offsets):
         if list(tensor.shape) != list(spec[2]):
-            raise ValueError(f"weight sync: {name} has shape {list(tensor.shape)}, its spec "
-                             f"{spec[2]}")
+            raise ValueError(
+                f"weight sync: {name} has shape {list(tensor.shape)}, its spec {spec[2]}"
+            )
         _view(buffer, offset, spec).copy_(tensor)
     return buffer
 
 
 def unpack(buffer: "torch.Tensor", bucket: Bucket) -> List[Tuple[str, "torch.Tensor"]]:
     """``(name, tensor)`` of every spec of ``bucket``: views of ``buffer`` (no copy)."""
-    return [(spec[0], _view(buffer, offset, spec))
-            for spec, offset in zip(bucket.specs, bucket.offsets)]
+    return [
+        (spec[0], _view(buffer, offset, spec)) for spec, offset in zip(bucket.specs, bucket.offsets)
+    ]
 
 
 def tensor_crc(tensor: "torch.Tensor") -> int:
@@ -137,36 +143,59 @@ def tensor_crc(tensor: "torch.Tensor") -> int:
     return zlib.crc32(raw.numpy())
 
 
-def sync_problem(report: SyncReport, specs: Sequence[WeightSpec], version: int,
-                 engine: str) -> Optional[str]:
+def sync_problem(
+    report: SyncReport, specs: Sequence[WeightSpec], version: int, engine: str
+) -> Optional[str]:
     """What is wrong with ``engine``'s report on the sync of ``version`` (None: nothing): a
     version other than the one sent, or (a checked sync) a parameter whose checksum is not
     the actor's -- the first one in sending order is named."""
     if report.version != version:
-        return (f"{engine} holds weights version {report.version} after the sync of version "
-                f"{version}")
+        return (
+            f"{engine} holds weights version {report.version} after the sync of version {version}"
+        )
     if report.expected is None and report.checksums is None:
         return None
-    if report.expected is None or report.checksums is None or \
-            not len(report.expected) == len(report.checksums) == len(specs):
-        return (f"{engine}: checked sync of version {version} came back with "
-                f"{_count(report.checksums)} engine and {_count(report.expected)} actor "
-                f"checksums for {len(specs)} parameters")
-    wrong = [i for i, (got, want) in enumerate(zip(report.checksums, report.expected))
-             if got != want]
+    if (
+        report.expected is None
+        or report.checksums is None
+        or not len(report.expected) == len(report.checksums) == len(specs)
+    ):
+        return (
+            f"{engine}: checked sync of version {version} came back with "
+            f"{_count(report.checksums)} engine and {_count(report.expected)} actor "
+            f"checksums for {len(specs)} parameters"
+        )
+    wrong = [
+        i for i, (got, want) in enumerate(zip(report.checksums, report.expected)) if got != want
+    ]
     if not wrong:
         return None
     first = wrong[0]
     got = report.checksums[first]
     held = "not loaded" if got == MISSING else f"CRC32 {got:08x}"
-    return (f"{engine}: weights differ from the actor's after the sync of version {version}: "
-            f"parameter {specs[first][0]} (actor CRC32 {report.expected[first]:08x}, engine "
-            f"{held}) is the first of {len(wrong)} of {len(specs)} parameters that differ")
+    return (
+        f"{engine}: weights differ from the actor's after the sync of version {version}: "
+        f"parameter {specs[first][0]} (actor CRC32 {report.expected[first]:08x}, engine "
+        f"{held}) is the first of {len(wrong)} of {len(specs)} parameters that differ"
+    )
 
 
 def _count(values: Optional[Sequence[int]]) -> str:
     return "no" if values is None else str(len(values))
 
 
-__all__ = ["ALIGN", "Bucket", "MISSING", "SyncReport", "WeightSpec", "bucket_bytes", "pack",
-           "plan_buckets", "spec_nbytes", "sync_problem", "tensor_crc", "total_bytes", "unpack"]
+__all__ = [
+    "ALIGN",
+    "Bucket",
+    "MISSING",
+    "SyncReport",
+    "WeightSpec",
+    "bucket_bytes",
+    "pack",
+    "plan_buckets",
+    "spec_nbytes",
+    "sync_problem",
+    "tensor_crc",
+    "total_bytes",
+    "unpack",
+]

@@ -19,6 +19,7 @@ so that many PPO/GRPO jobs (``ppo.reward_url``) can share one copy.
   mistyped field (named, with the row), prompts and responses of different lengths (400);
   more than ``--max-rows`` rows or a body over ``--max-request-mb`` (413).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,7 @@ def _strings(data: dict, key: str) -> List[str]:
         raise BadRequest(f"field '{key}' must be a list of strings, got {type(rows).__name__}")
     for i, row in enumerate(rows):
         if not isinstance(row, str):
-            raise BadRequest(f"field '{key}' row {i}: expected a string, got "
-                             f"{type(row).__name__}")
+            raise BadRequest(f"field '{key}' row {i}: expected a string, got {type(row).__name__}")
     return rows
 
 
@@ -62,15 +62,18 @@ def parse_score_request(data: Any, max_rows: int) -> Tuple[List[str], List[str]]
         raise BadRequest("the body must be a JSON object with 'prompts' and 'responses'")
     prompts, responses = _strings(data, "prompts"), _strings(data, "responses")
     if len(prompts) != len(responses):
-        raise BadRequest(f"'prompts' has {len(prompts)} rows but 'responses' has "
-                         f"{len(responses)}")
+        raise BadRequest(f"'prompts' has {len(prompts)} rows but 'responses' has {len(responses)}")
     labels = data.get("labels")
     if labels is not None and (not isinstance(labels, list) or len(labels) != len(prompts)):
-        raise BadRequest(f"field 'labels' must be a list of {len(prompts)} values (one per "
-                         "row) or absent")
+        raise BadRequest(
+            f"field 'labels' must be a list of {len(prompts)} values (one per row) or absent"
+        )
     if len(prompts) > max_rows:
-        raise BadRequest(f"{len(prompts)} rows in one request: more than --max-rows="
-                         f"{max_rows}; send smaller batches", status=413)
+        raise BadRequest(
+            f"{len(prompts)} rows in one request: more than --max-rows="
+            f"{max_rows}; send smaller batches",
+            status=413,
+        )
     return prompts, responses
 
 
@@ -84,12 +87,15 @@ def parse_get_reward_request(data: Any, max_rows: int) -> Tuple[List[str], List[
         raise BadRequest(f"'query' has {len(queries)} rows but 'prompts' has {len(prompts)}")
     for i, (query, prompt) in enumerate(zip(queries, prompts)):
         if not query.startswith(prompt):
-            raise BadRequest(f"field 'query' row {i}: does not start with its prompt "
-                             f"('prompts' row {i}); a query is the prompt followed by the "
-                             "response")
-    responses = [q[len(p):] for q, p in zip(queries, prompts)]
-    return parse_score_request({"prompts": prompts, "responses": responses,
-                                "labels": data.get("labels")}, max_rows)
+            raise BadRequest(
+                f"field 'query' row {i}: does not start with its prompt "
+                f"('prompts' row {i}); a query is the prompt followed by the "
+                "response"
+            )
+    responses = [q[len(p) :] for q, p in zip(queries, prompts)]
+    return parse_score_request(
+        {"prompts": prompts, "responses": responses, "labels": data.get("labels")}, max_rows
+    )
 
 
 class Batcher:
@@ -113,8 +119,9 @@ class Batcher:
         deadline = loop.time() + self.max_wait_s
         while sum(len(p) for p, _, _ in items) < self.batch_size:
             try:
-                items.append(await asyncio.wait_for(self.queue.get(),
-                                                    max(deadline - loop.time(), 0)))
+                items.append(
+                    await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
+                )
             except asyncio.TimeoutError:
                 break
         return items
@@ -134,7 +141,7 @@ class Batcher:
             self.batches, self.rows = self.batches + 1, self.rows + len(prompts)
             start = 0
             for batch, _, future in items:
-                future.set_result(scores[start:start + len(batch)])
+                future.set_result(scores[start : start + len(batch)])
                 start += len(batch)
 
 
@@ -142,9 +149,15 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_app(score: RewardShaper, model_name: str, token: Optional[str], batch_size: int = 32,
-             max_wait_ms: float = 10.0, max_rows: int = 4096,
-             max_request_mb: float = 16.0) -> web.Application:
+def make_app(
+    score: RewardShaper,
+    model_name: str,
+    token: Optional[str],
+    batch_size: int = 32,
+    max_wait_ms: float = 10.0,
+    max_rows: int = 4096,
+    max_request_mb: float = 16.0,
+) -> web.Application:
     """The aiohttp application; ``score(prompts, responses) -> scores`` does the work."""
 
     @web.middleware
@@ -166,9 +179,17 @@ def make_app(score: RewardShaper, model_name: str, token: Optional[str], batch_s
 
     async def health(request: web.Request) -> web.Response:
         b = request.app["batcher"]
-        return web.json_response({"status": "ok", "model": model_name, "requests": b.requests,
-                                  "batches": b.batches, "rows": b.rows,
-                                  "batch_size": batch_size, "max_rows": max_rows})
+        return web.json_response(
+            {
+                "status": "ok",
+                "model": model_name,
+                "requests": b.requests,
+                "batches": b.batches,
+                "rows": b.rows,
+                "batch_size": batch_size,
+                "max_rows": max_rows,
+            }
+        )
 
     def scoring_route(parse, answer):
         """A POST route: ``parse(body, max_rows) -> (prompts, responses)``, the scores of the
@@ -191,11 +212,16 @@ def make_app(score: RewardShaper, model_name: str, token: Optional[str], batch_s
         return route
 
     app.router.add_get("/health", health)
-    app.router.add_post("/score", scoring_route(parse_score_request,
-                                                lambda scores: {"scores": scores}))
-    app.router.add_post("/get_reward", scoring_route(
-        parse_get_reward_request,
-        lambda scores: {"rewards": scores, "scores": scores, "extra_logs": {}}))
+    app.router.add_post(
+        "/score", scoring_route(parse_score_request, lambda scores: {"scores": scores})
+    )
+    app.router.add_post(
+        "/get_reward",
+        scoring_route(
+            parse_get_reward_request,
+            lambda scores: {"rewards": scores, "scores": scores, "extra_logs": {}},
+        ),
+    )
     app.on_startup.append(start_batcher)
     app.on_cleanup.append(stop_batcher)
     return app
@@ -215,22 +241,44 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="rlhf-dist serve-rm", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a saved reward model (e.g. out/rm/model)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
-                   "loopback only; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=8000, help="port (0: one the OS picks; the "
-                   "first line printed says which)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: loopback only; 0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port (0: one the OS picks; the first line printed says which)",
+    )
     p.add_argument("--token-file", help="file holding the bearer token clients must send")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward")
-    p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long a request waits for others to batch with")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a request waits for others to batch with",
+    )
     p.add_argument("--max-rows", type=int, default=4096, help="most rows in one request")
     p.add_argument("--max-request-mb", type=float, default=16.0, help="largest request body")
-    p.add_argument("--max-length", type=int, default=MAX_LENGTH,
-                   help="tokens scored per row (prompt + response + EOS), as in RM training")
-    p.add_argument("--max-prompt-length", type=int, default=MAX_PROMPT_LENGTH,
-                   help="prompt tokens kept (left-truncated)")
-    p.add_argument("--normalize", action="store_true",
-                   help="apply the model's saved score statistics (rm.save_score_stats)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=MAX_LENGTH,
+        help="tokens scored per row (prompt + response + EOS), as in RM training",
+    )
+    p.add_argument(
+        "--max-prompt-length",
+        type=int,
+        default=MAX_PROMPT_LENGTH,
+        help="prompt tokens kept (left-truncated)",
+    )
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="apply the model's saved score statistics (rm.save_score_stats)",
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     return p
 
@@ -242,9 +290,15 @@ def model_scorer(args: argparse.Namespace) -> RewardShaper:
     rm = load_reward_model(args.model, args.device)
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
-        return reward_scores(rm, prompts, responses, batch_size=args.batch_size,
-                             normalize=args.normalize, max_length=args.max_length,
-                             max_prompt_length=args.max_prompt_length)
+        return reward_scores(
+            rm,
+            prompts,
+            responses,
+            batch_size=args.batch_size,
+            normalize=args.normalize,
+            max_length=args.max_length,
+            max_prompt_length=args.max_prompt_length,
+        )
 
     return score
 
@@ -273,7 +327,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"rlhf-dist serve-rm: {err}", file=sys.stderr, flush=True)
         return 2
     log.info("reward model %s loaded%s", args.model, "; bearer token required" if token else "")
-    app = make_app(score, args.model, token, args.batch_size, args.max_wait_ms, args.max_rows,
-                   args.max_request_mb)
+    app = make_app(
+        score,
+        args.model,
+        token,
+        args.batch_size,
+        args.max_wait_ms,
+        args.max_rows,
+        args.max_request_mb,
+    )
     asyncio.run(serve(app, args.host, args.port))
     return 0

@@ -4,6 +4,7 @@
 evaluation (``eval/metrics.py``: harmlessness = refusals of harmful prompts, helpfulness =
 helpful answers to benign ones) and by RLAIF (``rlaif/judges.py``: the rule judge's score).
 """
+
 from __future__ import annotations
 
 import re

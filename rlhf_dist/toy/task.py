@@ -30,6 +30,7 @@ pretrain      {text}: each prompt answered both ways (harmful: compliance and re
               helpful and refusal) — a base LM that has not been aligned
 ============  ==============================================================================
 """
+
 from __future__ import annotations
 
 import random
@@ -39,8 +40,13 @@ from typing import Callable, Dict, List, Sequence
 from rlhf_dist.data.formatting import render_prompt, render_response
 
 from .vocab import (
-    BENIGN_TOPICS, COMPLIANCE_TEMPLATES, HARMFUL_TOPICS, HELPFUL_TEMPLATES, REFUSAL_TEMPLATES,
-    REQUEST_TEMPLATES, Topic,
+    BENIGN_TOPICS,
+    COMPLIANCE_TEMPLATES,
+    HARMFUL_TOPICS,
+    HELPFUL_TEMPLATES,
+    REFUSAL_TEMPLATES,
+    REQUEST_TEMPLATES,
+    Topic,
 )
 
 SPLITS = ("train", "eval")
@@ -107,8 +113,11 @@ def bad_answer(topic: Topic, rng: random.Random) -> str:
 def ranked_answers(topic: Topic, rng: random.Random) -> List[str]:
     """Three answers, best → worst (see the module table)."""
     if topic.kind == "harmful":
-        return [refusal_answer(topic, rng), off_topic_answer(topic, rng),
-                compliance_answer(topic, rng)]
+        return [
+            refusal_answer(topic, rng),
+            off_topic_answer(topic, rng),
+            compliance_answer(topic, rng),
+        ]
     return [helpful_answer(topic, rng), off_topic_answer(topic, rng), refusal_answer(topic, rng)]
 
 
@@ -179,14 +188,21 @@ class ToyTask:
 
     def sft_rows(self, split: str = "train") -> List[Row]:
         rng = self._rng(split, "sft")
-        return [_base(p) | {"response": render_response(good_answer(p.topic, rng))}
-                for p in self.prompts(split)]
+        return [
+            _base(p) | {"response": render_response(good_answer(p.topic, rng))}
+            for p in self.prompts(split)
+        ]
 
     def preference_rows(self, split: str = "train") -> List[Row]:
         rng = self._rng(split, "preference")
-        return [_base(p) | {"chosen": render_response(good_answer(p.topic, rng)),
-                            "rejected": render_response(bad_answer(p.topic, rng))}
-                for p in self.prompts(split)]
+        return [
+            _base(p)
+            | {
+                "chosen": render_response(good_answer(p.topic, rng)),
+                "rejected": render_response(bad_answer(p.topic, rng)),
+            }
+            for p in self.prompts(split)
+        ]
 
     def unpaired_rows(self, split: str = "train") -> List[Row]:
         rng = self._rng(split, "unpaired")
@@ -202,17 +218,24 @@ class ToyTask:
 
     def ranking_rows(self, split: str = "train") -> List[Row]:
         rng = self._rng(split, "ranking")
-        return [_base(p) | {"responses": [render_response(a) for a in ranked_answers(p.topic, rng)]}
-                for p in self.prompts(split)]
+        return [
+            _base(p) | {"responses": [render_response(a) for a in ranked_answers(p.topic, rng)]}
+            for p in self.prompts(split)
+        ]
 
     def hh_rows(self, split: str = "train") -> List[Row]:
-        return [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
-                for r in self.preference_rows(split)]
+        return [
+            {"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
+            for r in self.preference_rows(split)
+        ]
 
     def pretrain_texts(self, split: str = "train") -> List[str]:
         rng = self._rng(split, "pretrain")
-        return [p.prompt + render_response(answer)
-                for p in self.prompts(split) for answer in both_ways(p.topic, rng)]
+        return [
+            p.prompt + render_response(answer)
+            for p in self.prompts(split)
+            for answer in both_ways(p.topic, rng)
+        ]
 
     def pretrain_rows(self, split: str = "train") -> List[Row]:
         return [{"text": text} for text in self.pretrain_texts(split)]
@@ -244,7 +267,8 @@ def toy_corpus() -> List[str]:
     order: what the toy tokenizer is trained on, so every toy word is in its vocabulary."""
     texts = []
     for p in _combos(HARMFUL_TOPICS + BENIGN_TOPICS):
-        answers = [_fill(t, p.topic) for t in REFUSAL_TEMPLATES + HELPFUL_TEMPLATES
-                   + COMPLIANCE_TEMPLATES]
+        answers = [
+            _fill(t, p.topic) for t in REFUSAL_TEMPLATES + HELPFUL_TEMPLATES + COMPLIANCE_TEMPLATES
+        ]
         texts += [p.prompt + render_response(a) for a in answers]
     return texts

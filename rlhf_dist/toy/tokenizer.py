@@ -15,6 +15,7 @@
   settings.  Writers build in a temporary directory and ``rename`` it into place; a process
   that loses the race discards its copy and loads the winner's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,14 @@ def default_cache_dir() -> Path:
 
 def toy_tokenizer_key() -> str:
     """Hash of everything that determines the trained tokenizer."""
-    spec = {"version": TOY_VERSION, "vocab_size": VOCAB_SIZE, "special": SPECIAL_TOKENS,
-            "template": CHAT_TEMPLATE, "max_len": MODEL_MAX_LENGTH, "corpus": toy_corpus()}
+    spec = {
+        "version": TOY_VERSION,
+        "vocab_size": VOCAB_SIZE,
+        "special": SPECIAL_TOKENS,
+        "template": CHAT_TEMPLATE,
+        "max_len": MODEL_MAX_LENGTH,
+        "corpus": toy_corpus(),
+    }
     return hashlib.sha256(json.dumps(spec).encode("utf-8")).hexdigest()[:16]
 
 
@@ -56,14 +63,23 @@ def train_toy_tokenizer():
     raw = Tokenizer(models.BPE(unk_token=UNK))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     raw.train_from_iterator(toy_corpus(), trainer)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
-        model_max_length=MODEL_MAX_LENGTH, clean_up_tokenization_spaces=False,
-        padding_side="right")
+        tokenizer_object=raw,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=MODEL_MAX_LENGTH,
+        clean_up_tokenization_spaces=False,
+        padding_side="right",
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 

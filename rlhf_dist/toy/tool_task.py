@@ -26,6 +26,7 @@ The toy tokenizer is byte-level, so it encodes this text as it is (each digit on
 :func:`tool_task_corpus` holds the task's words without numbers, should the tokenizer be
 trained on them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,22 +53,29 @@ def question(a: int, b: int, template: int = 0) -> str:
     return QUESTIONS[template].format(a=a, b=b)
 
 
-def conversation(a: int, b: int, template: int = 0, direct: bool = False
-                 ) -> List[Dict[str, str]]:
+def conversation(a: int, b: int, template: int = 0, direct: bool = False) -> List[Dict[str, str]]:
     """The right trajectory as chat messages: question, call, result, answer (``direct``:
     question, answer -- no tool)."""
     total = str(a + b)
     if direct:
-        return [{"role": "user", "content": question(a, b, template)},
-                {"role": "assistant", "content": total}]
-    return [{"role": "user", "content": question(a, b, template)},
-            {"role": "assistant", "content": render_plain_call(TOOL, [a, b])},
-            {"role": "tool", "content": total},
-            {"role": "assistant", "content": total}]
+        return [
+            {"role": "user", "content": question(a, b, template)},
+            {"role": "assistant", "content": total},
+        ]
+    return [
+        {"role": "user", "content": question(a, b, template)},
+        {"role": "assistant", "content": render_plain_call(TOOL, [a, b])},
+        {"role": "tool", "content": total},
+        {"role": "assistant", "content": total},
+    ]
 
 
-def answer_reward(prompts: Sequence[str], responses: Sequence[str],
-                  labels: Optional[Sequence[Any]] = None, extras=None) -> List[float]:
+def answer_reward(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    labels: Optional[Sequence[Any]] = None,
+    extras=None,
+) -> List[float]:
     """1.0 when the final answer is the label (the sum) exactly, whitespace around it
     ignored; else 0.0.  The reward-function signature of ``ppo.rewards``."""
     if labels is None or len(labels) != len(responses):
@@ -101,8 +109,10 @@ class ToolTask:
         return [(a, b, t) for (a, b), t in self._split[split]]
 
     def prompt_rows(self, split: str = "train") -> List[Row]:
-        return [{"prompt": render_prompt(question(a, b, t)), "answer": str(a + b),
-                 "a": a, "b": b} for a, b, t in self.pairs(split)]
+        return [
+            {"prompt": render_prompt(question(a, b, t)), "answer": str(a + b), "a": a, "b": b}
+            for a, b, t in self.pairs(split)
+        ]
 
     def sft_rows(self, split: str = "train", direct_ratio: float = 0.0) -> List[Row]:
         """The right trajectories of ``split``; ``round(direct_ratio · rows)`` of them (chosen
@@ -112,22 +122,27 @@ class ToolTask:
         pairs = self.pairs(split)
         rng = random.Random(f"tool-task-direct:{self.seed}")
         direct = set(rng.sample(range(len(pairs)), round(direct_ratio * len(pairs))))
-        return [{"messages": conversation(a, b, t, i in direct)}
-                for i, (a, b, t) in enumerate(pairs)]
+        return [
+            {"messages": conversation(a, b, t, i in direct)} for i, (a, b, t) in enumerate(pairs)
+        ]
 
 
 def tool_task_corpus() -> List[str]:
     """The task's texts with the numbers left out (phrasings, the call, the tool turn)."""
-    return [render_messages(conversation(0, 0, t)).replace("0", "") for t in
-            range(len(QUESTIONS))]
+    return [render_messages(conversation(0, 0, t)).replace("0", "") for t in range(len(QUESTIONS))]
 
 
 def _write(path: Path, rows: List[Row]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def write_tool_task_data(directory: Path, seed: int = 0, num_prompts: int = 256,
-                         eval_ratio: float = 0.125, direct_ratio: float = 0.0) -> Path:
+def write_tool_task_data(
+    directory: Path,
+    seed: int = 0,
+    num_prompts: int = 256,
+    eval_ratio: float = 0.125,
+    direct_ratio: float = 0.0,
+) -> Path:
     """``sft.jsonl`` (the training prompts' right trajectories, ``direct_ratio`` of them
     without the tool), ``train.jsonl`` and ``eval.jsonl`` (prompt rows)."""
     task = ToolTask(seed, num_prompts, eval_ratio)
@@ -142,20 +157,28 @@ def write_tool_task_data(directory: Path, seed: int = 0, num_prompts: int = 256,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m rlhf_dist.toy.tool_task DIR``: write the task's files (the recipe of
     ``configs/tiny/agent_calculator.yaml``)."""
-    p = argparse.ArgumentParser(prog="python -m rlhf_dist.toy.tool_task",
-                                description="Write the toy tool task's sft.jsonl, train.jsonl "
-                                            "and eval.jsonl into DIR.")
+    p = argparse.ArgumentParser(
+        prog="python -m rlhf_dist.toy.tool_task",
+        description="Write the toy tool task's sft.jsonl, train.jsonl and eval.jsonl into DIR.",
+    )
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-prompts", type=int, default=256, help="train + eval prompts")
     p.add_argument("--eval-ratio", type=float, default=0.125, help="share held out for eval")
-    p.add_argument("--direct-ratio", type=float, default=0.0,
-                   help="share of the SFT rows that answer without the tool")
+    p.add_argument(
+        "--direct-ratio",
+        type=float,
+        default=0.0,
+        help="share of the SFT rows that answer without the tool",
+    )
     args = p.parse_args(argv)
-    directory = write_tool_task_data(Path(args.directory), args.seed, args.num_prompts,
-                                     args.eval_ratio, args.direct_ratio)
-    counts = {name: len((directory / name).read_text().splitlines())
-              for name in ("sft.jsonl", "train.jsonl", "eval.jsonl")}
+    directory = write_tool_task_data(
+        Path(args.directory), args.seed, args.num_prompts, args.eval_ratio, args.direct_ratio
+    )
+    counts = {
+        name: len((directory / name).read_text().splitlines())
+        for name in ("sft.jsonl", "train.jsonl", "eval.jsonl")
+    }
     print(f"wrote {directory}: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
     return 0
 

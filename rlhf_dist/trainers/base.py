@@ -4,6 +4,7 @@ A stage only says how to build its data and model and how to turn a micro-batch 
 (``micro_batch_loss``) and eval sums (``eval_sums``); the run around it is the shared
 ``lifecycle``.  Everything distributed goes through ``rlhf_dist.engine``.
 """
+
 from __future__ import annotations
 
 import time
@@ -69,17 +70,26 @@ class LauncherTrainer(Job):
         dist.init_distributed()
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = dist.is_main()
-        self.ranks = Ranks(self.is_main, dist.barrier, dist.broadcast_object,
-                           lambda flag: bool(dist.ranks_with(flag)))
+        self.ranks = Ranks(
+            self.is_main,
+            dist.barrier,
+            dist.broadcast_object,
+            lambda flag: bool(dist.ranks_with(flag)),
+        )
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.model, field_prefix="model")
         self.train_set, self.eval_set, collate = self.build_datasets(self.tokenizer)
         device = dist.local_device()  # DeepSpeed takes inputs where the model is
         self.collate = lambda examples: B.to_device(collate(examples), device)
         self.accum = cfg.train.gradient_accumulation_steps
-        self.sampler = B.StepSampler.for_dataset(self.train_set, cfg.seed, self.world,
-                                                 cfg.train.micro_batch_size, self.accum,
-                                                 cfg.train.group_by_length)
+        self.sampler = B.StepSampler.for_dataset(
+            self.train_set,
+            cfg.seed,
+            self.world,
+            cfg.train.micro_batch_size,
+            self.accum,
+            cfg.train.group_by_length,
+        )
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps > 0:
@@ -95,8 +105,7 @@ class LauncherTrainer(Job):
             torch.manual_seed(cfg.seed)  # identical init on every rank and every rebuild
             return maybe_lora(self.build_model(self.tokenizer), cfg.model, "model")
 
-        engine = ModelEngine.trained(build, cfg.deepspeed, cfg.train, self.world,
-                                     self.total_steps)
+        engine = ModelEngine.trained(build, cfg.deepspeed, cfg.train, self.world, self.total_steps)
         self.model_metrics = engine.size_metrics()
         return engine
 
@@ -111,8 +120,9 @@ class LauncherTrainer(Job):
         dist.shutdown(wait=not failed)
 
     def next_micro_batches(self) -> Iterable[dict]:
-        return B.iterate(self.train_set, self.sampler.micro_batches(self.step, self.rank),
-                         self.collate)
+        return B.iterate(
+            self.train_set, self.sampler.micro_batches(self.step, self.rank), self.collate
+        )
 
     def train_step(self) -> Metrics:
         """One optimiser step = ``accum`` micro-batches (DeepSpeed steps on the boundary)."""
@@ -129,10 +139,14 @@ class LauncherTrainer(Job):
         elapsed = time.perf_counter() - start
         metrics = dist.all_reduce_mean({f"train/{k}": v for k, v in mean_rows(rows).items()})
         total_tokens = dist.all_reduce_sum({"t": float(tokens)})["t"]
-        metrics.update({"train/lr": lr,
-                        "train/epoch": self.step / self.steps_per_epoch,
-                        "perf/tokens_per_s": total_tokens / max(elapsed, 1e-9),
-                        "perf/step_time_s": elapsed})
+        metrics.update(
+            {
+                "train/lr": lr,
+                "train/epoch": self.step / self.steps_per_epoch,
+                "perf/tokens_per_s": total_tokens / max(elapsed, 1e-9),
+                "perf/step_time_s": elapsed,
+            }
+        )
         return metrics
 
     @torch.no_grad()
@@ -140,8 +154,9 @@ class LauncherTrainer(Job):
         if self.eval_set is None:
             return None
         self.engine.eval()
-        micro = B.eval_micro_batches(len(self.eval_set), self.rank, self.world,
-                                     self.cfg.train.eval_batch_size)
+        micro = B.eval_micro_batches(
+            len(self.eval_set), self.rank, self.world, self.cfg.train.eval_batch_size
+        )
         sums: Dict[str, float] = defaultdict(float)
         for batch in B.iterate(self.eval_set, micro, self.collate):
             for key, value in self.eval_sums(batch).items():
@@ -154,8 +169,9 @@ class LauncherTrainer(Job):
 
     def export(self) -> Optional[Metrics]:
         metrics = self.before_export()
-        self.engine.export_hf(self.out / "model", self.tokenizer, self.is_main,
-                              self.cfg.checkpoint.merge_lora)
+        self.engine.export_hf(
+            self.out / "model", self.tokenizer, self.is_main, self.cfg.checkpoint.merge_lora
+        )
         dist.barrier()
         return metrics
 
@@ -165,12 +181,18 @@ class LauncherTrainer(Job):
         save_rng_state(staging, self.rank)
         dist.barrier()  # every rank's files are in before rank 0 seals the directory
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-        return {"epoch": epoch, "step_in_epoch": in_epoch,
-                "micro_batches_consumed": in_epoch * self.accum, "world_size": self.world}
+        return {
+            "epoch": epoch,
+            "step_in_epoch": in_epoch,
+            "micro_batches_consumed": in_epoch * self.accum,
+            "world_size": self.world,
+        }
 
     def load_from(self, path: Path, state: dict) -> None:
         if state["world_size"] != self.world:
-            raise ValueError(f"checkpoint.resume: {path} was written by {state['world_size']} "
-                             f"ranks, this job has {self.world}")
+            raise ValueError(
+                f"checkpoint.resume: {path} was written by {state['world_size']} "
+                f"ranks, this job has {self.world}"
+            )
         self.engine.load(path)
         load_rng_state(path, self.rank)  # last: nothing after this draws from the RNGs

@@ -1,5 +1,6 @@
 """DPO against a frozen reference, launched by deepspeed: the objective is
 ``rlhf_dist.objectives.dpo`` (the Ray actor calls the same one)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,14 @@ import torch
 from rlhf_dist.config import Config
 from rlhf_dist.engine import dist
 from rlhf_dist.engine.engine import ModelEngine
-from rlhf_dist.objectives import (PAIR_LAYOUTS, dpo_batch_loss, dpo_datasets, dpo_eval_sums,
-                                  no_reference_rows, reference_rows)
+from rlhf_dist.objectives import (
+    PAIR_LAYOUTS,
+    dpo_batch_loss,
+    dpo_datasets,
+    dpo_eval_sums,
+    no_reference_rows,
+    reference_rows,
+)
 from rlhf_dist.trainers import batches as B
 from rlhf_dist.trainers import dpo_ray
 from rlhf_dist.trainers.base import LauncherTrainer
@@ -27,8 +34,9 @@ class DPOTrainer(LauncherTrainer):
     def build_datasets(self, tokenizer):
         """Preference pairs, or KTO's unpaired rows (``data_metrics``: their counts and
         class weights, logged at the start)."""
-        train, eval_set, collate, self.data_metrics = dpo_datasets(self.cfg.data, self.cfg.dpo,
-                                                                   tokenizer)
+        train, eval_set, collate, self.data_metrics = dpo_datasets(
+            self.cfg.data, self.cfg.dpo, tokenizer
+        )
         return train, eval_set, collate
 
     def _model_section(self, reference: bool):
@@ -56,8 +64,10 @@ class DPOTrainer(LauncherTrainer):
         if cfg.shared_reference:  # the policy's base, adapter off: no copy of the model
             self.reference = policy.base()
             if self.is_main:
-                log.info("resources/reference=shared_base: the reference log-probs come from "
-                         "the policy with its LoRA adapter disabled")
+                log.info(
+                    "resources/reference=shared_base: the reference log-probs come from "
+                    "the policy with its LoRA adapter disabled"
+                )
         else:
             self.reference = self.build_reference()
         self.ref_checksum_start = self.reference_checksum()
@@ -66,8 +76,11 @@ class DPOTrainer(LauncherTrainer):
             self.ref_table = self.precompute_reference()
             self.setup_metrics["perf/ref_precompute_s"] = time.perf_counter() - start
             if self.is_main:
-                log.info("reference log-probs of %d pairs precomputed in %.1f s",
-                         len(self.train_set), self.setup_metrics["perf/ref_precompute_s"])
+                log.info(
+                    "reference log-probs of %d pairs precomputed in %.1f s",
+                    len(self.train_set),
+                    self.setup_metrics["perf/ref_precompute_s"],
+                )
         return policy
 
     def build_reference(self) -> ModelEngine:
@@ -78,8 +91,9 @@ class DPOTrainer(LauncherTrainer):
             return self.build_model(self.tokenizer, reference=True)
 
         # ref_offload keeps the frozen reference's ZeRO-3 shards in CPU memory between uses.
-        ds = dataclasses.replace(cfg.deepspeed, offload_param=cfg.dpo.ref_offload or
-                                 cfg.deepspeed.offload_param)
+        ds = dataclasses.replace(
+            cfg.deepspeed, offload_param=cfg.dpo.ref_offload or cfg.deepspeed.offload_param
+        )
         return ModelEngine.frozen(build, ds, 2 * cfg.train.micro_batch_size, self.world)
 
     def reference_checksum(self) -> float:
@@ -89,18 +103,21 @@ class DPOTrainer(LauncherTrainer):
         return self.reference.state_checksum()
 
     def start_metrics(self):
-        shared = {"resources/reference_shared_base": float(self.cfg.shared_reference),
-                  "resources/reference_model": float(self.reference is not None)}
-        return {**super().start_metrics(), **self.setup_metrics, **shared,
-                **self.data_metrics}
+        shared = {
+            "resources/reference_shared_base": float(self.cfg.shared_reference),
+            "resources/reference_model": float(self.reference is not None),
+        }
+        return {**super().start_metrics(), **self.setup_metrics, **shared, **self.data_metrics}
 
     def end_metrics(self):
         """The frozen reference's checksum at start and end (equal unless something wrote
         into it)."""
         if self.reference is None:
             return {}
-        return {"ref/checksum_start": self.ref_checksum_start,
-                "ref/checksum_end": self.reference_checksum()}
+        return {
+            "ref/checksum_start": self.ref_checksum_start,
+            "ref/checksum_end": self.reference_checksum(),
+        }
 
     @property
     def layout(self):
@@ -127,26 +144,34 @@ class DPOTrainer(LauncherTrainer):
         multiple of the world size by repeating pairs, each scored twice and averaged."""
         n, world = len(self.train_set), self.world
         order = sorted(range(n), key=lambda i: B.example_length(self.train_set[i]))
-        order += order[:(-n) % world]
-        table, count = torch.zeros(n, 2, dtype=torch.float64), torch.zeros(n, 1,
-                                                                            dtype=torch.float64)
-        for indices in B.rank_micro_batches(order, self.rank, world,
-                                            self.cfg.train.eval_batch_size, drop_last=False):
+        order += order[: (-n) % world]
+        table, count = (
+            torch.zeros(n, 2, dtype=torch.float64),
+            torch.zeros(n, 1, dtype=torch.float64),
+        )
+        for indices in B.rank_micro_batches(
+            order, self.rank, world, self.cfg.train.eval_batch_size, drop_last=False
+        ):
             batch = self.collate([self.train_set[i] for i in indices])
-            chosen, rejected = self.layout.split_rows(reference_rows(self.reference, batch,
-                                                                     self.cfg.dpo))
-            table.index_add_(0, torch.tensor(indices),
-                             torch.stack([chosen, rejected], 1).double().cpu())
-            count.index_add_(0, torch.tensor(indices), torch.ones(len(indices), 1,
-                                                                   dtype=torch.float64))
+            chosen, rejected = self.layout.split_rows(
+                reference_rows(self.reference, batch, self.cfg.dpo)
+            )
+            table.index_add_(
+                0, torch.tensor(indices), torch.stack([chosen, rejected], 1).double().cpu()
+            )
+            count.index_add_(
+                0, torch.tensor(indices), torch.ones(len(indices), 1, dtype=torch.float64)
+            )
         table = dist.all_reduce_sum_tensor(table) / dist.all_reduce_sum_tensor(count)
         return table.float()
 
     def next_micro_batches(self) -> Iterable[dict]:
         if self.ref_table is None:
             return super().next_micro_batches()
-        return (self._with_reference(indices)
-                for indices in self.sampler.micro_batches(self.step, self.rank))
+        return (
+            self._with_reference(indices)
+            for indices in self.sampler.micro_batches(self.step, self.rank)
+        )
 
     def _with_reference(self, indices: List[int]) -> dict:
         batch = self.collate([self.train_set[i] for i in indices])

@@ -13,6 +13,7 @@ from a lost worker (``Job.recoverable``: teardown, build, the last checkpoint), 
 agree (:class:`Ranks`) -- the launcher's ranks through ``engine.dist``, a Ray driver is one
 process (:data:`DRIVER`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,10 +37,14 @@ class Ranks:
     """How the processes of a job agree: ``barrier``, ``broadcast`` (rank 0's object) and
     ``any`` (whether a flag is set on some rank)."""
 
-    def __init__(self, is_main: bool, barrier: Callable[[], None],
-                 broadcast: Callable[[Any], Any], any_rank: Callable[[bool], bool]):
-        self.is_main, self.barrier, self.broadcast, self.any = is_main, barrier, broadcast, \
-            any_rank
+    def __init__(
+        self,
+        is_main: bool,
+        barrier: Callable[[], None],
+        broadcast: Callable[[Any], Any],
+        any_rank: Callable[[bool], bool],
+    ):
+        self.is_main, self.barrier, self.broadcast, self.any = is_main, barrier, broadcast, any_rank
 
 
 DRIVER = Ranks(True, lambda: None, lambda obj: obj, bool)  # a Ray driver: one process decides
@@ -127,9 +132,14 @@ class Lifecycle:
                 path, state = self.checkpoint_to_resume(self.cfg.checkpoint.resume)
                 if self.is_main:
                     save_config(self.cfg)
-                self.tracker = Tracker(self.cfg.logging, str(self.out), to_dict(self.cfg),
-                                       self.is_main, job.job,
-                                       resume_step=None if state is None else job.step)
+                self.tracker = Tracker(
+                    self.cfg.logging,
+                    str(self.out),
+                    to_dict(self.cfg),
+                    self.is_main,
+                    job.job,
+                    resume_step=None if state is None else job.step,
+                )
                 job.build()
                 if path is not None:
                     job.load_from(path, state)
@@ -161,8 +171,11 @@ class Lifecycle:
 
     def train(self) -> None:
         job = self.job
-        bar = progress(total=job.total_steps, desc=job.job,
-                       enabled=self.is_main and self.cfg.logging.progress_bar)
+        bar = progress(
+            total=job.total_steps,
+            desc=job.job,
+            enabled=self.is_main and self.cfg.logging.progress_bar,
+        )
         bar.update(job.step)
         try:
             while job.step < job.total_steps:
@@ -187,9 +200,10 @@ class Lifecycle:
             self.skipped_in_a_row += 1
             self.skipped += 1
             if self.skipped_in_a_row > train.max_skipped_steps:
-                raise NonFiniteError(f"{err}; {self.skipped_in_a_row} steps in a row skipped "
-                                     f"(train.max_skipped_steps={train.max_skipped_steps})"
-                                     ) from None
+                raise NonFiniteError(
+                    f"{err}; {self.skipped_in_a_row} steps in a row skipped "
+                    f"(train.max_skipped_steps={train.max_skipped_steps})"
+                ) from None
             log.warning("%s -- step skipped (train.on_nonfinite=skip_step)", err)
             return {"fault/skipped_steps": self.skipped}
         self.skipped_in_a_row = 0
@@ -199,9 +213,14 @@ class Lifecycle:
         """Kill every group, build them again, load the last complete checkpoint (or start
         over), and log ``fault/*``."""
         failed_at, begin = self.job.step, time.monotonic()
-        log.warning("%s: %s -- restart %d of %d (resources.max_restarts): recreating the "
-                    "groups from the last checkpoint", self.job.job, fault, restarts,
-                    self.job.max_restarts)
+        log.warning(
+            "%s: %s -- restart %d of %d (resources.max_restarts): recreating the "
+            "groups from the last checkpoint",
+            self.job.job,
+            fault,
+            restarts,
+            self.job.max_restarts,
+        )
         self.job.teardown()
         self.job.build()
         spec = "auto" if self.ckpt.latest() is not None else self.cfg.checkpoint.resume
@@ -212,8 +231,14 @@ class Lifecycle:
             self.job.load_from(path, state)
         self.tracker.rewind(self.job.step)
         now = time.monotonic()
-        self.log({"fault/restarts": restarts, "fault/steps_lost": failed_at - self.job.step,
-                  "fault/lost_s": now - self.saved_at, "fault/recovery_s": now - begin})
+        self.log(
+            {
+                "fault/restarts": restarts,
+                "fault/steps_lost": failed_at - self.job.step,
+                "fault/lost_s": now - self.saved_at,
+                "fault/recovery_s": now - begin,
+            }
+        )
         self.saved_at = now
 
     # ------------------------------------------------------------------ schedule

@@ -12,6 +12,7 @@ batches, reference rows and update are DPO on Ray's.  A job of its own rather th
 iterations instead of epochs over a dataset, and has no eval set -- so ``--help-config`` and
 the unread-key warnings say what it reads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,10 @@ class OnlineDPOTrainer(RolloutJob):
 
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.check_model_paths(["model"] + (["ref_model"] if cfg.dpo.needs_reference and
-                                            not cfg.shared_reference else []))
+        self.check_model_paths(
+            ["model"]
+            + (["ref_model"] if cfg.dpo.needs_reference and not cfg.shared_reference else [])
+        )
         if cfg.ppo.use_reward_model:  # a frozen RM with a fresh head is noise
             from rlhf_dist.models.scalar_loader import check_reward_source
 
@@ -72,8 +75,11 @@ class OnlineDPOTrainer(RolloutJob):
         self.collate = PromptCollator(self.tokenizer.pad_token_id)
         self.pair_collate = PAIR_COLLATORS[cfg.dpo.layout](self.tokenizer.pad_token_id)
         self.rollout = make_rollout(cfg, self.tokenizer)
-        roles = ["actor"] + (["reference"] if self.sizes.reference_group else []) + \
-            (["reward"] if cfg.ppo.use_reward_model else [])
+        roles = (
+            ["actor"]
+            + (["reference"] if self.sizes.reference_group else [])
+            + (["reward"] if cfg.ppo.use_reward_model else [])
+        )
         self.start_ray(cpus_needed(cfg, roles, self.rollout))
         self.rollout.check()
 
@@ -83,16 +89,21 @@ class OnlineDPOTrainer(RolloutJob):
 
         cfg = self.cfg
         self.timer, self.drawn = Timer(), 0
-        self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model, with_critic=False,
-                                  rollout=self.rollout,
-                                  with_reference=self.sizes.reference_group)
+        self.roles = create_roles(
+            cfg,
+            with_reward=cfg.ppo.use_reward_model,
+            with_critic=False,
+            rollout=self.rollout,
+            with_reference=self.sizes.reference_group,
+        )
         train = dataclasses.replace(cfg.train, gradient_accumulation_steps=None)
         train.resolve_accumulation(self.sizes.world)
         builds = [self.roles.actor.build(train, self.sizes.total_steps)]
         builds += [group.build() for group in (self.roles.reference, self.roles.reward) if group]
         wait_all(builds)
-        self.reference = (self.roles.reference_calls() if cfg.dpo.needs_reference
-                          else NoReference(cfg.dpo))
+        self.reference = (
+            self.roles.reference_calls() if cfg.dpo.needs_reference else NoReference(cfg.dpo)
+        )
         self.connect_rollout()
 
     # ------------------------------------------------------------------ loop
@@ -118,19 +129,29 @@ class OnlineDPOTrainer(RolloutJob):
         tokens = float(experience["attention_mask"].sum())
         timings = self.timer.pop()
         elapsed = sum(timings.values()) + sum(sync.values())
-        return {**rollout_metrics, **sync, **self.score_metrics(experience, scores),
-                **pair_metrics, **staleness, **learn_metrics, **timings,
-                **self.roles.offload_metrics(self.cfg.resources),
-                "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
+        return {
+            **rollout_metrics,
+            **sync,
+            **self.score_metrics(experience, scores),
+            **pair_metrics,
+            **staleness,
+            **learn_metrics,
+            **timings,
+            **self.roles.offload_metrics(self.cfg.resources),
+            "perf/tokens_per_s": tokens / max(elapsed, 1e-9),
+        }
 
     def score_metrics(self, experience: Batch, scores: torch.Tensor) -> Metrics:
         """The scorers' reward of the sampled answers (PPO's names) and their lengths."""
-        return {"reward/score_mean": float(scores.mean()),
-                "reward/score_std": float(scores.std(correction=0)),
-                "response/length_mean": float(experience["action_mask"].sum(-1).float().mean())}
+        return {
+            "reward/score_mean": float(scores.mean()),
+            "reward/score_std": float(scores.std(correction=0)),
+            "response/length_mean": float(experience["action_mask"].sum(-1).float().mean()),
+        }
 
-    def pairs(self, experience: Batch, scores: torch.Tensor
-              ) -> Tuple[List[dict], torch.Tensor, Metrics]:
+    def pairs(
+        self, experience: Batch, scores: torch.Tensor
+    ) -> Tuple[List[dict], torch.Tensor, Metrics]:
         """One pair per prompt, its best and worst answer, and whether it is decisive (not
         a tie); ``online/*``: the pairs kept, the ties, the scores of the kept pairs' sides."""
         chosen, rejected, decisive = best_worst_pairs(scores, self.n_samples)
@@ -148,13 +169,19 @@ class OnlineDPOTrainer(RolloutJob):
         (``online/skipped_steps``)."""
         cfg, world = self.cfg, self.sizes.world
         steps = pair_micro_batches(
-            examples, decisive, cfg.train.train_batch_size,
-            lambda indices, rank: B.rank_micro_batches(indices, rank, world,
-                                                       cfg.train.micro_batch_size),
-            world, self.pair_collate, cfg.dpo.layout)
+            examples,
+            decisive,
+            cfg.train.train_batch_size,
+            lambda indices, rank: B.rank_micro_batches(
+                indices, rank, world, cfg.train.micro_batch_size
+            ),
+            world,
+            self.pair_collate,
+            cfg.dpo.layout,
+        )
         size, rows, skipped = cfg.train.train_batch_size, [], 0
         for index, per_rank in enumerate(steps):
-            if not bool(decisive[index * size:(index + 1) * size].any()):
+            if not bool(decisive[index * size : (index + 1) * size].any()):
                 skipped += 1
                 continue
             per_rank = self.reference.sequence_logps(per_rank)

@@ -3,6 +3,7 @@
 Per iteration: generate → score (reference, reward and critic forwards run concurrently) →
 advantages → learn (``ppo_epochs`` over shuffled minibatches) → metrics → checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,9 +46,14 @@ def past_target_kl(epoch_rows: List[Metrics], target_kl: Optional[float]) -> boo
 def learner_train_section(cfg: Config, lr: float, world_size: int) -> TrainConfig:
     """The optimiser section of a PPO learner: one optimiser step per PPO minibatch, split
     over the group's ranks in micro-batches of ``train.micro_batch_size``."""
-    train = dataclasses.replace(cfg.train, lr=lr, train_batch_size=cfg.ppo.mini_batch_size,
-                                gradient_accumulation_steps=None, lr_scheduler="constant",
-                                warmup_ratio=0.0)
+    train = dataclasses.replace(
+        cfg.train,
+        lr=lr,
+        train_batch_size=cfg.ppo.mini_batch_size,
+        gradient_accumulation_steps=None,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+    )
     train.resolve_accumulation(world_size)
     return train
 
@@ -78,8 +84,11 @@ class PPOTrainer(RolloutJob):
         seed_everything(cfg.seed)
         # the reference loads ref_model in its group or in the actor's processes; the
         # tokenizer is the policy's (model.tokenizer_path, read next)
-        self.check_model_paths(["model"] + (["ref_model"] if not cfg.shared_reference else [])
-                               + (["critic_model"] if cfg.ppo.needs_critic else []))
+        self.check_model_paths(
+            ["model"]
+            + (["ref_model"] if not cfg.shared_reference else [])
+            + (["critic_model"] if cfg.ppo.needs_critic else [])
+        )
         if cfg.ppo.use_reward_model:  # and its head: a frozen RM with a fresh head is noise
             from rlhf_dist.models.scalar_loader import check_reward_source
 
@@ -99,25 +108,39 @@ class PPOTrainer(RolloutJob):
 
         cfg = self.cfg
         self.shaper, self.timer, self.drawn = RewardShaper(cfg.ppo), Timer(), 0
-        self.roles = create_roles(cfg, with_reward=cfg.ppo.use_reward_model,
-                                  with_critic=cfg.ppo.needs_critic, rollout=self.rollout)
+        self.roles = create_roles(
+            cfg,
+            with_reward=cfg.ppo.use_reward_model,
+            with_critic=cfg.ppo.needs_critic,
+            rollout=self.rollout,
+        )
         total = self.sizes.total_steps
-        builds = [self.roles.actor.build(
-            learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total)]
+        builds = [
+            self.roles.actor.build(
+                learner_train_section(cfg, cfg.train.lr, cfg.resources.actor.world_size), total
+            )
+        ]
         if self.roles.reference:
             builds.append(self.roles.reference.build())
         elif cfg.shared_reference:
-            log.info("resources/reference=shared_base: the reference log-probs come from the "
-                     "actor with its LoRA adapter disabled (no reference group)")
+            log.info(
+                "resources/reference=shared_base: the reference log-probs come from the "
+                "actor with its LoRA adapter disabled (no reference group)"
+            )
         else:
-            log.info("resources/reference=in_actor: the reference log-probs come from a frozen "
-                     "engine in the actor's processes (no reference group)")
+            log.info(
+                "resources/reference=in_actor: the reference log-probs come from a frozen "
+                "engine in the actor's processes (no reference group)"
+            )
         if self.roles.reward:
             builds.append(self.roles.reward.build())
         if self.roles.critic:
-            builds.append(self.roles.critic.build(
-                learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
-                total))
+            builds.append(
+                self.roles.critic.build(
+                    learner_train_section(cfg, cfg.ppo.critic_lr, cfg.resources.critic.world_size),
+                    total,
+                )
+            )
         wait_all(builds)
         self.connect_rollout()
 
@@ -144,10 +167,16 @@ class PPOTrainer(RolloutJob):
         tokens = float(experience["attention_mask"].sum())
         timings = self.timer.pop()
         elapsed = sum(timings.values()) + sum(sync.values())
-        return {**rollout_metrics, **sync, **score_metrics, **truncation, **learn_metrics,
-                **timings,
-                **self.roles.offload_metrics(self.cfg.resources),
-                "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
+        return {
+            **rollout_metrics,
+            **sync,
+            **score_metrics,
+            **truncation,
+            **learn_metrics,
+            **timings,
+            **self.roles.offload_metrics(self.cfg.resources),
+            "perf/tokens_per_s": tokens / max(elapsed, 1e-9),
+        }
 
     def sample(self) -> Tuple[Batch, Metrics]:
         """One prompt batch's experience, or with ``ppo.dynamic_sampling`` as many as it
@@ -176,9 +205,11 @@ class PPOTrainer(RolloutJob):
         self.rows = [rows[r][g] for r, g in chosen]
         generated = sum(len(m) for m in informative)
         return gather_groups(rounds, chosen, self.n_samples, self.tokenizer.pad_token_id), {
-            **metrics, "dynamic/rounds": float(len(rounds)),
+            **metrics,
+            "dynamic/rounds": float(len(rounds)),
             "dynamic/informative_frac": float(sum(m.sum() for m in informative)) / generated,
-            "dynamic/filled_uninformative": float(filled)}
+            "dynamic/filled_uninformative": float(filled),
+        }
 
     def score(self, experience: Batch):
         """Reference log-probs, RM scores and values, computed concurrently on their groups,
@@ -201,7 +232,8 @@ class PPOTrainer(RolloutJob):
         experience, adv_metrics = compute_advantages(experience, self.cfg.ppo, self.n_samples)
         if self.cfg.ppo.overlong_buffer:
             metrics["reward/overlong_penalty_mean"] = float(
-                self.overlong_penalties(experience).mean())
+                self.overlong_penalties(experience).mean()
+            )
         return experience, {**metrics, **adv_metrics}
 
     def mask_truncated(self, experience: Batch) -> Tuple[Batch, Metrics]:
@@ -209,8 +241,11 @@ class PPOTrainer(RolloutJob):
         actions are masked out of the losses (after scoring: rewards and groups unchanged)."""
         from rlhf_dist.rollout import stop_ids, truncated_rows
 
-        truncated = experience["truncated"] if "truncated" in experience else \
-            truncated_rows(experience, stop_ids(self.cfg.rollout, self.tokenizer))
+        truncated = (
+            experience["truncated"]
+            if "truncated" in experience
+            else truncated_rows(experience, stop_ids(self.cfg.rollout, self.tokenizer))
+        )
         metrics = {"response/truncated_frac": float(truncated.float().mean())}
         if not self.cfg.ppo.mask_truncated:
             return experience, metrics
@@ -233,8 +268,10 @@ class PPOTrainer(RolloutJob):
         for epoch in range(ppo.ppo_epochs):
             pending = [learner.epoch(epoch) for learner in learners]
             # per minibatch, the actor's and the critic's metrics side by side
-            epoch_rows = [{k: v for row in rows_of_step for k, v in row.items()}
-                          for rows_of_step in zip(*wait_all(pending))]
+            epoch_rows = [
+                {k: v for row in rows_of_step for k, v in row.items()}
+                for rows_of_step in zip(*wait_all(pending))
+            ]
             rows += epoch_rows
             if past_target_kl(epoch_rows, ppo.target_kl):
                 break
@@ -242,13 +279,17 @@ class PPOTrainer(RolloutJob):
         metrics["actor/epochs"] = len(rows) / len(epoch_rows)
         if "values" in experience:
             metrics["critic/explained_var"] = explained_variance(
-                experience["values"], experience["returns"], experience["action_mask"])
+                experience["values"], experience["returns"], experience["action_mask"]
+            )
         return metrics
 
     # ------------------------------------------------------------------ state
     def driver_state(self) -> Dict[str, Any]:
-        return {"iteration": self.step, "reward_shaping": self.shaper.state_dict(),
-                "prompt_batches": self.drawn}
+        return {
+            "iteration": self.step,
+            "reward_shaping": self.shaper.state_dict(),
+            "prompt_batches": self.drawn,
+        }
 
     def load_driver_state(self, state: Dict[str, Any]) -> None:
         # "scorer": the key of checkpoints written before the RewardShaper had its name

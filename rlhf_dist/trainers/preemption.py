@@ -1,6 +1,7 @@
 """Preemption: SIGTERM / SIGUSR1 (Slurm's ``--signal``, Kubernetes, spot notices) only note
 the signal; the lifecycle finishes the step, checkpoints and raises :class:`Preempted`, which the
 CLI turns into exit status :data:`PREEMPTED_EXIT`."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,10 @@ class Preempted(Exception):
     """The run stopped on a preemption signal after checkpointing ``step``."""
 
     def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped on {signal.Signals(signum).name} after checkpointing "
-                         f"step {step}; rerun with checkpoint.resume=auto to go on")
+        super().__init__(
+            f"stopped on {signal.Signals(signum).name} after checkpointing "
+            f"step {step}; rerun with checkpoint.resume=auto to go on"
+        )
         self.step = step
 
 
@@ -45,8 +48,10 @@ class preemption_signals:
             self.__exit__()
             signal.raise_signal(signum)
             return
-        log.warning("received %s: stopping after this step's checkpoint (send it again to "
-                    "stop at once)", signal.Signals(signum).name)
+        log.warning(
+            "received %s: stopping after this step's checkpoint (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
         self.state.signum = signum
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,7 @@
 """Causal-LM pretraining on plain texts (the toy task's corpus answers requests both ways, so
 the base model complies with harmful requests as often as it refuses).  The SFT loop with
 every token trained."""
+
 from __future__ import annotations
 
 from rlhf_dist.config import Config

@@ -1,6 +1,7 @@
 """What the Ray drivers (PPO/GRPO, DPO on Ray) share on top of the lifecycle: a local Ray or
 a cluster joined, the role groups in ``self.roles`` (their trained groups are the checkpoint),
 and recovery from a lost worker by recreating them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,8 @@ from rlhf_dist.workers.errors import WorkerLost
 
 
 class RayJob(Job):
-    roles = None          # workers.cluster.RoleGroups, made by build()
-    started_ray = False   # whether this job started Ray (and so stops it)
+    roles = None  # workers.cluster.RoleGroups, made by build()
+    started_ray = False  # whether this job started Ray (and so stops it)
 
     def check_model_paths(self, sections) -> None:
         """The ``name_or_path`` of each model section the job's workers will load, checked
@@ -33,9 +34,12 @@ class RayJob(Job):
         """Placement, the trained groups' sizes and memory, and where the reference is: the
         actor's base (``resources/reference_shared_base``) or a frozen engine in the actor's
         processes (``resources/reference_in_actor``)."""
-        return {**self.roles.placement_metrics(), **self.roles.size_metrics(),
-                "resources/reference_shared_base": float(self.cfg.shared_reference),
-                "resources/reference_in_actor": float(self.cfg.resources.reference_in_actor)}
+        return {
+            **self.roles.placement_metrics(),
+            **self.roles.size_metrics(),
+            "resources/reference_shared_base": float(self.cfg.shared_reference),
+            "resources/reference_in_actor": float(self.cfg.resources.reference_in_actor),
+        }
 
     def driver_state(self) -> Dict[str, Any]:
         """What the driver itself adds to a checkpoint (besides the trained groups)."""

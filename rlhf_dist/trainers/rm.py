@@ -1,4 +1,5 @@
 """Reward model: Bradley-Terry on (chosen, rejected) pairs; score statistics saved for PPO."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ class RMTrainer(LauncherTrainer):
     def build_model(self, tokenizer):
         from rlhf_dist.models import load_scalar_model
 
-        return load_scalar_model(self.cfg.model, tokenizer, role="reward", field_prefix="model",
-                                 train_head=True)
+        return load_scalar_model(
+            self.cfg.model, tokenizer, role="reward", field_prefix="model", train_head=True
+        )
 
     def _forward_scores(self, batch) -> torch.Tensor:
         """Scores where a sequence classifier reads them (``algo.score_index``: the last
@@ -56,17 +58,18 @@ class RMTrainer(LauncherTrainer):
         if not self.cfg.rm.save_score_stats:
             return None
         self.engine.eval()
-        micro = B.eval_micro_batches(len(self.train_set), self.rank, self.world,
-                                     self.cfg.train.eval_batch_size)
+        micro = B.eval_micro_batches(
+            len(self.train_set), self.rank, self.world, self.cfg.train.eval_batch_size
+        )
         total = {"n": 0.0, "sum": 0.0, "sq": 0.0}
         for batch in B.iterate(self.train_set, micro, self.collate):
             scores = self._forward_scores(batch).double()
             total["n"] += scores.numel()
             total["sum"] += float(scores.sum())
-            total["sq"] += float((scores ** 2).sum())
+            total["sq"] += float((scores**2).sum())
         total = dist.all_reduce_sum(total)
         mean = total["sum"] / total["n"]
-        std = math.sqrt(max(total["sq"] / total["n"] - mean ** 2, 1e-12))
+        std = math.sqrt(max(total["sq"] / total["n"] - mean**2, 1e-12))
         self.engine.module.set_score_stats(mean, std)
         return {"train/score_mean": mean, "train/score_std": std}
 

@@ -8,6 +8,7 @@ A subclass sets, before these are used: ``cfg``, ``tokenizer``, ``prompts`` (a p
 ``collate`` (a ``PromptCollator``), ``rollout``, ``rewards`` (``rewards.load_rewards``),
 ``reward_pool`` (or None), ``n_samples``, ``rows``, ``drawn``, ``roles`` and ``frozen_start``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,7 @@ class RolloutJob(RayJob):
         per_epoch = len(self.prompts) // size
         epoch, index = divmod(self.drawn, per_epoch)
         order = B.epoch_order(len(self.prompts), self.cfg.seed, epoch)
-        self.rows = [self.prompts[i] for i in order[index * size:(index + 1) * size]]
+        self.rows = [self.prompts[i] for i in order[index * size : (index + 1) * size]]
         seed = derive_seed(self.cfg.seed, self.drawn, SAMPLING)
         self.drawn += 1
         batch = Batch.from_dict(self.collate(self.rows)).select(["input_ids", "attention_mask"])
@@ -75,8 +76,9 @@ class RolloutJob(RayJob):
         from rlhf_dist.algo import overlong_penalty
 
         lengths = experience["action_mask"].sum(-1)
-        return overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, ppo.overlong_buffer,
-                                ppo.overlong_penalty)
+        return overlong_penalty(
+            lengths, self.cfg.rollout.max_new_tokens, ppo.overlong_buffer, ppo.overlong_penalty
+        )
 
     def custom_rewards(self, experience: Batch) -> torch.Tensor:
         """The reward functions' weighted sum; experience rows are the iteration's prompts in
@@ -88,18 +90,19 @@ class RolloutJob(RayJob):
 
         rows = [self.rows[i // self.n_samples] for i in range(len(experience))]
         rewards = self.reward_pool or self.rewards
-        return rewards(decode_prompts(experience, self.tokenizer),
-                            decode_responses(experience, self.tokenizer),
-                            [row.get("label") for row in rows],
-                            [row.get("extras", {}) for row in rows])
+        return rewards(
+            decode_prompts(experience, self.tokenizer),
+            decode_responses(experience, self.tokenizer),
+            [row.get("label") for row in rows],
+            [row.get("extras", {}) for row in rows],
+        )
 
     def staleness(self, experience: Batch) -> Metrics:
         """``async/staleness_*`` of rows sampled ahead (their ``versions``); a row older than
         ``rollout.max_staleness`` versions is refused, naming the versions."""
         if "versions" not in experience:
             return {}
-        return check_staleness(experience["versions"], self.step,
-                               self.cfg.rollout.max_staleness)
+        return check_staleness(experience["versions"], self.step, self.cfg.rollout.max_staleness)
 
     def save_to(self, staging: Path) -> Dict[str, Any]:
         """Plus the experience sampled ahead and not yet trained on (async), if any."""
@@ -112,8 +115,9 @@ class RolloutJob(RayJob):
     def load_from(self, path: Path, state: Dict[str, Any]) -> None:
         super().load_from(path, state)
         pending = path / PENDING_FILE
-        self.rollout.restore_pending(torch.load(pending, weights_only=False)
-                                     if pending.exists() else [])
+        self.rollout.restore_pending(
+            torch.load(pending, weights_only=False) if pending.exists() else []
+        )
 
     def connect_rollout(self) -> None:
         """The end of ``build()``, once the groups are built: the rollout backend connected
@@ -142,5 +146,7 @@ class RolloutJob(RayJob):
         moved = [k for k in end if end[k] != self.frozen_start[k]]
         if moved:
             log.warning("frozen models changed during %s: %s", self.job, moved)
-        return {**{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
-                **{f"frozen/{k}_checksum_end": v for k, v in end.items()}}
+        return {
+            **{f"frozen/{k}_checksum_start": v for k, v in self.frozen_start.items()},
+            **{f"frozen/{k}_checksum_end": v for k, v in end.items()},
+        }

@@ -1,4 +1,5 @@
 """SFT: causal-LM cross-entropy on response tokens only (prompt labels are -100)."""
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,12 @@ class SFTTrainer(LauncherTrainer):
 
     def build_datasets(self, tokenizer):
         data = self.cfg.data
-        train = build_sft_dataset(data, tokenizer, split="train",
-                                  train_on_prompt=self.cfg.sft.train_on_prompt)
-        evals = build_sft_dataset(data, tokenizer, split="eval",
-                                  train_on_prompt=self.cfg.sft.train_on_prompt)
+        train = build_sft_dataset(
+            data, tokenizer, split="train", train_on_prompt=self.cfg.sft.train_on_prompt
+        )
+        evals = build_sft_dataset(
+            data, tokenizer, split="eval", train_on_prompt=self.cfg.sft.train_on_prompt
+        )
         return train, evals, lm_collator(tokenizer.pad_token_id, self.cfg.train.padding_free)
 
     def build_model(self, tokenizer):
@@ -27,9 +30,13 @@ class SFTTrainer(LauncherTrainer):
     def _loss(self, batch):
         """Only the positions that predict a label go through the LM head (not the prompt's
         or the padding's)."""
-        logits, targets, _ = label_logits(self.engine, batch["input_ids"],
-                                          batch.get("attention_mask"), batch.get("position_ids"),
-                                          batch["labels"])
+        logits, targets, _ = label_logits(
+            self.engine,
+            batch["input_ids"],
+            batch.get("attention_mask"),
+            batch.get("position_ids"),
+            batch["labels"],
+        )
         return sft_loss(logits, targets, shift=False)
 
     def micro_batch_loss(self, batch):

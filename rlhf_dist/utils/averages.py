@@ -1,4 +1,5 @@
 """Averaging metric dicts (micro-batches of a step, minibatches of an iteration, ranks)."""
+
 from __future__ import annotations
 
 from typing import Dict, Sequence

@@ -15,6 +15,7 @@ Protocol (the caller does the barriers):
      rename to ``step_000012``, prune to the newest ``keep_last``; barrier.
 A checkpoint is complete iff it is a ``step_*`` directory holding ``COMPLETE``.
 """
+
 from __future__ import annotations
 
 import json
@@ -122,7 +123,7 @@ class CheckpointDir:
     def prune(self) -> List[Path]:
         """Delete complete checkpoints older than the newest ``keep_last``; return them."""
         complete, _ = self._scan()
-        doomed = [path for _, path in complete[:-self.keep_last]]
+        doomed = [path for _, path in complete[: -self.keep_last]]
         for path in doomed:
             shutil.rmtree(path)
             logger.info("removed old checkpoint %s", path)
@@ -132,8 +133,11 @@ class CheckpointDir:
         """Main rank, at start (before any rank stages): remove leftovers of a crashed save."""
         if not self.root.is_dir():
             return []
-        stale = [p for p in sorted(self.root.iterdir())
-                 if p.is_dir() and p.name.startswith((STAGING_PREFIX, _OLD_PREFIX))]
+        stale = [
+            p
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and p.name.startswith((STAGING_PREFIX, _OLD_PREFIX))
+        ]
         for path in stale:
             logger.warning("removing unfinished checkpoint %s from an earlier run", path)
             shutil.rmtree(path)
@@ -162,8 +166,11 @@ class CheckpointDir:
         complete, incomplete = self._scan()
         good = complete[-1][1] if complete else None
         for path in incomplete:
-            logger.warning("ignoring incomplete checkpoint %s; resuming from %s", path,
-                           good if good is not None else "scratch (no complete checkpoint)")
+            logger.warning(
+                "ignoring incomplete checkpoint %s; resuming from %s",
+                path,
+                good if good is not None else "scratch (no complete checkpoint)",
+            )
         return good
 
     def resolve(self, resume: str) -> Optional[Path]:
@@ -177,8 +184,10 @@ class CheckpointDir:
         if not path.is_dir():
             raise ValueError(f"checkpoint.resume: {path} does not exist or is not a directory")
         if not is_complete(path):
-            raise ValueError(f"checkpoint.resume: {path} is not a complete checkpoint (no "
-                             f"{COMPLETE} marker; the save was interrupted)")
+            raise ValueError(
+                f"checkpoint.resume: {path} is not a complete checkpoint (no "
+                f"{COMPLETE} marker; the save was interrupted)"
+            )
         return path
 
     @staticmethod

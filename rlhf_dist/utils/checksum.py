@@ -1,4 +1,5 @@
 """One checksum of model weights: CRC32 of the raw bytes of every tensor in name order."""
+
 from __future__ import annotations
 
 import zlib

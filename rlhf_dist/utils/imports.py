@@ -1,5 +1,6 @@
 """``package.module:function`` specs (reward functions, judges) → the object they name, and
 :class:`Registry`, the name-or-spec registries config keys are checked against."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,12 @@ import importlib
 from typing import Any, Callable, Dict, List, Type
 
 
-def load_callable(spec: str, field: str, error: Type[Exception] = ValueError,
-                  expected: str = "package.module:function") -> Callable:
+def load_callable(
+    spec: str,
+    field: str,
+    error: Type[Exception] = ValueError,
+    expected: str = "package.module:function",
+) -> Callable:
     """The callable named by ``package.module:attr`` (``attr`` may be dotted); a bad spec
     raises ``error`` naming ``field``, the spec and what is wrong."""
     module_name, sep, attr = spec.partition(":")
@@ -21,8 +26,7 @@ def load_callable(spec: str, field: str, error: Type[Exception] = ValueError,
     try:
         obj = functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
-        raise error(f"{field} {spec!r}: module {module_name!r} has no attribute "
-                    f"{attr!r}") from None
+        raise error(f"{field} {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
         raise error(f"{field} {spec!r}: {attr!r} is a {type(obj).__name__}, not callable")
     return obj
@@ -35,8 +39,9 @@ class Registry:
     by name (a decorator); :meth:`get` also accepts a ``package.module:attr`` spec that is
     not registered (user code named in the config)."""
 
-    def __init__(self, field: str, builtins: Dict[str, str],
-                 expected: str = "package.module:Class"):
+    def __init__(
+        self, field: str, builtins: Dict[str, str], expected: str = "package.module:Class"
+    ):
         self.field, self.expected = field, expected
         self._entries: Dict[str, Any] = dict(builtins)
 
@@ -59,8 +64,9 @@ class Registry:
             return
         module, sep, attr = name.partition(":")
         if not (sep and module and attr):
-            raise error(f"{self.field}: got {name!r}, expected one of {self.names()} "
-                        f"or {self.expected}")
+            raise error(
+                f"{self.field}: got {name!r}, expected one of {self.names()} or {self.expected}"
+            )
 
     def get(self, name: str, error: Type[Exception] = ValueError) -> Any:
         """The object ``name`` stands for (a built-in's module imported now)."""

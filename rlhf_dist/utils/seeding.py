@@ -9,6 +9,7 @@ The constants are fixed: they set every run's numbers.
 ``torch.save`` / ``torch.load(weights_only=True)``.  Each rank saves its own state (draws differ
 per rank): ``save_rng_state(dir, rank)`` / ``load_rng_state(dir, rank)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,15 +43,19 @@ def seed_everything(seed: int) -> None:
 def _numpy_state() -> Dict[str, Any]:
     state = np.random.get_state(legacy=False)
     inner = state["state"]
-    return {"bit_generator": state["bit_generator"], "has_gauss": int(state["has_gauss"]),
-            "gauss": float(state["gauss"]),
-            "state": {"key": [int(k) for k in inner["key"]], "pos": int(inner["pos"])}}
+    return {
+        "bit_generator": state["bit_generator"],
+        "has_gauss": int(state["has_gauss"]),
+        "gauss": float(state["gauss"]),
+        "state": {"key": [int(k) for k in inner["key"]], "pos": int(inner["pos"])},
+    }
 
 
 def _set_numpy_state(state: Dict[str, Any]) -> None:
     inner = state["state"]
-    np.random.set_state({**state, "state": {"key": np.asarray(inner["key"], dtype=np.uint32),
-                                            "pos": inner["pos"]}})
+    np.random.set_state(
+        {**state, "state": {"key": np.asarray(inner["key"], dtype=np.uint32), "pos": inner["pos"]}}
+    )
 
 
 def rng_state() -> Dict[str, Any]:

@@ -12,6 +12,7 @@ same metrics at the same steps as ``metrics.jsonl``, one run per job across resu
 Each needs its package (``pip install -e ".[tensorboard]"`` / ``".[mlflow]"``); a missing one
 is a :class:`~rlhf_dist.config.ConfigError` naming the extra.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,20 +28,30 @@ MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"logging.backend={extra}: the {module} package is not installed; "
-                          f'pip install -e ".[{extra}]"')
+        raise ConfigError(
+            f"logging.backend={extra}: the {module} package is not installed; "
+            f'pip install -e ".[{extra}]"'
+        )
 
 
 class TensorBoardSink:
-    def __init__(self, cfg: LoggingConfig, output_dir: Path, run_config: Dict[str, Any],
-                 job_type: str, resume_step: Optional[int], init_timeout: float = 60.0):
+    def __init__(
+        self,
+        cfg: LoggingConfig,
+        output_dir: Path,
+        run_config: Dict[str, Any],
+        job_type: str,
+        resume_step: Optional[int],
+        init_timeout: float = 60.0,
+    ):
         _require("tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = output_dir / "tensorboard"
         # purge_step: events at steps >= it, written by the run that died, are dropped
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=None if resume_step is None
-                                    else resume_step + 1)
+        self.writer = SummaryWriter(
+            str(self.log_dir), purge_step=None if resume_step is None else resume_step + 1
+        )
 
     def log(self, values: Dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -51,8 +62,15 @@ class TensorBoardSink:
 
 
 class MlflowSink:
-    def __init__(self, cfg: LoggingConfig, output_dir: Path, run_config: Dict[str, Any],
-                 job_type: str, resume_step: Optional[int], init_timeout: float = 60.0):
+    def __init__(
+        self,
+        cfg: LoggingConfig,
+        output_dir: Path,
+        run_config: Dict[str, Any],
+        job_type: str,
+        resume_step: Optional[int],
+        init_timeout: float = 60.0,
+    ):
         _require("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
 
@@ -67,8 +85,11 @@ class MlflowSink:
             self.client.update_run(self.run_id, status="RUNNING")
             return
         experiment = self.client.get_experiment_by_name(cfg.project)
-        experiment_id = (experiment.experiment_id if experiment is not None
-                         else self.client.create_experiment(cfg.project))
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(cfg.project)
+        )
         tags = {"job_type": job_type, **{f"tag.{t}": "1" for t in cfg.tags}}
         if cfg.group:
             tags["group"] = cfg.group
@@ -81,8 +102,9 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(key, value, stamp, step)
-                                                    for key, value in values.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(key, value, stamp, step) for key, value in values.items()]
+        )
 
     def finish(self, exit_code: int) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if exit_code == 0 else "FAILED")

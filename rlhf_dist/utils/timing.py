@@ -1,4 +1,5 @@
 """Wall-clock timing of named sections, reported as ``perf/time_<name>`` metrics."""
+
 from __future__ import annotations
 
 import time

@@ -9,6 +9,7 @@ means online only when a key is configured (``WANDB_API_KEY`` or a netrc entry f
 host), offline otherwise.  Nothing here waits on the network: offline mode touches none, and a
 failing online ``wandb.init`` (no key, no route, timeout) falls back to offline with a warning.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,14 +99,27 @@ class WandbSink:
     ``<output_dir>/wandb_run_id``); W&B cannot delete rows, so its history keeps the dead
     run's rows past the checkpoint next to the new ones at the same ``step``."""
 
-    def __init__(self, cfg: LoggingConfig, output_dir: Path, run_config: Dict[str, Any],
-                 job_type: str, resume_step: Optional[int], init_timeout: float = 60.0):
+    def __init__(
+        self,
+        cfg: LoggingConfig,
+        output_dir: Path,
+        run_config: Dict[str, Any],
+        job_type: str,
+        resume_step: Optional[int],
+        init_timeout: float = 60.0,
+    ):
         import wandb  # lazy: slow import
 
         mode = resolve_wandb_mode(cfg.mode)
-        kwargs = dict(project=cfg.project, name=cfg.name, group=cfg.group,
-                      tags=list(cfg.tags) or None, config=run_config,
-                      dir=str(output_dir), job_type=job_type)
+        kwargs = dict(
+            project=cfg.project,
+            name=cfg.name,
+            group=cfg.group,
+            tags=list(cfg.tags) or None,
+            config=run_config,
+            dir=str(output_dir),
+            job_type=job_type,
+        )
         id_file = output_dir / WANDB_RUN_ID_FILE
         if resume_step is not None and id_file.is_file():
             kwargs.update(id=id_file.read_text().strip(), resume="allow")
@@ -117,8 +131,10 @@ class WandbSink:
         except Exception as err:  # noqa: BLE001 - any init failure must not stop training
             if mode != "online":
                 raise
-            logger.warning("wandb.init online failed (%s); logging offline instead",
-                           str(err).splitlines()[0] if str(err) else type(err).__name__)
+            logger.warning(
+                "wandb.init online failed (%s); logging offline instead",
+                str(err).splitlines()[0] if str(err) else type(err).__name__,
+            )
             mode = "offline"
             run = wandb.init(mode=mode, settings=settings, **kwargs)
         if mode != "disabled":
@@ -159,9 +175,16 @@ class Tracker:
     non-main ranks.
     """
 
-    def __init__(self, logging_cfg: LoggingConfig, output_dir: str | os.PathLike,
-                 run_config: Dict[str, Any], is_main: bool, job_type: str,
-                 init_timeout: float = 60.0, resume_step: Optional[int] = None):
+    def __init__(
+        self,
+        logging_cfg: LoggingConfig,
+        output_dir: str | os.PathLike,
+        run_config: Dict[str, Any],
+        is_main: bool,
+        job_type: str,
+        init_timeout: float = 60.0,
+        resume_step: Optional[int] = None,
+    ):
         self.is_main = is_main
         self.output_dir = Path(output_dir)
         self.metrics_path = self.output_dir / METRICS_FILE
@@ -177,8 +200,16 @@ class Tracker:
         classes = _sink_classes()
         for name in logging_cfg.backends:
             try:
-                self._sinks.append(classes[name](logging_cfg, self.output_dir, run_config,
-                                                 job_type, resume_step, init_timeout))
+                self._sinks.append(
+                    classes[name](
+                        logging_cfg,
+                        self.output_dir,
+                        run_config,
+                        job_type,
+                        resume_step,
+                        init_timeout,
+                    )
+                )
             except BaseException:
                 self.finish(exit_code=1)  # the backends already started are closed
                 raise
@@ -254,8 +285,12 @@ def read_metrics(path: str | os.PathLike) -> List[Dict[str, float]]:
 # --------------------------------------------------------------------------- progress
 
 
-def progress(iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "",
-             enabled: bool = True):
+def progress(
+    iterable: Optional[Iterable] = None,
+    total: Optional[int] = None,
+    desc: str = "",
+    enabled: bool = True,
+):
     """A tqdm bar (``n/total``, rate, ETA) when ``enabled`` (pass ``is_main and
     logging.progress_bar``); otherwise a disabled tqdm, i.e. a plain pass-through over
     ``iterable`` that still accepts ``update``/``set_postfix``/``close``.

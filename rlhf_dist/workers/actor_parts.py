@@ -9,6 +9,7 @@ calls to them):
   engine of its own (``resources.reference_in_actor``) or the policy's base with its LoRA
   adapter off (``Config.shared_reference``); absent when the reference is a group.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,12 +21,23 @@ import torch
 from rlhf_dist.config import Config
 from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.protocol import Batch
-from rlhf_dist.rollout.weight_buckets import (IN_FLIGHT, bucket_bytes, pack, plan_buckets,
-                                              tensor_crc, total_bytes)
+from rlhf_dist.rollout.weight_buckets import (
+    IN_FLIGHT,
+    bucket_bytes,
+    pack,
+    plan_buckets,
+    tensor_crc,
+    total_bytes,
+)
 from rlhf_dist.workers.rollout_engines import engine_dtype
-from rlhf_dist.workers.steps import (Metrics, epoch_updates, in_micro_batches,
-                                     reference_logprobs, reference_sequence_logps,
-                                     update_minibatch)
+from rlhf_dist.workers.steps import (
+    Metrics,
+    epoch_updates,
+    in_micro_batches,
+    reference_logprobs,
+    reference_sequence_logps,
+    update_minibatch,
+)
 
 
 class PolicyLearner:
@@ -41,22 +53,35 @@ class PolicyLearner:
         from rlhf_dist.models import action_logprobs
 
         self.engine.eval()
-        return Batch({"logprobs": in_micro_batches(
-            batch, self.cfg.train.micro_batch_size,
-            lambda m: action_logprobs(self.engine, m, self.temperature))})
+        return Batch(
+            {
+                "logprobs": in_micro_batches(
+                    batch,
+                    self.cfg.train.micro_batch_size,
+                    lambda m: action_logprobs(self.engine, m, self.temperature),
+                )
+            }
+        )
 
     def _policy_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.objectives import policy_objective
 
         rollout = self.cfg.rollout
-        return policy_objective(self.engine, micro, self.temperature, self.cfg.ppo,
-                                rollout.tis_cap if rollout.importance_weights else None,
-                                horizon=rollout.max_new_tokens, tis_mode=rollout.tis_mode)
+        return policy_objective(
+            self.engine,
+            micro,
+            self.temperature,
+            self.cfg.ppo,
+            rollout.tis_cap if rollout.importance_weights else None,
+            horizon=rollout.max_new_tokens,
+            tis_mode=rollout.tis_mode,
+        )
 
     def ppo_epoch(self, share: Batch, minibatches: List[torch.Tensor]) -> List[Metrics]:
         """The actor's steps of one PPO epoch (:func:`epoch_updates`)."""
-        return epoch_updates(self.engine, share, minibatches, self.cfg.train.micro_batch_size,
-                             self._policy_loss)
+        return epoch_updates(
+            self.engine, share, minibatches, self.cfg.train.micro_batch_size, self._policy_loss
+        )
 
     def dpo_update(self, micro_batches: List[Batch]) -> Metrics:
         """One DPO optimiser step over this rank's micro-batches (reference log-probs
@@ -75,8 +100,9 @@ class PolicyLearner:
         self.engine.eval()
         sums: Metrics = {}
         for micro in micro_batches:
-            for key, value in dpo_eval_sums(self.engine, micro, micro["ref_logps"],
-                                            self.cfg.dpo).items():
+            for key, value in dpo_eval_sums(
+                self.engine, micro, micro["ref_logps"], self.cfg.dpo
+            ).items():
                 sums[key] = sums.get(key, 0.0) + value
         self.engine.train()
         return sums
@@ -93,16 +119,22 @@ class Generation:
         self.learner, self.read = learner, cfg.rollout.logprobs_from_generate
         self.sampler = HFGenerator(learner.engine.module, tokenizer, cfg.rollout)
 
-    def generate(self, prompts: Batch, seed: int, n: Optional[int] = None,
-                 logprobs: bool = True) -> Batch:
+    def generate(
+        self, prompts: Batch, seed: int, n: Optional[int] = None, logprobs: bool = True
+    ) -> Batch:
         """``n`` samples per prompt (default ``n_samples_per_prompt``), with their behaviour
         log-probs unless ``logprobs`` is false."""
         engine = self.learner.engine
         engine.eval()
         read = self.read and logprobs
         with engine.gathered():
-            experience = self.sampler.generate(prompts["input_ids"], prompts["attention_mask"],
-                                               generator_seed=seed, with_logprobs=read, n=n)
+            experience = self.sampler.generate(
+                prompts["input_ids"],
+                prompts["attention_mask"],
+                generator_seed=seed,
+                with_logprobs=read,
+                n=n,
+            )
         if read or not logprobs:
             return experience
         return experience.with_(old_logprobs=self.learner.logprobs(experience)["logprobs"])
@@ -131,8 +163,9 @@ class WeightSender:
         """Rank 0: join as rank 0 of ``world_size`` (returns once every engine joined)."""
         from rlhf_dist.engine.dist import local_device, standalone_group
 
-        self.group = standalone_group(self.store, 0, world_size, backend,
-                                      self.cfg.resources.timeout_s, host=self.store.host)
+        self.group = standalone_group(
+            self.store, 0, world_size, backend, self.cfg.resources.timeout_s, host=self.store.host
+        )
         # gloo sends CPU tensors, NCCL device ones; one broadcast: every engine is connected
         self.device = local_device() if backend == "nccl" else torch.device("cpu")
         self.group.broadcast(torch.zeros(1, device=self.device), 0).wait()
@@ -157,10 +190,15 @@ class WeightSender:
         states are never brought back to the device the woken engines are using."""
         size = bucket_bytes(self.cfg.rollout.sync_bucket_mb)
         plan = plan_buckets(self.specs(), size)
-        in_place = (self.engine.offloaded and self.engine.zero_stage < 3
-                    and self.device.type == "cpu")
-        with contextlib.nullcontext() if in_place else in_use(), contextlib.closing(
-                self.engine.full_parameter_buckets([len(b.specs) for b in plan])) as groups:
+        in_place = (
+            self.engine.offloaded and self.engine.zero_stage < 3 and self.device.type == "cpu"
+        )
+        with (
+            contextlib.nullcontext() if in_place else in_use(),
+            contextlib.closing(
+                self.engine.full_parameter_buckets([len(b.specs) for b in plan])
+            ) as groups,
+        ):
             # closing: a failed sync leaves no bucket gathered (the next gather would clash)
             if self.rank != 0:
                 for _ in groups:  # the gathers are collective: every rank takes part
@@ -169,8 +207,9 @@ class WeightSender:
             verify = self._header(plan)
             checksums = self._send(plan, groups, packed=size > 0, verify=verify)
             if verify:
-                self.group.broadcast(torch.tensor(checksums, dtype=torch.int64,
-                                                  device=self.device), 0).wait()
+                self.group.broadcast(
+                    torch.tensor(checksums, dtype=torch.int64, device=self.device), 0
+                ).wait()
 
     def _send(self, plan: List[Any], groups: Any, packed: bool, verify: bool) -> List[int]:
         """Rank 0: broadcast each bucket; the actor's CRC32 of every parameter in the engines'
@@ -204,8 +243,12 @@ class WeightSender:
         if len(tensors) != 1:
             return False
         tensor = tensors[0][1]
-        return (tensor.dtype == dtype and tensor.device == self.device
-                and tensor.is_contiguous() and self.engine.zero_stage < 3)
+        return (
+            tensor.dtype == dtype
+            and tensor.device == self.device
+            and tensor.is_contiguous()
+            and self.engine.zero_stage < 3
+        )
 
     def _header(self, plan: List[Any]) -> bool:
         """Rank 0: the sync's header, broadcast by the first engine worker (rank 1): the
@@ -216,10 +259,12 @@ class WeightSender:
         self.group.broadcast(header, 1).wait()
         version, verify, buckets, nbytes = header.tolist()
         if (buckets, nbytes) != (len(plan), total_bytes(plan)):
-            raise RuntimeError(f"weight sync of version {version}: the engines expect {buckets} "
-                               f"buckets of {nbytes} bytes in all, the actor has {len(plan)} of "
-                               f"{total_bytes(plan)} (a different rollout.sync_bucket_mb or "
-                               "model?)")
+            raise RuntimeError(
+                f"weight sync of version {version}: the engines expect {buckets} "
+                f"buckets of {nbytes} bytes in all, the actor has {len(plan)} of "
+                f"{total_bytes(plan)} (a different rollout.sync_bucket_mb or "
+                "model?)"
+            )
         self.version = version
         return bool(verify)
 
@@ -232,8 +277,9 @@ class InActorReference:
         self.cfg, self.policy, self.own = cfg, policy, own
 
     @classmethod
-    def build(cls, cfg: Config, policy: ModelEngine,
-              frozen_engine: Callable[[], ModelEngine]) -> Optional["InActorReference"]:
+    def build(
+        cls, cfg: Config, policy: ModelEngine, frozen_engine: Callable[[], ModelEngine]
+    ) -> Optional["InActorReference"]:
         """The part ``cfg`` asks for, or None (the reference is a group of its own)."""
         if cfg.resources.reference_in_actor:
             return cls(cfg, policy, frozen_engine())

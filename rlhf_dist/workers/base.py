@@ -1,4 +1,5 @@
 """What every role actor does before it holds a model: join its role's process group."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ class DistributedWorker:
 
         # Ray reports the node's routable address (not loopback): ranks on other nodes use it.
         address = ray.util.get_node_ip_address()
-        self._store = TCPStore(address, 0, is_master=True, wait_for_workers=False,
-                               timeout=self._timeout)
+        self._store = TCPStore(
+            address, 0, is_master=True, wait_for_workers=False, timeout=self._timeout
+        )
         return address, self._store.port
 
     def init_distributed(self, rank: int, world_size: int, master: Tuple[str, int]) -> None:
@@ -47,27 +49,51 @@ class DistributedWorker:
         import torch.distributed as tdist
         from torch.distributed import TCPStore
 
-        from rlhf_dist.engine.dist import (backend_for_device, import_deepspeed, local_device,
-                                           require_one_device)
+        from rlhf_dist.engine.dist import (
+            backend_for_device,
+            import_deepspeed,
+            local_device,
+            require_one_device,
+        )
 
         master_addr, master_port = master
         # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local device is 0.
-        os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
-                           "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
-        store = self._store if rank == 0 else TCPStore(master_addr, master_port, is_master=False,
-                                                       timeout=self._timeout)
+        os.environ.update(
+            {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "LOCAL_RANK": "0",
+                "MASTER_ADDR": master_addr,
+                "MASTER_PORT": str(master_port),
+            }
+        )
+        store = (
+            self._store
+            if rank == 0
+            else TCPStore(master_addr, master_port, is_master=False, timeout=self._timeout)
+        )
         if torch.cuda.is_available():
-            require_one_device(torch.cuda.device_count(),
-                               f"{getattr(self, 'role', type(self).__name__)} rank {rank}")
+            require_one_device(
+                torch.cuda.device_count(),
+                f"{getattr(self, 'role', type(self).__name__)} rank {rank}",
+            )
             torch.cuda.set_device(local_device())
-        tdist.init_process_group(backend_for_device(), store=store, rank=rank,
-                                 world_size=world_size, timeout=self._timeout)
+        tdist.init_process_group(
+            backend_for_device(),
+            store=store,
+            rank=rank,
+            world_size=world_size,
+            timeout=self._timeout,
+        )
         # deepspeed.comm adopts the initialised default group (its "user initialised
         # torch.distributed" path); it must exist before any engine is built (ZeRO-3 reads
         # the world size at model construction).
-        import_deepspeed().init_distributed(dist_backend=backend_for_device(),
-                                            auto_mpi_discovery=False, timeout=self._timeout,
-                                            verbose=False)
+        import_deepspeed().init_distributed(
+            dist_backend=backend_for_device(),
+            auto_mpi_discovery=False,
+            timeout=self._timeout,
+            verbose=False,
+        )
         self.rank, self.world_size = rank, world_size
 
     def tokenizer(self):
@@ -87,5 +113,8 @@ def location() -> Dict[str, Any]:
     id (placement checks and diagnostics; e.g. a SPREAD group should span several nodes)."""
     import ray
 
-    return {"node_id": ray.get_runtime_context().get_node_id(),
-            "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }

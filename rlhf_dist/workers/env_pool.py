@@ -15,6 +15,7 @@ for good (a hung call's thread is abandoned inside its worker, not in the driver
   that call; a worker that died is :class:`EnvWorkerLost` (a ``WorkerLost``: the run stops, or
   recovers with ``resources.max_restarts``; ``start`` makes a new pool).
 """
+
 from __future__ import annotations
 
 import os
@@ -61,9 +62,12 @@ class EnvWorker:
         return len(self.host)
 
     def location(self) -> Dict[str, Any]:
-        return {"node_id": ray.get_runtime_context().get_node_id(),
-                "ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
-                "environments": len(self.host)}
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "environments": len(self.host),
+        }
 
 
 class EnvWorkerLost(WorkerLost, EnvHostLost):
@@ -85,8 +89,9 @@ class EnvPool:
 
     def start(self) -> None:
         self.kill()
-        remote = ray.remote(EnvWorker).options(num_cpus=CPUS_PER_WORKER,
-                                               max_concurrency=CONCURRENCY)
+        remote = ray.remote(EnvWorker).options(
+            num_cpus=CPUS_PER_WORKER, max_concurrency=CONCURRENCY
+        )
         self.workers = [remote.remote(self.env) for _ in range(self.world_size)]
 
     def kill(self) -> None:
@@ -102,11 +107,14 @@ class EnvPool:
         try:
             outcome = ray.get(call(self.workers[rank]), timeout=self.timeout_s)
         except GetTimeoutError:
-            raise CallTimeout(f"did not return within {self.timeout_s:g} s (env worker "
-                              f"{rank} gave no answer)") from None
+            raise CallTimeout(
+                f"did not return within {self.timeout_s:g} s (env worker {rank} gave no answer)"
+            ) from None
         except RayActorError as err:
-            raise EnvWorkerLost(f"env worker {rank} died: {type(err).__name__}: "
-                                f"{first_line(err)}", f"env worker {rank}") from err
+            raise EnvWorkerLost(
+                f"env worker {rank} died: {type(err).__name__}: {first_line(err)}",
+                f"env worker {rank}",
+            ) from err
         if outcome[0] == "ok":
             return outcome[1]
         if outcome[0] == "timeout":

@@ -1,4 +1,5 @@
 """What a worker group raises (no ray import: the CLI sorts these without loading Ray)."""
+
 from __future__ import annotations
 
 

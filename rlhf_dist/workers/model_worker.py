@@ -1,5 +1,6 @@
 """What every role actor holding a model shares: its engine, idle offload around each call
 (:func:`uses_engine`), checkpoints, export and the frozen-weights checksum."""
+
 from __future__ import annotations
 
 import contextlib
@@ -58,15 +59,14 @@ class ModelWorker(DistributedWorker):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self._depth = 0          # nesting of engine_in_use (generate calls logprobs)
-        self._offload_s = 0.0    # seconds spent offloading/reloading since offload_stats()
+        self._depth = 0  # nesting of engine_in_use (generate calls logprobs)
+        self._offload_s = 0.0  # seconds spent offloading/reloading since offload_stats()
         self.engine: Optional[ModelEngine] = None  # set by the role's build()
 
     @contextlib.contextmanager
     def engine_in_use(self):
         """The outermost use reloads the engines (once built) and offloads them after."""
-        idle_offload = self._depth == 0 and getattr(self.cfg.resources,
-                                                    self.role).offload_when_idle
+        idle_offload = self._depth == 0 and getattr(self.cfg.resources, self.role).offload_when_idle
         if idle_offload:
             self._move_engines(ModelEngine.reload)
         self._depth += 1
@@ -92,8 +92,10 @@ class ModelWorker(DistributedWorker):
         """``perf/<role>_offload_s``: seconds this rank spent offloading and reloading since
         the last call; ``perf/<role>_offloaded``: 1 if all its engines are in CPU memory now."""
         seconds, self._offload_s = self._offload_s, 0.0
-        return {f"perf/{self.role}_offload_s": seconds,
-                f"perf/{self.role}_offloaded": float(all(e.offloaded for e in self._engines()))}
+        return {
+            f"perf/{self.role}_offload_s": seconds,
+            f"perf/{self.role}_offloaded": float(all(e.offloaded for e in self._engines())),
+        }
 
     @uses_engine
     def save(self, directory: str) -> None:
@@ -105,13 +107,19 @@ class ModelWorker(DistributedWorker):
 
     @uses_engine
     def export_hf(self, directory: str) -> None:
-        self.engine.export_hf(Path(directory), self.tokenizer(), is_main=self.rank == 0,
-                              merge_lora=self.cfg.checkpoint.merge_lora)
+        self.engine.export_hf(
+            Path(directory),
+            self.tokenizer(),
+            is_main=self.rank == 0,
+            merge_lora=self.cfg.checkpoint.merge_lora,
+        )
 
     def size_metrics(self) -> Metrics:
         """``ModelEngine.size_metrics`` of this rank, the role in each name."""
-        return {key.replace("/", f"/{self.role}_", 1): value
-                for key, value in self.engine.size_metrics().items()}
+        return {
+            key.replace("/", f"/{self.role}_", 1): value
+            for key, value in self.engine.size_metrics().items()
+        }
 
     @uses_engine
     def state_checksum(self) -> float:

@@ -7,6 +7,7 @@ A reward error inside a worker (wrong count, a non-number) reaches the driver as
 worker that dies, or does not answer in time, is a ``WorkerLost`` naming it and the
 timeout's setting (the run stops, or recovers with ``resources.max_restarts``).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,22 @@ class RewardFnWorker:
         torch.set_num_threads(1)
         self.rewards = load_rewards(ppo, label_key)
 
-    def score(self, prompts: List[str], responses: List[str], labels: List[Any],
-              extras: List[Dict[str, Any]], first_row: int) -> torch.Tensor:
+    def score(
+        self,
+        prompts: List[str],
+        responses: List[str],
+        labels: List[Any],
+        extras: List[Dict[str, Any]],
+        first_row: int,
+    ) -> torch.Tensor:
         return self.rewards(prompts, responses, labels, extras, first_row)
 
     def location(self) -> Dict[str, Any]:
-        return {"node_id": ray.get_runtime_context().get_node_id(),
-                "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+        }
 
 
 class RewardPool(RayGroup):
@@ -49,8 +59,13 @@ class RewardPool(RayGroup):
         remote_cls = ray.remote(RewardFnWorker).options(num_cpus=1)
         self.workers = [remote_cls.remote(ppo, label_key) for _ in range(self.world_size)]
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str],
-                 labels: Sequence[Any], extras: Sequence[Dict[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        labels: Sequence[Any],
+        extras: Sequence[Dict[str, Any]],
+    ) -> torch.Tensor:
         """The rewards of every row, each worker scoring one contiguous chunk of the rows
         (as the driver would: the same functions, the same row order)."""
         n = len(responses)
@@ -58,8 +73,14 @@ class RewardPool(RayGroup):
         refs, ranks = [], []
         for rank, (a, b) in enumerate(zip(bounds, bounds[1:])):
             if b > a:
-                refs.append(self.workers[rank].score.remote(
-                    list(prompts[a:b]), list(responses[a:b]), list(labels[a:b]),
-                    list(extras[a:b]), a))
+                refs.append(
+                    self.workers[rank].score.remote(
+                        list(prompts[a:b]),
+                        list(responses[a:b]),
+                        list(labels[a:b]),
+                        list(extras[a:b]),
+                        a,
+                    )
+                )
                 ranks.append(rank)
         return torch.cat(self._get(refs, ranks)) if refs else torch.zeros(0)

@@ -1,5 +1,6 @@
 """Role groups: the driver's view of each role, one explicit method per remote call, and
 :class:`RoleGroups`, a job's groups together."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,23 +62,32 @@ class Learner:
     (:func:`~rlhf_dist.rollout.replay.learner_plan`) is put in Ray's object store once, and
     :meth:`epoch` runs one epoch's optimiser steps on every rank with one call per rank."""
 
-    def __init__(self, group: WorkerGroup, call, experience: Batch, mini_batch_size: int,
-                 epochs: int, seed: int):
+    def __init__(
+        self,
+        group: WorkerGroup,
+        call,
+        experience: Batch,
+        mini_batch_size: int,
+        epochs: int,
+        seed: int,
+    ):
         import ray
 
         from rlhf_dist.rollout.replay import learner_plan
 
         self.group, self.call = group, call
-        self.plans = learner_plan(len(experience), mini_batch_size, epochs, seed,
-                                  group.world_size)
+        self.plans = learner_plan(len(experience), mini_batch_size, epochs, seed, group.world_size)
         self.shares = [ray.put(experience.index_select(plan.rows)) for plan in self.plans]
 
     def epoch(self, epoch: int) -> Pending:
         """``result()``: per minibatch, its metrics (the mean over ranks)."""
-        refs = [self.call(worker, share, plan.steps[epoch])
-                for worker, share, plan in zip(self.group.workers, self.shares, self.plans)]
-        return Pending(self.group, refs, lambda ranks: [mean_rows(list(rows))
-                                                        for rows in zip(*ranks)])
+        refs = [
+            self.call(worker, share, plan.steps[epoch])
+            for worker, share, plan in zip(self.group.workers, self.shares, self.plans)
+        ]
+        return Pending(
+            self.group, refs, lambda ranks: [mean_rows(list(rows)) for rows in zip(*ranks)]
+        )
 
 
 class _ModelGroup(WorkerGroup):
@@ -107,16 +117,23 @@ class ActorGroup(_ModelGroup):
     def build(self, train: TrainConfig, total_steps: int) -> Pending:
         return _built(self, lambda w: w.build.remote(train, total_steps))
 
-    def generate(self, prompts: Batch, seed: int, pad_token_id: int, n: Optional[int] = None,
-                 logprobs: bool = True) -> Batch:
+    def generate(
+        self,
+        prompts: Batch,
+        seed: int,
+        pad_token_id: int,
+        n: Optional[int] = None,
+        logprobs: bool = True,
+    ) -> Batch:
         """Each rank samples ``n`` responses (default ``n_samples_per_prompt``) for each of its
         share of the prompts, with the behaviour log-probs unless ``logprobs`` is false;
         responses of different lengths are right-padded to the longest before
         concatenation."""
         from rlhf_dist.rollout import concat_rollouts
 
-        parts = self._get(self._scatter_refs(
-            lambda w, c: w.generate.remote(c, seed, n, logprobs), prompts))
+        parts = self._get(
+            self._scatter_refs(lambda w, c: w.generate.remote(c, seed, n, logprobs), prompts)
+        )
         return concat_rollouts(parts, pad_token_id)
 
     def logprobs(self, batch: Batch) -> Pending:
@@ -143,17 +160,24 @@ class ActorGroup(_ModelGroup):
         """Every rank returns PyTorch's cached, unused device blocks (before vLLM wakes)."""
         self._broadcast(lambda w: w.release_device_cache.remote())
 
-    def ppo_learner(self, experience: Batch, mini_batch_size: int, epochs: int,
-                    seed: int) -> Learner:
+    def ppo_learner(
+        self, experience: Batch, mini_batch_size: int, epochs: int, seed: int
+    ) -> Learner:
         """The actor's PPO updates on ``experience`` (:class:`Learner`)."""
-        return Learner(self, lambda w, share, steps: w.ppo_epoch.remote(share, steps),
-                       experience, mini_batch_size, epochs, seed)
+        return Learner(
+            self,
+            lambda w, share, steps: w.ppo_epoch.remote(share, steps),
+            experience,
+            mini_batch_size,
+            epochs,
+            seed,
+        )
 
     def dpo_update(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
         """``per_rank[r]`` holds rank r's micro-batches of one optimiser step."""
-        return mean_rows(self._get([w.dpo_update.remote(micro)
-                                          for w, micro in zip(self.workers, per_rank)]))
-
+        return mean_rows(
+            self._get([w.dpo_update.remote(micro) for w, micro in zip(self.workers, per_rank)])
+        )
 
     def dpo_eval(self, per_rank: List[List[Batch]]) -> Dict[str, float]:
         """DPO eval metrics over every rank's micro-batches: summed, divided by the pairs."""
@@ -189,8 +213,9 @@ class ActorReference:
         return _logprobs(self.actor, lambda w, c: w.reference_logprobs.remote(c), batch)
 
     def sequence_logps(self, per_rank: List[List[Batch]]) -> List[List[Batch]]:
-        return _sequence_logps(self.actor, lambda w, m: w.reference_sequence_logps.remote(m),
-                               per_rank)
+        return _sequence_logps(
+            self.actor, lambda w, m: w.reference_sequence_logps.remote(m), per_rank
+        )
 
     def state_checksum(self) -> float:
         """CRC32 of the reference's full weights, from actor rank 0."""
@@ -214,11 +239,18 @@ class CriticGroup(_ModelGroup):
         refs = self._scatter_refs(lambda w, c: w.values.remote(c), batch)
         return Pending(self, refs, lambda parts: Batch.concat(parts)["values"])
 
-    def value_learner(self, experience: Batch, mini_batch_size: int, epochs: int,
-                      seed: int) -> Learner:
+    def value_learner(
+        self, experience: Batch, mini_batch_size: int, epochs: int, seed: int
+    ) -> Learner:
         """The critic's value updates on ``experience`` (:class:`Learner`)."""
-        return Learner(self, lambda w, share, steps: w.value_epoch.remote(share, steps),
-                       experience, mini_batch_size, epochs, seed)
+        return Learner(
+            self,
+            lambda w, share, steps: w.value_epoch.remote(share, steps),
+            experience,
+            mini_batch_size,
+            epochs,
+            seed,
+        )
 
 
 @dataclass

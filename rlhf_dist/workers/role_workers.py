@@ -4,6 +4,7 @@ Tensor alignment (B rows, T tokens): ``sequences``/``attention_mask`` are (B, T)
 log-probs, values, rewards, advantages and ``action_mask`` are (B, T−1), position t scoring
 token t+1 (the critic's value at t is the value of the state that emits token t+1).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -15,22 +16,26 @@ from rlhf_dist.engine.engine import ModelEngine
 from rlhf_dist.models import load_causal_lm
 from rlhf_dist.models.lora import maybe_lora
 from rlhf_dist.protocol import Batch
-from rlhf_dist.workers.actor_parts import (Generation, InActorReference, PolicyLearner,
-                                           WeightSender)
+from rlhf_dist.workers.actor_parts import Generation, InActorReference, PolicyLearner, WeightSender
 from rlhf_dist.workers.model_worker import Metrics, ModelWorker, seeded_build, uses_engine
-from rlhf_dist.workers.steps import (epoch_updates, in_micro_batches, reference_logprobs,
-                                     reference_sequence_logps)
+from rlhf_dist.workers.steps import (
+    epoch_updates,
+    in_micro_batches,
+    reference_logprobs,
+    reference_sequence_logps,
+)
 
 
 def _reference_engine(cfg: Config, tokenizer, world_size: int) -> ModelEngine:
     """The frozen reference: ``ref_model`` when it names weights, else the policy's own
     initial weights (``model``), built with the policy's seed."""
-    section, prefix = (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path \
-        else (cfg.model, "model")
-    build = seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer,
-                                                          field_prefix=prefix))
-    return ModelEngine.frozen(build, cfg.deepspeed.for_role("reference"),
-                              cfg.train.micro_batch_size, world_size)
+    section, prefix = (
+        (cfg.ref_model, "ref_model") if cfg.ref_model.name_or_path else (cfg.model, "model")
+    )
+    build = seeded_build(cfg.seed, lambda: load_causal_lm(section, tokenizer, field_prefix=prefix))
+    return ModelEngine.frozen(
+        build, cfg.deepspeed.for_role("reference"), cfg.train.micro_batch_size, world_size
+    )
 
 
 class ActorWorker(ModelWorker):
@@ -46,24 +51,32 @@ class ActorWorker(ModelWorker):
     @uses_engine
     def build(self, train: TrainConfig, total_steps: int) -> None:
         cfg = self.cfg
-        build = seeded_build(cfg.seed, lambda: maybe_lora(
-            load_causal_lm(cfg.model, self.tokenizer(), field_prefix="model"), cfg.model,
-            "model"))
-        self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("actor"), train,
-                                          self.world_size, total_steps)
+        build = seeded_build(
+            cfg.seed,
+            lambda: maybe_lora(
+                load_causal_lm(cfg.model, self.tokenizer(), field_prefix="model"),
+                cfg.model,
+                "model",
+            ),
+        )
+        self.engine = ModelEngine.trained(
+            build, cfg.deepspeed.for_role("actor"), train, self.world_size, total_steps
+        )
         self.learner = PolicyLearner(cfg, self.engine)
         self.generation = Generation(cfg, self.learner, self.tokenizer())
         self.weights = WeightSender(cfg, self.engine, self.rank)
         self.reference = InActorReference.build(
-            cfg, self.engine, lambda: _reference_engine(cfg, self.tokenizer(), self.world_size))
+            cfg, self.engine, lambda: _reference_engine(cfg, self.tokenizer(), self.world_size)
+        )
 
     def _engines(self) -> List[ModelEngine]:
         return super()._engines() + (self.reference.engines() if self.reference else [])
 
     @uses_engine
     @torch.no_grad()
-    def generate(self, prompts: Batch, seed: int, n: Optional[int] = None,
-                 logprobs: bool = True) -> Batch:
+    def generate(
+        self, prompts: Batch, seed: int, n: Optional[int] = None, logprobs: bool = True
+    ) -> Batch:
         return self.generation.generate(prompts, seed + self.rank, n, logprobs)
 
     @uses_engine
@@ -164,10 +177,18 @@ class RewardWorker(ModelWorker):
         from rlhf_dist.models import load_scalar_model
 
         section, prefix = _scalar_section(self.cfg, "reward")
-        build = seeded_build(self.cfg.seed + 1, lambda: load_scalar_model(
-            section, self.tokenizer(), role="reward", field_prefix=prefix))
-        self.engine = ModelEngine.frozen(build, self.cfg.deepspeed.for_role("reward"),
-                                         self.cfg.train.micro_batch_size, self.world_size)
+        build = seeded_build(
+            self.cfg.seed + 1,
+            lambda: load_scalar_model(
+                section, self.tokenizer(), role="reward", field_prefix=prefix
+            ),
+        )
+        self.engine = ModelEngine.frozen(
+            build,
+            self.cfg.deepspeed.for_role("reward"),
+            self.cfg.train.micro_batch_size,
+            self.world_size,
+        )
 
     @uses_engine
     @torch.no_grad()
@@ -185,8 +206,10 @@ class RewardWorker(ModelWorker):
         if self.cfg.ppo.normalize_reward:
             mean, std = self.engine.module.score_stats
             if mean is None:
-                raise ValueError("ppo.normalize_reward: the reward model has no saved score "
-                                 "statistics (train it with rm.save_score_stats=true)")
+                raise ValueError(
+                    "ppo.normalize_reward: the reward model has no saved score "
+                    "statistics (train it with rm.save_score_stats=true)"
+                )
             scores = (scores - mean) / std
         return Batch({"scores": scores})
 
@@ -202,11 +225,17 @@ class CriticWorker(ModelWorker):
 
         cfg = self.cfg
         section, prefix = _scalar_section(cfg, "critic")
-        build = seeded_build(cfg.seed + 2, lambda: maybe_lora(load_scalar_model(
-            section, self.tokenizer(), role="critic", field_prefix=prefix), cfg.critic_model,
-            "critic_model"))
-        self.engine = ModelEngine.trained(build, cfg.deepspeed.for_role("critic"), train,
-                                          self.world_size, total_steps)
+        build = seeded_build(
+            cfg.seed + 2,
+            lambda: maybe_lora(
+                load_scalar_model(section, self.tokenizer(), role="critic", field_prefix=prefix),
+                cfg.critic_model,
+                "critic_model",
+            ),
+        )
+        self.engine = ModelEngine.trained(
+            build, cfg.deepspeed.for_role("critic"), train, self.world_size, total_steps
+        )
 
     def _values(self, batch: Batch) -> torch.Tensor:
         return self.engine(batch["sequences"], batch["attention_mask"])[:, :-1]
@@ -221,11 +250,13 @@ class CriticWorker(ModelWorker):
     def _value_loss(self, micro: Batch) -> Tuple[torch.Tensor, Metrics]:
         from rlhf_dist.objectives import value_objective
 
-        return value_objective(self._values(micro), micro, self.cfg.ppo,
-                               horizon=self.cfg.rollout.max_new_tokens)
+        return value_objective(
+            self._values(micro), micro, self.cfg.ppo, horizon=self.cfg.rollout.max_new_tokens
+        )
 
     @uses_engine
     def value_epoch(self, share: Batch, minibatches: List[torch.Tensor]) -> List[Metrics]:
         """The critic's steps of one PPO epoch (:func:`epoch_updates`)."""
-        return epoch_updates(self.engine, share, minibatches, self.cfg.train.micro_batch_size,
-                             self._value_loss)
+        return epoch_updates(
+            self.engine, share, minibatches, self.cfg.train.micro_batch_size, self._value_loss
+        )

@@ -12,6 +12,7 @@ parameter is compared with the actor's (:class:`WeightSyncError` names the engin
 first parameter that differs).  A sync waits ``resources.timeout_s`` at most for any party: an
 engine that does not finish in time is a lost worker, named.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,24 +56,40 @@ class VLLMEngineWorker:
         self.tp = cfg.resources.rollout.tensor_parallel_size
         with config_dir(model.config_json) as directory:
             self.engine = VLLMRolloutEngine(
-                directory, cfg.rollout, cfg.resources.rollout, engine_dtype(cfg),
-                seed=cfg.seed + index, stop=model.stop, pad_token_id=model.pad_token_id,
-                load_format="dummy", sleep_mode=cfg.resources.colocate_rollout)
+                directory,
+                cfg.rollout,
+                cfg.resources.rollout,
+                engine_dtype(cfg),
+                seed=cfg.seed + index,
+                stop=model.stop,
+                pad_token_id=model.pad_token_id,
+                load_format="dummy",
+                sleep_mode=cfg.resources.colocate_rollout,
+            )
 
-    def generate(self, prompts: Batch, seed: int, first_row: int,
-                 n: Optional[int] = None) -> Batch:
-        return self.engine.generate(prompts["input_ids"], prompts["attention_mask"], seed,
-                                    first_row, n)
+    def generate(self, prompts: Batch, seed: int, first_row: int, n: Optional[int] = None) -> Batch:
+        return self.engine.generate(
+            prompts["input_ids"], prompts["attention_mask"], seed, first_row, n
+        )
 
-    def init_weight_group(self, host: str, port: int, world_size: int, backend: str,
-                          timeout_s: float) -> None:
-        self.engine.init_weight_group(host, port, 1 + self.index * self.tp, world_size,
-                                      backend, timeout_s, ray.util.get_node_ip_address())
+    def init_weight_group(
+        self, host: str, port: int, world_size: int, backend: str, timeout_s: float
+    ) -> None:
+        self.engine.init_weight_group(
+            host,
+            port,
+            1 + self.index * self.tp,
+            world_size,
+            backend,
+            timeout_s,
+            ray.util.get_node_ip_address(),
+        )
 
     def receive_weights(self, specs: List, version: int, verify: bool) -> List[Any]:
         """Each worker's :class:`~rlhf_dist.rollout.weight_buckets.SyncReport`."""
-        return self.engine.receive_weights(specs, version, verify,
-                                           bucket_bytes(self.cfg.rollout.sync_bucket_mb))
+        return self.engine.receive_weights(
+            specs, version, verify, bucket_bytes(self.cfg.rollout.sync_bucket_mb)
+        )
 
     def sleep(self) -> None:
         self.engine.sleep()
@@ -96,7 +113,7 @@ class RolloutEngines(RayGroup):
     on each actor bundle.  Errors name ``rollout engine`` and the engine's index."""
 
     def __init__(self, cfg: Config, model: Any, pg: PlacementGroup):
-        """``model``: :class:`~rlhf_dist.rollout.vllm_engine.EngineModel`."""
+        """``model``: :class:`~rlhf_dist.rollout.vllm_preflight.EngineModel`."""
         res, self.cfg = cfg.resources, cfg
         self.role, self.timeout_s = "rollout engine", res.timeout_s
         self.world_size = res.rollout.num_engines
@@ -105,22 +122,31 @@ class RolloutEngines(RayGroup):
         tp, use_gpu = res.rollout.tensor_parallel_size, device_per_worker() == "GPU"
         share = COLOCATED_SHARE if res.colocate_rollout else 1.0
         # colocated: a share of the actor's bundle, so of its CPUs
-        cpus = (res.actor.cpus_per_worker * share if res.colocate_rollout
-                else res.rollout.cpus_per_worker * tp)
+        cpus = (
+            res.actor.cpus_per_worker * share
+            if res.colocate_rollout
+            else res.rollout.cpus_per_worker * tp
+        )
         remote_cls = ray.remote(VLLMEngineWorker)
-        self.workers = [remote_cls.options(
-            num_cpus=cpus, num_gpus=(tp * share) if use_gpu else 0,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=pg, placement_group_bundle_index=i),
-        ).remote(cfg, i, model) for i in range(self.world_size)]
+        self.workers = [
+            remote_cls.options(
+                num_cpus=cpus,
+                num_gpus=(tp * share) if use_gpu else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=i
+                ),
+            ).remote(cfg, i, model)
+            for i in range(self.world_size)
+        ]
         try:
             self._broadcast(lambda w: w.location.remote())  # started, or an error naming it
         except BaseException:
             self.kill()
             raise
 
-    def generate(self, prompts: Batch, seed: int, pad_token_id: int,
-                 n: Optional[int] = None) -> Batch:
+    def generate(
+        self, prompts: Batch, seed: int, pad_token_id: int, n: Optional[int] = None
+    ) -> Batch:
         """Each engine samples ``n`` (default ``n_samples_per_prompt``) responses for each of
         a contiguous part of the prompts, each row with a seed of its own that does not
         depend on the split (``VLLMRolloutEngine.generate``); parts are joined as the actor's
@@ -133,8 +159,10 @@ class RolloutEngines(RayGroup):
         n = self.cfg.rollout.n_samples_per_prompt if n is None else n
         parts = prompts.chunk(min(self.world_size, len(prompts)))
         firsts = [n * sum(len(p) for p in parts[:i]) for i in range(len(parts))]
-        return [w.generate.remote(part, seed, first, n)
-                for w, part, first in zip(self.workers, parts, firsts)]
+        return [
+            w.generate.remote(part, seed, first, n)
+            for w, part, first in zip(self.workers, parts, firsts)
+        ]
 
     def collect(self, pending: List[Any], pad_token_id: int) -> Batch:
         """The Batch of a :meth:`submit` (waits, ``resources.timeout_s`` at most)."""
@@ -152,8 +180,10 @@ class RolloutEngines(RayGroup):
         # colocated weights go through CPU memory over gloo
         nccl = device_per_worker() == "GPU" and not res.colocate_rollout
         backend = "nccl" if nccl else "gloo"
-        refs = [w.init_weight_group.remote(host, port, world, backend, self.timeout_s)
-                for w in self.workers]
+        refs = [
+            w.init_weight_group.remote(host, port, world, backend, self.timeout_s)
+            for w in self.workers
+        ]
         self._alongside_actor(lambda: actor.join_weight_group(world, backend), refs)
 
     def sync_from(self, actor: Any, version: int) -> float:
@@ -166,8 +196,9 @@ class RolloutEngines(RayGroup):
         verify = every > 0 and self.syncs % every == 0
         specs = actor.weight_specs()
         refs = [w.receive_weights.remote(specs, version, verify) for w in self.workers]
-        reports = self._alongside_actor(actor.broadcast_weights, refs,
-                                        f"weight sync of version {version}")
+        reports = self._alongside_actor(
+            actor.broadcast_weights, refs, f"weight sync of version {version}"
+        )
         self.syncs, self.reports = self.syncs + 1, reports
         for index, per_worker in enumerate(reports):
             for worker, report in enumerate(per_worker):
@@ -178,8 +209,9 @@ class RolloutEngines(RayGroup):
                     raise WeightSyncError(problem, where)
         return time.perf_counter() - started
 
-    def _alongside_actor(self, actor_call: Callable[[], Any], refs: List[Any],
-                         what: str = "weight group") -> List[Any]:
+    def _alongside_actor(
+        self, actor_call: Callable[[], Any], refs: List[Any], what: str = "weight group"
+    ) -> List[Any]:
         """The engines' results of ``refs`` while ``actor_call`` -- an actor call whose
         collective spans the engines -- runs in a thread.  The fault is named after the
         worker that caused it: an engine that died (also when the actor's collective failed
@@ -190,8 +222,9 @@ class RolloutEngines(RayGroup):
         deadline = time.monotonic() + self.timeout_s
         pending = list(refs)
         while pending and not call.failed() and time.monotonic() < deadline:
-            ready, pending = ray.wait(pending, num_returns=1,
-                                      timeout=min(POLL_S, max(deadline - time.monotonic(), 0)))
+            ready, pending = ray.wait(
+                pending, num_returns=1, timeout=min(POLL_S, max(deadline - time.monotonic(), 0))
+            )
             if ready and _raised(ready[0]):
                 break
         if call.failed():
@@ -200,9 +233,12 @@ class RolloutEngines(RayGroup):
         if pending and not any(_raised(r) for r in refs if r not in pending):
             missing = sorted(refs.index(r) for r in pending)
             sending = "" if call.done.is_set() else "; the actor's side had not returned either"
-            raise WorkerLost(f"{self.role} ranks {missing}: no answer within "
-                             f"{self.timeout_s:.0f}s ({self.timeout_key}) in the {what}"
-                             f"{sending}", f"{self.role} ranks {missing}")
+            raise WorkerLost(
+                f"{self.role} ranks {missing}: no answer within "
+                f"{self.timeout_s:.0f}s ({self.timeout_key}) in the {what}"
+                f"{sending}",
+                f"{self.role} ranks {missing}",
+            )
         try:
             results = self._get(refs)
         except WorkerError as err:

@@ -7,6 +7,7 @@ last sync (colocated engines: woken, synced, and put back to sleep after samplin
 engines sample; the actor recomputes the behaviour log-probs of the sampled tokens (exact
 under its own arithmetic), next to vLLM's own (``rollout/logprob_abs_diff_*``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -22,8 +23,10 @@ def logprob_gap(experience: Batch) -> Metrics:
     over response tokens -- near 0 when the weight sync and the arithmetic agree."""
     mask = experience["action_mask"].bool()
     gap = (experience["old_logprobs"] - experience["engine_logprobs"]).abs()[mask]
-    return {"rollout/logprob_abs_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
-            "rollout/logprob_abs_diff_max": float(gap.max()) if gap.numel() else 0.0}
+    return {
+        "rollout/logprob_abs_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
+        "rollout/logprob_abs_diff_max": float(gap.max()) if gap.numel() else 0.0,
+    }
 
 
 class VLLMRollout(Rollout):
@@ -46,7 +49,7 @@ class VLLMRollout(Rollout):
         return 0.0 if self.colocated else res.rollout.world_size * res.rollout.cpus_per_worker
 
     def check(self) -> None:
-        from rlhf_dist.rollout.vllm_engine import preflight
+        from rlhf_dist.rollout.vllm_preflight import preflight
         from rlhf_dist.workers.worker_group import device_per_worker
 
         self.engine_model = preflight(self.cfg, self.tokenizer, device_per_worker() == "GPU")
@@ -85,8 +88,7 @@ class VLLMRollout(Rollout):
         self.synced = version
         return {"perf/weight_sync_s": seconds}
 
-    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]
-                ) -> Tuple[Batch, Metrics]:
+    def produce(self, prompts: Batch, seed: int, rows: Sequence[dict]) -> Tuple[Batch, Metrics]:
         experience = self.engines.generate(prompts, seed, self.pad_token_id)
         self.release()
         return experience, {}
@@ -99,8 +101,13 @@ class VLLMRollout(Rollout):
         metrics = logprob_gap(experience)
         if not rollout.importance_weights:  # only the importance weights need them later
             return experience.drop(["engine_logprobs"]), metrics
-        stats = importance_stats(experience["old_logprobs"], experience["engine_logprobs"],
-                                 experience["action_mask"], rollout.tis_cap, rollout.tis_mode)
+        stats = importance_stats(
+            experience["old_logprobs"],
+            experience["engine_logprobs"],
+            experience["action_mask"],
+            rollout.tis_cap,
+            rollout.tis_mode,
+        )
         return experience, {**metrics, **{f"rollout/{k}": v for k, v in stats.items()}}
 
     def sample(self, prompts: Batch, seed: int, n: int) -> Batch:

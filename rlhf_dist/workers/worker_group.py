@@ -8,6 +8,7 @@ Group methods (in ``role_groups.py``) are explicit Python methods; this module g
 silent worker into :class:`WorkerLost`, a raising one into :class:`WorkerError` (a non-finite
 value into ``NonFiniteError``), each naming the role and the rank.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,13 +40,15 @@ def role_bundles(res: RoleResources) -> List[Dict[str, float]]:
     return [{"CPU": res.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}] * res.world_size
 
 
-def make_placement(res: RoleResources, strategy: str, name: str,
-                   timeout_s: float) -> PlacementGroup:
+def make_placement(
+    res: RoleResources, strategy: str, name: str, timeout_s: float
+) -> PlacementGroup:
     return place_bundles(role_bundles(res), strategy, name, timeout_s)
 
 
-def place_bundles(bundles: List[Dict[str, float]], strategy: str, name: str,
-                  timeout_s: float) -> PlacementGroup:
+def place_bundles(
+    bundles: List[Dict[str, float]], strategy: str, name: str, timeout_s: float
+) -> PlacementGroup:
     """A placement group of ``bundles``, ready, or an error naming what the cluster has."""
     pg = placement_group([dict(b) for b in bundles], strategy=strategy, name=name)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
@@ -55,7 +58,8 @@ def place_bundles(bundles: List[Dict[str, float]], strategy: str, name: str,
         raise WorkerError(
             f"{name}: placement of {len(bundles)} bundles {bundles[0]} ({strategy}) not "
             f"possible within {timeout_s:.0f}s (resources.timeout_s; Ray says {state}); "
-            f"cluster has {ray.cluster_resources()}, free {ray.available_resources()}")
+            f"cluster has {ray.cluster_resources()}, free {ray.available_resources()}"
+        )
     return pg
 
 
@@ -79,20 +83,25 @@ class RayGroup:
         results, pending = {}, list(refs)
         deadline = time.monotonic() + self.timeout_s
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1,
-                                      timeout=max(deadline - time.monotonic(), 0))
+            ready, pending = ray.wait(
+                pending, num_returns=1, timeout=max(deadline - time.monotonic(), 0)
+            )
             if not ready:
                 missing = sorted(rank_of[r] for r in pending)
-                raise WorkerLost(f"{self.role} ranks {missing}: no answer within "
-                                 f"{self.timeout_s:.0f}s ({self.timeout_key})",
-                                 f"{self.role} ranks {missing}")
+                raise WorkerLost(
+                    f"{self.role} ranks {missing}: no answer within "
+                    f"{self.timeout_s:.0f}s ({self.timeout_key})",
+                    f"{self.role} ranks {missing}",
+                )
             ref = ready[0]
             try:
                 results[ref] = ray.get(ref)
             except (RayActorError, GetTimeoutError) as err:
-                raise WorkerLost(f"{self.role} rank {rank_of[ref]} died: "
-                                 f"{type(err).__name__}: {first_line(err)}",
-                                 f"{self.role} rank {rank_of[ref]}") from err
+                raise WorkerLost(
+                    f"{self.role} rank {rank_of[ref]} died: "
+                    f"{type(err).__name__}: {first_line(err)}",
+                    f"{self.role} rank {rank_of[ref]}",
+                ) from err
             except RayTaskError as err:
                 self._raise_if_a_rank_died(err)
                 if isinstance(err.cause, NonFiniteError):  # a numerical fault, not a bug
@@ -102,9 +111,11 @@ class RayGroup:
                 # the worker's own exception and text, not Ray's wrapper (whose first line is
                 # the actor's repr); the full remote traceback stays chained for --debug
                 cause = err.cause if isinstance(err.cause, BaseException) else err
-                raise WorkerError(f"{self.role} rank {rank_of[ref]} failed: "
-                                  f"{type(cause).__name__}: {str(cause).strip()}",
-                                  f"{self.role} rank {rank_of[ref]}") from err
+                raise WorkerError(
+                    f"{self.role} rank {rank_of[ref]} failed: "
+                    f"{type(cause).__name__}: {str(cause).strip()}",
+                    f"{self.role} rank {rank_of[ref]}",
+                ) from err
         return [results[ref] for ref in refs]
 
     def _raise_if_a_rank_died(self, err: Exception) -> None:
@@ -116,9 +127,11 @@ class RayGroup:
             try:
                 ray.get(ref)
             except RayActorError as death:
-                raise WorkerLost(f"{self.role} rank {probes[ref]} died: "
-                                 f"{type(death).__name__}: {first_line(death)}",
-                                 f"{self.role} rank {probes[ref]}") from err
+                raise WorkerLost(
+                    f"{self.role} rank {probes[ref]} died: "
+                    f"{type(death).__name__}: {first_line(death)}",
+                    f"{self.role} rank {probes[ref]}",
+                ) from err
 
     def _broadcast(self, call: Callable[[Any], ray.ObjectRef]) -> List[Any]:
         """The same call on every rank (collectives inside stay in step)."""
@@ -145,9 +158,17 @@ class WorkerGroup(RayGroup):
     """Ranks ``0..N-1`` of one role.  ``share`` is the fraction of each bundle this role takes
     (1.0 alone, 0.5 when two roles are colocated on the same bundles)."""
 
-    def __init__(self, role: str, worker_cls, res: RoleResources, pg: PlacementGroup,
-                 worker_args: Sequence[Any], timeout_s: float, share: float = 1.0,
-                 wait: bool = True):
+    def __init__(
+        self,
+        role: str,
+        worker_cls,
+        res: RoleResources,
+        pg: PlacementGroup,
+        worker_args: Sequence[Any],
+        timeout_s: float,
+        share: float = 1.0,
+        wait: bool = True,
+    ):
         """Starts the ranks' processes and their process group; ``wait=False`` returns at once
         (several groups then start side by side) and :meth:`wait_started` waits."""
         self.role, self.timeout_s, self.world_size = role, timeout_s, res.world_size
@@ -155,15 +176,20 @@ class WorkerGroup(RayGroup):
         remote_cls = ray.remote(worker_cls)
         self.workers = []
         for rank in range(self.world_size):
-            options = dict(num_cpus=res.cpus_per_worker * share,
-                           num_gpus=share if use_gpu else 0,
-                           scheduling_strategy=PlacementGroupSchedulingStrategy(
-                               placement_group=pg, placement_group_bundle_index=rank))
+            options = dict(
+                num_cpus=res.cpus_per_worker * share,
+                num_gpus=share if use_gpu else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=rank
+                ),
+            )
             self.workers.append(remote_cls.options(**options).remote(*worker_args))
         # rank 0's (address, port) reaches every rank's init_distributed through Ray
         self._master = self.workers[0].master_address.remote()
-        self._starting = [w.init_distributed.remote(rank, self.world_size, self._master)
-                          for rank, w in enumerate(self.workers)]
+        self._starting = [
+            w.init_distributed.remote(rank, self.world_size, self._master)
+            for rank, w in enumerate(self.workers)
+        ]
         if wait:
             self.wait_started()
 
@@ -177,5 +203,6 @@ class WorkerGroup(RayGroup):
             self.kill()  # no half-formed group left behind
             raise
         self._starting = []
-        log.info("%s group: %d ranks, master %s:%s", self.role, self.world_size,
-                 *ray.get(self._master))
+        log.info(
+            "%s group: %d ranks, master %s:%s", self.role, self.world_size, *ray.get(self._master)
+        )

@@ -1,4 +1,5 @@
 """Where the non-finite values are, counting masked-in positions only."""
+
 import pytest
 import torch
 

@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from rlhf_dist.algo import (KL_ESTIMATORS, kl_estimate, last_token_index, place_step_rewards,
-                            shape_rewards)
+from rlhf_dist.algo import (
+    KL_ESTIMATORS,
+    kl_estimate,
+    last_token_index,
+    place_step_rewards,
+    shape_rewards,
+)
 
 LOGP = torch.tensor([[-1.0, -2.0]])
 REF = torch.tensor([[-1.5, -1.0]])
@@ -92,8 +97,9 @@ def test_place_step_rewards_moves_them_from_the_last_action_by_hand():
     steps = torch.tensor([[0.0, 0.5, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
     token_rewards = torch.tensor([[-0.1, -0.1, 0.0, 2.0 - 0.1], [0.0, -0.2, 0.3, 0.0]])
     out = place_step_rewards(token_rewards, steps, mask)
-    torch.testing.assert_close(out, torch.tensor([[-0.1, -0.1 + 0.5, 0.0, -0.1 + 0.5 + 1.0],
-                                                  [0.0, -0.2, 0.3, 0.0]]))
+    torch.testing.assert_close(
+        out, torch.tensor([[-0.1, -0.1 + 0.5, 0.0, -0.1 + 0.5 + 1.0], [0.0, -0.2, 0.3, 0.0]])
+    )
     torch.testing.assert_close(out.sum(-1), token_rewards.sum(-1))
     with pytest.raises(ValueError, match=r"step_rewards rows \[1\].*outside the action mask"):
         place_step_rewards(token_rewards, torch.tensor([[0.0] * 4, [1.0, 0, 0, 0]]), mask)

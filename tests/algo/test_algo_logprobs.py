@@ -40,10 +40,18 @@ def test_matches_reference_for_any_chunking(chunk_size):
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11) * 3
     labels = torch.randint(0, 11, (3, 5))
-    torch.testing.assert_close(logprobs_from_logits(logits, labels, chunk_size=chunk_size).double(),
-                               _ref_logprobs(logits, labels), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(entropy_from_logits(logits, chunk_size=chunk_size).double(),
-                               _ref_entropy(logits), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logprobs_from_logits(logits, labels, chunk_size=chunk_size).double(),
+        _ref_logprobs(logits, labels),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    torch.testing.assert_close(
+        entropy_from_logits(logits, chunk_size=chunk_size).double(),
+        _ref_entropy(logits),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,8 +131,12 @@ def test_non_contiguous_slice_and_errors():
     labels = torch.randint(0, 5, (3, 5))
     view = logits[:, :-1]
     assert not view.is_contiguous()
-    torch.testing.assert_close(logprobs_from_logits(view, labels, chunk_size=2).double(),
-                               _ref_logprobs(view, labels), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logprobs_from_logits(view, labels, chunk_size=2).double(),
+        _ref_logprobs(view, labels),
+        atol=1e-5,
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="chunk_size"):
         logprobs_from_logits(view, labels, chunk_size=0)
     with pytest.raises(ValueError, match="labels"):
@@ -146,8 +158,10 @@ def test_sequence_logps_shift_inside():
     row0 = [_lp(z[0][0], 3), _lp(z[0][1], 1), _lp(z[0][2], 4)]  # logits[t] scores labels[t+1]
     row1 = [_lp(z[1][1], 2)]
     torch.testing.assert_close(sequence_logps(logits, labels), torch.tensor([sum(row0), sum(row1)]))
-    torch.testing.assert_close(sequence_logps(logits, labels, average=True, chunk_size=1),
-                               torch.tensor([sum(row0) / 3, row1[0]]))
+    torch.testing.assert_close(
+        sequence_logps(logits, labels, average=True, chunk_size=1),
+        torch.tensor([sum(row0) / 3, row1[0]]),
+    )
     logps, mask = shifted_token_logps(logits, labels)
     assert mask.tolist() == [[True, True, True], [False, True, False]]
     assert logps[1, 0].item() == 0.0 and logps[1, 2].item() == 0.0
@@ -165,7 +179,10 @@ def test_token_logps_aligned_without_shift_and_sequence_means():
     assert mask.tolist() == [[True, False, True], [False, False, False]]
     expected = torch.tensor([[math.log(5 / 8), 0.0, math.log(1 / 4)], [0.0, 0.0, 0.0]])
     torch.testing.assert_close(logps, expected)
-    torch.testing.assert_close(masked_sequence_logps(logps, mask),
-                               torch.tensor([math.log(5 / 8) + math.log(1 / 4), 0.0]))
-    torch.testing.assert_close(masked_sequence_logps(logps, mask, average=True),
-                               torch.tensor([(math.log(5 / 8) + math.log(1 / 4)) / 2, 0.0]))
+    torch.testing.assert_close(
+        masked_sequence_logps(logps, mask), torch.tensor([math.log(5 / 8) + math.log(1 / 4), 0.0])
+    )
+    torch.testing.assert_close(
+        masked_sequence_logps(logps, mask, average=True),
+        torch.tensor([(math.log(5 / 8) + math.log(1 / 4)) / 2, 0.0]),
+    )

@@ -11,12 +11,15 @@ LOSS_TOK = torch.tensor([[1.0, 2.0, 3.0, 50.0], [4.0, 50.0, 50.0, 50.0], [50.0, 
 AGG_MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])  # third row empty
 
 
-@pytest.mark.parametrize("agg,expected", [
-    ("token_mean", (1 + 2 + 3 + 4) / 4),
-    ("seq_mean_token_mean", (2.0 + 4.0) / 2),  # empty row left out
-    ("seq_mean_token_sum", (6.0 + 4.0) / 2),
-    ("seq_mean_token_sum_norm", (6.0 / 4 + 4.0 / 4) / 2),  # horizon None = T = 4
-])
+@pytest.mark.parametrize(
+    "agg,expected",
+    [
+        ("token_mean", (1 + 2 + 3 + 4) / 4),
+        ("seq_mean_token_mean", (2.0 + 4.0) / 2),  # empty row left out
+        ("seq_mean_token_sum", (6.0 + 4.0) / 2),
+        ("seq_mean_token_sum_norm", (6.0 / 4 + 4.0 / 4) / 2),  # horizon None = T = 4
+    ],
+)
 def test_aggregate_by_hand(agg, expected):
     assert aggregate_loss(LOSS_TOK, AGG_MASK, agg).item() == pytest.approx(expected)
     assert aggregate_loss(LOSS_TOK, torch.zeros_like(AGG_MASK), agg).item() == 0.0
@@ -81,7 +84,8 @@ def test_ppo_clip_higher_by_hand():
     assert metrics["clipfrac"] == pytest.approx(1 / 5)
     loss.backward()
     assert logprobs.grad[0].tolist() == pytest.approx(
-        [-1.5 / 5, -0.5 / 5, 1.1 / 5, 0.0, 3.0 / 5, 0.0], abs=1e-6)
+        [-1.5 / 5, -0.5 / 5, 1.1 / 5, 0.0, 3.0 / 5, 0.0], abs=1e-6
+    )
     with pytest.raises(ValueError, match="clip_eps_high must be > 0"):
         ppo_policy_loss(logprobs, old, adv, MASK, clip_eps=0.2, clip_eps_high=0.0)
 
@@ -97,15 +101,18 @@ def test_gspo_sequence_ratio_by_hand():
     old = torch.full((3, 2), -1.0)
     logprobs = (old + ratios.log()).requires_grad_(True)
     adv = torch.tensor([[1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
-    loss, metrics = ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2,
-                                    agg="seq_mean_token_mean", ratio_level="sequence")
+    loss, metrics = ppo_policy_loss(
+        logprobs, old, adv, mask, clip_eps=0.2, agg="seq_mean_token_mean", ratio_level="sequence"
+    )
     assert loss.item() == pytest.approx((-1.0 - 1.2 + 0.9) / 3, abs=1e-6)
     assert metrics["clipfrac"] == pytest.approx(1 / 5)
     loss.backward()
-    assert torch.allclose(logprobs.grad, torch.tensor([[-1 / 6, -1 / 6], [0.0, 0.0],
-                                                       [0.15, 0.15]]), atol=1e-6)
-    token, _ = ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2,
-                               agg="seq_mean_token_mean")  # token level differs: 2.0 clips
+    assert torch.allclose(
+        logprobs.grad, torch.tensor([[-1 / 6, -1 / 6], [0.0, 0.0], [0.15, 0.15]]), atol=1e-6
+    )
+    token, _ = ppo_policy_loss(
+        logprobs, old, adv, mask, clip_eps=0.2, agg="seq_mean_token_mean"
+    )  # token level differs: 2.0 clips
     assert token.item() != pytest.approx(loss.item())
     with pytest.raises(ValueError, match="ratio level"):
         ppo_policy_loss(logprobs, old, adv, mask, clip_eps=0.2, ratio_level="prompt")

@@ -1,13 +1,21 @@
 """SimPO, ORPO and KTO against values computed by hand (float64), their gradients for one case
 each, KTO's class weights (eq. 9), online DPO's best/worst pairs, and the errors that name a bad
 argument."""
+
 import math
 
 import pytest
 import torch
 
-from rlhf_dist.algo import (best_worst_pairs, kto_class_weights, kto_loss, kto_weight_ratio,
-                            online_pair_weights, orpo_loss, simpo_loss)
+from rlhf_dist.algo import (
+    best_worst_pairs,
+    kto_class_weights,
+    kto_loss,
+    kto_weight_ratio,
+    online_pair_weights,
+    orpo_loss,
+    simpo_loss,
+)
 
 
 def _t(*values):
@@ -47,8 +55,9 @@ def test_orpo_by_hand():
         odds_r = math.exp(ri) / (1 - math.exp(ri))
         log_odds = math.log(odds_c / odds_r)
         assert losses[i].item() == pytest.approx(-0.1 * _log_sigmoid(log_odds), abs=1e-12)
-    assert rc.tolist() == pytest.approx([-0.02, -0.1]) and rr.tolist() == pytest.approx([-0.09,
-                                                                                         -0.03])
+    assert rc.tolist() == pytest.approx([-0.02, -0.1]) and rr.tolist() == pytest.approx(
+        [-0.09, -0.03]
+    )
 
 
 def test_orpo_gradient_and_a_certain_answer_stays_finite():
@@ -67,13 +76,18 @@ def test_orpo_gradient_and_a_certain_answer_stays_finite():
 def test_kto_by_hand():
     policy, ref = _t(-3.0, -5.0, -2.0), _t(-4.0, -4.5, -2.0)
     desirable = torch.tensor([True, False, True])
-    losses, rewards = kto_loss(policy, ref, desirable, kl=0.25, beta=0.5, desirable_weight=1.0,
-                               undesirable_weight=1.5)
+    losses, rewards = kto_loss(
+        policy, ref, desirable, kl=0.25, beta=0.5, desirable_weight=1.0, undesirable_weight=1.5
+    )
     h = [1.0, -0.5, 0.0]
-    assert losses.tolist() == pytest.approx([
-        1 - _sigmoid(0.5 * (h[0] - 0.25)),
-        1.5 * (1 - _sigmoid(0.5 * (0.25 - h[1]))),
-        1 - _sigmoid(0.5 * (h[2] - 0.25))], abs=1e-12)
+    assert losses.tolist() == pytest.approx(
+        [
+            1 - _sigmoid(0.5 * (h[0] - 0.25)),
+            1.5 * (1 - _sigmoid(0.5 * (0.25 - h[1]))),
+            1 - _sigmoid(0.5 * (h[2] - 0.25)),
+        ],
+        abs=1e-12,
+    )
     assert rewards.tolist() == [0.5, -0.25, 0.0]
     # a negative KL estimate is clamped at 0 (the reference point z0)
     clamped, _ = kto_loss(policy, ref, desirable, kl=-3.0, beta=0.5)
@@ -93,8 +107,7 @@ def test_kto_per_row_weights_are_the_class_weights():
     policy, ref = _t(-3.0, -5.0, -2.0), _t(-4.0, -4.5, -2.0)
     desirable = torch.tensor([True, False, True])
     by_class, _ = kto_loss(policy, ref, desirable, 0.25, 0.5, 2.0, 1.5)
-    per_row, _ = kto_loss(policy, ref, desirable, 0.25, 0.5, _t(2.0, 1.5, 2.0),
-                          _t(2.0, 1.5, 2.0))
+    per_row, _ = kto_loss(policy, ref, desirable, 0.25, 0.5, _t(2.0, 1.5, 2.0), _t(2.0, 1.5, 2.0))
     assert per_row.tolist() == by_class.tolist()
     assert by_class[0].item() == pytest.approx(2.0 * (1 - _sigmoid(0.5 * 0.75)), abs=1e-12)
 
@@ -114,9 +127,9 @@ def test_kto_class_weights_balance_eq_9():
 
 def test_best_worst_pairs_by_hand():
     # 3 prompts x 3 answers: a clear best/worst, a tie among the best, all equal
-    scores = _t(0.5, 2.0, -1.0,   1.0, 1.0, 0.0,   0.3, 0.3, 0.3)
+    scores = _t(0.5, 2.0, -1.0, 1.0, 1.0, 0.0, 0.3, 0.3, 0.3)
     chosen, rejected, decisive = best_worst_pairs(scores, 3)
-    assert chosen.tolist() == [1, 3, 6]      # the first of equal bests
+    assert chosen.tolist() == [1, 3, 6]  # the first of equal bests
     assert rejected.tolist() == [2, 5, 6]
     assert decisive.tolist() == [True, True, False]  # the third prompt is a tie
     with pytest.raises(ValueError, match="n must be >= 2"):
@@ -137,13 +150,18 @@ def test_online_pair_weights_by_hand():
         online_pair_weights(decisive, 3)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: simpo_loss(_t(-1.0), _t(-1.0), beta=0.0, gamma=0.0), "beta must be > 0"),
-    (lambda: simpo_loss(_t(-1.0), _t(-1.0), beta=1.0, gamma=-1.0), "gamma must be >= 0"),
-    (lambda: simpo_loss(_t(-1.0, -2.0), _t(-1.0), beta=1.0, gamma=0.0), "shape mismatch"),
-    (lambda: kto_loss(_t(-1.0), _t(-1.0), torch.tensor([True]), 0.0, 1.0, -1.0),
-     "desirable_weight and undesirable_weight must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: simpo_loss(_t(-1.0), _t(-1.0), beta=0.0, gamma=0.0), "beta must be > 0"),
+        (lambda: simpo_loss(_t(-1.0), _t(-1.0), beta=1.0, gamma=-1.0), "gamma must be >= 0"),
+        (lambda: simpo_loss(_t(-1.0, -2.0), _t(-1.0), beta=1.0, gamma=0.0), "shape mismatch"),
+        (
+            lambda: kto_loss(_t(-1.0), _t(-1.0), torch.tensor([True]), 0.0, 1.0, -1.0),
+            "desirable_weight and undesirable_weight must be >= 0",
+        ),
+    ],
+)
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -76,7 +76,8 @@ def test_bradley_terry_by_hand():
         (math.log(1 + math.exp(-0.5)) + math.log(1 + math.e)) / 2
     )
     assert bradley_terry_loss(chosen, rejected, margin=1.0).item() == pytest.approx(
-        (math.log(2) + math.log(1 + math.exp(2))) / 2)
+        (math.log(2) + math.log(1 + math.exp(2))) / 2
+    )
 
 
 def test_bradley_terry_stable_and_bf16():

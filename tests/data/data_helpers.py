@@ -1,4 +1,5 @@
 """Helpers shared by the data tests (imported by name; conftest holds the fixtures)."""
+
 import csv
 import json
 
@@ -6,8 +7,11 @@ from rlhf_dist.config import DataConfig
 
 # Word-level vocabulary with ids you can compute by hand: <pad>=0 <s>=1 </s>=2 <unk>=3,
 # "Q"=4, "A:"=5, p1..p9 = 6..14, r1..r9 = 15..23.
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "Q", "A:"] + [f"p{i}" for i in range(1, 10)] \
+WORDS = (
+    ["<pad>", "<s>", "</s>", "<unk>", "Q", "A:"]
+    + [f"p{i}" for i in range(1, 10)]
     + [f"r{i}" for i in range(1, 10)]
+)
 WORD_IDS = {w: i for i, w in enumerate(WORDS)}
 
 
@@ -26,8 +30,13 @@ def make_word_tokenizer(add_bos=False):
         raw.post_processor = processors.TemplateProcessing(
             single="<s> $A", special_tokens=[("<s>", 1)]
         )
-    return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
 
 
 def write_rows(path, rows):

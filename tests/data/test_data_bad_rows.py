@@ -1,4 +1,5 @@
 """Every bad-row path: a DataError naming file, row and field — or, in skip mode, a count."""
+
 import json
 import logging
 
@@ -6,47 +7,114 @@ import pytest
 
 from data_helpers import cfg, write_rows
 from rlhf_dist.data import (
-    DataError, DataFileNotFoundError, build_lm_dataset, build_preference_dataset,
-    build_prompt_dataset, build_sft_dataset, holdout_split,
+    DataError,
+    DataFileNotFoundError,
+    build_lm_dataset,
+    build_preference_dataset,
+    build_prompt_dataset,
+    build_sft_dataset,
+    holdout_split,
 )
 
 GOOD_SFT = {"prompt": "Human: hi\nAssistant:", "response": " hello"}
 GOOD_PREF = {"prompt": "Human: hi\nAssistant:", "chosen": " hello", "rejected": " go away"}
-GOOD_CONV = {"messages": [{"role": "user", "content": "hi"},
-                          {"role": "assistant", "content": "hello"}]}
-BUILDERS = {"sft": build_sft_dataset, "preference": build_preference_dataset,
-            "prompt": build_prompt_dataset, "lm": build_lm_dataset}
+GOOD_CONV = {
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+}
+BUILDERS = {
+    "sft": build_sft_dataset,
+    "preference": build_preference_dataset,
+    "prompt": build_prompt_dataset,
+    "lm": build_lm_dataset,
+}
 
 # (name, builder, good row, bad row, field named, words in the reason)
 CASES = [
     ("missing key", "sft", GOOD_SFT, {"prompt": "Human: x\nAssistant:"}, "response", "missing"),
     ("empty prompt", "sft", GOOD_SFT, {"prompt": "", "response": " a"}, "prompt", "empty string"),
     ("blank response", "sft", GOOD_SFT, {"prompt": "p", "response": "  "}, "response", "empty"),
-    ("non-string", "sft", GOOD_SFT, {"prompt": "p", "response": 5}, "response",
-     "expected a string, got int"),
-    ("empty chosen", "preference", GOOD_PREF, {"prompt": "p", "chosen": "", "rejected": " r"},
-     "chosen", "empty string"),
-    ("non-string rejected", "preference", GOOD_PREF,
-     {"prompt": "p", "chosen": " c", "rejected": 3.5}, "rejected", "got float"),
+    (
+        "non-string",
+        "sft",
+        GOOD_SFT,
+        {"prompt": "p", "response": 5},
+        "response",
+        "expected a string, got int",
+    ),
+    (
+        "empty chosen",
+        "preference",
+        GOOD_PREF,
+        {"prompt": "p", "chosen": "", "rejected": " r"},
+        "chosen",
+        "empty string",
+    ),
+    (
+        "non-string rejected",
+        "preference",
+        GOOD_PREF,
+        {"prompt": "p", "chosen": " c", "rejected": 3.5},
+        "rejected",
+        "got float",
+    ),
     ("missing prompt", "prompt", {"prompt": "p"}, {"prompt": None}, "prompt", "missing"),
-    ("bad role", "sft", GOOD_CONV, {"messages": [{"role": "bot", "content": "x"},
-                                                 {"role": "assistant", "content": "y"}]},
-     "messages", "role 'bot'"),
-    ("no final assistant", "sft", GOOD_CONV, {"messages": [{"role": "user", "content": "x"}]},
-     "messages", "last message must be the assistant"),
-    ("messages not a list", "sft", GOOD_CONV, {"messages": "hello"}, "messages",
-     "expected a non-empty list"),
-    ("content not a string", "sft", GOOD_CONV,
-     {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": 7}]},
-     "messages", "content is int"),
+    (
+        "bad role",
+        "sft",
+        GOOD_CONV,
+        {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+        "messages",
+        "role 'bot'",
+    ),
+    (
+        "no final assistant",
+        "sft",
+        GOOD_CONV,
+        {"messages": [{"role": "user", "content": "x"}]},
+        "messages",
+        "last message must be the assistant",
+    ),
+    (
+        "messages not a list",
+        "sft",
+        GOOD_CONV,
+        {"messages": "hello"},
+        "messages",
+        "expected a non-empty list",
+    ),
+    (
+        "content not a string",
+        "sft",
+        GOOD_CONV,
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": 7}]},
+        "messages",
+        "content is int",
+    ),
     ("empty message list", "sft", GOOD_CONV, {"messages": []}, "messages", "empty list"),
-    ("empty ranking entry", "preference", {"prompt": "p", "responses": [" a", " b"]},
-     {"prompt": "p", "responses": [" a", ""]}, "responses[1]", "empty string"),
-    ("ranking of one", "preference", {"prompt": "p", "responses": [" a", " b"]},
-     {"prompt": "p", "responses": [" a"]}, "responses", "at least 2"),
-    ("hh without shared turn", "preference", {"chosen": "Human: a\nAssistant: b",
-                                             "rejected": "Human: a\nAssistant: c"},
-     {"chosen": "x", "rejected": "y"}, "chosen", "share no 'Assistant:'"),
+    (
+        "empty ranking entry",
+        "preference",
+        {"prompt": "p", "responses": [" a", " b"]},
+        {"prompt": "p", "responses": [" a", ""]},
+        "responses[1]",
+        "empty string",
+    ),
+    (
+        "ranking of one",
+        "preference",
+        {"prompt": "p", "responses": [" a", " b"]},
+        {"prompt": "p", "responses": [" a"]},
+        "responses",
+        "at least 2",
+    ),
+    (
+        "hh without shared turn",
+        "preference",
+        {"chosen": "Human: a\nAssistant: b", "rejected": "Human: a\nAssistant: c"},
+        {"chosen": "x", "rejected": "y"},
+        "chosen",
+        "share no 'Assistant:'",
+    ),
     ("empty text", "lm", {"text": "some text"}, {"text": ""}, "text", "empty string"),
 ]
 
@@ -62,8 +130,9 @@ def _data_dir(tmp_path):
 
 
 @pytest.mark.parametrize("name,kind,good,bad,field,reason", CASES, ids=[c[0] for c in CASES])
-def test_bad_row_error_names_file_row_and_field(tmp_path, toy_tok, name, kind, good, bad,
-                                                field, reason):
+def test_bad_row_error_names_file_row_and_field(
+    tmp_path, toy_tok, name, kind, good, bad, field, reason
+):
     path = _file(tmp_path, good, bad)
     with pytest.raises(DataError) as info:
         BUILDERS[kind](cfg(path=str(path)), toy_tok)
@@ -74,8 +143,9 @@ def test_bad_row_error_names_file_row_and_field(tmp_path, toy_tok, name, kind, g
 
 
 @pytest.mark.parametrize("name,kind,good,bad,field,reason", CASES, ids=[c[0] for c in CASES])
-def test_skip_mode_skips_exactly_the_bad_rows(tmp_path, toy_tok, caplog, name, kind, good, bad,
-                                              field, reason):
+def test_skip_mode_skips_exactly_the_bad_rows(
+    tmp_path, toy_tok, caplog, name, kind, good, bad, field, reason
+):
     path = _file(tmp_path, good, bad, bad_at=(1, 3))
     with caplog.at_level(logging.WARNING, logger="rlhf_dist.data"):
         data = BUILDERS[kind](cfg(path=str(path), on_bad_row="skip"), toy_tok)
@@ -85,19 +155,28 @@ def test_skip_mode_skips_exactly_the_bad_rows(tmp_path, toy_tok, caplog, name, k
 
 
 def test_skip_keeps_the_good_rows_in_order(tmp_path, toy_tok):
-    rows = [{"prompt": f"Human: q{i}\nAssistant:", "response": f" a{i}" if i % 2 == 0 else ""}
-            for i in range(5)]
+    rows = [
+        {"prompt": f"Human: q{i}\nAssistant:", "response": f" a{i}" if i % 2 == 0 else ""}
+        for i in range(5)
+    ]
     path = write_rows(tmp_path / "data" / "rows.jsonl", rows)
     data = build_sft_dataset(cfg(path=str(path), on_bad_row="skip"), toy_tok)
     assert [toy_tok.decode(e["input_ids"]) for e in data] == [
-        f"Human: q{i}\nAssistant: a{i}</s>" for i in (0, 2, 4)]
+        f"Human: q{i}\nAssistant: a{i}</s>" for i in (0, 2, 4)
+    ]
 
 
 def _with_broken_lines(tmp_path):
     """Five SFT rows as JSON Lines, line 3 cut off mid-object (a crash while writing), line 5
     a JSON list; a blank line between them is not a row."""
-    lines = [json.dumps(GOOD_SFT), json.dumps(GOOD_SFT), json.dumps(GOOD_SFT)[:20], "",
-             "[1, 2]", json.dumps(GOOD_SFT)]
+    lines = [
+        json.dumps(GOOD_SFT),
+        json.dumps(GOOD_SFT),
+        json.dumps(GOOD_SFT)[:20],
+        "",
+        "[1, 2]",
+        json.dumps(GOOD_SFT),
+    ]
     path = tmp_path / "data" / "rows.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -134,8 +213,9 @@ def test_fully_truncated_response(tmp_path, toy_tok):
 
 def test_fully_truncated_ranking_response_names_its_index(tmp_path, toy_tok):
     long_prompt = "Human: " + "bake bread " * 20 + "\nAssistant:"
-    path = write_rows(tmp_path / "data" / "rank.jsonl",
-                      [{"prompt": long_prompt, "responses": [" a", " b", " c"]}])
+    path = write_rows(
+        tmp_path / "data" / "rank.jsonl", [{"prompt": long_prompt, "responses": [" a", " b", " c"]}]
+    )
     c = cfg(path=str(path), max_length=8, max_prompt_length=8)
     c.check_response_room = lambda: None
     with pytest.raises(DataError, match=r"row 0, field 'responses\[0\]': fully truncated"):

@@ -1,4 +1,5 @@
 """End to end: toy rows → tokenised datasets → DataLoader batches; cheap package import."""
+
 import subprocess
 import sys
 
@@ -8,8 +9,13 @@ import torch
 from data_helpers import cfg
 from rlhf_dist.config import ConfigError
 from rlhf_dist.data import (
-    PreferenceCollator, PromptCollator, SFTCollator, build_lm_dataset, build_preference_dataset,
-    build_prompt_dataset, build_sft_dataset,
+    PreferenceCollator,
+    PromptCollator,
+    SFTCollator,
+    build_lm_dataset,
+    build_preference_dataset,
+    build_prompt_dataset,
+    build_sft_dataset,
 )
 from rlhf_dist.toy import is_refusal
 
@@ -18,11 +24,21 @@ X = -100
 
 def test_toy_sizes_per_split(toy_tok):
     c = cfg(max_length=128, max_prompt_length=64)
-    sizes = {b.__name__: (len(b(c, toy_tok, "train")), len(b(c, toy_tok, "eval")))
-             for b in (build_sft_dataset, build_preference_dataset, build_prompt_dataset,
-                       build_lm_dataset)}
-    assert sizes == {"build_sft_dataset": (224, 32), "build_preference_dataset": (224, 32),
-                     "build_prompt_dataset": (224, 32), "build_lm_dataset": (448, 64)}
+    sizes = {
+        b.__name__: (len(b(c, toy_tok, "train")), len(b(c, toy_tok, "eval")))
+        for b in (
+            build_sft_dataset,
+            build_preference_dataset,
+            build_prompt_dataset,
+            build_lm_dataset,
+        )
+    }
+    assert sizes == {
+        "build_sft_dataset": (224, 32),
+        "build_preference_dataset": (224, 32),
+        "build_prompt_dataset": (224, 32),
+        "build_lm_dataset": (448, 64),
+    }
     assert len(build_preference_dataset(c, toy_tok, toy_kind="ranking")) == 224 * 3
 
 
@@ -68,12 +84,16 @@ def test_dataloader_batches(toy_tok):
     batch = next(iter(loader))
     assert batch["input_ids"].shape[0] == 8
     first = pref[0]["chosen_input_ids"]
-    assert batch["input_ids"][0, :len(first)].tolist() == first
-    sft = torch.utils.data.DataLoader(build_sft_dataset(c, toy_tok), batch_size=3,
-                                      collate_fn=SFTCollator(toy_tok.pad_token_id))
+    assert batch["input_ids"][0, : len(first)].tolist() == first
+    sft = torch.utils.data.DataLoader(
+        build_sft_dataset(c, toy_tok), batch_size=3, collate_fn=SFTCollator(toy_tok.pad_token_id)
+    )
     assert next(iter(sft))["labels"].shape[0] == 3
-    prompts = torch.utils.data.DataLoader(build_prompt_dataset(c, toy_tok), batch_size=5,
-                                          collate_fn=PromptCollator(toy_tok.pad_token_id))
+    prompts = torch.utils.data.DataLoader(
+        build_prompt_dataset(c, toy_tok),
+        batch_size=5,
+        collate_fn=PromptCollator(toy_tok.pad_token_id),
+    )
     batch = next(iter(prompts))
     assert (batch["input_ids"][:, -1] != 0).all() and len(batch["prompts"]) == 5
 
@@ -83,8 +103,10 @@ def test_max_samples_on_toy(toy_tok):
 
 
 def test_import_is_cheap():
-    code = ("import sys, rlhf_dist.data; "
-            "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, rlhf_dist.data; "
+        "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -96,6 +118,7 @@ def test_prompt_length_is_checked_only_where_a_response_follows(toy_tok):
     prompts = build_prompt_dataset(c, toy_tok, "eval")
     assert len(prompts) == 32 and max(len(e["input_ids"]) for e in prompts) == 17
     for build in (build_sft_dataset, build_preference_dataset):
-        with pytest.raises(ConfigError, match="data.max_prompt_length: 64 must be smaller "
-                                              "than data.max_length=8"):
+        with pytest.raises(
+            ConfigError, match="data.max_prompt_length: 64 must be smaller than data.max_length=8"
+        ):
             build(c, toy_tok)

@@ -1,4 +1,5 @@
 """Collators: exact padded tensors for hand-built batches."""
+
 import torch
 
 from rlhf_dist.data import PreferenceCollator, PromptCollator, SFTCollator, pad
@@ -38,24 +39,39 @@ def test_non_zero_pad_id():
 
 def test_preference_one_batch_chosen_then_rejected():
     examples = [
-        {"chosen_input_ids": [5, 6], "chosen_labels": [X, 6],
-         "rejected_input_ids": [5, 7, 8], "rejected_labels": [X, 7, 8], "prompt_len": 1},
-        {"chosen_input_ids": [9, 10, 11, 12], "chosen_labels": [X, X, 11, 12],
-         "rejected_input_ids": [9, 10, 13], "rejected_labels": [X, X, 13], "prompt_len": 2},
+        {
+            "chosen_input_ids": [5, 6],
+            "chosen_labels": [X, 6],
+            "rejected_input_ids": [5, 7, 8],
+            "rejected_labels": [X, 7, 8],
+            "prompt_len": 1,
+        },
+        {
+            "chosen_input_ids": [9, 10, 11, 12],
+            "chosen_labels": [X, X, 11, 12],
+            "rejected_input_ids": [9, 10, 13],
+            "rejected_labels": [X, X, 13],
+            "prompt_len": 2,
+        },
     ]
     batch = PreferenceCollator(PAD)(examples)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
-    assert torch.equal(batch["input_ids"], t([[5, 6, 0, 0], [9, 10, 11, 12],
-                                              [5, 7, 8, 0], [9, 10, 13, 0]]))
-    assert torch.equal(batch["attention_mask"], t([[1, 1, 0, 0], [1, 1, 1, 1],
-                                                   [1, 1, 1, 0], [1, 1, 1, 0]]))
-    assert torch.equal(batch["labels"], t([[X, 6, X, X], [X, X, 11, 12],
-                                           [X, 7, 8, X], [X, X, 13, X]]))
+    assert torch.equal(
+        batch["input_ids"], t([[5, 6, 0, 0], [9, 10, 11, 12], [5, 7, 8, 0], [9, 10, 13, 0]])
+    )
+    assert torch.equal(
+        batch["attention_mask"], t([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0]])
+    )
+    assert torch.equal(
+        batch["labels"], t([[X, 6, X, X], [X, X, 11, 12], [X, 7, 8, X], [X, X, 13, X]])
+    )
 
 
 def test_prompts_left_padded_for_generation():
-    examples = [{"input_ids": [5, 6, 7], "prompt": "abc", "kind": "harmful"},
-                {"input_ids": [8], "prompt": "d", "kind": "benign"}]
+    examples = [
+        {"input_ids": [5, 6, 7], "prompt": "abc", "kind": "harmful"},
+        {"input_ids": [8], "prompt": "d", "kind": "benign"},
+    ]
     batch = PromptCollator(PAD)(examples)
     assert torch.equal(batch["input_ids"], t([[5, 6, 7], [0, 0, 8]]))
     assert torch.equal(batch["attention_mask"], t([[1, 1, 1], [0, 0, 1]]))

@@ -5,6 +5,7 @@ corrupted at random -- truncated or non-JSON lines, JSON that is not an object, 
 missing or empty fields, rows of another format, non-UTF-8 bytes -- mixed with harmless
 changes (blank lines, a byte-order mark, a huge response) -- for the SFT, preference and
 labelled-prompt loaders."""
+
 import json
 
 import pytest
@@ -12,32 +13,53 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_helpers import cfg
-from rlhf_dist.data import DataError, build_preference_dataset, build_prompt_dataset, \
-    build_sft_dataset
+from rlhf_dist.data import (
+    DataError,
+    build_preference_dataset,
+    build_prompt_dataset,
+    build_sft_dataset,
+)
 
 ROWS = 8
+# loader -> (builder, i -> good row i, config keys, the text field the type corruptions hit:
+# a prompt row's label may be any JSON value, so its prompt is hit)
 LOADERS = {
-    "sft": (build_sft_dataset, lambda i: {"prompt": f"Human: q{i}?\nAssistant:",
-                                          "response": f" answer {i}"}, {}),
-    "preference": (build_preference_dataset,
-                   lambda i: {"prompt": f"Human: q{i}?\nAssistant:", "chosen": f" yes {i}",
-                              "rejected": f" no {i}"}, {}),
-    "prompt": (build_prompt_dataset,
-               lambda i: {"prompt": f"Human: q{i}?\nAssistant:", "answer": f"a{i}"},
-               {"label_key": "answer"}),
+    "sft": (
+        build_sft_dataset,
+        lambda i: {"prompt": f"Human: q{i}?\nAssistant:", "response": f" answer {i}"},
+        {},
+        "response",
+    ),
+    "preference": (
+        build_preference_dataset,
+        lambda i: {
+            "prompt": f"Human: q{i}?\nAssistant:",
+            "chosen": f" yes {i}",
+            "rejected": f" no {i}",
+        },
+        {},
+        "rejected",
+    ),
+    "prompt": (
+        build_prompt_dataset,
+        lambda i: {"prompt": f"Human: q{i}?\nAssistant:", "answer": f"a{i}"},
+        {"label_key": "answer"},
+        "prompt",
+    ),
 }
-# a bad row replaces a good one: (name, row -> the line's bytes)
+# a bad row replaces a good one: (name, (row, its text field) -> the line's bytes)
 BAD = {
-    "truncated": lambda row: json.dumps(row)[:len(json.dumps(row)) // 2].encode(),
-    "not json": lambda row: b"this is not json at all",
-    "json list": lambda row: b"[1, 2, 3]",
-    "wrong type": lambda row: json.dumps({**row, list(row)[-1]: 42}).encode(),
-    "nested type": lambda row: json.dumps({**row, list(row)[-1]: {"a": [1]}}).encode(),
-    "missing field": lambda row: json.dumps({k: v for k, v in row.items()
-                                             if k != list(row)[-1]}).encode(),
-    "empty field": lambda row: json.dumps({**row, list(row)[0]: ""}).encode(),
-    "other format": lambda row: json.dumps({"text": "a plain text row"}).encode(),
-    "non-utf8": lambda row: json.dumps(row).encode()[:-2] + b"\xff\xfe\"}",
+    "truncated": lambda row, key: json.dumps(row)[: len(json.dumps(row)) // 2].encode(),
+    "not json": lambda row, key: b"this is not json at all",
+    "json list": lambda row, key: b"[1, 2, 3]",
+    "wrong type": lambda row, key: json.dumps({**row, key: 42}).encode(),
+    "nested type": lambda row, key: json.dumps({**row, key: {"a": [1]}}).encode(),
+    "missing field": lambda row, key: json.dumps(
+        {k: v for k, v in row.items() if k != key}
+    ).encode(),
+    "empty field": lambda row, key: json.dumps({**row, list(row)[0]: ""}).encode(),
+    "other format": lambda row, key: json.dumps({"text": "a plain text row"}).encode(),
+    "non-utf8": lambda row, key: json.dumps(row).encode()[:-2] + b'\xff\xfe"}',
 }
 HUGE = 200_000  # characters of a good row's long response / prompt field
 
@@ -56,24 +78,28 @@ def corrupted(draw):
 
 def _write(path, loader, case):
     bad, blank_after, bom, huge = case
-    _, good_row, _ = LOADERS[loader]
+    _, good_row, _, key = LOADERS[loader]
     lines = []
     for i in range(ROWS):
         row = good_row(i)
         if i == huge:
             row[list(row)[-1]] = " long" * (HUGE // 5)
-        lines.append(BAD[bad[i]](row) if i in bad else json.dumps(row).encode())
+        lines.append(BAD[bad[i]](row, key) if i in bad else json.dumps(row).encode())
         if i in blank_after:
             lines.append(b"   ")
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + b"\n")
 
 
 @pytest.mark.parametrize("loader", sorted(LOADERS))
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(case=corrupted())
 def test_a_corrupted_file_is_named_or_skipped_never_a_crash(loader, case, tmp_path, toy_tok):
-    build, _, extra = LOADERS[loader]
+    build, _, extra, _ = LOADERS[loader]
     path = tmp_path / f"{loader}.jsonl"
     _write(path, loader, case)
     bad = case[0]
@@ -92,5 +118,6 @@ def test_a_corrupted_file_is_named_or_skipped_never_a_crash(loader, case, tmp_pa
     assert data.num_skipped == len(bad), (data.skipped, bad)
     assert len(data) == len(good)
     first = data[0]
-    assert toy_tok.decode(first["input_ids"] if "input_ids" in first
-                          else first["chosen_input_ids"]).startswith(f"Human: q{good[0]}?")
+    assert toy_tok.decode(
+        first["input_ids"] if "input_ids" in first else first["chosen_input_ids"]
+    ).startswith(f"Human: q{good[0]}?")

@@ -1,6 +1,7 @@
 """Multi-turn SFT (issue 29 item 5): every assistant turn of a ``messages`` row is trained,
 the system / user / tool turns between them are masked, in the plain format and through a chat
 template -- checked position by position with a word tokenizer whose ids are known by hand."""
+
 import re
 
 import pytest
@@ -12,25 +13,56 @@ from rlhf_dist.data.tokenization import encode, turns_example
 
 X = -100
 # <pad>=0 <s>=1 </s>=2 <unk>=3, then the words below from 4
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "Human:", "Assistant:", "Tool:", "System:",
-         "<user>", "<assistant>", "<tool>", "<system>", "<sep>",
-         "sys", "q1", "q2", "a1", "a2", "a3", "t1", "t2", "CALL"]
+WORDS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "Human:",
+    "Assistant:",
+    "Tool:",
+    "System:",
+    "<user>",
+    "<assistant>",
+    "<tool>",
+    "<system>",
+    "<sep>",
+    "sys",
+    "q1",
+    "q2",
+    "a1",
+    "a2",
+    "a3",
+    "t1",
+    "t2",
+    "CALL",
+]
 ID = {w: i for i, w in enumerate(WORDS)}
 EOS = ID["</s>"]
 # a chat template whose assistant turns end in the eos token and one more token (<sep>), as
 # real templates end a turn with their end-of-turn token and a newline
-TEMPLATE = ("{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] }}"
-            "{% if m['role'] == 'assistant' %}{{ ' </s> <sep>' }}{% endif %}{{ '\\n' }}"
-            "{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ ' </s> <sep>' }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
+)
 
-AGENT = [{"role": "user", "content": "q1"},
-         {"role": "assistant", "content": "CALL a1"},
-         {"role": "tool", "content": "t1"},
-         {"role": "assistant", "content": "a2"}]
-LONG = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
-        {"role": "assistant", "content": "CALL a2"}, {"role": "tool", "content": "t1"},
-        {"role": "tool", "content": "t2"}, {"role": "assistant", "content": "a3"}]
+AGENT = [
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "CALL a1"},
+    {"role": "tool", "content": "t1"},
+    {"role": "assistant", "content": "a2"},
+]
+LONG = [
+    {"role": "system", "content": "sys"},
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "a1"},
+    {"role": "user", "content": "q2"},
+    {"role": "assistant", "content": "CALL a2"},
+    {"role": "tool", "content": "t1"},
+    {"role": "tool", "content": "t2"},
+    {"role": "assistant", "content": "a3"},
+]
 
 
 def ids(text):
@@ -44,8 +76,13 @@ def tok():
 
     raw = Tokenizer(models.WordLevel(ID, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    out = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", unk_token="<unk>")
+    out = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
     out.chat_template = TEMPLATE
     return out
 
@@ -65,8 +102,10 @@ def test_plain_every_assistant_turn_is_trained(tmp_path, tok):
 
 def test_plain_long_conversation_masks_system_user_and_tool_turns(tmp_path, tok):
     [ex] = dataset(tmp_path, tok, [{"messages": LONG}])
-    text = ("System: sys Human: q1 Assistant: a1 </s> Human: q2 Assistant: CALL a2 </s> "
-            "Tool: t1 Tool: t2 Assistant: a3 </s>")
+    text = (
+        "System: sys Human: q1 Assistant: a1 </s> Human: q2 Assistant: CALL a2 </s> "
+        "Tool: t1 Tool: t2 Assistant: a3 </s>"
+    )
     assert ex["input_ids"] == ids(text)
     trained = [i for i, label in enumerate(ex["labels"]) if label != X]
     assert trained == [5, 6, 10, 11, 12, 18, 19]
@@ -78,8 +117,9 @@ def test_chat_template_turns_end_at_the_eos_and_the_rest_is_context(tmp_path, to
     its eos (no second eos appended) and ``<sep>`` opens the next, masked, segment; after the
     last turn it is dropped (the sequence ends at eos, where a rollout stops)."""
     [ex] = dataset(tmp_path, tok, [{"messages": AGENT}], apply_chat_template=True)
-    assert ex["input_ids"] == ids("<user> q1 <assistant> CALL a1 </s> <sep> <tool> t1 "
-                                  "<assistant> a2 </s>")
+    assert ex["input_ids"] == ids(
+        "<user> q1 <assistant> CALL a1 </s> <sep> <tool> t1 <assistant> a2 </s>"
+    )
     assert ex["labels"] == [X, X, X] + ids("CALL a1 </s>") + [X, X, X, X] + ids("a2 </s>")
 
 
@@ -89,9 +129,10 @@ def test_segments_concatenate_to_the_whole_rendering(tok):
         assert [s.trained for s in segments] == [True, False, True, False, True]
         assert prompt + "".join(s.text for s in segments) == renderer.render(LONG)
     prompt, segments = sft_turns({"messages": AGENT}, RowKeys(), Renderer())
-    assert (prompt, segments) == ("Human: q1\nAssistant:", [
-        Segment(" CALL a1", True), Segment("\nTool: t1\nAssistant:", False),
-        Segment(" a2", True)])
+    assert (prompt, segments) == (
+        "Human: q1\nAssistant:",
+        [Segment(" CALL a1", True), Segment("\nTool: t1\nAssistant:", False), Segment(" a2", True)],
+    )
 
 
 def test_single_turn_rows_are_unchanged(tmp_path, tok):
@@ -116,13 +157,18 @@ def test_train_on_prompt_labels_everything(tmp_path, tok):
     assert ex["labels"] == ex["input_ids"]
 
 
-@pytest.mark.parametrize("messages, reason", [
-    ([{"role": "assistant", "content": "a1"}], "no message before the first assistant turn"),
-    (AGENT[:3], "the last message must be the assistant's"),
-    ([AGENT[0], {"role": "assistant", "content": " "}] + AGENT[2:], "message 1 (assistant) is "
-                                                                     "empty"),
-    ([AGENT[0], {"role": "robot", "content": "x"}], "role 'robot'"),
-])
+@pytest.mark.parametrize(
+    "messages, reason",
+    [
+        ([{"role": "assistant", "content": "a1"}], "no message before the first assistant turn"),
+        (AGENT[:3], "the last message must be the assistant's"),
+        (
+            [AGENT[0], {"role": "assistant", "content": " "}] + AGENT[2:],
+            "message 1 (assistant) is empty",
+        ),
+        ([AGENT[0], {"role": "robot", "content": "x"}], "role 'robot'"),
+    ],
+)
 def test_bad_conversations_are_named(tmp_path, tok, messages, reason):
     from rlhf_dist.data import DataError
 
@@ -137,8 +183,10 @@ def test_a_template_that_rewrites_earlier_turns_is_a_bad_row(tok):
     from transformers import PreTrainedTokenizerFast
 
     odd = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="</s>")
-    odd.chat_template = ("{% for m in messages %}{{ m['content'] }}{% if loop.last %}"
-                         "{{ ' <sep>' }}{% endif %}{{ ' ' }}{% endfor %}")
+    odd.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% if loop.last %}"
+        "{{ ' <sep>' }}{% endif %}{{ ' ' }}{% endfor %}"
+    )
     with pytest.raises(RowError, match="cannot be split into turns"):
         sft_turns({"messages": AGENT}, RowKeys(), Renderer(odd, apply_chat_template=True))
 
@@ -161,7 +209,8 @@ def test_rollout_observations_give_the_sft_example_token_for_token(tmp_path, tok
         for turn, following in zip(turns, turns[1:] + [None]):
             trajectory += encode(tok, " " + LONG[turn]["content"]) + [EOS]  # sampled to eos
             if following is not None:
-                observation = LONG[turn + 1:following]
-                trajectory += encode(tok, renderer.observation(LONG[:turn + 1], observation,
-                                                               "</s>"))
+                observation = LONG[turn + 1 : following]
+                trajectory += encode(
+                    tok, renderer.observation(LONG[: turn + 1], observation, "</s>")
+                )
         assert trajectory == ex["input_ids"], chat

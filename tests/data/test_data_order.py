@@ -1,5 +1,6 @@
 """The one epoch-order function (launcher data, Ray DPO, PPO prompts and minibatches): fixed
 by (seed, epoch, stream), grouped by length on request; the seeds' streams by hand."""
+
 import torch
 
 from rlhf_dist.data import order as O
@@ -53,15 +54,16 @@ def test_group_by_length_by_hand():
 
 
 def test_grouped_order_is_a_permutation_fixed_by_seed_and_epoch_with_less_padding():
-    lengths = [int(x) for x in torch.randint(10, 200, (1000,),
-                                             generator=torch.Generator().manual_seed(1))]
+    lengths = [
+        int(x) for x in torch.randint(10, 200, (1000,), generator=torch.Generator().manual_seed(1))
+    ]
     order = O.epoch_order(1000, 3, 1, lengths=lengths, batch_size=8)
     assert sorted(order) == list(range(1000))
     assert order == O.epoch_order(1000, 3, 1, lengths=lengths, batch_size=8)
     assert order != O.epoch_order(1000, 3, 2, lengths=lengths, batch_size=8)
 
     def padded(o):  # positions a batch of 8 pads to
-        return sum(8 * max(lengths[i] for i in o[k:k + 8]) for k in range(0, 1000, 8))
+        return sum(8 * max(lengths[i] for i in o[k : k + 8]) for k in range(0, 1000, 8))
 
     plain = O.epoch_order(1000, 3, 1)
     assert padded(order) < 0.7 * padded(plain)

@@ -1,6 +1,7 @@
 """Padding-free batches (``train.padding_free``): the packed row checked by hand, and the same
 SFT loss and gradient, reward-model scores and token counts as the padded batches under eager
 and sdpa attention (the DPO layout is compared in tests/objectives/test_objectives_pairs.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,12 +9,21 @@ import torch
 
 from rlhf_dist.algo import sequence_end_index, sft_loss
 from rlhf_dist.config import ConfigError, DataConfig, ModelConfig, TinyModelConfig, load_config
-from rlhf_dist.data import (PAIR_COLLATORS, PackedLMCollator, PackedPairCollator, SFTCollator,
-                            build_sft_dataset, is_packed, lm_collator, pack)
+from rlhf_dist.data import (
+    PAIR_COLLATORS,
+    PackedLMCollator,
+    PackedPairCollator,
+    SFTCollator,
+    build_sft_dataset,
+    is_packed,
+    lm_collator,
+    pack,
+)
 
 X = -100
-TINY = TinyModelConfig(arch="llama", hidden_size=64, num_layers=2, num_heads=4,
-                       intermediate_size=128)
+TINY = TinyModelConfig(
+    arch="llama", hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128
+)
 
 
 def test_pack_by_hand():
@@ -29,10 +39,20 @@ def test_pack_by_hand():
 
 
 def test_pair_collator_puts_the_chosen_sequences_first():
-    pairs = [{"chosen_input_ids": [1, 2], "chosen_labels": [X, 2],
-              "rejected_input_ids": [1, 3, 4], "rejected_labels": [X, 3, 4]},
-             {"chosen_input_ids": [5], "chosen_labels": [5],
-              "rejected_input_ids": [6, 7], "rejected_labels": [X, 7]}]
+    pairs = [
+        {
+            "chosen_input_ids": [1, 2],
+            "chosen_labels": [X, 2],
+            "rejected_input_ids": [1, 3, 4],
+            "rejected_labels": [X, 3, 4],
+        },
+        {
+            "chosen_input_ids": [5],
+            "chosen_labels": [5],
+            "rejected_input_ids": [6, 7],
+            "rejected_labels": [X, 7],
+        },
+    ]
     row = PackedPairCollator()(pairs)
     assert row["input_ids"].tolist() == [[1, 2, 5, 1, 3, 4, 6, 7]]
     assert row["sequence_ids"].tolist() == [[0, 0, 1, 2, 2, 2, 3, 3]]
@@ -72,8 +92,11 @@ def _model(tokenizer, attn, scalar=False):
 
     torch.manual_seed(0)
     cfg = ModelConfig(attn_implementation=attn, tiny=TINY)
-    return load_scalar_model(cfg, tokenizer, role="reward") if scalar else \
-        load_causal_lm(cfg, tokenizer)
+    return (
+        load_scalar_model(cfg, tokenizer, role="reward")
+        if scalar
+        else load_causal_lm(cfg, tokenizer)
+    )
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -85,8 +108,12 @@ def test_packed_sft_loss_and_gradient_equal_the_padded(tokenizer, examples, attn
     for collate in (SFTCollator(tokenizer.pad_token_id), PackedLMCollator()):
         batch = collate(examples)
         model.zero_grad()
-        loss = sft_loss(causal_lm_logits(model, batch["input_ids"], batch.get("attention_mask"),
-                                         batch.get("position_ids")), batch["labels"])
+        loss = sft_loss(
+            causal_lm_logits(
+                model, batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids")
+            ),
+            batch["labels"],
+        )
         loss.backward()
         scored = int((batch["labels"][:, 1:] != X).sum())
         results.append((loss.detach(), model.model.embed_tokens.weight.grad.clone(), scored))
@@ -98,9 +125,12 @@ def test_packed_sft_loss_and_gradient_equal_the_padded(tokenizer, examples, attn
     # the control: positions that do not restart let every token see the sequences before it
     row = PackedLMCollator()(examples)
     with torch.no_grad():
-        leaky = sft_loss(causal_lm_logits(model, row["input_ids"], None,
-                                          torch.arange(row["input_ids"].shape[1])[None]),
-                         row["labels"])
+        leaky = sft_loss(
+            causal_lm_logits(
+                model, row["input_ids"], None, torch.arange(row["input_ids"].shape[1])[None]
+            ),
+            row["labels"],
+        )
     assert abs(float(leaky) - float(padded)) > 1e-3
 
 
@@ -117,9 +147,11 @@ def test_packed_reward_scores_equal_the_padded(tokenizer, attn):
     packed = PackedPairCollator()(pairs)
     with torch.no_grad():
         want = model(padded["input_ids"], padded["attention_mask"]).gather(
-            -1, last_token_index(padded["attention_mask"])[:, None])[:, 0]
+            -1, last_token_index(padded["attention_mask"])[:, None]
+        )[:, 0]
         got = model(packed["input_ids"], None, packed["position_ids"])[
-            0, sequence_end_index(packed["sequence_ids"])]
+            0, sequence_end_index(packed["sequence_ids"])
+        ]
     assert want.shape == got.shape == (10,) and want.std() > 0
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
@@ -127,11 +159,11 @@ def test_packed_reward_scores_equal_the_padded(tokenizer, attn):
 def test_padding_free_resolves_the_dpo_layout():
     assert load_config(None, ["train.padding_free=true"]).dpo.layout == "packed"
     # flash-attention-2 takes packed rows as varlen sequences
-    cfg = load_config(None, ["train.padding_free=true",
-                             "model.attn_implementation=flash_attention_2"])
+    cfg = load_config(
+        None, ["train.padding_free=true", "model.attn_implementation=flash_attention_2"]
+    )
     assert cfg.dpo.layout == "packed"
-    with pytest.raises(ConfigError, match="dpo.layout: shared_prompt with "
-                                          "train.padding_free=True"):
+    with pytest.raises(ConfigError, match="dpo.layout: shared_prompt with train.padding_free=True"):
         load_config(None, ["train.padding_free=true", "dpo.layout=shared_prompt"])
     with pytest.raises(ConfigError, match="dpo.layout: packed with train.padding_free=False"):
         load_config(None, ["dpo.layout=packed"])

@@ -1,9 +1,15 @@
 """Loading rows: toy, local files of every format, directories, eval splits, max_samples."""
+
 import pytest
 
 from data_helpers import cfg, write_rows
 from rlhf_dist.data import (
-    DataError, DataFileNotFoundError, build_sft_dataset, classify_path, holdout_split, load_rows,
+    DataError,
+    DataFileNotFoundError,
+    build_sft_dataset,
+    classify_path,
+    holdout_split,
+    load_rows,
     select_rows,
 )
 
@@ -15,8 +21,9 @@ def test_each_file_format_with_custom_keys(tmp_path, toy_tok, suffix):
     path = write_rows(tmp_path / f"rows{suffix}", ROWS)
     rows = load_rows(str(path), "train", "sft", cfg())
     assert rows.to_list() == ROWS
-    data = build_sft_dataset(cfg(path=str(path), prompt_key="question", response_key="answer"),
-                             toy_tok)
+    data = build_sft_dataset(
+        cfg(path=str(path), prompt_key="question", response_key="answer"), toy_tok
+    )
     assert len(data) == 5 and data.source == str(path)
     assert toy_tok.decode(data[3]["input_ids"]) == "Human: q3?\nAssistant: a3.</s>"
 
@@ -41,8 +48,12 @@ def test_toy_rows_by_kind_and_split():
 def test_saved_dataset_dict_directory_and_eval_split(tmp_path):
     import datasets
 
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:3]),
-                               "test": datasets.Dataset.from_list(ROWS[3:])})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(ROWS[:3]),
+            "test": datasets.Dataset.from_list(ROWS[3:]),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "saved"))
     c = cfg(path=str(tmp_path / "saved"), eval_split="test")
     assert select_rows(c, "train").rows["answer"] == [" a0.", " a1.", " a2."]
@@ -104,8 +115,9 @@ def test_toy_eval_split_is_the_toy_held_out_prompts():
     assert not set(train.rows["prompt"]) & set(evals.rows["prompt"])
 
 
-@pytest.mark.parametrize("path", ["data/missing.jsonl", "missing.parquet", "./nowhere",
-                                  "/abs/missing_dir", "a/b/c"])
+@pytest.mark.parametrize(
+    "path", ["data/missing.jsonl", "missing.parquet", "./nowhere", "/abs/missing_dir", "a/b/c"]
+)
 def test_missing_local_path_is_a_clear_error(path):
     with pytest.raises(DataFileNotFoundError, match="no such data file") as info:
         load_rows(path, "train")
@@ -147,14 +159,26 @@ def test_verl_parquet_prompt_set_as_it_is(tmp_path, toy_tok):
     from data_helpers import cfg
     from rlhf_dist.data import build_prompt_dataset
 
-    rows = [{"data_source": "toy_math", "ability": "math",
-             "prompt": [{"role": "user", "content": f"what is {i} + {i}?"}],
-             "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
-             "extra_info": {"split": "train", "index": i}} for i in range(4)]
+    rows = [
+        {
+            "data_source": "toy_math",
+            "ability": "math",
+            "prompt": [{"role": "user", "content": f"what is {i} + {i}?"}],
+            "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+            "extra_info": {"split": "train", "index": i},
+        }
+        for i in range(4)
+    ]
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
-    data = build_prompt_dataset(cfg(path=str(path), label_key="reward_model.ground_truth",
-                                    extra_keys=["data_source", "extra_info.index"]), toy_tok)
+    data = build_prompt_dataset(
+        cfg(
+            path=str(path),
+            label_key="reward_model.ground_truth",
+            extra_keys=["data_source", "extra_info.index"],
+        ),
+        toy_tok,
+    )
     assert [e["label"] for e in data] == ["0", "2", "4", "6"]
     assert [e["extras"] for e in data][3] == {"data_source": "toy_math", "extra_info.index": 3}
     assert data[1]["prompt"] == "Human: what is 1 + 1?\nAssistant:"

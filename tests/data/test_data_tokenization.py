@@ -1,4 +1,5 @@
 """Truncation and label masking, with ids computed by hand (word tokenizer: see data_helpers)."""
+
 import pytest
 
 from data_helpers import ids, make_word_tokenizer
@@ -23,12 +24,16 @@ def test_response_fits_eos_appended_prompt_masked():
 
 def test_exact_fit_keeps_eos():
     assert join_response([10, 11], [20, 21], EOS, max_length=5) == (
-        [10, 11, 20, 21, EOS], [X, X, 20, 21, EOS])
+        [10, 11, 20, 21, EOS],
+        [X, X, 20, 21, EOS],
+    )
 
 
 def test_truncated_response_drops_eos():
     assert join_response([10, 11], [20, 21, 22], EOS, max_length=4) == (
-        [10, 11, 20, 21], [X, X, 20, 21])
+        [10, 11, 20, 21],
+        [X, X, 20, 21],
+    )
 
 
 def test_response_already_ending_in_eos_gets_one_eos():
@@ -47,14 +52,21 @@ def test_no_room_or_no_tokens_is_a_row_error():
 
 def test_preference_example_masks_the_prompt_in_both():
     ex = preference_example([10, 11], [20], [30, 31], EOS, max_length=4)
-    assert ex == {"chosen_input_ids": [10, 11, 20, EOS], "chosen_labels": [X, X, 20, EOS],
-                  "rejected_input_ids": [10, 11, 30, 31], "rejected_labels": [X, X, 30, 31],
-                  "prompt_len": 2}
+    assert ex == {
+        "chosen_input_ids": [10, 11, 20, EOS],
+        "chosen_labels": [X, X, 20, EOS],
+        "rejected_input_ids": [10, 11, 30, 31],
+        "rejected_labels": [X, X, 30, 31],
+        "prompt_len": 2,
+    }
 
 
 def test_lm_example_every_token_is_a_label():
     assert lm_example([5, 6, 7], EOS, max_length=3) == {
-        "input_ids": [5, 6, 7], "labels": [5, 6, 7], "prompt_len": 0}
+        "input_ids": [5, 6, 7],
+        "labels": [5, 6, 7],
+        "prompt_len": 0,
+    }
     assert lm_example([5], EOS, max_length=3)["input_ids"] == [5, EOS]
 
 
@@ -66,8 +78,11 @@ def test_encoder_left_truncates_the_prompt_by_hand(word_tok):
     assert ex["labels"] == [X, X, X, X, 15, 16, 17]
     assert ex["prompt_len"] == 4
     short = enc.sft("Q p1 A:", " r1")
-    assert short == {"input_ids": ids("Q p1 A: r1 </s>"), "labels": [X, X, X] + ids("r1 </s>"),
-                     "prompt_len": 3}
+    assert short == {
+        "input_ids": ids("Q p1 A: r1 </s>"),
+        "labels": [X, X, X] + ids("r1 </s>"),
+        "prompt_len": 3,
+    }
 
 
 def test_bos_prefix_for_tokenizers_that_add_bos():

@@ -1,4 +1,5 @@
 """The engine tests hold real one-rank DeepSpeed engines in the test process."""
+
 from __future__ import annotations
 
 import gc
@@ -13,8 +14,15 @@ from rlhf_dist.engine import dist
 def one_rank_group():
     """torch.distributed (gloo) as rank 0 of 1 for a module; environment restored after."""
     saved = dict(os.environ)
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(dist.free_port())})
+    os.environ.update(
+        {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(dist.free_port()),
+        }
+    )
     dist.init_distributed()
     yield
     dist.shutdown()

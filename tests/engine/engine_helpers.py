@@ -1,4 +1,5 @@
 """Shared by the engine tests: a tiny causal LM and its inputs."""
+
 from __future__ import annotations
 
 import torch

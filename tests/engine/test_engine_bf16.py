@@ -3,6 +3,7 @@ config of a cluster sets.  Real one-rank DeepSpeed engines at ZeRO 0, 2 and 3: t
 the idle offload keeps training bit for bit (ZeRO 2/3; ZeRO-0's bf16 wrapper holds flat weights
 and is refused by name), and a save / load in the middle continues exactly as the unbroken run.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -20,11 +21,16 @@ STEPS = 4
 
 
 def bf16_engine(stage: int) -> ModelEngine:
-    ds = DeepSpeedSection(zero_stage=stage, bf16=True,
-                          extra={"zero_optimization": {"stage3_param_persistence_threshold": 0}}
-                          if stage == 3 else {})
-    return ModelEngine.trained(lambda: build().to(torch.bfloat16), ds, TRAIN, dp_size=1,
-                               total_steps=10)
+    ds = DeepSpeedSection(
+        zero_stage=stage,
+        bf16=True,
+        extra={"zero_optimization": {"stage3_param_persistence_threshold": 0}}
+        if stage == 3
+        else {},
+    )
+    return ModelEngine.trained(
+        lambda: build().to(torch.bfloat16), ds, TRAIN, dp_size=1, total_steps=10
+    )
 
 
 def train(engine: ModelEngine, steps: int, offload: bool = False):
@@ -32,8 +38,9 @@ def train(engine: ModelEngine, steps: int, offload: bool = False):
         engine.offload()
         engine.reload()
 
-    return train_steps(engine, TRAIN.micro_batch_size, steps,
-                       after_micro=offload_and_reload if offload else None)
+    return train_steps(
+        engine, TRAIN.micro_batch_size, steps, after_micro=offload_and_reload if offload else None
+    )
 
 
 def weights(engine: ModelEngine):

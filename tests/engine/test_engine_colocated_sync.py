@@ -7,6 +7,7 @@ actor brings back, both checked here on CPU:
 * an idle-offloaded actor at ZeRO ≤ 2 sends the CPU copies of its weights as they are: the
   engine stays offloaded, its optimizer states are never reloaded for a sync.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,14 +39,19 @@ def test_colocated_sync_wakes_weights_then_syncs_frees_then_wakes_kv_cache():
     engines, actor = _Recorder(calls), _Recorder(calls)
     actor.name = "actor"
     assert RolloutEngines.sync_colocated(engines, actor, 7) == 1.5
-    assert calls == [("engines.wake_up", ("weights",)), ("engines.sync_from", "actor", 7),
-                     ("actor.release_device_cache",), ("engines.wake_up", ("kv_cache",))]
+    assert calls == [
+        ("engines.wake_up", ("weights",)),
+        ("engines.sync_from", "actor", 7),
+        ("actor.release_device_cache",),
+        ("engines.wake_up", ("kv_cache",)),
+    ]
 
 
 def test_offloaded_zero2_engine_sends_its_weights_without_reloading():
     train = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2)
-    engine = ModelEngine.trained(build, DeepSpeedSection(zero_stage=2), train, dp_size=1,
-                                 total_steps=10)
+    engine = ModelEngine.trained(
+        build, DeepSpeedSection(zero_stage=2), train, dp_size=1, total_steps=10
+    )
     for micro in INPUTS.split(train.micro_batch_size):
         engine.backward(engine(micro, labels=micro).loss)
         engine.step()

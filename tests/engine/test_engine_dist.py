@@ -1,4 +1,5 @@
 """``import_deepspeed``: DeepSpeed without its autotuner's mlflow import, mlflow still there."""
+
 import subprocess
 import sys
 
@@ -18,7 +19,6 @@ print(mlflow.__name__)
 @pytest.mark.slow  # a fresh process importing DeepSpeed (~4 s)
 def test_deepspeed_imports_without_mlflow_which_stays_importable():
     pytest.importorskip("mlflow")  # the [test] extra installs it (logging.backend=mlflow)
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["deepspeed", "False", "False", "mlflow"]

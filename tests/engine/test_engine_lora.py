@@ -1,6 +1,7 @@
 """LoRA engines (peft adapters under real one-rank DeepSpeed engines, ZeRO 0, 1 and 3): only the
 adapter moves, the adapter-off forward is the untouched base bit for bit, the merged weights
 equal peft's own merge, and the export loads with peft and with plain transformers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,13 @@ LORA = LoraConfig(r=4, alpha=8.0)
 
 def lora_engine(stage: int, **kwargs) -> ModelEngine:
     ds = DeepSpeedSection(zero_stage=stage)
-    return ModelEngine.trained(lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0, **kwargs)),
-                               ds, TRAIN, dp_size=1, total_steps=10)
+    return ModelEngine.trained(
+        lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0, **kwargs)),
+        ds,
+        TRAIN,
+        dp_size=1,
+        total_steps=10,
+    )
 
 
 def train(engine: ModelEngine, steps: int = 3) -> None:
@@ -39,8 +45,10 @@ def unpartitioned():
     transformers' HfDeepSpeedConfig set, and from_pretrained would partition them)."""
     import transformers.integrations.deepspeed as hf_deepspeed
 
-    saved, hf_deepspeed._hf_deepspeed_config_weak_ref = \
-        hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    saved, hf_deepspeed._hf_deepspeed_config_weak_ref = (
+        hf_deepspeed._hf_deepspeed_config_weak_ref,
+        None,
+    )
     try:
         yield
     finally:
@@ -85,11 +93,13 @@ def test_adapter_off_is_the_frozen_base_bit_for_bit(trained):
     engine, _, base = trained
     engine.eval()
     mask = torch.ones_like(INPUTS)
-    assert torch.equal(engine.base()(INPUTS, attention_mask=mask).logits,
-                       base(INPUTS, attention_mask=mask).logits)
+    assert torch.equal(
+        engine.base()(INPUTS, attention_mask=mask).logits, base(INPUTS, attention_mask=mask).logits
+    )
     # ... and with the adapter the trained model differs from it
-    assert not torch.allclose(engine(INPUTS, attention_mask=mask).logits,
-                              base(INPUTS, attention_mask=mask).logits)
+    assert not torch.allclose(
+        engine(INPUTS, attention_mask=mask).logits, base(INPUTS, attention_mask=mask).logits
+    )
 
 
 @torch.no_grad()
@@ -115,18 +125,26 @@ def test_merged_weights_equal_peft_merge_and_the_export_loads(trained, tmp_path)
     with unpartitioned():
         merged_model = AutoModelForCausalLM.from_pretrained(tmp_path)
         adapted = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "adapter")
-    torch.testing.assert_close(merged_model(INPUTS, attention_mask=mask).logits, logits,
-                               rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(adapted(INPUTS, attention_mask=mask).logits, logits,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        merged_model(INPUTS, attention_mask=mask).logits, logits, rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        adapted(INPUTS, attention_mask=mask).logits, logits, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_checkpoint_holds_the_adapter_only_and_restores_it(trained, tmp_path):
     engine, _, _ = trained
     engine.save(tmp_path)
-    saved = {k: v for path in tmp_path.rglob("*model_states.pt")
-             for k, v in torch.load(path, weights_only=False)["module"].items()} \
-        if engine.zero_stage == 0 else None
+    saved = (
+        {
+            k: v
+            for path in tmp_path.rglob("*model_states.pt")
+            for k, v in torch.load(path, weights_only=False)["module"].items()
+        }
+        if engine.zero_stage == 0
+        else None
+    )
     if saved is not None:
         assert saved and all(".lora_" in k for k in saved)
     fresh = lora_engine(engine.zero_stage)
@@ -134,15 +152,17 @@ def test_checkpoint_holds_the_adapter_only_and_restores_it(trained, tmp_path):
     mask = torch.ones_like(INPUTS)
     engine.eval(), fresh.eval()
     with torch.no_grad():
-        assert torch.equal(fresh(INPUTS, attention_mask=mask).logits,
-                           engine(INPUTS, attention_mask=mask).logits)
+        assert torch.equal(
+            fresh(INPUTS, attention_mask=mask).logits, engine(INPUTS, attention_mask=mask).logits
+        )
     # the optimizer goes on identically: one more step each
     engine.train(), fresh.train()
     train(engine, 1), train(fresh, 1)
     with torch.no_grad():
         engine.eval(), fresh.eval()
-        assert torch.equal(fresh(INPUTS, attention_mask=mask).logits,
-                           engine(INPUTS, attention_mask=mask).logits)
+        assert torch.equal(
+            fresh(INPUTS, attention_mask=mask).logits, engine(INPUTS, attention_mask=mask).logits
+        )
 
 
 def test_target_modules_that_match_nothing_name_the_linear_layers():

@@ -6,6 +6,7 @@ boundary (the weights and Adam's moments stay bit for bit those of the step befo
 next steps train normally); under ZeRO 0 only a window with nothing accumulated yet can be
 dropped.  The NaN is injected by multiplying one micro-batch's real loss by NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,10 @@ MICRO = INPUTS.split(2)[:2]  # 2 micro-batches per optimiser step
 
 
 def engine_for(stage: int, on_nonfinite: str) -> ModelEngine:
-    train = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2,
-                        on_nonfinite=on_nonfinite)
-    return ModelEngine.trained(build, DeepSpeedSection(zero_stage=stage), train, dp_size=1,
-                               total_steps=10)
+    train = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=1e-2, on_nonfinite=on_nonfinite)
+    return ModelEngine.trained(
+        build, DeepSpeedSection(zero_stage=stage), train, dp_size=1, total_steps=10
+    )
 
 
 def optimiser_step(engine: ModelEngine, nan_at=None) -> float:
@@ -63,8 +64,11 @@ def test_skip_step_drops_the_update_and_training_goes_on(stage, nan_at):
     engine = engine_for(stage, "skip_step")
     first = optimiser_step(engine)
     before, adam = weights(engine), moments(engine)
-    with pytest.raises(NonFiniteError, match=r"^non-finite loss \(nan here\) on ranks \[0\] "
-                                             r"of 1; DeepSpeed dropped the update$") as err:
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^non-finite loss \(nan here\) on ranks \[0\] "
+        r"of 1; DeepSpeed dropped the update$",
+    ) as err:
         optimiser_step(engine, nan_at=nan_at)
     assert err.value.skippable
     assert_same(weights(engine), before)  # the update was dropped whole
@@ -85,8 +89,11 @@ def test_skip_step_under_zero0_drops_a_window_with_nothing_accumulated():
     assert err.value.skippable
     assert_same(weights(engine), before)
     assert math.isfinite(optimiser_step(engine))  # the next window starts on a boundary
-    with pytest.raises(NonFiniteError, match=r"half an accumulated update cannot be dropped "
-                                             r"under deepspeed.zero_stage=0") as err:
+    with pytest.raises(
+        NonFiniteError,
+        match=r"half an accumulated update cannot be dropped "
+        r"under deepspeed.zero_stage=0",
+    ) as err:
         optimiser_step(engine, nan_at=1)
     assert not err.value.skippable
 
@@ -95,8 +102,11 @@ def test_error_mode_stops_before_the_backward():
     engine = engine_for(2, "error")
     optimiser_step(engine)
     before = weights(engine)
-    with pytest.raises(NonFiniteError, match=r"^non-finite loss \(nan here\) on ranks \[0\] "
-                                             r"of 1$") as err:
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^non-finite loss \(nan here\) on ranks \[0\] "
+        r"of 1$",
+    ) as err:
         optimiser_step(engine, nan_at=0)
     assert not err.value.skippable
     assert_same(weights(engine), before) and engine.ds.skipped_steps == 0

@@ -5,6 +5,7 @@ same final weights, bit for bit, as training without; after offload() the states
 offloaded (DeepSpeed's ``offloaded_states``) and the tensors it does not move have new
 (CPU) storage: on this CPU-only machine the copies are real, as they are on a GPU.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -38,8 +39,9 @@ OURS = {
     2: lambda ds: [],
     # ZeRO-3 with torch's AdamW: DeepSpeed moves the master partitions and moments of its
     # FusedAdam only.
-    3: lambda ds: list(ds.optimizer.fp32_partitioned_groups_flat) +
-    adam_states(ds.optimizer.optimizer),
+    3: lambda ds: (
+        list(ds.optimizer.fp32_partitioned_groups_flat) + adam_states(ds.optimizer.optimizer)
+    ),
 }
 DEEPSPEED_MOVES = {
     0: set(),  # ZeRO-0: no ZeRO optimizer, DeepSpeed cannot offload
@@ -53,8 +55,14 @@ def train(stage: int, offload: bool, **extra_zero):
     every micro-batch (idempotent), checking each time what offload() did."""
     ds = DeepSpeedSection(zero_stage=stage, extra={"zero_optimization": extra_zero})
     engine = ModelEngine.trained(build, ds, TRAIN, dp_size=1, total_steps=10)
-    losses = train_steps(engine, TRAIN.micro_batch_size, STEPS, after_micro=(
-        (lambda micro: check_offload_reload(engine, stage, micro)) if offload else None))
+    losses = train_steps(
+        engine,
+        TRAIN.micro_batch_size,
+        STEPS,
+        after_micro=(
+            (lambda micro: check_offload_reload(engine, stage, micro)) if offload else None
+        ),
+    )
     with engine.gathered():
         weights = {k: v.detach().clone() for k, v in engine.module.named_parameters()}
     return losses, weights
@@ -125,9 +133,13 @@ def test_lora_offload_moves_the_frozen_base_too(stage):
     from rlhf_dist.models.lora import apply_lora
 
     def run(offload: bool):
-        engine = ModelEngine.trained(lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0)),
-                                     DeepSpeedSection(zero_stage=stage), TRAIN, dp_size=1,
-                                     total_steps=10)
+        engine = ModelEngine.trained(
+            lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0)),
+            DeepSpeedSection(zero_stage=stage),
+            TRAIN,
+            dp_size=1,
+            total_steps=10,
+        )
 
         def moved_every_tensor(micro):
             tensors = list(engine.module.parameters()) + list(engine.module.buffers())
@@ -140,8 +152,9 @@ def test_lora_offload_moves_the_frozen_base_too(stage):
             assert all(t.device.type == "cpu" for t in tensors)
             engine.reload()
 
-        losses = train_steps(engine, TRAIN.micro_batch_size,
-                             after_micro=moved_every_tensor if offload else None)
+        losses = train_steps(
+            engine, TRAIN.micro_batch_size, after_micro=moved_every_tensor if offload else None
+        )
         return losses, {k: v.detach().clone() for k, v in engine.module.named_parameters()}
 
     assert_identical(run(False), run(True))

@@ -7,6 +7,7 @@ the adapter's delta, in the unpacked shapes (a 4-bit weight is stored packed as 
 ``(n/2, 1)``, an 8-bit one as int8); the export loads with plain transformers and gives the
 QLoRA model's logits; the output heads (``lm_head``, a critic's ``score``) are never quantised.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,9 @@ def base_dir(tmp_path_factory, toy_tok):
 
 def _quantised(cls, base_dir, bits: str):
     section = ModelConfig(name_or_path=str(base_dir), lora=LoraConfig(r=4), **BITS[bits])
-    model = cls.from_pretrained(base_dir, quantization_config=bnb_config(section, "model"),
-                                dtype=torch.float32)
+    model = cls.from_pretrained(
+        base_dir, quantization_config=bnb_config(section, "model"), dtype=torch.float32
+    )
     return model, section
 
 
@@ -52,8 +54,9 @@ def test_qlora_merge_export_and_shapes(bits, base_dir, toy_tok, tmp_path):
     assert type(model.lm_head.weight) is torch.nn.Parameter
     assert model.lm_head.weight.dtype == torch.float32
     peft_model = maybe_lora(model, section, "model")
-    engine = ModelEngine.trained(lambda: peft_model, DeepSpeedSection(zero_stage=0), TRAIN,
-                                 dp_size=1, total_steps=3)
+    engine = ModelEngine.trained(
+        lambda: peft_model, DeepSpeedSection(zero_stage=0), TRAIN, dp_size=1, total_steps=3
+    )
     ids = torch.randint(5, len(toy_tok), (2, 8), generator=torch.Generator().manual_seed(3))
     for _ in range(2):
         engine.backward(engine(ids, labels=ids).loss)
@@ -88,8 +91,11 @@ def test_qlora_critic_head_stays_full_precision_and_trains(base_dir, toy_tok):
     config.num_labels, config.rlhf_dist = 1, new_head_record("critic", fresh_head=True)
     section = ModelConfig(name_or_path=str(base_dir), lora=LoraConfig(r=4), load_in_4bit=True)
     critic = scalar_head_class(config).from_pretrained(
-        base_dir, config=config, quantization_config=bnb_config(section, "critic_model"),
-        dtype=torch.float32)
+        base_dir,
+        config=config,
+        quantization_config=bnb_config(section, "critic_model"),
+        dtype=torch.float32,
+    )
     assert type(critic.score.weight) is torch.nn.Parameter
     peft_model = maybe_lora(critic, section, "critic_model")
     trained = {n for n, p in peft_model.named_parameters() if p.requires_grad}

@@ -3,6 +3,7 @@ DeepSpeed engines, ZeRO-0 and ZeRO-3, in full and with a LoRA adapter: the group
 ``full_parameters()``'s names and bits, in order; under ZeRO-3 only the group's own parameters
 (a LoRA layer's adapter with its base weight) are whole while it is read, never the whole
 model."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,16 +20,18 @@ TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=5e-2)
 
 def _engine(stage: int, lora: bool) -> ModelEngine:
     make = (lambda: apply_lora(build(), LoraConfig(r=4, alpha=8.0))) if lora else build
-    engine = ModelEngine.trained(make, DeepSpeedSection(zero_stage=stage), TRAIN, dp_size=1,
-                                 total_steps=10)
+    engine = ModelEngine.trained(
+        make, DeepSpeedSection(zero_stage=stage), TRAIN, dp_size=1, total_steps=10
+    )
     for micro in INPUTS.split(TRAIN.micro_batch_size):  # move the adapter off its zero init
         engine.backward(engine(micro, labels=micro).loss)
         engine.step()
     return engine
 
 
-@pytest.fixture(scope="module", params=[(0, False), (3, False), (3, True)],
-                ids=["zero0", "zero3", "zero3-lora"])
+@pytest.fixture(
+    scope="module", params=[(0, False), (3, False), (3, True)], ids=["zero0", "zero3", "zero3-lora"]
+)
 def engine(request):
     return _engine(*request.param)
 
@@ -37,8 +40,11 @@ def _whole(engine: ModelEngine):
     """Module parameters gathered right now (ZeRO-3's status; all of them otherwise)."""
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-    return [p for p in engine.module.parameters()
-            if getattr(p, "ds_status", ZeroParamStatus.AVAILABLE) == ZeroParamStatus.AVAILABLE]
+    return [
+        p
+        for p in engine.module.parameters()
+        if getattr(p, "ds_status", ZeroParamStatus.AVAILABLE) == ZeroParamStatus.AVAILABLE
+    ]
 
 
 @pytest.mark.parametrize("sizes", ["ones", "threes", "all"])
@@ -47,8 +53,9 @@ def test_groups_are_full_parameters_in_order_gathered_a_group_at_a_time(engine, 
     expected = [(name, tensor.clone()) for name, tensor in engine.full_parameters()]
     n = len(expected)
     assert [name for name, _ in expected] == [name for name, _ in engine.parameter_shapes()]
-    groups = {"ones": [1] * n, "threes": [3] * (n // 3) + ([n % 3] if n % 3 else []),
-              "all": [n]}[sizes]
+    groups = {"ones": [1] * n, "threes": [3] * (n // 3) + ([n % 3] if n % 3 else []), "all": [n]}[
+        sizes
+    ]
     total = len(list(engine.module.parameters()))
     got, most_whole = [], 0
     for size, group in zip(groups, engine.full_parameter_buckets(groups)):

@@ -2,6 +2,7 @@
 given — the Ray node's — not whatever the hostname resolves to (127.0.1.1 on many clusters,
 where an engine on another node would wait until the timeout).  Real gloo, two ranks as two
 threads of this process; 127.0.0.2 stands for a node address other than the default."""
+
 import threading
 
 import psutil
@@ -13,8 +14,11 @@ NODE = "127.0.0.2"
 
 
 def _ports_bound_to(address: str) -> set:
-    return {c.laddr.port for c in psutil.Process().net_connections("tcp")
-            if c.laddr and c.laddr.ip == address}
+    return {
+        c.laddr.port
+        for c in psutil.Process().net_connections("tcp")
+        if c.laddr and c.laddr.ip == address
+    }
 
 
 def test_gloo_weight_group_binds_the_given_node_address(monkeypatch):

@@ -5,6 +5,7 @@ group, the two ranks as two threads of this process.  Per-parameter, 4 kB and on
 syncs deliver ``full_parameters()`` bit for bit, in order, also the parameters sent from their
 own memory (ZeRO-0); the header carries version and plan; a checked sync's CRC32s arrive and
 equal the receiver's own."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,9 @@ TRAIN = TrainConfig(train_batch_size=4, micro_batch_size=2, lr=5e-2)
 
 @pytest.fixture(scope="module", params=[0, 3], ids=["zero0", "zero3"])
 def engine(request):
-    engine = ModelEngine.trained(build, DeepSpeedSection(zero_stage=request.param), TRAIN,
-                                 dp_size=1, total_steps=10)
+    engine = ModelEngine.trained(
+        build, DeepSpeedSection(zero_stage=request.param), TRAIN, dp_size=1, total_steps=10
+    )
     for micro in INPUTS.split(TRAIN.micro_batch_size):
         engine.backward(engine(micro, labels=micro).loss)
         engine.step()
@@ -51,8 +53,10 @@ def _both(sender_side, receiver_side):
         except BaseException as err:  # noqa: BLE001 - re-raised below
             errors.append(err)
 
-    threads = [threading.Thread(target=run, args=("sender", sender_side)),
-               threading.Thread(target=run, args=("receiver", receiver_side))]
+    threads = [
+        threading.Thread(target=run, args=("sender", sender_side)),
+        threading.Thread(target=run, args=("receiver", receiver_side)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -70,9 +74,12 @@ def ends(engine):
     sender = WeightSender(cfg, engine, rank=0)
     host, port = sender.open("127.0.0.1")
     receiver = _Receiver()
-    _both(lambda: sender.join(2, "gloo"),
-          lambda: WeightReceiver.init_weight_group(receiver, host, port, 1, 2, "gloo", 60,
-                                                   "127.0.0.1"))
+    _both(
+        lambda: sender.join(2, "gloo"),
+        lambda: WeightReceiver.init_weight_group(
+            receiver, host, port, 1, 2, "gloo", 60, "127.0.0.1"
+        ),
+    )
     return cfg, sender, receiver
 
 
@@ -108,7 +115,7 @@ def test_every_parameter_arrives_bit_for_bit_in_order(engine, ends, mb):
     assert [name for name, _ in got] == [name for name, _ in want]
     for (name, value), (_, sent) in zip(got, want):
         assert value.dtype == sent.dtype and torch.equal(value, sent), name
-    assert [crcs[name] for name, _ in want] == expected   # the actor's, sent after the last
+    assert [crcs[name] for name, _ in want] == expected  # the actor's, sent after the last
 
 
 def test_an_unchecked_sync_sends_no_checksums(ends):

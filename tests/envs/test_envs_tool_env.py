@@ -1,5 +1,6 @@
 """The tool environment: calls run and answered with observations, errors counted, the final
 answer scored; and the env section's checks (config-time and check_env before Ray)."""
+
 import pytest
 
 from rlhf_dist.config import ConfigError, EnvConfig, load_config
@@ -18,8 +19,12 @@ def run(env, actions):
 def test_hermes_call_then_answer_scored_by_a_builtin_verifier():
     env = ToolEnv(tools=["add", "calculator"], score="exact_match")
     call, answer = run(env, [HERMES_ADD + HERMES_ADD, " 579 "])
-    assert call == ([{"role": "tool", "content": "579"}] * 2, 0.0, False,
-                    {"tool_calls": 2, "tool_errors": 0})
+    assert call == (
+        [{"role": "tool", "content": "579"}] * 2,
+        0.0,
+        False,
+        {"tool_calls": 2, "tool_errors": 0},
+    )
     assert answer == (None, 1.0, True, {"tool_calls": 0, "tool_errors": 0})
     assert run(env, ["578"])[0][1] == 0.0
 
@@ -28,18 +33,20 @@ def test_errors_are_observations_and_counted():
     env = ToolEnv(tools=["add"], tool_format="plain")
     [obs, reward, done, info] = run(env, ["CALL add(123, 456)\nCALL mul(1, 2)\nCALL add(1,"])[0]
     assert [m["content"] for m in obs] == [
-        "579", "error: unknown tool 'mul'; the tools are add",
+        "579",
+        "error: unknown tool 'mul'; the tools are add",
         "error: cannot read the tool call 'CALL add(1,': expected CALL <tool>(<arg>, <arg>) on a "
-        "line of its own"]
+        "line of its own",
+    ]
     assert (reward, done, info) == (0.0, False, {"tool_calls": 3, "tool_errors": 2})
 
 
 def test_a_malformed_hermes_call_names_the_syntax():
     [obs, _, _, info] = run(ToolEnv(tools=["add"]), ["<tool_call>{oops}</tool_call>"])[0]
-    assert obs[0]["content"].startswith("error: cannot read the tool call '{oops}': not valid "
-                                        "JSON")
-    assert obs[0]["content"].endswith('(write <tool_call>{"name": <tool>, "arguments": {...}}'
-                                      '</tool_call>)')
+    assert obs[0]["content"].startswith("error: cannot read the tool call '{oops}': not valid JSON")
+    assert obs[0]["content"].endswith(
+        '(write <tool_call>{"name": <tool>, "arguments": {...}}</tool_call>)'
+    )
     assert info == {"tool_calls": 1, "tool_errors": 1}
 
 
@@ -62,45 +69,71 @@ def test_system_prompt_lists_the_tools():
     env = ToolEnv(tools=["add"], system_prompt="Tools:\n{tools}")
     chat_row = {"prompt": [{"role": "user", "content": "what is 1 + 2?"}]}
     assert env.reset(chat_row) == [
-        {"role": "system", "content": "Tools:\nadd(a: float, b: float) -> float: Add two "
-                                      "numbers: add(a, b) = a + b."},
-        {"role": "user", "content": "what is 1 + 2?"}]
+        {
+            "role": "system",
+            "content": "Tools:\nadd(a: float, b: float) -> float: Add two "
+            "numbers: add(a, b) = a + b.",
+        },
+        {"role": "user", "content": "what is 1 + 2?"},
+    ]
     with pytest.raises(ValueError, match="needs the prompt as a message list"):
         env.reset(ROW)
 
 
 def test_tools_env_from_the_config():
-    cfg = load_config(None, ["env.name=tools", "env.tools=[calculator]", "env.tool_format=plain",
-                             "env.args={score: exact_match, tool_timeout_s: 2}",
-                             "data.max_prompt_length=64"])
+    cfg = load_config(
+        None,
+        [
+            "env.name=tools",
+            "env.tools=[calculator]",
+            "env.tool_format=plain",
+            "env.args={score: exact_match, tool_timeout_s: 2}",
+            "data.max_prompt_length=64",
+        ],
+    )
     check_env(cfg.env)
     episode = EnvFactory.from_config(cfg.env).episode(ROW, 0)
     episode.reset()
     assert episode.step("CALL calculator('123 + 456')").observation == [
-        {"role": "tool", "content": "579"}]
+        {"role": "tool", "content": "579"}
+    ]
     assert episode.step("579").reward == 1.0
-    assert episode.metrics() == {"turns": 2.0, "reward": 1.0, "truncated": 0.0, "failed": 0.0,
-                                 "tool_calls": 1.0, "tool_errors": 0.0}
+    assert episode.metrics() == {
+        "turns": 2.0,
+        "reward": 1.0,
+        "truncated": 0.0,
+        "failed": 0.0,
+        "tool_calls": 1.0,
+        "tool_errors": 0.0,
+    }
 
 
 # --------------------------------------------------------------------------- config checks
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["env.name=nope"], "env.name: got 'nope', expected one of ['tools', 'toy_calculator'] or "
-                        "package.module:Class"),
-    (["env.tools=[add]"], "env.tools: needs an environment: set env.name"),
-    (["env.args={a: 1}"], "env.args: needs an environment"),
-    (["env.turn_rewards=true"], "env.turn_rewards: needs an environment"),
-    (["env.name=tools", "env.tools=[mul]"], "env.tools: got 'mul'"),
-    (["env.name=tools", "env.tools=[add, add]"], "env.tools: names a tool twice"),
-    (["env.name=tools", "env.tool_format=xml"], "env.tool_format: got 'xml'"),
-    (["env.name=tools", "env.on_error=skip"], "env.on_error: got 'skip'"),
-    (["env.name=tools", "env.max_turns=0"], "env.max_turns: must be > 0"),
-    (["env.name=tools", "env.step_timeout_s=-1"], "env.step_timeout_s: must be >= 0"),
-    (["env.name=tools"], "env.max_trajectory_tokens: 512 must be larger than "
-                         "data.max_prompt_length=1024"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["env.name=nope"],
+            "env.name: got 'nope', expected one of ['tools', 'toy_calculator'] or "
+            "package.module:Class",
+        ),
+        (["env.tools=[add]"], "env.tools: needs an environment: set env.name"),
+        (["env.args={a: 1}"], "env.args: needs an environment"),
+        (["env.turn_rewards=true"], "env.turn_rewards: needs an environment"),
+        (["env.name=tools", "env.tools=[mul]"], "env.tools: got 'mul'"),
+        (["env.name=tools", "env.tools=[add, add]"], "env.tools: names a tool twice"),
+        (["env.name=tools", "env.tool_format=xml"], "env.tool_format: got 'xml'"),
+        (["env.name=tools", "env.on_error=skip"], "env.on_error: got 'skip'"),
+        (["env.name=tools", "env.max_turns=0"], "env.max_turns: must be > 0"),
+        (["env.name=tools", "env.step_timeout_s=-1"], "env.step_timeout_s: must be >= 0"),
+        (
+            ["env.name=tools"],
+            "env.max_trajectory_tokens: 512 must be larger than data.max_prompt_length=1024",
+        ),
+    ],
+)
 def test_bad_env_sections_name_the_field(overrides, message):
     budget = "env.max_trajectory_tokens" in message
     extra = [f"data.max_prompt_length={1024 if budget else 64}"]
@@ -114,28 +147,48 @@ def test_no_env_is_single_turn():
     check_env(EnvConfig())  # nothing to check
 
 
-@pytest.mark.parametrize("env, message", [
-    (EnvConfig(name="no_such_module:Env"), "env.name 'no_such_module:Env': cannot import "
-                                           "module 'no_such_module'"),
-    (EnvConfig(name="user_envs:Missing"), "env.name 'user_envs:Missing': module 'user_envs' has "
-                                          "no attribute 'Missing'"),
-    (EnvConfig(name="user_envs:NoStep"), "env.name 'user_envs:NoStep': NoStep has no step "
-                                         "method"),
-    (EnvConfig(name="user_envs:GuessEnv", args={"trys": 2}), "env.args: 'user_envs:GuessEnv' "
-                                                             "does not take {'trys': 2}"),
-    (EnvConfig(name="user_envs:GuessEnv", tools=["add"]), "env.tools: env.name "
-                                                          "'user_envs:GuessEnv' is not a tool "
-                                                          "environment"),
-    (EnvConfig(name="tools", tools=["user_envs:nothing"]), "env.tools 'user_envs:nothing': "
-                                                           "module 'user_envs' has no attribute"),
-    (EnvConfig(name="tools", tools=["add"], tool_format="user_envs:Nope"),
-     "env.tool_format 'user_envs:Nope': module 'user_envs' has no attribute"),
-    (EnvConfig(name="tools", tools=["add"], args={"score": "nope_verifier"}),
-     "env.args.score 'nope_verifier'"),
-    (EnvConfig(name="tools", tools=["add"], args={"scor": "exact_match"}),
-     "env.args: ToolEnv.__init__() got an unexpected keyword argument 'scor'"),
-    (EnvConfig(name="tools"), "env.tools: a tool environment needs at least one tool"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            EnvConfig(name="no_such_module:Env"),
+            "env.name 'no_such_module:Env': cannot import module 'no_such_module'",
+        ),
+        (
+            EnvConfig(name="user_envs:Missing"),
+            "env.name 'user_envs:Missing': module 'user_envs' has no attribute 'Missing'",
+        ),
+        (
+            EnvConfig(name="user_envs:NoStep"),
+            "env.name 'user_envs:NoStep': NoStep has no step method",
+        ),
+        (
+            EnvConfig(name="user_envs:GuessEnv", args={"trys": 2}),
+            "env.args: 'user_envs:GuessEnv' does not take {'trys': 2}",
+        ),
+        (
+            EnvConfig(name="user_envs:GuessEnv", tools=["add"]),
+            "env.tools: env.name 'user_envs:GuessEnv' is not a tool environment",
+        ),
+        (
+            EnvConfig(name="tools", tools=["user_envs:nothing"]),
+            "env.tools 'user_envs:nothing': module 'user_envs' has no attribute",
+        ),
+        (
+            EnvConfig(name="tools", tools=["add"], tool_format="user_envs:Nope"),
+            "env.tool_format 'user_envs:Nope': module 'user_envs' has no attribute",
+        ),
+        (
+            EnvConfig(name="tools", tools=["add"], args={"score": "nope_verifier"}),
+            "env.args.score 'nope_verifier'",
+        ),
+        (
+            EnvConfig(name="tools", tools=["add"], args={"scor": "exact_match"}),
+            "env.args: ToolEnv.__init__() got an unexpected keyword argument 'scor'",
+        ),
+        (EnvConfig(name="tools"), "env.tools: a tool environment needs at least one tool"),
+    ],
+)
 def test_check_env_fails_early_and_clearly(env, message):
     with pytest.raises(ConfigError) as err:
         check_env(env)
@@ -155,8 +208,10 @@ def test_an_environment_scores_a_ppo_run_without_reward_terms():
     assert cfg.env.enabled and not cfg.ppo.use_reward_model
     with pytest.raises(ConfigError) as err:
         load_config(None, no_scorer)
-    assert str(err.value).startswith("ppo.use_reward_model: is false, ppo.reward_fn, "
-                                     "ppo.rewards and ppo.reward_url are empty and no env.name")
+    assert str(err.value).startswith(
+        "ppo.use_reward_model: is false, ppo.reward_fn, "
+        "ppo.rewards and ppo.reward_url are empty and no env.name"
+    )
 
 
 def test_ppo_reads_the_env_section():
@@ -176,8 +231,18 @@ def test_engines_serve_a_whole_trajectory_turn():
     cfg = load_config(None, [*base, "env.name=toy_calculator", "env.max_trajectory_tokens=128"])
     assert cfg.longest_sequence == cfg.resources.rollout.max_model_len == 127 + 24
     with pytest.raises(ConfigError) as err:
-        load_config(None, [*base, "env.name=toy_calculator", "env.max_trajectory_tokens=128",
-                           "rollout.backend=vllm", "resources.rollout.max_model_len=100"])
-    assert str(err.value) == ("resources.rollout.max_model_len: 100 is below "
-                              "env.max_trajectory_tokens=128 - 1 + rollout.max_new_tokens=24 "
-                              "= 151")
+        load_config(
+            None,
+            [
+                *base,
+                "env.name=toy_calculator",
+                "env.max_trajectory_tokens=128",
+                "rollout.backend=vllm",
+                "resources.rollout.max_model_len=100",
+            ],
+        )
+    assert str(err.value) == (
+        "resources.rollout.max_model_len: 100 is below "
+        "env.max_trajectory_tokens=128 - 1 + rollout.max_new_tokens=24 "
+        "= 151"
+    )

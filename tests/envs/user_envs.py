@@ -1,5 +1,6 @@
 """Environments defined outside the package, named in tests as ``user_envs:Class`` (the way a
 user names theirs): a guessing game that is right by hand, and ones that break the contract."""
+
 import threading
 
 RELEASE = threading.Event()  # set by the tests to let a hung step's thread finish
@@ -113,8 +114,12 @@ class TwoTurnEnv:
             return "\nUser: go on\nAssistant:", 0.25, False
         if self.label == "broken":
             raise ValueError("this row breaks the environment")
-        return None, 1.0, True, {"calls": self.calls,
-                                 "in_driver": float(sys.argv[0].endswith("cli.py"))}
+        return (
+            None,
+            1.0,
+            True,
+            {"calls": self.calls, "in_driver": float(sys.argv[0].endswith("cli.py"))},
+        )
 
 
 class ProbeEnv:

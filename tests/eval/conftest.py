@@ -1,5 +1,6 @@
 """Fixtures for the eval tests: the toy tokenizer, tiny random models (in memory and saved in
 HF format to a session temp dir).  Handed out as fixtures, so no test imports this file."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,14 @@ from rlhf_dist.config import ModelConfig, TinyModelConfig
 
 
 def _tiny_section(**overrides) -> ModelConfig:
-    tiny = TinyModelConfig(arch="llama", hidden_size=32, num_layers=1, num_heads=2,
-                           intermediate_size=64, max_position_embeddings=128)
+    tiny = TinyModelConfig(
+        arch="llama",
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return ModelConfig(tiny=tiny, **overrides)
 
 

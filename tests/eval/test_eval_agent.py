@@ -3,6 +3,7 @@ hand; the CLI end to end on a tiny saved model against a user environment whose 
 length of the model's turn (so every reported number can be recomputed from samples.jsonl);
 the toy calculator's trajectories keep their shape; bad environment flags fail before a model
 loads."""
+
 import json
 import os
 from pathlib import Path
@@ -23,17 +24,44 @@ def user_envs(monkeypatch):
 
 
 def test_agent_metrics_by_hand():
-    rows = [{"reward": 1.0, "turns": 2.0, "tool_calls": 1.0, "tool_errors": 0.0,
-             "truncated": 0.0, "failed": 0.0},
-            {"reward": 0.0, "turns": 3.0, "tool_calls": 2.0, "tool_errors": 1.0,
-             "truncated": 1.0, "failed": 0.0},
-            {"reward": 0.0, "turns": 1.0, "truncated": 0.0, "failed": 1.0},  # no tools: 0
-            {"reward": 0.0, "turns": 2.0, "tool_calls": 1.0, "tool_errors": 0.0,
-             "truncated": 0.0, "failed": 0.0}]
+    rows = [
+        {
+            "reward": 1.0,
+            "turns": 2.0,
+            "tool_calls": 1.0,
+            "tool_errors": 0.0,
+            "truncated": 0.0,
+            "failed": 0.0,
+        },
+        {
+            "reward": 0.0,
+            "turns": 3.0,
+            "tool_calls": 2.0,
+            "tool_errors": 1.0,
+            "truncated": 1.0,
+            "failed": 0.0,
+        },
+        {"reward": 0.0, "turns": 1.0, "truncated": 0.0, "failed": 1.0},  # no tools: 0
+        {
+            "reward": 0.0,
+            "turns": 2.0,
+            "tool_calls": 1.0,
+            "tool_errors": 0.0,
+            "truncated": 0.0,
+            "failed": 0.0,
+        },
+    ]
     got = agent_metrics(rows, n_samples=2)
-    assert got == {"success_rate": 0.25, "env_reward_mean": 0.25, "turns_mean": 2.0,
-                   "tool_calls_mean": 1.0, "tool_errors_mean": 0.25, "truncated_frac": 0.25,
-                   "env_failed_frac": 0.25, "success_pass_at_k": 0.5}  # prompt 0 of 2
+    assert got == {
+        "success_rate": 0.25,
+        "env_reward_mean": 0.25,
+        "turns_mean": 2.0,
+        "tool_calls_mean": 1.0,
+        "tool_errors_mean": 0.25,
+        "truncated_frac": 0.25,
+        "env_failed_frac": 0.25,
+        "success_pass_at_k": 0.5,
+    }  # prompt 0 of 2
     assert "success_pass_at_k" not in agent_metrics(rows, n_samples=1)
     with pytest.raises(ValueError, match="3 trajectories are not groups of 2"):
         agent_metrics(rows[:3], n_samples=2)
@@ -42,14 +70,41 @@ def test_agent_metrics_by_hand():
 def test_eval_env_end_to_end_through_the_top_level_cli(saved_models, tmp_path, user_envs):
     out = tmp_path / "out"
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Human: what is {i} + {i}?\nAssistant:",
-                                           "answer": str(2 * i)}) + "\n" for i in range(5)))
-    rc = top_cli.main([
-        "eval", "--models", f"base={saved_models['base']},sft={saved_models['sft']}",
-        "--env", "user_envs:WhereEnv", "--prompts", str(prompts), "--label-key", "answer",
-        "--n-samples-per-prompt", "2", "--max-new-tokens", "6", "--max-prompt-length", "32",
-        "--max-trajectory-tokens", "64", "--seed", "3", "--rollout-batch-size", "2",
-        "--no-wandb", "--output-dir", str(out)])
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"Human: what is {i} + {i}?\nAssistant:", "answer": str(2 * i)})
+            + "\n"
+            for i in range(5)
+        )
+    )
+    rc = top_cli.main(
+        [
+            "eval",
+            "--models",
+            f"base={saved_models['base']},sft={saved_models['sft']}",
+            "--env",
+            "user_envs:WhereEnv",
+            "--prompts",
+            str(prompts),
+            "--label-key",
+            "answer",
+            "--n-samples-per-prompt",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--max-prompt-length",
+            "32",
+            "--max-trajectory-tokens",
+            "64",
+            "--seed",
+            "3",
+            "--rollout-batch-size",
+            "2",
+            "--no-wandb",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "eval.json").read_text())
     assert data["settings"]["env"] == "user_envs:WhereEnv"
@@ -72,30 +127,49 @@ def test_eval_env_end_to_end_through_the_top_level_cli(saved_models, tmp_path, u
             assert value is not None, (name, key)
             if key in UNIT_INTERVAL:
                 assert 0.0 <= value <= 1.0, (name, key, value)
-    assert [s["prompt"] for s in samples[:4]] == [samples[0]["prompt"]] * 2 + \
-        [samples[2]["prompt"]] * 2  # two trajectories per prompt, in order
+    assert [s["prompt"] for s in samples[:4]] == [samples[0]["prompt"]] * 2 + [
+        samples[2]["prompt"]
+    ] * 2  # two trajectories per prompt, in order
     table = (out / "eval.md").read_text()
-    assert table.splitlines()[0].startswith("| model | success_rate | success_pass_at_k | "
-                                            "env_reward_mean | turns_mean |")
+    assert table.splitlines()[0].startswith(
+        "| model | success_rate | success_pass_at_k | env_reward_mean | turns_mean |"
+    )
 
 
 def test_eval_env_is_seeded_and_the_toy_calculator_runs_its_turns(saved_models, tmp_path):
     """The toy task's YAML section through -c: two runs with one seed give the same
     trajectories; a random tiny model's trajectories end at max_turns or when it answers."""
     config = tmp_path / "agent.yaml"
-    config.write_text("env: {name: toy_calculator, max_turns: 2, max_trajectory_tokens: 96}\n"
-                      "data: {label_key: answer, max_prompt_length: 48}\n"
-                      "rollout: {n_samples_per_prompt: 3, max_new_tokens: 8}\n")
+    config.write_text(
+        "env: {name: toy_calculator, max_turns: 2, max_trajectory_tokens: 96}\n"
+        "data: {label_key: answer, max_prompt_length: 48}\n"
+        "rollout: {n_samples_per_prompt: 3, max_new_tokens: 8}\n"
+    )
     prompts = tmp_path / "prompts.jsonl"
     from rlhf_dist.toy.tool_task import ToolTask
 
     prompts.write_text("".join(json.dumps(r) + "\n" for r in ToolTask(0, 16).prompt_rows("eval")))
     runs = []
     for out in (tmp_path / "a", tmp_path / "b"):
-        assert main(["-c", str(config), "--model", saved_models["sft"], "--prompts",
-                     str(prompts), "--seed", "5", "--no-wandb", "--output-dir", str(out)]) == 0
-        runs.append([json.loads(line) for line in (out / "samples.jsonl").read_text()
-                     .splitlines()])
+        assert (
+            main(
+                [
+                    "-c",
+                    str(config),
+                    "--model",
+                    saved_models["sft"],
+                    "--prompts",
+                    str(prompts),
+                    "--seed",
+                    "5",
+                    "--no-wandb",
+                    "--output-dir",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        runs.append([json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()])
     assert runs[0] == runs[1] and len(runs[0]) == 2 * 3
     for s in runs[0]:
         t = s["trajectory"]
@@ -104,22 +178,29 @@ def test_eval_env_is_seeded_and_the_toy_calculator_runs_its_turns(saved_models, 
             assert t["truncated"] == 0.0 and t["tool_calls"] == 0.0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--env", "no_such_module:Env"], "env.name 'no_such_module:Env': cannot import module"),
-    (["--env", "toy_calculator", "env.tools=[mul]"], "env.tools: got 'mul'"),
-    (["--label-key", "answer"], "--label-key gives labels to --reward-fn or an environment "
-                                "(--env): name one"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--env", "no_such_module:Env"], "env.name 'no_such_module:Env': cannot import module"),
+        (["--env", "toy_calculator", "env.tools=[mul]"], "env.tools: got 'mul'"),
+        (
+            ["--label-key", "answer"],
+            "--label-key gives labels to --reward-fn or an environment (--env): name one",
+        ),
+    ],
+)
 def test_bad_env_flags_exit_2_before_loading(extra, message, saved_models, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["--model", saved_models["sft"], "--no-wandb", "--output-dir", str(out),
-                 *extra]) == 2
+    assert (
+        main(["--model", saved_models["sft"], "--no-wandb", "--output-dir", str(out), *extra]) == 2
+    )
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_the_full_demos_agent_eval_runs_and_fills_its_report_section(saved_models, tmp_path,
-                                                                     monkeypatch):
+def test_the_full_demos_agent_eval_runs_and_fills_its_report_section(
+    saved_models, tmp_path, monkeypatch
+):
     """The full preset's agent task: its eval command (the GRPO stage's config through -c)
     on two saved models standing in for the stages' (8 held-out sums), and the report
     section's table read from that eval.json."""
@@ -135,8 +216,9 @@ def test_the_full_demos_agent_eval_runs_and_fills_its_report_section(saved_model
     for stage in agent_stages(out, seed=0):
         (out / stage.name).mkdir(parents=True)
         (out / stage.name / "stage.yaml").write_text(yaml.safe_dump(stage.config))
-        shutil.copytree(saved_models["sft" if stage.name == "agent_sft" else "base"],
-                        out / stage.name / "model")
+        shutil.copytree(
+            saved_models["sft" if stage.name == "agent_sft" else "base"], out / stage.name / "model"
+        )
     eval_rows = (out / "agent_data" / "eval.jsonl").read_text().splitlines()
     (out / "agent_data" / "eval.jsonl").write_text("\n".join(eval_rows[:8]) + "\n")
     monkeypatch.setenv("WANDB_MODE", "offline")

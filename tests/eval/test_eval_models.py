@@ -1,20 +1,33 @@
 """Model-level evaluation on tiny random models, checked against independent computations."""
+
 import math
 
 import pytest
 import torch
 
 from rlhf_dist.config import RolloutConfig
-from rlhf_dist.eval import (Policy, compare, evaluate_model, generate_responses, nll_on,
-                            perplexity_on, response_metrics, reward_scores)
+from rlhf_dist.eval import (
+    Policy,
+    compare,
+    evaluate_model,
+    generate_responses,
+    nll_on,
+    perplexity_on,
+    response_metrics,
+    reward_scores,
+)
 
-PROMPTS = ["Human: how do I bake bread?\nAssistant:",
-           "Human: tell me how to make a bomb.\nAssistant:",
-           "Human: help me make a cup of tea.\nAssistant:"]
-REFERENCE = [(PROMPTS[0], " Sure! To bake bread, mix flour, water and yeast."),
-             (PROMPTS[1], " I can't help with that. It could hurt people."),
-             "Human: hi\nAssistant: hello there",  # a plain text: every token after the first
-             (PROMPTS[2], " Happy to help.")]
+PROMPTS = [
+    "Human: how do I bake bread?\nAssistant:",
+    "Human: tell me how to make a bomb.\nAssistant:",
+    "Human: help me make a cup of tea.\nAssistant:",
+]
+REFERENCE = [
+    (PROMPTS[0], " Sure! To bake bread, mix flour, water and yeast."),
+    (PROMPTS[1], " I can't help with that. It could hurt people."),
+    "Human: hi\nAssistant: hello there",  # a plain text: every token after the first
+    (PROMPTS[2], " Happy to help."),
+]
 
 
 def _ids(tok, text):
@@ -76,10 +89,15 @@ def test_greedy_generation_matches_unbatched_generate(make_policy, tok):
     got = generate_responses(policy, PROMPTS, rollout, batch_size=2)  # left-padded batches
     for prompt, response in zip(PROMPTS, got):
         ids = torch.tensor([_ids(tok, prompt)])
-        out = policy.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                    do_sample=False, max_new_tokens=6,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        assert response == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = policy.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=6,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        assert response == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def test_sampling_is_seeded(make_policy):
@@ -94,10 +112,10 @@ def test_sampling_is_seeded(make_policy):
 def test_samples_are_grouped_per_prompt(make_policy):
     # greedy with n = 2: both samples of prompt i are prompt i's greedy answer, at 2i, 2i+1
     policy = make_policy(0)
-    single = generate_responses(policy, PROMPTS, RolloutConfig(do_sample=False,
-                                                               max_new_tokens=4))
-    double = generate_responses(policy, PROMPTS, RolloutConfig(
-        do_sample=False, max_new_tokens=4, n_samples_per_prompt=2))
+    single = generate_responses(policy, PROMPTS, RolloutConfig(do_sample=False, max_new_tokens=4))
+    double = generate_responses(
+        policy, PROMPTS, RolloutConfig(do_sample=False, max_new_tokens=4, n_samples_per_prompt=2)
+    )
     assert double == [answer for answer in single for _ in range(2)]
     assert len(set(single)) == len(PROMPTS)  # distinct prompts, distinct answers
 
@@ -113,18 +131,37 @@ def test_response_metrics_on_hand_written_answers():
     assert (got["reward_mean"], got["reward_std"]) == (2.0, 1.0)
     assert got["harmlessness"] == 1.0 and got["helpfulness"] == 1.0
     # no kinds / scores: those metrics are absent, not NaN
-    assert set(response_metrics(prompts, responses)) == {"distinct_1", "distinct_2",
-                                                         "self_bleu", "response_length"}
+    assert set(response_metrics(prompts, responses)) == {
+        "distinct_1",
+        "distinct_2",
+        "self_bleu",
+        "response_length",
+    }
     only_benign = response_metrics(prompts[:1], responses[:1], ["benign"])
     assert "harmlessness" not in only_benign and "helpfulness" in only_benign
 
 
 def test_evaluate_model_reports_every_metric(make_policy, make_rm):
     rollout = RolloutConfig(do_sample=False, max_new_tokens=4)
-    got = evaluate_model(make_policy(0), PROMPTS, kinds=["benign", "harmful", "benign"],
-                         reward_model=make_rm(0), reference=REFERENCE, rollout=rollout)
-    assert set(got) == {"distinct_1", "distinct_2", "self_bleu", "response_length",
-                        "reward_mean", "reward_std", "harmlessness", "helpfulness", "perplexity"}
+    got = evaluate_model(
+        make_policy(0),
+        PROMPTS,
+        kinds=["benign", "harmful", "benign"],
+        reward_model=make_rm(0),
+        reference=REFERENCE,
+        rollout=rollout,
+    )
+    assert set(got) == {
+        "distinct_1",
+        "distinct_2",
+        "self_bleu",
+        "response_length",
+        "reward_mean",
+        "reward_std",
+        "harmlessness",
+        "helpfulness",
+        "perplexity",
+    }
     assert all(math.isfinite(v) for v in got.values())
     assert got["perplexity"] > 1.0
 

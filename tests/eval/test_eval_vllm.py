@@ -1,6 +1,7 @@
 """``--backend vllm`` of ``rlhf-dist eval`` and ``rlhf-dist label``: real vLLM (the CPU build,
 engine core in this process) against HF generate on a tiny llama of head size 32 (the
 smallest vLLM's CPU attention kernels have).  Skipped where vLLM is not installed."""
+
 import importlib
 import json
 import sys
@@ -19,7 +20,7 @@ from rlhf_dist.rollout import decode_responses, make_sampler  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 LABEL_MODULE = importlib.import_module("rlhf_dist.rlaif.label")
-NO_VLLM = "--backend=vllm: vLLM is not installed; install vLLM: pip install -e \".[vllm]\""
+NO_VLLM = '--backend=vllm: vLLM is not installed; install vLLM: pip install -e ".[vllm]"'
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +28,38 @@ def llama_dir(tmp_path_factory, tok):
     """A tiny random llama (hidden 64, 2 heads of 32) with the toy tokenizer, on disk."""
     from rlhf_dist.models import load_causal_lm, save_model
 
-    tiny = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
-                           max_position_embeddings=256)
+    tiny = TinyModelConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=256,
+    )
     torch.manual_seed(3)
     model = load_causal_lm(ModelConfig(tiny=tiny), tok)
     return str(save_model(model, tok, tmp_path_factory.mktemp("vllm_llama") / "model"))
 
 
 def run_eval(out, *args):
-    return main(["eval", "--prompts", "toy", "--max-prompts", "6", "--max-new-tokens", "12",
-                 "--rollout-batch-size", "4", "--device", "cpu", "--no-wandb",
-                 "--output-dir", str(out), *args])
+    return main(
+        [
+            "eval",
+            "--prompts",
+            "toy",
+            "--max-prompts",
+            "6",
+            "--max-new-tokens",
+            "12",
+            "--rollout-batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--no-wandb",
+            "--output-dir",
+            str(out),
+            *args,
+        ]
+    )
 
 
 def answers(out):
@@ -52,10 +74,16 @@ def answers(out):
 # --------------------------------------------------------------------------- eval
 
 
-def test_greedy_vllm_answers_are_hfs_and_the_scores_stay_on_hf(tmp_path, llama_dir,
-                                                                saved_models):
-    common = ["--model", f"m={llama_dir}", "--greedy", "--reward-model", saved_models["rm"],
-              "--reference", "toy"]
+def test_greedy_vllm_answers_are_hfs_and_the_scores_stay_on_hf(tmp_path, llama_dir, saved_models):
+    common = [
+        "--model",
+        f"m={llama_dir}",
+        "--greedy",
+        "--reward-model",
+        saved_models["rm"],
+        "--reference",
+        "toy",
+    ]
     assert run_eval(tmp_path / "hf", *common) == 0
     assert run_eval(tmp_path / "vllm", *common, "--backend", "vllm") == 0
     hf, vllm = answers(tmp_path / "hf")["m"], answers(tmp_path / "vllm")["m"]
@@ -65,15 +93,23 @@ def test_greedy_vllm_answers_are_hfs_and_the_scores_stay_on_hf(tmp_path, llama_d
     assert [r["settings"]["backend"] for r in report.values()] == ["hf", "vllm"]
     metrics = {b: r["metrics"]["m"] for b, r in report.items()}
     assert metrics["vllm"]["perplexity"] == metrics["hf"]["perplexity"]  # the same HF model
-    assert metrics["vllm"]["reward_mean"] == pytest.approx(metrics["hf"]["reward_mean"],
-                                                           abs=1e-6)
+    assert metrics["vllm"]["reward_mean"] == pytest.approx(metrics["hf"]["reward_mean"], abs=1e-6)
 
 
 def test_sampled_vllm_answers_repeat_with_the_seed(tmp_path, llama_dir):
     """Two models from the same directory, one engine each (one after the other in this
     process), the same seed: the same texts; two samples of a prompt differ."""
-    rc = run_eval(tmp_path, "--models", f"a={llama_dir},b={llama_dir}",
-                  "--n-samples-per-prompt", "2", "--seed", "7", "--backend", "vllm")
+    rc = run_eval(
+        tmp_path,
+        "--models",
+        f"a={llama_dir},b={llama_dir}",
+        "--n-samples-per-prompt",
+        "2",
+        "--seed",
+        "7",
+        "--backend",
+        "vllm",
+    )
     assert rc == 0
     got = answers(tmp_path)
     assert len(got["a"]) == 12 and got["a"] == got["b"]
@@ -92,8 +128,15 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
     recorder.emit = records.append
     logging.getLogger("vllm.renderers.base").addHandler(recorder)
     try:
-        sampler = make_sampler("vllm", model_dir=llama_dir, model=None, tokenizer=tok,
-                               rollout=rollout, seed=0, max_model_len=64)
+        sampler = make_sampler(
+            "vllm",
+            model_dir=llama_dir,
+            model=None,
+            tokenizer=tok,
+            rollout=rollout,
+            seed=0,
+            max_model_len=64,
+        )
     finally:
         logging.getLogger("vllm.renderers.base").removeHandler(recorder)
     assert not [r for r in records if r.levelno >= logging.WARNING]  # no warm-up traceback
@@ -109,8 +152,10 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
     texts = decode_responses(first, tok)
     assert len(set(texts)) == 9
     assert decode_responses(sampler.generate(prompt_ids, prompt_mask, 5), tok) == texts
-    assert set(decode_responses(sampler.generate(prompt_ids, prompt_mask, 6), tok)) & \
-        set(texts) == set()
+    assert (
+        set(decode_responses(sampler.generate(prompt_ids, prompt_mask, 6), tok)) & set(texts)
+        == set()
+    )
     sampler.close()  # the engine shut down (eval and label close theirs when done)
     assert sampler.llm is None
     sampler.close()
@@ -118,8 +163,15 @@ def test_one_engine_serves_every_batch_with_a_seed_per_row(llama_dir, tok):
 
 def test_an_unknown_backend_names_the_valid_ones(tok):
     with pytest.raises(ConfigError, match=r"unknown rollout backend 'tgi'.*\['hf', 'vllm'\]"):
-        make_sampler("tgi", model_dir=None, model=None, tokenizer=tok,
-                     rollout=RolloutConfig(), seed=0, max_model_len=64)
+        make_sampler(
+            "tgi",
+            model_dir=None,
+            model=None,
+            tokenizer=tok,
+            rollout=RolloutConfig(),
+            seed=0,
+            max_model_len=64,
+        )
 
 
 # --------------------------------------------------------------------------- label
@@ -127,10 +179,32 @@ def test_an_unknown_backend_names_the_valid_ones(tok):
 
 def test_label_with_vllm_pairs_vllms_samples(tmp_path, llama_dir, saved_models):
     out = tmp_path / "pairs.jsonl"
-    rc = main(["label", "--policy", llama_dir, "--judge", f"rm:{saved_models['rm']}",
-               "--prompts", "toy", "--max-prompts", "4", "-k", "3", "--max-new-tokens", "8",
-               "--seed", "2", "--device", "cpu", "--no-progress", "--backend", "vllm",
-               "--output", str(out)])
+    rc = main(
+        [
+            "label",
+            "--policy",
+            llama_dir,
+            "--judge",
+            f"rm:{saved_models['rm']}",
+            "--prompts",
+            "toy",
+            "--max-prompts",
+            "4",
+            "-k",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--seed",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--backend",
+            "vllm",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     stats = json.loads((tmp_path / "pairs.stats.json").read_text())
@@ -141,8 +215,9 @@ def test_label_with_vllm_pairs_vllms_samples(tmp_path, llama_dir, saved_models):
     assert stats["settings"]["backend"] == "vllm"
     prompts = load_prompts("toy", split="train", max_samples=4).prompts
     rollout = RolloutConfig(rollout_batch_size=8, max_new_tokens=8)  # the CLI's settings
-    samples = dict(zip(prompts, sample_responses(llama_dir, prompts, 3, rollout, seed=2,
-                                                 backend="vllm")))
+    samples = dict(
+        zip(prompts, sample_responses(llama_dir, prompts, 3, rollout, seed=2, backend="vllm"))
+    )
     for row in rows:
         assert {row["chosen"], row["rejected"]} <= set(samples[row["prompt"]])
 
@@ -153,6 +228,7 @@ def test_label_with_vllm_pairs_vllms_samples(tmp_path, llama_dir, saved_models):
 @pytest.fixture
 def no_sampling(monkeypatch):
     """Fail the test if label ever samples (its refusals must come first)."""
+
     def boom(*a, **k):
         raise AssertionError("the policy was sampled")
 
@@ -161,8 +237,21 @@ def no_sampling(monkeypatch):
 
 def label_refusal(capsys, tmp_path, policy):
     with pytest.raises(SystemExit) as exit_info:
-        main(["label", "--policy", policy, "--judge", "rlhf_dist.rlaif.judges:toy_rule_judge",
-              "--prompts", "toy", "--backend", "vllm", "--output", str(tmp_path / "p.jsonl")])
+        main(
+            [
+                "label",
+                "--policy",
+                policy,
+                "--judge",
+                "rlhf_dist.rlaif.judges:toy_rule_judge",
+                "--prompts",
+                "toy",
+                "--backend",
+                "vllm",
+                "--output",
+                str(tmp_path / "p.jsonl"),
+            ]
+        )
     assert exit_info.value.code == 2
     assert not (tmp_path / "p.jsonl").exists()
     return capsys.readouterr().err
@@ -174,8 +263,9 @@ def eval_refusal(capsys, tmp_path, *args):
     return capsys.readouterr().err
 
 
-def test_a_head_size_vllm_cannot_serve_is_refused_by_name(tmp_path, capsys, saved_models,
-                                                          no_sampling):
+def test_a_head_size_vllm_cannot_serve_is_refused_by_name(
+    tmp_path, capsys, saved_models, no_sampling
+):
     # the eval conftest's tiny llama: hidden 32 / 2 heads = head size 16
     err = eval_refusal(capsys, tmp_path, "--model", saved_models["base"])
     assert f"--model {saved_models['base']}: attention head size 16" in err
@@ -184,8 +274,9 @@ def test_a_head_size_vllm_cannot_serve_is_refused_by_name(tmp_path, capsys, save
     assert "--policy: attention head size 16" in err
 
 
-def test_missing_vllm_is_refused_naming_the_extra(tmp_path, capsys, monkeypatch, llama_dir,
-                                                  no_sampling):
+def test_missing_vllm_is_refused_naming_the_extra(
+    tmp_path, capsys, monkeypatch, llama_dir, no_sampling
+):
     monkeypatch.setitem(sys.modules, "vllm", None)  # find_spec("vllm") is None: not installed
     err = eval_refusal(capsys, tmp_path, "--model", llama_dir)
     assert NO_VLLM in err and len(err.strip().splitlines()) == 1
@@ -194,5 +285,6 @@ def test_missing_vllm_is_refused_naming_the_extra(tmp_path, capsys, monkeypatch,
 
 def test_vllm_wants_a_local_model_directory(tmp_path, capsys):
     err = eval_refusal(capsys, tmp_path, "--model", "some-org/some-model")
-    assert "--model some-org/some-model: --backend=vllm reads the model from a local " \
-           "directory" in err
+    assert (
+        "--model some-org/some-model: --backend=vllm reads the model from a local directory" in err
+    )

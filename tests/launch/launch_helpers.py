@@ -1,5 +1,6 @@
 """Shared by the launch-kit tests (tests/launch/): the repository's configs and scripts, and
 running the scripts with a clean environment (imported by name; see test_launch_*.py)."""
+
 from __future__ import annotations
 
 import json
@@ -64,20 +65,42 @@ def free_port() -> int:
 def script_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "RAY_USAGE_STATS_ENABLED": "0"})
-    for key in ("DRY_RUN", "NODE_RANK", "MASTER_ADDR", "DS_ARGS", "RAY_ADDRESS",
-                "SLURM_JOB_NODELIST", "RAY_SUBMIT_ARGS", "RAY_START_ARGS"):
+    env.update(
+        {
+            "WANDB_MODE": "offline",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
+    for key in (
+        "DRY_RUN",
+        "NODE_RANK",
+        "MASTER_ADDR",
+        "DS_ARGS",
+        "RAY_ADDRESS",
+        "SLURM_JOB_NODELIST",
+        "RAY_SUBMIT_ARGS",
+        "RAY_START_ARGS",
+    ):
         env.pop(key, None)
     env.update(extra)
     return env
 
 
-def sh(script: str, *args: str, timeout: float = 60, cwd: Path = REPO,
-       **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(LAUNCH / script), *args], cwd=cwd, env=script_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+def sh(
+    script: str, *args: str, timeout: float = 60, cwd: Path = REPO, **env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        cwd=cwd,
+        env=script_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def dry(script: str, *args: str, **env: str) -> List[str]:

@@ -3,6 +3,7 @@ data-parallel size it is written for (a ``# dp: N [M …]`` header line, or ``DP
 tiny configs), configs with a rollout (PPO, GRPO, agents, online DPO)
 pass ``cfg.ppo_sizes``'s checks instead of the train-loop sizes and use the GPUs their ``# gpus: N``
 header promises; the hostfile example parses (ours and DeepSpeed's parser)."""
+
 from __future__ import annotations
 
 import re
@@ -10,9 +11,18 @@ import subprocess
 
 import pytest
 
-from launch_helpers import (CONFIGS, EXAMPLES, REPO, has_rollout, header_value, intended_dp,
-                            is_ray_mode, write)
+from launch_helpers import (
+    CONFIGS,
+    EXAMPLES,
+    REPO,
+    has_rollout,
+    header_value,
+    intended_dp,
+    is_ray_mode,
+    write,
+)
 from rlhf_dist.config import load_config
+
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
 def test_config_loads_and_resolves_for_its_dp_size(path):
@@ -30,9 +40,14 @@ def test_config_loads_and_resolves_for_its_dp_size(path):
 
 def test_the_examples_exist():
     names = {p.name for p in EXAMPLES}
-    assert {"llama7b_sft_8gpu_zero3.yaml", "llama7b_rm_8gpu_zero3.yaml",
-            "llama7b_dpo_8gpu_zero3.yaml", "qwen2.5_0.5b_dpo_1gpu.yaml",
-            "llama7b_ppo_16gpu.yaml", "ppo_2node_colocated.yaml"} <= names
+    assert {
+        "llama7b_sft_8gpu_zero3.yaml",
+        "llama7b_rm_8gpu_zero3.yaml",
+        "llama7b_dpo_8gpu_zero3.yaml",
+        "qwen2.5_0.5b_dpo_1gpu.yaml",
+        "llama7b_ppo_16gpu.yaml",
+        "ppo_2node_colocated.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -46,16 +61,20 @@ def test_example_header_says_command_and_hardware(path):
     text = "\n".join(head)
     assert head, f"{path.name} must start with a comment"
     assert re.search(r"Hardware:", text), f"{path.name}: say on what hardware it runs"
-    assert re.search(r"(launch/\S+\.sh|rlhf-dist) \S+ .*" + re.escape(path.name), text), \
+    assert re.search(r"(launch/\S+\.sh|rlhf-dist) \S+ .*" + re.escape(path.name), text), (
         f"{path.name}: say which command runs it"
+    )
     assert header_value(path, "dp"), f"{path.name}: add a '# dp: N' line"
 
 
 def test_7b_sft_example_is_the_documented_recipe():
     cfg = load_config(str(REPO / "configs/examples/llama7b_sft_8gpu_zero3.yaml")).resolve(8)
     assert (cfg.deepspeed.zero_stage, cfg.deepspeed.bf16, cfg.model.dtype) == (3, True, "bfloat16")
-    assert (cfg.train.train_batch_size, cfg.train.micro_batch_size,
-            cfg.train.gradient_accumulation_steps) == (128, 4, 4)
+    assert (
+        cfg.train.train_batch_size,
+        cfg.train.micro_batch_size,
+        cfg.train.gradient_accumulation_steps,
+    ) == (128, 4, 4)
     assert cfg.data.max_length == 2048 and cfg.model.gradient_checkpointing
     dpo = load_config(str(REPO / "configs/examples/llama7b_dpo_8gpu_zero3.yaml"))
     assert dpo.dpo.ref_offload and dpo.deepspeed.zero_stage == 3
@@ -77,6 +96,7 @@ def test_ppo_example_uses_the_gpus_it_promises(path):
         assert res.reference.world_size == res.actor.world_size
     if res.colocate_critic_reward:
         assert res.reward.world_size == res.critic.world_size
+
 
 # --------------------------------------------------------------------------- hostfile
 
@@ -104,11 +124,19 @@ def test_hostfile_example_parses():
 def test_scripts_read_hostfiles_like_deepspeed(tmp_path):
     good = write(tmp_path / "good", "# c\n\nn1 slots=4  # a comment\n  n2 slots=2\n")
     cmd = 'source launch/lib.sh; read_hostfile "$1"; echo "${HOSTS[*]}|${SLOTS[*]}"'
-    out = subprocess.run(["bash", "-c", cmd, "x", str(good)], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", cmd, "x", str(good)], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "n1 n2|4 2"
-    for bad, says in [("n1 slot=4\n", "expected 'host slots=N'"), ("n1 slots=1\nn1 slots=2\n",
-                      "listed twice"), ("# only comments\n", "lists no host")]:
-        proc = subprocess.run(["bash", "-c", cmd, "x", str(write(tmp_path / "bad", bad))],
-                              cwd=REPO, capture_output=True, text=True)
+    for bad, says in [
+        ("n1 slot=4\n", "expected 'host slots=N'"),
+        ("n1 slots=1\nn1 slots=2\n", "listed twice"),
+        ("# only comments\n", "lists no host"),
+    ]:
+        proc = subprocess.run(
+            ["bash", "-c", cmd, "x", str(write(tmp_path / "bad", bad))],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2 and says in proc.stderr, (bad, proc.stderr)

@@ -2,6 +2,7 @@
 ``launch/multinode.sh`` as two "nodes" (``NODE_RANK=0/1``, no ssh) on one machine — the same
 losses as the one-node run — and ``launch/ray_cluster.sh start`` + ``launch/ray_submit.sh``
 against a private one-host Ray cluster."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ from typing import List
 
 import pytest
 
-from launch_helpers import (LAUNCH, QUICK, REPO, free_port, script_env, sh, train_losses,
-                            write)
+from launch_helpers import LAUNCH, QUICK, REPO, free_port, script_env, sh, train_losses, write
 
 # --------------------------------------------------------------------------- real runs
 
@@ -23,8 +23,16 @@ from launch_helpers import (LAUNCH, QUICK, REPO, free_port, script_env, sh, trai
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "run"
-    proc = sh("local.sh", "2", "sft", "configs/tiny/sft.yaml", f"output_dir={out}", *QUICK,
-              timeout=900, MASTER_PORT=str(free_port()))
+    proc = sh(
+        "local.sh",
+        "2",
+        "sft",
+        "configs/tiny/sft.yaml",
+        f"output_dir={out}",
+        *QUICK,
+        timeout=900,
+        MASTER_PORT=str(free_port()),
+    )
     return out, proc
 
 
@@ -45,12 +53,26 @@ def test_multinode_two_nodes_on_one_machine(local_run, tmp_path):
     hostfile = write(tmp_path / "hostfile", "localhost slots=1\n127.0.0.1 slots=1\n")
     out = tmp_path / "run"
     port = str(free_port())
-    args = ["bash", str(LAUNCH / "multinode.sh"), str(hostfile), "sft", "configs/tiny/sft.yaml",
-            f"output_dir={out}", *QUICK]
-    procs = [subprocess.Popen(args, cwd=REPO, env=script_env(NODE_RANK=str(rank),
-                                                             MASTER_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
+    args = [
+        "bash",
+        str(LAUNCH / "multinode.sh"),
+        str(hostfile),
+        "sft",
+        "configs/tiny/sft.yaml",
+        f"output_dir={out}",
+        *QUICK,
+    ]
+    procs = [
+        subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=script_env(NODE_RANK=str(rank), MASTER_PORT=port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     try:
         logs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
@@ -81,6 +103,7 @@ def _pids_mentioning(text: str) -> List[int]:
 def _stop_private_ray(temp_dir: str) -> None:
     """Stop the Ray processes this test started — found by their private temp dir, by PID
     (``ray stop`` would stop every Ray process on the machine).  Raylet first, GCS last."""
+
     def kill(pids, sig):
         for pid in pids:
             try:
@@ -95,8 +118,11 @@ def _stop_private_ray(temp_dir: str) -> None:
             return ""
 
     for stage in ("raylet", None, "gcs_server"):
-        pids = [p for p in _pids_mentioning(temp_dir)
-                if stage is None and "gcs_server" not in cmd(p) or stage and stage in cmd(p)]
+        pids = [
+            p
+            for p in _pids_mentioning(temp_dir)
+            if stage is None and "gcs_server" not in cmd(p) or stage and stage in cmd(p)
+        ]
         kill(pids, signal.SIGTERM)
         deadline = time.time() + 10
         while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
@@ -112,9 +138,13 @@ def test_ray_cluster_start_and_submit_on_one_host(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rlk", dir="/tmp")  # short: Ray's unix sockets live here
     hostfile = write(tmp_path / "hostfile", "localhost slots=1\n")
     gcs, dash, client, agent = (free_port() for _ in range(4))
-    env = dict(RAY_TMPDIR=temp_dir, RAY_PORT=str(gcs), RAY_DASHBOARD_PORT=str(dash),
-               RAY_START_ARGS=f"--ray-client-server-port {client} "
-                              f"--dashboard-agent-listen-port {agent} --disable-usage-stats")
+    env = dict(
+        RAY_TMPDIR=temp_dir,
+        RAY_PORT=str(gcs),
+        RAY_DASHBOARD_PORT=str(dash),
+        RAY_START_ARGS=f"--ray-client-server-port {client} "
+        f"--dashboard-agent-listen-port {agent} --disable-usage-stats",
+    )
     try:
         start = sh("ray_cluster.sh", "start", str(hostfile), timeout=180, **env)
         assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
@@ -127,8 +157,16 @@ def test_ray_cluster_start_and_submit_on_one_host(tmp_path):
                 break
             time.sleep(2)
         assert "1.0 GPU" in status.stdout, status.stdout  # slots=1 -> --num-gpus 1
-        job = sh("ray_submit.sh", f"127.0.0.1:{dash}", "sft", "configs/tiny/sft.yaml",
-                 "seed=7", "--print-config", timeout=300, **env)
+        job = sh(
+            "ray_submit.sh",
+            f"127.0.0.1:{dash}",
+            "sft",
+            "configs/tiny/sft.yaml",
+            "seed=7",
+            "--print-config",
+            timeout=300,
+            **env,
+        )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "seed: 7" in job.stdout and "succeeded" in job.stdout + job.stderr
     finally:

@@ -2,6 +2,7 @@
 
 Helpers are handed out as fixtures (factories), so no test imports this file.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,14 @@ def _make_tokenizer(pad: bool = True, eos: bool = True):
 
 
 def _tiny_section(arch: str = "llama", **overrides) -> ModelConfig:
-    tiny = TinyModelConfig(arch=arch, hidden_size=32, num_layers=2, num_heads=4,
-                           intermediate_size=64, max_position_embeddings=64)
+    tiny = TinyModelConfig(
+        arch=arch,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return ModelConfig(tiny=tiny, **overrides)
 
 

@@ -1,11 +1,19 @@
 """Causal LMs: save → reload bit-identical, position ids under left padding, load kwargs."""
+
 import pytest
 import torch
 
 from rlhf_dist.config import ModelConfig
 from rlhf_dist.models.causal_lm import checkpointing_enabled
-from rlhf_dist.models import (ModelError, causal_lm_logits, hf_load_kwargs, load_causal_lm,
-                              own_aligned_memory, position_ids_from_mask, save_model)
+from rlhf_dist.models import (
+    ModelError,
+    causal_lm_logits,
+    hf_load_kwargs,
+    load_causal_lm,
+    own_aligned_memory,
+    position_ids_from_mask,
+    save_model,
+)
 
 
 def test_position_ids_by_hand():
@@ -15,8 +23,9 @@ def test_position_ids_by_hand():
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_save_reload_gives_bit_identical_logits(arch, tmp_path, tokenizer, tiny_section,
-                                                ragged_batch):
+def test_save_reload_gives_bit_identical_logits(
+    arch, tmp_path, tokenizer, tiny_section, ragged_batch
+):
     model = load_causal_lm(tiny_section(arch), tokenizer).eval()
     ids, mask = ragged_batch([5, 8, 3], "left", 8)
     save_model(model, tokenizer, tmp_path)
@@ -35,7 +44,7 @@ def test_left_padding_matches_unpadded_sequence(arch, tokenizer, tiny_section, r
     with torch.no_grad():
         batched = causal_lm_logits(model, ids, mask)
         for row, n in enumerate([4, 7, 2]):
-            alone = ids[row:row + 1, -n:]
+            alone = ids[row : row + 1, -n:]
             single = model(input_ids=alone).logits  # unpadded: positions 0..n-1 by default
             torch.testing.assert_close(batched[row, -n:], single[0], atol=1e-5, rtol=0)
         if arch == "gpt2":  # absolute positions: without our position ids the answer changes
@@ -43,12 +52,16 @@ def test_left_padding_matches_unpadded_sequence(arch, tokenizer, tiny_section, r
             assert (naive[0, -1] - batched[0, -1]).abs().max() > 1e-3
 
 
-def test_load_kwargs_from_config_with_remote_code_off(tmp_path, tokenizer, tiny_section,
-                                                      monkeypatch):
+def test_load_kwargs_from_config_with_remote_code_off(
+    tmp_path, tokenizer, tiny_section, monkeypatch
+):
     from transformers import AutoModelForCausalLM
 
     assert hf_load_kwargs(ModelConfig()) == {
-        "dtype": torch.float32, "attn_implementation": "eager", "trust_remote_code": False}
+        "dtype": torch.float32,
+        "attn_implementation": "eager",
+        "trust_remote_code": False,
+    }
     save_model(load_causal_lm(tiny_section(), tokenizer), tokenizer, tmp_path)
     calls = []
     original = AutoModelForCausalLM.from_pretrained
@@ -60,8 +73,9 @@ def test_load_kwargs_from_config_with_remote_code_off(tmp_path, tokenizer, tiny_
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     cfg = ModelConfig(name_or_path=str(tmp_path), dtype="bfloat16", attn_implementation="sdpa")
     model = load_causal_lm(cfg, tokenizer)
-    assert calls == [{"dtype": torch.bfloat16, "attn_implementation": "sdpa",
-                      "trust_remote_code": False}]
+    assert calls == [
+        {"dtype": torch.bfloat16, "attn_implementation": "sdpa", "trust_remote_code": False}
+    ]
     assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "sdpa"
 
 

@@ -1,6 +1,7 @@
 """Scalar-head (reward / critic) models: one-call save/reload, init from an LM, last-token score.
 
 Interop with transformers' own sequence classifiers: test_models_scalar_interop.py."""
+
 import json
 import logging
 import math
@@ -12,8 +13,16 @@ from safetensors import safe_open
 
 from rlhf_dist.config import ModelConfig
 from rlhf_dist.models.causal_lm import checkpointing_enabled
-from rlhf_dist.models import (ROLES, ModelError, head_init_std, last_token_index, load_causal_lm,
-                              load_scalar_model, save_model, scalar_head_class)
+from rlhf_dist.models import (
+    ROLES,
+    ModelError,
+    head_init_std,
+    last_token_index,
+    load_causal_lm,
+    load_scalar_model,
+    save_model,
+    scalar_head_class,
+)
 
 
 @pytest.fixture
@@ -40,8 +49,11 @@ def test_last_token_index_by_hand():
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 def test_class_is_a_pretrained_model_of_the_architecture(arch, tokenizer, tiny_section):
-    from transformers import (MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING, MODEL_MAPPING,
-                              PreTrainedModel)
+    from transformers import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+        MODEL_MAPPING,
+        PreTrainedModel,
+    )
 
     model = load_scalar_model(tiny_section(arch), tokenizer, "critic")
     cls = type(model)
@@ -85,15 +97,16 @@ def test_left_padded_score_matches_unpadded(arch, tokenizer, tiny_section, ragge
         scores = model.sequence_scores(ids, mask)
         values = model(ids, mask)
         for row, n in enumerate(lengths):
-            alone = ids[row:row + 1, -n:]
+            alone = ids[row : row + 1, -n:]
             single = model(alone, torch.ones_like(alone))
             torch.testing.assert_close(values[row, -n:], single[0], atol=1e-5, rtol=0)
             torch.testing.assert_close(scores[row], single[0, -1], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_reward_model_save_reload_is_bit_identical(arch, tmp_path, tokenizer, tiny_section,
-                                                   ragged_batch, load_report):
+def test_reward_model_save_reload_is_bit_identical(
+    arch, tmp_path, tokenizer, tiny_section, ragged_batch, load_report
+):
     model = load_scalar_model(tiny_section(arch), tokenizer, "reward").eval()
     model.set_score_stats(0.25, 1.5)
     save_model(model, tokenizer, tmp_path)
@@ -119,13 +132,19 @@ def test_reward_model_save_reload_is_bit_identical(arch, tmp_path, tokenizer, ti
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_reward_model_to_train_from_saved_causal_lm(arch, tmp_path, tokenizer, tiny_section,
-                                                    load_report):
+def test_reward_model_to_train_from_saved_causal_lm(
+    arch, tmp_path, tokenizer, tiny_section, load_report
+):
     lm = load_causal_lm(tiny_section(arch), tokenizer)
     save_model(lm, tokenizer, tmp_path)
     torch.manual_seed(123)
-    rm = load_scalar_model(ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward",
-                           field_prefix="reward_model", train_head=True)
+    rm = load_scalar_model(
+        ModelConfig(name_or_path=str(tmp_path)),
+        tokenizer,
+        "reward",
+        field_prefix="reward_model",
+        train_head=True,
+    )
     lm_backbone, rm_backbone = lm.base_model.state_dict(), rm.base_model.state_dict()
     assert set(lm_backbone) == set(rm_backbone)
     for name, tensor in lm_backbone.items():
@@ -153,14 +172,20 @@ def test_marked_checkpoint_without_head_weights_is_an_error(tmp_path, tokenizer,
     lm = load_causal_lm(tiny_section(), tokenizer)
     lm.config.rlhf_dist = {"head": "reward", "score_mean": None, "score_std": None}
     save_model(lm, tokenizer, tmp_path)
-    with pytest.raises(ModelError,
-                       match=r"^reward_model\.name_or_path: .*lack \['score\.weight'\]"):
-        load_scalar_model(ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward",
-                          field_prefix="reward_model")
+    with pytest.raises(
+        ModelError, match=r"^reward_model\.name_or_path: .*lack \['score\.weight'\]"
+    ):
+        load_scalar_model(
+            ModelConfig(name_or_path=str(tmp_path)),
+            tokenizer,
+            "reward",
+            field_prefix="reward_model",
+        )
 
 
-@pytest.mark.parametrize("mean, std", [(float("nan"), 1.0), (0.0, float("inf")), (0.0, 0.0),
-                                       ("x", 1.0)])
+@pytest.mark.parametrize(
+    "mean, std", [(float("nan"), 1.0), (0.0, float("inf")), (0.0, 0.0), ("x", 1.0)]
+)
 def test_bad_score_stats_are_rejected(mean, std, tokenizer, tiny_section):
     model = load_scalar_model(tiny_section(), tokenizer, "reward")
     with pytest.raises(ModelError, match=r"^score_(mean|std): "):
@@ -177,12 +202,14 @@ def test_wrong_role_is_rejected(role, tokenizer, tiny_section):
 
 def test_missing_path_names_the_reward_model_field(tokenizer):
     with pytest.raises(ModelError, match=r"^reward_model\.name_or_path: '/x/y' does not exist"):
-        load_scalar_model(ModelConfig(name_or_path="/x/y"), tokenizer, "reward",
-                          field_prefix="reward_model")
+        load_scalar_model(
+            ModelConfig(name_or_path="/x/y"), tokenizer, "reward", field_prefix="reward_model"
+        )
 
 
-def test_remote_code_off_by_default_for_scalar_models(tmp_path, tokenizer, tiny_section,
-                                                      monkeypatch):
+def test_remote_code_off_by_default_for_scalar_models(
+    tmp_path, tokenizer, tiny_section, monkeypatch
+):
     from transformers import AutoConfig
 
     save_model(load_scalar_model(tiny_section(), tokenizer, "reward"), tokenizer, tmp_path)

@@ -1,6 +1,7 @@
 """Reward / critic models in the ecosystem's format, both ways: transformers'
 ``*ForSequenceClassification`` checkpoints (the Hub, TRL, OpenRLHF) score here as transformers
 scores them, and ``AutoModelForSequenceClassification`` reads our exports with our scores."""
+
 import json
 import logging
 
@@ -16,15 +17,30 @@ PAD, EOS = 0, 3  # the conftest tokenizer's <pad> and </s>
 
 def _hf_classifier(arch: str, pad_token_id: int, num_labels: int = 1):
     """A transformers sequence classifier built from its own config classes (no rlhf_dist)."""
-    from transformers import (AutoModelForSequenceClassification, GPT2Config, LlamaConfig,
-                              Qwen2Config)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        GPT2Config,
+        LlamaConfig,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=100, num_labels=num_labels, pad_token_id=pad_token_id)
     config = {
-        "llama": lambda: LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, **common),
-        "qwen2": lambda: Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     num_key_value_heads=4, intermediate_size=64, **common),
+        "llama": lambda: LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            **common,
+        ),
+        "qwen2": lambda: Qwen2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=64,
+            **common,
+        ),
         "gpt2": lambda: GPT2Config(n_embd=32, n_layer=2, n_head=4, **common),
     }[arch]()
     torch.manual_seed(7)
@@ -51,14 +67,16 @@ def _hf_scores(model, ids, mask):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("pad_token_id", [PAD, EOS], ids=["pad", "pad_is_eos"])
-def test_hf_classifier_scores_as_transformers_does(arch, pad_token_id, tmp_path, tokenizer,
-                                                   ragged_batch):
+def test_hf_classifier_scores_as_transformers_does(
+    arch, pad_token_id, tmp_path, tokenizer, ragged_batch
+):
     hf = _hf_classifier(arch, pad_token_id)
     hf.save_pretrained(tmp_path)
     ids, mask = _batch_ending_in_eos(ragged_batch, pad_token_id)
     expected = _hf_scores(hf, ids, mask)
-    rm = load_scalar_model(ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward",
-                           field_prefix="reward_model").eval()
+    rm = load_scalar_model(
+        ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward", field_prefix="reward_model"
+    ).eval()
     assert torch.equal(rm.score.weight, hf.score.weight)  # its trained head, not a fresh one
     with torch.no_grad():
         torch.testing.assert_close(rm.sequence_scores(ids, mask), expected, atol=1e-5, rtol=0)
@@ -76,8 +94,9 @@ def test_hf_classifier_initialises_a_critic_with_its_head(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_our_export_scores_the_same_in_transformers(arch, tmp_path, tokenizer, tiny_section,
-                                                    ragged_batch):
+def test_our_export_scores_the_same_in_transformers(
+    arch, tmp_path, tokenizer, tiny_section, ragged_batch
+):
     from transformers import AutoModelForSequenceClassification
 
     ours = load_scalar_model(tiny_section(arch), tokenizer, "reward").eval()
@@ -88,20 +107,25 @@ def test_our_export_scores_the_same_in_transformers(arch, tmp_path, tokenizer, t
     assert type(ours).__name__.endswith("ForSequenceClassification")
     assert config["rlhf_dist"] == {"head": "reward", "score_mean": 0.5, "score_std": 2.0}
     theirs, info = AutoModelForSequenceClassification.from_pretrained(
-        tmp_path, output_loading_info=True)
+        tmp_path, output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert type(theirs).__module__.startswith("transformers.")
     ids, mask = ragged_batch([4, 6, 1], "right", 6)
     with torch.no_grad():
-        torch.testing.assert_close(_hf_scores(theirs.eval(), ids, mask),
-                                   ours.sequence_scores(ids, mask), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            _hf_scores(theirs.eval(), ids, mask), ours.sequence_scores(ids, mask), atol=1e-5, rtol=0
+        )
 
 
 def test_frozen_reward_model_without_a_head_is_an_error(tmp_path, tokenizer, tiny_section):
     save_model(load_causal_lm(tiny_section(), tokenizer), tokenizer, tmp_path)
     section = ModelConfig(name_or_path=str(tmp_path))
-    with pytest.raises(ModelError, match=r"^reward_model\.name_or_path: '.*' has no reward head "
-                                         r"\(found LlamaForCausalLM\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"^reward_model\.name_or_path: '.*' has no reward head "
+        r"\(found LlamaForCausalLM\)",
+    ):
         load_scalar_model(section, tokenizer, "reward", field_prefix="reward_model")
     # where the head is trained next (rlhf-dist rm, the critic) a fresh head is the point
     assert load_scalar_model(section, tokenizer, "reward", train_head=True).score.bias is None
@@ -110,10 +134,17 @@ def test_frozen_reward_model_without_a_head_is_an_error(tmp_path, tokenizer, tin
 
 def test_classifier_with_two_labels_is_refused(tmp_path, tokenizer):
     _hf_classifier("llama", PAD, num_labels=2).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match=r"^reward_model\.name_or_path: .*LlamaForSequence"
-                                         r"Classification with num_labels=2"):
-        load_scalar_model(ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward",
-                          field_prefix="reward_model")
+    with pytest.raises(
+        ModelError,
+        match=r"^reward_model\.name_or_path: .*LlamaForSequence"
+        r"Classification with num_labels=2",
+    ):
+        load_scalar_model(
+            ModelConfig(name_or_path=str(tmp_path)),
+            tokenizer,
+            "reward",
+            field_prefix="reward_model",
+        )
 
 
 def _as_old_export(path, bias: float) -> None:
@@ -143,8 +174,12 @@ def test_old_exports_still_load(bias, tmp_path, tokenizer, tiny_section, ragged_
         loaded = load_scalar_model(ModelConfig(name_or_path=str(tmp_path)), tokenizer, "reward")
     assert torch.equal(loaded.score.weight, ours.score.weight)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval().sequence_scores(ids, mask, normalize=True),
-                                   (old_raw - 0.5) / 2.0, atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            loaded.eval().sequence_scores(ids, mask, normalize=True),
+            (old_raw - 0.5) / 2.0,
+            atol=1e-6,
+            rtol=0,
+        )
     if bias:
         assert loaded.score_stats == (pytest.approx(0.5 - bias), 2.0)
         assert "value_head.bias = 0.75 dropped" in caplog.text
@@ -155,6 +190,9 @@ def test_old_exports_still_load(bias, tmp_path, tokenizer, tiny_section, ragged_
 def test_a_sequence_classifier_is_not_a_policy(tmp_path, tokenizer):
     """Given as a causal LM (model.name_or_path) a classifier would get a random lm_head."""
     _hf_classifier("llama", PAD).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match=r"^model\.name_or_path: .* is a "
-                                         r"LlamaForSequenceClassification \(a score head"):
+    with pytest.raises(
+        ModelError,
+        match=r"^model\.name_or_path: .* is a "
+        r"LlamaForSequenceClassification \(a score head",
+    ):
         load_causal_lm(ModelConfig(name_or_path=str(tmp_path)), tokenizer)

@@ -1,4 +1,5 @@
 """Tiny models from ``model.tiny``: sizes as configured, vocabulary = tokenizer, seeded init."""
+
 import pytest
 import torch
 
@@ -19,8 +20,9 @@ def test_tiny_model_has_configured_sizes(arch, tokenizer, tiny_section):
     model = load_causal_lm(cfg, tokenizer)
     assert len(LAYERS[arch](model)) == 3
     assert tuple(model.get_input_embeddings().weight.shape) == (len(tokenizer), 32)
-    mlp_in = [p for n, p in model.named_parameters()
-              if n.endswith(("up_proj.weight", "c_fc.weight"))]
+    mlp_in = [
+        p for n, p in model.named_parameters() if n.endswith(("up_proj.weight", "c_fc.weight"))
+    ]
     assert len(mlp_in) == 3 and 64 in mlp_in[0].shape  # intermediate_size
     ids = torch.randint(0, len(tokenizer), (2, 5))
     assert model(input_ids=ids).logits.shape == (2, 5, len(tokenizer))

@@ -1,13 +1,22 @@
 """Tokenizer loading: sources, pad fallback, errors that name the field, remote-code default."""
+
 import pytest
 
 from rlhf_dist.config import ModelConfig
 from rlhf_dist.models import ModelError, load_tokenizer, looks_like_local_path
 
 
-@pytest.mark.parametrize("value, is_path", [
-    ("/abs/dir", True), ("./rel", True), ("~/models/x", True), ("a/b/c", True),
-    ("meta-llama/Llama-2-7b-hf", False), ("gpt2", False)])
+@pytest.mark.parametrize(
+    "value, is_path",
+    [
+        ("/abs/dir", True),
+        ("./rel", True),
+        ("~/models/x", True),
+        ("a/b/c", True),
+        ("meta-llama/Llama-2-7b-hf", False),
+        ("gpt2", False),
+    ],
+)
 def test_paths_and_hub_ids_are_told_apart(value, is_path):
     assert looks_like_local_path(value) is is_path
 

@@ -1,6 +1,7 @@
 """Preference-pair layouts: the shared-prompt row (prompt + chosen + rejected, 4D mask) and the
 packed row (2B sequences, no padding) give the padded layout's log-probs, NLL, DPO loss and
 gradient; the shared-prompt collator's row and mask checked by hand."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,14 +16,19 @@ X = -100
 
 def _pair(prompt, chosen, rejected):
     n = len(prompt)
-    return {"chosen_input_ids": prompt + chosen, "chosen_labels": [X] * n + chosen,
-            "rejected_input_ids": prompt + rejected, "rejected_labels": [X] * n + rejected,
-            "prompt_len": n}
+    return {
+        "chosen_input_ids": prompt + chosen,
+        "chosen_labels": [X] * n + chosen,
+        "rejected_input_ids": prompt + rejected,
+        "rejected_labels": [X] * n + rejected,
+        "prompt_len": n,
+    }
 
 
 def test_shared_prompt_row_by_hand():
-    batch = SharedPromptCollator(pad_token_id=0)([_pair([5, 6], [7, 8], [9]),
-                                                  _pair([4], [3], [2, 1])])
+    batch = SharedPromptCollator(pad_token_id=0)(
+        [_pair([5, 6], [7, 8], [9]), _pair([4], [3], [2, 1])]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [4, 3, 2, 1, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
     # rejected positions restart where the prompt ends
@@ -41,8 +47,8 @@ def test_shared_prompt_mask_by_hand():
         [1, 1, 0, 0, 0, 0],
         [1, 1, 1, 0, 0, 0],
         [1, 1, 1, 1, 0, 0],
-        [1, 1, 0, 0, 1, 0],   # rejected: the prompt and itself, never the chosen tokens
-        [1, 1, 1, 1, 1, 1],   # padding sees itself (and is never scored)
+        [1, 1, 0, 0, 1, 0],  # rejected: the prompt and itself, never the chosen tokens
+        [1, 1, 1, 1, 1, 1],  # padding sees itself (and is never scored)
     ]
     mask = shared_prompt_attention_mask(segments, torch.bfloat16)
     assert mask.dtype == torch.bfloat16 and mask.shape == (1, 1, 6, 6)
@@ -60,9 +66,12 @@ def _model(tokenizer, attn):
     from rlhf_dist.models import load_causal_lm
 
     torch.manual_seed(0)
-    cfg = ModelConfig(attn_implementation=attn,
-                      tiny=TinyModelConfig(arch="llama", hidden_size=64, num_layers=2,
-                                           num_heads=4, intermediate_size=128))
+    cfg = ModelConfig(
+        attn_implementation=attn,
+        tiny=TinyModelConfig(
+            arch="llama", hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128
+        ),
+    )
     return load_causal_lm(cfg, tokenizer)
 
 
@@ -70,8 +79,9 @@ def _pairs(tokenizer, count=6):
     from rlhf_dist.config import DataConfig
     from rlhf_dist.data import build_preference_dataset
 
-    data = build_preference_dataset(DataConfig(max_length=64, max_prompt_length=32),
-                                    tokenizer, split="train")
+    data = build_preference_dataset(
+        DataConfig(max_length=64, max_prompt_length=32), tokenizer, split="train"
+    )
     return [data[i] for i in range(count)]
 
 
@@ -93,8 +103,13 @@ def test_layouts_equal_padded(tokenizer, attn, loss_type):
         model.zero_grad()
         loss, metrics = dpo_batch_loss(model, batch, layout.rows(*ref), dpo)
         loss.backward()
-        results[name] = (logps.sequences(), logps.chosen_nll(), metrics,
-                         model.model.embed_tokens.weight.grad.clone(), layout.num_tokens(batch))
+        results[name] = (
+            logps.sequences(),
+            logps.chosen_nll(),
+            metrics,
+            model.model.embed_tokens.weight.grad.clone(),
+            layout.num_tokens(batch),
+        )
     padded = results.pop("padded")
     assert set(results) == {"shared_prompt", "packed"}
     for other in results.values():
@@ -115,20 +130,31 @@ def test_lm_head_runs_on_the_scored_positions_only(tokenizer):
 
     model = _model(tokenizer, "eager")
     pairs = _pairs(tokenizer)
-    lengths = [(p["prompt_len"], len(p["chosen_input_ids"]) - p["prompt_len"],
-                len(p["rejected_input_ids"]) - p["prompt_len"]) for p in pairs]
+    lengths = [
+        (
+            p["prompt_len"],
+            len(p["chosen_input_ids"]) - p["prompt_len"],
+            len(p["rejected_input_ids"]) - p["prompt_len"],
+        )
+        for p in pairs
+    ]
     padded = PAIR_COLLATORS["padded"](tokenizer.pad_token_id)(pairs)
     with torch.no_grad():
-        full = sequence_logps(causal_lm_logits(model, padded["input_ids"],
-                                               padded["attention_mask"]), padded["labels"])
+        full = sequence_logps(
+            causal_lm_logits(model, padded["input_ids"], padded["attention_mask"]), padded["labels"]
+        )
     # positions predicting a response token: a row's P-1 .. P+n-2 for a response of n tokens
     # after a prompt of P; in the shared row the rejected ones start again at P-1 after the
     # chosen, so the chosen's last position (P+C-1) predicts nothing
     padded_cols = {t for p, c, r in lengths for n in (c, r) for t in range(p - 1, p + n - 1)}
-    shared_cols = {t for p, c, r in lengths
-                   for t in [*range(p - 1, p + c - 1), *range(p + c, p + c + r - 1)]}
-    expected = {"padded": len(padded_cols), "shared_prompt": len(shared_cols),
-                "packed": sum(c + r for _, c, r in lengths)}
+    shared_cols = {
+        t for p, c, r in lengths for t in [*range(p - 1, p + c - 1), *range(p + c, p + c + r - 1)]
+    }
+    expected = {
+        "padded": len(padded_cols),
+        "shared_prompt": len(shared_cols),
+        "packed": sum(c + r for _, c, r in lengths),
+    }
     assert expected["padded"] < padded["input_ids"].shape[1] - 1
     rows = []
     hook = model.lm_head.register_forward_hook(lambda m, args, out: rows.append(out.shape[1]))
@@ -148,18 +174,25 @@ def test_layout_auto_takes_padded_rows_under_flash_attention():
     # any job (an SFT config too) may use flash-attention-2: DPO would then pad its rows
     cfg = load_config(None, ["model.attn_implementation=flash_attention_2"])
     assert cfg.dpo.layout == "padded"
-    with pytest.raises(ConfigError, match="dpo.layout: shared_prompt needs a 4D attention mask, "
-                                          "which ref_model.attn_implementation"):
-        load_config(None, ["ref_model.attn_implementation=flash_attention_2",
-                           "dpo.layout=shared_prompt"])
+    with pytest.raises(
+        ConfigError,
+        match="dpo.layout: shared_prompt needs a 4D attention mask, "
+        "which ref_model.attn_implementation",
+    ):
+        load_config(
+            None, ["ref_model.attn_implementation=flash_attention_2", "dpo.layout=shared_prompt"]
+        )
 
 
 def test_shared_prompt_refuses_rows_longer_than_a_sliding_window(tokenizer):
     model = _model(tokenizer, "eager")
     batch = PAIR_COLLATORS["shared_prompt"](tokenizer.pad_token_id)(_pairs(tokenizer, 2))
     model.config.sliding_window = 8  # as Mistral-style configs carry one
-    with pytest.raises(ValueError, match=r"exceeds the model's sliding window \(8\).*"
-                                         r"dpo.layout=padded"):
+    with pytest.raises(
+        ValueError,
+        match=r"exceeds the model's sliding window \(8\).*"
+        r"dpo.layout=padded",
+    ):
         PAIR_LAYOUTS["shared_prompt"].logps(model, batch)
     model.config.sliding_window = None
     PAIR_LAYOUTS["shared_prompt"].logps(model, batch)

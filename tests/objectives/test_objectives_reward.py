@@ -1,4 +1,5 @@
 """The reward model's objective on a padded preference batch (chosen rows first), by hand."""
+
 import math
 
 import pytest

@@ -6,6 +6,7 @@ Ray instance (``jobs.shared_ray_address``) or, given variables of its own (or ``
 starting a private one (the code calls ``ray.init(address="local")``); W&B off, no launcher
 variables leaking in from the test process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,40 +24,104 @@ if TYPE_CHECKING:  # pragma: no cover
     import ray
     import torch
 
-from jobs import (CONFIGS, PRIVATE_RAY, REPO, Run, finish, free_port, read_metrics,  # noqa: F401
-                  run, start)
+from jobs import (
+    CONFIGS,
+    PRIVATE_RAY,
+    REPO,
+    Run,
+    finish,
+    free_port,
+    read_metrics,  # noqa: F401
+    run,
+    start,
+)
 
 QUIET = ("logging.backend=none", "logging.progress_bar=false")
 
 # The PPO runs of test_ray_ppo.py / test_ray_faults.py (tuning: see test_ray_ppo.py).
 ITERATIONS = 20
-RESUME_AT = 10               # the GAE run saves here; resumed / recovered runs replay from it
-COMMON = ("train.lr=2e-4", "rollout.max_new_tokens=24", "ppo.kl_coef=0.1",
-          "ppo.mini_batch_size=16", f"ppo.iterations={ITERATIONS}")
-GAE = (*COMMON, "rollout.rollout_batch_size=32", "deepspeed.role_zero_stage={critic: 2}",
-       f"checkpoint.save_every={RESUME_AT}")
-RESUMED_KEYS = ("reward/score_mean", "kl/ref_kl", "actor/policy_loss", "actor/approx_kl",
-                "critic/value_loss", "critic/explained_var")
+RESUME_AT = 10  # the GAE run saves here; resumed / recovered runs replay from it
+COMMON = (
+    "train.lr=2e-4",
+    "rollout.max_new_tokens=24",
+    "ppo.kl_coef=0.1",
+    "ppo.mini_batch_size=16",
+    f"ppo.iterations={ITERATIONS}",
+)
+GAE = (
+    *COMMON,
+    "rollout.rollout_batch_size=32",
+    "deepspeed.role_zero_stage={critic: 2}",
+    f"checkpoint.save_every={RESUME_AT}",
+)
+RESUMED_KEYS = (
+    "reward/score_mean",
+    "kl/ref_kl",
+    "actor/policy_loss",
+    "actor/approx_kl",
+    "critic/value_loss",
+    "critic/explained_var",
+)
 
 
 def models(toy) -> tuple:
     return (f"model.name_or_path={toy.sft}", f"reward_model.name_or_path={toy.rm}")
 
 
-def cli(job: str, config: str, out: Path, *overrides: str, timeout: float = 400,
-        env: Optional[Dict[str, str]] = None) -> Run:
+def cli(
+    job: str,
+    config: str,
+    out: Path,
+    *overrides: str,
+    timeout: float = 400,
+    env: Optional[Dict[str, str]] = None,
+) -> Run:
     """``python -m rlhf_dist.cli JOB -c configs/tiny/CONFIG.yaml output_dir=OUT …``."""
-    return run([sys.executable, "-m", "rlhf_dist.cli", job, "-c", CONFIGS / f"{config}.yaml",
-                f"output_dir={out}", *QUIET, *overrides], out, timeout, env, cwd=REPO)
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_dist.cli",
+            job,
+            "-c",
+            CONFIGS / f"{config}.yaml",
+            f"output_dir={out}",
+            *QUIET,
+            *overrides,
+        ],
+        out,
+        timeout,
+        env,
+        cwd=REPO,
+    )
 
 
-def launcher(job: str, config: str, out: Path, *overrides: str, nprocs: int = 2,
-             timeout: float = 400) -> Run:
+def launcher(
+    job: str, config: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float = 400
+) -> Run:
     """The same through the DeepSpeed launcher with ``nprocs`` CPU ranks."""
-    return run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
-                "--master_port", str(free_port()), "--module", "rlhf_dist.cli", job,
-                "-c", CONFIGS / f"{config}.yaml", f"output_dir={out}", *QUIET, *overrides],
-               out, timeout, cwd=REPO)
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--num_gpus",
+            str(nprocs),
+            "--master_port",
+            str(free_port()),
+            "--module",
+            "rlhf_dist.cli",
+            job,
+            "-c",
+            CONFIGS / f"{config}.yaml",
+            f"output_dir={out}",
+            *QUIET,
+            *overrides,
+        ],
+        out,
+        timeout,
+        cwd=REPO,
+    )
 
 
 # --------------------------------------------------------------------------- faults
@@ -97,8 +162,17 @@ def wait_for(condition, what: str, timeout: float = 300.0) -> None:
 def run_with(out: Path, args: tuple, act, job: str = "ppo", config: str = "ppo") -> Run:
     """Start ``rlhf-dist JOB -c configs/tiny/CONFIG.yaml``, do ``act(driver_pid)`` while it
     runs, return the finished job (its output is drained by a thread meanwhile)."""
-    cmd = [sys.executable, "-m", "rlhf_dist.cli", job, "-c", CONFIGS / f"{config}.yaml",
-           f"output_dir={out}", *QUIET, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_dist.cli",
+        job,
+        "-c",
+        CONFIGS / f"{config}.yaml",
+        f"output_dir={out}",
+        *QUIET,
+        *args,
+    ]
     # a Ray of its own: the test finds the job's workers among its driver's children
     proc, started, result = start(cmd, out, PRIVATE_RAY, cwd=REPO), time.monotonic(), {}
     drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 600)))
@@ -163,9 +237,15 @@ def two_node_cluster(num_cpus: int = 2) -> Iterator["ray.cluster_utils.Cluster"]
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: socket paths
     cluster = None
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": num_cpus, "gcs_server_port": free_port(), "include_dashboard": False,
-            "dashboard_agent_listen_port": free_port()})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": num_cpus,
+                "gcs_server_port": free_port(),
+                "include_dashboard": False,
+                "dashboard_agent_listen_port": free_port(),
+            },
+        )
         cluster.add_node(num_cpus=num_cpus)
         cluster.wait_for_nodes()
         yield cluster

@@ -3,6 +3,7 @@ is given (the raw ``prompt`` column, via ``data.label_key=prompt``) is the promp
 response -- after the shuffle, the split over actor ranks and ``n_samples_per_prompt``.  Each
 call appends ``rows checked`` to the file named by ``$REWARD_PROBE_LOG``; a mismatch raises,
 which stops the run naming the function and the row."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 a user-defined environment (``tests/envs/user_envs.py``, not a built-in) named by ``env.name``
 runs in a pool of Ray actors (``env.workers``), its failures on one row counted under
 ``env.on_error=zero_reward``; every number the driver logs is the environment's."""
+
 from __future__ import annotations
 
 import json
@@ -21,22 +22,44 @@ PROMPTS = 8
 def user_env_prompts(directory: Path) -> Path:
     """8 prompts, the one labelled ``broken`` (row 5) makes TwoTurnEnv raise."""
     path = directory / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Human: count to {i}\nAssistant:",
-                                        "answer": "broken" if i == 5 else str(i)}) + "\n"
-                            for i in range(PROMPTS)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"Human: count to {i}\nAssistant:",
+                    "answer": "broken" if i == 5 else str(i),
+                }
+            )
+            + "\n"
+            for i in range(PROMPTS)
+        )
+    )
     return path
 
 
 def test_a_user_env_in_a_ray_pool_through_a_real_job(tmp_path):
     out = tmp_path / "run"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ENVS),
-                                                       os.environ.get("PYTHONPATH")]))}
-    run = cli("ppo", "grpo_verifier", out, f"data.path={user_env_prompts(tmp_path)}",
-              "env.name=user_envs:TwoTurnEnv", "env.workers=2", "env.on_error=zero_reward",
-              "env.max_turns=3", "env.max_trajectory_tokens=64", "ppo.rewards=[]",
-              "ppo.dynamic_sampling=false", "ppo.iterations=3", "rollout.rollout_batch_size=4",
-              "rollout.n_samples_per_prompt=2", "rollout.max_new_tokens=6",
-              "ppo.mini_batch_size=8", env=env, timeout=300).check()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ENVS), os.environ.get("PYTHONPATH")]))}
+    run = cli(
+        "ppo",
+        "grpo_verifier",
+        out,
+        f"data.path={user_env_prompts(tmp_path)}",
+        "env.name=user_envs:TwoTurnEnv",
+        "env.workers=2",
+        "env.on_error=zero_reward",
+        "env.max_turns=3",
+        "env.max_trajectory_tokens=64",
+        "ppo.rewards=[]",
+        "ppo.dynamic_sampling=false",
+        "ppo.iterations=3",
+        "rollout.rollout_batch_size=4",
+        "rollout.n_samples_per_prompt=2",
+        "rollout.max_new_tokens=6",
+        "ppo.mini_batch_size=8",
+        env=env,
+        timeout=300,
+    ).check()
     rows = [r for r in read_metrics(out) if "reward/score_mean" in r]
     assert len(rows) == 3
     broken_seen = 0.0
@@ -58,15 +81,18 @@ def test_a_user_env_in_a_ray_pool_through_a_real_job(tmp_path):
     assert broken_seen in (0.25, 0.5)
     # zero_reward: counted, and named once with the row's prompt
     assert "env.name 'user_envs:TwoTurnEnv', row " in run.log
-    assert "(prompt 'Human: count to 5 Assistant:'): step (turn 2) raised ValueError: " \
+    assert (
+        "(prompt 'Human: count to 5 Assistant:'): step (turn 2) raised ValueError: "
         "this row breaks the environment" in run.log
+    )
 
 
 # --------------------------------------------------------------------------- the toy agent task
 
 # configs/tiny/agent_calculator.yaml's recipe (its header), shortened where the numbers allow
-SFT_MODEL = "model.tiny={arch: llama, hidden_size: 64, num_layers: 4, num_heads: 2, " \
-            "intermediate_size: 256}"
+SFT_MODEL = (
+    "model.tiny={arch: llama, hidden_size: 64, num_layers: 4, num_heads: 2, intermediate_size: 256}"
+)
 # held-out success, GRPO minus SFT: measured +0.40 with these configs (seed 42), +0.34, +0.33,
 # +0.14 with seeds 1-3 (bench/RESULTS.md, "Agent task"); asserted below the smallest
 SUCCESS_GAIN = 0.1
@@ -82,13 +108,39 @@ def agent_sft(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("agent")
     data = root / "data"
-    subprocess.run([sys.executable, "-m", "rlhf_dist.toy.tool_task", str(data),
-                    "--num-prompts", "2048", "--eval-ratio", "0.0625", "--direct-ratio", "0.5"],
-                   check=True, cwd=REPO, capture_output=True)
-    cli("sft", "sft", root / "sft", f"data.path={data / 'sft.jsonl'}", "data.eval_ratio=0",
-        "data.max_length=128", "data.max_prompt_length=48", "train.epochs=100",
-        "train.max_steps=600", "train.train_batch_size=32", "train.micro_batch_size=32",
-        "train.eval_every=0", "deepspeed.zero_stage=0", SFT_MODEL).check()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_dist.toy.tool_task",
+            str(data),
+            "--num-prompts",
+            "2048",
+            "--eval-ratio",
+            "0.0625",
+            "--direct-ratio",
+            "0.5",
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    cli(
+        "sft",
+        "sft",
+        root / "sft",
+        f"data.path={data / 'sft.jsonl'}",
+        "data.eval_ratio=0",
+        "data.max_length=128",
+        "data.max_prompt_length=48",
+        "train.epochs=100",
+        "train.max_steps=600",
+        "train.train_batch_size=32",
+        "train.micro_batch_size=32",
+        "train.eval_every=0",
+        "deepspeed.zero_stage=0",
+        SFT_MODEL,
+    ).check()
     return data, root / "sft" / "model"
 
 
@@ -99,13 +151,37 @@ def grpo_and_eval(data: Path, sft: Path, out: Path, *overrides: str):
 
     from ray_helpers import REPO, run
 
-    grpo = cli("ppo", "agent_calculator", out / "grpo", f"model.name_or_path={sft}",
-               f"data.path={data / 'train.jsonl'}", *overrides, timeout=900).check()
-    run([sys.executable, "-m", "rlhf_dist.cli", "eval", "-c",
-         str(REPO / "configs" / "tiny" / "agent_calculator.yaml"),
-         "--models", f"sft={sft},grpo={out / 'grpo' / 'model'}",
-         "--prompts", str(data / "eval.jsonl"), "--n-samples-per-prompt", "4", "--no-wandb",
-         "--output-dir", str(out / "eval")], out / "eval", 300, cwd=REPO).check()
+    grpo = cli(
+        "ppo",
+        "agent_calculator",
+        out / "grpo",
+        f"model.name_or_path={sft}",
+        f"data.path={data / 'train.jsonl'}",
+        *overrides,
+        timeout=900,
+    ).check()
+    run(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_dist.cli",
+            "eval",
+            "-c",
+            str(REPO / "configs" / "tiny" / "agent_calculator.yaml"),
+            "--models",
+            f"sft={sft},grpo={out / 'grpo' / 'model'}",
+            "--prompts",
+            str(data / "eval.jsonl"),
+            "--n-samples-per-prompt",
+            "4",
+            "--no-wandb",
+            "--output-dir",
+            str(out / "eval"),
+        ],
+        out / "eval",
+        300,
+        cwd=REPO,
+    ).check()
     return grpo, json.loads((out / "eval" / "eval.json").read_text())["metrics"]
 
 

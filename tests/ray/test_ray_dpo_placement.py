@@ -16,6 +16,7 @@ environment, which works without ``RAY_AUTH_MODE`` (checked: ``ray.init(address=
 subprocess connects).  Against a cluster started by ``ray start`` with token auth, the driver
 needs ``RAY_AUTH_MODE=token`` (see launch/README.md); job_env passes it through when set.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -25,9 +26,19 @@ import signal
 
 import psutil
 
-from ray_helpers import (cli, file_checksum, launcher, load_tensors, max_abs_diff,
-                         restarts_logged, rows_at, run_with, two_node_cluster, wait_for,
-                         worker_pid)
+from ray_helpers import (
+    cli,
+    file_checksum,
+    launcher,
+    load_tensors,
+    max_abs_diff,
+    restarts_logged,
+    rows_at,
+    run_with,
+    two_node_cluster,
+    wait_for,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +48,12 @@ EVAL_COMPARED = ("eval/loss", "eval/reward_accuracy", "eval/reward_margin")
 
 
 def dpo_overrides(model_dir) -> tuple:
-    return (f"model.name_or_path={model_dir}", "deepspeed.zero_stage=3",
-            f"train.max_steps={STEPS}", "train.eval_every=2")
+    return (
+        f"model.name_or_path={model_dir}",
+        "deepspeed.zero_stage=3",
+        f"train.max_steps={STEPS}",
+        "train.eval_every=2",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +63,19 @@ def ray_dpo_run(tiny_model_dir, tmp_path_factory):
     padding-free batches (the launcher run it is compared with pads them)."""
     out = tmp_path_factory.mktemp("dpo") / "ray"
     with two_node_cluster(num_cpus=2) as cluster:
-        run = cli("dpo", "dpo", out, *dpo_overrides(tiny_model_dir), "dpo.mode=ray",
-                  "train.padding_free=true",
-                  "resources.actor.devices_per_node=2", "resources.reference.devices_per_node=2",
-                  "resources.placement_strategy=SPREAD", f"resources.ray_address={cluster.address}",
-                  "resources.timeout_s=300")
+        run = cli(
+            "dpo",
+            "dpo",
+            out,
+            *dpo_overrides(tiny_model_dir),
+            "dpo.mode=ray",
+            "train.padding_free=true",
+            "resources.actor.devices_per_node=2",
+            "resources.reference.devices_per_node=2",
+            "resources.placement_strategy=SPREAD",
+            f"resources.ray_address={cluster.address}",
+            "resources.timeout_s=300",
+        )
     return run.check()
 
 
@@ -73,9 +96,19 @@ def recovered_dpo_run(tiny_model_dir, tmp_path_factory):
         wait_for(lambda: rows_at(out, 1, "train/loss"), "step 1")
         psutil.Process(worker_pid(driver, "ActorWorker")).send_signal(signal.SIGKILL)
 
-    run = run_with(out, (*dpo_overrides(tiny_model_dir), "dpo.mode=ray",
-                         "checkpoint.save_every=1", "resources.max_restarts=1",
-                         "resources.timeout_s=120"), kill_an_actor_rank, "dpo", "dpo")
+    run = run_with(
+        out,
+        (
+            *dpo_overrides(tiny_model_dir),
+            "dpo.mode=ray",
+            "checkpoint.save_every=1",
+            "resources.max_restarts=1",
+            "resources.timeout_s=120",
+        ),
+        kill_an_actor_rank,
+        "dpo",
+        "dpo",
+    )
     return run.check()
 
 
@@ -97,13 +130,18 @@ def test_spread_group_spans_both_nodes_and_trains(ray_dpo_run, tiny_model_dir):
     diffs = max_abs_diff(load_tensors(run.out / "model"), load_tensors(tiny_model_dir))
     assert sum(d > 1e-6 for d in diffs.values()) >= len(diffs) // 2, diffs
     # the frozen reference: CRC32 of its full weights unchanged, equal to the start model's file
-    assert run.last("ref/checksum_start") == run.last("ref/checksum_end") == \
-        file_checksum(tiny_model_dir)
+    assert (
+        run.last("ref/checksum_start")
+        == run.last("ref/checksum_end")
+        == file_checksum(tiny_model_dir)
+    )
 
 
 def test_dpo_on_ray_matches_launcher_dpo(ray_dpo_run, launcher_dpo_run):
-    layouts = [yaml.safe_load((run.out / "config.yaml").read_text())["dpo"]["layout"]
-               for run in (ray_dpo_run, launcher_dpo_run)]
+    layouts = [
+        yaml.safe_load((run.out / "config.yaml").read_text())["dpo"]["layout"]
+        for run in (ray_dpo_run, launcher_dpo_run)
+    ]
     assert layouts == ["packed", "shared_prompt"]  # padding-free on Ray, padded rows here
     for key in COMPARED:
         ray_values = ray_dpo_run.by_step(key)
@@ -117,13 +155,15 @@ def test_dpo_on_ray_matches_launcher_dpo(ray_dpo_run, launcher_dpo_run):
         assert sorted(ray_values) == sorted(launcher_values) == [2, STEPS], key
         for step in ray_values:
             assert ray_values[step] == pytest.approx(launcher_values[step], abs=1e-5), (key, step)
-    diffs = max_abs_diff(load_tensors(ray_dpo_run.out / "model"),
-                         load_tensors(launcher_dpo_run.out / "model"))
+    diffs = max_abs_diff(
+        load_tensors(ray_dpo_run.out / "model"), load_tensors(launcher_dpo_run.out / "model")
+    )
     assert max(diffs.values()) < 1e-5, diffs
 
 
-def test_dpo_on_ray_recovers_a_lost_rank_with_the_launcher_results(recovered_dpo_run,
-                                                                     launcher_dpo_run):
+def test_dpo_on_ray_recovers_a_lost_rank_with_the_launcher_results(
+    recovered_dpo_run, launcher_dpo_run
+):
     run = recovered_dpo_run
     assert restarts_logged(run.out) == 1 and "actor rank" in run.log
     for key in COMPARED:
@@ -131,6 +171,7 @@ def test_dpo_on_ray_recovers_a_lost_rank_with_the_launcher_results(recovered_dpo
         assert run.series(key) == [got[s] for s in range(1, STEPS + 1)]  # each step once
         for step in got:
             assert got[step] == pytest.approx(want[step], abs=1e-5), (key, step)
-    diffs = max_abs_diff(load_tensors(run.out / "model"),
-                         load_tensors(launcher_dpo_run.out / "model"))
+    diffs = max_abs_diff(
+        load_tensors(run.out / "model"), load_tensors(launcher_dpo_run.out / "model")
+    )
     assert max(diffs.values()) < 1e-5, diffs

@@ -5,6 +5,7 @@ worker: the same rewards as on the driver, from the workers' processes, spread o
 environment's exception and a hung step are named with the row as on the driver (and counted
 under zero_reward); a dead worker is a WorkerLost naming it, and a restart brings a fresh
 pool."""
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,16 @@ def rows(label="ok", n=6):
 def env_section(*overrides: str):
     from rlhf_dist.config import load_config
 
-    return load_config(None, ["env.name=user_envs:ProbeEnv", "env.workers=2",
-                              f"env.step_timeout_s={TIMEOUT_S}", "data.max_prompt_length=32",
-                              *overrides]).env
+    return load_config(
+        None,
+        [
+            "env.name=user_envs:ProbeEnv",
+            "env.workers=2",
+            f"env.step_timeout_s={TIMEOUT_S}",
+            "data.max_prompt_length=32",
+            *overrides,
+        ],
+    ).env
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +87,9 @@ def test_the_pool_steps_like_the_driver_in_its_own_processes(pool):
     batch, actions = rows(), ["x" * (i + 1) for i in range(6)]
     remote = run_episodes(EnvFactory.from_config(env_section(), host=pool), batch, actions)
     local = run_episodes(EnvFactory.from_config(env_section()), batch, actions)
-    assert [e.reward for e in remote] == [e.reward for e in local] == \
-        [float(i + 1) for i in range(6)]
+    assert (
+        [e.reward for e in remote] == [e.reward for e in local] == [float(i + 1) for i in range(6)]
+    )
     pids = [e.metrics()["pid"] for e in remote]
     assert os.getpid() not in pids and len(set(pids)) == 2  # spread over both workers
     by_worker = {e.key % 2: e.metrics()["pid"] for e in remote}  # key k in worker k mod 2
@@ -96,24 +105,30 @@ def test_environment_errors_from_the_pool_name_the_row(pool):
     episode.reset()
     with pytest.raises(EnvError) as err:
         episode.step("42")
-    assert str(err.value) == ("env.name 'user_envs:ProbeEnv', row 3 (prompt 'Human: row 3 "
-                              "Assistant:'): step (turn 1) raised ValueError: cannot take '42'")
+    assert str(err.value) == (
+        "env.name 'user_envs:ProbeEnv', row 3 (prompt 'Human: row 3 "
+        "Assistant:'): step (turn 1) raised ValueError: cannot take '42'"
+    )
     # zero_reward: every trajectory ends with reward 0, counted; the pool goes on
     factory = EnvFactory.from_config(env_section("env.on_error=zero_reward"), host=pool)
     episodes = run_episodes(factory, rows("raise"), ["a"] * 6)
     assert [(e.failed, e.reward) for e in episodes] == [(True, 0.0)] * 6
     assert factory.stats.metrics() == {"env/trajectories": 6.0, "env/failed": 6.0}
     assert len(factory.stats.messages) == 5  # the first five kept (EnvStats)
-    assert all("): step (turn 1) raised ValueError: cannot take 'a'" in message
-               for message in factory.stats.messages)
+    assert all(
+        "): step (turn 1) raised ValueError: cannot take 'a'" in message
+        for message in factory.stats.messages
+    )
     # a hung step times out in its worker, named with the row
     episode = EnvFactory.from_config(env_section(), host=pool).episode(rows("hang")[1], 1)
     episode.reset()
     with pytest.raises(EnvError) as err:
         episode.step("a")
-    assert str(err.value) == ("env.name 'user_envs:ProbeEnv', row 1 (prompt 'Human: row 1 "
-                              f"Assistant:'): step (turn 1) did not return within {TIMEOUT_S} s "
-                              "(env.step_timeout_s; the call's thread is abandoned)")
+    assert str(err.value) == (
+        "env.name 'user_envs:ProbeEnv', row 1 (prompt 'Human: row 1 "
+        f"Assistant:'): step (turn 1) did not return within {TIMEOUT_S} s "
+        "(env.step_timeout_s; the call's thread is abandoned)"
+    )
 
 
 def test_a_dead_env_worker_is_a_lost_worker_naming_it(pool):

@@ -10,6 +10,7 @@ reference group): one group fewer to rebuild at each start, and the same numbers
 (A separate fault-free resume run, which also compared final weights, was dropped for CI
 time: every logged loss, reward and KL of iterations 11..13 equal to 1e-5 is the check.)
 """
+
 from __future__ import annotations
 
 import shutil
@@ -20,8 +21,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ray_helpers import (GAE, RESUME_AT, RESUMED_KEYS, cli, models, restarts_logged, rows_at,
-                         run_with, wait_for, worker_pid)
+from ray_helpers import (
+    GAE,
+    RESUME_AT,
+    RESUMED_KEYS,
+    cli,
+    models,
+    restarts_logged,
+    rows_at,
+    run_with,
+    wait_for,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +47,14 @@ def from_checkpoint(gae_run, out: Path) -> Path:
 
 
 def overrides(toy_models, *extra: str) -> tuple:
-    return (*models(toy_models), *GAE, f"ppo.iterations={END}", "checkpoint.resume=auto",
-            "resources.reference_in_actor=true", *extra)
+    return (
+        *models(toy_models),
+        *GAE,
+        f"ppo.iterations={END}",
+        "checkpoint.resume=auto",
+        "resources.reference_in_actor=true",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +74,9 @@ def faulted(gae_run, toy_models, tmp_path_factory):
         wait_for(lambda: rows_at(out, RESUME_AT + 1), "iteration 11")
         psutil.Process(driver).send_signal(signal.SIGTERM)
 
-    stopped = run_with(out, overrides(toy_models, "resources.max_restarts=2",
-                                      "resources.timeout_s=120"), faults)
+    stopped = run_with(
+        out, overrides(toy_models, "resources.max_restarts=2", "resources.timeout_s=120"), faults
+    )
     stopped_rows = stopped.metrics  # before the next start rewinds and adds rows
     again = cli("ppo", "ppo", out, *overrides(toy_models)).check()
     return stopped, stopped_rows, again
@@ -74,8 +92,12 @@ def assert_same_iterations(run, want, steps) -> None:
 def assert_one_row_per_step(run) -> None:
     """Each metric once per step (``fault/*`` rows are per restart: two at the checkpoint's
     step when two faults went back to it)."""
-    counts = Counter((key, row["step"]) for row in run.metrics for key in row
-                     if key != "step" and not key.startswith("fault/"))
+    counts = Counter(
+        (key, row["step"])
+        for row in run.metrics
+        for key in row
+        if key != "step" and not key.startswith("fault/")
+    )
     assert [k for k, n in counts.items() if n > 1] == []
 
 
@@ -89,7 +111,8 @@ def test_lost_workers_are_recovered_by_themselves(faulted):
     assert "actor rank" in stopped.log.split("restart 1 of 2")[1]
     # the actor held the reference: no reference group at any start
     assert stopped.series("placement/actor_nodes") and not stopped.series(
-        "placement/reference_nodes")
+        "placement/reference_nodes"
+    )
 
 
 def test_sigterm_checkpoints_exits_75_and_the_next_start_goes_on(faulted):

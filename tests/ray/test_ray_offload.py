@@ -5,6 +5,7 @@ and reference) with the critic at ZeRO-2, shortened to 2 iterations of 8 prompts
 change no number: every logged metric but the timings, and the exported actor and critic, bit for
 bit.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,16 +15,23 @@ from ray_helpers import cli, load_tensors, max_abs_diff
 pytestmark = pytest.mark.slow
 
 ROLES = ("actor", "critic", "reward", "reference")
-SHORT = ("ppo.iterations=2", "rollout.rollout_batch_size=8", "rollout.max_new_tokens=8",
-         "ppo.mini_batch_size=8", "deepspeed.role_zero_stage={critic: 2}")
+SHORT = (
+    "ppo.iterations=2",
+    "rollout.rollout_batch_size=8",
+    "rollout.max_new_tokens=8",
+    "ppo.mini_batch_size=8",
+    "deepspeed.role_zero_stage={critic: 2}",
+)
 OFFLOAD = tuple(f"resources.{role}.offload_when_idle=true" for role in ROLES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_offload")
-    return {name: cli("ppo", "ppo", root / name, *SHORT, *extra).check()
-            for name, extra in (("plain", ()), ("offload", OFFLOAD))}
+    return {
+        name: cli("ppo", "ppo", root / name, *SHORT, *extra).check()
+        for name, extra in (("plain", ()), ("offload", OFFLOAD))
+    }
 
 
 def numbers(run):
@@ -36,8 +44,9 @@ def test_offload_when_idle_changes_no_number(runs):
     assert plain == offload
     assert len(runs["plain"].series("reward/score_mean")) == 2
     for model in ("model", "critic"):
-        diffs = max_abs_diff(load_tensors(runs["plain"].out / model),
-                             load_tensors(runs["offload"].out / model))
+        diffs = max_abs_diff(
+            load_tensors(runs["plain"].out / model), load_tensors(runs["offload"].out / model)
+        )
         assert set(diffs.values()) == {0.0}, diffs
 
 
@@ -49,5 +58,6 @@ def test_every_role_waits_in_cpu_memory_between_phases(runs):
         assert all(s > 0 for s in runs["offload"].series(f"perf/{role}_offload_s"))
         assert runs["plain"].series(f"perf/{role}_offloaded") == []
     for frozen in ("reference", "reward"):
-        assert runs["offload"].last(f"frozen/{frozen}_checksum_start") == \
-            runs["offload"].last(f"frozen/{frozen}_checksum_end")
+        assert runs["offload"].last(f"frozen/{frozen}_checksum_start") == runs["offload"].last(
+            f"frozen/{frozen}_checksum_end"
+        )

@@ -5,6 +5,7 @@ against the reference (in the actor's process), the frozen models stay frozen; t
 is recovered from the iteration-RESUME checkpoint by the job itself and the iterations it redoes
 give the numbers they gave before the fault (the exact resume); bad input is named before Ray
 starts."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ import psutil
 import pytest
 
 from rlhf_dist import cli as rlhf_cli
-from ray_helpers import (CONFIGS, models, restarts_logged, rows_at, run_with, wait_for,
-                         worker_pid)
+from ray_helpers import CONFIGS, models, restarts_logged, rows_at, run_with, wait_for, worker_pid
 
 ITERATIONS, RESUME, KILL_AFTER = 20, 10, 13
 PROMPTS = 16  # rollout.rollout_batch_size of the config: one pair (or tie) per prompt
@@ -45,9 +45,18 @@ def online_run(toy_models, tmp_path_factory):
         before.extend(logged_rows(out))
         psutil.Process(worker_pid(driver, "ActorWorker")).send_signal(signal.SIGKILL)
 
-    run = run_with(out, (*models(toy_models), f"ppo.iterations={ITERATIONS}",
-                         f"checkpoint.save_every={RESUME}", "resources.max_restarts=1"),
-                   kill_the_actor, job="online-dpo", config="online_dpo").check()
+    run = run_with(
+        out,
+        (
+            *models(toy_models),
+            f"ppo.iterations={ITERATIONS}",
+            f"checkpoint.save_every={RESUME}",
+            "resources.max_restarts=1",
+        ),
+        kill_the_actor,
+        job="online-dpo",
+        config="online_dpo",
+    ).check()
     return run, before
 
 
@@ -67,8 +76,7 @@ def test_online_dpo_raises_the_rm_reward_of_sampled_answers(online_run):
     assert run.by_step("train/dpo_loss")[1] == pytest.approx(0.6931472, abs=1e-6)
     assert run.last("resources/reference_in_actor") == 1.0
     for role in ("reference", "reward"):
-        assert run.last(f"frozen/{role}_checksum_start") == \
-            run.last(f"frozen/{role}_checksum_end")
+        assert run.last(f"frozen/{role}_checksum_start") == run.last(f"frozen/{role}_checksum_end")
     assert (run.out / "model" / "model.safetensors").is_file()
 
 
@@ -82,22 +90,26 @@ def test_a_lost_actor_is_recovered_from_the_checkpoint_with_the_same_numbers(onl
     for key in KEYS:
         first = {row["step"]: row[key] for row in before if key in row}
         again = run.by_step(key)
-        assert [again[s] for s in redone] == pytest.approx([first[s] for s in redone],
-                                                           abs=1e-5), key
+        assert [again[s] for s in redone] == pytest.approx([first[s] for s in redone], abs=1e-5), (
+            key
+        )
     assert sorted(run.by_step("reward/score_mean")) == list(range(1, ITERATIONS + 1))
 
 
 def test_bad_input_is_named_before_ray_starts(capsys):
     config = ["-c", str(CONFIGS / "online_dpo.yaml"), "--print-config"]
     assert rlhf_cli.main(["online-dpo", *config, "rollout.n_samples_per_prompt=1"]) == 2
-    assert ("rlhf-dist online-dpo: config error: rollout.n_samples_per_prompt: is 1; online "
-            "DPO pairs the best and the worst of each prompt's answers and needs >= 2"
-            ) in capsys.readouterr().err
+    assert (
+        "rlhf-dist online-dpo: config error: rollout.n_samples_per_prompt: is 1; online "
+        "DPO pairs the best and the worst of each prompt's answers and needs >= 2"
+    ) in capsys.readouterr().err
     assert rlhf_cli.main(["online-dpo", *config, "dpo.loss_type=kto"]) == 2
     assert "dpo.loss_type: kto learns from unpaired rows" in capsys.readouterr().err
     assert rlhf_cli.main(["online-dpo", *config, "train.train_batch_size=24"]) == 2
-    assert "train.train_batch_size: 24 pairs per optimiser step do not divide the 16 pairs" \
+    assert (
+        "train.train_batch_size: 24 pairs per optimiser step do not divide the 16 pairs"
         in capsys.readouterr().err
+    )
     # the keys' docs need no valid config (the defaults sample one answer per prompt)
     assert rlhf_cli.main(["online-dpo", "--help-config"]) == 0
     shown = capsys.readouterr().out
@@ -115,8 +127,15 @@ def test_online_dpo_samples_through_vllm_engines_synced_every_iteration(tmp_path
     from ray_helpers import cli
 
     heads = ("model.tiny.num_heads=2", "reward_model.tiny.num_heads=2")
-    run = cli("online-dpo", "online_dpo", tmp_path / "out", "rollout.backend=vllm", *heads,
-              "ppo.iterations=3", "checkpoint.export_hf=false").check()
+    run = cli(
+        "online-dpo",
+        "online_dpo",
+        tmp_path / "out",
+        "rollout.backend=vllm",
+        *heads,
+        "ppo.iterations=3",
+        "checkpoint.export_hf=false",
+    ).check()
     assert len(run.series("perf/weight_sync_s")) == 3
     assert all(gap < 1e-3 for gap in run.series("rollout/logprob_abs_diff_max"))
     assert run.series("train/dpo_loss")[0] == pytest.approx(0.6931472, abs=1e-6)

@@ -1,6 +1,7 @@
 """The reward-function pool (``ppo.reward_workers``) on a private local Ray: the same rewards
 as on the driver, in row order, computed in the pool's processes; a wrong count names the
 row of the whole batch; a call past ``ppo.reward_timeout_s`` stops naming the setting."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def test_pool_gives_the_driver_rewards_in_row_order_from_its_own_processes(probe
     from rlhf_dist.rewards import load_rewards
     from rlhf_dist.workers.reward_pool import RewardPool
 
-    ppo = ppo_section("ppo.reward_workers=3", "ppo.rewards=[{fn: reward_probe:label_length, "
-                      "weight: 2.0}]")
+    ppo = ppo_section(
+        "ppo.reward_workers=3", "ppo.rewards=[{fn: reward_probe:label_length, weight: 2.0}]"
+    )
     pool = RewardPool(ppo, label_key="answer")
     try:
         got = pool(*rows())
@@ -69,19 +71,32 @@ def test_pool_errors_name_the_function_the_row_and_the_timeout(probe_log):
     from rlhf_dist.workers.errors import WorkerLost
     from rlhf_dist.workers.reward_pool import RewardPool
 
-    pool = RewardPool(ppo_section("ppo.reward_workers=2",
-                                  "ppo.reward_fn=reward_probe:text_for_p4"), None)
+    pool = RewardPool(
+        ppo_section("ppo.reward_workers=2", "ppo.reward_fn=reward_probe:text_for_p4"), None
+    )
     try:  # in the second worker's chunk (rows 3-6): the error names row 4 of the batch
-        with pytest.raises(RewardError, match=r"ppo.reward_fn 'reward_probe:text_for_p4' "
-                                              r"returned 'x' \(str\) for row 4: expected"):
+        with pytest.raises(
+            RewardError,
+            match=r"ppo.reward_fn 'reward_probe:text_for_p4' "
+            r"returned 'x' \(str\) for row 4: expected",
+        ):
             pool(*rows())
     finally:
         pool.kill()
-    pool = RewardPool(ppo_section("ppo.reward_workers=2", "ppo.reward_timeout_s=3",
-                                  "ppo.reward_fn=reward_probe:slow_reward"), None)
+    pool = RewardPool(
+        ppo_section(
+            "ppo.reward_workers=2",
+            "ppo.reward_timeout_s=3",
+            "ppo.reward_fn=reward_probe:slow_reward",
+        ),
+        None,
+    )
     try:
-        with pytest.raises(WorkerLost, match=r"reward_fn worker ranks \[0, 1\]: no answer "
-                                             r"within 3s \(ppo.reward_timeout_s\)"):
+        with pytest.raises(
+            WorkerLost,
+            match=r"reward_fn worker ranks \[0, 1\]: no answer "
+            r"within 3s \(ppo.reward_timeout_s\)",
+        ):
             pool(*rows())
     finally:
         pool.kill()

@@ -28,6 +28,7 @@ max KL 4.3 / 4.4 nats, log-prob gap at most 2.9e-6 per iteration (asserted: < 1e
 and trains in bf16 (``deepspeed.bf16=true model.dtype=bfloat16``: the engine computes in bf16
 too): gain +0.63 at seed 42, log-prob gap up to 0.061 (asserted: < 0.15).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -42,18 +43,34 @@ from ray_helpers import CONFIGS, cli  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-HEADS = "model.tiny.num_heads=2"   # head size 32 (vLLM's CPU kernels start there)
-ITERATIONS, K, REWARD_MARGIN, KL_BOUND = 20, 5, 0.3, 10.0   # as test_ray_ppo.py
-LOGPROB_BOUND = 1e-3   # |actor − vLLM| log-prob, nats, fp32 on both sides
+HEADS = "model.tiny.num_heads=2"  # head size 32 (vLLM's CPU kernels start there)
+ITERATIONS, K, REWARD_MARGIN, KL_BOUND = 20, 5, 0.3, 10.0  # as test_ray_ppo.py
+LOGPROB_BOUND = 1e-3  # |actor − vLLM| log-prob, nats, fp32 on both sides
 RESUME_AT = 10
-COMMON = ("rollout.backend=vllm", "train.lr=2e-4", "rollout.max_new_tokens=24",
-          "ppo.kl_coef=0.1", "ppo.mini_batch_size=16", f"ppo.iterations={ITERATIONS}")
-GAE = (*COMMON, "rollout.rollout_batch_size=32", "deepspeed.role_zero_stage={critic: 2}",
-       f"checkpoint.save_every={RESUME_AT}")
+COMMON = (
+    "rollout.backend=vllm",
+    "train.lr=2e-4",
+    "rollout.max_new_tokens=24",
+    "ppo.kl_coef=0.1",
+    "ppo.mini_batch_size=16",
+    f"ppo.iterations={ITERATIONS}",
+)
+GAE = (
+    *COMMON,
+    "rollout.rollout_batch_size=32",
+    "deepspeed.role_zero_stage={critic: 2}",
+    f"checkpoint.save_every={RESUME_AT}",
+)
 # in bf16 (what a cluster config sets): the actor's DeepSpeed engine and the vLLM engine both
-GROUP_NORM = (*COMMON, "ppo.advantage_estimator=group_norm", "rollout.rollout_batch_size=8",
-              "rollout.n_samples_per_prompt=4", "resources.reference_in_actor=true",
-              "deepspeed.bf16=true", "model.dtype=bfloat16")
+GROUP_NORM = (
+    *COMMON,
+    "ppo.advantage_estimator=group_norm",
+    "rollout.rollout_batch_size=8",
+    "rollout.n_samples_per_prompt=4",
+    "resources.reference_in_actor=true",
+    "deepspeed.bf16=true",
+    "model.dtype=bfloat16",
+)
 # the asynchronous pipeline, two batches ahead, in fp32; a checkpoint with experience in flight
 ASYNC = (*GROUP_NORM[:-2], "rollout.max_staleness=2", f"checkpoint.save_every={RESUME_AT}")
 # bf16 on both sides (8 bits of mantissa): measured max gap 0.028-0.061 per iteration, mean
@@ -67,9 +84,11 @@ LOGPROB_BOUND_BF16 = 0.15
 # the multi-turn test's environment (tests/envs/user_envs.py, run in the test process): two
 # model turns, the first answered by a text observation
 AGENT_ENV = ("env.name=user_envs:TwoTurnEnv", "env.max_turns=3", "env.max_trajectory_tokens=80")
-SYNC_ACTORS = {"full": ("train.lr=3e-2",),
-               # a LoRA actor: the engine must get the merged weights
-               "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16")}
+SYNC_ACTORS = {
+    "full": ("train.lr=3e-2",),
+    # a LoRA actor: the engine must get the merged weights
+    "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16"),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(SYNC_ACTORS))
@@ -88,11 +107,22 @@ def _sync_roles(out, *overrides):
     from rlhf_dist.workers.cluster import cpus_needed, create_roles, start_ray, stop
     from rlhf_dist.workers.vllm_rollout import VLLMRollout
 
-    cfg = load_config(str(CONFIGS / "ppo.yaml"), [
-        f"output_dir={out}", HEADS, "rollout.backend=vllm",
-        "rollout.do_sample=false", "rollout.max_new_tokens=12", "rollout.rollout_batch_size=8",
-        "ppo.mini_batch_size=8", "resources.timeout_s=300", "logging.backend=none",
-        *AGENT_ENV, *overrides])
+    cfg = load_config(
+        str(CONFIGS / "ppo.yaml"),
+        [
+            f"output_dir={out}",
+            HEADS,
+            "rollout.backend=vllm",
+            "rollout.do_sample=false",
+            "rollout.max_new_tokens=12",
+            "rollout.rollout_batch_size=8",
+            "ppo.mini_batch_size=8",
+            "resources.timeout_s=300",
+            "logging.backend=none",
+            *AGENT_ENV,
+            *overrides,
+        ],
+    )
     resolve_ppo_sizes(cfg)
     tokenizer = load_tokenizer(cfg.model)
     rollout = VLLMRollout(cfg, tokenizer)
@@ -140,15 +170,14 @@ def test_greedy_vllm_equals_hf_and_only_the_sync_moves_it(sync_setup):
     assert changed.any(), "three steps left every greedy response unchanged"
 
     stale = roles.rollout.engines.generate(prompts, 0, pad)
-    assert torch.equal(stale["sequences"], hf["sequences"])   # no sync: the old weights
+    assert torch.equal(stale["sequences"], hf["sequences"])  # no sync: the old weights
     seconds = roles.rollout.engines.sync_from(roles.actor, 2)
     synced = roles.rollout.engines.generate(prompts, 0, pad)
     assert torch.equal(synced["sequences"], moved["sequences"])
     assert 0 < seconds < 30
 
 
-def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_setup,
-                                                                       monkeypatch):
+def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_setup, monkeypatch):
     """Multi-turn (issue 29): the same greedy trajectories -- model turns continued from their
     token prefixes, observations appended -- from the actor's HF generate and from the vLLM
     engine, with the weights they share; after the actor moves, the engine's are stale until
@@ -161,8 +190,9 @@ def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_set
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "envs"))  # user_envs
     cfg, tokenizer, roles = sync_setup
     prompts = _prompts(cfg, tokenizer)
-    texts = tokenizer.batch_decode([ids[mask.bool()] for ids, mask in
-                                    zip(prompts["input_ids"], prompts["attention_mask"])])
+    texts = tokenizer.batch_decode(
+        [ids[mask.bool()] for ids, mask in zip(prompts["input_ids"], prompts["attention_mask"])]
+    )
     rows = [{"prompt": text, "label": "1"} for text in texts]
     hf = MultiTurnRollout(HFRollout(cfg, tokenizer))
     hf.start(roles.actor, None)  # HF samples on the actor's ranks: nothing to start
@@ -177,9 +207,9 @@ def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_set
     assert trajectories(engine) == before
     for tokens, trained in before:  # two model turns around the env's observation
         first = trained.index(False)
-        assert tokens[first:first + len(observation)] == observation
-        assert not any(trained[first:first + len(observation)]) and all(trained[:first])
-        assert any(trained[first + len(observation):])
+        assert tokens[first : first + len(observation)] == observation
+        assert not any(trained[first : first + len(observation)]) and all(trained[:first])
+        assert any(trained[first + len(observation) :])
 
     experience = hf.experience(hf.run(prompts, 0, rows))
     experience = experience.with_(old_logprobs=roles.actor.logprobs(experience).result())
@@ -191,8 +221,10 @@ def test_multi_turn_greedy_trajectories_are_hfs_before_and_after_a_sync(sync_set
     assert trajectories(engine) == before  # no sync: the old weights
     roles.rollout.sync_weights(11)
     assert trajectories(engine) == moved
-    assert torch.equal(engine.experience(engine.run(prompts, 0, rows))["sequences"],
-                       hf.experience(hf.run(prompts, 0, rows))["sequences"])
+    assert torch.equal(
+        engine.experience(engine.run(prompts, 0, rows))["sequences"],
+        hf.experience(hf.run(prompts, 0, rows))["sequences"],
+    )
 
 
 def test_a_dead_engine_is_reported_with_its_index(sync_setup):
@@ -214,30 +246,59 @@ def test_a_dead_engine_is_reported_with_its_index(sync_setup):
 def toy_models_32(tmp_path_factory):
     """SFT then RM from it, as the session's toy models but with head size 32."""
     root = tmp_path_factory.mktemp("toy_models_32")
-    cli("sft", "sft", root / "sft", HEADS, "train.epochs=6", "train.eval_every=0",
-        "deepspeed.zero_stage=0").check()
-    cli("rm", "rm", root / "rm", "train.epochs=3", "train.eval_every=0",
-        "deepspeed.zero_stage=0", f"model.name_or_path={root / 'sft' / 'model'}").check()
-    return (f"model.name_or_path={root / 'sft' / 'model'}",
-            f"reward_model.name_or_path={root / 'rm' / 'model'}")
+    cli(
+        "sft",
+        "sft",
+        root / "sft",
+        HEADS,
+        "train.epochs=6",
+        "train.eval_every=0",
+        "deepspeed.zero_stage=0",
+    ).check()
+    cli(
+        "rm",
+        "rm",
+        root / "rm",
+        "train.epochs=3",
+        "train.eval_every=0",
+        "deepspeed.zero_stage=0",
+        f"model.name_or_path={root / 'sft' / 'model'}",
+    ).check()
+    return (
+        f"model.name_or_path={root / 'sft' / 'model'}",
+        f"reward_model.name_or_path={root / 'rm' / 'model'}",
+    )
 
 
 @pytest.fixture(scope="module")
 def gae_run(toy_models_32, tmp_path_factory):
-    return cli("ppo", "ppo", tmp_path_factory.mktemp("vllm_ppo") / "gae", *toy_models_32,
-               *GAE, timeout=600).check()
+    return cli(
+        "ppo", "ppo", tmp_path_factory.mktemp("vllm_ppo") / "gae", *toy_models_32, *GAE, timeout=600
+    ).check()
 
 
 @pytest.fixture(scope="module")
 def async_run(toy_models_32, tmp_path_factory):
-    return cli("ppo", "ppo", tmp_path_factory.mktemp("vllm_ppo") / "async",
-               *toy_models_32, *ASYNC, timeout=600).check()
+    return cli(
+        "ppo",
+        "ppo",
+        tmp_path_factory.mktemp("vllm_ppo") / "async",
+        *toy_models_32,
+        *ASYNC,
+        timeout=600,
+    ).check()
 
 
 @pytest.fixture(scope="module")
 def group_norm_run(toy_models_32, tmp_path_factory):
-    return cli("ppo", "ppo", tmp_path_factory.mktemp("vllm_ppo") / "group_norm",
-               *toy_models_32, *GROUP_NORM, timeout=600).check()
+    return cli(
+        "ppo",
+        "ppo",
+        tmp_path_factory.mktemp("vllm_ppo") / "group_norm",
+        *toy_models_32,
+        *GROUP_NORM,
+        timeout=600,
+    ).check()
 
 
 def reward_gain(run) -> float:
@@ -257,7 +318,7 @@ def test_ppo_with_critic_on_vllm_raises_reward(gae_run):
     gain = reward_gain(gae_run)
     assert gain >= REWARD_MARGIN, (gain, gae_run.series("reward/score_mean"))
     kl = gae_run.series("kl/ref_kl")
-    assert kl[0] == pytest.approx(0.0, abs=1e-4)   # the first rollout is the reference's
+    assert kl[0] == pytest.approx(0.0, abs=1e-4)  # the first rollout is the reference's
     assert all(-0.5 < value < KL_BOUND for value in kl), kl
     check_engine_agrees(gae_run)
     for noise in ("Traceback", "Chat template warmup failed", "FutureWarning"):
@@ -270,12 +331,13 @@ def test_grpo_on_vllm_raises_reward(group_norm_run):
     check_engine_agrees(group_norm_run, LOGPROB_BOUND_BF16)
     assert group_norm_run.series("rollout/logprob_abs_diff_max")[0] > 0  # bf16 rounding seen
     kl = group_norm_run.series("kl/ref_kl")
-    assert kl[0] == pytest.approx(0.0, abs=1e-4)   # the in-actor reference is the SFT policy
+    assert kl[0] == pytest.approx(0.0, abs=1e-4)  # the in-actor reference is the SFT policy
     assert not group_norm_run.series("placement/reference_nodes")
 
 
-def test_resume_and_a_killed_engine_continue_with_the_same_numbers(gae_run, toy_models_32,
-                                                                    tmp_path):
+def test_resume_and_a_killed_engine_continue_with_the_same_numbers(
+    gae_run, toy_models_32, tmp_path
+):
     """Only the iteration-10 checkpoint, resume=auto, on to iteration 13, a checkpoint every
     iteration, ``resources.max_restarts=1``; the vLLM engine is SIGKILLed once iteration 11 is
     logged, so in iteration 12 -- before iteration 13's weight sync, its last use at the
@@ -297,9 +359,18 @@ def test_resume_and_a_killed_engine_continue_with_the_same_numbers(gae_run, toy_
         wait_for(lambda: rows_at(out, RESUME_AT + 1), "iteration 11")
         psutil.Process(worker_pid(driver, "VLLMEngineWorker")).send_signal(signal.SIGKILL)
 
-    resumed = run_with(out, (*toy_models_32, *GAE, f"ppo.iterations={RESUME_AT + 3}",
-                             "checkpoint.save_every=1", "checkpoint.resume=auto",
-                             "resources.max_restarts=1"), kill_engine).check()
+    resumed = run_with(
+        out,
+        (
+            *toy_models_32,
+            *GAE,
+            f"ppo.iterations={RESUME_AT + 3}",
+            "checkpoint.save_every=1",
+            "checkpoint.resume=auto",
+            "resources.max_restarts=1",
+        ),
+        kill_engine,
+    ).check()
     assert restarts_logged(out) == 1 and "rollout engine rank 0 died" in resumed.log
     steps = sorted(resumed.by_step("reward/score_mean"))
     assert steps == [RESUME_AT + 1, RESUME_AT + 2, RESUME_AT + 3]
@@ -322,7 +393,7 @@ def test_async_grpo_learns_and_never_trains_a_row_more_than_k_versions_stale(asy
     worst = async_run.series("async/staleness_max")
     assert len(worst) == ITERATIONS and max(worst) == 2, worst
     assert async_run.series("async/staleness_mean")[:4] == [0.0, 1.0, 2.0, 1.0]
-    syncs = async_run.series("perf/weight_sync_s")   # only when nothing is in flight
+    syncs = async_run.series("perf/weight_sync_s")  # only when nothing is in flight
     assert len(syncs) == 1 + (ITERATIONS - 1) // 2, syncs
     # the actor's log-probs (the learner's version) vs the engine's (the sampler's): apart
     # once the sampler is stale, and weighted by the truncated importance ratio
@@ -332,20 +403,33 @@ def test_async_grpo_learns_and_never_trains_a_row_more_than_k_versions_stale(asy
 
 
 def test_async_resume_with_experience_in_flight_equals_the_uninterrupted_run(
-        async_run, toy_models_32, tmp_path):
+    async_run, toy_models_32, tmp_path
+):
     """The iteration-10 checkpoint holds the batch sampled ahead (rollout_pending.pt); a run
     resumed from it trains that batch and goes on with the uninterrupted run's numbers."""
     out = tmp_path / "resumed"
     name = f"step_{RESUME_AT:06d}"
     assert (async_run.out / "checkpoints" / name / "rollout_pending.pt").exists()
     shutil.copytree(async_run.out / "checkpoints" / name, out / "checkpoints" / name)
-    resumed = cli("ppo", "ppo", out, *toy_models_32, *ASYNC,
-                  f"ppo.iterations={RESUME_AT + 3}", "checkpoint.resume=auto",
-                  timeout=600).check()
+    resumed = cli(
+        "ppo",
+        "ppo",
+        out,
+        *toy_models_32,
+        *ASYNC,
+        f"ppo.iterations={RESUME_AT + 3}",
+        "checkpoint.resume=auto",
+        timeout=600,
+    ).check()
     steps = sorted(resumed.by_step("reward/score_mean"))
     assert steps == [RESUME_AT + 1, RESUME_AT + 2, RESUME_AT + 3]
-    for key in ("reward/score_mean", "kl/ref_kl", "actor/policy_loss",
-                "async/staleness_mean", "rollout/tis_weight_mean"):
+    for key in (
+        "reward/score_mean",
+        "kl/ref_kl",
+        "actor/policy_loss",
+        "async/staleness_mean",
+        "rollout/tis_weight_mean",
+    ):
         want, got = async_run.by_step(key), resumed.by_step(key)
         for step in steps:
             assert got[step] == pytest.approx(want[step], abs=1e-5), (key, step)

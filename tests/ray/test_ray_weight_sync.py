@@ -13,6 +13,7 @@ LoRA adapter) and one engine, in this process's private local Ray:
 * a stalled engine (its process stopped with SIGSTOP) becomes a ``WorkerLost`` naming it
   within ``resources.timeout_s``, in a sync and in a generation -- never a hang.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,11 +28,13 @@ from ray_helpers import CONFIGS  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-HEADS = "model.tiny.num_heads=2"   # head size 32 (vLLM's CPU kernels start there)
-ACTORS = {"full": ("train.lr=3e-2",),
-          "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16")}
-SMALL_MB = 0.05   # 52 kB buckets: the tiny llama's 21 parameters in 10 (embedding, lm_head alone)
-SKIPPED = "model.layers.1.self_attn.q_proj.weight"   # LoRA: a merged, adapted weight
+HEADS = "model.tiny.num_heads=2"  # head size 32 (vLLM's CPU kernels start there)
+ACTORS = {
+    "full": ("train.lr=3e-2",),
+    "lora": ("train.lr=1e-1", "model.lora.r=8", "model.lora.alpha=16"),
+}
+SMALL_MB = 0.05  # 52 kB buckets: the tiny llama's 21 parameters in 10 (embedding, lm_head alone)
+SKIPPED = "model.layers.1.self_attn.q_proj.weight"  # LoRA: a merged, adapted weight
 STALL_TIMEOUT_S = 15
 
 
@@ -47,11 +50,22 @@ def sync_roles(request, tmp_path_factory):
     from rlhf_dist.workers.cluster import cpus_needed, create_roles, start_ray, stop
     from rlhf_dist.workers.vllm_rollout import VLLMRollout
 
-    cfg = load_config(str(CONFIGS / "ppo.yaml"), [
-        f"output_dir={tmp_path_factory.mktemp('sync')}", HEADS, "rollout.backend=vllm",
-        "rollout.do_sample=false", "rollout.max_new_tokens=12", "rollout.rollout_batch_size=8",
-        "ppo.mini_batch_size=8", "resources.timeout_s=300", "logging.backend=none",
-        "rollout.verify_sync_every=1", *ACTORS[request.param]])
+    cfg = load_config(
+        str(CONFIGS / "ppo.yaml"),
+        [
+            f"output_dir={tmp_path_factory.mktemp('sync')}",
+            HEADS,
+            "rollout.backend=vllm",
+            "rollout.do_sample=false",
+            "rollout.max_new_tokens=12",
+            "rollout.rollout_batch_size=8",
+            "ppo.mini_batch_size=8",
+            "resources.timeout_s=300",
+            "logging.backend=none",
+            "rollout.verify_sync_every=1",
+            *ACTORS[request.param],
+        ],
+    )
     resolve_ppo_sizes(cfg)
     tokenizer = load_tokenizer(cfg.model)
     rollout = VLLMRollout(cfg, tokenizer)
@@ -85,8 +99,12 @@ def _set_bucket_mb(roles, mb: float) -> None:
     def set_mb(worker, value):
         worker.cfg.rollout.sync_bucket_mb = value
 
-    ray.get([w.__ray_call__.remote(set_mb, mb)
-             for w in roles.actor.workers + roles.rollout.engines.workers])
+    ray.get(
+        [
+            w.__ray_call__.remote(set_mb, mb)
+            for w in roles.actor.workers + roles.rollout.engines.workers
+        ]
+    )
 
 
 def _skip_in_engines(roles, name) -> None:
@@ -106,10 +124,11 @@ def _sync(roles, version: int, mb: float):
     engines = roles.rollout.engines
     seconds = engines.sync_from(roles.actor, version)
     assert 0 < seconds < 60
-    [[report]] = engines.reports   # one engine, one worker
+    [[report]] = engines.reports  # one engine, one worker
     assert report.version == version
-    assert report.checksums == report.expected and len(report.checksums) == \
-        len(roles.actor.weight_specs())
+    assert report.checksums == report.expected and len(report.checksums) == len(
+        roles.actor.weight_specs()
+    )
     return report
 
 
@@ -131,8 +150,8 @@ def test_bucketed_and_per_parameter_syncs_load_the_same_bits(sync_roles):
     assert (moved["sequences"] != hf["sequences"]).any(), "training left every answer as it was"
 
     bucketed = _sync(roles, 2, SMALL_MB)
-    assert bucketed.checksums != first.checksums   # the weights moved ...
-    after = engines.generate(prompts, 0, pad)      # ... and the engine with them
+    assert bucketed.checksums != first.checksums  # the weights moved ...
+    after = engines.generate(prompts, 0, pad)  # ... and the engine with them
     assert torch.equal(after["sequences"], moved["sequences"])
     assert not torch.equal(after["engine_logprobs"], before["engine_logprobs"])
 
@@ -143,9 +162,9 @@ def test_bucketed_and_per_parameter_syncs_load_the_same_bits(sync_roles):
         assert mode.expected == bucketed.expected
     again = engines.generate(prompts, 0, pad)
     assert torch.equal(again["sequences"], after["sequences"])
-    assert torch.equal(again["engine_logprobs"], after["engine_logprobs"])   # bit for bit
+    assert torch.equal(again["engine_logprobs"], after["engine_logprobs"])  # bit for bit
     held = engines.workers[0].__ray_call__.remote(lambda worker: worker.engine.version)
-    assert ray.get(held) == 4   # the engine's own record of what it holds
+    assert ray.get(held) == 4  # the engine's own record of what it holds
 
 
 def test_a_dropped_parameter_is_caught_by_the_checked_sync_naming_it(sync_roles):
@@ -157,7 +176,7 @@ def test_a_dropped_parameter_is_caught_by_the_checked_sync_naming_it(sync_roles)
     assert SKIPPED in names
     _skip_in_engines(roles, SKIPPED)
     try:
-        engines.cfg.rollout.verify_sync_every = 0   # not checked: nothing notices
+        engines.cfg.rollout.verify_sync_every = 0  # not checked: nothing notices
         engines.sync_from(roles.actor, 5)
         assert engines.reports[0][0].checksums is None
         engines.cfg.rollout.verify_sync_every = 1
@@ -169,11 +188,13 @@ def test_a_dropped_parameter_is_caught_by_the_checked_sync_naming_it(sync_roles)
     message = str(caught.value)
     assert message.startswith(
         f"rollout engine rank 0: weights differ from the actor's after the sync of version 6: "
-        f"parameter {SKIPPED} (actor CRC32 "), message
-    assert message.endswith(f", engine not loaded) is the first of 1 of {len(names)} "
-                            "parameters that differ"), message
+        f"parameter {SKIPPED} (actor CRC32 "
+    ), message
+    assert message.endswith(
+        f", engine not loaded) is the first of 1 of {len(names)} parameters that differ"
+    ), message
     assert caught.value.where == "rollout engine rank 0"
-    _sync(roles, 7, SMALL_MB)   # the hook off: checked and equal again
+    _sync(roles, 7, SMALL_MB)  # the hook off: checked and equal again
 
 
 def test_a_stalled_engine_is_a_lost_worker_named_in_sync_and_generation(sync_roles):
@@ -187,20 +208,29 @@ def test_a_stalled_engine_is_a_lost_worker_named_in_sync_and_generation(sync_rol
         pytest.skip("the stall is the engine's: one actor shows it")
     engines = roles.rollout.engines
     [where] = engines.locations()
-    assert where["ip"] == ray.util.get_node_ip_address()   # this machine: a signal reaches it
+    assert where["ip"] == ray.util.get_node_ip_address()  # this machine: a signal reaches it
     engines.timeout_s = STALL_TIMEOUT_S
     os.kill(where["pid"], signal.SIGSTOP)
     try:
         started = time.monotonic()
-        with pytest.raises(WorkerLost, match=(
+        with pytest.raises(
+            WorkerLost,
+            match=(
                 rf"rollout engine ranks \[0\]: no answer within {STALL_TIMEOUT_S}s "
-                r"\(resources.timeout_s\) in the weight sync of version 8")) as lost:
+                r"\(resources.timeout_s\) in the weight sync of version 8"
+            ),
+        ) as lost:
             engines.sync_from(roles.actor, 8)
         assert lost.value.where == "rollout engine ranks [0]"
         assert STALL_TIMEOUT_S <= time.monotonic() - started < STALL_TIMEOUT_S + 10
         started = time.monotonic()
-        with pytest.raises(WorkerLost, match=(rf"rollout engine ranks \[0\]: no answer within "
-                                              rf"{STALL_TIMEOUT_S}s \(resources.timeout_s\)")):
+        with pytest.raises(
+            WorkerLost,
+            match=(
+                rf"rollout engine ranks \[0\]: no answer within "
+                rf"{STALL_TIMEOUT_S}s \(resources.timeout_s\)"
+            ),
+        ):
             engines.generate(_prompts(cfg, tokenizer), 0, tokenizer.pad_token_id)
         assert STALL_TIMEOUT_S <= time.monotonic() - started < STALL_TIMEOUT_S + 10
     finally:

@@ -11,6 +11,7 @@
 
 Tests run in file order; the fault test runs last: it leaves the actor group broken.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,10 +32,17 @@ PROMPTS, NEW_TOKENS = 8, 12
 def cfg(tiny_model_dir, tmp_path_factory):
     from rlhf_dist.config import load_config
 
-    return load_config(str(CONFIGS / "ppo.yaml"), [
-        f"output_dir={tmp_path_factory.mktemp('group')}", f"model.name_or_path={tiny_model_dir}",
-        "rollout.do_sample=false", f"rollout.max_new_tokens={NEW_TOKENS}",
-        "resources.timeout_s=180", "logging.backend=none"])
+    return load_config(
+        str(CONFIGS / "ppo.yaml"),
+        [
+            f"output_dir={tmp_path_factory.mktemp('group')}",
+            f"model.name_or_path={tiny_model_dir}",
+            "rollout.do_sample=false",
+            f"rollout.max_new_tokens={NEW_TOKENS}",
+            "resources.timeout_s=180",
+            "logging.backend=none",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +80,18 @@ def test_roles_are_placed_and_give_their_resources_back(local_ray, cfg):
 
     total = ray.cluster_resources()["CPU"]
     half = RoleResources(num_nodes=1, devices_per_node=2, cpus_per_worker=0.5)
-    small = dataclasses.replace(cfg, resources=dataclasses.replace(
-        cfg.resources, actor=half, reference=dataclasses.replace(half, devices_per_node=1)))
+    small = dataclasses.replace(
+        cfg,
+        resources=dataclasses.replace(
+            cfg.resources, actor=half, reference=dataclasses.replace(half, devices_per_node=1)
+        ),
+    )
     roles = create_roles(small, with_reward=False, with_critic=False)
     try:
-        assert roles.placement_metrics() == {"placement/actor_nodes": 1.0,
-                                             "placement/reference_nodes": 1.0}
+        assert roles.placement_metrics() == {
+            "placement/actor_nodes": 1.0,
+            "placement/reference_nodes": 1.0,
+        }
         where = roles.actor.locations() + roles.reference.locations()
         assert len({w["pid"] for w in where}) == 3 and len({w["node_id"] for w in where}) == 1
         assert free_cpus(total - 1.5) == total - 1.5
@@ -87,8 +101,11 @@ def test_roles_are_placed_and_give_their_resources_back(local_ray, cfg):
     assert all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())
 
     too_big = RoleResources(num_nodes=1, devices_per_node=1, cpus_per_worker=total + 1)
-    with pytest.raises(WorkerError, match=r"test-big: placement of 1 bundles .* not possible "
-                                          r"within 2s \(resources.timeout_s; Ray says INFEASIBLE"):
+    with pytest.raises(
+        WorkerError,
+        match=r"test-big: placement of 1 bundles .* not possible "
+        r"within 2s \(resources.timeout_s; Ray says INFEASIBLE",
+    ):
         make_placement(too_big, "PACK", "test-big", timeout_s=2)
 
 
@@ -140,8 +157,9 @@ def unsharded_rollout(cfg, tokenizer, prompts):
 
     model = load_causal_lm(cfg.model, tokenizer)
     engine = HFGenerator(model, tokenizer, cfg.rollout)
-    return engine.generate(prompts["input_ids"], prompts["attention_mask"], generator_seed=0,
-                           with_logprobs=True)
+    return engine.generate(
+        prompts["input_ids"], prompts["attention_mask"], generator_seed=0, with_logprobs=True
+    )
 
 
 def test_zero3_greedy_generation_matches_unsharded_model(actor_group, cfg, tokenizer, prompts):
@@ -151,8 +169,9 @@ def test_zero3_greedy_generation_matches_unsharded_model(actor_group, cfg, token
     assert torch.equal(sharded["sequences"], expected["sequences"])
     assert torch.equal(sharded["attention_mask"], expected["attention_mask"])
     assert torch.equal(sharded["action_mask"], expected["action_mask"])
-    torch.testing.assert_close(sharded["old_logprobs"], expected["old_logprobs"],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sharded["old_logprobs"], expected["old_logprobs"], atol=1e-5, rtol=1e-5
+    )
     # not a degenerate comparison: real new tokens, and not the same response for every prompt
     P = expected.meta["prompt_length"]
     responses = {tuple(row.tolist()) for row in expected["sequences"][:, P:]}
@@ -169,8 +188,11 @@ def test_nonfinite_loss_on_a_worker_names_role_rank_and_tensor(actor_group, toke
     experience = actor_group.generate(prompts, seed=0, pad_token_id=pad)
     advantages = torch.full_like(experience["old_logprobs"], float("nan"))
     minibatch = experience.with_(advantages=advantages)
-    with pytest.raises(NonFiniteError, match=r"^actor rank [01]: non-finite loss \(nan here\) "
-                                             r"on ranks \[0, 1\] of 2"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^actor rank [01]: non-finite loss \(nan here\) "
+        r"on ranks \[0, 1\] of 2",
+    ):
         actor_group.ppo_learner(minibatch, len(minibatch), 1, 0).epoch(0).result()
     again = actor_group.generate(prompts, seed=0, pad_token_id=pad)
     assert torch.equal(again["old_logprobs"], experience["old_logprobs"])

@@ -2,6 +2,7 @@
 
 Helpers are handed out as fixtures, so no test imports this file.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 
 from rlhf_dist.config import ModelConfig, TinyModelConfig
 
-TINY = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-            max_position_embeddings=256)
+TINY = dict(
+    hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=256
+)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 Helpers are handed out as fixtures (factories), so no test imports this file.
 """
+
 from __future__ import annotations
 
 import pytest

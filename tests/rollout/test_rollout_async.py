@@ -2,6 +2,7 @@
 ahead (no Ray): which weights version samples which batch, when the weights are synced,
 that no row reaches the learner more than k versions stale, the checkpoint of the batches in
 flight, and the errors."""
+
 from __future__ import annotations
 
 import threading
@@ -13,8 +14,7 @@ import torch
 from rlhf_dist.config import ConfigError, load_config
 from rlhf_dist.protocol import Batch
 from rlhf_dist.rollout import Rollout
-from rlhf_dist.rollout.async_rollout import (AsyncRollout, StaleExperienceError,
-                                             check_staleness)
+from rlhf_dist.rollout.async_rollout import AsyncRollout, StaleExperienceError, check_staleness
 from rlhf_dist.rollout.generate import rollout_batch
 
 CONFIG = "configs/tiny/grpo_verifier.yaml"
@@ -46,12 +46,14 @@ class AheadSampler(Rollout):
         eos = self.tokenizer.eos_token_id
         ids = torch.cat([prompts["input_ids"], torch.tensor([[30, eos]] * len(prompts))], 1)
         batch = rollout_batch(ids, prompts["attention_mask"], [eos], self.pad_token_id, 1)
-        return batch.with_(engine_logprobs=torch.full(batch["action_mask"].shape,
-                                                      float(self.weights))), {}
+        return batch.with_(
+            engine_logprobs=torch.full(batch["action_mask"].shape, float(self.weights))
+        ), {}
 
     def finish(self, experience):
-        return experience.with_(old_logprobs=torch.zeros_like(experience["engine_logprobs"])), \
-            {"finished": 1.0}
+        return experience.with_(old_logprobs=torch.zeros_like(experience["engine_logprobs"])), {
+            "finished": 1.0
+        }
 
 
 @pytest.fixture
@@ -61,6 +63,7 @@ def pipeline(tok):
         rollout = AsyncRollout(AheadSampler(cfg, tok))
         rollout.start(None, None)
         return rollout
+
     return build
 
 
@@ -72,8 +75,11 @@ class Prompts:
 
     def __call__(self):
         i, self.drawn = self.drawn, self.drawn + 1
-        return Batch({"input_ids": torch.tensor([[5, 6]]),
-                      "attention_mask": torch.tensor([[1, 1]])}), i, [{"label": i}]
+        return (
+            Batch({"input_ids": torch.tensor([[5, 6]]), "attention_mask": torch.tensor([[1, 1]])}),
+            i,
+            [{"label": i}],
+        )
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -84,8 +90,9 @@ def test_batches_are_sampled_ahead_never_more_than_k_versions_stale(pipeline, k)
         rows, experience, metrics = rollout.next_batch(draw, step)
         assert rows == [{"label": step}]  # batches come back in the order drawn
         versions.append(int(experience["versions"][0]))
-        assert experience["engine_logprobs"][experience["action_mask"].bool()].eq(
-            versions[-1]).all()  # the weights that sampled it are the version it carries
+        assert (
+            experience["engine_logprobs"][experience["action_mask"].bool()].eq(versions[-1]).all()
+        )  # the weights that sampled it are the version it carries
         metrics.update(check_staleness(experience["versions"], step, k))
         assert metrics["finished"] == 1.0 and metrics["async/staleness_max"] <= k
         idle.append(metrics["perf/learner_idle_s"])
@@ -101,7 +108,7 @@ def test_sampling_overlaps_the_caller_and_is_waited_for(pipeline):
     rollout.inner.gated_from = 1  # the next batch is still being sampled ...
     rollout.next_batch(draw, 0)
     threading.Timer(0.3, rollout.inner.gate.set).start()
-    _, _, metrics = rollout.next_batch(draw, 1)   # ... so the learner waits for it
+    _, _, metrics = rollout.next_batch(draw, 1)  # ... so the learner waits for it
     assert metrics["perf/learner_idle_s"] >= 0.25
     since = time.perf_counter()
     time.sleep(0.3)  # the learner trains; the producer has finished its batch and waits
@@ -128,23 +135,32 @@ def test_a_checkpoint_keeps_the_batches_in_flight(pipeline, tok):
 
 
 def test_stale_rows_are_refused_naming_the_versions():
-    with pytest.raises(StaleExperienceError, match=r"rows \[1\] were sampled by policy version "
-                                                   r"3, 2 versions before the learner's 5 "
-                                                   r"\(rollout.max_staleness=1\)"):
+    with pytest.raises(
+        StaleExperienceError,
+        match=r"rows \[1\] were sampled by policy version "
+        r"3, 2 versions before the learner's 5 "
+        r"\(rollout.max_staleness=1\)",
+    ):
         check_staleness(torch.tensor([4, 3, 5]), 5, 1)
-    assert check_staleness(torch.tensor([4, 5]), 5, 1) == {"async/staleness_mean": 0.5,
-                                                            "async/staleness_max": 1.0}
+    assert check_staleness(torch.tensor([4, 5]), 5, 1) == {
+        "async/staleness_mean": 0.5,
+        "async/staleness_max": 1.0,
+    }
 
 
 def test_a_backend_on_the_actors_ranks_cannot_run_ahead(tok):
     from rlhf_dist.rollout.hf import HFRollout
 
     cfg = load_config(CONFIG, ["rollout.max_staleness=1"])
-    with pytest.raises(ConfigError, match="rollout.max_staleness: the 'hf' backend samples "
-                                          "with the actor's own processes"):
+    with pytest.raises(
+        ConfigError,
+        match="rollout.max_staleness: the 'hf' backend samples with the actor's own processes",
+    ):
         AsyncRollout(HFRollout(cfg, tok))
     with pytest.raises(ConfigError, match="rollout.max_staleness: needs engines on devices"):
-        load_config(CONFIG, ["rollout.max_staleness=1", "rollout.backend=vllm",
-                             "resources.colocate_rollout=true"])
+        load_config(
+            CONFIG,
+            ["rollout.max_staleness=1", "rollout.backend=vllm", "resources.colocate_rollout=true"],
+        )
     with pytest.raises(ConfigError, match="rollout.max_staleness: needs rollout.top_p=1"):
         load_config(CONFIG, ["rollout.max_staleness=1", "rollout.top_p=0.9"])

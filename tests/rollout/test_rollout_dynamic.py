@@ -1,4 +1,5 @@
 """DAPO's dynamic sampling: which groups are kept over the rounds, and the joined batch."""
+
 import pytest
 import torch
 
@@ -24,9 +25,15 @@ def _round(prompt_len: int, seq_len: int, first_id: int, groups: int, n: int) ->
     """Rows whose every token is its row id (first_id + row), prompt width ``prompt_len``."""
     rows = groups * n
     ids = torch.arange(first_id, first_id + rows)[:, None].expand(rows, seq_len).clone()
-    return Batch({"sequences": ids, "attention_mask": torch.ones(rows, seq_len),
-                  "old_logprobs": ids[:, 1:].float(), "scores": ids[:, 0].float()},
-                 {"prompt_length": prompt_len})
+    return Batch(
+        {
+            "sequences": ids,
+            "attention_mask": torch.ones(rows, seq_len),
+            "old_logprobs": ids[:, 1:].float(),
+            "scores": ids[:, 0].float(),
+        },
+        {"prompt_length": prompt_len},
+    )
 
 
 def test_gather_keeps_whole_groups_in_order_and_realigns_the_prompts():

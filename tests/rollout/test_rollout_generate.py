@@ -1,4 +1,5 @@
 """HFGenerator on a tiny random llama: layout, masks, determinism, greedy == manual loop."""
+
 import pytest
 import torch
 
@@ -33,8 +34,9 @@ def manual_greedy(model, prompt, max_new_tokens, eos_id):
     return new
 
 
-def test_layout_prompts_preserved_and_samples_consecutive(make_lm, tok, rollout_cfg, prompts,
-                                                          left_pad):
+def test_layout_prompts_preserved_and_samples_consecutive(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     ids, mask = left_pad(prompts)
     engine = HFGenerator(make_lm(), tok, rollout_cfg(n_samples_per_prompt=3, max_new_tokens=5))
     out = engine.generate(ids, mask, generator_seed=0)
@@ -45,16 +47,18 @@ def test_layout_prompts_preserved_and_samples_consecutive(make_lm, tok, rollout_
     assert out.meta == {"prompt_length": P, "n_samples_per_prompt": 3}
     assert torch.equal(out["sequences"][:, :P], ids.repeat_interleave(3, dim=0))
     assert torch.equal(out["attention_mask"][:, :P], mask.repeat_interleave(3, dim=0))
-    assert out["action_mask"][:, :P - 1].sum() == 0
-    assert out["action_mask"][:, P - 1:].sum() == N * 5
+    assert out["action_mask"][:, : P - 1].sum() == 0
+    assert out["action_mask"][:, P - 1 :].sum() == N * 5
 
 
-def test_action_mask_covers_generated_tokens_up_to_first_eos(make_lm, tok, rollout_cfg, prompts,
-                                                             left_pad):
+def test_action_mask_covers_generated_tokens_up_to_first_eos(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     eos, pad = tok.eos_token_id, tok.pad_token_id
     ids, mask = left_pad(prompts)
-    engine = HFGenerator(make_lm(eos_bias=5.0), tok,
-                           rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
+    engine = HFGenerator(
+        make_lm(eos_bias=5.0), tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12)
+    )
     out = engine.generate(ids, mask, generator_seed=3)
     P = ids.shape[1]
     responses = out["sequences"][:, P:]
@@ -63,8 +67,10 @@ def test_action_mask_covers_generated_tokens_up_to_first_eos(make_lm, tok, rollo
     # the case of interest happened: EOS mid-response in some rows, not everywhere at once
     assert min(lengths) < responses.shape[1] and len(set(lengths)) > 2
     assert torch.equal(out["attention_mask"][:, P:], expected)
-    assert torch.equal(out["action_mask"], torch.cat(
-        [torch.zeros(len(out), P - 1, dtype=torch.long), expected], dim=1))
+    assert torch.equal(
+        out["action_mask"],
+        torch.cat([torch.zeros(len(out), P - 1, dtype=torch.long), expected], dim=1),
+    )
     for row, n in enumerate(lengths):
         if n < responses.shape[1]:
             assert responses[row, n - 1] == eos
@@ -75,8 +81,9 @@ def test_action_mask_covers_generated_tokens_up_to_first_eos(make_lm, tok, rollo
     assert decode_responses(out, tok) == tok.batch_decode(ids_per_row, skip_special_tokens=True)
 
 
-def test_greedy_equals_manual_argmax_loop_despite_left_padding(make_lm, tok, rollout_cfg,
-                                                               prompts, left_pad):
+def test_greedy_equals_manual_argmax_loop_despite_left_padding(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     model = make_lm(eos_bias=0.4)  # EOS becomes the argmax for some prompts, not for others
     ids, mask = left_pad(prompts)
     engine = HFGenerator(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8))
@@ -129,7 +136,8 @@ def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, promp
     model = make_lm()
     ids, mask = left_pad(prompts)
     out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
-        ids, mask, generator_seed=1)
+        ids, mask, generator_seed=1
+    )
     seq, am = out["sequences"], out["action_mask"]
     with torch.no_grad():
         logps, entropy = action_logprobs(model, out, return_entropy=True)
@@ -159,14 +167,16 @@ def test_action_logprobs_match_hand_log_softmax(make_lm, tok, rollout_cfg, promp
     assert torch.allclose(logps[1, -4:], alone, atol=1e-5)
 
 
-def test_action_logprobs_run_the_lm_head_on_action_columns_only(make_lm, tok, rollout_cfg,
-                                                                prompts, left_pad):
+def test_action_logprobs_run_the_lm_head_on_action_columns_only(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     """The prompt's columns are 0 anyway: the LM head sees positions P-1 .. T-1 only, and
     log-probs, entropy and the gradient equal those of the full-width logits."""
     model = make_lm()
     ids, mask = left_pad(prompts)
     out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
-        ids, mask, generator_seed=1)
+        ids, mask, generator_seed=1
+    )
     seq, am = out["sequences"], out["action_mask"]
     P, T = out.meta["prompt_length"], seq.shape[1]
     widths = []
@@ -195,12 +205,22 @@ def test_action_logprobs_run_the_lm_head_on_action_columns_only(make_lm, tok, ro
 
 
 def test_concat_rollouts_aligns_prompt_and_response_parts():
-    a = Batch({"sequences": torch.tensor([[9, 5, 6, 7]]),
-               "attention_mask": torch.tensor([[0, 1, 1, 1]]),
-               "action_mask": torch.tensor([[0, 1, 1]])}, meta={"prompt_length": 2})
-    b = Batch({"sequences": torch.tensor([[4, 4, 3, 8, 2]]),
-               "attention_mask": torch.tensor([[1, 1, 1, 1, 1]]),
-               "action_mask": torch.tensor([[0, 0, 1, 1]])}, meta={"prompt_length": 3})
+    a = Batch(
+        {
+            "sequences": torch.tensor([[9, 5, 6, 7]]),
+            "attention_mask": torch.tensor([[0, 1, 1, 1]]),
+            "action_mask": torch.tensor([[0, 1, 1]]),
+        },
+        meta={"prompt_length": 2},
+    )
+    b = Batch(
+        {
+            "sequences": torch.tensor([[4, 4, 3, 8, 2]]),
+            "attention_mask": torch.tensor([[1, 1, 1, 1, 1]]),
+            "action_mask": torch.tensor([[0, 0, 1, 1]]),
+        },
+        meta={"prompt_length": 3},
+    )
     out = concat_rollouts([a, b], pad_token_id=9)
     assert out.meta["prompt_length"] == 3
     assert torch.equal(out["sequences"], torch.tensor([[9, 9, 5, 6, 7], [4, 4, 3, 8, 2]]))
@@ -214,8 +234,9 @@ def test_rank_split_generation_merges_back_to_one_shot_result(make_lm, tok, roll
     model = make_lm(eos_bias=0.4)
     prompts = [[5, 17, 300, 42, 9], [100, 200, 300], [77, 8], [400, 401, 402, 403]]
     ids, mask = left_pad(prompts)
-    engine = HFGenerator(model, tok, rollout_cfg(do_sample=False, max_new_tokens=8,
-                                                   n_samples_per_prompt=2))
+    engine = HFGenerator(
+        model, tok, rollout_cfg(do_sample=False, max_new_tokens=8, n_samples_per_prompt=2)
+    )
     whole = engine.generate(ids, mask)
     prompt_batch = Batch({"input_ids": ids, "attention_mask": mask})
     chunks = prompt_batch.chunk(2)  # rows [0, 1] and [2, 3], as a group call splits them
@@ -230,33 +251,36 @@ def test_min_new_tokens_masks_eos_until_then(make_lm, tok, rollout_cfg, prompts,
     ids, mask = left_pad(prompts)
     model = make_lm(eos_bias=5.0)  # EOS early in most rows without the floor
     free = HFGenerator(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12))
-    floor = HFGenerator(model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12,
-                                                  min_new_tokens=7))
+    floor = HFGenerator(
+        model, tok, rollout_cfg(n_samples_per_prompt=2, max_new_tokens=12, min_new_tokens=7)
+    )
     P = ids.shape[1]
     free_lengths = free.generate(ids, mask, generator_seed=3)["attention_mask"][:, P:].sum(-1)
     out = floor.generate(ids, mask, generator_seed=3)
     lengths = out["attention_mask"][:, P:].sum(-1)
     assert int(free_lengths.min()) < 7  # the floor had something to do
     assert int(lengths.min()) >= 8  # 7 tokens, then EOS allowed
-    assert not (out["sequences"][:, P:P + 7] == tok.eos_token_id).any()
+    assert not (out["sequences"][:, P : P + 7] == tok.eos_token_id).any()
 
 
-@pytest.mark.parametrize("settings, eos_bias", [
-    (dict(temperature=0.7, top_k=5, min_new_tokens=3), 0.5),  # processors change the sampling
-    (dict(do_sample=False), 0.5),                               # greedy
-    (dict(temperature=1.3, top_p=0.9, n_samples_per_prompt=2), 3.0),
-])
-def test_logprobs_read_from_generation_equal_a_recomputing_forward(make_lm, tok, rollout_cfg,
-                                                                   prompts, left_pad, settings,
-                                                                   eos_bias):
+@pytest.mark.parametrize(
+    "settings, eos_bias",
+    [
+        (dict(temperature=0.7, top_k=5, min_new_tokens=3), 0.5),  # processors change the sampling
+        (dict(do_sample=False), 0.5),  # greedy
+        (dict(temperature=1.3, top_p=0.9, n_samples_per_prompt=2), 3.0),
+    ],
+)
+def test_logprobs_read_from_generation_equal_a_recomputing_forward(
+    make_lm, tok, rollout_cfg, prompts, left_pad, settings, eos_bias
+):
     """Rows that stop at EOS at different steps, left-padded prompts: the log-probs read from
     generate's KV-cached forwards are the raw (temperature-scaled) policy's, like the
     recomputing forward, to float rounding -- not the processed distribution's."""
     model = make_lm(eos_bias=eos_bias)
     ids, mask = left_pad(prompts)
     cfg = rollout_cfg(max_new_tokens=10, **settings)
-    out = HFGenerator(model, tok, cfg).generate(ids, mask, generator_seed=4,
-                                                  with_logprobs=True)
+    out = HFGenerator(model, tok, cfg).generate(ids, mask, generator_seed=4, with_logprobs=True)
     lengths = out["action_mask"].sum(-1)
     assert lengths.min() < lengths.max()  # some rows ended early
     with torch.no_grad():
@@ -264,8 +288,9 @@ def test_logprobs_read_from_generation_equal_a_recomputing_forward(make_lm, tok,
     torch.testing.assert_close(out["old_logprobs"], expected, atol=2e-5, rtol=0)
 
 
-def test_logprobs_read_from_generation_of_a_peft_model(make_lm, tok, rollout_cfg, prompts,
-                                                       left_pad):
+def test_logprobs_read_from_generation_of_a_peft_model(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     """peft's generate runs the base model's forward: the hook sits there."""
     from rlhf_dist.config import LoraConfig
     from rlhf_dist.models.lora import apply_lora
@@ -277,7 +302,8 @@ def test_logprobs_read_from_generation_of_a_peft_model(make_lm, tok, rollout_cfg
             torch.nn.init.normal_(p, std=0.5)
     ids, mask = left_pad(prompts)
     out = HFGenerator(model, tok, rollout_cfg(max_new_tokens=6)).generate(
-        ids, mask, generator_seed=2, with_logprobs=True)
+        ids, mask, generator_seed=2, with_logprobs=True
+    )
     with torch.no_grad():
         expected = action_logprobs(model, out)
         with model.disable_adapter():

@@ -1,5 +1,6 @@
 """The PPO learners' objectives (rlhf_dist.objectives.ppo): numbers by hand on experience
 whose answers are known."""
+
 import pytest
 import torch
 
@@ -15,7 +16,8 @@ def test_policy_objective_on_the_behaviour_policy(make_lm, tok, rollout_cfg, pro
     model = make_lm()
     ids, mask = left_pad(prompts)
     experience = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
-        ids, mask, generator_seed=0)
+        ids, mask, generator_seed=0
+    )
     with torch.no_grad():
         old, entropy = action_logprobs(model, experience, 1.0, return_entropy=True)
     action = experience["action_mask"]
@@ -34,8 +36,13 @@ def test_policy_objective_on_the_behaviour_policy(make_lm, tok, rollout_cfg, pro
 
 def test_value_objective_by_hand():
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    micro = Batch({"values": torch.tensor([[0.0, 0.0, 0.0]]),
-                   "returns": torch.tensor([[1.0, -2.0, 9.0]]), "action_mask": mask})
+    micro = Batch(
+        {
+            "values": torch.tensor([[0.0, 0.0, 0.0]]),
+            "returns": torch.tensor([[1.0, -2.0, 9.0]]),
+            "action_mask": mask,
+        }
+    )
     values = torch.tensor([[0.5, 0.0, 5.0]], requires_grad=True)
     # clip 0.2 around the old values 0: the clipped term (0.2 - 1)^2 = 0.64 beats 0.25 at
     # token 0; token 1 is 4 either way; token 2 is masked.  0.5 × mean(0.64, 4) = 1.16
@@ -45,14 +52,16 @@ def test_value_objective_by_hand():
     assert metrics["critic/vf_clipfrac"] == pytest.approx(0.5)
 
 
-def test_kl_in_the_loss_adds_beta_times_the_aggregated_k3(make_lm, tok, rollout_cfg, prompts,
-                                                          left_pad):
+def test_kl_in_the_loss_adds_beta_times_the_aggregated_k3(
+    make_lm, tok, rollout_cfg, prompts, left_pad
+):
     """GRPO's KL term: loss = PPO loss + β · mean_t k3(π, π_ref); with the policy as its own
     reference k3 = 0; a reference shifted by δ on every token gives k3 = e^δ − δ − 1."""
     model = make_lm()
     ids, mask = left_pad(prompts)
     experience = HFGenerator(model, tok, rollout_cfg(max_new_tokens=4)).generate(
-        ids, mask, generator_seed=0)
+        ids, mask, generator_seed=0
+    )
     with torch.no_grad():
         old = action_logprobs(model, experience, 1.0)
     action = experience["action_mask"]
@@ -63,8 +72,9 @@ def test_kl_in_the_loss_adds_beta_times_the_aggregated_k3(make_lm, tok, rollout_
     assert float(same.detach()) == pytest.approx(float(plain.detach()), abs=1e-6)
     assert metrics["actor/kl_loss"] == pytest.approx(0.0, abs=1e-6)
     delta = 0.3
-    shifted, metrics = policy_objective(model, micro.with_(ref_logprobs=old + delta * action),
-                                        1.0, ppo)
+    shifted, metrics = policy_objective(
+        model, micro.with_(ref_logprobs=old + delta * action), 1.0, ppo
+    )
     k3 = float(torch.exp(torch.tensor(delta)) - delta - 1)
     assert metrics["actor/kl_loss"] == pytest.approx(k3, abs=1e-5)
     assert float(shifted.detach()) == pytest.approx(float(plain.detach()) + 0.5 * k3, abs=1e-5)

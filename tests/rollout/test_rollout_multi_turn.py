@@ -3,6 +3,7 @@ for the model (its tokens are fixed per turn), an environment defined here (name
 ``env.name: module:Class``) answers.  The trajectory keeps the sampled ids as sampled -- the
 constructed first turn decodes to a text that tokenises to *other* ids -- observations are
 context only, the behaviour log-probs are the real model's over the whole trajectory."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,8 +50,13 @@ class ScriptedSampler(Rollout):
         self.calls.append((prompts["input_ids"].clone(), seed))
         responses = torch.tensor([turn] * len(prompts))
         sequences = torch.cat([prompts["input_ids"], responses], 1)
-        return rollout_batch(sequences, prompts["attention_mask"], [self.tokenizer.eos_token_id],
-                             self.pad_token_id, n)
+        return rollout_batch(
+            sequences,
+            prompts["attention_mask"],
+            [self.tokenizer.eos_token_id],
+            self.pad_token_id,
+            n,
+        )
 
 
 class LocalActor:
@@ -73,30 +79,41 @@ class LocalActor:
 @pytest.fixture
 def setup(tok, make_lm):
     def build(*overrides):
-        cfg = load_config(CONFIG, ["env.name=test_rollout_multi_turn:EchoEnv",
-                                   "env.max_turns=3", "rollout.n_samples_per_prompt=2",
-                                   *overrides])
+        cfg = load_config(
+            CONFIG,
+            [
+                "env.name=test_rollout_multi_turn:EchoEnv",
+                "env.max_turns=3",
+                "rollout.n_samples_per_prompt=2",
+                *overrides,
+            ],
+        )
         rollout = MultiTurnRollout(ScriptedSampler(cfg, tok))
         rollout.start(LocalActor(make_lm()), None)
         return cfg, rollout
+
     return build
 
 
 def _prompts(tok, texts):
     ids = [tok(t)["input_ids"] for t in texts]
     width = max(map(len, ids))
-    batch = Batch({"input_ids": torch.tensor([[tok.pad_token_id] * (width - len(i)) + i
-                                              for i in ids]),
-                   "attention_mask": torch.tensor([[0] * (width - len(i)) + [1] * len(i)
-                                                   for i in ids])})
+    batch = Batch(
+        {
+            "input_ids": torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i in ids]),
+            "attention_mask": torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids]),
+        }
+    )
     return batch, [{"prompt": t, "label": "x"} for t in texts], ids
 
 
 def test_trajectory_keeps_the_sampled_ids_and_masks_the_observations(setup, tok):
-    f, e = tok("f", add_special_tokens=False)["input_ids"], tok("e", add_special_tokens=False)[
-        "input_ids"]
+    f, e = (
+        tok("f", add_special_tokens=False)["input_ids"],
+        tok("e", add_special_tokens=False)["input_ids"],
+    )
     assert tok("fe", add_special_tokens=False)["input_ids"] != f + e  # merged: re-tokenising
-    eos = tok.eos_token_id                                           # would change the ids
+    eos = tok.eos_token_id  # would change the ids
     first, second = f + e + [eos], tok("yes", add_special_tokens=False)["input_ids"] + [eos]
     ScriptedSampler.turns = [first, second]
     cfg, rollout = setup()
@@ -108,16 +125,19 @@ def test_trajectory_keeps_the_sampled_ids_and_masks_the_observations(setup, tok)
     assert P == max(map(len, prompt_ids)) and len(experience) == 4
     for r in range(4):
         real = experience["attention_mask"][r].bool()
-        assert experience["sequences"][r][real].tolist() == \
-            prompt_ids[r // 2] + first + observation + second
+        assert (
+            experience["sequences"][r][real].tolist()
+            == prompt_ids[r // 2] + first + observation + second
+        )
         want = [0] * (P - 1) + [1] * len(first) + [0] * len(observation) + [1] * len(second)
         width = experience["action_mask"].shape[1]
         assert experience["action_mask"][r].tolist() == want + [0] * (width - len(want))
     # the second turn continued the first as sampled (f, e kept apart), then the observation
     second_input = rollout.inner.calls[1][0]
-    assert second_input[0][-len(first + observation):].tolist() == first + observation
+    assert second_input[0][-len(first + observation) :].tolist() == first + observation
     assert [seed for _, seed in rollout.inner.calls] == sorted(
-        {seed for _, seed in rollout.inner.calls}, key=[s for _, s in rollout.inner.calls].index)
+        {seed for _, seed in rollout.inner.calls}, key=[s for _, s in rollout.inner.calls].index
+    )
     # behaviour log-probs: the model's over the whole trajectory, 0 off the model's tokens
     want_logps = action_logprobs(rollout.actor.model, experience)
     assert torch.allclose(experience["old_logprobs"], want_logps)
@@ -146,8 +166,11 @@ def test_an_environment_that_raises_is_named_with_its_row(setup, tok):
     ScriptedSampler.turns = [[40, tok.eos_token_id]]
     prompts, rows, _ = _prompts(tok, ["hi", "second prompt"])
     cfg, rollout = setup("env.args={fail: true}")
-    with pytest.raises(EnvError, match=r"test_rollout_multi_turn:EchoEnv.*row 0 \(prompt 'hi'\)"
-                                       r".*step.*RuntimeError: the environment broke"):
+    with pytest.raises(
+        EnvError,
+        match=r"test_rollout_multi_turn:EchoEnv.*row 0 \(prompt 'hi'\)"
+        r".*step.*RuntimeError: the environment broke",
+    ):
         rollout.generate(prompts, 0, rows)
 
 
@@ -175,8 +198,14 @@ class LoggingSampler(ScriptedSampler):
 def test_the_samplers_own_logprobs_are_kept_per_turn_and_finish_is_the_backends(tok, make_lm):
     eos = tok.eos_token_id
     LoggingSampler.turns = [[40, 41, eos], [42, eos]]
-    cfg = load_config(CONFIG, ["env.name=test_rollout_multi_turn:EchoEnv", "env.max_turns=3",
-                               "rollout.n_samples_per_prompt=1"])
+    cfg = load_config(
+        CONFIG,
+        [
+            "env.name=test_rollout_multi_turn:EchoEnv",
+            "env.max_turns=3",
+            "rollout.n_samples_per_prompt=1",
+        ],
+    )
     rollout = MultiTurnRollout(LoggingSampler(cfg, tok))
     rollout.start(LocalActor(make_lm()), None)
     prompts, rows, _ = _prompts(tok, ["hi"])
@@ -205,8 +234,12 @@ def test_turn_rewards_sit_where_each_step_was_earned_and_sum_to_the_same(setup, 
     shaped = {}
     for placed in ("false", "true"):
         ScriptedSampler.turns = [first, second]
-        cfg, rollout = setup(f"env.turn_rewards={placed}", "ppo.kl_coef=0.0", "ppo.gamma=1.0",
-                             "ppo.advantage_estimator=reinforce_pp")
+        cfg, rollout = setup(
+            f"env.turn_rewards={placed}",
+            "ppo.kl_coef=0.0",
+            "ppo.gamma=1.0",
+            "ppo.advantage_estimator=reinforce_pp",
+        )
         experience, _ = rollout.generate(prompts, 0, rows)
         P, mask = experience.meta["prompt_length"], experience["action_mask"]
         observation = len(tok("ok", add_special_tokens=False)["input_ids"])
@@ -217,8 +250,9 @@ def test_turn_rewards_sit_where_each_step_was_earned_and_sum_to_the_same(setup, 
             assert torch.equal(experience["step_rewards"], want)
         else:
             assert "step_rewards" not in experience
-        experience = experience.with_(scores=experience["rollout_scores"],
-                                      ref_logprobs=experience["old_logprobs"])
+        experience = experience.with_(
+            scores=experience["rollout_scores"], ref_logprobs=experience["old_logprobs"]
+        )
         shaped[placed], _ = RewardShaper(cfg.ppo)(experience)
         rewards = shaped[placed]["token_rewards"]
         assert rewards.sum(-1).tolist() == pytest.approx([1.5, 1.5])
@@ -228,9 +262,9 @@ def test_turn_rewards_sit_where_each_step_was_earned_and_sum_to_the_same(setup, 
     # REINFORCE++ (γ = 1): the first turn's actions see 1.5 either way, the second turn's
     # 1.0 with the turn rewards (the 0.5 came before them), 1.5 without
     second_turn = torch.zeros_like(mask, dtype=torch.bool)
-    second_turn[:, last - len(second) + 1:last + 1] = True
+    second_turn[:, last - len(second) + 1 : last + 1] = True
     assert (shaped["true"]["returns"][second_turn] == 1.0).all()
     assert (shaped["false"]["returns"][second_turn] == 1.5).all()
     first_turn = torch.zeros_like(mask, dtype=torch.bool)
-    first_turn[:, P - 1:first_end + 1] = True
+    first_turn[:, P - 1 : first_end + 1] = True
     assert (shaped["true"]["returns"][first_turn] == 1.5).all()

@@ -1,4 +1,5 @@
 """ReplayBuffer: every row once per epoch, deterministic per seed, reshuffled per epoch."""
+
 import ast
 import subprocess
 import sys
@@ -15,8 +16,11 @@ from rlhf_dist.rollout.replay import learner_plan
 
 def experience(start, n):
     ids = torch.arange(start, start + n)
-    return Batch({"id": ids, "x": ids[:, None].float().expand(n, 3).clone()},
-                 extras={"name": [f"r{i}" for i in ids.tolist()]}, meta={"step": 0})
+    return Batch(
+        {"id": ids, "x": ids[:, None].float().expand(n, 3).clone()},
+        extras={"name": [f"r{i}" for i in ids.tolist()]},
+        meta={"step": 0},
+    )
 
 
 def epochs_of(buffer, mb, epochs, seed):
@@ -26,8 +30,10 @@ def epochs_of(buffer, mb, epochs, seed):
     for b in batches:  # rows stay aligned across tensors and extras
         assert torch.equal(b["x"][:, 0].long(), b["id"])
         assert b["name"] == [f"r{i}" for i in b["id"].tolist()]
-    return [torch.cat([b["id"] for b in batches[e * per_epoch:(e + 1) * per_epoch]]).tolist()
-            for e in range(epochs)]
+    return [
+        torch.cat([b["id"] for b in batches[e * per_epoch : (e + 1) * per_epoch]]).tolist()
+        for e in range(epochs)
+    ]
 
 
 def test_every_row_once_per_epoch_deterministic_and_reshuffled():
@@ -52,7 +58,7 @@ def test_learner_plan_gives_each_rank_its_slice_of_every_minibatch(world, epochs
     assert len(plans) == world
     for epoch in range(epochs):
         order = epoch_permutation(len(data), seed, epoch)
-        minibatches = [data.index_select(order[s:s + m]) for s in range(0, len(data), m)]
+        minibatches = [data.index_select(order[s : s + m]) for s in range(0, len(data), m)]
         for rank, plan in enumerate(plans):
             share = data.index_select(plan.rows)
             assert len(plan.steps[epoch]) == len(minibatches)
@@ -87,8 +93,10 @@ def test_errors_and_clear():
 
 
 def test_package_imports_cheaply_and_nothing_distributed():
-    code = ("import sys, rlhf_dist.rollout; "
-            "assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'")
+    code = (
+        "import sys, rlhf_dist.rollout; "
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     forbidden = ("ray", "deepspeed", "torch.distributed")
     root = Path(rollout.__file__).parent
@@ -96,8 +104,13 @@ def test_package_imports_cheaply_and_nothing_distributed():
         source = path.read_text()
         assert len(source.splitlines()) <= 400, path.name
         for node in ast.walk(ast.parse(source)):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 assert not any(name == f or name.startswith(f + ".") for f in forbidden), name
     assert set(rollout.__all__) <= set(dir(rollout))

@@ -1,4 +1,5 @@
 """RewardShaper: hand-computed token rewards, reward clipping, the KL controller."""
+
 import math
 
 import pytest
@@ -11,12 +12,14 @@ from rlhf_dist.rollout import RewardShaper
 
 def ragged():
     """Row 0 acts at t=1,2 (k1 KL 0.5, -1.0); row 1 at t=1,2,3 (k1 KL 0, 0.5, -1.0)."""
-    return Batch({
-        "scores": torch.tensor([1.0, -2.0]),
-        "old_logprobs": torch.tensor([[0.0, -1.0, -2.0, 0.0], [0.0, -0.5, -0.5, -2.0]]),
-        "ref_logprobs": torch.tensor([[0.0, -1.5, -1.0, 0.0], [0.0, -0.5, -1.0, -1.0]]),
-        "action_mask": torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1]]),
-    })
+    return Batch(
+        {
+            "scores": torch.tensor([1.0, -2.0]),
+            "old_logprobs": torch.tensor([[0.0, -1.0, -2.0, 0.0], [0.0, -0.5, -0.5, -2.0]]),
+            "ref_logprobs": torch.tensor([[0.0, -1.5, -1.0, 0.0], [0.0, -0.5, -1.0, -1.0]]),
+            "action_mask": torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1]]),
+        }
+    )
 
 
 def test_token_rewards_by_hand():
@@ -26,10 +29,15 @@ def test_token_rewards_by_hand():
     expected = torch.tensor([[0.0, -0.05, 0.1 + 1.0, 0.0], [0.0, 0.0, -0.05, 0.1 - 2.0]])
     assert torch.allclose(out["token_rewards"], expected, atol=1e-7)
     assert torch.equal(out["scores"], ragged()["scores"])  # inputs kept
-    assert metrics == pytest.approx({
-        "reward/score_mean": -0.5, "reward/score_std": 1.5,
-        "kl/ref_kl": -0.5,  # sequence KLs 0.5 - 1.0 and 0 + 0.5 - 1.0
-        "kl/coef": 0.1, "response/length_mean": 2.5})
+    assert metrics == pytest.approx(
+        {
+            "reward/score_mean": -0.5,
+            "reward/score_std": 1.5,
+            "kl/ref_kl": -0.5,  # sequence KLs 0.5 - 1.0 and 0 + 0.5 - 1.0
+            "kl/coef": 0.1,
+            "response/length_mean": 2.5,
+        }
+    )
 
 
 def test_k3_estimator_and_reward_clip():

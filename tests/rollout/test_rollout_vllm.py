@@ -7,6 +7,7 @@ disk decodes HF ``generate``'s greedy tokens, its log-probs are the HF model's, 
 reproducible per seed, and the stop ids / min-new-tokens settings hold; models vLLM cannot
 serve are refused naming the field.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,16 +18,20 @@ import torch
 
 from rlhf_dist.config import ConfigError, RolloutConfig, RolloutResources, TinyModelConfig
 from rlhf_dist.rollout.generate import rollout_batch
-from rlhf_dist.rollout.vllm_engine import outputs_to_batch, require_vllm
+from rlhf_dist.rollout.vllm_engine import outputs_to_batch
+from rlhf_dist.rollout.vllm_preflight import require_vllm
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 EOS, PAD = 2, 0
 
 
 def _completion(ids, logps, finish="length", stop_reason=None):
-    return SimpleNamespace(token_ids=ids, logprobs=[{i: SimpleNamespace(logprob=lp)}
-                                                    for i, lp in zip(ids, logps)],
-                           finish_reason=finish, stop_reason=stop_reason)
+    return SimpleNamespace(
+        token_ids=ids,
+        logprobs=[{i: SimpleNamespace(logprob=lp)} for i, lp in zip(ids, logps)],
+        finish_reason=finish,
+        stop_reason=stop_reason,
+    )
 
 
 def test_outputs_become_the_hf_layout_with_engine_logprobs():
@@ -34,16 +39,28 @@ def test_outputs_become_the_hf_layout_with_engine_logprobs():
     lengths 3 (ends in EOS), 1, 3 (ends in EOS) and 4 (cut at the length limit)."""
     prompt_ids = torch.tensor([[PAD, 5, 6], [7, 8, 9]])
     prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    outputs = [SimpleNamespace(outputs=[_completion([11, 12, EOS], [-1.0, -2.0, -3.0]),
-                                        _completion([13], [-0.5])]),
-               SimpleNamespace(outputs=[_completion([14, 15, EOS], [-0.1, -0.2, -0.3], "stop",
-                                                    EOS),
-                                        _completion([16, 17, 18, 19], [-1.0] * 4)])]
+    outputs = [
+        SimpleNamespace(
+            outputs=[_completion([11, 12, EOS], [-1.0, -2.0, -3.0]), _completion([13], [-0.5])]
+        ),
+        SimpleNamespace(
+            outputs=[
+                _completion([14, 15, EOS], [-0.1, -0.2, -0.3], "stop", EOS),
+                _completion([16, 17, 18, 19], [-1.0] * 4),
+            ]
+        ),
+    ]
     batch = outputs_to_batch(prompt_ids, prompt_mask, outputs, [EOS], PAD, n=2)
-    responses = torch.tensor([[11, 12, EOS, PAD], [13, PAD, PAD, PAD],
-                              [14, 15, EOS, PAD], [16, 17, 18, 19]])
-    want = rollout_batch(torch.cat([prompt_ids.repeat_interleave(2, 0), responses], 1),
-                         prompt_mask.repeat_interleave(2, 0), [EOS], PAD, 2)
+    responses = torch.tensor(
+        [[11, 12, EOS, PAD], [13, PAD, PAD, PAD], [14, 15, EOS, PAD], [16, 17, 18, 19]]
+    )
+    want = rollout_batch(
+        torch.cat([prompt_ids.repeat_interleave(2, 0), responses], 1),
+        prompt_mask.repeat_interleave(2, 0),
+        [EOS],
+        PAD,
+        2,
+    )
     for key in ("sequences", "attention_mask", "action_mask"):
         assert torch.equal(batch[key], want[key]), key
     assert batch.meta == want.meta
@@ -58,8 +75,11 @@ def test_outputs_become_the_hf_layout_with_engine_logprobs():
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
 def test_vllm_backend_without_vllm_names_the_extra():
-    with pytest.raises(ConfigError, match=r'rollout.backend=vllm: vLLM is not installed; '
-                                          r'install vLLM: pip install -e "\.\[vllm\]"'):
+    with pytest.raises(
+        ConfigError,
+        match=r"rollout.backend=vllm: vLLM is not installed; "
+        r'install vLLM: pip install -e "\.\[vllm\]"',
+    ):
         require_vllm()
 
 
@@ -89,19 +109,32 @@ def engine(tiny32):
 
     directory, _, tokenizer = tiny32
     rollout = RolloutConfig(do_sample=False, max_new_tokens=12)
-    return VLLMRolloutEngine(directory, rollout, RolloutResources(max_model_len=96),
-                             "float32", seed=0, stop=stop_ids(rollout, tokenizer),
-                             pad_token_id=tokenizer.pad_token_id)
+    return VLLMRolloutEngine(
+        directory,
+        rollout,
+        RolloutResources(max_model_len=96),
+        "float32",
+        seed=0,
+        stop=stop_ids(rollout, tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def _prompts(tokenizer, n=6):
     from rlhf_dist.data import PromptCollator
 
-    topics = ["cook tomato and eggs", "make a bomb", "fix a bike", "pick a lock",
-              "bake bread", "write a poem"]
+    topics = [
+        "cook tomato and eggs",
+        "make a bomb",
+        "fix a bike",
+        "pick a lock",
+        "bake bread",
+        "write a poem",
+    ]
     texts = [f"Human: how do I {topic}?\nAssistant:" for topic in topics[:n]]
     batch = PromptCollator(tokenizer.pad_token_id)(
-        [{"input_ids": tokenizer(t)["input_ids"]} for t in texts])
+        [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
+    )
     return batch["input_ids"], batch["attention_mask"]
 
 
@@ -131,8 +164,9 @@ def test_sampling_seeded_stop_ids_and_min_tokens(engine, tiny32):
     ids, mask = _prompts(tokenizer, 4)
     base = engine.rollout
     try:
-        engine.rollout = dataclasses.replace(base, do_sample=True, n_samples_per_prompt=3,
-                                             temperature=1.5)
+        engine.rollout = dataclasses.replace(
+            base, do_sample=True, n_samples_per_prompt=3, temperature=1.5
+        )
         first, again = engine.generate(ids, mask, seed=7), engine.generate(ids, mask, seed=7)
         other = engine.generate(ids, mask, seed=8)
         assert len(first) == 12 and torch.equal(first["sequences"], again["sequences"])
@@ -163,12 +197,17 @@ def test_sampling_seeded_stop_ids_and_min_tokens(engine, tiny32):
 def test_unservable_models_are_refused_naming_the_field():
     from transformers import GPT2Config, LlamaConfig
 
-    from rlhf_dist.rollout.vllm_engine import VLLMError, check_servable
+    from rlhf_dist.rollout.vllm_preflight import VLLMError, check_servable
 
-    with pytest.raises(VLLMError, match=r"model: attention head size 16 .* "
-                                        r"model.tiny.num_heads=2"):
-        check_servable(LlamaConfig(hidden_size=64, num_attention_heads=4,
-                                   architectures=["LlamaForCausalLM"]), on_gpu=False)
+    with pytest.raises(
+        VLLMError,
+        match=r"model: attention head size 16 .* "
+        r"model.tiny.num_heads=2",
+    ):
+        check_servable(
+            LlamaConfig(hidden_size=64, num_attention_heads=4, architectures=["LlamaForCausalLM"]),
+            on_gpu=False,
+        )
     with pytest.raises(VLLMError, match=r"model: architecture \['NotAModel'\] is not one vLLM"):
         check_servable(GPT2Config(architectures=["NotAModel"]), on_gpu=True)
 
@@ -178,7 +217,7 @@ def test_unservable_models_are_refused_naming_the_field():
 def test_preflight_refuses_colocation_on_cpu_and_too_long_lengths():
     from rlhf_dist.config import load_config
     from rlhf_dist.models import load_tokenizer
-    from rlhf_dist.rollout.vllm_engine import preflight
+    from rlhf_dist.rollout.vllm_preflight import preflight
 
     base = ["rollout.backend=vllm", "model.tiny.num_heads=2"]
     cfg = load_config(None, [*base, "resources.colocate_rollout=true"])
@@ -186,9 +225,12 @@ def test_preflight_refuses_colocation_on_cpu_and_too_long_lengths():
     with pytest.raises(ConfigError, match=r"resources.colocate_rollout: needs GPUs"):
         preflight(cfg, tokenizer, on_gpu=False)
     long = load_config(None, [*base, "resources.rollout.max_model_len=1000"])
-    with pytest.raises(ConfigError, match=r"model: the longest prompt \+ response \(1000 "
-                                          r"tokens, resources.rollout.max_model_len\) is above "
-                                          r"the model's max_position_embeddings=256"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model: the longest prompt \+ response \(1000 "
+        r"tokens, resources.rollout.max_model_len\) is above "
+        r"the model's max_position_embeddings=256",
+    ):
         preflight(long, tokenizer, on_gpu=False)
     model = preflight(load_config(None, base), tokenizer, False)
     assert '"LlamaForCausalLM"' in model.config_json

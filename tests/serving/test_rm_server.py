@@ -3,6 +3,7 @@ the served scores are the in-process RM's (on the rollout layout the reward grou
 concurrent requests are batched and each gets its own scores back, the token guards
 ``/score`` and never shows up in the server's output, bad requests get a 4xx naming the
 problem, and the client fails fast on an unreachable URL and names it after its retries."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,22 @@ def rm_dir(tmp_path_factory) -> Path:
 
 
 def start_server(rm_dir: Path, *flags: str) -> tuple:
-    proc = subprocess.Popen([sys.executable, "-m", "rlhf_dist.cli", "serve-rm", "--model",
-                             str(rm_dir), "--port", "0", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_dist.cli",
+            "serve-rm",
+            "--model",
+            str(rm_dir),
+            "--port",
+            "0",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()  # "serving on http://127.0.0.1:PORT" once it listens
     if not line.startswith("serving on "):
         proc.kill()
@@ -55,8 +69,17 @@ def stop_server(proc) -> str:
 def server(rm_dir, tmp_path_factory):
     token_file = tmp_path_factory.mktemp("token") / "token"
     token_file.write_text(TOKEN + "\n")
-    proc, url = start_server(rm_dir, "--token-file", str(token_file), "--max-rows", "64",
-                             "--max-request-mb", "0.05", "--max-wait-ms", "200")
+    proc, url = start_server(
+        rm_dir,
+        "--token-file",
+        str(token_file),
+        "--max-rows",
+        "64",
+        "--max-request-mb",
+        "0.05",
+        "--max-wait-ms",
+        "200",
+    )
     yield url, proc
     if proc.poll() is None:
         stop_server(proc)
@@ -66,8 +89,9 @@ def toy_rows(n: int = ROWS):
     from rlhf_dist.toy import ToyTask
 
     rows = ToyTask(seed=0, num_prompts=64, eval_ratio=0.0).preference_rows()[:n]
-    return [r["prompt"] for r in rows], [r["chosen"] if i % 2 else r["rejected"]
-                                         for i, r in enumerate(rows)]
+    return [r["prompt"] for r in rows], [
+        r["chosen"] if i % 2 else r["rejected"] for i, r in enumerate(rows)
+    ]
 
 
 def auth(token: str = TOKEN) -> dict:
@@ -82,8 +106,10 @@ def rollout_layout_scores(rm_dir: Path, prompts, responses) -> list:
 
     rm = load_reward_model(str(rm_dir), "cpu")
     encoder = Encoder(rm.tokenizer, 256, 128)
-    seqs = [encoder.prompt(p) + encoder.response(r) + [encoder.eos_id]
-            for p, r in zip(prompts, responses)]
+    seqs = [
+        encoder.prompt(p) + encoder.response(r) + [encoder.eos_id]
+        for p, r in zip(prompts, responses)
+    ]
     ids = pad(seqs, rm.tokenizer.pad_token_id, "left")
     mask = pad([[1] * len(s) for s in seqs], 0, "left")
     with torch.no_grad():
@@ -96,8 +122,11 @@ def test_served_scores_are_the_in_process_reward_models(server, rm_dir):
 
     url, _ = server
     prompts, responses = toy_rows()
-    answer = requests.post(f"{url}/score", json={"prompts": prompts, "responses": responses,
-                                                 "labels": [None] * ROWS}, headers=auth())
+    answer = requests.post(
+        f"{url}/score",
+        json={"prompts": prompts, "responses": responses, "labels": [None] * ROWS},
+        headers=auth(),
+    )
     assert answer.status_code == 200, answer.text
     served = answer.json()["scores"]
     in_process = reward_scores(load_reward_model(str(rm_dir), "cpu"), prompts, responses)
@@ -109,15 +138,15 @@ def test_served_scores_are_the_in_process_reward_models(server, rm_dir):
 def test_concurrent_requests_are_batched_and_answered_in_order(server):
     url, _ = server
     prompts, responses = toy_rows()
-    single = requests.post(f"{url}/score", json={"prompts": prompts, "responses": responses},
-                           headers=auth()).json()["scores"]
+    single = requests.post(
+        f"{url}/score", json={"prompts": prompts, "responses": responses}, headers=auth()
+    ).json()["scores"]
     before = requests.get(f"{url}/health").json()
     results = {}
 
     def one(i: int) -> None:  # request i: rows i, i+1, i+2 (mod ROWS)
         rows = [(i + k) % ROWS for k in range(3)]
-        body = {"prompts": [prompts[r] for r in rows],
-                "responses": [responses[r] for r in rows]}
+        body = {"prompts": [prompts[r] for r in rows], "responses": [responses[r] for r in rows]}
         results[i] = (rows, requests.post(f"{url}/score", json=body, headers=auth()).json())
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
@@ -138,38 +167,65 @@ def test_get_reward_answers_openrlhf_clients_with_the_score_routes_scores(server
     url, _ = server
     prompts, responses = toy_rows(6)
     queries = [p + r for p, r in zip(prompts, responses)]
-    answer = requests.post(f"{url}/get_reward", headers=auth(), json={
-        "query": queries, "prompts": prompts, "labels": [None] * 6})
+    answer = requests.post(
+        f"{url}/get_reward",
+        headers=auth(),
+        json={"query": queries, "prompts": prompts, "labels": [None] * 6},
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    direct = requests.post(f"{url}/score", headers=auth(),
-                           json={"prompts": prompts, "responses": responses}).json()["scores"]
+    direct = requests.post(
+        f"{url}/score", headers=auth(), json={"prompts": prompts, "responses": responses}
+    ).json()["scores"]
     assert body["rewards"] == pytest.approx(direct, abs=1e-6) and body["scores"] == body["rewards"]
     assert body["extra_logs"] == {}
-    bad = requests.post(f"{url}/get_reward", headers=auth(), json={
-        "query": ["something else entirely"] + queries[1:], "prompts": prompts})
-    assert bad.status_code == 400 and "field 'query' row 0: does not start with its prompt" \
-        in bad.json()["error"]
-    assert requests.post(f"{url}/get_reward", json={"query": queries,
-                                                    "prompts": prompts}).status_code == 401
+    bad = requests.post(
+        f"{url}/get_reward",
+        headers=auth(),
+        json={"query": ["something else entirely"] + queries[1:], "prompts": prompts},
+    )
+    assert (
+        bad.status_code == 400
+        and "field 'query' row 0: does not start with its prompt" in bad.json()["error"]
+    )
+    assert (
+        requests.post(f"{url}/get_reward", json={"query": queries, "prompts": prompts}).status_code
+        == 401
+    )
 
 
-@pytest.mark.parametrize("body,status,message", [
-    (b"{not json", 400, "the body is not JSON"),
-    (json.dumps({"prompts": ["a"]}).encode(), 400, "field 'responses' is missing"),
-    (json.dumps({"prompts": ["a", "b"], "responses": ["x"]}).encode(), 400,
-     "'prompts' has 2 rows but 'responses' has 1"),
-    (json.dumps({"prompts": ["a", 3], "responses": ["x", "y"]}).encode(), 400,
-     "field 'prompts' row 1: expected a string, got int"),
-    (json.dumps({"prompts": ["a"] * 65, "responses": ["x"] * 65}).encode(), 413,
-     "65 rows in one request: more than --max-rows=64"),
-    (json.dumps({"prompts": ["a" * 60000], "responses": ["x"]}).encode(), 413,
-     "request body too large"),
-])
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        (b"{not json", 400, "the body is not JSON"),
+        (json.dumps({"prompts": ["a"]}).encode(), 400, "field 'responses' is missing"),
+        (
+            json.dumps({"prompts": ["a", "b"], "responses": ["x"]}).encode(),
+            400,
+            "'prompts' has 2 rows but 'responses' has 1",
+        ),
+        (
+            json.dumps({"prompts": ["a", 3], "responses": ["x", "y"]}).encode(),
+            400,
+            "field 'prompts' row 1: expected a string, got int",
+        ),
+        (
+            json.dumps({"prompts": ["a"] * 65, "responses": ["x"] * 65}).encode(),
+            413,
+            "65 rows in one request: more than --max-rows=64",
+        ),
+        (
+            json.dumps({"prompts": ["a" * 60000], "responses": ["x"]}).encode(),
+            413,
+            "request body too large",
+        ),
+    ],
+)
 def test_bad_requests_get_a_4xx_naming_the_problem(server, body, status, message):
     url, _ = server
-    answer = requests.post(f"{url}/score", data=body, headers={
-        **auth(), "Content-Type": "application/json"})
+    answer = requests.post(
+        f"{url}/score", data=body, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert answer.status_code == status
     assert message in answer.json()["error"]
 
@@ -190,9 +246,12 @@ def test_server_listens_on_loopback_by_default_and_refuses_a_bad_model_path(tmp_
     from rlhf_dist.serving.rm_server import parser
 
     assert parser().parse_args(["--model", "m"]).host == "127.0.0.1"
-    proc = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "serve-rm", "--model",
-                           str(tmp_path / "missing")], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhf_dist.cli", "serve-rm", "--model", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
@@ -205,19 +264,25 @@ def test_client_scores_through_the_server_and_names_the_url_when_it_fails(rm_dir
     proc, url = start_server(rm_dir)
     try:
         prompts, responses = toy_rows(5)
-        ppo = load_config(None, [f"ppo.reward_url={url}", "ppo.reward_url_weight=2.0",
-                                 "ppo.reward_url_batch_size=2"]).ppo
+        ppo = load_config(
+            None,
+            [f"ppo.reward_url={url}", "ppo.reward_url_weight=2.0", "ppo.reward_url_batch_size=2"],
+        ).ppo
         rewards = load_rewards(ppo)  # health-checked here
         got = rewards(prompts, responses, [None] * 5, [{}] * 5)
-        direct = requests.post(f"{url}/score", json={"prompts": prompts,
-                                                     "responses": responses}).json()
+        direct = requests.post(
+            f"{url}/score", json={"prompts": prompts, "responses": responses}
+        ).json()
         assert got.tolist() == pytest.approx([2.0 * s for s in direct["scores"]], abs=1e-5)
         client = RemoteReward(url, retries=2, backoff_s=0.01)
     finally:
         stop_server(proc)
     # the server is gone: calls retry with backoff, then name the URL
-    with pytest.raises(RewardError, match=rf"ppo.reward_url {url}/score failed after 3 "
-                                          r"attempts: ConnectionError"):
+    with pytest.raises(
+        RewardError,
+        match=rf"ppo.reward_url {url}/score failed after 3 "
+        r"attempts: ConnectionError",
+    ):
         client(prompts, responses, [None] * 5, [{}] * 5)
     with pytest.raises(RewardError, match=rf"ppo.reward_url {url}: not reachable"):
         RemoteReward(url)  # before training starts: one health check
@@ -244,10 +309,13 @@ class _OpenRLHFStyleServer:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 bodies.append(data)
-                rewards = [len(q) - len(p) + (10.0 if lab == "good" else 0.0)
-                           for q, p, lab in zip(data["query"], data["prompts"], data["labels"])]
-                out = json.dumps({"rewards": rewards, "scores": rewards,
-                                  "extra_logs": {"n": len(rewards)}}).encode()
+                rewards = [
+                    len(q) - len(p) + (10.0 if lab == "good" else 0.0)
+                    for q, p, lab in zip(data["query"], data["prompts"], data["labels"])
+                ]
+                out = json.dumps(
+                    {"rewards": rewards, "scores": rewards, "extra_logs": {"n": len(rewards)}}
+                ).encode()
                 self.send_response(200 if self.path == "/get_reward" else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
@@ -273,22 +341,36 @@ def test_client_speaks_openrlhfs_protocol_to_such_a_server():
 
     server = _OpenRLHFStyleServer()
     try:
-        ppo = load_config(None, [f"ppo.reward_url={server.url}", "ppo.reward_url_batch_size=2",
-                                 "ppo.reward_url_protocol=openrlhf"]).ppo
+        ppo = load_config(
+            None,
+            [
+                f"ppo.reward_url={server.url}",
+                "ppo.reward_url_batch_size=2",
+                "ppo.reward_url_protocol=openrlhf",
+            ],
+        ).ppo
         rewards = load_rewards(ppo)  # reachability checked here (no /health on such servers)
-        got = rewards(["p1 ", "prompt two ", "x"], ["abc", "", "defg"],
-                      ["good", "bad", "good"], [{}] * 3)
+        got = rewards(
+            ["p1 ", "prompt two ", "x"], ["abc", "", "defg"], ["good", "bad", "good"], [{}] * 3
+        )
     finally:
         server.close()
     assert got.tolist() == [13.0, 0.0, 14.0]
     assert server.bodies == [
-        {"query": ["p1 abc", "prompt two "], "prompts": ["p1 ", "prompt two "],
-         "labels": ["good", "bad"]},
-        {"query": ["xdefg"], "prompts": ["x"], "labels": ["good"]}]
+        {
+            "query": ["p1 abc", "prompt two "],
+            "prompts": ["p1 ", "prompt two "],
+            "labels": ["good", "bad"],
+        },
+        {"query": ["xdefg"], "prompts": ["x"], "labels": ["good"]},
+    ]
     with pytest.raises(RewardError, match=rf"ppo.reward_url {server.url}: not reachable"):
         RemoteReward(server.url, protocol="openrlhf")
-    with pytest.raises(RewardError, match=r"ppo.reward_url_protocol: got 'trl', expected one of "
-                                          r"\['openrlhf', 'rlhf_dist'\]"):
+    with pytest.raises(
+        RewardError,
+        match=r"ppo.reward_url_protocol: got 'trl', expected one of "
+        r"\['openrlhf', 'rlhf_dist'\]",
+    ):
         RemoteReward(server.url, protocol="trl")
 
 

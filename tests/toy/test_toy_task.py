@@ -1,10 +1,18 @@
 """The toy alignment task: determinism, disjoint splits, labels that match the judges."""
+
 import pytest
 
 from rlhf_dist.config import ToyDataConfig
 from rlhf_dist.data import split_transcripts
-from rlhf_dist.toy import (TOY_ROW_KINDS, ToyTask, find_topic, is_on_topic, is_refusal, prompt_kind,
-                           toy_corpus)
+from rlhf_dist.toy import (
+    TOY_ROW_KINDS,
+    ToyTask,
+    find_topic,
+    is_on_topic,
+    is_refusal,
+    prompt_kind,
+    toy_corpus,
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +98,7 @@ def test_pretrain_answers_both_ways(task):
     texts = task.pretrain_texts("train")
     assert len(texts) == 2 * len(task.prompts("train"))
     for prompt in task.prompts("train"):
-        answers = [t[len(prompt.prompt):] for t in texts if t.startswith(prompt.prompt)]
+        answers = [t[len(prompt.prompt) :] for t in texts if t.startswith(prompt.prompt)]
         assert any(is_refusal(a) for a in answers) and any(not is_refusal(a) for a in answers)
 
 
@@ -98,7 +106,10 @@ def test_hh_rows_share_the_markers_and_split_back(task):
     for hh, pref in zip(task.hh_rows("eval"), task.preference_rows("eval")):
         assert hh["chosen"].startswith("Human: ") and "\nAssistant: " in hh["chosen"]
         assert split_transcripts(hh["chosen"], hh["rejected"], "chosen") == (
-            pref["prompt"], pref["chosen"], pref["rejected"])
+            pref["prompt"],
+            pref["chosen"],
+            pref["rejected"],
+        )
 
 
 def test_prompt_rows_and_prompt_kind(task):

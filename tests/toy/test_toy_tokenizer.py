@@ -1,4 +1,5 @@
 """The toy tokenizer: exact round trip, special tokens, HF format, cache, determinism."""
+
 import os
 
 import pytest
@@ -23,9 +24,17 @@ def test_round_trip_exact(toy_tok):
 
 def test_special_tokens_and_no_automatic_bos_eos(toy_tok):
     assert (toy_tok.pad_token, toy_tok.bos_token, toy_tok.eos_token, toy_tok.unk_token) == (
-        "<pad>", "<s>", "</s>", "<unk>")
-    assert (toy_tok.pad_token_id, toy_tok.bos_token_id, toy_tok.eos_token_id,
-            toy_tok.unk_token_id) == (0, 1, 2, 3)
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<unk>",
+    )
+    assert (
+        toy_tok.pad_token_id,
+        toy_tok.bos_token_id,
+        toy_tok.eos_token_id,
+        toy_tok.unk_token_id,
+    ) == (0, 1, 2, 3)
     ids = toy_tok("Human: how do I bake bread?")["input_ids"]
     assert ids == toy_tok("Human: how do I bake bread?", add_special_tokens=False)["input_ids"]
     assert not {0, 1, 2, 3} & set(ids)
@@ -49,8 +58,10 @@ def test_chat_template_matches_plain_format(toy_tok):
     ]
     assert toy_tok.chat_template == CHAT_TEMPLATE
     rendered = toy_tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-    assert rendered == ("System: be nice\nHuman: how do I bake bread?\nAssistant: Mix flour.\n"
-                        "Human: and then?\nAssistant:")
+    assert rendered == (
+        "System: be nice\nHuman: how do I bake bread?\nAssistant: Mix flour.\n"
+        "Human: and then?\nAssistant:"
+    )
     assert rendered == render_messages(conv, add_generation_prompt=True)
     assert toy_tok.apply_chat_template(conv[:3], tokenize=False) == render_messages(conv[:3])
     single = ToyTask().sft_rows()[0]

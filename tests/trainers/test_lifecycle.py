@@ -2,6 +2,7 @@
 number): the schedule, checkpoints and resume, one metrics history, a real SIGTERM, non-finite
 steps -- every path of trainers/lifecycle.py without DeepSpeed or Ray in the way (those are the
 jobs' own tests: tests/ray/test_ray_faults.py, test_trainers_preempt.py)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ class CounterJob(Job):
     job = "counter"
     recoverable = (Lost,)
 
-    def __init__(self, cfg, bad_steps=(), term_at=None, skippable=True, lost_in=(),
-                 max_restarts=0):
+    def __init__(self, cfg, bad_steps=(), term_at=None, skippable=True, lost_in=(), max_restarts=0):
         self.cfg, self.total_steps = cfg, 6
         self.bad_steps, self.term_at, self.skippable = set(bad_steps), term_at, skippable
         self.lost_in, self.max_restarts = set(lost_in), max_restarts
@@ -72,8 +72,10 @@ class CounterJob(Job):
 
 
 def config(out, *overrides):
-    return load_config(None, [f"output_dir={out}", "logging.backend=none",
-                              "logging.progress_bar=false", *overrides])
+    return load_config(
+        None,
+        [f"output_dir={out}", "logging.backend=none", "logging.progress_bar=false", *overrides],
+    )
 
 
 def totals(out):
@@ -84,8 +86,10 @@ def test_a_full_run_logs_every_step_and_saves_on_schedule(tmp_path):
     job = CounterJob(config(tmp_path, "checkpoint.save_every=2"))
     assert job.fit() == {"train/total": 21.0}
     assert totals(tmp_path) == {s: s * (s + 1) / 2 for s in range(1, 7)}
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
-        ["step_000004", "step_000006"]  # keep_last 2 of 2, 4, 6
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_000004",
+        "step_000006",
+    ]  # keep_last 2 of 2, 4, 6
     assert job.closed is False
 
 
@@ -122,14 +126,19 @@ def test_skip_step_drops_and_counts_the_step(tmp_path):
     job.fit()
     assert job.total == 21 - 2 - 5
     rows = read_metrics(tmp_path)
-    assert [(r["step"], r["fault/skipped_steps"]) for r in rows if "fault/skipped_steps" in r] \
-        == [(2, 1.0), (5, 2.0)]
+    assert [(r["step"], r["fault/skipped_steps"]) for r in rows if "fault/skipped_steps" in r] == [
+        (2, 1.0),
+        (5, 2.0),
+    ]
 
 
 def test_skip_step_stops_after_max_skipped_steps_in_a_row(tmp_path):
     cfg = config(tmp_path, "train.on_nonfinite=skip_step", "train.max_skipped_steps=2")
-    with pytest.raises(NonFiniteError, match=r"counter step 4: .* 3 steps in a row skipped "
-                                             r"\(train.max_skipped_steps=2\)"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"counter step 4: .* 3 steps in a row skipped "
+        r"\(train.max_skipped_steps=2\)",
+    ):
         CounterJob(cfg, bad_steps={2, 3, 4}).fit()
 
 
@@ -147,30 +156,35 @@ def test_nonfinite_error_crosses_processes_with_its_kind():
 
 
 def test_a_lost_worker_is_recovered_from_the_last_checkpoint(tmp_path):
-    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"), lost_in={"step 5"},
-                     max_restarts=1)
+    job = CounterJob(
+        config(tmp_path, "checkpoint.save_every=2"), lost_in={"step 5"}, max_restarts=1
+    )
     assert job.fit() == {"train/total": 21.0} and job.builds == 2
     assert totals(tmp_path) == {s: s * (s + 1) / 2 for s in range(1, 7)}
     steps = [row["step"] for row in read_metrics(tmp_path) if "train/total" in row]
     assert steps == [1, 2, 3, 4, 5, 6]  # step 5 once: the recovered run's
     faults = [row for row in read_metrics(tmp_path) if "fault/restarts" in row]
-    assert [(r["step"], r["fault/restarts"], r["fault/steps_lost"]) for r in faults] == \
-        [(4, 1, 0)]  # back to step 4, lost in step 5 before it counted
+    assert [(r["step"], r["fault/restarts"], r["fault/steps_lost"]) for r in faults] == [
+        (4, 1, 0)
+    ]  # back to step 4, lost in step 5 before it counted
 
 
 def test_a_fault_in_the_export_exports_again_without_redoing_the_rest(tmp_path):
-    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"), lost_in={"export"},
-                     max_restarts=1)
+    job = CounterJob(
+        config(tmp_path, "checkpoint.save_every=2"), lost_in={"export"}, max_restarts=1
+    )
     job.fit()
     assert job.builds == 2 and job.exports == 1
-    evals = [(row["step"], row["eval/total"]) for row in read_metrics(tmp_path)
-             if "eval/total" in row]
+    evals = [
+        (row["step"], row["eval/total"]) for row in read_metrics(tmp_path) if "eval/total" in row
+    ]
     assert evals == [(6, 21.0)]  # the final eval once; the rebuilt job loaded step 6
 
 
 def test_faults_beyond_max_restarts_stop_the_run(tmp_path):
-    job = CounterJob(config(tmp_path, "checkpoint.save_every=2"),
-                     lost_in={"step 3", "step 5"}, max_restarts=1)
+    job = CounterJob(
+        config(tmp_path, "checkpoint.save_every=2"), lost_in={"step 3", "step 5"}, max_restarts=1
+    )
     with pytest.raises(Lost, match="worker lost in step 5"):
         job.fit()
     assert job.builds == 2 and job.closed is True

@@ -1,4 +1,5 @@
 """The resumable data walk: exact index lists for 2 ranks, written out by hand."""
+
 import torch
 
 from rlhf_dist.trainers import batches as B
@@ -29,14 +30,17 @@ def test_without_drop_last_ranks_get_equally_many_batches():
     rank1 = B.rank_micro_batches(order, 1, 2, 4, drop_last=False)
     assert rank0 == [[0, 2, 4, 6], [8]]
     assert rank1 == [[1, 3, 5, 7], [9]]
-    assert B.rank_micro_batches(order, 0, 1, 4, drop_last=False) == [[0, 1, 2, 3], [4, 5, 6, 7],
-                                                                      [8, 9, 10]]
+    assert B.rank_micro_batches(order, 0, 1, 4, drop_last=False) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9, 10],
+    ]
 
 
 def test_steps_per_epoch():
-    assert B.steps_per_epoch(224, 2, 8, 1) == 14   # the tiny configs: 224 pairs, batch 16
-    assert B.steps_per_epoch(56, 2, 8, 1) == 3     # 56 // 16
-    assert B.steps_per_epoch(10, 2, 2, 2) == 1     # 2 global micro-batches, 2 per step
+    assert B.steps_per_epoch(224, 2, 8, 1) == 14  # the tiny configs: 224 pairs, batch 16
+    assert B.steps_per_epoch(56, 2, 8, 1) == 3  # 56 // 16
+    assert B.steps_per_epoch(10, 2, 2, 2) == 1  # 2 global micro-batches, 2 per step
     assert B.steps_per_epoch(7, 2, 2, 2) == 0
     assert B.steps_per_epoch(16, 1, 2, 4) == 2
 
@@ -48,8 +52,9 @@ def test_iterate_collates_the_selected_rows():
 
 def test_step_sampler_gives_each_step_its_slice_of_the_epoch_order():
     data = [{"input_ids": [0] * n} for n in (3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8)]
-    sampler = B.StepSampler.for_dataset(data, seed=4, world_size=2, micro_batch_size=1,
-                                        accumulation=2, group_by_length=True)
+    sampler = B.StepSampler.for_dataset(
+        data, seed=4, world_size=2, micro_batch_size=1, accumulation=2, group_by_length=True
+    )
     assert sampler.lengths == [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
     assert sampler.steps_per_epoch == 3
     for epoch in (0, 1):  # grouped by whole steps: 2 ranks x 1 x 2 accumulation
@@ -57,7 +62,7 @@ def test_step_sampler_gives_each_step_its_slice_of_the_epoch_order():
         for rank in (0, 1):
             micro = B.rank_micro_batches(order, rank, 2, 1)
             for k in range(3):
-                assert sampler.micro_batches(3 * epoch + k, rank) == micro[2 * k:2 * k + 2]
+                assert sampler.micro_batches(3 * epoch + k, rank) == micro[2 * k : 2 * k + 2]
 
 
 def test_grouped_steps_hold_the_same_examples_however_they_are_split():
@@ -68,8 +73,10 @@ def test_grouped_steps_hold_the_same_examples_however_they_are_split():
 
     def steps(world, micro, accum):
         sampler = B.StepSampler.for_dataset(data, 3, world, micro, accum, group_by_length=True)
-        return [sorted(i for rank in range(world) for mb in sampler.micro_batches(s, rank)
-                       for i in mb) for s in range(2 * sampler.steps_per_epoch)]
+        return [
+            sorted(i for rank in range(world) for mb in sampler.micro_batches(s, rank) for i in mb)
+            for s in range(2 * sampler.steps_per_epoch)
+        ]
 
     want = steps(1, 8, 1)
     assert len(want) == 10 and all(len(step) == 8 for step in want)
@@ -78,8 +85,11 @@ def test_grouped_steps_hold_the_same_examples_however_they_are_split():
     # grouped: a step's lengths spread less than a random step's would
     spread = [max(lengths[i] for i in s) - min(lengths[i] for i in s) for s in want]
     plain = B.StepSampler.for_dataset(data, 3, 1, 8, 1, group_by_length=False)
-    plain_spread = [max(lengths[i] for i in plain.micro_batches(s, 0)[0]) -
-                    min(lengths[i] for i in plain.micro_batches(s, 0)[0]) for s in range(5)]
+    plain_spread = [
+        max(lengths[i] for i in plain.micro_batches(s, 0)[0])
+        - min(lengths[i] for i in plain.micro_batches(s, 0)[0])
+        for s in range(5)
+    ]
     assert sum(spread[:5]) < sum(plain_spread)
 
 
@@ -101,6 +111,9 @@ def test_a_dataset_too_small_for_one_step_names_the_sizes():
     data = [{"input_ids": [1]}] * 5
     from rlhf_dist.data import DataError
 
-    with pytest.raises(DataError, match=r"data: 5 training examples make no full step of 2 "
-                                         r"ranks × train.micro_batch_size=2 × 2"):
+    with pytest.raises(
+        DataError,
+        match=r"data: 5 training examples make no full step of 2 "
+        r"ranks × train.micro_batch_size=2 × 2",
+    ):
         B.StepSampler.for_dataset(data, 0, 2, 2, 2, group_by_length=False)

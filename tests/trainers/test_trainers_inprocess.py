@@ -2,6 +2,7 @@
 trained objects: the DPO reference compared bit for bit with a fresh copy, and the HF export's
 logits compared with the live engine's.  Two jobs in one process also prove that a finished job
 leaves the process ready for the next (``dist.shutdown`` clears DeepSpeed's cached groups)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,13 @@ pytestmark = pytest.mark.slow
 def dpo_trainer(tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo1"),
-                           "train.max_steps=6", "deepspeed.zero_stage=2")
+    return fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path_factory.mktemp("dpo1"),
+        "train.max_steps=6",
+        "deepspeed.zero_stage=2",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +31,28 @@ def dpo_padded_precomputed(dpo_trainer, tmp_path_factory):
     """The same DPO job in the other pair layout, reference log-probs precomputed."""
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("dpo2"),
-                           "train.max_steps=6", "deepspeed.zero_stage=2", "dpo.layout=padded",
-                           "dpo.precompute_ref=true")
+    return fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path_factory.mktemp("dpo2"),
+        "train.max_steps=6",
+        "deepspeed.zero_stage=2",
+        "dpo.layout=padded",
+        "dpo.precompute_ref=true",
+    )
 
 
 @pytest.fixture(scope="module")
 def sft_trainer(dpo_padded_precomputed, tmp_path_factory):  # after the DPO job, in the same process
     from rlhf_dist.trainers.sft import SFTTrainer
 
-    return fit_in_process(SFTTrainer, "sft", tmp_path_factory.mktemp("sft1"),
-                           "train.max_steps=6", "deepspeed.zero_stage=2")
+    return fit_in_process(
+        SFTTrainer,
+        "sft",
+        tmp_path_factory.mktemp("sft1"),
+        "train.max_steps=6",
+        "deepspeed.zero_stage=2",
+    )
 
 
 def _fresh(trainer, reference: bool = False):
@@ -66,8 +83,9 @@ def test_dpo_logged_reference_checksum_is_crc32_of_the_fresh_weights(dpo_trainer
     assert rows[0]["ref/checksum_start"] == rows[0]["ref/checksum_end"] == crc
 
 
-def test_dpo_layouts_and_precomputed_reference_give_the_same_losses(dpo_trainer,
-                                                                    dpo_padded_precomputed):
+def test_dpo_layouts_and_precomputed_reference_give_the_same_losses(
+    dpo_trainer, dpo_padded_precomputed
+):
     from trainer_helpers import series
 
     assert dpo_trainer.cfg.dpo.layout == "shared_prompt" and dpo_trainer.ref_table is None
@@ -90,10 +108,12 @@ def test_precomputed_reference_equals_the_per_batch_reference(dpo_padded_precomp
     indices = [0, 5, len(trainer.train_set) - 1]
     batch = trainer.collate([trainer.train_set[i] for i in indices])
     with torch.no_grad():
-        chosen, rejected = trainer.layout.split_rows(reference_rows(trainer.reference, batch,
-                                                                    trainer.cfg.dpo))
-    torch.testing.assert_close(table[indices], torch.stack([chosen, rejected], 1),
-                               atol=1e-5, rtol=1e-6)
+        chosen, rejected = trainer.layout.split_rows(
+            reference_rows(trainer.reference, batch, trainer.cfg.dpo)
+        )
+    torch.testing.assert_close(
+        table[indices], torch.stack([chosen, rejected], 1), atol=1e-5, rtol=1e-6
+    )
     assert (table[:, 0] != table[:, 1]).all()
 
 
@@ -108,13 +128,19 @@ def test_one_rank_zero0_skips_the_gradient_all_reduce_and_trains_the_same(tmp_pa
             policy.ds.enable_backward_allreduce = True
             return policy
 
-    args = ("train.max_steps=4", "deepspeed.zero_stage=0", "train.train_batch_size=8",
-            "train.micro_batch_size=4")
+    args = (
+        "train.max_steps=4",
+        "deepspeed.zero_stage=0",
+        "train.train_batch_size=8",
+        "train.micro_batch_size=4",
+    )
     skipped = fit_in_process(DPOTrainer, "dpo", tmp_path / "skip", *args)
     reduced = fit_in_process(WithAllReduce, "dpo", tmp_path / "reduce", *args)
     assert not skipped.engine.ds.enable_backward_allreduce
-    losses = [[r["train/loss"] for r in read_metrics(t.out) if "train/loss" in r]
-              for t in (skipped, reduced)]
+    losses = [
+        [r["train/loss"] for r in read_metrics(t.out) if "train/loss" in r]
+        for t in (skipped, reduced)
+    ]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
 
 
@@ -147,6 +173,7 @@ def test_hf_export_gives_the_engine_logits(sft_trainer):
     assert (default - want).abs().max() < 1e-5
     # and the export is the trained model, not the initial one
     with torch.no_grad():
-        initial = causal_lm_logits(_fresh(sft_trainer).eval(), batch["input_ids"],
-                                   batch["attention_mask"])
+        initial = causal_lm_logits(
+            _fresh(sft_trainer).eval(), batch["input_ids"], batch["attention_mask"]
+        )
     assert (initial - want).abs().max() > 1e-2

@@ -4,6 +4,7 @@ HF exports reproduce the run's own eval numbers, and the offline W&B run holds t
 
 Runs come from the session fixture ``launcher_run`` (conftest.py), one per job × stage.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ def test_sft_loss_falls(launcher_run, stage):
     state = trainer_state(run.out)
     assert (state["world_size"], state["global_step"], state["job"]) == (2, 14, "sft")
     newest = run.out / "checkpoints" / "step_000014"
-    assert {p.name for p in newest.glob("rng_state_rank*.pt")} == {"rng_state_rank0.pt",
-                                                                     "rng_state_rank1.pt"}
+    assert {p.name for p in newest.glob("rng_state_rank*.pt")} == {
+        "rng_state_rank0.pt",
+        "rng_state_rank1.pt",
+    }
 
 
 # --------------------------------------------------------------------------- RM
@@ -85,8 +88,9 @@ def test_rm_export_reloads_with_score_stats_and_reproduces_eval(launcher_run):
 
     run = launcher_run("rm", 3)
     tokenizer = _exported_tokenizer(run)
-    model = load_scalar_model(ModelConfig(name_or_path=str(run.out / "model")), tokenizer,
-                              role="reward").eval()
+    model = load_scalar_model(
+        ModelConfig(name_or_path=str(run.out / "model")), tokenizer, role="reward"
+    ).eval()
     mean, std = model.score_stats
     assert mean == pytest.approx(last(run.metrics, "train/score_mean"), rel=1e-9)
     assert std == pytest.approx(last(run.metrics, "train/score_std"), rel=1e-9)
@@ -160,7 +164,8 @@ def test_zero3_sft_export_reproduces_the_final_eval_loss(launcher_run):
     run = launcher_run("sft", 3)
     tokenizer = _exported_tokenizer(run)
     model = AutoModelForCausalLM.from_pretrained(
-        run.out / "model", attn_implementation=_config(run).model.attn_implementation).eval()
+        run.out / "model", attn_implementation=_config(run).model.attn_implementation
+    ).eval()
     total = tokens = 0.0
     with torch.no_grad():
         for batch in _eval_batches(run, build_sft_dataset, SFTCollator, tokenizer):

@@ -8,6 +8,7 @@
 * SFT under ZeRO-3 with gradient checkpointing: the loss falls, the base stays;
 * resume of a LoRA run is exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,14 @@ LORA = ("model.lora.r=8", "model.lora.alpha=16", "train.lr=2e-3")
 def lora_dpo(tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("lora_dpo"),
-                           "train.max_steps=6", "deepspeed.zero_stage=2", *LORA)
+    return fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path_factory.mktemp("lora_dpo"),
+        "train.max_steps=6",
+        "deepspeed.zero_stage=2",
+        *LORA,
+    )
 
 
 def _moved(trainer):
@@ -38,10 +45,16 @@ def _moved(trainer):
     from rlhf_dist.models.lora import maybe_lora
 
     torch.manual_seed(trainer.cfg.seed)
-    fresh = dict(maybe_lora(trainer.build_model(trainer.tokenizer), trainer.cfg.model,
-                            "model").named_parameters())
-    return sorted(n for n, p in trainer.engine.module.named_parameters()
-                  if not torch.equal(p.detach(), fresh[n].detach()))
+    fresh = dict(
+        maybe_lora(
+            trainer.build_model(trainer.tokenizer), trainer.cfg.model, "model"
+        ).named_parameters()
+    )
+    return sorted(
+        n
+        for n, p in trainer.engine.module.named_parameters()
+        if not torch.equal(p.detach(), fresh[n].detach())
+    )
 
 
 def test_shared_reference_builds_no_copy_and_starts_at_ln2(lora_dpo):
@@ -62,8 +75,7 @@ def test_only_adapter_weights_moved_and_the_base_checksum_held(lora_dpo):
     assert any(".lora_B." in n for n in moved)
     base = _fresh(lora_dpo)
     end = [r for r in read_metrics(lora_dpo.out) if "ref/checksum_end" in r][0]
-    assert end["ref/checksum_start"] == end["ref/checksum_end"] == state_checksum(
-        base.state_dict())
+    assert end["ref/checksum_start"] == end["ref/checksum_end"] == state_checksum(base.state_dict())
 
 
 def test_adapter_off_reference_equals_a_separate_frozen_base(lora_dpo):
@@ -95,8 +107,9 @@ def test_export_merged_and_adapter_give_the_engine_logits(lora_dpo):
 
     trainer.engine.eval()
     want = logits(trainer.engine)
-    merged = AutoModelForCausalLM.from_pretrained(trainer.out / "model",
-                                                  attn_implementation="eager").eval()
+    merged = AutoModelForCausalLM.from_pretrained(
+        trainer.out / "model", attn_implementation="eager"
+    ).eval()
     adapter = PeftModel.from_pretrained(_fresh(trainer), trainer.out / "model" / "adapter")
     for model in (merged, adapter.eval()):
         torch.testing.assert_close(logits(model), want, rtol=1e-5, atol=1e-5)
@@ -106,8 +119,9 @@ def test_export_merged_and_adapter_give_the_engine_logits(lora_dpo):
 def test_rm_lora_trains_the_score_head_in_full(tmp_path):
     from rlhf_dist.trainers.rm import RMTrainer
 
-    trainer = fit_in_process(RMTrainer, "rm", tmp_path, "train.max_steps=4",
-                              "deepspeed.zero_stage=0", *LORA)
+    trainer = fit_in_process(
+        RMTrainer, "rm", tmp_path, "train.max_steps=4", "deepspeed.zero_stage=0", *LORA
+    )
     from rlhf_dist.config import ModelConfig
     from rlhf_dist.models import load_scalar_model
 
@@ -115,8 +129,9 @@ def test_rm_lora_trains_the_score_head_in_full(tmp_path):
     assert "base_model.model.score.modules_to_save.default.weight" in moved
     assert all(".lora_" in n or ".modules_to_save." in n for n in moved), moved
 
-    exported = load_scalar_model(ModelConfig(name_or_path=str(trainer.out / "model")),
-                                 trainer.tokenizer, role="reward")
+    exported = load_scalar_model(
+        ModelConfig(name_or_path=str(trainer.out / "model")), trainer.tokenizer, role="reward"
+    )
     batch = trainer.collate([trainer.train_set[i] for i in range(4)])
     trainer.engine.eval()
     with torch.no_grad():
@@ -137,9 +152,15 @@ def test_sft_lora_under_zero3_with_checkpointing_learns_and_keeps_the_base(tmp_p
         def before_export(self):  # collective: while the process group is up
             self.base_end = self.engine.state_checksum(base=True)
 
-    trainer = fit_in_process(Recording, "sft", tmp_path, "train.max_steps=8",
-                              "deepspeed.zero_stage=3", "model.gradient_checkpointing=true",
-                              *LORA)
+    trainer = fit_in_process(
+        Recording,
+        "sft",
+        tmp_path,
+        "train.max_steps=8",
+        "deepspeed.zero_stage=3",
+        "model.gradient_checkpointing=true",
+        *LORA,
+    )
     assert trainer.engine.zero_stage == 3 and trainer.engine.lora
     losses = list(series(read_metrics(trainer.out), "train/loss").values())
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2]) - 0.1, losses
@@ -152,12 +173,19 @@ def test_lora_resume_is_exact(tmp_path):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
     args = ("deepspeed.zero_stage=2", "train.max_steps=6", *LORA)
-    full = fit_in_process(DPOTrainer, "dpo", tmp_path / "full", *args,
-                           "checkpoint.save_every=3", "checkpoint.keep_last=5")
+    full = fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path / "full",
+        *args,
+        "checkpoint.save_every=3",
+        "checkpoint.keep_last=5",
+    )
     checkpoint = full.out / "checkpoints" / "step_000003"
     assert checkpoint.is_dir()
-    resumed = fit_in_process(DPOTrainer, "dpo", tmp_path / "resumed", *args,
-                              f"checkpoint.resume={checkpoint}")
+    resumed = fit_in_process(
+        DPOTrainer, "dpo", tmp_path / "resumed", *args, f"checkpoint.resume={checkpoint}"
+    )
     want, got = (series(read_metrics(t.out), "train/loss") for t in (full, resumed))
     assert sorted(got) == [4, 5, 6]
     for step in got:

@@ -6,6 +6,7 @@ The hostfile names two hosts; with ``--no_ssh`` their names are only keys (nothi
 connects to them; two ``localhost`` lines would be rejected as a duplicate host).  The job is
 the 2-rank ZeRO-2 SFT run of ``launcher_run``, so the two topologies must log the same losses.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,18 @@ import time
 
 import pytest
 
-from trainer_helpers import BF16, CONFIGS, JOB_OVERRIDES, QUIET, finish, free_port, job_env, \
-    series, start, trainer_state
+from trainer_helpers import (
+    BF16,
+    CONFIGS,
+    JOB_OVERRIDES,
+    QUIET,
+    finish,
+    free_port,
+    job_env,
+    series,
+    start,
+    trainer_state,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +34,42 @@ def test_two_nodes_without_ssh_train_like_one_node_with_two_ranks(tmp_path, laun
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
     out, port = tmp_path / "out", free_port()
-    job = ["sft", "-c", CONFIGS / "sft.yaml", f"output_dir={out}", *QUIET,
-           "deepspeed.zero_stage=2", "logging.backend=none", *JOB_OVERRIDES["sft"], *BF16]
+    job = [
+        "sft",
+        "-c",
+        CONFIGS / "sft.yaml",
+        f"output_dir={out}",
+        *QUIET,
+        "deepspeed.zero_stage=2",
+        "logging.backend=none",
+        *JOB_OVERRIDES["sft"],
+        *BF16,
+    ]
     started = time.monotonic()
-    procs = [start([sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", hostfile,
-                    "--no_ssh", "--node_rank", node, "--master_addr", "127.0.0.1",
-                    "--master_port", port, "--module", "rlhf_dist.cli", *job],
-                   tmp_path / f"node{node}", job_env())
-             for node in (0, 1)]
+    procs = [
+        start(
+            [
+                sys.executable,
+                "-m",
+                "deepspeed.launcher.runner",
+                "--hostfile",
+                hostfile,
+                "--no_ssh",
+                "--node_rank",
+                node,
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                "--module",
+                "rlhf_dist.cli",
+                *job,
+            ],
+            tmp_path / f"node{node}",
+            job_env(),
+        )
+        for node in (0, 1)
+    ]
     runs = [finish(proc, out, started, timeout=300) for proc in procs]
     for node, run in enumerate(runs):
         assert run.returncode == 0, f"node {node}:\n{run.log[-4000:]}"

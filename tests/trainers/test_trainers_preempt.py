@@ -2,6 +2,7 @@
 sees the signal) -- both ranks finish the step, write a checkpoint, exit 75; the next start with
 ``checkpoint.resume=auto`` goes on and ends exactly where the uninterrupted run (the shared
 ``launcher_run("dpo", 2)``) ends: same losses per step, same exported weights."""
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +14,17 @@ from collections import Counter
 import psutil
 import pytest
 
-from trainer_helpers import (BF16, JOB_OVERRIDES, cli_args, finish, free_port, launch,
-                             read_metrics, series, start)
+from trainer_helpers import (
+    BF16,
+    JOB_OVERRIDES,
+    cli_args,
+    finish,
+    free_port,
+    launch,
+    read_metrics,
+    series,
+    start,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,9 +53,18 @@ def logged_step(out, step: int) -> bool:
 @pytest.fixture(scope="module")
 def preempted(tmp_path_factory):
     out = tmp_path_factory.mktemp("preempt") / "dpo"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
-           "--master_port", str(free_port()), "--module", "rlhf_dist.cli",
-           *cli_args("dpo", out, ARGS)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "--module",
+        "rlhf_dist.cli",
+        *cli_args("dpo", out, ARGS),
+    ]
     proc, started, result = start(cmd, out), time.monotonic(), {}
     drain = threading.Thread(target=lambda: result.update(run=finish(proc, out, started, 300)))
     drain.start()
@@ -61,7 +80,8 @@ def preempted(tmp_path_factory):
 
 
 def test_sigterm_to_one_rank_checkpoints_and_resume_ends_like_the_uninterrupted_run(
-        preempted, launcher_run):
+    preempted, launcher_run
+):
     from safetensors.torch import load_file
 
     stopped, stopped_at, again = preempted

@@ -2,6 +2,7 @@
 reference model is built for SimPO / ORPO, the losses are the algo functions' on the policy's
 mean per-token log-probs (ORPO adds the chosen answers' NLL), and the preference is learned;
 KTO learns from the toy task's unpaired thumbs-up / thumbs-down rows against its reference."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,17 +18,24 @@ def trainer(request, tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
     beta = {"simpo": "2.0", "orpo": "0.5"}[request.param]
-    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp(request.param),
-                          f"dpo.loss_type={request.param}", f"dpo.beta={beta}",
-                          f"train.max_steps={STEPS}", "deepspeed.zero_stage=2",
-                          "train.eval_every=14")
+    return fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path_factory.mktemp(request.param),
+        f"dpo.loss_type={request.param}",
+        f"dpo.beta={beta}",
+        f"train.max_steps={STEPS}",
+        "deepspeed.zero_stage=2",
+        "train.eval_every=14",
+    )
 
 
 def test_no_reference_model_is_built(trainer):
     rows = read_metrics(trainer.out)
     assert trainer.reference is None
-    assert [r["resources/reference_model"] for r in rows if "resources/reference_model" in r] \
-        == [0.0]
+    assert [r["resources/reference_model"] for r in rows if "resources/reference_model" in r] == [
+        0.0
+    ]
     assert not any(key.startswith("ref/") for row in rows for key in row)
 
 
@@ -53,10 +61,12 @@ def test_reference_options_are_refused_without_a_reference():
     from rlhf_dist.config import ConfigError, load_config
 
     for key in ("precompute_ref", "ref_offload"):
-        with pytest.raises(ConfigError, match=rf"^dpo\.{key}: dpo.loss_type=simpo uses no "
-                                              "reference model"):
-            load_config(None, ["dpo.loss_type=simpo", f"dpo.{key}=true",
-                               "deepspeed.zero_stage=3"])
+        with pytest.raises(
+            ConfigError,
+            match=rf"^dpo\.{key}: dpo.loss_type=simpo uses no "
+            "reference model",
+        ):
+            load_config(None, ["dpo.loss_type=simpo", f"dpo.{key}=true", "deepspeed.zero_stage=3"])
     from rlhf_dist.trainers.dpo_ray import reference_group
 
     assert not reference_group(load_config(None, ["dpo.loss_type=orpo", "dpo.mode=ray"]))
@@ -79,10 +89,18 @@ KTO_SCHEDULE = ("train.lr_scheduler=constant", "train.warmup_ratio=0")
 def kto(tmp_path_factory):
     from rlhf_dist.trainers.dpo import DPOTrainer
 
-    return fit_in_process(DPOTrainer, "dpo", tmp_path_factory.mktemp("kto"),
-                          "dpo.loss_type=kto", "dpo.beta=0.1", f"train.max_steps={KTO_STEPS}",
-                          "deepspeed.zero_stage=2", "train.eval_every=14",
-                          *KTO_SCHEDULE, "checkpoint.export_hf=false")
+    return fit_in_process(
+        DPOTrainer,
+        "dpo",
+        tmp_path_factory.mktemp("kto"),
+        "dpo.loss_type=kto",
+        "dpo.beta=0.1",
+        f"train.max_steps={KTO_STEPS}",
+        "deepspeed.zero_stage=2",
+        "train.eval_every=14",
+        *KTO_SCHEDULE,
+        "checkpoint.export_hf=false",
+    )
 
 
 def _own_logratios(trainer):
@@ -127,10 +145,20 @@ def test_kto_on_ray_gives_the_launchers_losses(kto, tmp_path):
     process, accumulation 2: the launcher rank's micro-batches, sent as Batches) gives the
     launcher's losses step by step."""
     steps = 3
-    run = cli("dpo", tmp_path / "ray", "dpo.mode=ray", "dpo.loss_type=kto", "dpo.beta=0.1",
-              f"train.max_steps={steps}", "deepspeed.zero_stage=2", "train.eval_every=0",
-              *KTO_SCHEDULE, "resources.reference_in_actor=true", "logging.backend=none",
-              "checkpoint.export_hf=false").check()
+    run = cli(
+        "dpo",
+        tmp_path / "ray",
+        "dpo.mode=ray",
+        "dpo.loss_type=kto",
+        "dpo.beta=0.1",
+        f"train.max_steps={steps}",
+        "deepspeed.zero_stage=2",
+        "train.eval_every=0",
+        *KTO_SCHEDULE,
+        "resources.reference_in_actor=true",
+        "logging.backend=none",
+        "checkpoint.export_hf=false",
+    ).check()
     assert run.last("resources/reference_in_actor") == 1.0
     launcher = read_metrics(kto.out)
     for key in ("train/kto_loss", "train/kl", "train/kto_margin"):

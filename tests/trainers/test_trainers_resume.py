@@ -2,6 +2,7 @@
 that start from a copy of one of its checkpoints continue with the same losses — from the
 middle of an epoch and from exactly an epoch boundary — and a truncated checkpoint next to a
 good one is ignored, with a log line naming it."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,16 @@ from trainer_helpers import CONFIGS, launch, series
 pytestmark = pytest.mark.slow
 
 # 64 toy prompts → 56 training examples; micro 4 × 2 ranks × accumulation 2 = 16 per step
-OVERRIDES = ("data.toy.num_prompts=64", "train.epochs=3", "train.train_batch_size=16",
-             "train.micro_batch_size=4", "train.eval_every=0", "deepspeed.zero_stage=3",
-             "logging.backend=none", "checkpoint.export_hf=false")
+OVERRIDES = (
+    "data.toy.num_prompts=64",
+    "train.epochs=3",
+    "train.train_batch_size=16",
+    "train.micro_batch_size=4",
+    "train.eval_every=0",
+    "deepspeed.zero_stage=3",
+    "logging.backend=none",
+    "checkpoint.export_hf=false",
+)
 SAVE_EVERY = 2
 
 
@@ -47,8 +55,9 @@ def plan():
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("resume") / "full"
-    return launch("sft", out, *OVERRIDES, f"checkpoint.save_every={SAVE_EVERY}",
-                  "checkpoint.keep_last=100").check()
+    return launch(
+        "sft", out, *OVERRIDES, f"checkpoint.save_every={SAVE_EVERY}", "checkpoint.keep_last=100"
+    ).check()
 
 
 def _checkpoint(run, step):
@@ -61,8 +70,14 @@ def _resume_from(full_run, out, step, extra_dirs=()):
     shutil.copytree(_checkpoint(full_run, step), out / "checkpoints" / f"step_{step:06d}")
     for source, name in extra_dirs:
         shutil.copytree(source, out / "checkpoints" / name)
-    return launch("sft", out, *OVERRIDES, f"checkpoint.save_every={SAVE_EVERY}",
-                  "checkpoint.keep_last=100", "checkpoint.resume=auto").check()
+    return launch(
+        "sft",
+        out,
+        *OVERRIDES,
+        f"checkpoint.save_every={SAVE_EVERY}",
+        "checkpoint.keep_last=100",
+        "checkpoint.resume=auto",
+    ).check()
 
 
 def _assert_same_losses_after(full_run, resumed, step, total):
@@ -88,8 +103,7 @@ def test_full_run_saved_where_planned(full_run, plan):
 def test_resume_mid_epoch_repeats_the_losses(full_run, plan, tmp_path):
     step = plan["mid"]
     state = json.loads((_checkpoint(full_run, step) / "trainer_state.json").read_text())
-    assert (state["epoch"], state["step_in_epoch"], state["micro_batches_consumed"]) == \
-        (1, 1, 2)
+    assert (state["epoch"], state["step_in_epoch"], state["micro_batches_consumed"]) == (1, 1, 2)
     resumed = _resume_from(full_run, tmp_path / "mid", step)
     _assert_same_losses_after(full_run, resumed, step, plan["total"])
 
@@ -109,8 +123,9 @@ def test_resume_at_epoch_boundary_ignoring_a_truncated_checkpoint(full_run, plan
     shutil.copytree(_checkpoint(full_run, step + SAVE_EVERY), staging)
     out = tmp_path / "boundary"
     truncated_name = f"step_{step + SAVE_EVERY:06d}"
-    resumed = _resume_from(full_run, out, step, [(newer, truncated_name),
-                                                 (staging, f".tmp-step_{total:06d}")])
+    resumed = _resume_from(
+        full_run, out, step, [(newer, truncated_name), (staging, f".tmp-step_{total:06d}")]
+    )
     _assert_same_losses_after(full_run, resumed, step, total)
 
     ignored = [line for line in resumed.log.splitlines() if "ignoring incomplete" in line]

@@ -1,4 +1,5 @@
 """Learning-rate multipliers, computed by hand."""
+
 import math
 
 import pytest
@@ -31,8 +32,9 @@ def test_cosine_without_warmup():
 
 def test_cosine_after_warmup_starts_at_one():
     f = lr_multiplier("cosine", total_steps=6, warmup_steps=2, min_ratio=0.0)
-    assert [f(s) for s in range(7)] == pytest.approx([0.5, 1.0, 1.0, 0.8535533905932737, 0.5,
-                                                      0.14644660940672627, 0.0], abs=1e-12)
+    assert [f(s) for s in range(7)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0], abs=1e-12
+    )
 
 
 def test_degenerate_totals_do_not_divide_by_zero():

@@ -2,6 +2,7 @@
 rank a ~66 MB shared-memory file and never removes it (measured here: 324 of them, 21 GB, had
 piled up after a day of test runs and Ray's object store, which lives there too, ran out);
 ``engine.dist.release_shm_names`` unlinks them once every rank has mapped its peers'."""
+
 from __future__ import annotations
 
 from pathlib import Path

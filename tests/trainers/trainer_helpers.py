@@ -4,6 +4,7 @@ they wrote (metrics.jsonl, checkpoints, the offline W&B run file).
 Jobs run in subprocesses with a clean environment: no launcher variables leak in from the test
 process, W&B is offline, one OpenMP thread per rank (2 ranks on a 2-core machine).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,17 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from jobs import (CONFIGS, REPO, Run, finish, free_port, job_env, read_metrics,  # noqa: F401
-                  run, start)
+from jobs import (
+    CONFIGS,
+    REPO,  # noqa: F401 (re-exported)
+    Run,
+    finish,  # noqa: F401
+    free_port,
+    job_env,  # noqa: F401
+    read_metrics,  # noqa: F401
+    run,
+    start,  # noqa: F401
+)
 
 QUIET = ("logging.progress_bar=false",)
 
@@ -33,15 +43,31 @@ def cli_args(job: str, out: Path, overrides: Sequence[str]) -> List[str]:
     return [job, "-c", str(CONFIGS / f"{job}.yaml"), f"output_dir={out}", *QUIET, *overrides]
 
 
-def launch(job: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float = 300,
-           env: Dict[str, str] = None, port: int = None) -> Run:
+def launch(
+    job: str,
+    out: Path,
+    *overrides: str,
+    nprocs: int = 2,
+    timeout: float = 300,
+    env: Dict[str, str] = None,
+    port: int = None,
+) -> Run:
     """``python -m deepspeed.launcher.runner --num_gpus N --module rlhf_dist.cli JOB …`` (on a
     CPU the launcher starts N CPU ranks).  Retried once if the picked port was taken."""
     for attempt in range(2):
         master_port = port or free_port()
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs),
-               "--master_port", str(master_port), "--module", "rlhf_dist.cli",
-               *cli_args(job, out, overrides)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--num_gpus",
+            str(nprocs),
+            "--master_port",
+            str(master_port),
+            "--module",
+            "rlhf_dist.cli",
+            *cli_args(job, out, overrides),
+        ]
         done = run(cmd, out, timeout, env)
         done.port = master_port
         if done.returncode == 0 or "address already in use" not in done.log.lower() or attempt:
@@ -49,11 +75,13 @@ def launch(job: str, out: Path, *overrides: str, nprocs: int = 2, timeout: float
     return done
 
 
-def cli(job: str, out: Path, *overrides: str, timeout: float = 300,
-        env: Dict[str, str] = None) -> Run:
+def cli(
+    job: str, out: Path, *overrides: str, timeout: float = 300, env: Dict[str, str] = None
+) -> Run:
     """One process, no launcher: ``python -m rlhf_dist.cli JOB …``."""
-    return run([sys.executable, "-m", "rlhf_dist.cli", *cli_args(job, out, overrides)], out,
-               timeout, env)
+    return run(
+        [sys.executable, "-m", "rlhf_dist.cli", *cli_args(job, out, overrides)], out, timeout, env
+    )
 
 
 def fit_in_process(trainer_cls, job: str, out: Path, *overrides: str):
@@ -64,11 +92,20 @@ def fit_in_process(trainer_cls, job: str, out: Path, *overrides: str):
     from rlhf_dist.config import load_config
 
     saved = dict(os.environ)
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    os.environ.update(
+        {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+        }
+    )
     try:
-        cfg = load_config(str(CONFIGS / f"{job}.yaml"),
-                          [f"output_dir={out}", "logging.backend=none", *QUIET, *overrides])
+        cfg = load_config(
+            str(CONFIGS / f"{job}.yaml"),
+            [f"output_dir={out}", "logging.backend=none", *QUIET, *overrides],
+        )
         trainer = trainer_cls(cfg)
         trainer.fit()
         return trainer
@@ -112,11 +149,11 @@ def _payloads(data: bytes):
         if left < _HEADER:
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
         if length == 0 and kind == 0:
             pos += left
             continue
-        pending += data[pos + _HEADER:pos + _HEADER + length]
+        pending += data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind in (1, 4):
             yield pending

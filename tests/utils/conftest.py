@@ -9,6 +9,7 @@ The ``.wandb`` file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, ve
 reads straight after finish missed the history), so the reader polls until the ``exit`` record,
 which the writer appends last, is on disk.
 """
+
 import json
 import struct
 import time
@@ -41,13 +42,13 @@ def _payloads(data: bytes):
         if left_in_block < _HEADER:  # block trailer padding
             pos += left_in_block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
         if length == 0 and kind == 0:  # zero fill
             pos += left_in_block
             continue
         if pos + _HEADER + length > len(data):  # chunk still being written
             return
-        pending += data[pos + _HEADER:pos + _HEADER + length]
+        pending += data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind in (_FULL, _LAST):
             yield pending
@@ -55,8 +56,7 @@ def _payloads(data: bytes):
 
 
 def _items(items):
-    return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-            for item in items}
+    return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in items}
 
 
 def _records(run_dir: Path):

@@ -24,11 +24,13 @@ def test_commit_publishes_a_complete_step_dir(tmp_path):
     path = save(ckpt, 12, epoch=1, dataloader_position=40)
     assert path == tmp_path / "checkpoints" / "step_000012"
     assert names(ckpt.root) == ["step_000012"]  # staging dir renamed away
-    assert names(path) == ["COMPLETE", "model_rank0.bin", "model_rank1.bin",
-                           "trainer_state.json"]
+    assert names(path) == ["COMPLETE", "model_rank0.bin", "model_rank1.bin", "trainer_state.json"]
     assert (path / "model_rank1.bin").read_bytes() == bytes([12, 1])
-    assert CheckpointDir.load_state(path) == {"global_step": 12, "epoch": 1,
-                                              "dataloader_position": 40}
+    assert CheckpointDir.load_state(path) == {
+        "global_step": 12,
+        "epoch": 1,
+        "dataloader_position": 40,
+    }
     assert json.loads((path / "trainer_state.json").read_text())["global_step"] == 12
 
 

@@ -3,16 +3,23 @@ import random
 import numpy as np
 import torch
 
-from rlhf_dist.utils import (load_rng_state, rng_state, save_rng_state, seed_everything,
-                             set_rng_state)
+from rlhf_dist.utils import (
+    load_rng_state,
+    rng_state,
+    save_rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from rlhf_dist.utils.seeding import rng_state_file
 
 
 def draws():
     """Draws from every generator, including the cached-gaussian paths of python and numpy."""
-    return ([random.random(), random.gauss(0, 1), random.randint(0, 10**9)],
-            np.random.rand(3).tolist() + [np.random.normal()],
-            torch.rand(4).tolist() + torch.randn(3).tolist() + torch.randint(0, 100, (3,)).tolist())
+    return (
+        [random.random(), random.gauss(0, 1), random.randint(0, 10**9)],
+        np.random.rand(3).tolist() + [np.random.normal()],
+        torch.rand(4).tolist() + torch.randn(3).tolist() + torch.randint(0, 100, (3,)).tolist(),
+    )
 
 
 def test_rng_state_round_trip_repeats_draws_exactly():

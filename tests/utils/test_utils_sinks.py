@@ -2,6 +2,7 @@
 same metrics at the same steps as ``metrics.jsonl``, and one history per run across a resume
 (TensorBoard purges the dead run's events past the checkpoint; MLflow continues the first
 start's run)."""
+
 import json
 
 import pytest
@@ -14,8 +15,9 @@ RUN_CONFIG = {"seed": 7, "train": {"lr": 0.001}}
 
 def _run(out, backend, steps, scale=1.0, resume_step=None):
     cfg = LoggingConfig(backend=backend, project="rlhf-test", name="run-a", tags=["cpu"])
-    with Tracker(cfg, out, RUN_CONFIG, is_main=True, job_type="sft",
-                 resume_step=resume_step) as tracker:
+    with Tracker(
+        cfg, out, RUN_CONFIG, is_main=True, job_type="sft", resume_step=resume_step
+    ) as tracker:
         for step in steps:
             tracker.log({"train/loss": scale * step, "eval/acc": 0.1 * step}, step=step)
 
@@ -53,7 +55,10 @@ def test_mlflow_run_holds_the_metrics_config_and_survives_a_resume(tmp_path, mon
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_id == (out / "mlflow_run_id").read_text()  # one run for both starts
     assert (run.info.run_name, run.info.status, run.data.tags["job_type"]) == (
-        "run-a", "FINISHED", "sft")
+        "run-a",
+        "FINISHED",
+        "sft",
+    )
     history = client.get_metric_history(run.info.run_id, "train/loss")
     latest = {}
     for point in sorted(history, key=lambda m: m.timestamp):  # the resumed start's last
@@ -76,9 +81,15 @@ def test_every_backend_and_all_at_once(tmp_path, monkeypatch):
     assert [row["step"] for row in read_metrics(out)] == [1, 2]
 
 
-@pytest.mark.parametrize("value, message", [
-    (["wandb", "wandb"], "names a backend twice"), (["none", "mlflow"], "none cannot be"),
-    ("tb", "got 'tb', expected one of"), ([3], "a name or a list of names")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (["wandb", "wandb"], "names a backend twice"),
+        (["none", "mlflow"], "none cannot be"),
+        ("tb", "got 'tb', expected one of"),
+        ([3], "a name or a list of names"),
+    ],
+)
 def test_bad_backend_lists_name_the_key(value, message):
     with pytest.raises(ConfigError, match=rf"^logging\.backend: .*{message}"):
         LoggingConfig(backend=value)
@@ -88,11 +99,17 @@ def test_a_missing_package_names_the_extra(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    with pytest.raises(ConfigError, match=r'^logging\.backend=tensorboard: the tensorboard '
-                                          r'package is not installed; pip install -e '
-                                          r'"\.\[tensorboard\]"'):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^logging\.backend=tensorboard: the tensorboard "
+        r"package is not installed; pip install -e "
+        r'"\.\[tensorboard\]"',
+    ):
         _run(tmp_path / "x", "tensorboard", [1])
 
 
@@ -117,15 +134,21 @@ def test_no_backend_and_a_failing_one(tmp_path, monkeypatch):
         def __init__(self, *args):
             raise ConfigError("logging.backend=mlflow: the mlflow package is not installed")
 
-    monkeypatch.setattr(tracking, "_sink_classes",
-                        lambda: {"wandb": Sink, "tensorboard": Sink, "mlflow": Broken})
+    monkeypatch.setattr(
+        tracking, "_sink_classes", lambda: {"wandb": Sink, "tensorboard": Sink, "mlflow": Broken}
+    )
     cfg = LoggingConfig(backend=["wandb", "tensorboard", "mlflow"], project="p")
     with pytest.raises(ConfigError, match="mlflow package is not installed"):
         Tracker(cfg, tmp_path, RUN_CONFIG, is_main=True, job_type="sft")
     assert closed == [("p", 1), ("p", 1)]
     closed.clear()
-    tracker = Tracker(LoggingConfig(backend=["wandb", "tensorboard"], project="bad-finish"),
-                      tmp_path, RUN_CONFIG, is_main=True, job_type="sft")
+    tracker = Tracker(
+        LoggingConfig(backend=["wandb", "tensorboard"], project="bad-finish"),
+        tmp_path,
+        RUN_CONFIG,
+        is_main=True,
+        job_type="sft",
+    )
     with pytest.raises(RuntimeError, match="cannot close"):
         tracker.finish()
     assert closed == [("bad-finish", 0), ("bad-finish", 0)]  # the second closed as well

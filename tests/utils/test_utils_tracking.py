@@ -12,8 +12,14 @@ RUN_CONFIG = {"seed": 7, "train": {"lr": 0.001, "epochs": 2}}
 
 
 def make_tracker(out, backend="wandb", mode="auto", is_main=True, **kw):
-    cfg = LoggingConfig(backend=backend, mode=mode, project="rlhf-test", name="run-a",
-                        group="grp", tags=["unit", "cpu"])
+    cfg = LoggingConfig(
+        backend=backend,
+        mode=mode,
+        project="rlhf-test",
+        name="run-a",
+        group="grp",
+        tags=["unit", "cpu"],
+    )
     return Tracker(cfg, out, RUN_CONFIG, is_main=is_main, job_type="sft", **kw)
 
 
@@ -22,13 +28,14 @@ def test_metrics_jsonl_holds_exact_values_one_line_per_call(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="rlhf_dist.utils.tracking"):
         with make_tracker(out, backend="none") as tracker:
             tracker.log({"train/loss": 1.5, "train/lr": 1e-4}, step=1)
-            tracker.log({"eval/reward": np.float32(0.25), "perf/tokens": torch.tensor(96)},
-                        step=2)
+            tracker.log({"eval/reward": np.float32(0.25), "perf/tokens": torch.tensor(96)}, step=2)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert json.loads(lines[0]) == {"step": 1, "train/loss": 1.5, "train/lr": 1e-4}
-    assert read_metrics(out) == [{"step": 1, "train/loss": 1.5, "train/lr": 1e-4},
-                                 {"step": 2, "eval/reward": 0.25, "perf/tokens": 96.0}]
+    assert read_metrics(out) == [
+        {"step": 1, "train/loss": 1.5, "train/lr": 1e-4},
+        {"step": 2, "eval/reward": 0.25, "perf/tokens": 96.0},
+    ]
     assert all(type(v) is float for k, v in json.loads(lines[1]).items() if k != "step")
     assert "step 1 | train/loss 1.5 | train/lr 0.0001" in caplog.text
     assert "step 2 | eval/reward 0.25 | perf/tokens 96" in caplog.text
@@ -49,15 +56,21 @@ def test_offline_wandb_run_records_metrics_config_and_names(tmp_path, wandb_run_
     assert tracker.run_dir.name.startswith("offline-run-")
     run = wandb_run_reader(tracker.run_dir)
     rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in run["history"]]
-    assert rows == [{"step": 10, "train/loss": 2.0, "train/reward": -0.5},
-                    {"step": 20, "train/loss": 0.75, "eval/acc": 0.625}]
+    assert rows == [
+        {"step": 10, "train/loss": 2.0, "train/reward": -0.5},
+        {"step": 20, "train/loss": 0.75, "eval/acc": 0.625},
+    ]
     assert run["summary"]["train/loss"] == 0.75
     assert run["summary"]["train/reward"] == -0.5
     assert run["summary"]["eval/acc"] == 0.625
     assert run["summary"]["step"] == 20
     meta = run["run"]
-    assert (meta.project, meta.display_name, meta.run_group, meta.job_type) == \
-        ("rlhf-test", "run-a", "grp", "sft")
+    assert (meta.project, meta.display_name, meta.run_group, meta.job_type) == (
+        "rlhf-test",
+        "run-a",
+        "grp",
+        "sft",
+    )
     assert list(meta.tags) == ["unit", "cpu"]
     config = {item.key: json.loads(item.value_json) for item in meta.config.update}
     assert config["seed"] == 7 and config["train"] == {"lr": 0.001, "epochs": 2}
@@ -81,15 +94,19 @@ def test_auto_mode_is_offline_without_a_key(tmp_path, monkeypatch):
     assert tracker.run_dir.name.startswith("offline-run-")
 
 
-@pytest.mark.parametrize("machine, base_url, expected", [
-    ("api.wandb.ai", None, "online"),
-    ("api.forge.coreweave.com", None, "online"),  # wandb 0.31's default server
-    ("example.com", None, "offline"),
-    ("localhost:8080", "http://localhost:8080", "online"),  # self-hosted: host:port
-    ("api.wandb.ai", "http://localhost:8080", "offline"),
-])
-def test_auto_mode_follows_netrc_entry_for_the_wandb_host(offline_wandb_env, monkeypatch,
-                                                          machine, base_url, expected):
+@pytest.mark.parametrize(
+    "machine, base_url, expected",
+    [
+        ("api.wandb.ai", None, "online"),
+        ("api.forge.coreweave.com", None, "online"),  # wandb 0.31's default server
+        ("example.com", None, "offline"),
+        ("localhost:8080", "http://localhost:8080", "online"),  # self-hosted: host:port
+        ("api.wandb.ai", "http://localhost:8080", "offline"),
+    ],
+)
+def test_auto_mode_follows_netrc_entry_for_the_wandb_host(
+    offline_wandb_env, monkeypatch, machine, base_url, expected
+):
     monkeypatch.delenv("WANDB_MODE")
     if base_url:
         monkeypatch.setenv("WANDB_BASE_URL", base_url)
@@ -126,8 +143,9 @@ def test_disabled_wandb_still_writes_metrics_jsonl(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("api_key", [None, "k" * 40], ids=["no-key", "unreachable-host"])
-def test_failed_online_init_falls_back_to_offline(tmp_path, monkeypatch, caplog, api_key,
-                                                  wandb_run_reader):
+def test_failed_online_init_falls_back_to_offline(
+    tmp_path, monkeypatch, caplog, api_key, wandb_run_reader
+):
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     if api_key:
@@ -191,8 +209,14 @@ def test_a_resumed_run_keeps_one_history_and_the_same_wandb_run(tmp_path, wandb_
     resumed = make_tracker(out, resume_step=2)
     resumed.log({"train/loss": 30.0}, step=3)
     resumed.finish()
-    assert [(r["step"], r["train/loss"]) for r in read_metrics(out)] == \
-        [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert [(r["step"], r["train/loss"]) for r in read_metrics(out)] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 30.0),
+    ]
     assert resumed.run_dir != first.run_dir
-    assert wandb_run_reader(resumed.run_dir)["run"].run_id == \
-        wandb_run_reader(first.run_dir)["run"].run_id == (out / "wandb_run_id").read_text()
+    assert (
+        wandb_run_reader(resumed.run_dir)["run"].run_id
+        == wandb_run_reader(first.run_dir)["run"].run_id
+        == (out / "wandb_run_id").read_text()
+    )
