@@ -112,6 +112,8 @@ CASE_OVERRIDES = {
     "ray_grpo_ref_in_actor": ["resources.reference_in_actor=true"],
     "ray_grpo_async1_vllm": ["rollout.max_staleness=1"],
     "ray_grpo_async2_vllm": ["rollout.max_staleness=2"],
+    "ray_async1_vllm": ["rollout.max_staleness=1"],
+    "ray_async2_vllm": ["rollout.max_staleness=2"],
 }
 
 

@@ -20,7 +20,8 @@ Cases (each in its own process, run one after the other):
   (one vLLM engine; the weight sync is its own phase, ``sync``; needs the ``[vllm]`` extra);
 * ``ray_grpo_async1_vllm``, ``ray_grpo_async2_vllm``: ``ray_grpo_vllm`` with
   ``rollout.max_staleness`` 1 and 2 (the engine samples the next batches while the actor
-  trains; ``generate`` is then the learner's wait for a batch);
+  trains; ``generate`` is then the learner's wait for a batch); ``ray_async1_vllm``,
+  ``ray_async2_vllm``: the same for ``ray_vllm`` (PPO with a critic and the reward model);
 * ``ray_grpo_lora``: ``ray_grpo`` with a LoRA actor (``_ppo_common.LORA``), whose base with
   the adapter off is the reference: no reference group (3 groups instead of 4);
 * ``ray_grpo_ref_in_actor``: ``ray_grpo`` with ``resources.reference_in_actor=true``: the
@@ -77,6 +78,8 @@ CASES = (
     "ray_grpo_vllm",
     "ray_grpo_async1_vllm",
     "ray_grpo_async2_vllm",
+    "ray_async1_vllm",
+    "ray_async2_vllm",
     "ray_grpo_lora",
     "ray_grpo_ref_in_actor",
 )
@@ -93,6 +96,8 @@ RATIOS = (
     ("ray_grpo_vllm", "ray_grpo", "slowdown"),
     ("ray_grpo_async1_vllm", "ray_grpo_vllm", "slowdown"),
     ("ray_grpo_async2_vllm", "ray_grpo_vllm", "slowdown"),
+    ("ray_async1_vllm", "ray_vllm", "slowdown"),
+    ("ray_async2_vllm", "ray_vllm", "slowdown"),
     ("ray_grpo_lora", "ray_grpo", "slowdown"),
     ("ray_grpo_ref_in_actor", "ray_grpo", "slowdown"),
     ("ray_grpo_ref_in_actor", "trl_grpo", "speed"),
