@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from rlhf_dist.demo.pipeline import (
     PRESETS,
@@ -193,20 +193,27 @@ def verifier_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
     ]
 
 
+def eval_section(
+    eval_dir: Path, names: Sequence[str], title: str, text: str, columns: Sequence[str]
+) -> List[str]:
+    """A section of the report: its title, a paragraph, and the ``columns`` of the ``names``
+    rows of ``eval_dir/eval.json``."""
+    metrics = json.loads((eval_dir / "eval.json").read_text())["metrics"]
+    table = markdown_table({name: metrics[name] for name in names}, columns)
+    return [f"## {title}", "", text, "", table, ""]
+
+
 def verifier_section(out: Path, preset: Preset) -> List[str]:
-    result = json.loads((out / "eval_verifier" / "eval.json").read_text())
-    rows = {name: result["metrics"][name] for name in ("verifier_sft", "grpo_verifier")}
-    return [
-        "## Verifiable reward: GRPO with exact_match",
-        "",
+    return eval_section(
+        out / "eval_verifier",
+        ("verifier_sft", "grpo_verifier"),
+        "Verifiable reward: GRPO with exact_match",
         "The task: answer `safe` or `unsafe` to a toy request (`Human: safe or unsafe: "
         "<request>`), held-out prompts as above, "
         f"{preset.eval_samples} sampled answers each; accuracy = pass@1 of the exact_match "
         "verifier, pass_at_k = some answer right.",
-        "",
-        markdown_table(rows, ["accuracy", "pass_at_k", "verifier_reward_mean"]),
-        "",
-    ]
+        ["accuracy", "pass_at_k", "verifier_reward_mean"],
+    )
 
 
 def agent_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
@@ -231,27 +238,15 @@ def agent_eval_command(out: Path, preset: Preset, seed: int) -> List[str]:
 
 
 def agent_section(out: Path, preset: Preset) -> List[str]:
-    result = json.loads((out / "eval_agent" / "eval.json").read_text())
-    rows = {name: result["metrics"][name] for name in ("agent_sft", "agent_grpo")}
-    return [
-        "## Agent task: GRPO with a calculator tool",
-        "",
+    return eval_section(
+        out / "eval_agent",
+        ("agent_sft", "agent_grpo"),
+        "Agent task: GRPO with a calculator tool",
         "The task: add two 3-digit numbers, which the tiny model cannot do alone; it can "
         "call `CALL add(a, b)`, read the tool's result and answer. Held-out sums, "
         f"{preset.eval_samples} sampled trajectories each; success = the right sum.",
-        "",
-        markdown_table(
-            rows,
-            [
-                "success_rate",
-                "success_pass_at_k",
-                "tool_calls_mean",
-                "tool_errors_mean",
-                "turns_mean",
-            ],
-        ),
-        "",
-    ]
+        ["success_rate", "success_pass_at_k", "tool_calls_mean", "tool_errors_mean", "turns_mean"],
+    )
 
 
 def write_report(out: Path, seconds: dict, preset_name: str, preset: Preset) -> Path:
