@@ -28,6 +28,7 @@ from jobs import (
     CONFIGS,
     PRIVATE_RAY,
     REPO,
+    SHARED_RAY_AUTH,
     Run,
     finish,
     free_port,
@@ -230,11 +231,15 @@ def save_tiny_model(directory: Path, seed: int = 42) -> Path:
 def two_node_cluster(num_cpus: int = 2) -> Iterator["ray.cluster_utils.Cluster"]:
     """A simulated 2-node Ray cluster (head + one worker node, ``num_cpus`` each) of this
     test only: its own temp dir (so Ray's "current cluster" file of other users is not
-    rewritten) and its own GCS / agent ports.  Nothing is connected in this process."""
+    rewritten) and its own GCS / agent ports.  Nothing is connected in this process.  Its
+    authentication mode is the one the jobs get (``SHARED_RAY_AUTH``), set explicitly: its
+    processes would otherwise inherit this process's, which an in-process ``ray.init`` of an
+    earlier test sets to ``token`` (the jobs would then be refused)."""
     from ray.cluster_utils import Cluster
 
-    saved = os.environ.get("RAY_TMPDIR")
+    saved = {key: os.environ.get(key) for key in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: socket paths
+    os.environ["RAY_AUTH_MODE"] = SHARED_RAY_AUTH
     cluster = None
     try:
         cluster = Cluster(
@@ -252,7 +257,8 @@ def two_node_cluster(num_cpus: int = 2) -> Iterator["ray.cluster_utils.Cluster"]
     finally:
         if cluster is not None:
             cluster.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
