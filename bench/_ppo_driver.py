@@ -17,8 +17,8 @@ from typing import Dict, List
 import _ppo_common as C
 
 
-# the asynchronous pipeline's waits (rlhf_dist.rollout.async_rollout), per iteration
-IDLE = ("perf/rollout_idle_s", "perf/learner_idle_s", "async/staleness_mean")
+# the asynchronous pipeline's waits and staleness (rlhf_dist.rollout.async_rollout), per iteration
+ASYNC_METRICS = ("perf/rollout_idle_s", "perf/learner_idle_s", "async/staleness_mean")
 
 
 def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
@@ -28,7 +28,7 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
     class MeteredPPOTrainer(PPOTrainer):
         def start(self) -> None:
             self.scores: List[float] = []
-            self.idle: Dict[str, List[float]] = {}
+            self.async_metrics: Dict[str, List[float]] = {}
             self.setup_start = time.perf_counter()
             super().start()
             sync = self.rollout.sync_weights  # the weight sync is a phase of its own
@@ -52,9 +52,9 @@ def metered_trainer(cfg, meter: "C.TreeMeter", idle_s: float):
             metrics = super().iterate()
             meter.end_iteration(rows=self._rows, tokens=self._tokens)
             self.scores.append(metrics["reward/score_mean"])
-            for key in IDLE:  # asynchronous rollouts: each side's wait
+            for key in ASYNC_METRICS:  # asynchronous rollouts: waits and staleness
                 if key in metrics:
-                    self.idle.setdefault(key.split("/")[-1], []).append(metrics[key])
+                    self.async_metrics.setdefault(key.split("/")[-1], []).append(metrics[key])
             self.last_metrics = metrics
             return metrics
 
@@ -302,6 +302,6 @@ def run_driver(args, case: str, out_dir: str) -> Dict[str, object]:
         "probe": trainer.probe,
         "response_length_mean": trainer.response_length,
         "score_mean_per_iter": trainer.scores,
-        "async_per_iter": trainer.idle,
+        "async_per_iter": trainer.async_metrics,
         **C.summarize(meter.records, args.warmup),
     }
